@@ -1,0 +1,47 @@
+"""Runtime settings read from ``AGENT_BILLING_*`` environment variables (validated by pydantic)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline; each field is ``AGENT_BILLING_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENT_BILLING_", extra="ignore")
+
+    timezone: str = Field("UTC", description="Billing timezone: snapshot dates are local dates here.")
+    late_observation: Literal["refuse", "allow"] = Field(
+        "refuse", description="allow: take VSA's present state as an old date's (SPEC 4.6)."
+    )
+    late_grace_hours: int = Field(36, ge=0, description="How old a date may be before it needs a landing.")
+    raw_path: Path = Field(Path("./data/raw"), description="Where raw VSA extracts are landed.")
+    quarantine_share: Decimal = Field(Decimal("0.20"), ge=0, le=1)
+    quarantine_min_agents: int = Field(5, ge=0)
+    notify_from: str = Field("agent-billing@localhost", description="Sender of unit-change mail.")
+    data_team_emails: str = Field("", description="Comma-separated recipients of data-team alerts.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises for an unknown zone
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def data_team(self) -> list[str]:
+        return [e.strip() for e in self.data_team_emails.split(",") if e.strip()]
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the environment (cheap; no caching so tests and tasks see changes)."""
+    return Settings()

@@ -1,0 +1,19 @@
+"""SQL kept as files under ``include/sql``: loaded once, always executed with bound parameters."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import TextClause, text
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+
+
+@lru_cache(maxsize=None)
+def load_sql(name: str) -> TextClause:
+    """Return ``include/sql/<name>`` as a SQLAlchemy text clause (``:name`` parameters)."""
+    path = SQL_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"SQL file not found: {path}")
+    return text(path.read_text(encoding="utf-8"))

@@ -1,0 +1,128 @@
+"""Shared fixtures: real SQLite and PostgreSQL warehouses, an isolated Airflow home.
+
+PostgreSQL comes from ``AGENT_BILLING_TEST_PG_URL`` (default: the local server, trust auth).
+Each test gets a fresh database cloned from a migrated template. When PostgreSQL cannot be
+reached the tests that need it are skipped, except under ``CI=true`` where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads these at import time: set them before anything imports airflow.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="agent_billing_af_")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
+os.environ.pop("AIRFLOW_CONN_BILLING_WAREHOUSE", None)
+os.environ.pop("AIRFLOW_CONN_VSA_DEFAULT", None)
+
+PG_URL = os.environ.get(
+    "AGENT_BILLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/agent_billing_test"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _pg_admin_engine():
+    from sqlalchemy.engine import make_url
+
+    from agent_billing.warehouse import connect_warehouse
+
+    url = make_url(connect_warehouse_url(PG_URL)).set(database="postgres")
+    return connect_warehouse(url.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+
+
+def connect_warehouse_url(raw: str) -> str:
+    from agent_billing.warehouse.engine import normalise_url
+
+    return normalise_url(raw)
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    """Name of a migrated template database on the test server (created once per session)."""
+    from sqlalchemy import text
+
+    try:
+        admin = _pg_admin_engine()
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any connection failure means "no PostgreSQL"
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI=true but unreachable at {PG_URL}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    from agent_billing.warehouse import connect_warehouse, upgrade
+
+    name = f"ab_tpl_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = connect_warehouse(_database_url(name))
+    upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _database_url(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(connect_warehouse_url(PG_URL)).set(database=name).render_as_string(
+        hide_password=False
+    )
+
+
+@pytest.fixture
+def pg_warehouse_url(pg_template):
+    """URL of a fresh, migrated PostgreSQL database for one test."""
+    from sqlalchemy import text
+
+    admin = _pg_admin_engine()
+    name = f"ab_t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield _database_url(name)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_warehouse_url(tmp_path):
+    """URL of a fresh, migrated SQLite warehouse file for one test."""
+    from agent_billing.warehouse import connect_warehouse, upgrade
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    engine = connect_warehouse(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request):
+    """Run the test on both engines: the embedded default and production."""
+    name = "sqlite_warehouse_url" if request.param == "sqlite" else "pg_warehouse_url"
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def warehouse(warehouse_url, monkeypatch):
+    """An engine on a fresh warehouse, also exported as ``AIRFLOW_CONN_BILLING_WAREHOUSE``."""
+    from agent_billing.warehouse import connect_warehouse
+
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", warehouse_url)
+    engine = connect_warehouse(warehouse_url)
+    yield engine
+    engine.dispose()
