@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
+from decimal import Decimal
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from agent_billing.connections import ConnectionInfo, get_connection
 
 WAREHOUSE_CONN_ID = "billing_warehouse"
+
+# sqlite3 cannot bind Decimal; its text form keeps every digit (SQLite's NUMERIC affinity then
+# stores it as REAL, exact for money of up to 15 significant digits; see docs/data-dictionary.md).
+sqlite3.register_adapter(Decimal, str)
 
 
 def url_from_connection(conn: ConnectionInfo) -> str:

@@ -120,9 +120,12 @@ def upgrade() -> None:
         sa.Column("online", sa.Integer),
         sa.Column("last_checkin_time", sa.DateTime(timezone=True)),
         sa.Column("first_checkin", sa.DateTime(timezone=True)),
+        # Whole days between the last check-in and the snapshot date (NULL: never checked in);
+        # computed at load so the "offline for more than N days" exclusion is engine-neutral SQL.
+        sa.Column("days_since_checkin", sa.Integer),
     )
     op.create_index("ix_vsa_agents_date_agent", "vsa_agents", ["snapshot_date", "agent_id"])
-    op.create_index("ix_vsa_agents_date_group", "vsa_agents", ["snapshot_date", "machine_group_id"])
+    op.create_index("ix_vsa_agents_date_org", "vsa_agents", ["snapshot_date", "org_id"])
     op.create_table(
         "vsa_views",
         sa.Column("snapshot_date", sa.Date, primary_key=True),

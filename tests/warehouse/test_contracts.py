@@ -1,0 +1,134 @@
+"""Contracts file: validation with precise messages, idempotent apply, locked derivation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from agent_billing.contracts import ContractsFileError, apply_contracts, load_contracts_file
+
+CONTRACTS = textwrap.dedent(
+    """\
+    accounts:
+      - account_id: CONTOSO
+        name: Contoso Ltd
+        vsa_org_id: "73511820644390182275501461"
+        contracts:
+          - contract_id: C-CONTOSO
+            currency: USD
+            billing_day: 1
+            posting: automatic
+            start_date: 2024-03-01
+            notify_emails: [billing@contoso.example]
+            services:
+              - service_id: S-CONTOSO-WS
+                name: Managed workstation
+                unit_price: 1.13
+                units_source: rmm_agent_count
+                vsa_machine_group_id: "73511820644390182275501462"
+                include_subgroups: false
+                vsa_view_id: null
+                start_date: 2024-03-01
+              - service_id: S-CONTOSO-SUP
+                name: Support block
+                unit_price: "99.00"
+                units_source: manual
+                units: 3
+                start_date: 2024-03-01
+    """
+)
+
+
+@pytest.fixture
+def contracts_file(tmp_path):
+    path = tmp_path / "contracts.yaml"
+    path.write_text(CONTRACTS)
+    return path
+
+
+def test_apply_is_idempotent_and_keeps_ids_and_prices_exact(warehouse, contracts_file):
+    first = apply_contracts(warehouse, contracts_file)
+    assert first.created == {"accounts": 1, "contracts": 1, "services": 2}
+    second = apply_contracts(warehouse, contracts_file)
+    assert not second.changed
+    with warehouse.connect() as conn:
+        org = conn.execute(text("SELECT vsa_org_id FROM accounts")).scalar_one()
+        price = conn.execute(
+            text("SELECT unit_price FROM services WHERE service_id = 'S-CONTOSO-WS'")
+        ).scalar_one()
+        emails = conn.execute(text("SELECT notify_emails FROM contracts")).scalar_one()
+    assert org == "73511820644390182275501461"
+    assert Decimal(str(price)) == Decimal("1.13")
+    assert emails == "billing@contoso.example"
+
+
+def test_locked_service_edit_is_refused_and_nothing_changes(warehouse, contracts_file):
+    apply_contracts(warehouse, contracts_file)
+    edited = contracts_file.read_text().replace("include_subgroups: false", "include_subgroups: true")
+    edited = edited.replace("name: Contoso Ltd", "name: Contoso Limited")
+    contracts_file.write_text(edited)
+    with pytest.raises(ContractsFileError, match=r"service S-CONTOSO-WS: include_subgroups cannot change"):
+        apply_contracts(warehouse, contracts_file)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT name FROM accounts")).scalar_one() == "Contoso Ltd"
+
+
+def test_database_refuses_locked_edit_even_without_the_application(warehouse, contracts_file):
+    apply_contracts(warehouse, contracts_file)
+    with pytest.raises(DBAPIError, match="locked"), warehouse.begin() as conn:
+        conn.execute(text("UPDATE services SET vsa_view_id = '55120913' WHERE service_id = 'S-CONTOSO-WS'"))
+    with warehouse.begin() as conn:  # unlocked columns stay editable
+        conn.execute(text("UPDATE services SET name = 'WS' WHERE service_id = 'S-CONTOSO-WS'"))
+
+
+def test_manual_units_change_is_recorded_as_a_unit_change(warehouse, contracts_file):
+    apply_contracts(warehouse, contracts_file)
+    contracts_file.write_text(
+        contracts_file.read_text().replace("units: 3", "units: 5\n            units_effective_date: 2024-04-10")
+    )
+    assert apply_contracts(warehouse, contracts_file).unit_changes == 1
+    with warehouse.connect() as conn:
+        row = conn.execute(text("SELECT * FROM unit_changes")).mappings().one()
+    assert (row["units_before"], row["units_after"], row["delta"], row["source"]) == (3, 5, 2, "manual")
+
+
+def test_validation_errors_name_entry_and_field(tmp_path):
+    bad = CONTRACTS.replace('unit_price: "99.00"', 'unit_price: "-1"').replace("currency: USD", "currency: usd")
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    with pytest.raises(ContractsFileError) as info:
+        load_contracts_file(path)
+    message = str(info.value)
+    assert "bad.yaml" in message
+    assert "contracts[0] (C-CONTOSO) > currency" in message
+    assert "services[1] (S-CONTOSO-SUP) > unit_price" in message
+
+
+def test_unquoted_float_id_and_yaml_syntax_errors_are_clear(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(CONTRACTS.replace('vsa_org_id: "73511820644390182275501461"', "vsa_org_id: 7.3e+25"))
+    with pytest.raises(ContractsFileError, match="vsa_org_id: Value error, VSA ids must be quoted"):
+        load_contracts_file(path)
+    path.write_text("accounts:\n  - account_id: [unclosed\n")
+    with pytest.raises(ContractsFileError, match=r"c.yaml: YAML error at line 3"):
+        load_contracts_file(path)
+
+
+def test_cli_apply_reports_and_fails_cleanly(sqlite_warehouse_url, contracts_file, monkeypatch):
+    env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": sqlite_warehouse_url, "PATH": ""}
+    cli = [sys.executable, "-m", "agent_billing.cli", "contracts", "apply"]
+    ok = subprocess.run([*cli, str(contracts_file)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "services: 2 created" in ok.stdout
+    again = subprocess.run([*cli, str(contracts_file)], env=env, capture_output=True, text=True)
+    assert "(no changes)" in again.stdout
+    missing = subprocess.run([*cli, "/nonexistent.yaml"], env=env, capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "/nonexistent.yaml: file not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
