@@ -16,4 +16,6 @@ def load_sql(name: str) -> TextClause:
     path = SQL_DIR / name
     if not path.is_file():
         raise FileNotFoundError(f"SQL file not found: {path}")
-    return text(path.read_text(encoding="utf-8"))
+    # Whole-line comments are dropped: text() would read a ":name" in them as a parameter.
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return text("\n".join(line for line in lines if not line.lstrip().startswith("--")))

@@ -87,6 +87,8 @@ def upgrade() -> None:
         sa.Column("orgs_total", sa.Integer),
         sa.Column("machine_groups_total", sa.Integer),
         sa.Column("message", sa.Text),
+        # Set when a person releases a quarantined snapshot; a re-run then does not re-quarantine it.
+        sa.Column("released_at", sa.DateTime(timezone=True)),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.CheckConstraint(
             "status IN ('complete', 'gap', 'quarantined', 'failed', 'discarded')",

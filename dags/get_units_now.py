@@ -1,0 +1,55 @@
+"""
+### get_units_now — "Get Units Now" for one service
+
+Manual only. Counts the agents in the service's scope in VSA right now (cheap: one `$top=1`
+query reading `TotalRecords`, or a page through the scope when exclusions apply), sets the
+service's units and, when they differ, records a unit change effective today (billing
+timezone) with source `get_units_now`. Param: `service_id`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+@dag(
+    dag_id="get_units_now",
+    schedule=None,
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["agent-billing", "vsa", "manual"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "account-management",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "execution_timeout": timedelta(minutes=10),
+    },
+    params={"service_id": Param(type="string", minLength=1, description="The service to count now.")},
+)
+def get_units_now():
+    @task
+    def count_service_now() -> dict:
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.units_now import get_units_now as run
+        from vsa_hook import VsaHook
+        from warehouse_hook import WarehouseHook
+
+        service_id = get_current_context()["params"]["service_id"]
+        result = run(WarehouseHook().get_conn(), VsaHook().get_conn(), service_id, tz=get_settings().tz)
+        return {
+            "service_id": result.service_id,
+            "units_before": result.units_before,
+            "units_after": result.units_after,
+            "effective_date": result.effective_date.isoformat(),
+            "change_recorded": result.change_recorded,
+        }
+
+    count_service_now()
+
+
+get_units_now()

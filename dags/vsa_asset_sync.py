@@ -1,0 +1,182 @@
+"""
+### vsa_asset_sync — the nightly VSA snapshot
+
+Every night (cron `AGENT_BILLING_SYNC_CRON`, default `0 2 * * *`, in the billing timezone
+`AGENT_BILLING_TIMEZONE`) this DAG:
+
+1. **extract** — lands VSA's orgs, machine groups, agents, billed views and their members
+   as an immutable raw extract for the snapshot date (reused, never re-fetched, on re-runs);
+   a missed night older than the grace window becomes a **gap** (the rest is skipped);
+2. **load** — replaces the date's rows in the snapshot tables (one transaction);
+3. **validate** — the Great Expectations quality gate; a failure stops everything;
+4. **count** — units per `rmm_agent_count` service (`service_unit_counts`);
+5. **diff** — unit changes against the previous good snapshot, or **quarantine** when an
+   org's agents drop sharply;
+6. **notify** — sends queued mail (unit changes to contracts, alerts to the data team);
+7. **publish** — emits the `vsa_snapshot` asset event (`extra.snapshot_date`) that
+   triggers `agent_billing`.
+
+Snapshot date = the logical date's local date, or the param `snapshot_date`.
+Param `quarantine_action` (`release` / `discard`) acts on a quarantined snapshot instead of
+syncing. Backfills: `airflow backfill create --dag-id vsa_asset_sync --from-date … --to-date …`
+(see docs/runbook.md).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from agent_billing_assets import SNAPSHOT_ASSET
+from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+
+TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
+SCHEDULE = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
+
+
+@dag(
+    dag_id="vsa_asset_sync",
+    schedule=CronTriggerTimetable(SCHEDULE, timezone=TIMEZONE),
+    start_date=pendulum.datetime(2024, 1, 1, tz=TIMEZONE),
+    catchup=False,
+    max_active_runs=1,
+    tags=["agent-billing", "vsa", "nightly"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "data-team",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(hours=1),
+    },
+    params={
+        "snapshot_date": Param(
+            None, type=["null", "string"], format="date",
+            description="Snapshot date to (re)process, YYYY-MM-DD; default: the logical date's local date.",
+        ),
+        "quarantine_action": Param(
+            None, type=["null", "string"], enum=[None, "release", "discard"],
+            description="release or discard the quarantined snapshot of snapshot_date instead of syncing.",
+        ),
+    },
+)
+def vsa_asset_sync():
+    @task
+    def resolve_snapshot_date() -> str:
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.dates import parse_date, snapshot_date_for
+
+        ctx = get_current_context()
+        if ctx["params"].get("snapshot_date"):
+            return parse_date(ctx["params"]["snapshot_date"], "snapshot_date").isoformat()
+        when = ctx.get("logical_date") or ctx["dag_run"].run_after  # manual runs may have none
+        return snapshot_date_for(when, get_settings().tz).isoformat()
+
+    @task.branch
+    def route() -> str:
+        action = get_current_context()["params"].get("quarantine_action")
+        return "quarantine_action" if action else "extract"
+
+    @task(execution_timeout=timedelta(hours=2), retries=3)
+    def extract(snapshot_date: str) -> dict:
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.dates import parse_date
+        from agent_billing.sync.pipeline import extract_step
+        from airflow.sdk.exceptions import AirflowSkipException
+        from vsa_hook import VsaHook
+        from warehouse_hook import WarehouseHook
+
+        result = extract_step(
+            WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date), VsaHook().get_conn
+        )
+        if result.status == "gap":
+            raise AirflowSkipException(result.detail["message"])
+        return result.to_xcom()
+
+    @task
+    def load(snapshot_date: str, _extracted: dict) -> dict:
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.dates import parse_date
+        from agent_billing.sync.pipeline import load_step
+        from warehouse_hook import WarehouseHook
+
+        return load_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
+
+    @task(retries=0)  # data-quality failures are not transient
+    def validate(snapshot_date: str, _loaded: dict) -> dict:
+        from agent_billing.quality.snapshot_gate import QualityGateFailed
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.dates import parse_date
+        from agent_billing.sync.pipeline import validate_step
+        from airflow.sdk.exceptions import AirflowFailException
+        from warehouse_hook import WarehouseHook
+
+        try:
+            return validate_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
+        except QualityGateFailed as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    @task
+    def count(snapshot_date: str, _validated: dict) -> dict:
+        from agent_billing.sync.dates import parse_date
+        from agent_billing.sync.pipeline import count_step
+        from warehouse_hook import WarehouseHook
+
+        return count_step(WarehouseHook().get_conn(), parse_date(snapshot_date)).to_xcom()
+
+    @task
+    def diff(snapshot_date: str, _counted: dict) -> dict:
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.dates import parse_date
+        from agent_billing.sync.pipeline import diff_step
+        from warehouse_hook import WarehouseHook
+
+        return diff_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
+
+    @task
+    def quarantine_action(snapshot_date: str) -> dict:
+        from agent_billing.sync.dates import parse_date
+        from agent_billing.sync.pipeline import discard_snapshot, release_snapshot
+        from warehouse_hook import WarehouseHook
+
+        action = get_current_context()["params"]["quarantine_action"]
+        step = release_snapshot if action == "release" else discard_snapshot
+        return step(WarehouseHook().get_conn(), parse_date(snapshot_date)).to_xcom()
+
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))  # gap alerts too
+    def notify() -> dict:
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.notify import deliver_outbox
+        from airflow_connections import optional_connection_info
+        from warehouse_hook import WarehouseHook
+
+        result = deliver_outbox(
+            WarehouseHook().get_conn(), optional_connection_info("smtp_default"), get_settings().notify_from
+        )
+        return {"sent": result.sent, "waiting": result.waiting}
+
+    @task(outlets=[SNAPSHOT_ASSET], trigger_rule="none_failed_min_one_success")
+    def publish(snapshot_date: str) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        ctx = get_current_context()
+        outcome = next(
+            (x for x in ctx["ti"].xcom_pull(task_ids=["diff", "quarantine_action"]) or [] if x), None
+        )
+        if outcome is None or outcome["status"] not in ("complete", "discarded"):
+            raise AirflowSkipException(f"snapshot {snapshot_date} is not billable: {outcome}")
+        ctx["outlet_events"][SNAPSHOT_ASSET].extra = {"snapshot_date": snapshot_date}
+        return outcome
+
+    snapshot_date = resolve_snapshot_date()
+    extracted = extract(snapshot_date)
+    acted = quarantine_action(snapshot_date)
+    snapshot_date >> route() >> [extracted, acted]
+    diffed = diff(snapshot_date, count(snapshot_date, validate(snapshot_date, load(snapshot_date, extracted))))
+    # Mail never holds back billing: publish and notify both follow whichever branch ran.
+    [diffed, acted] >> publish(snapshot_date)
+    [diffed, acted] >> notify()
+
+vsa_asset_sync()

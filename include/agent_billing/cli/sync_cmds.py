@@ -1,0 +1,84 @@
+"""``agent-billing sync``, ``units get`` and ``snapshots release|discard``: the nightly sync by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sync = sub.add_parser("sync", help="run the nightly sync for one snapshot date (no Airflow)")
+    sync.add_argument("--date", required=True, help="snapshot date YYYY-MM-DD")
+    sync.set_defaults(handler=_sync)
+
+    units = sub.add_parser("units", help="units of a service")
+    u_sub = units.add_subparsers(dest="units_command", required=True)
+    get = u_sub.add_parser("get", help="Get Units Now: count a service's agents in VSA now")
+    get.add_argument("--service", required=True, help="service_id")
+    get.set_defaults(handler=_units_get)
+
+    snapshots = sub.add_parser("snapshots", help="quarantined snapshots")
+    s_sub = snapshots.add_subparsers(dest="snapshots_command", required=True)
+    for action, text in (("release", "accept a quarantined snapshot"), ("discard", "reject a quarantined snapshot")):
+        p = s_sub.add_parser(action, help=text)
+        p.add_argument("date", help="snapshot date YYYY-MM-DD")
+        p.set_defaults(handler=_snapshot_action, action=action)
+
+
+def _context():
+    from agent_billing.settings import get_settings
+    from agent_billing.warehouse import connect_warehouse
+
+    return connect_warehouse(), get_settings()
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from agent_billing.sync.dates import parse_date
+    from agent_billing.sync.pipeline import sync_date
+    from agent_billing.vsa.client import VsaClient
+
+    engine, settings = _context()
+    snapshot_date = parse_date(args.date, "--date")
+    results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
+    _deliver(engine, settings)
+    for result in results:
+        print(json.dumps(result.to_xcom(), default=str))
+    return 0
+
+
+def _deliver(engine, settings) -> None:
+    from agent_billing.connections import ConnectionNotFound, get_connection
+    from agent_billing.sync.notify import deliver_outbox
+
+    try:
+        smtp = get_connection("smtp_default")
+    except ConnectionNotFound:
+        smtp = None
+    deliver_outbox(engine, smtp, settings.notify_from)
+
+
+def _units_get(args: argparse.Namespace) -> int:
+    from agent_billing.sync.units_now import get_units_now
+    from agent_billing.vsa.client import VsaClient
+
+    engine, settings = _context()
+    result = get_units_now(engine, VsaClient.from_env(), args.service, tz=settings.tz)
+    change = (
+        f"unit change {result.units_before} → {result.units_after} effective {result.effective_date}"
+        if result.change_recorded
+        else "no change"
+    )
+    print(f"{result.service_id}: {result.units_after} units ({change})")
+    return 0
+
+
+def _snapshot_action(args: argparse.Namespace) -> int:
+    from agent_billing.sync.dates import parse_date
+    from agent_billing.sync.pipeline import discard_snapshot, release_snapshot
+
+    engine, _ = _context()
+    snapshot_date = parse_date(args.date, "snapshot date")
+    action = release_snapshot if args.action == "release" else discard_snapshot
+    result = action(engine, snapshot_date)
+    print(f"snapshot {snapshot_date}: {result.status}")
+    return 0

@@ -1,0 +1,141 @@
+"""Raw landing: VSA extracts stored per snapshot date, immutable, before anything else (SPEC 4.6).
+
+Layout of one landing (``<raw_path>/<YYYY-MM-DD>/``)::
+
+    manifest.json                 observed_at, source, TotalRecords, record counts, sha256 per file
+    orgs.jsonl.gz                 one raw VSA record (the server's own JSON text) per line
+    machine_groups.jsonl.gz
+    agents.jsonl.gz
+    views.jsonl.gz
+    agents_in_view/<ViewDefId>.jsonl.gz
+
+A landing is staged in a hidden temporary folder and renamed into place only when every file
+and the manifest are written, so a failed extract leaves nothing that looks complete. An
+existing landing is never rewritten: re-runs and backfills read it and never call VSA.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from agent_billing.errors import UserError
+from agent_billing.vsa.records import ID_FIELDS, normalise_id
+
+MANIFEST = "manifest.json"
+
+
+class LandingError(UserError):
+    """A landing is missing, incomplete or fails its checksums."""
+
+
+def parse_record(line: str) -> dict[str, Any]:
+    """Parse one raw record; ids become exact decimal strings whether JSON had strings or numbers."""
+    record = json.loads(line, parse_float=Decimal)
+    for key in ID_FIELDS:
+        if key in record:
+            record[key] = normalise_id(record[key])
+    return record
+
+
+@dataclass(frozen=True)
+class RawLanding:
+    root: Path
+    snapshot_date: date
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root) / self.snapshot_date.isoformat()
+
+    def exists(self) -> bool:
+        return (self.path / MANIFEST).is_file()
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.exists():
+            raise LandingError(f"no raw landing for {self.snapshot_date} under {self.root}")
+        return json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+
+    def verify(self) -> dict[str, Any]:
+        """Check every file against the manifest's checksum; return the manifest."""
+        manifest = self.manifest()
+        for name, entry in manifest["files"].items():
+            digest = _sha256(self.path / name)
+            if digest != entry["sha256"]:
+                raise LandingError(
+                    f"raw landing {self.path}: {name} does not match its manifest checksum"
+                )
+        return manifest
+
+    def records(self, name: str) -> Iterator[dict[str, Any]]:
+        """Stream the records of one landed file (e.g. ``agents.jsonl.gz``)."""
+        with gzip.open(self.path / name, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield parse_record(line)
+
+    @contextmanager
+    def staging(self) -> Iterator[LandingStage]:
+        """Write a new landing atomically; refuse to overwrite an existing one."""
+        if self.exists():
+            raise LandingError(f"raw landing {self.path} already exists; landings are immutable")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.parent / f".{self.snapshot_date.isoformat()}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()
+        stage = LandingStage(tmp)
+        try:
+            yield stage
+            stage.finish(self.snapshot_date)
+            if self.path.exists():  # an incomplete folder from a crash before the manifest
+                shutil.rmtree(self.path)
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+class LandingStage:
+    """A landing being written: one gzip JSON-lines file per endpoint, then the manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files: dict[str, dict[str, Any]] = {}
+        self.meta: dict[str, Any] = {}
+
+    def write_lines(self, name: str, lines: Iterable[str], total_records: int | None = None) -> int:
+        """Write raw JSON lines to ``name``; called again for a retried extract, it starts over."""
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        with gzip.open(target, "wt", encoding="utf-8", compresslevel=5) as fh:
+            for line in lines:
+                fh.write(line.replace("\n", " ") + "\n")
+                count += 1
+        self.files[name] = {"records": count, "total_records": total_records}
+        return count
+
+    def finish(self, snapshot_date: date) -> None:
+        for name, entry in self.files.items():
+            entry["sha256"] = _sha256(self.path / name)
+        manifest = {"snapshot_date": snapshot_date.isoformat(), **self.meta, "files": self.files}
+        tmp = self.path / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path / MANIFEST)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,97 @@
+"""Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import Connection, Engine, text
+
+from agent_billing.sync.landing import RawLanding
+from agent_billing.warehouse.bulk import bulk_insert
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_TABLES = ("vsa_view_members", "vsa_views", "vsa_agents", "vsa_machine_groups", "vsa_orgs")
+AGENT_COLUMNS = (
+    "snapshot_date", "agent_id", "agent_name", "org_id", "machine_group_id", "online",
+    "last_checkin_time", "first_checkin", "days_since_checkin",
+)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    snapshot_date: date
+    orgs: int
+    machine_groups: int
+    agents: int
+    views: int
+    view_members: int
+
+
+def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
+    """Replace the snapshot rows of the landing's date with its content, atomically."""
+    manifest = landing.verify()
+    d = landing.snapshot_date
+    with engine.begin() as conn:
+        delete_snapshot_rows(conn, d)
+        orgs = bulk_insert(
+            conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),
+            ((d, r.get("OrgId"), r.get("OrgName"), r.get("OrgRef"), r.get("ParentOrgId"))
+             for r in landing.records("orgs.jsonl.gz")),
+        )
+        groups = bulk_insert(
+            conn, "vsa_machine_groups",
+            ("snapshot_date", "machine_group_id", "machine_group_name", "parent_machine_group_id", "org_id"),
+            ((d, r.get("MachineGroupId"), r.get("MachineGroupName"), r.get("ParentMachineGroupId") or None,
+              r.get("OrgId")) for r in landing.records("machine_groups.jsonl.gz")),
+        )
+        agents = bulk_insert(conn, "vsa_agents", AGENT_COLUMNS, _agent_rows(landing, d))
+        views = bulk_insert(
+            conn, "vsa_views", ("snapshot_date", "view_id", "view_name"),
+            ((d, r.get("ViewDefId"), r.get("ViewDefName")) for r in landing.records("views.jsonl.gz")),
+        )
+        members = 0
+        for name in sorted(manifest["files"]):
+            if name.startswith("agents_in_view/"):
+                view_id = name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
+                members += bulk_insert(
+                    conn, "vsa_view_members", ("snapshot_date", "view_id", "agent_id"),
+                    ((d, view_id, r.get("AgentId")) for r in landing.records(name)),
+                )
+    result = LoadResult(d, orgs, groups, agents, views, members)
+    log.info(
+        "loaded snapshot %s: %d orgs, %d machine groups, %d agents, %d views (%d view members)",
+        d, orgs, groups, agents, views, members,
+    )
+    return result
+
+
+def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> None:
+    for table in SNAPSHOT_TABLES:
+        conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": snapshot_date})
+
+
+def _agent_rows(landing: RawLanding, d: date) -> Iterator[tuple]:
+    for r in landing.records("agents.jsonl.gz"):
+        last = parse_vsa_timestamp(r.get("LastCheckInTime"))
+        yield (
+            d, r.get("AgentId"), r.get("AgentName"), r.get("OrgId"), r.get("MachineGroupId"),
+            _int(r.get("Online")), last, parse_vsa_timestamp(r.get("FirstCheckIn")),
+            (d - last.date()).days if last else None,
+        )
+
+
+def _int(value) -> int | None:
+    return None if value is None or value == "" else int(value)
+
+
+def parse_vsa_timestamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

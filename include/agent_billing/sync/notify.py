@@ -1,0 +1,183 @@
+"""Notifications through an outbox (SPEC 4.7): queued in the run's transaction, sent by SMTP.
+
+Messages have deterministic ids (one per contract per snapshot date, one per data-team
+alert), so a re-run finds the message already queued or sent and never sends it twice; a
+failed send stays in the outbox with its error and is retried by the next delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+
+from sqlalchemy import Connection, Engine, text
+
+from agent_billing.connections import ConnectionInfo, as_bool
+from agent_billing.errors import UserError
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+
+
+class DeliveryFailed(UserError):
+    """Some queued messages could not be sent; they stay in the outbox for the next try."""
+
+
+def queue_message(conn: Connection, message_id: str, kind: str, recipients: list[str], subject: str, body: str) -> bool:
+    """Queue a message unless it is already queued or sent. An unsent one is refreshed."""
+    row = conn.execute(
+        text("SELECT sent_at FROM notification_outbox WHERE message_id = :id"), {"id": message_id}
+    ).first()
+    params = {
+        "id": message_id, "kind": kind, "recipients": ",".join(recipients),
+        "subject": subject, "body": body, "now": datetime.now(UTC),
+    }
+    if row is None:
+        conn.execute(
+            text(
+                "INSERT INTO notification_outbox (message_id, kind, recipients, subject, body, "
+                "created_at) VALUES (:id, :kind, :recipients, :subject, :body, :now)"
+            ),
+            params,
+        )
+        return True
+    if row[0] is None:
+        conn.execute(
+            text(
+                "UPDATE notification_outbox SET recipients = :recipients, subject = :subject, "
+                "body = :body WHERE message_id = :id"
+            ),
+            params,
+        )
+    return False
+
+
+def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
+    """One message per contract with recipients and nightly changes effective on the date."""
+    rows = conn.execute(
+        text(
+            "SELECT c.contract_id, c.notify_emails, s.service_id, s.name, uc.change_id, "
+            "uc.units_before, uc.units_after, uc.effective_date "
+            "FROM unit_changes uc JOIN services s ON s.service_id = uc.service_id "
+            "JOIN contracts c ON c.contract_id = s.contract_id "
+            "WHERE uc.effective_date = :d AND uc.source = 'nightly_sync' AND c.notify_emails <> '' "
+            "ORDER BY c.contract_id, s.service_id"
+        ),
+        {"d": snapshot_date},
+    ).all()
+    agents = defaultdict(list)
+    for change_id, agent_name, event in conn.execute(
+        text(
+            "SELECT a.change_id, a.agent_name, a.event FROM unit_change_agents a "
+            "JOIN unit_changes uc ON uc.change_id = a.change_id "
+            "WHERE uc.effective_date = :d AND uc.source = 'nightly_sync' ORDER BY a.agent_name"
+        ),
+        {"d": snapshot_date},
+    ):
+        agents[change_id].append(f"{agent_name} ({event})")
+    by_contract: dict[str, list] = defaultdict(list)
+    emails: dict[str, list[str]] = {}
+    for contract_id, notify, service_id, name, cid, before, after, effective in rows:
+        emails[contract_id] = [e for e in notify.split(",") if e]
+        by_contract[contract_id].append(
+            f"- {name} ({service_id}): {before} → {after} units, effective {effective}\n"
+            + "".join(f"    {a}\n" for a in agents[cid])
+        )
+    queued = 0
+    for contract_id, lines in by_contract.items():
+        body = (
+            f"Agent counts changed for contract {contract_id} in the snapshot of {snapshot_date}.\n\n"
+            + "".join(lines)
+            + "\nThe changes will be prorated from their effective date on the next invoice.\n"
+        )
+        queued += queue_message(
+            conn, f"unit-changes:{contract_id}:{snapshot_date}", "unit_changes", emails[contract_id],
+            f"[agent-billing] Unit changes for {contract_id} on {snapshot_date}", body,
+        )
+    return queued
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    sent: int
+    waiting: int
+
+
+def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> DeliveryResult:
+    """Send every unsent message; record each outcome at once so a crash never re-sends."""
+    with engine.connect() as conn:
+        pending = conn.execute(
+            text(
+                "SELECT message_id, recipients, subject, body FROM notification_outbox "
+                "WHERE sent_at IS NULL AND attempts < :max ORDER BY created_at, message_id"
+            ),
+            {"max": MAX_ATTEMPTS},
+        ).all()
+    if not pending:
+        return DeliveryResult(0, 0)
+    if smtp is None:
+        log.warning("smtp_default is not configured: %d message(s) wait in notification_outbox", len(pending))
+        return DeliveryResult(0, len(pending))
+    sent, errors = 0, []
+    for message_id, recipients, subject, body in pending:
+        mail = EmailMessage()
+        mail["From"] = smtp.extra.get("from_email") or sender
+        mail["To"] = recipients
+        mail["Subject"] = subject
+        mail["Message-ID"] = f"<{message_id.replace(':', '.')}@agent-billing>"
+        mail.set_content(body)
+        try:
+            _send(smtp, mail)
+        except (OSError, smtplib.SMTPException) as exc:
+            errors.append(f"{message_id}: {type(exc).__name__}: {exc}")
+            _mark(engine, message_id, error=f"{type(exc).__name__}: {exc}")
+            continue
+        _mark(engine, message_id, error=None)
+        sent += 1
+    log.info("outbox: %d sent, %d failed", sent, len(errors))
+    if errors:
+        raise DeliveryFailed(
+            f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}: " + "; ".join(errors)
+        )
+    return DeliveryResult(sent, 0)
+
+
+def _mark(engine: Engine, message_id: str, error: str | None) -> None:
+    with engine.begin() as conn:
+        if error is None:
+            conn.execute(
+                text(
+                    "UPDATE notification_outbox SET sent_at = :now, attempts = attempts + 1, "
+                    "last_error = NULL WHERE message_id = :id"
+                ),
+                {"now": datetime.now(UTC), "id": message_id},
+            )
+        else:
+            conn.execute(
+                text(
+                    "UPDATE notification_outbox SET attempts = attempts + 1, last_error = :error "
+                    "WHERE message_id = :id"
+                ),
+                {"error": error[:1000], "id": message_id},
+            )
+
+
+def _send(smtp: ConnectionInfo, mail: EmailMessage) -> None:
+    """Send like Airflow's SMTP provider: SSL unless ``disable_ssl``; STARTTLS unless ``disable_tls``."""
+    timeout = float(smtp.extra.get("timeout", 30))
+    port = smtp.port or 465
+    if not as_bool(smtp.extra.get("disable_ssl"), False):
+        client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, port, timeout=timeout, context=ssl.create_default_context())
+    else:
+        client = smtplib.SMTP(smtp.host, port, timeout=timeout)
+        if not as_bool(smtp.extra.get("disable_tls"), False):
+            client.starttls(context=ssl.create_default_context())
+    with client:
+        if smtp.login:
+            client.login(smtp.login, smtp.password or "")
+        client.send_message(mail)

@@ -1,0 +1,210 @@
+"""The nightly sync, one function per step (SPEC 2); the DAG and ``agent-billing sync`` wire them.
+
+extract (land raw) → load snapshot → quality gate → count units → diff into unit changes
+(or quarantine) → notify. Every step is idempotent for its date and transactional.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from agent_billing.errors import UserError
+from agent_billing.settings import Settings
+from agent_billing.sync import changes
+from agent_billing.sync.dates import is_late
+from agent_billing.sync.extract import VsaClientLike, land_from_vsa
+from agent_billing.sync.landing import RawLanding
+from agent_billing.sync.load import load_snapshot
+from agent_billing.sync.notify import queue_message, queue_unit_change_mail
+from agent_billing.sync.quarantine import org_drops
+from agent_billing.sync.runs import get_run, previous_good, record_run
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotStatusError(UserError):
+    """A release or discard was asked for a date in the wrong state."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    snapshot_date: str
+    status: str  # landed | reused | gap | loaded | validated | counted | complete | quarantined
+    detail: dict[str, Any]
+
+    def to_xcom(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def landing_for(settings: Settings, snapshot_date: date) -> RawLanding:
+    return RawLanding(settings.raw_path, snapshot_date)
+
+
+def extract_step(
+    engine: Engine,
+    settings: Settings,
+    snapshot_date: date,
+    client_factory: Callable[[], VsaClientLike],
+    *,
+    now: datetime | None = None,
+) -> StepResult:
+    """Land the date's raw extract unless it exists; refuse (gap) to observe an old date late."""
+    now = now or datetime.now(UTC)
+    landing = landing_for(settings, snapshot_date)
+    if landing.exists():
+        manifest = landing.verify()
+        log.info("raw landing for %s exists (%s): reprocessing it, VSA not called", snapshot_date, landing.path)
+        return StepResult(snapshot_date.isoformat(), "reused", {"observed_at": manifest["observed_at"]})
+    late = is_late(snapshot_date, now, settings.tz, settings.late_grace_hours)
+    if late and settings.late_observation == "refuse":
+        message = (
+            f"no raw extract for {snapshot_date} and it is more than {settings.late_grace_hours} h old: "
+            "VSA only reports its present state, so this date is recorded as a gap; the next good "
+            "snapshot carries the change on its own date (set AGENT_BILLING_LATE_OBSERVATION=allow "
+            "to take the present state as this date's)"
+        )
+        with engine.begin() as conn:
+            record_run(conn, snapshot_date, "gap", message=message)
+            if settings.data_team:
+                queue_message(
+                    conn, f"gap:{snapshot_date}", "gap", settings.data_team,
+                    f"[agent-billing] Snapshot {snapshot_date} recorded as a gap", message,
+                )
+        log.warning(message)
+        return StepResult(snapshot_date.isoformat(), "gap", {"message": message})
+    views = active_view_ids(engine, snapshot_date)
+    manifest = land_from_vsa(client_factory(), landing, views, observed_at=now, late_observation=late)
+    return StepResult(snapshot_date.isoformat(), "landed", {"observed_at": manifest["observed_at"], "views": views})
+
+
+def active_view_ids(engine: Engine, snapshot_date: date) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT DISTINCT vsa_view_id FROM services WHERE units_source = 'rmm_agent_count' "
+                "AND vsa_view_id IS NOT NULL AND start_date <= :d AND (end_date IS NULL OR end_date >= :d)"
+            ),
+            {"d": snapshot_date},
+        )
+        return sorted(r[0] for r in rows)
+
+
+def load_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
+    result = load_snapshot(engine, landing_for(settings, snapshot_date))
+    return StepResult(snapshot_date.isoformat(), "loaded", asdict(result) | {"snapshot_date": str(snapshot_date)})
+
+
+def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
+    from agent_billing.quality.snapshot_gate import QualityGateFailed, validate_snapshot
+
+    try:
+        results = validate_snapshot(engine, landing_for(settings, snapshot_date))
+    except QualityGateFailed as exc:
+        with engine.begin() as conn:
+            record_run(conn, snapshot_date, "failed", message=str(exc))
+        raise
+    return StepResult(snapshot_date.isoformat(), "validated", {"expectations": len(results)})
+
+
+def count_step(engine: Engine, snapshot_date: date) -> StepResult:
+    with engine.begin() as conn:
+        result = changes.count_units(conn, snapshot_date)
+    return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
+
+
+def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
+    """Complete the snapshot (or quarantine it) and re-derive unit changes from this date on."""
+    manifest = landing_for(settings, snapshot_date).manifest()
+    observed_at = datetime.fromisoformat(manifest["observed_at"])
+    with engine.begin() as conn:
+        totals = _snapshot_totals(conn, snapshot_date)
+        existing = get_run(conn, snapshot_date) or {}
+        previous_date, _ = previous_good(conn, snapshot_date)
+        drops = [] if existing.get("released_at") else org_drops(conn, snapshot_date, previous_date, settings)
+        if drops:
+            message = (
+                f"snapshot {snapshot_date} quarantined: against {previous_date}, "
+                + "; ".join(d.describe() for d in drops)
+                + f". Release it (agent-billing snapshots release {snapshot_date}) or discard it."
+            )
+            record_run(conn, snapshot_date, "quarantined", observed_at=observed_at, message=message, **totals)
+            changes.rederive_from(conn, snapshot_date)  # drops this date's changes, fixes the next
+            if settings.data_team:
+                queue_message(
+                    conn, f"quarantine:{snapshot_date}", "quarantine", settings.data_team,
+                    f"[agent-billing] Snapshot {snapshot_date} quarantined", message,
+                )
+            log.warning(message)
+            return StepResult(snapshot_date.isoformat(), "quarantined", {"message": message, **totals})
+        record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None, **totals)
+        found = changes.rederive_from(conn, snapshot_date)
+        queued = queue_unit_change_mail(conn, snapshot_date)
+    return StepResult(
+        snapshot_date.isoformat(), "complete",
+        {"unit_changes": len(found), "mail_queued": queued, **totals},
+    )
+
+
+def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
+    counts = {}
+    for key, table in (("agents_total", "vsa_agents"), ("orgs_total", "vsa_orgs"), ("machine_groups_total", "vsa_machine_groups")):
+        counts[key] = int(
+            conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE snapshot_date = :d"), {"d": snapshot_date}).scalar_one()
+        )
+    return counts
+
+
+def release_snapshot(engine: Engine, snapshot_date: date) -> StepResult:
+    """A person accepts a quarantined snapshot: it becomes complete and its changes count."""
+    with engine.begin() as conn:
+        run = get_run(conn, snapshot_date)
+        if run is None or run["status"] != "quarantined":
+            raise SnapshotStatusError(
+                f"snapshot {snapshot_date} is {run['status'] if run else 'unknown'}, not quarantined; nothing to release"
+            )
+        record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
+                   message=f"released after quarantine: {run['message']}")
+        found = changes.rederive_from(conn, snapshot_date)
+        queue_unit_change_mail(conn, snapshot_date)
+    log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
+    return StepResult(snapshot_date.isoformat(), "complete", {"unit_changes": len(found), "released": True})
+
+
+def discard_snapshot(engine: Engine, snapshot_date: date) -> StepResult:
+    """A person rejects a quarantined snapshot: its counts are dropped, it never bills."""
+    with engine.begin() as conn:
+        run = get_run(conn, snapshot_date)
+        if run is None or run["status"] != "quarantined":
+            raise SnapshotStatusError(
+                f"snapshot {snapshot_date} is {run['status'] if run else 'unknown'}, not quarantined; nothing to discard"
+            )
+        changes.clear_counts(conn, snapshot_date)
+        record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
+        changes.rederive_from(conn, snapshot_date)
+    log.info("discarded snapshot %s", snapshot_date)
+    return StepResult(snapshot_date.isoformat(), "discarded", {})
+
+
+def sync_date(
+    engine: Engine,
+    settings: Settings,
+    snapshot_date: date,
+    client_factory: Callable[[], VsaClientLike],
+    *,
+    now: datetime | None = None,
+) -> list[StepResult]:
+    """Every step for one date, in order, as the DAG runs them (for the command line)."""
+    results = [extract_step(engine, settings, snapshot_date, client_factory, now=now)]
+    if results[0].status == "gap":
+        return results
+    results.append(load_step(engine, settings, snapshot_date))
+    results.append(validate_step(engine, settings, snapshot_date))
+    results.append(count_step(engine, snapshot_date))
+    results.append(diff_step(engine, settings, snapshot_date))
+    return results

@@ -1,0 +1,59 @@
+"""``sync_runs``: one row per snapshot date with its status (complete/gap/quarantined/failed/discarded)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from agent_billing.warehouse.values import as_date, as_datetime
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def record_run(conn: Connection, snapshot_date: date, status: str, **fields: Any) -> None:
+    """Insert or update the run row of a date (``fields``: observed_at, agents_total, message ...)."""
+    values = {"snapshot_date": snapshot_date, "status": status, "updated_at": datetime.now(UTC), **fields}
+    exists = conn.execute(
+        text("SELECT 1 FROM sync_runs WHERE snapshot_date = :d"), {"d": snapshot_date}
+    ).first()
+    if exists:
+        sets = ", ".join(f"{k} = :{k}" for k in values if k != "snapshot_date")
+        conn.execute(text(f"UPDATE sync_runs SET {sets} WHERE snapshot_date = :snapshot_date"), values)
+    else:
+        cols = ", ".join(values)
+        conn.execute(
+            text(f"INSERT INTO sync_runs ({cols}) VALUES ({', '.join(':' + k for k in values)})"), values
+        )
+
+
+def get_run(conn: Connection, snapshot_date: date) -> dict[str, Any] | None:
+    row = conn.execute(
+        text("SELECT * FROM sync_runs WHERE snapshot_date = :d"), {"d": snapshot_date}
+    ).mappings().first()
+    return dict(row) if row else None
+
+
+def previous_good(conn: Connection, snapshot_date: date) -> tuple[date | None, datetime]:
+    """The latest complete snapshot before ``snapshot_date`` and its observation time."""
+    row = conn.execute(
+        text(
+            "SELECT snapshot_date, observed_at FROM sync_runs WHERE status = 'complete' "
+            "AND snapshot_date < :d ORDER BY snapshot_date DESC LIMIT 1"
+        ),
+        {"d": snapshot_date},
+    ).first()
+    if row is None:
+        return None, EPOCH
+    return as_date(row[0]), as_datetime(row[1]) or EPOCH
+
+
+def next_good(conn: Connection, snapshot_date: date) -> date | None:
+    value = conn.execute(
+        text(
+            "SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'complete' AND snapshot_date > :d"
+        ),
+        {"d": snapshot_date},
+    ).scalar()
+    return as_date(value) if value is not None else None

@@ -1,0 +1,132 @@
+"""Get Units Now (SPEC 4.4): count one service's scope in VSA immediately and set its units.
+
+Cheap by design: without exclusions it reads ``TotalRecords`` of a ``$top=1`` query filtered
+on the scope's machine groups (or org), in the service's view if it has one. Exclusions need
+each agent's ``Online`` and last check-in, so then the scope's agents are paged and filtered
+the same way the nightly count filters them. A different count is recorded as a unit change
+effective today (billing timezone) with source ``get_units_now``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from sqlalchemy import Engine, text
+
+from agent_billing.errors import UserError
+from agent_billing.sync.changes import change_id, refresh_service_units
+from agent_billing.sync.load import parse_vsa_timestamp
+from agent_billing.vsa.client import VsaClient, id_filter
+
+log = logging.getLogger(__name__)
+SOURCE = "get_units_now"
+
+
+@dataclass(frozen=True)
+class UnitsNow:
+    service_id: str
+    units_before: int
+    units_after: int
+    effective_date: date
+    change_recorded: bool
+
+
+def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now: datetime | None = None) -> UnitsNow:
+    now = now or datetime.now(UTC)
+    today = now.astimezone(tz).date()
+    with engine.connect() as conn:
+        service = conn.execute(
+            text(
+                "SELECT s.*, a.vsa_org_id FROM services s JOIN contracts c ON c.contract_id = s.contract_id "
+                "JOIN accounts a ON a.account_id = c.account_id WHERE s.service_id = :sid"
+            ),
+            {"sid": service_id},
+        ).mappings().first()
+    if service is None:
+        raise UserError(f"service {service_id!r} not found")
+    if service["units_source"] != "rmm_agent_count":
+        raise UserError(f"service {service_id} is {service['units_source']}: its units are not counted in VSA")
+    units = count_scope(client, dict(service), now)
+    log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO units_now_readings (service_id, observed_at, observed_date, units) "
+                "VALUES (:sid, :at, :day, :units)"
+            ),
+            {"sid": service_id, "at": now, "day": today, "units": units},
+        )
+        recorded = _record_change(conn, service_id, today, service["units"], units, now)
+        refresh_service_units(conn)
+    return UnitsNow(service_id, service["units"], units, today, recorded)
+
+
+def count_scope(client: VsaClient, service: dict, now: datetime) -> int:
+    """Agents in the service's scope now, as the nightly count would see them."""
+    if service["vsa_machine_group_id"]:
+        groups = _scope_groups(client, service["vsa_machine_group_id"], service["include_subgroups"])
+        scope = id_filter("MachineGroupId", groups)
+    else:
+        scope = id_filter("OrgId", [service["vsa_org_id"]])
+    view_id = service["vsa_view_id"]
+    if not service["exclude_never_checked_in"] and service["exclude_offline_days"] is None:
+        return client.count_agents(filter=scope, view_id=view_id)
+    resource = "agents_in_view" if view_id else "agents"
+
+    def count_billable(records) -> int:
+        return sum(1 for record in records if _billable(record, service, now))
+
+    return client.extract(resource, count_billable, filter=scope, view_id=view_id)
+
+
+def _scope_groups(client: VsaClient, root: str, include_subgroups: bool) -> list[str]:
+    if not include_subgroups:
+        return [root]
+    children: dict[str | None, list[str]] = {}
+    for group in client.iter_machine_groups():
+        children.setdefault(group.get("ParentMachineGroupId"), []).append(group["MachineGroupId"])
+    found, todo = [], [root]
+    while todo:
+        group_id = todo.pop()
+        found.append(group_id)
+        todo.extend(children.get(group_id, []))
+    return sorted(set(found))
+
+
+def _billable(record: dict, service: dict, now: datetime) -> bool:
+    if service["exclude_never_checked_in"] and int(record.get("Online") or 0) == 199:
+        return False
+    limit = service["exclude_offline_days"]
+    if limit is not None:
+        last = parse_vsa_timestamp(record.get("LastCheckInTime"))
+        if last is None or (now.date() - last.date()).days > limit:
+            return False
+    return True
+
+
+def _record_change(conn, service_id: str, today: date, before: int, after: int, now: datetime) -> bool:
+    """Upsert today's get_units_now change; a second press the same day replaces the first."""
+    params = {"sid": service_id, "d": today, "source": SOURCE}
+    earlier = conn.execute(
+        text("SELECT units_before FROM unit_changes WHERE service_id = :sid AND effective_date = :d AND source = :source"),
+        params,
+    ).scalar()
+    if earlier is not None:
+        before = earlier
+        conn.execute(
+            text("DELETE FROM unit_changes WHERE service_id = :sid AND effective_date = :d AND source = :source"),
+            params,
+        )
+    if before == after:
+        return False
+    conn.execute(
+        text(
+            "INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, units_after, "
+            "delta, source, detected_at) VALUES (:cid, :sid, :d, :before, :after, :delta, :source, :now)"
+        ),
+        {**params, "cid": change_id(service_id, today, SOURCE), "before": before, "after": after,
+         "delta": after - before, "now": now},
+    )
+    return True

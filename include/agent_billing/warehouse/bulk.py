@@ -1,0 +1,36 @@
+"""Bulk row loading: COPY on PostgreSQL, batched executemany elsewhere (SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+BATCH = 20_000
+
+
+def bulk_insert(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """Insert ``rows`` (tuples in ``columns`` order) inside the caller's transaction."""
+    if conn.dialect.name == "postgresql":
+        return _copy(conn, table, columns, rows)
+    statement = text(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+    )
+    total = 0
+    iterator = iter(rows)
+    while batch := list(islice(iterator, BATCH)):
+        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in batch])
+        total += len(batch)
+    return total
+
+
+def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    raw = conn.connection.driver_connection  # the psycopg connection of this transaction
+    total = 0
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+            total += 1
+    return total

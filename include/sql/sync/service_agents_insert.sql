@@ -1,0 +1,36 @@
+-- The agents each active rmm_agent_count service counts on :snapshot_date (SPEC 4.1):
+-- the account's VSA org, optionally one machine group (with its subgroups through the
+-- ParentMachineGroupId tree when include_subgroups), optionally intersected with a view,
+-- minus the optional exclusions (never checked in; offline for more than N days).
+INSERT INTO service_agents (snapshot_date, service_id, agent_id, agent_name)
+WITH RECURSIVE scope_groups (service_id, machine_group_id) AS (
+    SELECT s.service_id, g.machine_group_id
+    FROM services s
+    JOIN vsa_machine_groups g
+      ON g.snapshot_date = :snapshot_date AND g.machine_group_id = s.vsa_machine_group_id
+    WHERE s.units_source = 'rmm_agent_count'
+    UNION
+    SELECT sg.service_id, child.machine_group_id
+    FROM scope_groups sg
+    JOIN services s ON s.service_id = sg.service_id AND s.include_subgroups
+    JOIN vsa_machine_groups child
+      ON child.snapshot_date = :snapshot_date AND child.parent_machine_group_id = sg.machine_group_id
+)
+SELECT DISTINCT :snapshot_date, s.service_id, a.agent_id, a.agent_name
+FROM services s
+JOIN contracts c ON c.contract_id = s.contract_id
+JOIN accounts acc ON acc.account_id = c.account_id
+JOIN vsa_agents a ON a.snapshot_date = :snapshot_date AND a.org_id = acc.vsa_org_id
+WHERE s.units_source = 'rmm_agent_count'
+  AND s.start_date <= :snapshot_date AND (s.end_date IS NULL OR s.end_date >= :snapshot_date)
+  AND c.start_date <= :snapshot_date AND (c.end_date IS NULL OR c.end_date >= :snapshot_date)
+  AND a.agent_id IS NOT NULL
+  AND (s.vsa_machine_group_id IS NULL OR EXISTS (
+        SELECT 1 FROM scope_groups sg
+        WHERE sg.service_id = s.service_id AND sg.machine_group_id = a.machine_group_id))
+  AND (s.vsa_view_id IS NULL OR EXISTS (
+        SELECT 1 FROM vsa_view_members v
+        WHERE v.snapshot_date = :snapshot_date AND v.view_id = s.vsa_view_id
+          AND v.agent_id = a.agent_id))
+  AND NOT (s.exclude_never_checked_in AND a.online = 199)
+  AND (s.exclude_offline_days IS NULL OR a.days_since_checkin <= s.exclude_offline_days)

@@ -1,0 +1,35 @@
+"""Airflow connections as ``agent_billing.connections.ConnectionInfo``, for the core package.
+
+Tasks resolve connections through Airflow (environment, secrets backends or the metadata
+database) and hand the core plain values, so the core never imports Airflow.
+"""
+
+from __future__ import annotations
+
+from agent_billing.connections import ConnectionInfo
+
+
+def connection_info(conn_id: str) -> ConnectionInfo:
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    return ConnectionInfo(
+        conn_id=conn_id,
+        conn_type=conn.conn_type or "",
+        host=conn.host or "",
+        login=conn.login,
+        password=conn.password,
+        schema=conn.schema or "",
+        port=conn.port,
+        extra=conn.extra_dejson,
+    )
+
+
+def optional_connection_info(conn_id: str) -> ConnectionInfo | None:
+    """The connection, or None when it is not defined (e.g. no SMTP in the embedded demo)."""
+    from airflow.exceptions import AirflowNotFoundException
+
+    try:
+        return connection_info(conn_id)
+    except AirflowNotFoundException:
+        return None

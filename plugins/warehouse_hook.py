@@ -1,0 +1,43 @@
+"""``WarehouseHook``: the billing warehouse (SQLite or PostgreSQL) from ``billing_warehouse``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+
+class WarehouseHook(BaseHook):
+    """SQLAlchemy engine of the billing warehouse; the connection holds a SQLAlchemy URL
+    (``sqlite:////abs/path.db`` or ``postgresql://user@host:5432/db``)."""
+
+    conn_name_attr = "warehouse_conn_id"
+    default_conn_name = "billing_warehouse"
+    conn_type = "billing_warehouse"
+    hook_name = "Billing warehouse"
+
+    def __init__(self, warehouse_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.warehouse_conn_id = warehouse_conn_id
+
+    def get_url(self) -> str:
+        from agent_billing.warehouse.engine import url_from_connection
+        from airflow_connections import connection_info
+
+        return url_from_connection(connection_info(self.warehouse_conn_id))
+
+    def get_conn(self):
+        """A SQLAlchemy Engine (the warehouse is always used through SQLAlchemy)."""
+        from agent_billing.warehouse import connect_warehouse
+
+        return connect_warehouse(self.get_url())
+
+    def test_connection(self) -> tuple[bool, str]:
+        from sqlalchemy import text
+
+        try:
+            with self.get_conn().connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 - the UI shows the message
+            return False, str(exc)
+        return True, "warehouse reachable"

@@ -1,0 +1,187 @@
+"""Load → quality gate → count → diff over a scripted multi-day world, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import text
+
+from agent_billing.quality.snapshot_gate import QualityGateFailed
+from agent_billing.sync.pipeline import count_step, diff_step, load_step, validate_step
+
+from .conftest import AGENT, DAYS, write_landing
+
+D1, D2, D3 = sorted(DAYS)
+
+
+def run_day(engine, settings, day, *, land=True, validate=False):
+    if land:
+        write_landing(settings.raw_path, day, *DAYS[day])
+    load_step(engine, settings, day)
+    if validate:
+        validate_step(engine, settings, day)
+    count_step(engine, day)
+    return diff_step(engine, settings, day)
+
+
+def unit_counts(engine):
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT service_id, snapshot_date, units FROM service_unit_counts ORDER BY 1, 2")
+        ).all()
+    return {(sid, str(d)[:10]): units for sid, d, units in rows}
+
+
+def ledger(engine):
+    """Every unit change with its agents, in a comparable form."""
+    with engine.connect() as conn:
+        changes = conn.execute(
+            text(
+                "SELECT change_id, service_id, effective_date, units_before, units_after, delta, source "
+                "FROM unit_changes ORDER BY change_id"
+            )
+        ).all()
+        agents = conn.execute(
+            text("SELECT change_id, agent_id, agent_name, event FROM unit_change_agents ORDER BY 1, 2")
+        ).all()
+    return (
+        [(c[0], c[1], str(c[2])[:10], c[3], c[4], c[5], c[6]) for c in changes],
+        [tuple(a) for a in agents],
+    )
+
+
+def test_multi_day_changes_and_the_agents_behind_them(contoso, settings):
+    for day in (D1, D2, D3):
+        result = run_day(contoso, settings, day)
+        assert result.status == "complete"
+
+    counts = unit_counts(contoso)
+    # S-WS counts its group and the laptops subgroup; S-SRV its group only; S-VIEW the view;
+    # S-ORG the whole org without the never-checked-in agent.
+    assert [counts[(s, str(D1))] for s in ("S-WS", "S-SRV", "S-VIEW", "S-ORG")] == [3, 2, 2, 5]
+    assert [counts[(s, str(D2))] for s in ("S-WS", "S-SRV", "S-VIEW", "S-ORG")] == [4, 1, 2, 5]
+    assert [counts[(s, str(D3))] for s in ("S-WS", "S-SRV", "S-VIEW", "S-ORG")] == [4, 1, 3, 6]
+
+    changes, agents = ledger(contoso)
+    assert changes == [
+        ("S-ORG:2024-03-03:nightly_sync", "S-ORG", "2024-03-03", 5, 6, 1, "nightly_sync"),
+        ("S-SRV:2024-03-02:nightly_sync", "S-SRV", "2024-03-02", 2, 1, -1, "nightly_sync"),
+        ("S-VIEW:2024-03-03:nightly_sync", "S-VIEW", "2024-03-03", 2, 3, 1, "nightly_sync"),
+        ("S-WS:2024-03-02:nightly_sync", "S-WS", "2024-03-02", 3, 4, 1, "nightly_sync"),
+    ]
+    events = {(cid.split(":")[0], aid, event) for cid, aid, _, event in agents}
+    assert events == {
+        ("S-ORG", AGENT["a6"], "moved_in"),      # checked in for the first time
+        ("S-SRV", AGENT["a4"], "moved_out"),     # moved to workstations
+        ("S-VIEW", AGENT["a3"], "moved_in"),     # joined the view without moving
+        ("S-WS", AGENT["a7"], "added"),          # new agent in the subgroup
+        ("S-WS", AGENT["a4"], "moved_in"),
+        ("S-WS", AGENT["a2"], "removed"),        # deleted in VSA
+    }
+    names = {aid: name for _, aid, name, _ in agents}
+    assert names[AGENT["a7"]] == "a7.laptops.workstations.root.contoso"
+    with contoso.connect() as conn:
+        units = dict(conn.execute(text("SELECT service_id, units FROM services")).all())
+    assert units == {"S-WS": 4, "S-SRV": 1, "S-VIEW": 3, "S-ORG": 6}
+
+
+def test_rerunning_a_date_changes_nothing(contoso, settings):
+    for day in (D1, D2, D3):
+        run_day(contoso, settings, day)
+    before = (unit_counts(contoso), ledger(contoso))
+    run_day(contoso, settings, D2, land=False)  # the landing exists: reprocessed, not re-landed
+    run_day(contoso, settings, D2, land=False)
+    assert (unit_counts(contoso), ledger(contoso)) == before
+
+
+def test_backfilling_an_earlier_date_converges(contoso, settings):
+    for day in (D1, D2, D3):
+        write_landing(settings.raw_path, day, *DAYS[day])
+    for day in (D1, D3):
+        run_day(contoso, settings, day, land=False)
+    # Without D2, D3 is diffed against D1.
+    changes, _ = ledger(contoso)
+    assert ("S-WS:2024-03-03:nightly_sync", "S-WS", "2024-03-03", 3, 4, 1, "nightly_sync") in changes
+    run_day(contoso, settings, D2, land=False)  # the missed night arrives late
+    in_order_changes = ledger(contoso)
+    assert ("S-WS:2024-03-02:nightly_sync", "S-WS", "2024-03-02", 3, 4, 1, "nightly_sync") in in_order_changes[0]
+    assert not any(c[0] == "S-WS:2024-03-03:nightly_sync" for c in in_order_changes[0])
+
+
+def test_quarantined_drop_holds_changes_until_released(contoso, settings):
+    run_day(contoso, settings, D1)
+    d2 = date(2024, 3, 2)
+    only_one = {"a1": DAYS[D1][0]["a1"]}  # 6 agents -> 1: the integration lost most of the org
+    write_landing(settings.raw_path, d2, only_one, set())
+    load_step(contoso, settings, d2)
+    count_step(contoso, d2)
+    result = diff_step(contoso, settings, d2)
+    assert result.status == "quarantined"
+    assert "6 → 1 agents" in result.detail["message"]
+    assert ledger(contoso) == ([], [])
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT status FROM sync_runs WHERE snapshot_date = :d"), {"d": d2}).scalar() == "quarantined"
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox WHERE kind = 'quarantine'")).scalar() == 1
+
+    from agent_billing.sync.pipeline import release_snapshot
+
+    release_snapshot(contoso, d2)
+    changes, _ = ledger(contoso)
+    assert {c[1]: c[5] for c in changes} == {"S-WS": -2, "S-SRV": -2, "S-VIEW": -2, "S-ORG": -4}
+    # A re-run of the released date does not quarantine it again.
+    assert diff_step(contoso, settings, d2).status == "complete"
+
+
+def test_discarded_snapshot_is_skipped_by_the_next_diff(contoso, settings):
+    from agent_billing.sync.pipeline import discard_snapshot
+
+    run_day(contoso, settings, D1)
+    write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
+    load_step(contoso, settings, D2)
+    count_step(contoso, D2)
+    assert diff_step(contoso, settings, D2).status == "quarantined"
+    discard_snapshot(contoso, D2)
+    run_day(contoso, settings, D3)
+    changes, _ = ledger(contoso)
+    # D3 is compared with D1, the previous good snapshot.
+    assert ("S-WS:2024-03-03:nightly_sync", "S-WS", "2024-03-03", 3, 4, 1, "nightly_sync") in changes
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_quality_failure_stops_the_run_and_says_why(contoso, settings):
+    def break_snapshot(records):
+        agents = records["agents.jsonl.gz"]
+        agents.append(dict(agents[0]))                      # a duplicate agent id
+        agents[1]["MachineGroupId"] = "99999999999999999999999999"  # an unknown group
+        agents[2]["Online"] = 7                               # not a VSA status code
+
+    write_landing(settings.raw_path, D1, *DAYS[D1], mutate=break_snapshot)
+    load_step(contoso, settings, D1)
+    with pytest.raises(QualityGateFailed) as info:
+        validate_step(contoso, settings, D1)
+    message = str(info.value)
+    assert "expect_column_values_to_be_unique(agent_id) failed on 2 of 7 rows" in message
+    assert "expect_column_values_to_be_in_set(group_known) failed on 1 of 7 rows" in message
+    assert "expect_column_values_to_be_in_set(online) failed on 1 of 7 rows" in message
+    with contoso.connect() as conn:
+        run = conn.execute(text("SELECT status, message FROM sync_runs")).one()
+        failed = conn.execute(text("SELECT COUNT(*) FROM quality_results WHERE NOT success")).scalar()
+    assert run[0] == "failed" and "quality gate failed" in run[1]
+    assert failed == 3
+
+
+def test_clean_snapshot_passes_the_quality_gate(contoso, settings):
+    write_landing(settings.raw_path, D1, *DAYS[D1])
+    load_step(contoso, settings, D1)
+    result = validate_step(contoso, settings, D1)
+    assert result.detail["expectations"] == 7
+
+
+def test_moving_between_billed_groups_is_a_decrement_and_an_increment(contoso, settings):
+    for day in (D1, D2):
+        run_day(contoso, settings, day)
+    changes, _ = ledger(contoso)
+    deltas = {c[1]: (c[2], c[5]) for c in changes}
+    # a4 moved from G_SRV to G_WS: same effective date, one down, one up
+    assert deltas["S-SRV"] == ("2024-03-02", -1) and deltas["S-WS"] == ("2024-03-02", 1)
