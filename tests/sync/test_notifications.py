@@ -1,0 +1,98 @@
+"""Unit-change mail through the outbox and a real local SMTP server: sent once, retried on failure."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+
+from agent_billing.connections import ConnectionInfo
+from agent_billing.sync.notify import DeliveryFailed, deliver_outbox
+from agent_billing.sync.pipeline import count_step, diff_step, load_step
+
+from .conftest import DAYS, write_landing
+
+D1, D2, _ = sorted(DAYS)
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    inbox = Inbox()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    conn = ConnectionInfo(
+        conn_id="smtp_default", conn_type="smtp", host="127.0.0.1", port=port,
+        extra={"disable_ssl": "true", "disable_tls": "true", "from_email": "billing@msp.example"},
+    )
+    yield inbox, conn
+    controller.stop()
+
+
+def sync_days(engine, settings, days):
+    for day in days:
+        write_landing(settings.raw_path, day, *DAYS[day])
+        load_step(engine, settings, day)
+        count_step(engine, day)
+        diff_step(engine, settings, day)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_one_mail_per_contract_per_run_never_twice(contoso, settings, smtp_server):
+    inbox, smtp = smtp_server
+    sync_days(contoso, settings, (D1, D2))
+    assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 1
+    # The same date re-run and delivered again: the message exists and was sent, nothing new.
+    diff_step(contoso, settings, D2)
+    assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 0
+    assert len(inbox.messages) == 1
+    mail = inbox.messages[0]
+    assert mail.rcpt_tos == ["billing@contoso.example"]
+    body = mail.content.decode()
+    assert "Unit changes for C-CONTOSO on 2024-03-02" in body
+    assert "Workstations (S-WS): 3 → 4 units, effective 2024-03-02" in body
+    assert "a7.laptops.workstations.root.contoso (added)" in body
+    assert "Servers (S-SRV): 2 → 1 units" in body
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_failed_send_stays_queued_and_is_retried(contoso, settings, smtp_server):
+    inbox, smtp = smtp_server
+    sync_days(contoso, settings, (D1, D2))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    dead = ConnectionInfo(**{**smtp.__dict__, "port": dead_port})
+    with pytest.raises(DeliveryFailed, match="1 message"):
+        deliver_outbox(contoso, dead, settings.notify_from)
+    with contoso.connect() as conn:
+        attempts, error = conn.execute(
+            text("SELECT attempts, last_error FROM notification_outbox")
+        ).one()
+    assert attempts == 1 and "ConnectionRefusedError" in error
+    assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 1
+    deadline = time.monotonic() + 5
+    while not inbox.messages and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(inbox.messages) == 1
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_without_smtp_messages_wait_in_the_outbox(contoso, settings):
+    sync_days(contoso, settings, (D1, D2))
+    result = deliver_outbox(contoso, None, settings.notify_from)
+    assert (result.sent, result.waiting) == (0, 1)
