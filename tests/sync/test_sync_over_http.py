@@ -1,0 +1,138 @@
+"""The whole nightly sync against the VSA simulator over real HTTP, checked against its world."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from agent_billing.contracts import apply_contracts
+from agent_billing.settings import Settings
+from agent_billing.sync.pipeline import sync_date
+from agent_billing.sync.units_now import get_units_now
+from agent_billing.vsa.client import VsaClient
+from agent_billing.vsa.simulator.generated import GeneratedScenario
+from agent_billing.vsa.simulator.testing import run_simulator
+
+START = date(2024, 2, 1)
+DAYS = [START + timedelta(days=n) for n in range(3)]
+
+
+def night(day: date) -> datetime:
+    return datetime.combine(day, time(2), tzinfo=UTC)
+
+
+def truth(state, org_id: str, groups: set[str] | None = None, members: set[str] | None = None) -> int:
+    records = (state.agents.record(h) for h in state.agents.handles)
+    return sum(
+        1 for r in records
+        if r["OrgId"] == org_id
+        and (groups is None or r["MachineGroupId"] in groups)
+        and (members is None or r["AgentId"] in members)
+    )
+
+
+def subtree(state, root: str) -> set[str]:
+    groups = [state.groups.record(h) for h in state.groups.handles]
+    found, todo = set(), [root]
+    while todo:
+        g = todo.pop()
+        found.add(g)
+        todo += [x["MachineGroupId"] for x in groups if x["ParentMachineGroupId"] == g]
+    return found
+
+
+@pytest.fixture
+def world():
+    return GeneratedScenario(seed=11, orgs=4, agents=600, start=date(2024, 1, 1), daily_churn=0.02)
+
+
+def test_nightly_sync_over_http_matches_the_world(warehouse, tmp_path, world, monkeypatch):
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
+    root = next(
+        g for g in (state.groups.record(h) for h in state.groups.handles)
+        if g["OrgId"] == org and g["ParentMachineGroupId"] is None
+    )["MachineGroupId"]
+    view = state.views.record(state.views.handles[0])["ViewDefId"]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C1", "currency": "EUR", "start_date": "2024-01-01", "services": [
+            {"service_id": "ORG", "name": "All", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"},
+            {"service_id": "TREE", "name": "Root tree", "unit_price": "5", "units_source": "rmm_agent_count",
+             "vsa_machine_group_id": root, "start_date": "2024-01-01"},
+            {"service_id": "VIEW", "name": "In view", "unit_price": "5", "units_source": "rmm_agent_count",
+             "vsa_view_id": view, "start_date": "2024-01-01"},
+        ]}],
+    }]})
+    settings = Settings(raw_path=tmp_path / "raw")
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        for day in DAYS:
+            vsa.set_date(day)
+            steps = sync_date(warehouse, settings, day, VsaClient.from_env, now=night(day))
+            assert [s.status for s in steps] == ["landed", "loaded", "validated", "counted", "complete"]
+        calls = vsa.count()
+
+        with warehouse.connect() as conn:
+            counts = {
+                (sid, str(d)[:10]): n
+                for sid, d, n in conn.execute(text("SELECT service_id, snapshot_date, units FROM service_unit_counts"))
+            }
+            deltas = dict(conn.execute(text("SELECT service_id, SUM(delta) FROM unit_changes GROUP BY service_id")).all())
+        for day in DAYS:
+            s = world.state(day)
+            members = {s.view_members(view).record(h)["AgentId"] for h in s.view_members(view).handles}
+            assert counts[("ORG", str(day))] == truth(s, org)
+            assert counts[("TREE", str(day))] == truth(s, org, subtree(s, root))
+            assert counts[("VIEW", str(day))] == truth(s, org, members=members)
+        for sid in ("ORG", "TREE", "VIEW"):  # the changes add up to the movement of the units
+            assert deltas.get(sid, 0) == counts[(sid, str(DAYS[-1]))] - counts[(sid, str(DAYS[0]))]
+
+        # A re-run reprocesses the landing: VSA is not called and the rows do not change.
+        sync_date(warehouse, settings, DAYS[1], VsaClient.from_env, now=night(DAYS[-1]))
+        assert vsa.count() == calls
+
+        # Get Units Now on the last day agrees with the nightly count of that day.
+        result = get_units_now(
+            warehouse, VsaClient.from_env(), "TREE", tz=settings.tz,
+            now=night(DAYS[-1]) + timedelta(hours=10),
+        )
+        assert result.units_after == counts[("TREE", str(DAYS[-1]))]
+        assert not result.change_recorded
+
+
+def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, world, monkeypatch):
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[1])["OrgId"]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A2", "name": "Org two", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C2", "currency": "USD", "start_date": "2024-01-01", "services": [
+            {"service_id": "ORG2", "name": "All but never seen", "unit_price": "5",
+             "units_source": "rmm_agent_count", "exclude_never_checked_in": True, "start_date": "2024-01-01"},
+        ]}],
+    }]})
+    settings = Settings(raw_path=tmp_path / "raw")
+    later = START + timedelta(days=20)
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        sync_date(warehouse, settings, START, VsaClient.from_env, now=night(START))
+        vsa.set_date(later)  # twenty days of churn later, an account manager presses the button
+        result = get_units_now(warehouse, VsaClient.from_env(), "ORG2", tz=settings.tz, now=night(later))
+    s = world.state(later)
+    expected = sum(
+        1 for r in (s.agents.record(h) for h in s.agents.handles) if r["OrgId"] == org and r["Online"] != 199
+    )
+    assert result.units_after == expected
+    with warehouse.connect() as conn:
+        change = conn.execute(text("SELECT * FROM unit_changes")).mappings().all()
+        units = conn.execute(text("SELECT units FROM services WHERE service_id = 'ORG2'")).scalar()
+    if expected == result.units_before:
+        assert change == [] and not result.change_recorded
+    else:
+        assert len(change) == 1 and change[0]["source"] == "get_units_now"
+        assert str(change[0]["effective_date"])[:10] == str(later)
+        assert change[0]["delta"] == expected - result.units_before
+    assert units == expected
