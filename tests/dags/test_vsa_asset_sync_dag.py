@@ -1,0 +1,51 @@
+"""vsa_asset_sync end to end through Airflow (dag.test) against the simulator over HTTP."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pendulum
+import pytest
+from sqlalchemy import text
+
+from agent_billing.contracts import apply_contracts
+from agent_billing.vsa.simulator.generated import GeneratedScenario
+from agent_billing.vsa.simulator.testing import run_simulator
+
+DAY = date(2024, 2, 5)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_nightly_run_lands_counts_and_emits_the_snapshot_asset(dagbag, warehouse, tmp_path, monkeypatch):
+    world = GeneratedScenario(seed=3, orgs=3, agents=300, start=date(2024, 1, 1))
+    state = world.state(DAY)
+    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A", "name": "A", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C", "currency": "USD", "start_date": "2024-01-01", "services": [
+            {"service_id": "S", "name": "All", "unit_price": "9.50", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"}]}],
+    }]})
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))
+    monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "allow")  # the date is in the past
+    with run_simulator(world, date=DAY) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        dag = dagbag.get_dag("vsa_asset_sync")
+        run = dag.test(logical_date=pendulum.datetime(2024, 2, 5, 2, tz="UTC"))
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["quarantine_action"] == "skipped"
+    assert all(states[t] == "success" for t in ("extract", "load", "validate", "count", "diff", "publish"))
+
+    expected = sum(1 for h in state.agents.handles if state.agents.record(h)["OrgId"] == org)
+    with warehouse.connect() as conn:
+        units = conn.execute(text("SELECT units FROM service_unit_counts WHERE service_id = 'S'")).scalar()
+        status = conn.execute(text("SELECT status FROM sync_runs")).scalar()
+    assert (units, status) == (expected, "complete")
+
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = [e.extra for e in session.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id)]
+    assert events == [{"snapshot_date": "2024-02-05"}]
