@@ -1,0 +1,22 @@
+"""``agent-billing demo``: the main job end to end on the embedded default (``make demo``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="run the whole pipeline on the simulator for ~two months of nights")
+    demo.add_argument("--home", default="data/demo", help="where the demo writes (wiped first)")
+    demo.add_argument("--nights", type=int, default=60)
+    demo.add_argument("--orgs", type=int, default=30)
+    demo.add_argument("--agents", type=int, default=3000)
+    demo.add_argument("--seed", type=int, default=2025)
+    demo.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent_billing.demo import run_demo
+
+    return run_demo(Path(args.home).resolve(), nights=args.nights, orgs=args.orgs, agents=args.agents, seed=args.seed)

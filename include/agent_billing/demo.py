@@ -1,0 +1,221 @@
+"""``agent-billing demo`` (``make demo``): the main job end to end on the embedded default.
+
+A SQLite warehouse and SQLite Airflow metadata under ``data/demo/``, the VSA simulator with
+a realistic MSP (a few dozen orgs, a few thousand agents, daily churn), and the real DAGs run
+through Airflow night after night: ``vsa_asset_sync`` for each night, then ``agent_billing``
+for the snapshot date carried by the asset event that night emitted. Airflow runs each DAG
+in-process with ``dag.test()`` (no scheduler to start, fast on two cores); the demo plays the
+scheduler's part of handing each asset event to the billing DAG. Ends with a readable summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time as dtime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(home: Path) -> dict[str, str]:
+    return {
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW_CONN_BILLING_WAREHOUSE": f"sqlite:///{home / 'warehouse.db'}",
+        "AGENT_BILLING_RAW_PATH": str(home / "raw"),
+        # The nights are replayed after the fact: the simulator serves each night's state.
+        "AGENT_BILLING_LATE_OBSERVATION": "allow",
+        "GX_ANALYTICS_ENABLED": "False",
+    }
+
+
+class Progress:
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.started = out, time.monotonic()
+
+    def say(self, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {message}", file=self.out, flush=True)
+
+
+def demo_contracts(state) -> dict[str, Any]:
+    """A contracts document over the simulator's orgs: per org one contract with a per-agent
+    service (never-checked-in agents excluded), a server service through a VSA view, and for
+    every third org a manual support block; a few contracts post through review, a few
+    invoice on the 15th."""
+    views = {state.views.record(h)["ViewDefName"]: state.views.record(h)["ViewDefId"] for h in state.views.handles}
+    accounts = []
+    for n, h in enumerate(state.orgs.handles):
+        org = state.orgs.record(h)
+        ref = org["OrgRef"].upper()
+        services = [
+            {"service_id": f"S-{ref}-EP", "name": "Managed endpoint", "unit_price": "12.00",
+             "units_source": "rmm_agent_count", "exclude_never_checked_in": True, "start_date": "2025-01-01"},
+            {"service_id": f"S-{ref}-SRV", "name": "Managed server", "unit_price": "45.50",
+             "units_source": "rmm_agent_count", "vsa_view_id": views["Billable - Servers"],
+             "start_date": "2025-01-01"},
+        ]
+        if n % 3 == 0:
+            services.append({"service_id": f"S-{ref}-SUP", "name": "Support block", "unit_price": "99.00",
+                             "units_source": "manual", "units": 2 + n % 4, "start_date": "2025-01-01"})
+        accounts.append({
+            "account_id": ref, "name": org["OrgName"], "vsa_org_id": org["OrgId"],
+            "contracts": [{
+                "contract_id": f"C-{ref}", "currency": "USD" if n % 5 else "EUR",
+                "billing_day": 15 if n % 7 == 6 else 1,
+                "posting": "review" if n % 10 == 9 else "automatic",
+                "start_date": "2025-01-01", "services": services,
+            }],
+        })
+    return {"accounts": accounts}
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path) -> Iterator[None]:
+    """Send Airflow's task logs (printed by dag.test) to a file instead of the terminal."""
+    with open(log_path, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        yield
+
+
+def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000, seed: int = 2025,
+             out: TextIO = sys.stdout) -> int:
+    progress = Progress(out)
+    start = date(2025, 1, 1)
+    if home.exists():
+        shutil.rmtree(home)
+    (home / "airflow").mkdir(parents=True)
+    os.environ.update(_env(home))
+    sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "dags")]
+
+    from agent_billing.contracts import apply_contracts
+    from agent_billing.vsa.simulator.generated import GeneratedScenario
+    from agent_billing.vsa.simulator.server import SimulatorServer
+    from agent_billing.warehouse import connect_warehouse, upgrade
+
+    progress.say(f"building the simulated MSP: {orgs} orgs, {agents} agents, seed {seed}")
+    world = GeneratedScenario(seed=seed, orgs=orgs, agents=agents, start=start - timedelta(days=30), daily_churn=0.004)
+    server = SimulatorServer(world, date=start).start()
+    os.environ["AIRFLOW_CONN_VSA_DEFAULT"] = server.connection_json()
+    progress.say(f"VSA simulator serving at {server.base_url}")
+
+    engine = connect_warehouse()
+    upgrade(engine)
+    contracts_file = home / "contracts.yaml"
+    contracts_file.write_text(yaml.safe_dump(demo_contracts(world.state(start)), sort_keys=False))
+    report = apply_contracts(engine, contracts_file)
+    progress.say(f"warehouse {home / 'warehouse.db'}: {report.summary()}")
+
+    progress.say("preparing Airflow (SQLite metadata) and parsing the DAGs")
+    log_path = home / "airflow-task-logs.txt"
+    with _quiet(log_path):
+        from airflow.dag_processing.dagbag import DagBag
+        from airflow.utils import db
+
+        db.initdb()
+        dagbag = DagBag(dag_folder=str(ROOT / "dags"))
+    if dagbag.import_errors:
+        raise RuntimeError(f"DAG import errors: {dagbag.import_errors}")
+    sync_dag, billing_dag = dagbag.get_dag("vsa_asset_sync"), dagbag.get_dag("agent_billing")
+
+    try:
+        for n in range(nights):
+            night = start + timedelta(days=n)
+            server.set_date(night)
+            with _quiet(log_path):
+                run = sync_dag.test(logical_date=datetime.combine(night, dtime(2), tzinfo=UTC))
+            if run.state != "success":
+                raise RuntimeError(f"vsa_asset_sync failed for {night}; task logs in {log_path}")
+            billed = []
+            for snapshot_date in _asset_event_dates(run.run_id):
+                with _quiet(log_path):
+                    bill = billing_dag.test(run_conf={"as_of": snapshot_date})
+                if bill.state != "success":
+                    raise RuntimeError(f"agent_billing failed for {snapshot_date}; task logs in {log_path}")
+                billed.append(snapshot_date)
+            progress.say(f"night {n + 1:>2}/{nights} {night}: {_night_line(engine, night)}; billed as of {', '.join(billed) or '-'}")
+    finally:
+        server.stop()
+    print(file=out)
+    print(summary(engine, home, log_path), file=out)
+    progress.say("demo finished")
+    return 0
+
+
+def _asset_event_dates(run_id: str) -> list[str]:
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(AssetEvent.source_run_id == run_id).all()
+        return sorted({e.extra["snapshot_date"] for e in events})
+
+
+def _night_line(engine, night: date) -> str:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        run = conn.execute(text("SELECT status, agents_total FROM sync_runs WHERE snapshot_date = :d"), {"d": night}).first()
+        changes = conn.execute(
+            text("SELECT COUNT(*), COALESCE(SUM(delta), 0) FROM unit_changes WHERE effective_date = :d"), {"d": night}
+        ).one()
+        invoices = conn.execute(text("SELECT COUNT(*) FROM invoices WHERE as_of = :d"), {"d": night}).scalar()
+    return f"{run[0]}, {run[1]} agents, {changes[0]} unit changes (net {changes[1]:+d}), {invoices} invoices posted"
+
+
+def summary(engine, home: Path, log_path: Path) -> str:
+    from sqlalchemy import text
+
+    from agent_billing.warehouse.values import as_decimal
+
+    lines = ["=" * 78, "Unit changes per contract", "-" * 78]
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT s.contract_id, COUNT(*), SUM(CASE WHEN uc.delta > 0 THEN uc.delta ELSE 0 END), "
+            "SUM(CASE WHEN uc.delta < 0 THEN uc.delta ELSE 0 END) FROM unit_changes uc "
+            "JOIN services s ON s.service_id = uc.service_id GROUP BY s.contract_id ORDER BY s.contract_id"
+        )).all()
+        for contract_id, n, up, down in rows:
+            lines.append(f"  {contract_id:<22} {n:>3} changes   +{up} / {down} units")
+        invoices = conn.execute(text(
+            "SELECT invoice_id, contract_id, invoice_date, document_type, currency, total FROM invoices "
+            "ORDER BY invoice_date, contract_id"
+        )).all()
+        lines += ["", f"Invoices ({len(invoices)})", "-" * 78]
+        for inv in invoices:
+            lines.append(f"  {inv[0]:<28} {str(inv[2])[:10]}  {inv[3]:<11} {inv[4]} {as_decimal(inv[5]):>12,.2f}")
+        pick = next((i for i in reversed(invoices) if i[3] == "invoice"), None)
+        if pick:
+            lines += ["", f"Lines of {pick[0]} ({pick[1]})", "-" * 78]
+            for kind, sid, start, end, units, price, days, dip, amount in conn.execute(text(
+                "SELECT kind, service_id, period_start, period_end, units, unit_price, days, days_in_period, amount "
+                "FROM invoice_lines WHERE invoice_id = :i ORDER BY kind, service_id, period_start"
+            ), {"i": pick[0]}):
+                lines.append(
+                    f"  {kind:<10} {sid:<20} {str(start)[:10]}..{str(end)[:10]} {units:>4} x {as_decimal(price):>8}"
+                    f" x {days:>2}/{dip:<2} = {as_decimal(amount):>10,.2f}"
+                )
+            lines.append(f"  {'total':<70} {as_decimal(pick[5]):>7,.2f}")
+        pending = conn.execute(text("SELECT COUNT(*) FROM billing_review")).scalar()
+    lines += [
+        "",
+        f"Pending lines awaiting the next invoice or review: {pending} (view billing_review)",
+        "",
+        f"Warehouse: {home / 'warehouse.db'} (SQLite). Query it, for example:",
+        f"  .venv/bin/python -c \"import sqlite3; c = sqlite3.connect('{home / 'warehouse.db'}'); "
+        "print(c.execute('SELECT contract_id, total FROM invoices').fetchall())\"",
+        "  or point AIRFLOW_CONN_BILLING_WAREHOUSE at it and run: agent-billing invoices export --month 2025-02 --format csv",
+        f"Airflow task logs of the demo: {log_path}",
+        "Queries finance runs are in docs/data-dictionary.md.",
+    ]
+    return "\n".join(lines)
