@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from decimal import Decimal
 
+from urllib.parse import quote, urlencode
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -26,11 +28,11 @@ def url_from_connection(conn: ConnectionInfo) -> str:
     else:
         auth = conn.login or ""
         if conn.password:
-            from urllib.parse import quote
-
             auth += ":" + quote(conn.password, safe="")
         host = conn.host + (f":{conn.port}" if conn.port else "")
-        raw = f"postgresql://{auth + '@' if auth else ''}{host}/{conn.schema}"
+        # Connection extras (sslmode, connect_timeout, ...) are libpq URL parameters.
+        query = urlencode({k: v for k, v in conn.extra.items() if isinstance(v, str | int)})
+        raw = f"postgresql://{auth + '@' if auth else ''}{host}/{conn.schema}" + (f"?{query}" if query else "")
     return normalise_url(raw)
 
 

@@ -1,0 +1,50 @@
+# agent-billing image: the official Airflow 3.3.2 image (Python 3.11, the version requirements.txt
+# was resolved on) extended with the pinned requirements and the agent_billing package.
+# Used by docker-compose.yaml (`build: .`) and, pushed to a registry, by the official Helm chart.
+# See docs/deployment.md.
+#
+# The bare tag apache/airflow:3.3.2 carries the image's default Python (newer than 3.11); the
+# -python3.11 tag is the same Airflow release on Python 3.11.
+FROM apache/airflow:3.3.2-python3.11
+
+# pip runs as the airflow user: the image installs Python packages into the airflow user's
+# ~/.local virtualenv and refuses installs as root.
+USER airflow
+
+# requirements.txt pins the whole set, apache-airflow==3.3.2 included. Naming apache-airflow
+# again with the image's own ${AIRFLOW_VERSION} (the official "extend the image" recipe) makes
+# pip stop with a conflict rather than silently up- or downgrade Airflow should a pin ever
+# disagree with the base image. Providers that ship in the base image and are not in
+# requirements.txt (celery, redis, fab: the executor and the auth manager of the compose file)
+# stay installed; pip reports any version conflict with them at the end of this step.
+COPY --chown=airflow:0 requirements.txt /requirements.txt
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt
+
+# The package, installed editable from /opt/airflow: its code lives in /opt/airflow/include,
+# and agent_billing finds its SQL files next to itself (include/sql), so the package and
+# include/sql must stay together; a regular (non-editable) install would copy the package
+# into site-packages without include/sql. docker-compose.yaml bind-mounts ./include over
+# /opt/airflow/include, which this install then picks up as is. pyproject.toml declares
+# README.md as the project's readme, so setuptools needs it to build.
+WORKDIR /opt/airflow
+COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/
+COPY --chown=airflow:0 include/ /opt/airflow/include/
+RUN pip install --no-cache-dir --no-deps -e /opt/airflow
+
+# DAGs and plugins baked in, so the image runs on its own (Kubernetes executor pods, Helm chart);
+# docker-compose.yaml mounts ./dags and ./plugins over them.
+COPY --chown=airflow:0 dags/ /opt/airflow/dags/
+COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
+
+# Airflow puts the DAGs and plugins folders on sys.path itself; include/ is added here (the same
+# entry the editable install adds) so `import agent_billing` resolves to /opt/airflow/include
+# in every process: scheduler, DAG processor, workers, task pods and the agent-billing CLI.
+ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
+    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airflow/plugins \
+    PYTHONPATH=/opt/airflow/include \
+    AGENT_BILLING_RAW_PATH=/opt/airflow/data/raw
+
+# The raw landing. The image runs with an arbitrary UID and GID 0, so the directory is
+# group-writable (umask 0002, as the image documentation asks for writable directories).
+# In production it is a volume shared by every worker (docs/deployment.md).
+RUN umask 0002 && mkdir -p /opt/airflow/data/raw
