@@ -12,7 +12,12 @@ from agent_billing.errors import UserError
 
 
 class VsaError(UserError):
-    """Base class of every VSA client error."""
+    """Base class of every VSA client error.
+
+    ``transient`` tells the client's retry policy whether the same request may succeed later.
+    """
+
+    transient = False
 
     def __init__(
         self,
@@ -21,7 +26,10 @@ class VsaError(UserError):
         host: str,
         endpoint: str | None = None,
         user: str | None = None,
+        transient: bool | None = None,
     ) -> None:
+        if transient is not None:
+            self.transient = transient
         self.message = message
         self.host = host
         self.endpoint = endpoint
@@ -53,12 +61,9 @@ class VsaHttpError(VsaError):
     ) -> None:
         self.status = status
         self.retry_after = retry_after
-        super().__init__(message, host=host, endpoint=endpoint, user=user)
-
-    @property
-    def transient(self) -> bool:
-        """429 and 5xx may succeed later; any other status will not."""
-        return self.status == 429 or self.status >= 500
+        # 429 and 5xx may succeed later; any other status will not.
+        transient = status == 429 or status >= 500
+        super().__init__(message, host=host, endpoint=endpoint, user=user, transient=transient)
 
 
 class VsaApiError(VsaError):
@@ -73,18 +78,26 @@ class VsaApiError(VsaError):
         host: str,
         endpoint: str | None = None,
         user: str | None = None,
+        transient: bool = False,
     ) -> None:
         self.response_code = response_code
         self.error = error
-        super().__init__(message, host=host, endpoint=endpoint, user=user)
+        super().__init__(message, host=host, endpoint=endpoint, user=user, transient=transient)
 
 
 class VsaMalformedResponse(VsaError):
-    """The body is not the JSON envelope the API documents (HTML error page, truncated JSON...)."""
+    """The body is not the JSON envelope the API documents (HTML error page, truncated JSON...).
+
+    Transient: a loaded server sometimes sends garbage that a second request does not.
+    """
+
+    transient = True
 
 
 class VsaUnreachable(VsaError):
-    """Connection refused, DNS failure, TLS failure or timeout (after any retries)."""
+    """Connection refused, DNS failure, timeout (transient) or TLS failure (not transient)."""
+
+    transient = True
 
 
 class InconsistentExtract(VsaError):

@@ -1,0 +1,679 @@
+"""Kaseya VSA REST API client: PAT auth, bounded retries, concurrent and consistent paging.
+
+It follows the VSA REST API reference note (``vsa-rest-api.md``): the envelope (§2), the
+100-record page cap and ``$orderby`` (§3), the endpoints and their sortable fields (§4), ids of
+up to 26 digits (§4.7). Records come back as :class:`~agent_billing.vsa.records.VsaRecord`:
+a dict of fields whose ids are exact decimal strings, plus ``.raw``, the server's JSON text.
+
+Collections are read in passes. A pass pages with ``$skip``/``$top`` in ``$orderby`` order; after
+the first page has told it ``TotalRecords`` and the server's real page size, it fetches the
+remaining pages concurrently in a sliding window and yields them in order. A pass is
+consistent when every page reports the same total and the records hold exactly that many
+distinct ids; otherwise records moved while paging, and :meth:`VsaClient.extract` starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+import tenacity
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader
+from urllib3.util.retry import Retry
+
+from agent_billing import __version__
+from agent_billing.connections import ConnectionInfo, as_bool, get_connection
+from agent_billing.errors import ConfigurationError
+from agent_billing.vsa.auth import TokenCache, basic_header, session_expiry
+from agent_billing.vsa.errors import (
+    InconsistentExtract,
+    VsaApiError,
+    VsaAuthError,
+    VsaError,
+    VsaHttpError,
+    VsaMalformedResponse,
+    VsaUnreachable,
+)
+from agent_billing.vsa.records import VsaRecord, parse_envelope
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+E = TypeVar("E", bound=VsaError)
+
+API_PREFIX = "/api/v1.0"
+#: The server returns at most this many records per request, whatever ``$top`` asks.
+MAX_PAGE_SIZE = 100
+#: Upper bound on a server-sent ``Retry-After``, so a bad header cannot stall a run for hours.
+MAX_RETRY_AFTER = 300.0
+#: Log progress at INFO every this many pages.
+PROGRESS_EVERY = 10
+
+ResourceName = Literal["orgs", "machine_groups", "agents", "views", "agents_in_view"]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A paged collection: its path, the field that identifies a record, a stable sort."""
+
+    path: str
+    id_field: str
+    order_by: str
+
+
+#: Sort keys are the unique, sortable fields of reference §4 (``AgentId`` is not sortable).
+RESOURCES: dict[str, Resource] = {
+    "orgs": Resource("/system/orgs", "OrgId", "OrgRef asc"),
+    "machine_groups": Resource("/system/machinegroups", "MachineGroupId", "MachineGroupName asc"),
+    "agents": Resource("/assetmgmt/agents", "AgentId", "AgentName asc"),
+    "views": Resource("/system/views", "ViewDefId", "ViewDefName asc"),
+    "agents_in_view": Resource("/assetmgmt/agentsinview/{view_id}", "AgentId", "AgentName asc"),
+}
+
+_INT_OPTIONS = ("page_size", "max_concurrency", "max_retries", "extract_attempts")
+_FLOAT_OPTIONS = ("timeout", "backoff_base", "backoff_max")
+
+
+def id_filter(field: str, ids: Iterable[str | int]) -> str:
+    """``$filter`` matching any of ``ids``: ``MachineGroupId eq 123M or MachineGroupId eq 456M``.
+
+    Decimal ids need the ``M`` suffix, or the server reads the literal as Int32 and answers 400
+    (reference §3). Ids must be decimal digits; several are parenthesised for use with ``and``.
+    """
+    terms = []
+    for value in ids:
+        text = str(value).strip()
+        if not text.isdigit() or not text.isascii():
+            raise ValueError(f"not a decimal id: {value!r}")
+        terms.append(f"{field} eq {text}M")
+    if not terms:
+        raise ValueError("id_filter needs at least one id")
+    return terms[0] if len(terms) == 1 else "(" + " or ".join(terms) + ")"
+
+
+class VsaClient:
+    """A VSA REST API session for one user and personal access token; thread-safe.
+
+    :param base_url: the VSA server, e.g. ``https://vsa.example.com`` (the API is under
+        ``/api/v1.0``; a URL that already ends with it is accepted).
+    :param page_size: ``$top`` per request; capped at 100, the server's own limit.
+    :param max_concurrency: requests in flight at once, over all threads using this client.
+    :param timeout: seconds to connect and, separately, to wait for a response.
+    :param max_retries: retries of one request on 429, 5xx, connection errors, timeouts and
+        malformed bodies, with exponential backoff from ``backoff_base`` up to ``backoff_max``
+        seconds (a ``Retry-After`` header replaces the backoff).
+    :param extract_attempts: passes :meth:`extract` makes over a collection that keeps moving.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        token: str,
+        *,
+        page_size: int = 100,
+        max_concurrency: int = 8,
+        timeout: float = 30.0,
+        verify_ssl: bool = True,
+        max_retries: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        extract_attempts: int = 3,
+    ) -> None:
+        if not user or not token:
+            raise ConfigurationError("a VSA user and a personal access token are required")
+        if page_size < 1 or max_concurrency < 1 or extract_attempts < 1 or max_retries < 0:
+            raise ConfigurationError(
+                "page_size, max_concurrency and extract_attempts must be ≥ 1, max_retries ≥ 0"
+            )
+        if timeout <= 0 or backoff_base < 0 or backoff_max < 0:
+            raise ConfigurationError("timeout must be > 0 and backoff times ≥ 0")
+        self.base_url = _normalise_base_url(base_url)
+        self.user = user
+        self.page_size = min(page_size, MAX_PAGE_SIZE)
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.verify_ssl = verify_ssl
+        self.max_retries = max_retries
+        self.extract_attempts = extract_attempts
+        self._basic = basic_header(user, token)
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._session = requests.Session()
+        self._session.headers.update(
+            {"Accept": "application/json", "User-Agent": f"agent-billing/{__version__}"}
+        )
+        # No transport-level retries: the tenacity policy below sees every failure once.
+        adapter = HTTPAdapter(pool_maxsize=max_concurrency, max_retries=Retry(0, read=False))
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._tokens = TokenCache(self._open_session)
+        self._backoff = tenacity.wait_exponential_jitter(
+            initial=backoff_base, max=backoff_max, jitter=backoff_base
+        )
+        self._retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max_retries + 1),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, VsaError) and exc.transient
+            ),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"VsaClient(base_url={self.base_url!r}, user={self.user!r})"
+
+    # -- construction from a connection -------------------------------------------------------
+
+    @classmethod
+    def from_connection(cls, conn: ConnectionInfo, **overrides: Any) -> VsaClient:
+        """Build from an Airflow-style connection: host = base URL, login = user, password = PAT.
+
+        A host without a scheme (URI form ``http://user:pat@127.0.0.1:8765``) is rebuilt from
+        ``conn_type`` (``http``/``https``; anything else means https) and ``port``. Extras:
+        ``page_size``, ``max_concurrency``, ``timeout``, ``verify_ssl`` and the retry settings
+        ``max_retries``, ``backoff_base``, ``backoff_max``, ``extract_attempts``. Keyword
+        ``overrides`` take precedence over the extras.
+        """
+        if not conn.host:
+            raise ConfigurationError(f"connection {conn.conn_id!r} has no host (the VSA base URL)")
+        if not conn.login or not conn.password:
+            raise ConfigurationError(
+                f"connection {conn.conn_id!r} needs a login (the VSA user) and a password "
+                "(the user's personal access token)"
+            )
+        return cls(
+            _base_url_from_connection(conn),
+            conn.login,
+            conn.password,
+            **(_options_from_extra(conn.conn_id, conn.extra) | overrides),
+        )
+
+    @classmethod
+    def from_env(cls, conn_id: str = "vsa_default") -> VsaClient:
+        """Build from ``AIRFLOW_CONN_<CONN_ID>`` (URI or JSON form) without importing Airflow."""
+        return cls.from_connection(get_connection(conn_id))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> VsaClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        """Open a fresh session now (to check the credentials early)."""
+        self._tokens.clear()
+        self._retrying(self._tokens.get)
+
+    def extract(
+        self,
+        resource: ResourceName,
+        consume: Callable[[Iterator[VsaRecord]], T],
+        *,
+        filter: str | None = None,
+        view_id: str | None = None,
+    ) -> T:
+        """Read a whole collection consistently and return what ``consume`` made of it.
+
+        ``consume`` gets an iterator over one pass's records and is called again from scratch
+        when records moved during the pass (up to ``extract_attempts`` passes), so it must
+        start afresh on each call (e.g. truncate the file it writes) and let the iterator's
+        exceptions propagate. If it stops early the rest is still read, to check the pass.
+        :raises InconsistentExtract: when every pass drifted.
+        """
+        res, path = _resolve(resource, view_id)
+        for attempt in range(1, self.extract_attempts + 1):
+            records = _Pass(self, res, path, filter).run()
+            try:
+                result = consume(records)
+                for _ in records:
+                    pass
+                return result
+            except InconsistentExtract as exc:
+                last = exc
+                log.warning("%s (pass %d of %d)", exc, attempt, self.extract_attempts)
+            finally:
+                records.close()
+        raise self._error(
+            InconsistentExtract,
+            f"{self.extract_attempts} passes failed, the last one: {last.message}",
+            f"GET {path}",
+            expected=last.expected,
+            seen=last.seen,
+        )
+
+    def iter_records(
+        self, resource: ResourceName, *, filter: str | None = None, view_id: str | None = None
+    ) -> Iterator[VsaRecord]:
+        """One pass over a collection, streamed; raises :class:`InconsistentExtract` on drift
+        (by the end at the latest), without retrying: use :meth:`extract` for that."""
+        res, path = _resolve(resource, view_id)
+        return _Pass(self, res, path, filter).run()
+
+    def iter_orgs(self) -> Iterator[VsaRecord]:
+        return self.iter_records("orgs")
+
+    def iter_machine_groups(self) -> Iterator[VsaRecord]:
+        return self.iter_records("machine_groups")
+
+    def iter_agents(self, filter: str | None = None) -> Iterator[VsaRecord]:
+        return self.iter_records("agents", filter=filter)
+
+    def iter_views(self) -> Iterator[VsaRecord]:
+        return self.iter_records("views")
+
+    def iter_agents_in_view(self, view_id: str, filter: str | None = None) -> Iterator[VsaRecord]:
+        return self.iter_records("agents_in_view", filter=filter, view_id=view_id)
+
+    def count(
+        self, resource: ResourceName, *, filter: str | None = None, view_id: str | None = None
+    ) -> int:
+        """``TotalRecords`` of a collection, read with ``$top=1``."""
+        _, path = _resolve(resource, view_id)
+        params: dict[str, Any] = {"$top": 1, "$skip": 0}
+        if filter:
+            params["$filter"] = filter
+        total, _ = self._get_page(path, params)
+        return total
+
+    def count_agents(self, filter: str | None = None, view_id: str | None = None) -> int:
+        """Agents matching ``filter`` (see :func:`id_filter`), in view ``view_id`` if given."""
+        if view_id is not None:
+            return self.count("agents_in_view", filter=filter, view_id=view_id)
+        return self.count("agents", filter=filter)
+
+    def get_agent(self, agent_id: str | int) -> VsaRecord:
+        path = f"/assetmgmt/agents/{quote(str(agent_id).strip(), safe='')}"
+        envelope = self._retrying(self._get_once, path, {})
+        result = envelope.get("Result")
+        if not isinstance(result, VsaRecord):
+            raise self._error(
+                VsaMalformedResponse, "the response holds no agent record", f"GET {path}"
+            )
+        return result
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def _get_page(self, path: str, params: Mapping[str, Any]) -> tuple[int, list[VsaRecord]]:
+        """One page of a collection, with retries: ``(TotalRecords, records)``."""
+        return self._retrying(self._get_page_once, path, params)
+
+    def _get_page_once(self, path: str, params: Mapping[str, Any]) -> tuple[int, list[VsaRecord]]:
+        envelope = self._get_once(path, params)
+        records = envelope.get("Result")
+        try:
+            total = int(str(envelope.get("TotalRecords")))
+        except ValueError:
+            total = -1
+        if total < 0 or not isinstance(records, list):
+            raise self._error(
+                VsaMalformedResponse,
+                "the response is not a collection (no TotalRecords or no Result list)",
+                _endpoint(path, params),
+            )
+        return total, records
+
+    def _get_once(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One authenticated GET; on a 401, re-authenticate once and repeat it once."""
+        endpoint = _endpoint(path, params)
+        token = self._tokens.get()
+        response = self._send(path, params, f"Bearer {token}")
+        if response.status_code == 401:
+            log.info("VSA refused the session on %s (HTTP 401); re-authenticating", endpoint)
+            self._tokens.invalidate(token)
+            token = self._tokens.get()
+            response = self._send(path, params, f"Bearer {token}")
+            if response.status_code == 401:
+                raise self._error(
+                    VsaAuthError,
+                    "VSA refused a fresh session (HTTP 401); check the user's rights and scope",
+                    endpoint,
+                )
+        return self._decode(response, endpoint)
+
+    def _open_session(self) -> tuple[str, datetime | None]:
+        """The PAT exchange (``TokenCache`` calls this under its lock)."""
+        endpoint = "GET /auth"
+        response = self._send("/auth", {}, self._basic)
+        if response.status_code in (401, 403):
+            detail = _error_text(response)
+            raise self._error(
+                VsaAuthError,
+                f"authentication refused (HTTP {response.status_code}"
+                f"{': ' + detail if detail else ''}); check the user and the personal access token",
+                endpoint,
+            )
+        try:
+            envelope = self._decode(response, endpoint)
+        except VsaApiError as exc:
+            raise self._error(
+                VsaAuthError, f"authentication refused: {exc.error}", endpoint
+            ) from None
+        result = envelope.get("Result")
+        token = (
+            (result.get("Token") or result.get("ApiToken")) if isinstance(result, Mapping) else None
+        )
+        if not token:
+            raise self._error(VsaAuthError, "authentication returned no session token", endpoint)
+        log.debug("authenticated to %s as %s", self.base_url, self.user)
+        return str(token), session_expiry(result)
+
+    def _send(self, path: str, params: Mapping[str, Any], authorization: str) -> requests.Response:
+        url = self.base_url + API_PREFIX + path
+        if params:
+            url += "?" + urlencode(params, quote_via=quote, safe="$'(),")
+        with self._slots:
+            try:
+                return self._session.get(
+                    url,
+                    headers={"Authorization": authorization},
+                    timeout=self.timeout,
+                    verify=self.verify_ssl,
+                )
+            except requests.exceptions.SSLError as exc:
+                raise self._error(
+                    VsaUnreachable,
+                    f"TLS failure: {_reason(exc)}",
+                    _endpoint(path, params),
+                    transient=False,
+                ) from exc
+            except requests.Timeout as exc:
+                raise self._error(
+                    VsaUnreachable, f"no response within {self.timeout:g}s", _endpoint(path, params)
+                ) from exc
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                raise self._error(
+                    VsaUnreachable, f"cannot reach VSA: {_reason(exc)}", _endpoint(path, params)
+                ) from exc
+
+    def _decode(self, response: requests.Response, endpoint: str) -> dict[str, Any]:
+        """The envelope of a response, or the error it stands for."""
+        status = response.status_code
+        if status >= 400:
+            detail = _error_text(response)
+            raise self._error(
+                VsaHttpError,
+                f"HTTP {status} {response.reason or ''}".rstrip()
+                + (f": {detail}" if detail else ""),
+                endpoint,
+                status=status,
+                retry_after=_retry_after(response),
+            )
+        body = response.content
+        try:
+            envelope = parse_envelope(body.decode("utf-8-sig"))
+        except ValueError as exc:
+            kind = response.headers.get("Content-Type") or "no content type"
+            raise self._error(
+                VsaMalformedResponse,
+                f"malformed response (HTTP {status}, {kind}, {len(body)} bytes): {exc}",
+                endpoint,
+            ) from None
+        code = envelope.get("ResponseCode")
+        if code is not None and str(code).strip() != "0":
+            error = str(envelope.get("Error") or envelope.get("Status") or "no error text")
+            raise self._error(
+                VsaApiError,
+                f"VSA error {code}: {error}",
+                endpoint,
+                response_code=code,
+                error=error,
+                transient=_server_side(code),
+            )
+        return envelope
+
+    # -- retry policy -------------------------------------------------------------------------
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Seconds before the next try: the server's ``Retry-After`` if any, else backoff."""
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        return self._backoff(state)
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "%s; retry %d of %d in %.2fs", exc, state.attempt_number, self.max_retries, delay
+        )
+
+    def _error(self, cls: type[E], message: str, endpoint: str | None, **kwargs: Any) -> E:
+        return cls(message, host=self.base_url, endpoint=endpoint, user=self.user, **kwargs)
+
+
+class _Pass:
+    """One pass over a collection: paging, the in-order window, the consistency checks."""
+
+    def __init__(
+        self, client: VsaClient, resource: Resource, path: str, filter: str | None
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.path = path
+        self.filter = filter
+        self.endpoint = f"GET {path}"
+        self.total = 0
+        self.pos = 0  # records up to this position (in $orderby order) have been taken
+        self.pages = 0
+        self.seen: set[str] = set()
+        self.started = time.monotonic()
+
+    def run(self) -> Generator[VsaRecord, None, None]:
+        total, records = self.fetch(0)
+        self.total = total
+        yield from self.take(0, total, records)
+        step = len(records)  # the server's real page size, whatever $top asked
+        if step:
+            yield from self.rest(step)
+        yield from self.fill(total)
+        if len(self.seen) != total:
+            raise self.drift("the pages do not add up to TotalRecords")
+        log.log(
+            logging.INFO if self.pages > 1 else logging.DEBUG,
+            "%s: %d records in %d pages, %.1fs",
+            self.endpoint,
+            total,
+            self.pages,
+            time.monotonic() - self.started,
+        )
+
+    def rest(self, step: int) -> Iterator[VsaRecord]:
+        """Pages after the first, fetched concurrently and yielded in order."""
+        skips = iter(range(step, self.total, step))
+        window: deque[tuple[int, Future[tuple[int, list[VsaRecord]]]]] = deque()
+        pool = ThreadPoolExecutor(self.client.max_concurrency, thread_name_prefix="vsa-page")
+
+        def submit() -> None:
+            skip = next(skips, None)
+            if skip is not None:
+                window.append((skip, pool.submit(self.fetch, skip)))
+
+        try:
+            # Twice the concurrency keeps every slot busy while the consumer works, and bounds
+            # memory to that many pages.
+            for _ in range(2 * self.client.max_concurrency):
+                submit()
+            while window:
+                skip, future = window.popleft()
+                total, records = future.result()
+                submit()
+                yield from self.fill(skip)
+                yield from self.take(skip, total, records)
+        finally:
+            # Do not wait for requests in flight: their results are simply dropped.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def fill(self, upto: int) -> Iterator[VsaRecord]:
+        """Fetch ``[pos, upto)`` one page at a time: a page came back shorter than the others."""
+        while self.pos < upto:
+            total, records = self.fetch(self.pos)
+            if not records:
+                raise self.drift(f"no records at $skip={self.pos}")
+            yield from self.take(self.pos, total, records)
+
+    def take(self, skip: int, total: int, records: list[VsaRecord]) -> Iterator[VsaRecord]:
+        """Yield the records of the page at ``skip`` that lie at or after ``pos``."""
+        self.pages += 1
+        if total != self.total:
+            raise self.drift(f"TotalRecords changed from {self.total} to {total}")
+        id_field = self.resource.id_field
+        for record in records[self.pos - skip :]:
+            record_id = record.get(id_field)
+            if record_id is None:
+                raise self.client._error(
+                    VsaMalformedResponse, f"a record has no {id_field}", self.endpoint
+                )
+            if record_id in self.seen:
+                raise self.drift(f"{id_field} {record_id} came twice")
+            self.seen.add(record_id)
+            yield record
+        self.pos = max(self.pos, skip + len(records))
+        if self.pages % PROGRESS_EVERY == 0:
+            log.info("%s: %d of %d records", self.endpoint, len(self.seen), self.total)
+
+    def fetch(self, skip: int) -> tuple[int, list[VsaRecord]]:
+        params: dict[str, Any] = {
+            "$top": self.client.page_size,
+            "$skip": skip,
+            "$orderby": self.resource.order_by,
+        }
+        if self.filter:
+            params["$filter"] = self.filter
+        return self.client._get_page(self.path, params)
+
+    def drift(self, what: str) -> InconsistentExtract:
+        return self.client._error(
+            InconsistentExtract,
+            f"records moved while paging ({what}): expected {self.total} distinct "
+            f"{self.resource.id_field}, got {len(self.seen)}",
+            self.endpoint,
+            expected=self.total,
+            seen=len(self.seen),
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _resolve(resource: str, view_id: str | None) -> tuple[Resource, str]:
+    try:
+        res = RESOURCES[resource]
+    except KeyError:
+        raise ValueError(
+            f"unknown VSA resource {resource!r}; known: {', '.join(RESOURCES)}"
+        ) from None
+    if "{view_id}" in res.path:
+        if view_id is None or not str(view_id).strip():
+            raise ValueError(f"resource {resource!r} needs a view_id")
+        return res, res.path.format(view_id=quote(str(view_id).strip(), safe=""))
+    return res, res.path
+
+
+def _endpoint(path: str, params: Mapping[str, Any]) -> str:
+    """How errors and logs name a request: method, path and readable query (no secrets)."""
+    query = "&".join(f"{key}={value}" for key, value in params.items())
+    return f"GET {path}" + (f"?{query}" if query else "")
+
+
+def _normalise_base_url(base_url: str) -> str:
+    url = base_url.strip().rstrip("/")
+    if url.lower().endswith(API_PREFIX):
+        url = url[: -len(API_PREFIX)]
+    parts = urlsplit(url)
+    if "@" in parts.netloc:  # do not echo it: the part before the @ may hold a token
+        raise ConfigurationError(
+            "the VSA base URL must not contain credentials: use the login and password fields"
+        )
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"VSA base URL {base_url!r} must look like https://vsa.example.com"
+        )
+    return url
+
+
+def _base_url_from_connection(conn: ConnectionInfo) -> str:
+    host = conn.host.strip()
+    if "://" not in host:
+        scheme = conn.conn_type if conn.conn_type in ("http", "https") else "https"
+        return f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+    parts = urlsplit(host)
+    if conn.port and parts.port is None:
+        parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
+    return parts.geturl()
+
+
+def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed client options from connection extras (URI-form extras arrive as strings)."""
+    options: dict[str, Any] = {}
+    for name in (*_INT_OPTIONS, *_FLOAT_OPTIONS):
+        value = extra.get(name)
+        if value in (None, ""):
+            continue
+        try:
+            options[name] = int(value) if name in _INT_OPTIONS else float(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"connection {conn_id!r}: extra {name}={value!r} is not a number"
+            ) from None
+    if "verify_ssl" in extra:
+        options["verify_ssl"] = as_bool(extra["verify_ssl"], True)
+    return options
+
+
+def _error_text(response: requests.Response) -> str:
+    """The ``Error`` text of a JSON error body, if any (never an HTML page)."""
+    try:
+        error = parse_envelope(response.content.decode("utf-8-sig")).get("Error")
+    except ValueError:
+        return ""
+    return str(error)[:300] if error not in (None, "", "None") else ""
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return float(Retry(0).parse_retry_after(value))
+    except InvalidHeader:
+        return None
+
+
+def _server_side(code: object) -> bool:
+    """Whether an envelope ``ResponseCode`` reads as throttling or a server fault (retryable)."""
+    try:
+        number = int(str(code).strip())
+    except ValueError:
+        return False
+    return number == 429 or number >= 500
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, without object reprs."""
+    reason: object = exc
+    while True:
+        inner = getattr(reason, "reason", None) or (
+            reason.args[0] if isinstance(reason, Exception) and reason.args else None
+        )
+        if not isinstance(inner, BaseException) or inner is reason:
+            break
+        reason = inner
+    text = str(reason)
+    return text.split(">: ", 1)[-1] if text.startswith("<") else text

@@ -1,0 +1,484 @@
+"""The VSA client against the simulator, over real HTTP: auth, paging, retries, drift, errors."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from agent_billing.connections import parse_connection
+from agent_billing.vsa import (
+    InconsistentExtract,
+    VsaApiError,
+    VsaAuthError,
+    VsaClient,
+    VsaHttpError,
+    VsaMalformedResponse,
+    VsaRecord,
+    VsaUnreachable,
+    id_filter,
+)
+from agent_billing.vsa.auth import TokenCache, session_expiry
+from agent_billing.vsa.simulator import FaultConfig, GeneratedScenario, ScriptedScenario
+from agent_billing.vsa.simulator.server import SimulatorServer
+from agent_billing.vsa.simulator.testing import run_simulator
+
+API = "/api/v1.0"
+
+
+def make_client(sim: SimulatorServer, **kwargs: Any) -> VsaClient:
+    """A client with tiny backoff, so retry tests take milliseconds."""
+    options: dict[str, Any] = {"backoff_base": 0.01, "backoff_max": 0.05, **kwargs}
+    return VsaClient(sim.base_url, sim.user, sim.token, **options)
+
+
+def calls(sim: SimulatorServer, path: str) -> int:
+    return sim.count(API + path)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    """A 300-agent world shared by the read-only tests (faults are reset after each test)."""
+    with run_simulator() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh(sim):
+    """The shared simulator with empty counters, no faults and no inserted agents."""
+    sim.set_faults(FaultConfig())
+    sim.set_date(sim.date)  # drops agents inserted by faults, resets the insert budget
+    sim.reset_log()
+    yield sim
+    sim.set_faults(FaultConfig())
+    sim.set_date(sim.date)
+
+
+# -- paging and records -----------------------------------------------------------------------
+
+
+def test_extract_reads_every_collection_exactly(fresh):
+    counts = fresh.state().counts()
+    with make_client(fresh) as client:
+        for resource in ("orgs", "machine_groups", "agents", "views"):
+            records = client.extract(resource, list)
+            assert len(records) == counts[resource] == client.count(resource)
+    assert counts["agents"] > 200  # several pages
+    assert fresh.auth_calls == 1
+    requests = [r for r in fresh.request_log if r.path == API + "/assetmgmt/agents"]
+    assert all(int(r.query["$top"]) <= 100 for r in requests)
+    pages = [r for r in requests if r.query["$top"] != "1"]  # not the count
+    assert len(pages) == 3 and all(r.query["$orderby"] == "AgentName asc" for r in pages)
+
+
+def test_records_are_dicts_with_string_ids_and_raw_json(fresh):
+    with make_client(fresh) as client:
+        agents = client.extract("agents", list)
+        groups = client.extract("machine_groups", list)
+    agent = agents[0]
+    assert isinstance(agent, VsaRecord) and isinstance(agent, dict)
+    assert json.loads(agent.raw)["AgentId"] == agent["AgentId"]
+    assert all(isinstance(a["AgentId"], str) and a["AgentId"].isdigit() for a in agents)
+    assert len({a["AgentId"] for a in agents}) == len(agents)
+    assert [a["AgentName"] for a in agents] == sorted(a["AgentName"] for a in agents)
+    roots = [g for g in groups if g["ParentMachineGroupId"] is None]
+    assert roots and all(isinstance(g["MachineGroupId"], str) for g in groups)
+
+
+def test_server_page_cap_below_top_is_followed(fresh):
+    """A server answering fewer records than ``$top`` asks: the client steps by what came."""
+    with make_client(fresh) as client:
+        client.page_size = 250  # ask above the simulator's cap of 100
+        agents = client.extract("agents", list)
+    assert len(agents) == fresh.state().counts()["agents"]
+    skips = sorted(int(r.query["$skip"]) for r in fresh.request_log if r.path.endswith("/agents"))
+    assert skips == list(range(0, len(agents), 100))
+
+
+Rewrite = Callable[[str, dict[str, Any]], None]  # (request target, envelope to edit in place)
+
+
+class Proxy(ThreadingHTTPServer):
+    """A pass-through HTTP proxy in front of a simulator: measures how many requests are in
+    flight at once and can rewrite answers, using nothing but HTTP."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: SimulatorServer, rewrite: Rewrite | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream = upstream
+        self.rewrite = rewrite
+        self.in_flight = self.peak = 0
+        self.gauge = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> Proxy:
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: Proxy
+
+    def do_GET(self) -> None:
+        proxy = self.server
+        with proxy.gauge:
+            proxy.in_flight += 1
+            proxy.peak = max(proxy.peak, proxy.in_flight)
+        try:
+            upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream.port, timeout=30)
+            upstream.request(
+                "GET", self.path, headers={"Authorization": self.headers["Authorization"]}
+            )
+            answer = upstream.getresponse()
+            body = answer.read()
+            upstream.close()
+        finally:
+            with proxy.gauge:
+                proxy.in_flight -= 1
+        if proxy.rewrite and answer.status == 200:
+            envelope = json.loads(body)
+            proxy.rewrite(self.path, envelope)
+            body = json.dumps(envelope).encode()
+        self.send_response(answer.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        pass
+
+
+def test_short_page_in_the_middle_is_filled(fresh):
+    """A page shorter than the others (same TotalRecords): the gap is fetched, nothing lost."""
+
+    def shorten(target: str, envelope: dict[str, Any]) -> None:
+        if "/assetmgmt/agents?" in target and "$skip=100&" in target:
+            envelope["Result"] = envelope["Result"][:30]
+
+    with Proxy(fresh, shorten) as proxy:
+        client = VsaClient(proxy.base_url, fresh.user, fresh.token)
+        agents = client.extract("agents", list)
+    assert len(agents) == len({a["AgentId"] for a in agents}) == fresh.state().counts()["agents"]
+    skips = [r.query["$skip"] for r in fresh.request_log if r.path.endswith("/agents")]
+    assert "130" in skips  # the gap after the short page
+
+
+def test_consumer_stopping_early_still_gets_a_checked_pass(fresh):
+    with make_client(fresh) as client:
+        first = client.extract("agents", next)
+    assert isinstance(first, VsaRecord)
+    assert calls(fresh, "/assetmgmt/agents") == 3  # the rest was still read and checked
+
+
+def test_counts_filters_views_and_single_agents(fresh):
+    state = fresh.state()
+    with make_client(fresh) as client:
+        agents = client.extract("agents", list)
+        groups = {a["MachineGroupId"] for a in agents}
+        some = sorted(groups)[:3]
+        expected = sum(1 for a in agents if a["MachineGroupId"] in some)
+        assert client.count_agents(filter=id_filter("MachineGroupId", some)) == expected
+        for view in client.extract("views", list):
+            members = client.extract("agents_in_view", list, view_id=view["ViewDefId"])
+            assert client.count_agents(view_id=view["ViewDefId"]) == len(members)
+            assert len(members) == len(state.view_members(view["ViewDefId"]))
+        agent = client.get_agent(agents[7]["AgentId"])
+    assert agent == agents[7] and json.loads(agent.raw)["AgentName"] == agents[7]["AgentName"]
+
+
+def test_id_filter():
+    assert id_filter("AgentId", ["123"]) == "AgentId eq 123M"
+    assert id_filter("OrgId", [1, "2"]) == "(OrgId eq 1M or OrgId eq 2M)"
+    for bad in (["12a"], ["1 or 1 eq 1"], []):
+        with pytest.raises(ValueError):
+            id_filter("AgentId", bad)
+
+
+BIG = "73511820644390182275501461"  # 26 digits: float would round it
+
+
+def test_big_ids_sent_as_json_numbers_stay_exact():
+    spec = {
+        "start": "2024-03-01",
+        "orgs": [{"id": BIG, "ref": "contoso", "name": "Contoso Ltd"}],
+        "groups": [
+            {"id": "73511820644390182275501462", "org": BIG, "name": "root"},
+            {
+                "id": "73511820644390182275501477",
+                "org": BIG,
+                "name": "servers",
+                "parent": "73511820644390182275501462",
+            },
+        ],
+        "views": [{"id": "55120913", "name": "Billable - Servers"}],
+        "agents": [
+            {
+                "id": "902117643350088",
+                "name": "sql01",
+                "spans": [["2024-03-01", "73511820644390182275501477", 11, ["55120913"]]],
+            }
+        ],
+    }
+    with run_simulator(ScriptedScenario.from_dict(spec), ids_as_numbers=True) as sim:
+        with make_client(sim) as client:
+            (org,) = client.extract("orgs", list)
+            groups = client.extract("machine_groups", list)
+            (agent,) = client.extract("agents", list)
+            (view,) = client.extract("views", list)
+    assert f'"OrgId":{BIG}' in org.raw  # the server really sent a number
+    assert org["OrgId"] == BIG and agent["OrgId"] == BIG
+    assert agent["AgentId"] == "902117643350088" and view["ViewDefId"] == "55120913"
+    assert agent["MachineGroupId"] == "73511820644390182275501477"
+    assert {g["ParentMachineGroupId"] for g in groups} == {None, "73511820644390182275501462"}
+
+
+# -- auth ------------------------------------------------------------------------------------
+
+
+def test_reauthenticates_once_when_the_session_dies(fresh):
+    fresh.set_faults(FaultConfig(session_expires_after=2))
+    with make_client(fresh, max_concurrency=1) as client:
+        agents = client.extract("agents", list)
+    assert len(agents) == fresh.state().counts()["agents"]
+    assert fresh.auth_calls == 2
+    assert [r.status for r in fresh.request_log].count(401) == 1
+
+
+def test_reauthenticates_after_server_side_logout(fresh):
+    with make_client(fresh) as client:
+        client.count("orgs")
+        fresh.expire_sessions()
+        assert client.count("orgs") == fresh.state().counts()["orgs"]
+    assert fresh.auth_calls == 2
+
+
+def test_bad_credentials_name_host_and_user_never_the_token(fresh):
+    secret = "not-the-token-1f9e"
+    client = VsaClient(fresh.base_url, fresh.user, secret, backoff_base=0.01)
+    with pytest.raises(VsaAuthError) as err:
+        client.count("orgs")
+    text = str(err.value)
+    assert fresh.base_url in text and fresh.user in text and "401" in text
+    assert secret not in text
+    assert base64.b64encode(f"{fresh.user}:{secret}".encode()).decode() not in text
+    assert secret not in repr(client)
+    assert fresh.auth_calls == 1  # refused credentials are not retried
+
+
+def test_session_expiry_parsing():
+    naive = {"SessionExpiration": "2025-05-14T09:41:27.512", "OffSetInMinutes": 420}
+    assert session_expiry(naive) == datetime(2025, 5, 14, 16, 41, 27, 512000, tzinfo=UTC)
+    zoned = {"SessionExpiration": "2025-05-14T09:41:27Z", "OffSetInMinutes": 420}
+    assert session_expiry(zoned) == datetime(2025, 5, 14, 9, 41, 27, tzinfo=UTC)
+    seven_digits = {"SessionExpiration": "2025-05-14T09:41:27.5123456"}
+    assert session_expiry(seven_digits) == datetime(2025, 5, 14, 9, 41, 27, 512345, tzinfo=UTC)
+    assert session_expiry({"SessionExpiration": "soon"}) is None
+    assert session_expiry({}) is None
+
+
+def test_token_cache_renews_before_expiry_and_once_per_refusal():
+    now = [datetime(2025, 1, 1, tzinfo=UTC)]
+    opened: list[str] = []
+
+    def authenticate() -> tuple[str, datetime | None]:
+        opened.append(f"t{len(opened) + 1}")
+        return opened[-1], now[0] + timedelta(minutes=30)
+
+    cache = TokenCache(authenticate, clock=lambda: now[0])
+    assert cache.get() == "t1"
+    now[0] += timedelta(minutes=28)
+    assert cache.get() == "t1"
+    now[0] += timedelta(minutes=1, seconds=1)  # within a minute of the expiry
+    assert cache.get() == "t2"
+    cache.invalidate("t2")
+    cache.invalidate("t2")  # a second thread refused with the same token: no second session
+    assert cache.get() == "t3" and cache.get() == "t3"
+    cache.invalidate("t1")  # stale refusal of an old token: keep the current one
+    assert cache.get() == "t3" and cache.sessions == 3
+
+
+# -- retries ---------------------------------------------------------------------------------
+
+
+def test_429_is_retried_after_retry_after(fresh):
+    fresh.set_faults(FaultConfig(fail_next=[429], retry_after=1, fail_path="/system/orgs"))
+    with make_client(fresh) as client:
+        started = time.monotonic()
+        assert client.count("orgs") == fresh.state().counts()["orgs"]
+        elapsed = time.monotonic() - started
+    assert elapsed >= 1.0  # the server's Retry-After, not the tiny backoff
+    assert calls(fresh, "/system/orgs") == 2
+
+
+def test_5xx_and_dropped_connections_are_retried(fresh):
+    fresh.set_faults(FaultConfig(fail_next=[500, 502, "reset", 503], fail_path="/system/views"))
+    with make_client(fresh) as client:
+        views = client.extract("views", list)
+    assert len(views) == fresh.state().counts()["views"]
+    assert calls(fresh, "/system/views") == 5
+
+
+def test_retries_are_bounded(fresh):
+    fresh.set_faults(FaultConfig(rate_5xx=1.0, fail_next=[200]))  # auth passes, then all fail
+    with make_client(fresh, max_retries=2) as client, pytest.raises(VsaHttpError) as err:
+        client.count("orgs")
+    assert err.value.status in (500, 502, 503) and err.value.transient
+    assert calls(fresh, "/system/orgs") == 3
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "path"),
+    [
+        (lambda c: c.get_agent("123456789012345"), 404, "/assetmgmt/agents/123456789012345"),
+        (lambda c: c.count_agents(filter="NoSuchField eq 1"), 400, "/assetmgmt/agents"),
+    ],
+)
+def test_other_4xx_are_not_retried(fresh, call, status, path):
+    with make_client(fresh) as client, pytest.raises(VsaHttpError) as err:
+        call(client)
+    assert err.value.status == status and not err.value.transient
+    assert calls(fresh, path) == 1
+    assert fresh.base_url in str(err.value) and path.split("/")[-1] in str(err.value)
+
+
+def test_404_carries_the_server_error_text(fresh):
+    with make_client(fresh) as client, pytest.raises(VsaHttpError) as err:
+        client.get_agent("123456789012345")
+    assert "Agent with id 123456789012345 was not found." in str(err.value)
+
+
+def test_error_inside_http_200_raises_with_the_server_text(fresh):
+    fresh.set_faults(FaultConfig(error_in_200_rate=1.0, fail_next=[200]))
+    with make_client(fresh, max_retries=1) as client, pytest.raises(VsaApiError) as err:
+        client.count("orgs")
+    assert err.value.error == "An unexpected error occurred while processing the request."
+    assert str(err.value.response_code) == "500" and err.value.error in str(err.value)
+
+
+def test_error_inside_http_200_with_a_server_code_is_retried(fresh):
+    fresh.set_faults(FaultConfig(fail_next=["error_in_200"], fail_path="/system/orgs"))
+    with make_client(fresh) as client:
+        assert client.count("orgs") == fresh.state().counts()["orgs"]
+    assert calls(fresh, "/system/orgs") == 2
+
+
+def test_malformed_body_is_retried_then_reported(fresh):
+    fresh.set_faults(FaultConfig(fail_next=["malformed"], fail_path="/system/orgs"))
+    with make_client(fresh) as client:
+        assert len(client.extract("orgs", list)) == fresh.state().counts()["orgs"]
+        assert calls(fresh, "/system/orgs") == 2
+    fresh.set_faults(FaultConfig(malformed_rate=1.0, fail_next=[200]))  # auth passes
+    with make_client(fresh, max_retries=1) as client, pytest.raises(VsaMalformedResponse) as err:
+        client.count("views")
+    assert calls(fresh, "/system/views") == 2
+    assert "malformed response" in str(err.value) and "/system/views" in str(err.value)
+
+
+def test_unreachable_host_is_a_clear_error():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: nobody listens
+    client = VsaClient(
+        f"http://127.0.0.1:{port}", "someone", "tok-secret-77", max_retries=1, backoff_base=0.01
+    )
+    with pytest.raises(VsaUnreachable) as err:
+        client.count("orgs")
+    text = str(err.value)
+    assert f"127.0.0.1:{port}" in text and "someone" in text and "tok-secret-77" not in text
+    assert "\n" not in text
+
+
+# -- consistency -----------------------------------------------------------------------------
+
+
+def test_drift_during_paging_is_retried_and_the_retry_is_clean(fresh):
+    fresh.set_faults(FaultConfig(insert_during_paging=1, insert_count=1))
+    passes: list[int] = []
+
+    def consume(records):
+        passes.append(0)
+        return [r["AgentId"] for r in records]
+
+    with make_client(fresh) as client:
+        ids = client.extract("agents", consume)
+    assert len(passes) == 2
+    assert len(ids) == len(set(ids)) == fresh.state().counts()["agents"] + 1  # with the newcomer
+
+
+def test_persistent_drift_raises_inconsistent_extract(fresh):
+    fresh.set_faults(FaultConfig(insert_during_paging=1, insert_count=None))
+    with make_client(fresh, extract_attempts=2) as client:
+        with pytest.raises(InconsistentExtract) as err:
+            client.extract("agents", list)
+        with pytest.raises(InconsistentExtract):
+            list(client.iter_agents())  # a single pass: no retry
+    text = str(err.value)
+    assert "2 passes" in text and "/assetmgmt/agents" in text and "expected" in text
+    assert err.value.expected is not None and err.value.seen is not None
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_from_connection_uri_and_json_forms():
+    uri = parse_connection(
+        "vsa_default",
+        "http://billing.integrator:p%40t@127.0.0.1:8765?page_size=50&verify_ssl=false&timeout=5",
+    )
+    client = VsaClient.from_connection(uri)
+    assert client.base_url == "http://127.0.0.1:8765" and client.user == "billing.integrator"
+    assert (client.page_size, client.verify_ssl, client.timeout) == (50, False, 5.0)
+    as_json = parse_connection(
+        "vsa_default",
+        '{"conn_type": "vsa", "host": "https://vsa.example.com/api/v1.0/", "login": "u",'
+        ' "password": "p", "extra": {"max_concurrency": 4, "page_size": 500}}',
+    )
+    client = VsaClient.from_connection(as_json)
+    assert client.base_url == "https://vsa.example.com" and client.max_concurrency == 4
+    assert client.page_size == 100 and client.verify_ssl is True
+    bare = VsaClient.from_connection(
+        parse_connection(
+            "x", '{"host": "vsa.example.com", "port": 8443, "login": "u", "password": "p"}'
+        )
+    )
+    assert bare.base_url == "https://vsa.example.com:8443"
+
+
+def test_from_env_against_the_simulator(fresh, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", fresh.connection_json())
+    with VsaClient.from_env() as client:
+        assert client.count("agents") == fresh.state().counts()["agents"]
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_concurrency_is_bounded_and_used():
+    world = GeneratedScenario(seed=7, orgs=4, agents=2000)
+    with run_simulator(world, faults=FaultConfig(latency_ms=40)) as sim, Proxy(sim) as proxy:
+        client = VsaClient(proxy.base_url, sim.user, sim.token, max_concurrency=3)
+        started = time.monotonic()
+        agents = client.extract("agents", list)
+        elapsed = time.monotonic() - started
+        assert len(agents) == sim.state().counts()["agents"]
+        pages = -(-len(agents) // 100)
+    assert proxy.peak == 3  # the server saw exactly the bound in flight, never more
+    assert elapsed >= (1 + (pages - 1) / 3) * 0.04 * 0.9  # and no faster than 3 at a time
