@@ -36,6 +36,8 @@ def count_units(conn: Connection, snapshot_date: date) -> CountResult:
     params = {"snapshot_date": snapshot_date}
     clear_counts(conn, snapshot_date)
     agents = conn.execute(load_sql("sync/service_agents_insert.sql"), params).rowcount
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ANALYZE service_agents"))
     services = conn.execute(load_sql("sync/service_unit_counts_insert.sql"), params).rowcount
     units = conn.execute(
         text("SELECT COALESCE(SUM(units), 0) FROM service_unit_counts WHERE snapshot_date = :d"),

@@ -61,6 +61,8 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
                     conn, "vsa_view_members", ("snapshot_date", "view_id", "agent_id"),
                     ((d, view_id, r.get("AgentId")) for r in landing.records(name)),
                 )
+        if conn.dialect.name == "postgresql":  # fresh statistics, or the count plans badly
+            conn.execute(text(f"ANALYZE {', '.join(SNAPSHOT_TABLES)}"))
     result = LoadResult(d, orgs, groups, agents, views, members)
     log.info(
         "loaded snapshot %s: %d orgs, %d machine groups, %d agents, %d views (%d view members)",

@@ -63,22 +63,32 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
     return UnitsNow(service_id, service["units"], units, today, recorded)
 
 
+# About 45 characters per id in a $filter: 30 keep a query under IIS's default 2,048-byte limit.
+GROUPS_PER_QUERY = 30
+
+
 def count_scope(client: VsaClient, service: dict, now: datetime) -> int:
-    """Agents in the service's scope now, as the nightly count would see them."""
+    """Agents in the service's scope now, as the nightly count would see them.
+
+    Each agent is in exactly one machine group, so counts of disjoint batches of groups add up.
+    """
     if service["vsa_machine_group_id"]:
         groups = _scope_groups(client, service["vsa_machine_group_id"], service["include_subgroups"])
-        scope = id_filter("MachineGroupId", groups)
+        scopes = [
+            id_filter("MachineGroupId", groups[i : i + GROUPS_PER_QUERY])
+            for i in range(0, len(groups), GROUPS_PER_QUERY)
+        ]
     else:
-        scope = id_filter("OrgId", [service["vsa_org_id"]])
+        scopes = [id_filter("OrgId", [service["vsa_org_id"]])]
     view_id = service["vsa_view_id"]
     if not service["exclude_never_checked_in"] and service["exclude_offline_days"] is None:
-        return client.count_agents(filter=scope, view_id=view_id)
+        return sum(client.count_agents(filter=scope, view_id=view_id) for scope in scopes)
     resource = "agents_in_view" if view_id else "agents"
 
     def count_billable(records) -> int:
         return sum(1 for record in records if _billable(record, service, now))
 
-    return client.extract(resource, count_billable, filter=scope, view_id=view_id)
+    return sum(client.extract(resource, count_billable, filter=scope, view_id=view_id) for scope in scopes)
 
 
 def _scope_groups(client: VsaClient, root: str, include_subgroups: bool) -> list[str]:
