@@ -2,7 +2,8 @@
 -- the account's VSA org, optionally one machine group (with its subgroups through the
 -- ParentMachineGroupId tree when include_subgroups), optionally intersected with a view,
 -- minus the optional exclusions (never checked in; offline for more than N days).
-INSERT INTO service_agents (snapshot_date, service_id, agent_id, agent_name)
+-- Agent ids are unique per snapshot (the quality gate runs first), so no DISTINCT is needed.
+INSERT INTO service_agents (snapshot_date, service_id, agent_id)
 WITH RECURSIVE scope_groups (service_id, machine_group_id) AS (
     SELECT s.service_id, g.machine_group_id
     FROM services s
@@ -16,7 +17,7 @@ WITH RECURSIVE scope_groups (service_id, machine_group_id) AS (
     JOIN vsa_machine_groups child
       ON child.snapshot_date = :snapshot_date AND child.parent_machine_group_id = sg.machine_group_id
 )
-SELECT DISTINCT :snapshot_date, s.service_id, a.agent_id, a.agent_name
+SELECT :snapshot_date, s.service_id, a.agent_id
 FROM services s
 JOIN contracts c ON c.contract_id = s.contract_id
 JOIN accounts acc ON acc.account_id = c.account_id
