@@ -1,0 +1,192 @@
+"""Benchmark: a year of billing for 20,000 and 40,000 agent-counted services on PostgreSQL.
+
+Each size runs in its own process on a scratch database (created on the test server, dropped
+after): a few hundred contracts (70 services each), a year of daily ``service_unit_counts``
+(COPY), a unit change every ~2 weeks per service. Timed: the twelve monthly runs of the year
+(each posts every contract's invoice: normal lines plus the month's prorations) and one
+nightly run at year end (nothing to post: the full reconciliation of a year of history).
+Target: doubling the services at most 2.3 × the time.
+
+``python -m benchmarks.billing_run SERVICES`` is one size (prints one JSON line); ``run()``
+drives both sizes and returns the report section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+SIZES = (20_000, 40_000)
+SERVICES_PER_CONTRACT = 70
+YEAR = [date(2024, 1, 1) + timedelta(days=n) for n in range(366)]  # 2024 is a leap year
+MONTHS = [date(2024, m, 1) for m in range(1, 13)]
+NIGHTLY = date(2024, 12, 15)
+MAX_GROWTH = 2.3
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_URL = os.environ.get(
+    "AGENT_BILLING_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def run() -> str:
+    results = []
+    for services in SIZES:
+        child = subprocess.run(
+            [sys.executable, "-m", "benchmarks.billing_run", str(services)],
+            cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False,
+        )
+        if child.returncode != 0:
+            raise RuntimeError(f"the billing benchmark failed:\n{child.stderr[-3000:]}")
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
+    return _report(results)
+
+
+def _report(results: list[dict]) -> str:
+    small, large = results
+    monthly = large["monthly_seconds"] / small["monthly_seconds"]
+    nightly = large["nightly_seconds"] / small["nightly_seconds"]
+    met = monthly <= MAX_GROWTH and nightly <= MAX_GROWTH
+    rows = [
+        f"| {r['services']:,} | {r['contracts']:,} | {r['changes']:,} | {r['counts']:,} "
+        f"| {r['lines']:,} | {r['monthly_seconds']:.1f} s | {r['slowest_month_seconds']:.1f} s "
+        f"| {r['nightly_seconds']:.1f} s | {r['peak_rss_mb']:.0f} MB ({r['base_rss_mb']:.0f} MB) "
+        f"| {r['generate_seconds']:.0f} s |"
+        for r in results
+    ]
+    return "\n".join([
+        "## Billing run",
+        "",
+        "`run_billing` on PostgreSQL over a year of history (2024): services counted by RMM"
+        f" agents, {SERVICES_PER_CONTRACT} per contract, one daily count each (COPY-loaded) and"
+        " a unit change every ~2 weeks. *Year* = the twelve runs as of each month's 1st (each"
+        f" posts every contract's invoice); *nightly* = one run as of {NIGHTLY} (nothing to"
+        " post; reconciles the whole year and refreshes `billing_review`). Each size runs in"
+        " its own process.",
+        "",
+        "| services | contracts | unit changes | daily counts | lines posted | year (12 runs)"
+        " | slowest run | nightly run | peak RSS (before billing) | data generation |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Growth for 2 × the services: year {monthly:.2f} ×, nightly {nightly:.2f} ×"
+        f" (target ≤ {MAX_GROWTH} ×).",
+        "",
+        f"target met: {'yes' if met else 'no'}",
+    ])
+
+
+def _child(services: int) -> None:
+    from agent_billing.billing import run_billing
+    from agent_billing.warehouse import connect_warehouse, upgrade
+
+    admin = connect_warehouse(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"ab_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        engine = connect_warehouse(
+            make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        )
+        upgrade(engine)
+        started = time.perf_counter()
+        sizes = _generate(engine, services)
+        generate_seconds = time.perf_counter() - started
+        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        monthly = []
+        for month in MONTHS:
+            started = time.perf_counter()
+            run_billing(engine, month)
+            monthly.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        nightly = run_billing(engine, NIGHTLY)
+        nightly_seconds = time.perf_counter() - started
+        assert nightly.invoices_posted == 0
+        with engine.connect() as conn:
+            lines = conn.execute(text("SELECT COUNT(*) FROM invoice_lines")).scalar_one()
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    print(json.dumps({
+        "services": services, **sizes, "lines": lines, "generate_seconds": generate_seconds,
+        "monthly_seconds": sum(monthly), "slowest_month_seconds": max(monthly),
+        "nightly_seconds": nightly_seconds, "base_rss_mb": base_rss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+def _generate(engine, services: int) -> dict:
+    """Contracts, services, daily counts and unit changes, streamed into COPY (each service's
+    history is drawn from its own seed, so each pass regenerates it instead of keeping it)."""
+    from agent_billing.warehouse.bulk import bulk_insert
+
+    contracts = services // SERVICES_PER_CONTRACT
+    counts = changes = 0
+    with engine.begin() as conn:
+        bulk_insert(conn, "accounts", ("account_id", "name", "vsa_org_id"),
+                    ((f"A{c:05}", f"Account {c}", str(10**20 + c)) for c in range(contracts)))
+        bulk_insert(conn, "contracts", ("contract_id", "account_id", "currency", "billing_day",
+                                        "start_date"),
+                    ((f"C{c:05}", f"A{c:05}", "USD", 1, YEAR[0]) for c in range(contracts)))
+        bulk_insert(conn, "services", ("service_id", "contract_id", "name", "unit_price",
+                                       "units_source", "vsa_machine_group_id", "start_date",
+                                       "end_date"),
+                    ((f"S{n:06}", f"C{n % contracts:05}", f"Agents {n}", s.price,
+                      "rmm_agent_count", str(10**20 + n), s.start, s.end)
+                     for n, s in enumerate(map(_service, range(services)))))
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy("COPY service_unit_counts (service_id, snapshot_date, units) FROM STDIN") as copy:
+                for n in range(services):
+                    history = _service(n).history
+                    copy.write("".join(f"S{n:06}\t{day}\t{units}\n" for day, units in history))
+                    counts += len(history)
+            with cursor.copy("COPY unit_changes (change_id, service_id, effective_date, units_before,"
+                             " units_after, delta, source) FROM STDIN") as copy:
+                for n in range(services):
+                    history = _service(n).history
+                    for (_, before), (day, after) in zip(history, history[1:], strict=False):
+                        if after != before:
+                            copy.write_row((f"S{n:06}:{day}:nightly_sync", f"S{n:06}", day, before,
+                                            after, after - before, "nightly_sync"))
+                            changes += 1
+        conn.execute(text("ANALYZE accounts, contracts, services, service_unit_counts, unit_changes"))
+    return {"contracts": contracts, "counts": counts, "changes": changes}
+
+
+class _Service(NamedTuple):
+    price: str
+    start: date
+    end: date | None
+    history: list[tuple[date, int]]  # daily units while active; a change every ~2 weeks
+
+
+def _service(n: int) -> _Service:
+    rng = random.Random(n)
+    price = rng.choice(("9.5000", "12.0000", "15.2500", "40.0000"))
+    start = YEAR[0] if rng.random() < 0.95 else rng.choice(YEAR[30:300])
+    end = rng.choice([d for d in YEAR if d > start]) if rng.random() < 0.03 else None
+    units, history = rng.randint(1, 60), []
+    for day in YEAR:
+        if start <= day and (end is None or day <= end):
+            if rng.random() < 1 / 14:
+                units = max(0, units + rng.choice((-3, -2, -1, 1, 1, 2, 3)))
+            history.append((day, units))
+    return _Service(price, start, end, history)
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]))

@@ -1,0 +1,56 @@
+"""Money: exact decimals, one half-up rounding per line to the currency's minor unit.
+
+Amounts are computed with integers (unit prices scaled to 4 decimals), so no intermediate
+result is ever rounded or represented in binary floating point.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cache
+
+PRICE_DECIMALS = 4
+_PRICE_SCALE = 10**PRICE_DECIMALS
+
+# ISO 4217 exponents that differ from the usual 2.
+_MINOR_UNITS = {
+    "JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "VND": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    "KWD": 3, "BHD": 3, "JOD": 3, "OMR": 3, "TND": 3, "LYD": 3, "IQD": 3,
+}
+
+
+def minor_units(currency: str) -> int:
+    """Decimal places of ``currency`` (2 unless ISO 4217 says otherwise)."""
+    return _MINOR_UNITS.get(currency.upper(), 2)
+
+
+@cache
+def price_units(unit_price: Decimal) -> int:
+    """``unit_price`` as an integer number of 1/10 000; more than 4 decimals is an error."""
+    scaled = unit_price.scaleb(PRICE_DECIMALS)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"unit price {unit_price} has more than {PRICE_DECIMALS} decimals")
+    return int(scaled)
+
+
+def _div_half_up(numerator: int, denominator: int) -> int:
+    """Integer division rounding half away from zero (Decimal's ROUND_HALF_UP)."""
+    quotient, remainder = divmod(abs(numerator), denominator)
+    if 2 * remainder >= denominator:
+        quotient += 1
+    return -quotient if numerator < 0 else quotient
+
+
+def line_amount(
+    units: int, unit_price: Decimal, days: int, days_in_period: int, currency: str
+) -> Decimal:
+    """``units × unit_price × days / days_in_period``, rounded once, half-up."""
+    exponent = minor_units(currency)
+    numerator = units * price_units(unit_price) * days * 10**exponent
+    minor = _div_half_up(numerator, _PRICE_SCALE * days_in_period)
+    return Decimal(minor).scaleb(-exponent)
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` with exactly the currency's decimals (for display and CSV)."""
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)))

@@ -1,0 +1,63 @@
+"""Posting: turn reconciled lines into an invoice (or a credit note) of a contract's month."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import Connection
+
+from agent_billing.billing import store
+from agent_billing.billing.calendar import invoice_date, month_label
+from agent_billing.billing.model import Contract, Line
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    invoice_id: str
+    invoice_date: date
+    invoice_month: date
+    total: Decimal
+    document_type: str  # invoice | credit_note
+    lines: int
+
+
+def invoice_id(contract_id: str, month: date) -> str:
+    """Deterministic: one invoice per contract and month, also enforced by a unique key."""
+    return f"INV-{contract_id}-{month_label(month)}"
+
+
+def post_invoice(
+    conn: Connection, contract: Contract, month: date, as_of: date, lines: Sequence[Line]
+) -> Invoice:
+    """Insert the invoice of ``month`` with ``lines``; a negative total makes a credit note.
+
+    Runs inside the caller's transaction; a concurrent run that posted the same month first
+    makes this fail on the unique keys instead of billing twice.
+    """
+    total = sum((x.amount for x in lines), Decimal(0))
+    invoice = Invoice(
+        invoice_id=invoice_id(contract.contract_id, month),
+        invoice_date=invoice_date(month, contract.billing_day, contract.start_date),
+        invoice_month=month,
+        total=total,
+        document_type="credit_note" if total < 0 else "invoice",
+        lines=len(lines),
+    )
+    store.insert_invoice(
+        conn,
+        {
+            "invoice_id": invoice.invoice_id,
+            "contract_id": contract.contract_id,
+            "invoice_date": invoice.invoice_date,
+            "invoice_month": month,
+            "currency": contract.currency,
+            "total": total,
+            "document_type": invoice.document_type,
+            "as_of": as_of,
+        },
+        lines,
+    )
+    return invoice

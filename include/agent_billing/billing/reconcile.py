@@ -1,0 +1,112 @@
+"""Expected ledger minus posted ledger: the lines a run would post now.
+
+A key not posted yet becomes a new line. A posted key whose expected units or amount now
+differ (a backfill rewrote history, a service end date moved, a change was deleted) gets one
+``adjustment`` line for the difference, linked to the original line: posted lines are never
+edited, and earlier adjustments of the same line count as posted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from decimal import Decimal
+
+from agent_billing.billing.expected import ExpectedLedger
+from agent_billing.billing.model import Line, PostedLine, adjustment_key
+from agent_billing.billing.money import quantize
+
+PENDING = "pending"  # adjustment target of lines not on an invoice yet
+_KIND_ORDER = {"normal": 0, "prorated": 1, "adjustment": 2}
+
+
+class PostedLedger:
+    """A contract's posted lines, netted per original (normal or prorated) line."""
+
+    def __init__(self, rows: Iterable[PostedLine]) -> None:
+        rows = list(rows)
+        self.base: dict[str, PostedLine] = {r.line_key: r for r in rows if r.kind != "adjustment"}
+        key_of = {r.line_id: key for key, r in self.base.items()}
+        self._units = {key: r.units for key, r in self.base.items()}
+        self._amount = {key: r.amount for key, r in self.base.items()}
+        for r in rows:
+            if r.kind == "adjustment":
+                key = key_of[r.adjusts_line_id or ""]
+                self._units[key] += r.units
+                self._amount[key] += r.amount
+
+    def is_posted(self, line_key: str) -> bool:
+        return line_key in self.base
+
+    def net_units(self, line_key: str) -> int | None:
+        return self._units.get(line_key)
+
+    def net_amount(self, line_key: str) -> Decimal:
+        return self._amount[line_key]
+
+
+def reconcile(
+    expected: ExpectedLedger, posted: PostedLedger, currency: str, target: str = PENDING
+) -> list[Line]:
+    """Lines that make the posted ledger equal the expected one within its horizon.
+
+    ``target`` names where the lines go (an invoice id, or ``pending``): it is part of the
+    adjustments' keys.
+    """
+    out = []
+    for key, line in expected.lines.items():
+        base = posted.base.get(key)
+        if base is None:
+            out.append(line)
+        elif adjustment := _adjustment(base, line, posted, currency, target):
+            out.append(adjustment)
+    for key, base in posted.base.items():
+        if key not in expected.lines and expected.covers(base):
+            if adjustment := _adjustment(base, None, posted, currency, target):
+                out.append(adjustment)
+    return sorted(
+        out, key=lambda x: (x.service_id, x.period_start, _KIND_ORDER[x.kind], x.line_key)
+    )
+
+
+def retarget(lines: Iterable[Line], target: str) -> list[Line]:
+    """The same lines with their adjustment keys pointing at ``target`` (an invoice id)."""
+    return [
+        replace(x, line_key=adjustment_key(x.adjusts_line_id, target))
+        if x.kind == "adjustment" and x.adjusts_line_id
+        else x
+        for x in lines
+    ]
+
+
+def _adjustment(
+    base: PostedLine, now: Line | None, posted: PostedLedger, currency: str, target: str
+) -> Line | None:
+    key = base.line_key
+    billed_units, billed_amount = posted.net_units(key) or 0, posted.net_amount(key)
+    units = now.units if now else 0
+    amount = now.amount if now else Decimal(0)
+    if units == billed_units and amount == billed_amount:
+        return None
+    ref: Line | PostedLine = now or base
+    expected_text = (
+        f"now {units} units, {quantize(amount, currency)}" if now else "no longer applies"
+    )
+    return Line(
+        line_key=adjustment_key(base.line_id, target),
+        service_id=base.service_id,
+        kind="adjustment",
+        period_start=ref.period_start,
+        period_end=ref.period_end,
+        units=units - billed_units,
+        unit_price=ref.unit_price,
+        days=now.days if now else 0,
+        days_in_period=ref.days_in_period,
+        amount=quantize(amount - billed_amount, currency),
+        change_id=base.change_id,
+        adjusts_line_id=base.line_id,
+        description=(
+            f"correction of {key} (line {base.line_id} on {base.invoice_id}): {expected_text}; "
+            f"billed {billed_units} units, {quantize(billed_amount, currency)}"
+        ),
+    )

@@ -1,0 +1,64 @@
+"""Billing review: the pending lines a person checks, and posting them once approved."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from sqlalchemy import Engine
+
+from agent_billing.billing import store
+from agent_billing.billing.calendar import billing_month, month_label
+from agent_billing.billing.money import quantize
+from agent_billing.billing.post import invoice_id, post_invoice
+from agent_billing.billing.reconcile import retarget
+from agent_billing.billing.run import ContractResult, reconcile_contract, result
+from agent_billing.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def pending_lines(engine: Engine, contract_id: str | None = None) -> list[dict]:
+    """Rows of ``billing_review`` with service names, for every contract or one."""
+    with engine.connect() as conn:
+        if contract_id is not None and store.find_contract(conn, contract_id) is None:
+            raise UserError(f"unknown contract {contract_id}")
+        rows = conn.execute(store.query("review"), {"contract_id": contract_id}).mappings()
+        return [{**r, "amount": quantize(r["amount"], r["currency"])} for r in rows]
+
+
+def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -> ContractResult:
+    """Post a contract's reviewed pending lines as its invoice for the month of their date.
+
+    The lines are reconciled again as of that date (default: the date of the pending lines)
+    and posted only if they are exactly the lines under review.
+    """
+    with engine.begin() as conn:
+        contract = store.lock_contract(conn, contract_id)
+        pending, pending_as_of = store.load_pending(conn, contract)
+        as_of = as_of or pending_as_of
+        if as_of is None or not pending:
+            raise UserError(f"contract {contract_id} has no pending lines to post")
+        month = billing_month(as_of, contract.billing_day, contract.start_date)
+        state = store.load_state(conn, contract_id)
+        if month is None:
+            raise UserError(f"contract {contract_id} has no invoice date on or before {as_of}")
+        if state.last_invoice_month is not None and month <= state.last_invoice_month:
+            raise UserError(
+                f"contract {contract_id} already has an invoice for "
+                f"{month_label(state.last_invoice_month)}; its pending lines wait for the next "
+                "invoice month"
+            )
+        lines = reconcile_contract(conn, contract, as_of)
+        if set(lines) != set(pending):
+            raise UserError(
+                f"the pending lines of contract {contract_id} are out of date as of {as_of}: "
+                f"run `agent-billing bill --as-of {as_of}` and review them again"
+            )
+        target = invoice_id(contract_id, month)
+        invoice = post_invoice(conn, contract, month, as_of, retarget(lines, target))
+        store.replace_pending(conn, contract_id, as_of, [])
+        log.info("posted %s: %d line(s), total %s", invoice.invoice_id, invoice.lines, invoice.total)
+        return result(contract, invoice, [], as_of)
+
+

@@ -1,0 +1,157 @@
+"""Reading and writing the billing tables through the SQL files of ``include/sql/billing``.
+
+Dates and money are typed explicitly on every statement: SQLite has no DATE or NUMERIC
+storage of its own, and the typed columns turn its values back into ``date``/``Decimal``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from datetime import date
+from functools import cache
+
+from sqlalchemy import Connection, Date, Numeric, bindparam
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import TextualSelect
+
+from agent_billing.billing.model import Contract, Line, PostedLine, Service, UnitChange
+from agent_billing.billing.timeline import ordered, starting_units
+from agent_billing.errors import UserError
+from agent_billing.sql import load_sql
+from agent_billing.warehouse.bulk import bulk_insert
+
+MONEY = Numeric(18, 4)
+_TYPES = {
+    **{name: MONEY for name in ("amount", "unit_price", "total")},
+    **{
+        name: Date()
+        for name in (
+            "as_of", "start_date", "end_date", "effective_date", "period_start", "period_end",
+            "invoice_date", "invoice_month", "last_invoice_month", "last_invoice_as_of",
+            "pending_as_of", "snapshot_date",
+        )
+    },
+}
+
+
+def typed_params(clause: TextClause) -> TextClause:
+    """``clause`` with its date and money parameters typed."""
+    names = [p for p in clause.compile().params if p in _TYPES]
+    return clause.bindparams(*(bindparam(p, type_=_TYPES[p]) for p in names))
+
+
+def typed_select(clause: TextClause) -> TextualSelect:
+    """``clause`` with its date and money parameters and result columns typed."""
+    return typed_params(clause).columns(**_TYPES)
+
+
+@cache
+def statement(name: str) -> TextClause:
+    return typed_params(load_sql(f"billing/{name}.sql"))
+
+
+@cache
+def query(name: str) -> TextualSelect:
+    return typed_select(load_sql(f"billing/{name}.sql"))
+
+
+@dataclass(frozen=True, slots=True)
+class ContractState:
+    last_invoice_month: date | None
+    last_invoice_as_of: date | None
+    pending_as_of: date | None
+
+
+def contract_ids(conn: Connection) -> list[str]:
+    return list(conn.execute(query("contract_ids")).scalars().all())
+
+
+def find_contract(conn: Connection, contract_id: str) -> Contract | None:
+    row = conn.execute(query("contract"), {"contract_id": contract_id}).mappings().first()
+    return Contract(**row) if row else None
+
+
+def lock_contract(conn: Connection, contract_id: str) -> Contract:
+    """Lock the contract for the rest of this transaction and read it."""
+    conn.execute(statement("lock_contract"), {"contract_id": contract_id})
+    contract = find_contract(conn, contract_id)
+    if contract is None:
+        raise UserError(f"unknown contract {contract_id}")
+    return contract
+
+
+def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Service]:
+    """The contract's services with their starting units and the changes known by ``as_of``."""
+    params = {"contract_id": contract.contract_id, "as_of": as_of}
+    changes: dict[str, list[UnitChange]] = defaultdict(list)
+    for row in conn.execute(query("unit_changes"), params).all():
+        changes[row.service_id].append(UnitChange(*row))
+    services = []
+    for row in conn.execute(query("services"), params).mappings():
+        own = ordered(changes.get(row["service_id"], ()))
+        services.append(
+            Service(
+                service_id=row["service_id"],
+                name=row["name"],
+                unit_price=row["unit_price"],
+                start_date=row["start_date"],
+                end_date=row["end_date"],
+                start_units=starting_units(row["first_count"], own, row["units"]),
+                changes=own,
+            )
+        )
+    return services
+
+
+def load_posted(conn: Connection, contract: Contract) -> list[PostedLine]:
+    rows = conn.execute(query("posted_lines"), {"contract_id": contract.contract_id}).all()
+    return [PostedLine(*row) for row in rows]
+
+
+def load_pending(conn: Connection, contract: Contract) -> tuple[list[Line], date | None]:
+    """The contract's pending lines and the date they were computed as of."""
+    rows = conn.execute(query("pending_lines"), {"contract_id": contract.contract_id}).mappings()
+    lines, as_of = [], None
+    for row in rows:
+        lines.append(Line(**{name: row[name] for name in _LINE_FIELDS}))
+        as_of = max(as_of or row["as_of"], row["as_of"])
+    return lines, as_of
+
+
+def load_state(conn: Connection, contract_id: str) -> ContractState:
+    row = conn.execute(query("contract_state"), {"contract_id": contract_id}).mappings().one()
+    return ContractState(**row)
+
+
+_LINE_FIELDS = tuple(f.name for f in fields(Line))
+_LINE_COLUMNS = (
+    "line_id", "contract_id", "service_id", "kind", "period_start", "period_end", "units",
+    "unit_price", "days", "days_in_period", "amount", "change_id", "adjusts_line_id",
+    "description", "line_key",
+)
+
+
+def _line_row(line: Line, contract_id: str) -> tuple:
+    return (
+        line.line_id, contract_id, line.service_id, line.kind, line.period_start,
+        line.period_end, line.units, line.unit_price, line.days, line.days_in_period,
+        line.amount, line.change_id, line.adjusts_line_id, line.description, line.line_key,
+    )
+
+
+def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> None:
+    conn.execute(statement("insert_invoice"), invoice)
+    bulk_insert(
+        conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id"),
+        ((*_line_row(x, invoice["contract_id"]), invoice["invoice_id"]) for x in lines),
+    )
+
+
+def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iterable[Line]) -> None:
+    conn.execute(statement("delete_pending"), {"contract_id": contract_id})
+    bulk_insert(
+        conn, "billing_pending", (*_LINE_COLUMNS, "as_of"),
+        ((*_line_row(x, contract_id), as_of) for x in lines),
+    )

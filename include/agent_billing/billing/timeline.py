@@ -1,0 +1,46 @@
+"""Units in effect per service per date, from the starting units and the unit changes."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable
+from datetime import date
+
+from agent_billing.billing.model import UnitChange
+
+# Several changes on one date (nightly sync, then Get Units Now, then a manual edit) apply
+# in this order; the last one sets the units of that date.
+SOURCE_ORDER = {"nightly_sync": 0, "get_units_now": 1, "manual": 2}
+
+
+def ordered(changes: Iterable[UnitChange]) -> tuple[UnitChange, ...]:
+    return tuple(
+        sorted(changes, key=lambda c: (c.effective_date, SOURCE_ORDER[c.source], c.change_id))
+    )
+
+
+def starting_units(
+    first_count: int | None, changes: tuple[UnitChange, ...], configured_units: int
+) -> int:
+    """Units before the first change: the first count, else what the first change started from,
+    else the service's configured units (a manual service without changes)."""
+    if first_count is not None:
+        return first_count
+    if changes:
+        return changes[0].units_before
+    return configured_units
+
+
+class Timeline:
+    """Units in effect on a date: ``units_after`` of the latest change effective on or before
+    it, else the starting units."""
+
+    def __init__(self, start_units: int, changes: tuple[UnitChange, ...]) -> None:
+        self._start = start_units
+        self._dates = [c.effective_date for c in changes]
+        self._units = [c.units_after for c in changes]
+
+    def units_before(self, day: date) -> int:
+        """Units in effect at the start of ``day``, before the changes effective that day."""
+        index = bisect_left(self._dates, day)
+        return self._units[index - 1] if index else self._start

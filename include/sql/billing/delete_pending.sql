@@ -1,0 +1,1 @@
+DELETE FROM billing_pending WHERE contract_id = :contract_id

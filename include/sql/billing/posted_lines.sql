@@ -1,0 +1,5 @@
+-- The contract's posted ledger, in the field order of billing.model.PostedLine.
+SELECT line_id, invoice_id, line_key, service_id, kind, period_start, period_end, units,
+       unit_price, days_in_period, amount, change_id, adjusts_line_id
+FROM invoice_lines
+WHERE contract_id = :contract_id

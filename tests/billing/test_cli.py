@@ -1,0 +1,110 @@
+"""``agent-billing bill | review | post | invoices export`` through the real entry point."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from agent_billing import cli
+
+
+@pytest.fixture
+def run_cli(warehouse, monkeypatch, capsys):
+    """Run ``agent-billing ARGS`` (billing commands only) -> (exit code, stdout, stderr)."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("agent_billing.cli.billing_cmds",))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def contoso(books):
+    books.contract("C-AUTO", [books.rmm("S-WS", "12.00", "2024-03-01")], start="2024-03-01")
+    books.contract("C-REVIEW", [books.rmm("S-SRV", "40.00", "2024-03-01")], start="2024-03-01",
+                   posting="review")
+    books.count("S-WS", "2024-03-01", 10)
+    books.count("S-SRV", "2024-03-01", 2)
+    books.change("S-WS", "2024-03-15", 10, 11)
+    return books
+
+
+def test_bill_prints_what_it_posted_and_what_waits(contoso, run_cli):
+    code, out, _ = run_cli("bill", "--as-of", "2024-04-01")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["contract", "posting", "currency", "invoice", "type", "lines",
+                                "total", "pending", "pending", "total", "as", "of"]
+    assert [x.split() for x in lines[2:4]] == [
+        ["C-AUTO", "automatic", "USD", "INV-C-AUTO-2024-04", "invoice", "3", "258.58", "0",
+         "2024-04-01"],
+        ["C-REVIEW", "review", "USD", "-", "2", "160.00", "2024-04-01"],
+    ]
+    assert lines[-1] == ("billed 2 contract(s) as of 2024-04-01: 1 invoice(s) with 3 line(s) "
+                         "posted, 2 line(s) pending review")
+
+
+def test_review_then_post(contoso, run_cli):
+    run_cli("bill", "--as-of", "2024-03-01")
+    code, out, _ = run_cli("review", "--contract", "C-REVIEW")
+    assert code == 0
+    [row] = out.splitlines()[2:]
+    assert row.split() == ["C-REVIEW", "review", "S-SRV", "normal", "2024-03-01..2024-03-31", "2",
+                           "40.0000", "31/31", "80.00", "USD", "2024-03-01"]
+
+    code, out, _ = run_cli("post", "--contract", "C-REVIEW")
+    assert (code, out.strip()) == (0, "posted INV-C-REVIEW-2024-03 (invoice, invoice date "
+                                      "2024-03-01): 1 line(s), total 80.00 USD")
+    assert run_cli("review")[1].strip() == "no pending lines"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("bill", "--as-of", "2024-02-30"), "invalid --as-of '2024-02-30': expected YYYY-MM-DD"),
+        (("bill", "--as-of", "2024-03-01", "--contract", "NOPE"), "unknown contract(s): NOPE"),
+        (("review", "--contract", "NOPE"), "unknown contract NOPE"),
+        (("post", "--contract", "NOPE"), "unknown contract NOPE"),
+        (("post", "--contract", "C-AUTO"), "contract C-AUTO has no pending lines to post"),
+        (("post", "--contract", "C-AUTO", "--as-of", "soon"), "invalid --as-of 'soon'"),
+        (("invoices", "export", "--month", "2024-3-1"), "invalid --month '2024-3-1': expected YYYY-MM"),
+    ],
+)
+def test_bad_input_is_a_clear_error(contoso, run_cli, args, message):
+    code, out, err = run_cli(*args)
+    assert code == 2 and out == ""
+    assert message in err and "Traceback" not in err
+
+
+def test_export_an_invoice_month_as_csv(contoso, run_cli, tmp_path):
+    run_cli("bill", "--as-of", "2024-03-01")
+    run_cli("bill", "--as-of", "2024-04-01")
+    code, out, _ = run_cli("invoices", "export", "--month", "2024-04", "--format", "csv")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["kind"], r["period_start"], r["units"], r["days"], r["days_in_period"], r["amount"])
+            for r in rows] == [
+        ("prorated", "2024-03-15", "1", "17", "31", "6.58"),
+        ("normal", "2024-04-01", "11", "30", "30", "132.00"),
+    ]
+    prorated = rows[0]
+    assert {k: prorated[k] for k in ("invoice_id", "invoice_date", "document_type", "currency",
+                                     "contract_id", "account_id", "account_name", "service_id",
+                                     "service_name", "unit_price", "change_id", "adjusts_line_id")} == {
+        "invoice_id": "INV-C-AUTO-2024-04", "invoice_date": "2024-04-01", "document_type": "invoice",
+        "currency": "USD", "contract_id": "C-AUTO", "account_id": "A-C-AUTO",
+        "account_name": "Account C-AUTO", "service_id": "S-WS", "service_name": "Agents S-WS",
+        "unit_price": "12.0000", "change_id": "S-WS:2024-03-15:nightly_sync", "adjusts_line_id": "",
+    }
+
+    target = tmp_path / "exports" / "april.csv"
+    target.parent.mkdir()
+    code, _, err = run_cli("invoices", "export", "--month", "2024-04", "--output", str(target))
+    assert code == 0 and "wrote 2 line(s) of 2024-04" in err
+    assert target.read_text() == out
+    assert [p.name for p in target.parent.iterdir()] == ["april.csv"]  # no temporary file left

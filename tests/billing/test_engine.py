@@ -1,0 +1,288 @@
+"""Billing runs on a real warehouse: posting, catch-up, review, adjustments, credit notes."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+
+from agent_billing.billing import post_reviewed
+from agent_billing.errors import UserError
+
+
+def june_total(books, contract_id: str) -> Decimal:
+    return sum(
+        (x["amount"] for x in books.lines()
+         if x["contract_id"] == contract_id and x["period_start"].month == 6),
+        Decimal(0),
+    )
+
+
+def test_day_one_change_gives_the_month_the_same_total_on_both_paths(books):
+    for contract_id in ("EARLY", "LATE"):
+        books.contract(contract_id, [books.rmm(f"S-{contract_id}", "10.00", "2025-05-01")],
+                       start="2025-05-01")
+        books.count(f"S-{contract_id}", "2025-05-01", 5)
+    books.bill("2025-05-01")
+    # EARLY: the change is known before June is invoiced -> inside June's normal line.
+    books.change("S-EARLY", "2025-06-01", 5, 6)
+    books.bill("2025-06-01")
+    # LATE: June was invoiced at 5 units before the change was known -> full-month proration.
+    books.change("S-LATE", "2025-06-01", 5, 6)
+    books.bill("2025-06-02")
+    [late] = books.pending("LATE")
+    assert (late["kind"], late["amount"], late["days"], late["days_in_period"]) == (
+        "prorated", Decimal("10.00"), 30, 30)
+    books.bill("2025-07-01")
+
+    early = books.invoice("INV-EARLY-2025-06")["lines"]
+    assert books.amounts(early) == [("normal", Decimal("60.00"))]
+    assert books.amounts(books.invoice("INV-LATE-2025-06")["lines"]) == [("normal", Decimal("50.00"))]
+    assert books.amounts(books.invoice("INV-LATE-2025-07")["lines"]) == [
+        ("normal", Decimal("60.00")), ("prorated", Decimal("10.00"))]
+    assert june_total(books, "EARLY") == june_total(books, "LATE") == Decimal("60.00")
+    assert books.amounts(books.invoice("INV-EARLY-2025-07")["lines"]) == [("normal", Decimal("60.00"))]
+
+
+def test_a_missed_invoice_date_is_caught_up_on_one_invoice(books):
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.change("S", "2024-03-15", 10, 11)
+    books.change("S", "2024-04-02", 11, 12)
+    books.change("S", "2024-04-05", 12, 13)
+
+    books.bill("2024-04-03")  # no run on Mar 1 nor Apr 1
+
+    [invoice] = books.invoices().values()
+    assert invoice["invoice_id"] == "INV-C-2024-04"
+    assert invoice["invoice_date"] == books.d("2024-04-01")
+    assert invoice["as_of"] == books.d("2024-04-03")
+    assert books.amounts(invoice["lines"]) == sorted([
+        ("normal", Decimal("120.00")),  # March, caught up
+        ("prorated", Decimal("6.58")),  # Mar 15
+        ("normal", Decimal("132.00")),  # April
+        ("prorated", Decimal("11.60")),  # Apr 2: 12 x 29/30 = 11.60
+    ])
+    assert [x["period_start"] for x in books.pending("C")] == []  # Apr 5 is after Apr 3
+
+
+def test_rewritten_history_posts_linked_adjustments(books):
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    change_id = books.change("S", "2024-03-15", 10, 11)
+    books.bill("2024-04-01")
+    april = {x["kind"]: x for x in books.invoice("INV-C-2024-04")["lines"]}
+
+    books.rewrite(change_id, 10, 12)  # a backfill of Mar 15 found one more agent
+    books.bill("2024-04-02")
+    adjustments = {x["adjusts_line_id"]: x for x in books.pending("C")}
+    assert set(adjustments) == {april["normal"]["line_id"], april["prorated"]["line_id"]}
+    prorated_fix = adjustments[april["prorated"]["line_id"]]
+    assert (prorated_fix["kind"], prorated_fix["units"], prorated_fix["amount"]) == (
+        "adjustment", 1, Decimal("6.58"))
+    assert prorated_fix["change_id"] == change_id
+    assert prorated_fix["period_start"] == books.d("2024-03-15")
+    normal_fix = adjustments[april["normal"]["line_id"]]
+    assert (normal_fix["units"], normal_fix["amount"]) == (1, Decimal("12.00"))
+
+    books.bill("2024-05-01")
+    may = books.invoice("INV-C-2024-05")
+    assert books.amounts(may["lines"]) == sorted([
+        ("adjustment", Decimal("6.58")), ("adjustment", Decimal("12.00")),
+        ("normal", Decimal("144.00"))])
+
+    books.delete(change_id)  # the change turns out to be an artefact
+    books.bill("2024-06-01")
+    june = books.invoice("INV-C-2024-06")
+    # Mar 15 proration (13.16 billed), April (144 billed) and May (144) back to 10 units.
+    assert books.amounts(june["lines"]) == sorted([
+        ("adjustment", Decimal("-13.16")), ("adjustment", Decimal("-24.00")),
+        ("adjustment", Decimal("-24.00")), ("normal", Decimal("120.00"))])
+    assert june["total"] == Decimal("58.84")
+    by_service_month = {}
+    for line in books.lines():
+        month = line["period_start"].strftime("%Y-%m")
+        by_service_month[month] = by_service_month.get(month, Decimal(0)) + line["amount"]
+    assert by_service_month == {m: Decimal("120.00") for m in ("2024-03", "2024-04", "2024-05", "2024-06")}
+    assert books.bill("2024-06-02").pending_lines == 0
+
+
+def test_a_negative_total_is_issued_as_a_credit_note(books):
+    service = books.rmm("S", "12.00", "2024-01-01")
+    books.contract("C", [service], start="2024-01-01")
+    books.count("S", "2024-01-01", 10)
+    books.bill("2024-01-01")
+    books.bill("2024-02-01")
+    books.contract("C", [{**service, "end_date": "2024-01-31"}], start="2024-01-01")  # retroactive
+
+    books.bill("2024-03-01")
+
+    credit = books.invoice("INV-C-2024-03")
+    assert credit["document_type"] == "credit_note"
+    assert credit["total"] == Decimal("-120.00")
+    [line] = credit["lines"]
+    assert (line["kind"], line["units"], line["days"]) == ("adjustment", -10, 0)
+    assert line["adjusts_line_id"] == books.invoice("INV-C-2024-02")["lines"][0]["line_id"]
+
+
+def test_a_zero_total_with_lines_is_still_an_invoice(books):
+    books.contract("C", [books.rmm("S", "0.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    invoice = books.invoice("INV-C-2024-03")
+    assert (invoice["document_type"], invoice["total"], len(invoice["lines"])) == (
+        "invoice", Decimal("0"), 1)
+
+
+def test_a_service_starting_and_one_ending_inside_the_month(books):
+    books.contract("C", [
+        books.rmm("S-NEW", "31.00", "2024-03-10"),
+        books.rmm("S-OLD", "31.00", "2024-01-01", end_date="2024-03-20"),
+    ], start="2024-01-01")
+    books.count("S-NEW", "2024-03-10", 4)
+    books.count("S-OLD", "2024-01-01", 2)
+    books.change("S-OLD", "2024-03-11", 2, 3)  # prorated to the service end: 10 days
+    books.change("S-OLD", "2024-03-25", 3, 0)  # after the end: nothing
+    books.bill("2024-03-01")
+    books.bill("2024-04-01")
+
+    march = {x["service_id"]: x for x in books.invoice("INV-C-2024-03")["lines"]}
+    assert (march["S-NEW"]["amount"], march["S-NEW"]["days"], march["S-NEW"]["period_start"]) == (
+        Decimal("88.00"), 22, books.d("2024-03-10"))
+    assert (march["S-OLD"]["amount"], march["S-OLD"]["period_end"]) == (
+        Decimal("40.00"), books.d("2024-03-20"))
+    april = books.invoice("INV-C-2024-04")["lines"]
+    assert [(x["service_id"], x["kind"], x["amount"], x["period_end"]) for x in april] == [
+        ("S-NEW", "normal", Decimal("124.00"), books.d("2024-04-30")),
+        ("S-OLD", "prorated", Decimal("10.00"), books.d("2024-03-20")),
+    ]
+
+
+def test_contract_end_stops_normal_lines(books):
+    books.contract("C", [books.rmm("S", "30.00", "2024-04-01")], start="2024-04-01",
+                   end_date="2024-05-10")
+    books.count("S", "2024-04-01", 1)
+    for as_of in ("2024-04-01", "2024-05-01", "2024-06-01"):
+        books.bill(as_of)
+    assert {k: v["total"] for k, v in books.invoices().items()} == {
+        "INV-C-2024-04": Decimal("30.00"), "INV-C-2024-05": Decimal("9.68")}  # 10/31
+
+
+def test_manual_service_and_its_unit_changes(books):
+    manual = {"service_id": "SUP", "name": "Support block", "unit_price": "99.00",
+              "units_source": "manual", "units": 3, "start_date": "2024-03-01"}
+    books.contract("C", [manual], start="2024-03-01")
+    books.bill("2024-03-01")
+    books.contract("C", [{**manual, "units": 5, "units_effective_date": "2024-03-16"}],
+                   start="2024-03-01")
+    books.bill("2024-04-01")
+    assert books.invoice("INV-C-2024-03")["total"] == Decimal("297.00")
+    assert books.amounts(books.invoice("INV-C-2024-04")["lines"]) == [
+        ("normal", Decimal("495.00")), ("prorated", Decimal("102.19"))]  # 2 x 99 x 16/31
+
+
+def test_currency_minor_units(books):
+    books.contract("C", [books.rmm("S", "1000", "2024-03-01")], start="2024-03-01", currency="JPY")
+    books.count("S", "2024-03-01", 10)
+    books.change("S", "2024-03-15", 10, 11)
+    books.bill("2024-04-01")
+    prorated = [x for x in books.lines() if x["kind"] == "prorated"]
+    assert prorated[0]["amount"] == Decimal("548")  # 1000 x 17/31 = 548.39
+
+
+def test_running_again_posts_nothing(books):
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.change("S", "2024-03-15", 10, 11)
+    first = books.bill("2024-04-01")
+    ledger = books.lines()
+    for as_of in ("2024-04-01", "2024-03-01", "2024-03-20", "2024-04-01"):
+        again = books.bill(as_of)
+        assert (again.invoices_posted, again.lines_posted, again.pending_lines) == (0, 0, 0)
+    assert (first.invoices_posted, first.lines_posted) == (1, 3)
+    assert books.lines() == ledger
+
+
+def test_between_invoice_dates_lines_wait_in_billing_review(books):
+    books.contract("C", [books.rmm("S", "30.00", "2024-03-01")], start="2024-03-01",
+                   billing_day=15)
+    books.count("S", "2024-03-01", 2)
+    assert books.bill("2024-03-14").invoices_posted == 0  # before the first invoice date
+    books.bill("2024-03-15")
+    assert list(books.invoices()) == ["INV-C-2024-03"]
+    assert books.invoice("INV-C-2024-03")["invoice_date"] == books.d("2024-03-15")
+
+    books.change("S", "2024-03-20", 2, 3)
+    for as_of in ("2024-03-21", "2024-03-22", "2024-04-14"):
+        summary = books.bill(as_of)
+        assert (summary.invoices_posted, summary.pending_lines) == (0, 1)
+        [line] = books.pending("C")
+        assert (line["kind"], line["amount"], line["as_of"]) == ("prorated", Decimal("11.61"), books.d(as_of))
+    # A backfill run for an older date does not take the review back in time.
+    assert books.bill("2024-03-16").contracts[0].pending_as_of == books.d("2024-04-14")
+    assert books.pending("C")[0]["as_of"] == books.d("2024-04-14")
+
+    books.bill("2024-04-15")
+    assert books.amounts(books.invoice("INV-C-2024-04")["lines"]) == [
+        ("normal", Decimal("90.00")), ("prorated", Decimal("11.61"))]
+    assert books.pending("C") == []
+
+
+def test_review_contract_posts_only_when_approved(books):
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01", posting="review")
+    books.count("S", "2024-03-01", 10)
+    summary = books.bill("2024-03-01")
+    assert summary.invoices_posted == 0 and summary.pending_lines == 1
+    assert books.invoices() == {}
+    assert books.pending("C")[0]["posting"] == "review"
+
+    result = post_reviewed(books.engine, "C")
+
+    assert result.invoice.invoice_id == "INV-C-2024-03"
+    assert books.amounts(books.invoice("INV-C-2024-03")["lines"]) == [("normal", Decimal("120.00"))]
+    assert books.pending("C") == []
+    with pytest.raises(UserError, match="no pending lines"):
+        post_reviewed(books.engine, "C")
+
+    books.change("S", "2024-03-15", 10, 11)
+    books.bill("2024-03-15")
+    with pytest.raises(UserError, match="already has an invoice for 2024-03"):
+        post_reviewed(books.engine, "C")
+
+    books.bill("2024-04-01")
+    books.change("S", "2024-04-01", 11, 12)  # arrives after the review was computed
+    with pytest.raises(UserError, match="out of date"):
+        post_reviewed(books.engine, "C")
+    books.bill("2024-04-01")
+    post_reviewed(books.engine, "C")
+    assert books.amounts(books.invoice("INV-C-2024-04")["lines"]) == [
+        ("normal", Decimal("144.00")), ("prorated", Decimal("6.58"))]
+
+
+def test_concurrent_runs_post_once(books):
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    errors = []
+
+    def run():
+        try:
+            books.bill("2024-03-01")
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [len(x["lines"]) for x in books.invoices().values()] == [1]
+
+
+def test_unknown_contract(books):
+    with pytest.raises(UserError, match="unknown contract.*NOPE"):
+        books.bill("2024-03-01", contract_ids=["NOPE"])
+    with pytest.raises(UserError, match="unknown contract NOPE"):
+        post_reviewed(books.engine, "NOPE")

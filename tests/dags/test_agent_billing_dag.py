@@ -1,0 +1,78 @@
+"""agent_billing: which dates a run bills, and one run end to end through Airflow (dag.test)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import text
+
+from agent_billing.contracts import apply_contracts
+
+
+@pytest.fixture
+def billing_dag(dagbag):
+    return dagbag.get_dag("agent_billing")
+
+
+def resolve(billing_dag, monkeypatch, *, as_of=None, events=()):
+    """Run the resolve_dates task function with a fake context."""
+    from agent_billing_assets import SNAPSHOT_ASSET
+
+    function = billing_dag.get_task("resolve_dates").python_callable
+    context = {"params": {"as_of": as_of}, "triggering_asset_events": {SNAPSHOT_ASSET: list(events)}}
+    monkeypatch.setitem(function.__globals__, "get_current_context", lambda: context)
+    return function()
+
+
+def event(snapshot_date: str) -> SimpleNamespace:
+    return SimpleNamespace(extra={"snapshot_date": snapshot_date}, source_dag_id="vsa_asset_sync")
+
+
+def test_dag_shape(billing_dag):
+    from agent_billing_assets import SNAPSHOT_ASSET
+
+    assert billing_dag.max_active_runs == 1
+    assert list(billing_dag.timetable.asset_condition.objects) == [SNAPSHOT_ASSET]
+    assert billing_dag.default_args["retry_exponential_backoff"] is True
+    assert [t.task_id for t in billing_dag.topological_sort()] == ["resolve_dates", "bill"]
+
+
+def test_coalesced_asset_events_are_billed_once_each_in_order(billing_dag, monkeypatch):
+    events = [event("2024-03-03"), event("2024-03-01"), event("2024-03-03"), event("2024-02-28")]
+    assert resolve(billing_dag, monkeypatch, events=events) == ["2024-02-28", "2024-03-01", "2024-03-03"]
+
+
+def test_the_as_of_param_wins_over_events(billing_dag, monkeypatch):
+    assert resolve(billing_dag, monkeypatch, as_of="2024-04-01", events=[event("2024-03-03")]) == [
+        "2024-04-01"]
+
+
+def test_a_run_without_any_date_fails_without_retrying(billing_dag, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="no as_of param and no triggering asset event"):
+        resolve(billing_dag, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_manual_run_bills_as_of_the_param(billing_dag, warehouse):
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A", "name": "A", "vsa_org_id": "1",
+        "contracts": [{"contract_id": "C", "currency": "USD", "start_date": "2024-03-01", "services": [
+            {"service_id": "S", "name": "Agents", "unit_price": "12.00",
+             "units_source": "rmm_agent_count", "start_date": "2024-03-01"}]}],
+    }]})
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO service_unit_counts VALUES ('S', '2024-03-01', 10)"))
+
+    run = billing_dag.test(run_conf={"as_of": "2024-03-01"})
+
+    assert run.state == "success"
+    with warehouse.connect() as conn:
+        invoice = conn.execute(text("SELECT invoice_id, total FROM invoices")).one()
+    assert (invoice[0], Decimal(str(invoice[1]))) == ("INV-C-2024-03", Decimal("120"))
+    [bill] = [ti for ti in run.get_task_instances() if ti.task_id == "bill"]
+    assert bill.state == "success"
