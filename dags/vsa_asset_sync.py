@@ -28,8 +28,9 @@ import os
 from datetime import timedelta
 
 import pendulum
-from agent_billing_assets import SNAPSHOT_ASSET
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
+
+from agent_billing_assets import SNAPSHOT_ASSET
 
 TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
 SCHEDULE = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
@@ -81,10 +82,11 @@ def vsa_asset_sync():
 
     @task(execution_timeout=timedelta(hours=2), retries=3)
     def extract(snapshot_date: str) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
         from agent_billing.sync.pipeline import extract_step
-        from airflow.sdk.exceptions import AirflowSkipException
         from vsa_hook import VsaHook
         from warehouse_hook import WarehouseHook
 
@@ -106,11 +108,12 @@ def vsa_asset_sync():
 
     @task(retries=0)  # data-quality failures are not transient
     def validate(snapshot_date: str, _loaded: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from agent_billing.quality.snapshot_gate import QualityGateFailed
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
         from agent_billing.sync.pipeline import validate_step
-        from airflow.sdk.exceptions import AirflowFailException
         from warehouse_hook import WarehouseHook
 
         try:

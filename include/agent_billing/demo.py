@@ -16,7 +16,8 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time as dtime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any, TextIO
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from sqlalchemy import TextClause, text
@@ -10,7 +10,7 @@ from sqlalchemy import TextClause, text
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_sql(name: str) -> TextClause:
     """Return ``include/sql/<name>`` as a SQLAlchemy text clause (``:name`` parameters)."""
     path = SQL_DIR / name

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from decimal import Decimal
-
 from urllib.parse import quote, urlencode
 
 from sqlalchemy import Engine, create_engine, event
