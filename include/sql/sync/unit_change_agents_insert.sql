@@ -1,30 +1,40 @@
--- The agents behind each nightly change of :snapshot_date, from the service's agent lists of
--- :snapshot_date and the previous good snapshot :previous_date. An agent new to the service is
--- 'added' if VSA did not have it at :previous_date, else 'moved_in' (group, view or exclusion
--- change); one gone is 'removed' if VSA no longer has it, else 'moved_out'.
+-- The agents behind each nightly change of :snapshot_date, from the changed services' agent
+-- lists of :snapshot_date and of the previous good snapshot :previous_date (one full join).
+-- An agent new to the service is 'added' if VSA did not have it at :previous_date, else
+-- 'moved_in' (group, view or exclusion change); one gone is 'removed' if VSA no longer has
+-- it, else 'moved_out'. Names come from the snapshot that has the agent in the service.
 INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event)
-SELECT uc.change_id, cur.agent_id, agent.agent_name,
-       CASE WHEN EXISTS (SELECT 1 FROM vsa_agents pa
-                         WHERE pa.snapshot_date = :previous_date AND pa.agent_id = cur.agent_id)
-            THEN 'moved_in' ELSE 'added' END
-FROM unit_changes uc
-JOIN service_agents cur
-  ON cur.snapshot_date = :snapshot_date AND cur.service_id = uc.service_id
-JOIN vsa_agents agent ON agent.snapshot_date = :snapshot_date AND agent.agent_id = cur.agent_id
-WHERE uc.effective_date = :snapshot_date AND uc.source = 'nightly_sync'
-  AND NOT EXISTS (SELECT 1 FROM service_agents prev
-                  WHERE prev.snapshot_date = :previous_date AND prev.service_id = cur.service_id
-                    AND prev.agent_id = cur.agent_id)
-UNION ALL
-SELECT uc.change_id, prev.agent_id, agent.agent_name,
-       CASE WHEN EXISTS (SELECT 1 FROM vsa_agents na
-                         WHERE na.snapshot_date = :snapshot_date AND na.agent_id = prev.agent_id)
-            THEN 'moved_out' ELSE 'removed' END
-FROM unit_changes uc
-JOIN service_agents prev
-  ON prev.snapshot_date = :previous_date AND prev.service_id = uc.service_id
-JOIN vsa_agents agent ON agent.snapshot_date = :previous_date AND agent.agent_id = prev.agent_id
-WHERE uc.effective_date = :snapshot_date AND uc.source = 'nightly_sync'
-  AND NOT EXISTS (SELECT 1 FROM service_agents cur
-                  WHERE cur.snapshot_date = :snapshot_date AND cur.service_id = prev.service_id
-                    AND cur.agent_id = prev.agent_id)
+WITH changed AS (
+    SELECT change_id, service_id FROM unit_changes
+    WHERE effective_date = :snapshot_date AND source = 'nightly_sync'
+),
+cur AS (
+    SELECT c.change_id, sa.agent_id FROM service_agents sa
+    JOIN changed c ON c.service_id = sa.service_id
+    WHERE sa.snapshot_date = :snapshot_date
+),
+prev AS (
+    SELECT c.change_id, sa.agent_id FROM service_agents sa
+    JOIN changed c ON c.service_id = sa.service_id
+    WHERE sa.snapshot_date = :previous_date
+),
+moved AS (
+    SELECT COALESCE(cur.change_id, prev.change_id) AS change_id,
+           COALESCE(cur.agent_id, prev.agent_id) AS agent_id,
+           cur.agent_id IS NOT NULL AS arrived
+    FROM cur FULL OUTER JOIN prev
+      ON prev.change_id = cur.change_id AND prev.agent_id = cur.agent_id
+    WHERE cur.agent_id IS NULL OR prev.agent_id IS NULL
+)
+SELECT m.change_id, m.agent_id, COALESCE(now_agent.agent_name, then_agent.agent_name),
+       CASE
+           WHEN m.arrived AND then_agent.agent_id IS NULL THEN 'added'
+           WHEN m.arrived THEN 'moved_in'
+           WHEN now_agent.agent_id IS NULL THEN 'removed'
+           ELSE 'moved_out'
+       END
+FROM moved m
+LEFT JOIN vsa_agents now_agent
+  ON now_agent.snapshot_date = :snapshot_date AND now_agent.agent_id = m.agent_id
+LEFT JOIN vsa_agents then_agent
+  ON then_agent.snapshot_date = :previous_date AND then_agent.agent_id = m.agent_id
