@@ -12,8 +12,8 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from agent_billing.connections import ConnectionInfo
 from agent_billing.vsa import VsaClient
+from airflow_connections import connection_info
 
 
 class VsaHook(BaseHook):
@@ -34,20 +34,7 @@ class VsaHook(BaseHook):
     def get_conn(self, **overrides: Any) -> VsaClient:
         """A new client for the connection (resolved now, so edits in the UI apply at once);
         ``overrides`` replace the connection's extras (e.g. ``max_concurrency=2``)."""
-        conn = self.get_connection(self.vsa_conn_id)
-        return VsaClient.from_connection(
-            ConnectionInfo(
-                conn_id=self.vsa_conn_id,
-                conn_type=conn.conn_type or "",
-                host=conn.host or "",
-                login=conn.login,
-                password=conn.password,
-                schema=conn.schema or "",
-                port=conn.port,
-                extra=conn.extra_dejson,
-            ),
-            **overrides,
-        )
+        return VsaClient.from_connection(connection_info(self.vsa_conn_id), **overrides)
 
     def test_connection(self) -> tuple[bool, str]:
         """Authenticate and count the organizations the user can see (the UI "Test" button).
