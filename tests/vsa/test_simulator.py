@@ -469,11 +469,8 @@ def test_control_endpoints(vsa):
 
 
 def test_cli_serves_and_prints_the_connection():
-    script = ("import argparse, sys; from agent_billing.cli import sim_cmds; "
-              "p = argparse.ArgumentParser(); sim_cmds.register(p.add_subparsers()); "
-              "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))")
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, "vsa-sim", "--port", "0", "--orgs", "2", "--agents", "40",
+        [sys.executable, "-m", "agent_billing.cli", "vsa-sim", "--port", "0", "--orgs", "2", "--agents", "40",
          "--date", "2024-01-05", "--rate-429", "0.5"],
         stdout=subprocess.PIPE, text=True,
     )
