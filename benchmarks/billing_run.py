@@ -147,6 +147,8 @@ def _generate(engine, services: int) -> dict:
                     ((f"S{n:06}", f"C{n % contracts:05}", f"Agents {n}", s.price,
                       "rmm_agent_count", str(10**20 + n), s.start, s.end)
                      for n, s in enumerate(map(_service, range(services)))))
+        bulk_insert(conn, "sync_runs", ("snapshot_date", "status"),
+                    ((day, "complete") for day in YEAR))
         raw = conn.connection.driver_connection
         with raw.cursor() as cursor:
             with cursor.copy("COPY service_unit_counts (service_id, snapshot_date, units) FROM STDIN") as copy:

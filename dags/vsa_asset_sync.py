@@ -140,13 +140,14 @@ def vsa_asset_sync():
 
     @task
     def quarantine_action(snapshot_date: str) -> dict:
+        from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
         from agent_billing.sync.pipeline import discard_snapshot, release_snapshot
         from warehouse_hook import WarehouseHook
 
         action = get_current_context()["params"]["quarantine_action"]
         step = release_snapshot if action == "release" else discard_snapshot
-        return step(WarehouseHook().get_conn(), parse_date(snapshot_date)).to_xcom()
+        return step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))  # gap alerts too
     def notify() -> dict:

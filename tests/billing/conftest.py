@@ -55,6 +55,12 @@ class Books:
                 "start_date": start, **more}
 
     def count(self, service_id: str, day: str, units: int) -> None:
+        """A count of a good (complete) snapshot, as the nightly sync leaves it."""
+        self._exec(
+            "INSERT INTO sync_runs (snapshot_date, status) SELECT :d, 'complete' "
+            "WHERE NOT EXISTS (SELECT 1 FROM sync_runs WHERE snapshot_date = :d)",
+            d=d(day),
+        )
         self._exec(
             "INSERT INTO service_unit_counts (service_id, snapshot_date, units) VALUES (:s, :d, :u)",
             s=service_id, d=d(day), u=units,

@@ -58,6 +58,9 @@ def setup(engine, price: Decimal, start: date, services: dict, billing_day: int 
         }],
     }]})
     with engine.begin() as conn:
+        for day in sorted({s_start for s_start, _, _ in services.values()}):
+            conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"),
+                         {"d": day})
         for sid, (s_start, units, changes) in services.items():
             conn.execute(text("INSERT INTO service_unit_counts VALUES (:s, :d, :u)"),
                          {"s": sid, "d": s_start, "u": units})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -70,20 +70,28 @@ def test_parse_month():
             parse_month(bad)
 
 
-def change(day: str, before: int, after: int, source: str = "nightly_sync") -> UnitChange:
-    return UnitChange(f"S:{day}:{source}", "S", D(day), before, after, after - before, source)
+def change(day: str, before: int, after: int, source: str = "nightly_sync", hour: int = 2) -> UnitChange:
+    detected = datetime.combine(D(day), time(hour), tzinfo=UTC)
+    return UnitChange(f"S:{day}:{source}", "S", D(day), before, after, after - before, source, detected)
 
 
 def test_timeline_units_in_effect():
     changes = ordered([
-        change("2024-03-15", 11, 9, "manual"), change("2024-03-15", 10, 11), change("2024-04-01", 9, 12)
+        change("2024-03-15", 11, 9, "manual", hour=9), change("2024-03-15", 10, 11), change("2024-04-01", 9, 12)
     ])
-    assert [c.source for c in changes[:2]] == ["nightly_sync", "manual"]
+    assert [c.source for c in changes[:2]] == ["nightly_sync", "manual"]  # in the order observed
     timeline = Timeline(starting_units(10, changes, 0), changes)
     assert timeline.units_before(D("2024-03-01")) == 10
     assert timeline.units_before(D("2024-03-15")) == 10
     assert timeline.units_before(D("2024-03-16")) == 9  # the last change of the 15th wins
     assert timeline.units_before(D("2024-12-31")) == 12
+
+
+def test_a_press_before_the_nightly_snapshot_comes_first():
+    """Get Units Now at 00:30 (3 -> 5), then the 02:00 snapshot sees 4 (5 -> 4): 4 units."""
+    changes = ordered([change("2024-03-15", 5, 4), change("2024-03-15", 3, 5, "get_units_now", hour=0)])
+    assert [c.source for c in changes] == ["get_units_now", "nightly_sync"]
+    assert Timeline(3, changes).units_before(D("2024-03-16")) == 4
 
 
 def test_starting_units():

@@ -126,7 +126,7 @@ def test_quarantined_drop_holds_changes_until_released(contoso, settings):
 
     from agent_billing.sync.pipeline import release_snapshot
 
-    release_snapshot(contoso, d2)
+    release_snapshot(contoso, settings, d2)
     changes, _ = ledger(contoso)
     assert {c[1]: c[5] for c in changes} == {"S-WS": -2, "S-SRV": -2, "S-VIEW": -2, "S-ORG": -4}
     # A re-run of the released date does not quarantine it again.
@@ -141,7 +141,7 @@ def test_discarded_snapshot_is_skipped_by_the_next_diff(contoso, settings):
     load_step(contoso, settings, D2)
     count_step(contoso, D2)
     assert diff_step(contoso, settings, D2).status == "quarantined"
-    discard_snapshot(contoso, D2)
+    discard_snapshot(contoso, settings, D2)
     run_day(contoso, settings, D3)
     changes, _ = ledger(contoso)
     # D3 is compared with D1, the previous good snapshot.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 
 from agent_billing.billing.calendar import month_label
@@ -30,6 +30,7 @@ class UnitChange:
     units_after: int
     delta: int
     source: str  # nightly_sync | get_units_now | manual
+    detected_at: datetime  # when the observation was made: orders changes of the same date
 
 
 @dataclass(frozen=True, slots=True)

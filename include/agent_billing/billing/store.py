@@ -21,6 +21,7 @@ from agent_billing.billing.timeline import ordered, starting_units
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
 from agent_billing.warehouse.bulk import bulk_insert
+from agent_billing.warehouse.values import as_utc
 
 MONEY = Numeric(18, 4)
 _TYPES = {
@@ -30,7 +31,7 @@ _TYPES = {
         for name in (
             "as_of", "start_date", "end_date", "effective_date", "period_start", "period_end",
             "invoice_date", "invoice_month", "last_invoice_month", "last_invoice_as_of",
-            "pending_as_of", "snapshot_date",
+            "pending_as_of", "snapshot_date", "first_count_date", "first_reading_date",
         )
     },
 }
@@ -87,7 +88,7 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
     params = {"contract_id": contract.contract_id, "as_of": as_of}
     changes: dict[str, list[UnitChange]] = defaultdict(list)
     for row in conn.execute(query("unit_changes"), params).all():
-        changes[row.service_id].append(UnitChange(*row))
+        changes[row.service_id].append(UnitChange(*row[:-1], detected_at=as_utc(row.detected_at)))
     services = []
     for row in conn.execute(query("services"), params).mappings():
         own = ordered(changes.get(row["service_id"], ()))
@@ -98,7 +99,7 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
                 unit_price=row["unit_price"],
                 start_date=row["start_date"],
                 end_date=row["end_date"],
-                start_units=starting_units(row["first_count"], own, row["units"]),
+                start_units=starting_units(_first_observation(row), own, row["units"]),
                 changes=own,
             )
         )
@@ -155,3 +156,11 @@ def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iter
         conn, "billing_pending", (*_LINE_COLUMNS, "as_of"),
         ((*_line_row(x, contract_id), as_of) for x in lines),
     )
+
+
+def _first_observation(row) -> int | None:
+    """Units of a service's first observation: its first good count or first reading."""
+    reading_first = row["first_reading_date"] is not None and (
+        row["first_count_date"] is None or row["first_reading_date"] < row["first_count_date"]
+    )
+    return row["first_reading"] if reading_first else row["first_count"]

@@ -8,15 +8,11 @@ from datetime import date
 
 from agent_billing.billing.model import UnitChange
 
-# Several changes on one date (nightly sync, then Get Units Now, then a manual edit) apply
-# in this order; the last one sets the units of that date.
-SOURCE_ORDER = {"nightly_sync": 0, "get_units_now": 1, "manual": 2}
-
 
 def ordered(changes: Iterable[UnitChange]) -> tuple[UnitChange, ...]:
-    return tuple(
-        sorted(changes, key=lambda c: (c.effective_date, SOURCE_ORDER[c.source], c.change_id))
-    )
+    """Changes in the order they were observed; of several on one date the last one sets the
+    units of that date (a Get Units Now press before the 02:00 snapshot comes first)."""
+    return tuple(sorted(changes, key=lambda c: (c.effective_date, c.detected_at, c.change_id)))
 
 
 def starting_units(

@@ -76,9 +76,9 @@ def _snapshot_action(args: argparse.Namespace) -> int:
     from agent_billing.sync.dates import parse_date
     from agent_billing.sync.pipeline import discard_snapshot, release_snapshot
 
-    engine, _ = _context()
+    engine, settings = _context()
     snapshot_date = parse_date(args.date, "snapshot date")
     action = release_snapshot if args.action == "release" else discard_snapshot
-    result = action(engine, snapshot_date)
+    result = action(engine, settings, snapshot_date)
     print(f"snapshot {snapshot_date}: {result.status}")
     return 0

@@ -134,7 +134,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
                 + f". Release it (agent-billing snapshots release {snapshot_date}) or discard it."
             )
             record_run(conn, snapshot_date, "quarantined", observed_at=observed_at, message=message, **totals)
-            changes.rederive_from(conn, snapshot_date)  # drops this date's changes, fixes the next
+            changes.rederive_from(conn, snapshot_date, settings.tz)  # drops this date's changes
             if settings.data_team:
                 queue_message(
                     conn, f"quarantine:{snapshot_date}", "quarantine", settings.data_team,
@@ -143,7 +143,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
             log.warning(message)
             return StepResult(snapshot_date.isoformat(), "quarantined", {"message": message, **totals})
         record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None, **totals)
-        found = changes.rederive_from(conn, snapshot_date)
+        found = changes.rederive_from(conn, snapshot_date, settings.tz)
         queued = queue_unit_change_mail(conn, snapshot_date)
     return StepResult(
         snapshot_date.isoformat(), "complete",
@@ -160,7 +160,7 @@ def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
     return counts
 
 
-def release_snapshot(engine: Engine, snapshot_date: date) -> StepResult:
+def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     """A person accepts a quarantined snapshot: it becomes complete and its changes count."""
     with engine.begin() as conn:
         run = get_run(conn, snapshot_date)
@@ -170,13 +170,13 @@ def release_snapshot(engine: Engine, snapshot_date: date) -> StepResult:
             )
         record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
                    message=f"released after quarantine: {run['message']}")
-        found = changes.rederive_from(conn, snapshot_date)
+        found = changes.rederive_from(conn, snapshot_date, settings.tz)
         queue_unit_change_mail(conn, snapshot_date)
     log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
     return StepResult(snapshot_date.isoformat(), "complete", {"unit_changes": len(found), "released": True})
 
 
-def discard_snapshot(engine: Engine, snapshot_date: date) -> StepResult:
+def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     """A person rejects a quarantined snapshot: its counts are dropped, it never bills."""
     with engine.begin() as conn:
         run = get_run(conn, snapshot_date)
@@ -186,7 +186,7 @@ def discard_snapshot(engine: Engine, snapshot_date: date) -> StepResult:
             )
         changes.clear_counts(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
-        changes.rederive_from(conn, snapshot_date)
+        changes.rederive_from(conn, snapshot_date, settings.tz)
     log.info("discarded snapshot %s", snapshot_date)
     return StepResult(snapshot_date.isoformat(), "discarded", {})
 

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
-from agent_billing.sync.changes import change_id, refresh_service_units
+from agent_billing.sync.changes import Position, rederive_around
 from agent_billing.sync.load import parse_vsa_timestamp
 from agent_billing.vsa.client import VsaClient, id_filter
 
@@ -58,8 +58,8 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
             ),
             {"sid": service_id, "at": now, "day": today, "units": units},
         )
-        recorded = _record_change(conn, service_id, today, service["units"], units, now)
-        refresh_service_units(conn)
+        found = rederive_around(conn, tz, Position(today, now))
+    recorded = any(c.service_id == service_id and c.source == SOURCE and c.effective_date == today for c in found)
     return UnitsNow(service_id, service["units"], units, today, recorded)
 
 
@@ -113,30 +113,4 @@ def _billable(record: dict, service: dict, now: datetime) -> bool:
         last = parse_vsa_timestamp(record.get("LastCheckInTime"))
         if last is None or (now.date() - last.date()).days > limit:
             return False
-    return True
-
-
-def _record_change(conn, service_id: str, today: date, before: int, after: int, now: datetime) -> bool:
-    """Upsert today's get_units_now change; a second press the same day replaces the first."""
-    params = {"sid": service_id, "d": today, "source": SOURCE}
-    earlier = conn.execute(
-        text("SELECT units_before FROM unit_changes WHERE service_id = :sid AND effective_date = :d AND source = :source"),
-        params,
-    ).scalar()
-    if earlier is not None:
-        before = earlier
-        conn.execute(
-            text("DELETE FROM unit_changes WHERE service_id = :sid AND effective_date = :d AND source = :source"),
-            params,
-        )
-    if before == after:
-        return False
-    conn.execute(
-        text(
-            "INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, units_after, "
-            "delta, source, detected_at) VALUES (:cid, :sid, :d, :before, :after, :delta, :source, :now)"
-        ),
-        {**params, "cid": change_id(service_id, today, SOURCE), "before": before, "after": after,
-         "delta": after - before, "now": now},
-    )
     return True

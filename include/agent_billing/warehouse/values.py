@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -28,3 +28,11 @@ def as_datetime(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value))
+
+
+def as_utc(value: Any) -> datetime:
+    """An aware UTC datetime (SQLite may hand back naive text; naive values are UTC)."""
+    parsed = as_datetime(value)
+    if parsed is None:
+        raise ValueError("NULL where a timestamp was expected")
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -1,5 +1,6 @@
 -- The unit changes of the contract's services known as of :as_of.
-SELECT c.change_id, c.service_id, c.effective_date, c.units_before, c.units_after, c.delta, c.source
+SELECT c.change_id, c.service_id, c.effective_date, c.units_before, c.units_after, c.delta, c.source,
+       c.detected_at
 FROM unit_changes c
 JOIN services s ON s.service_id = c.service_id
 WHERE s.contract_id = :contract_id AND c.effective_date <= :as_of

@@ -1,0 +1,73 @@
+"""Get Units Now readings and nightly snapshots form one unit history: no change counted twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from sqlalchemy import text
+
+from agent_billing.sync.changes import Position, rederive_around
+from agent_billing.sync.pipeline import count_step, diff_step, load_step
+
+from .conftest import DAYS, write_landing
+
+D1, D2, _ = sorted(DAYS)
+
+
+def press(engine, settings, service_id, day, hour, units):
+    """What get_units_now records after counting the scope in VSA (covered over HTTP elsewhere)."""
+    at = datetime.combine(day, time(hour), tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO units_now_readings VALUES (:s, :at, :d, :u)"),
+            {"s": service_id, "at": at, "d": day, "u": units},
+        )
+        rederive_around(conn, settings.tz, Position(day, at))
+
+
+def sync(engine, settings, day, *, diff=True):
+    write_landing(settings.raw_path, day, *DAYS[day])
+    load_step(engine, settings, day)
+    count_step(engine, day)
+    if diff:
+        diff_step(engine, settings, day)
+
+
+def ws_changes(engine):
+    with engine.connect() as conn:
+        return [
+            (str(d)[:10], before, after, source)
+            for d, before, after, source in conn.execute(
+                text(
+                    "SELECT effective_date, units_before, units_after, source FROM unit_changes "
+                    "WHERE service_id = 'S-WS' ORDER BY effective_date, detected_at"
+                )
+            )
+        ]
+
+
+def test_press_between_snapshots_then_the_next_snapshot_agrees(contoso, settings):
+    sync(contoso, settings, D1)                    # S-WS counts 3
+    press(contoso, settings, "S-WS", D1, 14, 4)    # an agent appeared in the afternoon
+    assert ws_changes(contoso) == [("2024-03-01", 3, 4, "get_units_now")]
+    sync(contoso, settings, D2)                    # the night sees 4: nothing new
+    assert ws_changes(contoso) == [("2024-03-01", 3, 4, "get_units_now")]
+
+
+def test_snapshot_completed_after_a_later_press_takes_the_change_over(contoso, settings):
+    sync(contoso, settings, D1)
+    sync(contoso, settings, D2, diff=False)        # the night's run stopped before its diff
+    press(contoso, settings, "S-WS", D2, 10, 4)
+    assert ws_changes(contoso) == [("2024-03-02", 3, 4, "get_units_now")]
+    diff_step(contoso, settings, D2)               # the re-run completes the 02:00 snapshot
+    assert ws_changes(contoso) == [("2024-03-02", 3, 4, "nightly_sync")]
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT units FROM services WHERE service_id = 'S-WS'")).scalar() == 4
+
+
+def test_first_press_sets_the_starting_units(contoso, settings):
+    press(contoso, settings, "S-WS", D1, 1, 3)     # pressed before any snapshot exists
+    sync(contoso, settings, D1)                    # 02:00 the same day: still 3
+    assert ws_changes(contoso) == []
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT units FROM services WHERE service_id = 'S-WS'")).scalar() == 3
