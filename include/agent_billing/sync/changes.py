@@ -107,9 +107,21 @@ def good_snapshots(conn: Connection, tz: ZoneInfo) -> dict[date, Position]:
     return {as_date(d): nightly_position(as_date(d), as_datetime(at), tz) for d, at in rows}
 
 
+# Any bigint: the key of the PostgreSQL advisory lock that serialises unit-history updates.
+UNIT_HISTORY_LOCK = 7_255_110_501
+
+
+def lock_unit_history(conn: Connection) -> None:
+    """Serialise whoever re-derives unit changes (backfill runs of several dates can run at
+    once): on PostgreSQL a transaction-scoped advisory lock; SQLite has one writer anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UNIT_HISTORY_LOCK})
+
+
 def rederive_around(conn: Connection, tz: ZoneInfo, position: Position) -> list[Change]:
     """Re-derive every change whose 'before' can depend on an observation at ``position``:
     those after the previous good snapshot, up to and including the next good snapshot."""
+    lock_unit_history(conn)
     good = good_snapshots(conn, tz)
     lower = max((p for p in good.values() if p < position), default=None)
     upper = min((p for p in good.values() if p > position), default=None)

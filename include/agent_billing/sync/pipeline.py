@@ -123,6 +123,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
     manifest = landing_for(settings, snapshot_date).manifest()
     observed_at = datetime.fromisoformat(manifest["observed_at"])
     with engine.begin() as conn:
+        changes.lock_unit_history(conn)  # read the neighbours only once no one else moves them
         totals = _snapshot_totals(conn, snapshot_date)
         existing = get_run(conn, snapshot_date) or {}
         previous_date, _ = previous_good(conn, snapshot_date)
@@ -163,6 +164,7 @@ def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
 def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     """A person accepts a quarantined snapshot: it becomes complete and its changes count."""
     with engine.begin() as conn:
+        changes.lock_unit_history(conn)
         run = get_run(conn, snapshot_date)
         if run is None or run["status"] != "quarantined":
             raise SnapshotStatusError(
@@ -179,6 +181,7 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
 def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     """A person rejects a quarantined snapshot: its counts are dropped, it never bills."""
     with engine.begin() as conn:
+        changes.lock_unit_history(conn)
         run = get_run(conn, snapshot_date)
         if run is None or run["status"] != "quarantined":
             raise SnapshotStatusError(
