@@ -315,6 +315,13 @@ def _apply_service(conn: Connection, contract: ContractSpec, service: ServiceSpe
                 "saved (locked derivation); end this service (end_date) and add a new one. "
                 "Nothing was applied."
             )
+        if _normalise(current["unit_price"]) != _normalise(row["unit_price"]):
+            raise ContractsFileError(
+                f"service {service.service_id}: unit_price cannot change once the service is saved "
+                f"({_normalise(current['unit_price']):f} → {_normalise(row['unit_price']):f}): it would "
+                "re-price months already invoiced. End this service (end_date) and add a new one at "
+                "the new price. Nothing was applied."
+            )
         if service.units_source == "manual" and current["units"] != service.units:
             # recorded as a unit change so that billing prorates it like any other change
             _record_manual_change(conn, service, current["units"])

@@ -132,3 +132,10 @@ def test_cli_apply_reports_and_fails_cleanly(sqlite_warehouse_url, contracts_fil
     assert missing.returncode == 2
     assert "/nonexistent.yaml: file not found" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_price_change_is_refused_because_it_would_reprice_sent_invoices(warehouse, contracts_file):
+    apply_contracts(warehouse, contracts_file)
+    contracts_file.write_text(contracts_file.read_text().replace('unit_price: "99.00"', 'unit_price: "120.00"'))
+    with pytest.raises(ContractsFileError, match=r"service S-CONTOSO-SUP: unit_price cannot change .*99 → 120"):
+        apply_contracts(warehouse, contracts_file)
