@@ -140,7 +140,7 @@ def _pipeline(url: str, work: Path, day: date) -> dict:
     settings = Settings(raw_path=work / "raw", quarantine_share="1")
     started = time.perf_counter()
     loaded = load_step(engine, settings, day)
-    count_step(engine, day)
+    count_step(engine, settings, day)
     diff_step(engine, settings, day)
     seconds = time.perf_counter() - started
     with engine.connect() as conn:

@@ -123,11 +123,12 @@ def vsa_asset_sync():
 
     @task
     def count(snapshot_date: str, _validated: dict) -> dict:
+        from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
         from agent_billing.sync.pipeline import count_step
         from warehouse_hook import WarehouseHook
 
-        return count_step(WarehouseHook().get_conn(), parse_date(snapshot_date)).to_xcom()
+        return count_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task
     def diff(snapshot_date: str, _counted: dict) -> dict:

@@ -66,6 +66,7 @@ def test_manual_run_bills_as_of_the_param(billing_dag, warehouse):
              "units_source": "rmm_agent_count", "start_date": "2024-03-01"}]}],
     }]})
     with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'complete')"))
         conn.execute(text("INSERT INTO service_unit_counts VALUES ('S', '2024-03-01', 10)"))
 
     run = billing_dag.test(run_conf={"as_of": "2024-03-01"})

@@ -19,7 +19,7 @@ def test_concurrent_diffs_of_adjacent_dates_converge(contoso, settings):
     for day in (D1, D2, D3):
         write_landing(settings.raw_path, day, *DAYS[day])
         load_step(contoso, settings, day)
-        count_step(contoso, day)
+        count_step(contoso, settings, day)
     diff_step(contoso, settings, D1)
     errors = []
 

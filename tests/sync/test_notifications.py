@@ -47,7 +47,7 @@ def sync_days(engine, settings, days):
     for day in days:
         write_landing(settings.raw_path, day, *DAYS[day])
         load_step(engine, settings, day)
-        count_step(engine, day)
+        count_step(engine, settings, day)
         diff_step(engine, settings, day)
 
 

@@ -21,7 +21,7 @@ def run_day(engine, settings, day, *, land=True, validate=False):
     load_step(engine, settings, day)
     if validate:
         validate_step(engine, settings, day)
-    count_step(engine, day)
+    count_step(engine, settings, day)
     return diff_step(engine, settings, day)
 
 
@@ -115,7 +115,7 @@ def test_quarantined_drop_holds_changes_until_released(contoso, settings):
     only_one = {"a1": DAYS[D1][0]["a1"]}  # 6 agents -> 1: the integration lost most of the org
     write_landing(settings.raw_path, d2, only_one, set())
     load_step(contoso, settings, d2)
-    count_step(contoso, d2)
+    count_step(contoso, settings, d2)
     result = diff_step(contoso, settings, d2)
     assert result.status == "quarantined"
     assert "6 → 1 agents" in result.detail["message"]
@@ -139,7 +139,7 @@ def test_discarded_snapshot_is_skipped_by_the_next_diff(contoso, settings):
     run_day(contoso, settings, D1)
     write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
     load_step(contoso, settings, D2)
-    count_step(contoso, D2)
+    count_step(contoso, settings, D2)
     assert diff_step(contoso, settings, D2).status == "quarantined"
     discard_snapshot(contoso, settings, D2)
     run_day(contoso, settings, D3)
@@ -185,3 +185,24 @@ def test_moving_between_billed_groups_is_a_decrement_and_an_increment(contoso, s
     deltas = {c[1]: (c[2], c[5]) for c in changes}
     # a4 moved from G_SRV to G_WS: same effective date, one down, one up
     assert deltas["S-SRV"] == ("2024-03-02", -1) and deltas["S-WS"] == ("2024-03-02", 1)
+
+
+def test_service_whose_view_was_not_landed_gets_no_false_zero(contoso, settings):
+    from agent_billing.contracts import apply_contracts
+
+    from .conftest import CONTRACT
+
+    for day in (D1, D2):
+        run_day(contoso, settings, day)
+    later = {**CONTRACT}
+    account = dict(later["accounts"][0])
+    contract = dict(account["contracts"][0])
+    contract["services"] = [*contract["services"], {
+        "service_id": "S-NEWVIEW", "name": "Added later", "unit_price": "3.00",
+        "units_source": "rmm_agent_count", "vsa_view_id": "99999", "start_date": "2024-01-01"}]
+    account["contracts"] = [contract]
+    apply_contracts(contoso, {"accounts": [account]})
+    run_day(contoso, settings, D1, land=False)  # a re-run reuses the landing: view 99999 is not in it
+    counts = unit_counts(contoso)
+    assert ("S-NEWVIEW", str(D1)) not in counts
+    assert counts[("S-WS", str(D1))] == 3

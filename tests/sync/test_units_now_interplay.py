@@ -28,7 +28,7 @@ def press(engine, settings, service_id, day, hour, units):
 def sync(engine, settings, day, *, diff=True):
     write_landing(settings.raw_path, day, *DAYS[day])
     load_step(engine, settings, day)
-    count_step(engine, day)
+    count_step(engine, settings, day)
     if diff:
         diff_step(engine, settings, day)
 

@@ -112,9 +112,14 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
     return StepResult(snapshot_date.isoformat(), "validated", {"expectations": len(results)})
 
 
-def count_step(engine: Engine, snapshot_date: date) -> StepResult:
+def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
+    manifest = landing_for(settings, snapshot_date).manifest()
+    landed_views = {
+        name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
+        for name in manifest["files"] if name.startswith("agents_in_view/")
+    }
     with engine.begin() as conn:
-        result = changes.count_units(conn, snapshot_date)
+        result = changes.count_units(conn, snapshot_date, landed_views)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
 
 
@@ -208,6 +213,6 @@ def sync_date(
         return results
     results.append(load_step(engine, settings, snapshot_date))
     results.append(validate_step(engine, settings, snapshot_date))
-    results.append(count_step(engine, snapshot_date))
+    results.append(count_step(engine, settings, snapshot_date))
     results.append(diff_step(engine, settings, snapshot_date))
     return results
