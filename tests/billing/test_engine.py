@@ -183,6 +183,22 @@ def test_manual_service_and_its_unit_changes(books):
         ("normal", Decimal("495.00")), ("prorated", Decimal("102.19"))]  # 2 x 99 x 16/31
 
 
+def test_an_empty_invoice_run_still_closes_the_month(books):
+    """Nothing to bill on the invoice date: the lines that appear later that month wait for
+    the next invoice instead of posting a back-dated one between invoice dates."""
+    manual = {"service_id": "SUP", "name": "Support block", "unit_price": "10.00",
+              "units_source": "manual", "units": 0, "start_date": "2024-03-01"}
+    books.contract("C", [manual], start="2024-03-01")
+    assert books.bill("2024-03-01").invoices_posted == 0
+    books.contract("C", [{**manual, "units": 5, "units_effective_date": "2024-03-10"}], start="2024-03-01")
+    summary = books.bill("2024-03-10")
+    assert (summary.invoices_posted, summary.pending_lines) == (0, 1)
+    books.bill("2024-04-01")
+    assert list(books.invoices()) == ["INV-C-2024-04"]
+    assert books.amounts(books.invoice("INV-C-2024-04")["lines"]) == [
+        ("normal", Decimal("50.00")), ("prorated", Decimal("35.48"))]  # 5 x 10 x 22/31
+
+
 def test_currency_minor_units(books):
     books.contract("C", [books.rmm("S", "1000", "2024-03-01")], start="2024-03-01", currency="JPY")
     books.count("S", "2024-03-01", 10)

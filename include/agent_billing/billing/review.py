@@ -57,6 +57,7 @@ def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -
             )
         target = invoice_id(contract_id, month)
         invoice = post_invoice(conn, contract, month, as_of, retarget(lines, target))
+        store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id)
         store.replace_pending(conn, contract_id, as_of, [])
         log.info("posted %s: %d line(s), total %s", invoice.invoice_id, invoice.lines, invoice.total)
         return result(contract, invoice, [], as_of)

@@ -105,6 +105,8 @@ def bill_contract(engine: Engine, contract_id: str, as_of: date) -> ContractResu
             target = PENDING
         lines = reconcile_contract(conn, contract, lines_as_of, target)
         invoice = post_invoice(conn, contract, month, as_of, lines) if due and lines else None
+        if due:  # the month's invoice run happened, even with nothing to post
+            store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id if invoice else None)
         pending = [] if due else lines
         store.replace_pending(conn, contract_id, lines_as_of, pending)
         return result(contract, invoice, pending, lines_as_of)

@@ -150,6 +150,15 @@ def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> No
     )
 
 
+def close_cycle(
+    conn: Connection, contract_id: str, month: date, as_of: date, invoice: str | None
+) -> None:
+    conn.execute(
+        statement("close_cycle"),
+        {"contract_id": contract_id, "invoice_month": month, "as_of": as_of, "invoice_id": invoice},
+    )
+
+
 def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iterable[Line]) -> None:
     conn.execute(statement("delete_pending"), {"contract_id": contract_id})
     bulk_insert(
