@@ -1,5 +1,5 @@
 -- The agents behind each nightly change of :snapshot_date, from the changed services' agent
--- lists of :snapshot_date and of the previous good snapshot :previous_date (one full join).
+-- lists of :snapshot_date and of the previous good snapshot :previous_date.
 -- An agent new to the service is 'added' if VSA did not have it at :previous_date, else
 -- 'moved_in' (group, view or exclusion change); one gone is 'removed' if VSA no longer has
 -- it, else 'moved_out'. Names come from the snapshot that has the agent in the service.
@@ -18,18 +18,19 @@ prev AS (
     JOIN changed c ON c.service_id = sa.service_id
     WHERE sa.snapshot_date = :previous_date
 ),
-moved AS (
-    SELECT COALESCE(cur.change_id, prev.change_id) AS change_id,
-           COALESCE(cur.agent_id, prev.agent_id) AS agent_id,
-           cur.agent_id IS NOT NULL AS arrived
-    FROM cur FULL OUTER JOIN prev
-      ON prev.change_id = cur.change_id AND prev.agent_id = cur.agent_id
-    WHERE cur.agent_id IS NULL OR prev.agent_id IS NULL
+moved AS (  -- two anti-joins (FULL OUTER JOIN needs SQLite 3.39+)
+    SELECT cur.change_id, cur.agent_id, 1 AS arrived
+    FROM cur LEFT JOIN prev ON prev.change_id = cur.change_id AND prev.agent_id = cur.agent_id
+    WHERE prev.agent_id IS NULL
+    UNION ALL
+    SELECT prev.change_id, prev.agent_id, 0
+    FROM prev LEFT JOIN cur ON cur.change_id = prev.change_id AND cur.agent_id = prev.agent_id
+    WHERE cur.agent_id IS NULL
 )
 SELECT m.change_id, m.agent_id, COALESCE(now_agent.agent_name, then_agent.agent_name),
        CASE
-           WHEN m.arrived AND then_agent.agent_id IS NULL THEN 'added'
-           WHEN m.arrived THEN 'moved_in'
+           WHEN m.arrived = 1 AND then_agent.agent_id IS NULL THEN 'added'
+           WHEN m.arrived = 1 THEN 'moved_in'
            WHEN now_agent.agent_id IS NULL THEN 'removed'
            ELSE 'moved_out'
        END
