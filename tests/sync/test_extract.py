@@ -77,3 +77,11 @@ def test_tampered_landing_fails_its_checksum(tmp_path):
 def test_settings_reject_unknown_timezone():
     with pytest.raises(ValueError):
         Settings(timezone="Mars/Olympus")
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_future_date_is_refused(contoso, settings):
+    from agent_billing.errors import UserError
+
+    with pytest.raises(UserError, match="snapshot date 2024-03-11 is in the future"):
+        extract_step(contoso, settings, date(2024, 3, 11), no_vsa, now=NOW)

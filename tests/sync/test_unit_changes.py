@@ -169,6 +169,8 @@ def test_quality_failure_stops_the_run_and_says_why(contoso, settings):
         failed = conn.execute(text("SELECT COUNT(*) FROM quality_results WHERE NOT success")).scalar()
     assert run[0] == "failed" and "quality gate failed" in run[1]
     assert failed == 3
+    with contoso.connect() as conn:  # the data team is told
+        assert conn.execute(text("SELECT recipients FROM notification_outbox WHERE kind = 'quality'")).scalar() == "data@msp.example"
 
 
 def test_clean_snapshot_passes_the_quality_gate(contoso, settings):

@@ -96,7 +96,9 @@ class RawLanding:
         try:
             yield stage
             stage.finish(self.snapshot_date)
-            if self.path.exists():  # an incomplete folder from a crash before the manifest
+            if self.exists():  # a concurrent extract of the same date finished first: keep it
+                raise LandingError(f"raw landing {self.path} appeared while extracting; kept the first")
+            if self.path.exists():  # an incomplete folder without a manifest (not ours)
                 shutil.rmtree(self.path)
             os.replace(tmp, self.path)
         finally:

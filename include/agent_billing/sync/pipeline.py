@@ -61,6 +61,11 @@ def extract_step(
         manifest = landing.verify()
         log.info("raw landing for %s exists (%s): reprocessing it, VSA not called", snapshot_date, landing.path)
         return StepResult(snapshot_date.isoformat(), "reused", {"observed_at": manifest["observed_at"]})
+    if snapshot_date > now.astimezone(settings.tz).date():
+        raise UserError(
+            f"snapshot date {snapshot_date} is in the future (today is "
+            f"{now.astimezone(settings.tz).date()} in {settings.timezone}); VSA cannot report it yet"
+        )
     late = is_late(snapshot_date, now, settings.tz, settings.late_grace_hours)
     if late and settings.late_observation == "refuse":
         message = (
@@ -108,6 +113,11 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
     except QualityGateFailed as exc:
         with engine.begin() as conn:
             record_run(conn, snapshot_date, "failed", message=str(exc))
+            if settings.data_team:
+                queue_message(
+                    conn, f"quality:{snapshot_date}", "quality", settings.data_team,
+                    f"[agent-billing] Snapshot {snapshot_date} failed its quality gate", str(exc),
+                )
         raise
     return StepResult(snapshot_date.isoformat(), "validated", {"expectations": len(results)})
 
