@@ -11,6 +11,7 @@ scheduler's part of handing each asset event to the billing DAG. Ends with a rea
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -92,6 +93,7 @@ def _quiet(log_path: Path) -> Iterator[None]:
 def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000, seed: int = 2025,
              out: TextIO = sys.stdout) -> int:
     progress = Progress(out)
+    logging.getLogger().setLevel(logging.WARNING)  # the progress lines tell the story
     start = date(2025, 1, 1)
     if home.exists():
         shutil.rmtree(home)
