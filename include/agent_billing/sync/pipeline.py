@@ -141,7 +141,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
         changes.lock_unit_history(conn)  # read the neighbours only once no one else moves them
         totals = _snapshot_totals(conn, snapshot_date)
         existing = get_run(conn, snapshot_date) or {}
-        previous_date, _ = previous_good(conn, snapshot_date)
+        previous_date = previous_good(conn, snapshot_date)
         drops = [] if existing.get("released_at") else org_drops(conn, snapshot_date, previous_date, settings)
         if drops:
             message = (

@@ -7,9 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from agent_billing.warehouse.values import as_date, as_datetime
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from agent_billing.warehouse.values import as_date
 
 
 def record_run(conn: Connection, snapshot_date: date, status: str, **fields: Any) -> None:
@@ -35,25 +33,10 @@ def get_run(conn: Connection, snapshot_date: date) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def previous_good(conn: Connection, snapshot_date: date) -> tuple[date | None, datetime]:
-    """The latest complete snapshot before ``snapshot_date`` and its observation time."""
-    row = conn.execute(
-        text(
-            "SELECT snapshot_date, observed_at FROM sync_runs WHERE status = 'complete' "
-            "AND snapshot_date < :d ORDER BY snapshot_date DESC LIMIT 1"
-        ),
-        {"d": snapshot_date},
-    ).first()
-    if row is None:
-        return None, EPOCH
-    return as_date(row[0]), as_datetime(row[1]) or EPOCH
-
-
-def next_good(conn: Connection, snapshot_date: date) -> date | None:
+def previous_good(conn: Connection, snapshot_date: date) -> date | None:
+    """The latest complete snapshot date before ``snapshot_date``."""
     value = conn.execute(
-        text(
-            "SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'complete' AND snapshot_date > :d"
-        ),
+        text("SELECT MAX(snapshot_date) FROM sync_runs WHERE status = 'complete' AND snapshot_date < :d"),
         {"d": snapshot_date},
     ).scalar()
     return as_date(value) if value is not None else None
