@@ -40,7 +40,8 @@ def get_units_now():
         from warehouse_hook import WarehouseHook
 
         service_id = get_current_context()["params"]["service_id"]
-        result = run(WarehouseHook().get_conn(), VsaHook().get_conn(), service_id, tz=get_settings().tz)
+        with VsaHook().get_conn() as client:
+            result = run(WarehouseHook().get_conn(), client, service_id, tz=get_settings().tz)
         return {
             "service_id": result.service_id,
             "units_before": result.units_before,

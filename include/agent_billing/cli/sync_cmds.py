@@ -62,7 +62,8 @@ def _units_get(args: argparse.Namespace) -> int:
     from agent_billing.vsa.client import VsaClient
 
     engine, settings = _context()
-    result = get_units_now(engine, VsaClient.from_env(), args.service, tz=settings.tz)
+    with VsaClient.from_env() as client:
+        result = get_units_now(engine, client, args.service, tz=settings.tz)
     change = (
         f"unit change {result.units_before} → {result.units_after} effective {result.effective_date}"
         if result.change_recorded

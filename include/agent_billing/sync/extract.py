@@ -29,6 +29,8 @@ class VsaClientLike(Protocol):
 
     def extract(self, resource: str, consume, *, filter: str | None = None, view_id: str | None = None) -> Any: ...
 
+    def close(self) -> None: ...
+
 
 def land_from_vsa(
     client: VsaClientLike,

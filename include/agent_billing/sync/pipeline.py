@@ -84,7 +84,11 @@ def extract_step(
         log.warning(message)
         return StepResult(snapshot_date.isoformat(), "gap", {"message": message})
     views = active_view_ids(engine, snapshot_date)
-    manifest = land_from_vsa(client_factory(), landing, views, observed_at=now, late_observation=late)
+    client = client_factory()
+    try:
+        manifest = land_from_vsa(client, landing, views, observed_at=now, late_observation=late)
+    finally:
+        client.close()
     return StepResult(snapshot_date.isoformat(), "landed", {"observed_at": manifest["observed_at"], "views": views})
 
 
