@@ -23,6 +23,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"  # asset events queue runs
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
 os.environ.pop("AIRFLOW_CONN_BILLING_WAREHOUSE", None)
 os.environ.pop("AIRFLOW_CONN_VSA_DEFAULT", None)
