@@ -149,6 +149,19 @@ def test_discarded_snapshot_is_skipped_by_the_next_diff(contoso, settings):
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_only_a_quarantined_snapshot_can_be_released_or_discarded(contoso, settings):
+    from agent_billing.sync.pipeline import SnapshotStatusError, discard_snapshot, release_snapshot
+
+    run_day(contoso, settings, D1)
+    before = unit_counts(contoso)
+    with pytest.raises(SnapshotStatusError, match="2024-03-01 is complete, not quarantined; nothing to discard"):
+        discard_snapshot(contoso, settings, D1)
+    with pytest.raises(SnapshotStatusError, match="2024-03-02 is unknown, not quarantined; nothing to release"):
+        release_snapshot(contoso, settings, D2)
+    assert unit_counts(contoso) == before
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_quality_failure_stops_the_run_and_says_why(contoso, settings):
     def break_snapshot(records):
         agents = records["agents.jsonl.gz"]

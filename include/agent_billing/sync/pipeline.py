@@ -180,15 +180,20 @@ def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
     return counts
 
 
+def _quarantined_run(conn, snapshot_date: date, action: str) -> dict:
+    """The date's sync run, which must be quarantined for a person to release or discard it."""
+    run = get_run(conn, snapshot_date)
+    if run is None or run["status"] != "quarantined":
+        status = run["status"] if run else "unknown"
+        raise SnapshotStatusError(f"snapshot {snapshot_date} is {status}, not quarantined; nothing to {action}")
+    return run
+
+
 def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     """A person accepts a quarantined snapshot: it becomes complete and its changes count."""
     with engine.begin() as conn:
         changes.lock_unit_history(conn)
-        run = get_run(conn, snapshot_date)
-        if run is None or run["status"] != "quarantined":
-            raise SnapshotStatusError(
-                f"snapshot {snapshot_date} is {run['status'] if run else 'unknown'}, not quarantined; nothing to release"
-            )
+        run = _quarantined_run(conn, snapshot_date, "release")
         record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
                    message=f"released after quarantine: {run['message']}")
         found = changes.rederive_from(conn, snapshot_date, settings.tz)
@@ -201,11 +206,7 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
     """A person rejects a quarantined snapshot: its counts are dropped, it never bills."""
     with engine.begin() as conn:
         changes.lock_unit_history(conn)
-        run = get_run(conn, snapshot_date)
-        if run is None or run["status"] != "quarantined":
-            raise SnapshotStatusError(
-                f"snapshot {snapshot_date} is {run['status'] if run else 'unknown'}, not quarantined; nothing to discard"
-            )
+        run = _quarantined_run(conn, snapshot_date, "discard")
         changes.clear_counts(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
         changes.rederive_from(conn, snapshot_date, settings.tz)
