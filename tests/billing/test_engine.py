@@ -183,6 +183,26 @@ def test_manual_service_and_its_unit_changes(books):
         ("normal", Decimal("495.00")), ("prorated", Decimal("102.19"))]  # 2 x 99 x 16/31
 
 
+def test_a_future_dated_manual_change_bills_only_from_its_date(books):
+    """The file announces 5 units from 04-20 while March and April are billed at 3: the
+    months before that date keep 3 units, April's invoice is not adjusted, May's prorates."""
+    manual = {"service_id": "SUP", "name": "Support block", "unit_price": "10.00",
+              "units_source": "manual", "units": 3, "start_date": "2024-03-01"}
+    books.contract("C", [manual], start="2024-03-01", billing_day=15)
+    books.bill("2024-03-15")
+    books.contract("C", [{**manual, "units": 5, "units_effective_date": "2024-04-20"}],
+                   start="2024-03-01", billing_day=15)
+    assert books.bill("2024-03-20").pending_lines == 0  # nothing changed yet as of 03-20
+    books.bill("2024-04-15")
+    books.bill("2024-05-15")
+    invoices = books.invoices()
+    assert {i: books.amounts(v["lines"]) for i, v in invoices.items()} == {
+        "INV-C-2024-03": [("normal", Decimal("30.00"))],
+        "INV-C-2024-04": [("normal", Decimal("30.00"))],
+        "INV-C-2024-05": [("normal", Decimal("50.00")), ("prorated", Decimal("7.33"))],  # 2 x 10 x 11/30
+    }
+
+
 def test_an_empty_invoice_run_still_closes_the_month(books):
     """Nothing to bill on the invoice date: the lines that appear later that month wait for
     the next invoice instead of posting a back-dated one between invoice dates."""
