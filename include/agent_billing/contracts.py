@@ -227,7 +227,9 @@ def apply_contracts(engine: Engine, document: ContractsFile | Mapping[str, Any] 
         for account in spec.accounts:
             _upsert(conn, "accounts", "account_id", _account_row(account), report)
             for contract in account.contracts:
-                _upsert(conn, "contracts", "contract_id", _contract_row(account, contract), report)
+                row = _contract_row(account, contract)
+                _check_currency(conn, row)
+                _upsert(conn, "contracts", "contract_id", row, report)
                 for service in contract.services:
                     _apply_service(conn, contract, service, report)
     log.info("contracts applied: %s", report.summary())
@@ -297,6 +299,23 @@ def _upsert(conn: Connection, table: str, key: str, row: dict[str, Any], report:
         conn.execute(text(f"UPDATE {table} SET {sets} WHERE {key} = :{key}"), row)
         report.updated[table] += 1
     return current
+
+
+def _check_currency(conn: Connection, row: Mapping[str, Any]) -> None:
+    """A billed contract keeps its currency: its posted amounts are in it."""
+    current = _current(conn, "contracts", "contract_id", row["contract_id"])
+    if current is None or current["currency"] == row["currency"]:
+        return
+    billed = conn.execute(text(
+        "SELECT EXISTS (SELECT 1 FROM invoices WHERE contract_id = :c) "
+        "OR EXISTS (SELECT 1 FROM billing_pending WHERE contract_id = :c)"), {"c": row["contract_id"]}).scalar()
+    if billed:
+        raise ContractsFileError(
+            f"contract {row['contract_id']}: currency cannot change ({current['currency']} → "
+            f"{row['currency']}) once the contract has invoices or pending lines: they are amounts in "
+            f"{current['currency']}. End this contract (end_date) and start a new one in "
+            f"{row['currency']}. Nothing was applied."
+        )
 
 
 def _apply_service(conn: Connection, contract: ContractSpec, service: ServiceSpec, report: ApplyReport) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -139,3 +140,18 @@ def test_price_change_is_refused_because_it_would_reprice_sent_invoices(warehous
     contracts_file.write_text(contracts_file.read_text().replace('unit_price: "99.00"', 'unit_price: "120.00"'))
     with pytest.raises(ContractsFileError, match=r"service S-CONTOSO-SUP: unit_price cannot change .*99 → 120"):
         apply_contracts(warehouse, contracts_file)
+
+
+def test_currency_is_fixed_once_the_contract_is_billed(warehouse, contracts_file):
+    from agent_billing.billing import run_billing
+
+    apply_contracts(warehouse, contracts_file)
+    in_euro = contracts_file.read_text().replace("currency: USD", "currency: EUR")
+    contracts_file.write_text(in_euro)
+    apply_contracts(warehouse, contracts_file)  # nothing billed yet: a typo can be fixed
+    run_billing(warehouse, date(2024, 3, 1))
+    contracts_file.write_text(in_euro.replace("currency: EUR", "currency: GBP"))
+    with pytest.raises(ContractsFileError, match=r"contract C-CONTOSO: currency cannot change \(EUR → GBP\)"):
+        apply_contracts(warehouse, contracts_file)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT currency FROM contracts")).scalar() == "EUR"
