@@ -225,10 +225,15 @@ def apply_contracts(engine: Engine, document: ContractsFile | Mapping[str, Any] 
     report = ApplyReport()
     with engine.begin() as conn:
         for account in spec.accounts:
-            _upsert(conn, "accounts", "account_id", _account_row(account), report)
+            account_row = _account_row(account)
+            _check_scope_owner(conn, "accounts", "account_id", account_row, "vsa_org_id",
+                               "add a new account for the new org")
+            _upsert(conn, "accounts", "account_id", account_row, report)
             for contract in account.contracts:
                 row = _contract_row(account, contract)
                 _check_currency(conn, row)
+                _check_scope_owner(conn, "contracts", "contract_id", row, "account_id",
+                                   "add a new contract under the other account")
                 _upsert(conn, "contracts", "contract_id", row, report)
                 for service in contract.services:
                     _apply_service(conn, contract, service, report)
@@ -299,6 +304,25 @@ def _upsert(conn: Connection, table: str, key: str, row: dict[str, Any], report:
         conn.execute(text(f"UPDATE {table} SET {sets} WHERE {key} = :{key}"), row)
         report.updated[table] += 1
     return current
+
+
+def _check_scope_owner(
+    conn: Connection, table: str, key: str, row: Mapping[str, Any], column: str, remedy: str
+) -> None:
+    """The account's VSA org scopes every counted service under it (SPEC 4.1): neither that
+    org nor a contract's account may change once a service is counted in VSA (SPEC 4.2)."""
+    current = _current(conn, table, key, row[key])
+    if current is None or current[column] == row[column]:
+        return
+    counted = conn.execute(text(
+        "SELECT COUNT(*) FROM services s JOIN contracts c ON c.contract_id = s.contract_id "
+        f"WHERE c.{key} = :id AND s.units_source = 'rmm_agent_count'"), {"id": row[key]}).scalar()
+    if counted:
+        raise ContractsFileError(
+            f"{table[:-1]} {row[key]}: {column} cannot change ({current[column]} → {row[column]}) while "
+            f"{counted} service(s) under it are counted in VSA (locked derivation); {remedy}. "
+            "Nothing was applied."
+        )
 
 
 def _check_currency(conn: Connection, row: Mapping[str, Any]) -> None:

@@ -96,3 +96,29 @@ def test_without_smtp_messages_wait_in_the_outbox(contoso, settings):
     sync_days(contoso, settings, (D1, D2))
     result = deliver_outbox(contoso, None, settings.notify_from)
     assert (result.sent, result.waiting) == (0, 1)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_two_deliveries_at_once_send_a_message_once(contoso, settings, smtp_server):
+    """The CLI and the DAG (or two backfill runs) deliver at the same moment: the second one
+    reads the message while the first is still talking to the SMTP server."""
+    import asyncio
+    import threading
+
+    inbox, smtp = smtp_server
+    slow = inbox.handle_DATA
+
+    async def slow_handle(server, session, envelope):
+        await asyncio.sleep(0.5)
+        return await slow(server, session, envelope)
+
+    inbox.handle_DATA = slow_handle
+    sync_days(contoso, settings, (D1, D2))
+    results = []
+    first = threading.Thread(target=lambda: results.append(deliver_outbox(contoso, smtp, settings.notify_from)))
+    first.start()
+    time.sleep(0.2)  # the first delivery has claimed the message and is sending it
+    results.append(deliver_outbox(contoso, smtp, settings.notify_from))
+    first.join()
+    assert sorted(r.sent for r in results) == [0, 1]
+    assert len(inbox.messages) == 1

@@ -155,3 +155,26 @@ def test_currency_is_fixed_once_the_contract_is_billed(warehouse, contracts_file
         apply_contracts(warehouse, contracts_file)
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT currency FROM contracts")).scalar() == "EUR"
+
+
+def test_the_org_behind_counted_services_is_locked(warehouse, contracts_file):
+    """Re-pointing the account at another org would re-scope its counted services (and zero
+    them the next night without any quarantine): refused by apply and by the database."""
+    apply_contracts(warehouse, contracts_file)
+    original = contracts_file.read_text()
+    contracts_file.write_text(original.replace('vsa_org_id: "73511820644390182275501461"',
+                                               'vsa_org_id: "73511820644390182275509999"'))
+    with pytest.raises(ContractsFileError, match=r"account CONTOSO: vsa_org_id cannot change .* 1 service\(s\)"):
+        apply_contracts(warehouse, contracts_file)
+    with pytest.raises(DBAPIError, match="VSA org of an account with services counted in VSA"), \
+            warehouse.begin() as conn:
+        conn.execute(text("UPDATE accounts SET vsa_org_id = '1' WHERE account_id = 'CONTOSO'"))
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO accounts (account_id, name, vsa_org_id) VALUES ('OTHER', 'Other', '2')"))
+    with pytest.raises(DBAPIError, match="cannot move to another account"), warehouse.begin() as conn:
+        conn.execute(text("UPDATE contracts SET account_id = 'OTHER' WHERE contract_id = 'C-CONTOSO'"))
+    with warehouse.begin() as conn:  # names and other accounts stay editable
+        conn.execute(text("UPDATE accounts SET name = 'Contoso Limited' WHERE account_id = 'CONTOSO'"))
+        conn.execute(text("UPDATE accounts SET vsa_org_id = '3' WHERE account_id = 'OTHER'"))
+        assert conn.execute(text("SELECT vsa_org_id FROM accounts WHERE account_id = 'CONTOSO'")).scalar() == (
+            "73511820644390182275501461")

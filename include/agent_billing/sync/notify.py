@@ -12,7 +12,7 @@ import smtplib
 import ssl
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 
 from sqlalchemy import Connection, Engine, text
@@ -22,6 +22,7 @@ from agent_billing.errors import UserError
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
+CLAIM_LEASE = timedelta(minutes=10)  # far beyond one SMTP send (30 s timeout)
 
 
 class DeliveryFailed(UserError):
@@ -109,15 +110,26 @@ class DeliveryResult:
 
 
 def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> DeliveryResult:
-    """Send every unsent message; record each outcome at once so a crash never re-sends."""
+    """Send every unsent message. Each is claimed first (``claimed_at``, for ``CLAIM_LEASE``),
+    so two deliveries running at once never send one message twice."""
     with engine.connect() as conn:
         pending = conn.execute(
             text(
                 "SELECT message_id, recipients, subject, body FROM notification_outbox "
-                "WHERE sent_at IS NULL AND attempts < :max ORDER BY created_at, message_id"
+                "WHERE sent_at IS NULL AND attempts < :max AND (claimed_at IS NULL OR claimed_at < :stale) "
+                "ORDER BY created_at, message_id"
             ),
-            {"max": MAX_ATTEMPTS},
+            {"max": MAX_ATTEMPTS, "stale": datetime.now(UTC) - CLAIM_LEASE},
         ).all()
+        given_up = conn.execute(
+            text("SELECT message_id FROM notification_outbox WHERE sent_at IS NULL AND attempts >= :max"),
+            {"max": MAX_ATTEMPTS},
+        ).scalars().all()
+    if given_up:
+        log.error(
+            "%d message(s) failed %d times and are no longer retried (notification_outbox): %s",
+            len(given_up), MAX_ATTEMPTS, ", ".join(given_up),
+        )
     if not pending:
         return DeliveryResult(0, 0)
     if smtp is None:
@@ -125,6 +137,8 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
         return DeliveryResult(0, len(pending))
     sent, errors = 0, []
     for message_id, recipients, subject, body in pending:
+        if not _claim(engine, message_id):
+            continue  # another delivery is sending it
         mail = EmailMessage()
         mail["From"] = smtp.extra.get("from_email") or sender
         mail["To"] = recipients
@@ -147,24 +161,32 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     return DeliveryResult(sent, 0)
 
 
+def _claim(engine: Engine, message_id: str) -> bool:
+    """Take the message for this delivery unless another one holds a fresh claim on it; a
+    claim older than the lease belongs to a delivery that died and is taken over."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        claimed = conn.execute(
+            text(
+                "UPDATE notification_outbox SET claimed_at = :now, attempts = attempts + 1 "
+                "WHERE message_id = :id AND sent_at IS NULL "
+                "AND (claimed_at IS NULL OR claimed_at < :stale)"
+            ),
+            {"id": message_id, "now": now, "stale": now - CLAIM_LEASE},
+        )
+        return claimed.rowcount == 1
+
+
 def _mark(engine: Engine, message_id: str, error: str | None) -> None:
     with engine.begin() as conn:
-        if error is None:
-            conn.execute(
-                text(
-                    "UPDATE notification_outbox SET sent_at = :now, attempts = attempts + 1, "
-                    "last_error = NULL WHERE message_id = :id"
-                ),
-                {"now": datetime.now(UTC), "id": message_id},
-            )
-        else:
-            conn.execute(
-                text(
-                    "UPDATE notification_outbox SET attempts = attempts + 1, last_error = :error "
-                    "WHERE message_id = :id"
-                ),
-                {"error": error[:1000], "id": message_id},
-            )
+        conn.execute(
+            text(
+                "UPDATE notification_outbox SET sent_at = :sent_at, last_error = :error, "
+                "claimed_at = NULL WHERE message_id = :id"
+            ),
+            {"sent_at": datetime.now(UTC) if error is None else None,
+             "error": error[:1000] if error else None, "id": message_id},
+        )
 
 
 def _send(smtp: ConnectionInfo, mail: EmailMessage) -> None:
