@@ -6,7 +6,7 @@ from datetime import UTC, datetime, time
 
 from sqlalchemy import text
 
-from agent_billing.sync.changes import Position, rederive_around
+from agent_billing.sync.changes import record_reading
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
 from .conftest import DAYS, write_landing
@@ -16,13 +16,8 @@ D1, D2, _ = sorted(DAYS)
 
 def press(engine, settings, service_id, day, hour, units):
     """What get_units_now records after counting the scope in VSA (covered over HTTP elsewhere)."""
-    at = datetime.combine(day, time(hour), tzinfo=UTC)
     with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO units_now_readings VALUES (:s, :at, :d, :u)"),
-            {"s": service_id, "at": at, "d": day, "u": units},
-        )
-        rederive_around(conn, settings.tz, Position(day, at))
+        record_reading(conn, settings.tz, service_id, datetime.combine(day, time(hour), tzinfo=UTC), units)
 
 
 def sync(engine, settings, day, *, diff=True):
@@ -71,3 +66,18 @@ def test_first_press_sets_the_starting_units(contoso, settings):
     assert ws_changes(contoso) == []
     with contoso.connect() as conn:
         assert conn.execute(text("SELECT units FROM services WHERE service_id = 'S-WS'")).scalar() == 3
+
+
+def test_presses_on_both_sides_of_the_night_keep_the_day_s_last_press(contoso, settings):
+    sync(contoso, settings, D1)                    # S-WS counts 3
+    press(contoso, settings, "S-WS", D2, 1, 6)     # 01:00, before the night's 02:00 snapshot
+    sync(contoso, settings, D2)                    # 02:00 counts 4
+    assert ws_changes(contoso) == [("2024-03-02", 3, 6, "get_units_now"), ("2024-03-02", 6, 4, "nightly_sync")]
+    press(contoso, settings, "S-WS", D2, 15, 7)    # the afternoon press supersedes the 01:00 one
+    expected = [("2024-03-02", 3, 4, "nightly_sync"), ("2024-03-02", 4, 7, "get_units_now")]
+    assert ws_changes(contoso) == expected
+    for day in (D1, D2):                           # re-runs of either night agree
+        diff_step(contoso, settings, day)
+        assert ws_changes(contoso) == expected
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT units FROM services WHERE service_id = 'S-WS'")).scalar() == 7

@@ -110,7 +110,7 @@ class Position:
 def nightly_position(snapshot_date: date, observed_at: datetime | None, tz: ZoneInfo) -> Position:
     """A snapshot stands at its observation time, or at the start of its date when it was
     observed later (a late observation is taken as that date's)."""
-    start = datetime.combine(snapshot_date, time.min, tzinfo=tz).astimezone(UTC)
+    start = day_start(snapshot_date, tz)
     if observed_at is None or as_utc(observed_at).astimezone(tz).date() != snapshot_date:
         return Position(snapshot_date, start)
     return Position(snapshot_date, as_utc(observed_at))
@@ -140,16 +140,39 @@ def lock_unit_history(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UNIT_HISTORY_LOCK})
 
 
-def rederive_around(conn: Connection, tz: ZoneInfo, position: Position) -> list[Change]:
-    """Re-derive every change whose 'before' can depend on an observation at ``position``:
-    those after the previous good snapshot, up to and including the next good snapshot."""
+def rederive_around(
+    conn: Connection, tz: ZoneInfo, position: Position, *, since: Position | None = None
+) -> list[Change]:
+    """Re-derive every change whose 'before' can depend on an observation at ``position``
+    (or on any observation from ``since`` up to it): those after the previous good snapshot,
+    up to and including the next good snapshot."""
     lock_unit_history(conn)
     good = good_snapshots(conn, tz)
-    lower = max((p for p in good.values() if p < position), default=None)
+    lower = max((p for p in good.values() if p < (since or position)), default=None)
     upper = min((p for p in good.values() if p > position), default=None)
     found = _rederive_window(conn, tz, good, lower, upper)
     refresh_service_units(conn, tz)
     return found
+
+
+def day_start(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant of ``day`` in the billing timezone, in UTC."""
+    return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
+
+
+def record_reading(conn: Connection, tz: ZoneInfo, service_id: str, observed_at: datetime, units: int) -> list[Change]:
+    """A Get Units Now reading joins the unit history. It supersedes any earlier press of its
+    day, so the history is re-derived from the snapshot before that day up to the next one."""
+    observed_at = as_utc(observed_at)
+    day = observed_at.astimezone(tz).date()
+    conn.execute(
+        text(
+            "INSERT INTO units_now_readings (service_id, observed_at, observed_date, units) "
+            "VALUES (:sid, :at, :day, :units)"
+        ),
+        {"sid": service_id, "at": observed_at, "day": day, "units": units},
+    )
+    return rederive_around(conn, tz, Position(day, observed_at), since=Position(day, day_start(day, tz)))
 
 
 def rederive_from(conn: Connection, snapshot_date: date, tz: ZoneInfo) -> list[Change]:
@@ -176,7 +199,9 @@ def _rederive_window(
             {"d": d},
         )
     ]
-    readings: dict[tuple[str, date], Observation] = {}
+    # A day's reading is its last press: a later press the same day supersedes an earlier one,
+    # even one made before that night's snapshot. It counts where it stands, if in the window.
+    last_press: dict[tuple[str, date], Observation] = {}
     for sid, day, at, units in conn.execute(
         text(
             "SELECT service_id, observed_date, observed_at, units FROM units_now_readings "
@@ -185,9 +210,8 @@ def _rederive_window(
         {"lo": lower.day if lower else date.min},
     ):
         position = Position(as_date(day), as_utc(at))
-        if inside(position):  # a later press the same day supersedes an earlier one
-            readings[(sid, position.day)] = Observation(sid, position, units, READING)
-    observations += readings.values()
+        last_press[(sid, position.day)] = Observation(sid, position, units, READING)
+    observations += [o for o in last_press.values() if inside(o.position)]
 
     _delete_window(conn, lower, upper, inside)
     before = _units_before(conn, tz, lower, {o.service_id for o in observations})

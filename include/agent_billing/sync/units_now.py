@@ -16,9 +16,10 @@ from datetime import UTC, date, datetime
 from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
-from agent_billing.sync.changes import Position, rederive_around
+from agent_billing.sync.changes import record_reading
 from agent_billing.sync.load import parse_vsa_timestamp
 from agent_billing.vsa.client import VsaClient, id_filter
+from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
 SOURCE = "get_units_now"
@@ -48,17 +49,16 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
         raise UserError(f"service {service_id!r} not found")
     if service["units_source"] != "rmm_agent_count":
         raise UserError(f"service {service_id} is {service['units_source']}: its units are not counted in VSA")
+    start, end = as_date(service["start_date"]), as_date(service["end_date"]) if service["end_date"] else None
+    if today < start or (end is not None and today > end):
+        raise UserError(
+            f"service {service_id} is not active on {today} (runs {start} to {end or 'open end'}): "
+            "Get Units Now records nothing outside its dates"
+        )
     units = count_scope(client, dict(service), now)
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO units_now_readings (service_id, observed_at, observed_date, units) "
-                "VALUES (:sid, :at, :day, :units)"
-            ),
-            {"sid": service_id, "at": now, "day": today, "units": units},
-        )
-        found = rederive_around(conn, tz, Position(today, now))
+        found = record_reading(conn, tz, service_id, now, units)
     recorded = any(c.service_id == service_id and c.source == SOURCE and c.effective_date == today for c in found)
     return UnitsNow(service_id, service["units"], units, today, recorded)
 
