@@ -16,6 +16,10 @@ Every night (cron `AGENT_BILLING_SYNC_CRON`, default `0 2 * * *`, in the billing
 7. **publish** — emits the `vsa_snapshot` asset event (`extra.snapshot_date`) that
    triggers `agent_billing`.
 
+A step that fails for good (retries spent) marks the date `failed` in `sync_runs` (a date
+already complete keeps its status and gets the error as its message) and queues one alert
+to `AGENT_BILLING_DATA_TEAM_EMAILS`, which **notify** sends.
+
 Snapshot date = the logical date's local date, or the param `snapshot_date`.
 Param `quarantine_action` (`release` / `discard`) acts on a quarantined snapshot instead of
 syncing. Backfills: `airflow backfill create --dag-id vsa_asset_sync --from-date … --to-date …`
@@ -34,6 +38,25 @@ from agent_billing_assets import SNAPSHOT_ASSET
 
 TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
 SCHEDULE = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
+
+
+def record_failure(context) -> None:
+    """on_failure_callback: the step's retries are spent; record it and alert the data team."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from agent_billing.settings import get_settings
+    from agent_billing.sync.dates import parse_date
+    from agent_billing.sync.pipeline import record_failure as record
+    from warehouse_hook import WarehouseHook
+
+    ti, error = context["ti"], context.get("exception")
+    if ti.task_id == "validate" and isinstance(error, AirflowFailException):
+        return  # a failed quality gate was recorded, with its own alert, by the step itself
+    snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
+    if snapshot_date:
+        engine = WarehouseHook().get_conn()
+        record(engine, get_settings(), parse_date(snapshot_date), ti.task_id, str(error))
+        engine.dispose()
 
 
 @dag(
@@ -80,7 +103,7 @@ def vsa_asset_sync():
         action = get_current_context()["params"].get("quarantine_action")
         return "quarantine_action" if action else "extract"
 
-    @task(execution_timeout=timedelta(hours=2), retries=3)
+    @task(execution_timeout=timedelta(hours=2), retries=3, on_failure_callback=record_failure)
     def extract(snapshot_date: str) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -97,7 +120,7 @@ def vsa_asset_sync():
             raise AirflowSkipException(result.detail["message"])
         return result.to_xcom()
 
-    @task
+    @task(on_failure_callback=record_failure)
     def load(snapshot_date: str, _extracted: dict) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
@@ -106,7 +129,7 @@ def vsa_asset_sync():
 
         return load_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
-    @task(retries=0)  # data-quality failures are not transient
+    @task(retries=0, on_failure_callback=record_failure)  # data-quality failures are not transient
     def validate(snapshot_date: str, _loaded: dict) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
@@ -121,7 +144,7 @@ def vsa_asset_sync():
         except QualityGateFailed as exc:
             raise AirflowFailException(str(exc)) from None
 
-    @task
+    @task(on_failure_callback=record_failure)
     def count(snapshot_date: str, _validated: dict) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
@@ -130,7 +153,7 @@ def vsa_asset_sync():
 
         return count_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
-    @task
+    @task(on_failure_callback=record_failure)
     def diff(snapshot_date: str, _counted: dict) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date

@@ -49,3 +49,32 @@ def test_nightly_run_lands_counts_and_emits_the_snapshot_asset(dagbag, warehouse
     with create_session() as session:
         events = [e.extra for e in session.query(AssetEvent).filter(AssetEvent.source_run_id == run.run_id)]
     assert events == [{"snapshot_date": "2024-02-05"}]
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_step_that_fails_for_good_marks_the_date_failed_and_alerts_the_data_team(
+        dagbag, warehouse, tmp_path, monkeypatch):
+    import json
+
+    world = GeneratedScenario(seed=3, orgs=1, agents=20, start=date(2024, 1, 1))
+    secret = "revoked-token-8f3a"
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))
+    monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "allow")
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", "data@msp.example")
+    dag = dagbag.get_dag("vsa_asset_sync")
+    for task in dag.tasks:  # fail at once instead of waiting out the retry delays
+        monkeypatch.setattr(task, "retries", 0)
+    with run_simulator(world, date=DAY) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", json.dumps(json.loads(vsa.connection_json()) | {"password": secret}))
+        run = dag.test(logical_date=pendulum.datetime(2024, 2, 5, 2, tz="UTC"))
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    assert (states["extract"], states["load"], states["notify"]) == ("failed", "upstream_failed", "success")
+    with warehouse.connect() as conn:
+        status, message = conn.execute(text("SELECT status, message FROM sync_runs")).one()
+        alerts = conn.execute(text("SELECT message_id, recipients, body FROM notification_outbox")).all()
+    assert status == "failed"
+    assert message.startswith("extract failed: ") and "authentication" in message.lower()
+    assert [(a.message_id, a.recipients) for a in alerts] == [("failure:2024-02-05:extract", "data@msp.example")]
+    assert secret not in message and secret not in alerts[0].body

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +42,14 @@ def _sync(args: argparse.Namespace) -> int:
 
     engine, settings = _context()
     snapshot_date = parse_date(args.date, "--date")
-    results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
+    try:
+        results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
+    except Exception:
+        try:
+            _deliver(engine, settings)  # the failure's alert goes out too
+        except Exception as exc:  # noqa: BLE001 - the sync's own error is the one to report
+            log.warning("outbox not delivered: %s", exc)
+        raise
     _deliver(engine, settings)
     for result in results:
         print(json.dumps(result.to_xcom(), default=str))

@@ -214,6 +214,28 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
     return StepResult(snapshot_date.isoformat(), "discarded", {})
 
 
+FINAL_STATUSES = ("complete", "quarantined", "discarded")
+
+
+def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step: str, error: str) -> None:
+    """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
+    alert per date and step. A date that already has a final status keeps it (the data of its
+    last good run stand); the error goes to its message."""
+    message = f"{step} failed: {error}"
+    with engine.begin() as conn:
+        run = get_run(conn, snapshot_date)
+        status = run["status"] if run and run["status"] in FINAL_STATUSES else "failed"
+        record_run(conn, snapshot_date, status, message=message)
+        if settings.data_team:
+            queue_message(
+                conn, f"failure:{snapshot_date}:{step}", "failure", settings.data_team,
+                f"[agent-billing] Sync of {snapshot_date} failed at {step}",
+                f"{message}\n\nStatus of the date: {status}. See docs/runbook.md, "
+                "'What each failure alert means'.\n",
+            )
+    log.error("sync of %s failed at %s: %s", snapshot_date, step, error)
+
+
 def sync_date(
     engine: Engine,
     settings: Settings,
@@ -223,11 +245,24 @@ def sync_date(
     now: datetime | None = None,
 ) -> list[StepResult]:
     """Every step for one date, in order, as the DAG runs them (for the command line)."""
-    results = [extract_step(engine, settings, snapshot_date, client_factory, now=now)]
-    if results[0].status == "gap":
-        return results
-    results.append(load_step(engine, settings, snapshot_date))
-    results.append(validate_step(engine, settings, snapshot_date))
-    results.append(count_step(engine, settings, snapshot_date))
-    results.append(diff_step(engine, settings, snapshot_date))
+    from agent_billing.quality.snapshot_gate import QualityGateFailed
+
+    steps: list[tuple[str, Callable[[], StepResult]]] = [
+        ("extract", lambda: extract_step(engine, settings, snapshot_date, client_factory, now=now)),
+        ("load", lambda: load_step(engine, settings, snapshot_date)),
+        ("validate", lambda: validate_step(engine, settings, snapshot_date)),
+        ("count", lambda: count_step(engine, settings, snapshot_date)),
+        ("diff", lambda: diff_step(engine, settings, snapshot_date)),
+    ]
+    results: list[StepResult] = []
+    for name, step in steps:
+        try:
+            results.append(step())
+        except QualityGateFailed:
+            raise  # validate_step recorded it and queued its own alert
+        except Exception as exc:
+            record_failure(engine, settings, snapshot_date, name, str(exc))
+            raise
+        if results[-1].status == "gap":
+            break
     return results
