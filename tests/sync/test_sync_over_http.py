@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
 from agent_billing.settings import Settings
+from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.pipeline import sync_date
 from agent_billing.sync.units_now import get_units_now
 from agent_billing.vsa.client import VsaClient
@@ -75,6 +76,8 @@ def test_nightly_sync_over_http_matches_the_world(warehouse, tmp_path, world, mo
             steps = sync_date(warehouse, settings, day, VsaClient.from_env, now=night(day))
             assert [s.status for s in steps] == ["landed", "loaded", "validated", "counted", "complete"]
         calls = vsa.count()
+        manifest = RawLanding(settings.raw_path, DAYS[-1]).manifest()["files"]["agents.jsonl.gz"]
+        assert manifest["records"] == manifest["total_records"] == len(world.state(DAYS[-1]).agents.handles)
 
         with warehouse.connect() as conn:
             counts = {
@@ -138,3 +141,23 @@ def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, wor
         assert str(change[0]["effective_date"])[:10] == str(later)
         assert change[0]["delta"] == expected - result.units_before
     assert units == expected
+
+
+def test_get_units_now_refuses_a_service_outside_its_dates(warehouse, world, monkeypatch):
+    from agent_billing.errors import UserError
+
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C1", "currency": "USD", "start_date": "2024-01-01", "services": [
+            {"service_id": "ENDED", "name": "Ended", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01", "end_date": "2024-01-31"},
+        ]}],
+    }]})
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        with pytest.raises(UserError, match="service ENDED is not active on 2024-02-01 .*2024-01-31"):
+            get_units_now(warehouse, VsaClient.from_env(), "ENDED", tz=Settings().tz, now=night(START))
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0

@@ -168,6 +168,7 @@ def test_quality_failure_stops_the_run_and_says_why(contoso, settings):
         agents.append(dict(agents[0]))                      # a duplicate agent id
         agents[1]["MachineGroupId"] = "99999999999999999999999999"  # an unknown group
         agents[2]["Online"] = 7                               # not a VSA status code
+        del agents[3]["Online"]                               # no status at all
 
     write_landing(settings.raw_path, D1, *DAYS[D1], mutate=break_snapshot)
     load_step(contoso, settings, D1)
@@ -177,11 +178,12 @@ def test_quality_failure_stops_the_run_and_says_why(contoso, settings):
     assert "expect_column_values_to_be_unique(agent_id) failed on 2 of 7 rows" in message
     assert "expect_column_values_to_be_in_set(group_known) failed on 1 of 7 rows" in message
     assert "expect_column_values_to_be_in_set(online) failed on 1 of 7 rows" in message
+    assert "expect_column_values_to_not_be_null(online) failed on 1 of 7 rows" in message
     with contoso.connect() as conn:
         run = conn.execute(text("SELECT status, message FROM sync_runs")).one()
         failed = conn.execute(text("SELECT COUNT(*) FROM quality_results WHERE NOT success")).scalar()
     assert run[0] == "failed" and "quality gate failed" in run[1]
-    assert failed == 3
+    assert failed == 4
     with contoso.connect() as conn:  # the data team is told
         assert conn.execute(text("SELECT recipients FROM notification_outbox WHERE kind = 'quality'")).scalar() == "data@msp.example"
 
@@ -190,7 +192,7 @@ def test_clean_snapshot_passes_the_quality_gate(contoso, settings):
     write_landing(settings.raw_path, D1, *DAYS[D1])
     load_step(contoso, settings, D1)
     result = validate_step(contoso, settings, D1)
-    assert result.detail["expectations"] == 7
+    assert result.detail["expectations"] == 8
 
 
 def test_moving_between_billed_groups_is_a_decrement_and_an_increment(contoso, settings):

@@ -96,6 +96,7 @@ def _run_suites(agents, endpoints, d: date) -> list[ExpectationResult]:
                 gxe.ExpectColumnValuesToBeUnique(column="agent_id"),
                 gxe.ExpectColumnValuesToBeInSet(column="group_known", value_set=[True]),
                 gxe.ExpectColumnPairValuesToBeEqual(column_A="org_id", column_B="group_org_id"),
+                gxe.ExpectColumnValuesToNotBeNull(column="online"),  # the in-set check skips nulls
                 gxe.ExpectColumnValuesToBeInSet(column="online", value_set=list(ONLINE_CODES)),
             ],
         ),

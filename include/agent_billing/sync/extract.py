@@ -2,7 +2,8 @@
 
 Each collection is read with :meth:`VsaClient.extract`, which re-reads it from scratch when
 records moved during paging; the landing file is rewritten on each such pass, so what lands
-holds exactly the server's ``TotalRecords`` distinct records.
+holds exactly the server's ``TotalRecords`` distinct records, and the manifest records that
+``TotalRecords`` beside the count written.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def land_from_vsa(
 
 def _land(client: VsaClientLike, stage: LandingStage, name: str, resource: str, view_id: str | None = None) -> None:
     def consume(records) -> int:
-        # The client guarantees a finished pass holds exactly TotalRecords distinct records.
+        # The server's TotalRecords, kept beside the count written: the quality gate compares them.
         count = stage.write_lines(name, (record.raw for record in records))
-        stage.files[name]["total_records"] = count
+        stage.files[name]["total_records"] = records.total
         return count
 
     count = client.extract(resource, consume, view_id=view_id)

@@ -223,14 +223,15 @@ class VsaClient:
     def extract(
         self,
         resource: ResourceName,
-        consume: Callable[[Iterator[VsaRecord]], T],
+        consume: Callable[[PassRecords], T],
         *,
         filter: str | None = None,
         view_id: str | None = None,
     ) -> T:
         """Read a whole collection consistently and return what ``consume`` made of it.
 
-        ``consume`` gets an iterator over one pass's records and is called again from scratch
+        ``consume`` gets one pass's records (:class:`PassRecords`, with the server's ``total``)
+        and is called again from scratch
         when records moved during the pass (up to ``extract_attempts`` passes), so it must
         start afresh on each call (e.g. truncate the file it writes) and let the iterator's
         exceptions propagate. If it stops early the rest is still read, to check the pass.
@@ -238,7 +239,7 @@ class VsaClient:
         """
         res, path = _resolve(resource, view_id)
         for attempt in range(1, self.extract_attempts + 1):
-            records = _Pass(self, res, path, filter).run()
+            records = PassRecords(_Pass(self, res, path, filter))
             try:
                 result = consume(records)
                 for _ in records:
@@ -456,6 +457,25 @@ class VsaClient:
 
     def _error(self, cls: type[E], message: str, endpoint: str | None, **kwargs: Any) -> E:
         return cls(message, host=self.base_url, endpoint=endpoint, user=self.user, **kwargs)
+
+
+class PassRecords(Iterator[VsaRecord]):
+    """The records of one pass, streamed; ``total`` is the server's ``TotalRecords`` (known
+    once the first page has arrived)."""
+
+    def __init__(self, one_pass: _Pass) -> None:
+        self._pass = one_pass
+        self._records = one_pass.run()
+
+    def __next__(self) -> VsaRecord:
+        return next(self._records)
+
+    def close(self) -> None:
+        self._records.close()
+
+    @property
+    def total(self) -> int:
+        return self._pass.total
 
 
 class _Pass:

@@ -33,5 +33,5 @@ WHERE s.units_source = 'rmm_agent_count'
         SELECT 1 FROM vsa_view_members v
         WHERE v.snapshot_date = :snapshot_date AND v.view_id = s.vsa_view_id
           AND v.agent_id = a.agent_id))
-  AND NOT (s.exclude_never_checked_in AND a.online = 199)
+  AND NOT (s.exclude_never_checked_in AND COALESCE(a.online, 0) = 199)
   AND (s.exclude_offline_days IS NULL OR a.days_since_checkin <= s.exclude_offline_days)
