@@ -4,7 +4,8 @@
 Manual only. Counts the agents in the service's scope in VSA right now (cheap: one `$top=1`
 query reading `TotalRecords`, or a page through the scope when exclusions apply), sets the
 service's units and, when they differ, records a unit change effective today (billing
-timezone) with source `get_units_now`. Param: `service_id`.
+timezone) with source `get_units_now`; **notify** then mails the change to the contract's
+recipients (`smtp_default`). Param: `service_id`.
 """
 
 from __future__ import annotations
@@ -50,7 +51,20 @@ def get_units_now():
             "change_recorded": result.change_recorded,
         }
 
-    count_service_now()
+    @task(trigger_rule="all_done")
+    def notify() -> dict:
+        """Send the mail a change queued (and anything else waiting in the outbox)."""
+        from agent_billing.settings import get_settings
+        from agent_billing.sync.notify import deliver_outbox
+        from airflow_connections import optional_connection_info
+        from warehouse_hook import WarehouseHook
+
+        result = deliver_outbox(
+            WarehouseHook().get_conn(), optional_connection_info("smtp_default"), get_settings().notify_from
+        )
+        return {"sent": result.sent, "waiting": result.waiting}
+
+    count_service_now() >> notify()
 
 
 get_units_now()

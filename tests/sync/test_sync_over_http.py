@@ -114,7 +114,8 @@ def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, wor
     org = state.orgs.record(state.orgs.handles[1])["OrgId"]
     apply_contracts(warehouse, {"accounts": [{
         "account_id": "A2", "name": "Org two", "vsa_org_id": org,
-        "contracts": [{"contract_id": "C2", "currency": "USD", "start_date": "2024-01-01", "services": [
+        "contracts": [{"contract_id": "C2", "currency": "USD", "start_date": "2024-01-01",
+                       "notify_emails": ["it@org2.example"], "services": [
             {"service_id": "ORG2", "name": "All but never seen", "unit_price": "5",
              "units_source": "rmm_agent_count", "exclude_never_checked_in": True, "start_date": "2024-01-01"},
         ]}],
@@ -134,13 +135,15 @@ def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, wor
     with warehouse.connect() as conn:
         change = conn.execute(text("SELECT * FROM unit_changes")).mappings().all()
         units = conn.execute(text("SELECT units FROM services WHERE service_id = 'ORG2'")).scalar()
-    if expected == result.units_before:
-        assert change == [] and not result.change_recorded
-    else:
-        assert len(change) == 1 and change[0]["source"] == "get_units_now"
-        assert str(change[0]["effective_date"])[:10] == str(later)
-        assert change[0]["delta"] == expected - result.units_before
+        mail = conn.execute(text("SELECT recipients, body FROM notification_outbox")).all()
+    assert result.change_recorded and expected != result.units_before  # twenty days of churn
+    assert len(change) == 1 and change[0]["source"] == "get_units_now"
+    assert str(change[0]["effective_date"])[:10] == str(later)
+    assert change[0]["delta"] == expected - result.units_before
     assert units == expected
+    [(recipients, body)] = mail  # the account manager hears of it
+    assert recipients == "it@org2.example"
+    assert f"All but never seen (ORG2): {result.units_before} → {expected} units, effective {later}" in body
 
 
 def test_get_units_now_refuses_a_service_outside_its_dates(warehouse, world, monkeypatch):

@@ -74,6 +74,7 @@ def _units_get(args: argparse.Namespace) -> int:
     engine, settings = _context()
     with VsaClient.from_env() as client:
         result = get_units_now(engine, client, args.service, tz=settings.tz)
+    _deliver(engine, settings)
     change = (
         f"unit change {result.units_before} → {result.units_after} effective {result.effective_date}"
         if result.change_recorded

@@ -103,6 +103,31 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
     return queued
 
 
+def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetime, before: int, after: int,
+                         effective: date) -> bool:
+    """A Get Units Now press changed a service's units: one message to its contract's recipients."""
+    row = conn.execute(
+        text(
+            "SELECT c.contract_id, c.notify_emails, s.name FROM services s "
+            "JOIN contracts c ON c.contract_id = s.contract_id WHERE s.service_id = :sid"
+        ),
+        {"sid": service_id},
+    ).first()
+    if row is None or not row.notify_emails:
+        return False
+    at = observed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = (
+        f"Agent counts changed for contract {row.contract_id} (Get Units Now at {at}).\n\n"
+        f"- {row.name} ({service_id}): {before} → {after} units, effective {effective}\n"
+        "\nThe change will be prorated from its effective date on the next invoice.\n"
+    )
+    return queue_message(
+        conn, f"units-now:{service_id}:{observed_at.astimezone(UTC).isoformat()}", "unit_changes",
+        [e for e in row.notify_emails.split(",") if e],
+        f"[agent-billing] Unit change for {row.contract_id}: {service_id} now {after}", body,
+    )
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     sent: int

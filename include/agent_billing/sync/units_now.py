@@ -4,7 +4,8 @@ Cheap by design: without exclusions it reads ``TotalRecords`` of a ``$top=1`` qu
 on the scope's machine groups (or org), in the service's view if it has one. Exclusions need
 each agent's ``Online`` and last check-in, so then the scope's agents are paged and filtered
 the same way the nightly count filters them. A different count is recorded as a unit change
-effective today (billing timezone) with source ``get_units_now``.
+effective today (billing timezone) with source ``get_units_now``, and the contract's
+recipients get a mail about it (through the outbox).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, text
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import record_reading
 from agent_billing.sync.load import parse_vsa_timestamp
+from agent_billing.sync.notify import queue_units_now_mail
 from agent_billing.vsa.client import VsaClient, id_filter
 from agent_billing.warehouse.values import as_date
 
@@ -59,8 +61,10 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
     with engine.begin() as conn:
         found = record_reading(conn, tz, service_id, now, units)
-    recorded = any(c.service_id == service_id and c.source == SOURCE and c.effective_date == today for c in found)
-    return UnitsNow(service_id, service["units"], units, today, recorded)
+        mine = [c for c in found if c.service_id == service_id and c.source == SOURCE and c.effective_date == today]
+        if mine:
+            queue_units_now_mail(conn, service_id, now, mine[-1].units_before, units, today)
+    return UnitsNow(service_id, service["units"], units, today, bool(mine))
 
 
 # About 45 characters per id in a $filter: 30 keep a query under IIS's default 2,048-byte limit.
