@@ -81,3 +81,17 @@ def test_presses_on_both_sides_of_the_night_keep_the_day_s_last_press(contoso, s
         assert ws_changes(contoso) == expected
     with contoso.connect() as conn:
         assert conn.execute(text("SELECT units FROM services WHERE service_id = 'S-WS'")).scalar() == 7
+
+
+def test_mail_says_when_the_agents_listed_do_not_add_up_to_a_change_after_a_press(contoso, settings):
+    sync(contoso, settings, D1)                    # S-WS counts 3
+    press(contoso, settings, "S-WS", D1, 14, 6)    # the afternoon press saw 6
+    sync(contoso, settings, D2)                    # the night counts 4: 6 → 4, agents moved +1
+    with contoso.connect() as conn:
+        body = conn.execute(text(
+            "SELECT body FROM notification_outbox WHERE message_id = 'unit-changes:C-CONTOSO:2024-03-02'"
+        )).scalar()
+    blocks = {block.split(":")[0]: block for block in body.split("\n- ")[1:]}
+    assert blocks["Workstations (S-WS)"].startswith("Workstations (S-WS): 6 → 4 units, effective 2024-03-02\n")
+    assert "a Get Units Now reading in between already counted part of it" in blocks["Workstations (S-WS)"]
+    assert "Get Units Now" not in blocks["Servers (S-SRV)"]  # its agents add up to its change

@@ -71,7 +71,8 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
         ),
         {"d": snapshot_date},
     ).all()
-    agents = defaultdict(list)
+    agents: dict[str, list[str]] = defaultdict(list)
+    net: dict[str, int] = defaultdict(int)
     for change_id, agent_name, event in conn.execute(
         text(
             "SELECT a.change_id, a.agent_name, a.event FROM unit_change_agents a "
@@ -81,13 +82,21 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
         {"d": snapshot_date},
     ):
         agents[change_id].append(f"{agent_name} ({event})")
+        net[change_id] += 1 if event in ("added", "moved_in") else -1
     by_contract: dict[str, list] = defaultdict(list)
     emails: dict[str, list[str]] = {}
     for contract_id, notify, service_id, name, cid, before, after, effective in rows:
         emails[contract_id] = [e for e in notify.split(",") if e]
+        # After a Get Units Now reading the change starts from the reading, while its agents
+        # are the movement since the previous snapshot: say so when the two differ.
+        note = (
+            "    (agents below: the movement since the previous snapshot; a Get Units Now "
+            "reading in between already counted part of it)\n"
+            if agents[cid] and net[cid] != after - before else ""
+        )
         by_contract[contract_id].append(
             f"- {name} ({service_id}): {before} → {after} units, effective {effective}\n"
-            + "".join(f"    {a}\n" for a in agents[cid])
+            + note + "".join(f"    {a}\n" for a in agents[cid])
         )
     queued = 0
     for contract_id, lines in by_contract.items():
