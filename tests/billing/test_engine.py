@@ -203,6 +203,21 @@ def test_a_future_dated_manual_change_bills_only_from_its_date(books):
     }
 
 
+def test_a_contract_start_moved_later_shows_the_credit_at_once(books):
+    """March and April were invoiced, then the start is corrected to June: the reversal waits
+    in billing_review from the next run on, and June's invoice carries it."""
+    books.contract("C", [books.rmm("S", "10.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    books.bill("2024-04-01")
+    books.contract("C", [books.rmm("S", "10.00", "2024-06-01")], start="2024-06-01")
+    assert books.bill("2024-05-02").pending_lines == 2
+    assert sorted(str(p["amount"]) for p in books.pending("C")) == ["-100.0000", "-100.0000"]
+    books.bill("2024-06-01")
+    assert books.amounts(books.invoice("INV-C-2024-06")["lines"]) == [
+        ("adjustment", Decimal("-100.00")), ("adjustment", Decimal("-100.00")), ("normal", Decimal("100.00"))]
+
+
 def test_an_empty_invoice_run_still_closes_the_month(books):
     """Nothing to bill on the invoice date: the lines that appear later that month wait for
     the next invoice instead of posting a back-dated one between invoice dates."""

@@ -48,14 +48,19 @@ class PostedUnits(Protocol):
 class ExpectedLedger:
     as_of: date
     last_month: date | None  # the latest month whose invoice date is <= as_of
+    contract_start: date
     lines: dict[str, Line]
 
     def covers(self, line: PostedLine) -> bool:
         """Whether a posted normal or prorated line is within this ledger's horizon: its month
-        is invoiced by ``as_of``, or its change (effective on its period start) is known by
-        then. Lines beyond the horizon are left alone, not reversed."""
+        is invoiced by ``as_of`` or lies wholly before the contract's start (a start corrected
+        to a later date: the month is never billed, so its line is reversed now), or its change
+        (effective on its period start) is known by then. Lines beyond the horizon (a month
+        whose invoice date moved later) are left alone, not reversed."""
         if line.kind == "normal":
-            return self.last_month is not None and month_start(line.period_start) <= self.last_month
+            month = month_start(line.period_start)
+            return (self.last_month is not None and month <= self.last_month) or (
+                month_end(month) < self.contract_start)
         return line.period_start <= self.as_of
 
 
@@ -88,7 +93,7 @@ def expected_ledger(
         for service in services
         for line in _service_lines(contract, service, as_of, last_month, posted)
     }
-    return ExpectedLedger(as_of, last_month, lines)
+    return ExpectedLedger(as_of, last_month, contract.start_date, lines)
 
 
 def _active_days(contract: Contract, service: Service, month: date) -> tuple[date, date] | None:
