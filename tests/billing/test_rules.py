@@ -80,7 +80,7 @@ def test_timeline_units_in_effect():
         change("2024-03-15", 11, 9, "manual", hour=9), change("2024-03-15", 10, 11), change("2024-04-01", 9, 12)
     ])
     assert [c.source for c in changes[:2]] == ["nightly_sync", "manual"]  # in the order observed
-    timeline = Timeline(starting_units(10, changes, 0), changes)
+    timeline = Timeline(10, changes)  # 10: the first count
     assert timeline.units_before(D("2024-03-01")) == 10
     assert timeline.units_before(D("2024-03-15")) == 10
     assert timeline.units_before(D("2024-03-16")) == 9  # the last change of the 15th wins
@@ -95,10 +95,9 @@ def test_a_press_before_the_nightly_snapshot_comes_first():
 
 
 def test_starting_units():
-    changes = (change("2024-03-15", 4, 6),)
-    assert starting_units(3, changes, 9) == 3  # the first count
-    assert starting_units(None, changes, 9) == 4  # what the first change started from
-    assert starting_units(None, (), 9) == 9  # a manual service without changes
+    assert starting_units(3, 4, 9) == 3  # the first count
+    assert starting_units(None, 4, 9) == 4  # what the first change started from
+    assert starting_units(None, None, 9) == 9  # a manual service without changes
 
 
 @pytest.mark.parametrize(

@@ -91,10 +91,7 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
         changes[row.service_id].append(UnitChange(*row[:-1], detected_at=as_utc(row.detected_at)))
     services = []
     for row in conn.execute(query("services"), params).mappings():
-        known = ordered(changes.get(row["service_id"], ()))
-        # A manual change dated after as_of already set services.units: the units before it
-        # come from the change itself, and it bills only from its effective date.
-        own = tuple(change for change in known if change.effective_date <= as_of)
+        own = ordered(changes.get(row["service_id"], ()))
         services.append(
             Service(
                 service_id=row["service_id"],
@@ -102,7 +99,7 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
                 unit_price=row["unit_price"],
                 start_date=row["start_date"],
                 end_date=row["end_date"],
-                start_units=starting_units(_first_observation(row), known, row["units"]),
+                start_units=starting_units(_first_observation(row), row["first_change_before"], row["units"]),
                 changes=own,
             )
         )

@@ -15,15 +15,14 @@ def ordered(changes: Iterable[UnitChange]) -> tuple[UnitChange, ...]:
     return tuple(sorted(changes, key=lambda c: (c.effective_date, c.detected_at, c.change_id)))
 
 
-def starting_units(
-    first_count: int | None, changes: tuple[UnitChange, ...], configured_units: int
-) -> int:
-    """Units before the first change: the first count, else what the first change started from,
-    else the service's configured units (a manual service without changes)."""
+def starting_units(first_count: int | None, first_change_before: int | None, configured_units: int) -> int:
+    """Units before the first change: the first count, else what the first change (of any
+    date) started from, else the service's configured units (a manual service without changes).
+    ``services.units`` alone would not do: a future-dated manual change has already set it."""
     if first_count is not None:
         return first_count
-    if changes:
-        return changes[0].units_before
+    if first_change_before is not None:
+        return first_change_before
     return configured_units
 
 

@@ -74,13 +74,13 @@ def _units_get(args: argparse.Namespace) -> int:
     engine, settings = _context()
     with VsaClient.from_env() as client:
         result = get_units_now(engine, client, args.service, tz=settings.tz)
-    _deliver(engine, settings)
     change = (
         f"unit change {result.units_before} → {result.units_after} effective {result.effective_date}"
         if result.change_recorded
         else "no change"
     )
     print(f"{result.service_id}: {result.units_after} units ({change})")
+    _deliver(engine, settings)  # the change's mail; if SMTP fails it waits in the outbox
     return 0
 
 

@@ -1,7 +1,6 @@
--- Every unit change of the contract's services, future-dated manual ones included (they tell
--- the units before them); the billing run keeps those effective by its date.
+-- The unit changes of the contract's services effective by :as_of.
 SELECT c.change_id, c.service_id, c.effective_date, c.units_before, c.units_after, c.delta, c.source,
        c.detected_at
 FROM unit_changes c
 JOIN services s ON s.service_id = c.service_id
-WHERE s.contract_id = :contract_id
+WHERE s.contract_id = :contract_id AND c.effective_date <= :as_of
