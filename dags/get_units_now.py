@@ -54,15 +54,9 @@ def get_units_now():
     @task(trigger_rule="all_done")
     def notify() -> dict:
         """Send the mail a change queued (and anything else waiting in the outbox)."""
-        from agent_billing.settings import get_settings
-        from agent_billing.sync.notify import deliver_outbox
-        from airflow_connections import optional_connection_info
-        from warehouse_hook import WarehouseHook
+        from outbox_delivery import deliver_pending_mail
 
-        result = deliver_outbox(
-            WarehouseHook().get_conn(), optional_connection_info("smtp_default"), get_settings().notify_from
-        )
-        return {"sent": result.sent, "waiting": result.waiting}
+        return deliver_pending_mail()
 
     count_service_now() >> notify()
 

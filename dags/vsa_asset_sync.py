@@ -175,15 +175,9 @@ def vsa_asset_sync():
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))  # gap alerts too
     def notify() -> dict:
-        from agent_billing.settings import get_settings
-        from agent_billing.sync.notify import deliver_outbox
-        from airflow_connections import optional_connection_info
-        from warehouse_hook import WarehouseHook
+        from outbox_delivery import deliver_pending_mail
 
-        result = deliver_outbox(
-            WarehouseHook().get_conn(), optional_connection_info("smtp_default"), get_settings().notify_from
-        )
-        return {"sent": result.sent, "waiting": result.waiting}
+        return deliver_pending_mail()
 
     @task(outlets=[SNAPSHOT_ASSET], trigger_rule="none_failed_min_one_success")
     def publish(snapshot_date: str) -> dict:

@@ -225,16 +225,18 @@ def apply_contracts(engine: Engine, document: ContractsFile | Mapping[str, Any] 
     report = ApplyReport()
     with engine.begin() as conn:
         for account in spec.accounts:
-            account_row = _account_row(account)
-            _check_scope_owner(conn, "accounts", "account_id", account_row, "vsa_org_id",
+            row = _account_row(account)
+            current = _current(conn, "accounts", "account_id", row["account_id"])
+            _check_scope_owner(conn, "accounts", "account_id", current, row, "vsa_org_id",
                                "add a new account for the new org")
-            _upsert(conn, "accounts", "account_id", account_row, report)
+            _upsert(conn, "accounts", "account_id", row, current, report)
             for contract in account.contracts:
                 row = _contract_row(account, contract)
-                _check_currency(conn, row)
-                _check_scope_owner(conn, "contracts", "contract_id", row, "account_id",
+                current = _current(conn, "contracts", "contract_id", row["contract_id"])
+                _check_currency(conn, current, row)
+                _check_scope_owner(conn, "contracts", "contract_id", current, row, "account_id",
                                    "add a new contract under the other account")
-                _upsert(conn, "contracts", "contract_id", row, report)
+                _upsert(conn, "contracts", "contract_id", row, current, report)
                 for service in contract.services:
                     _apply_service(conn, contract, service, report)
     log.info("contracts applied: %s", report.summary())
@@ -291,27 +293,29 @@ def _differs(current: Mapping[str, Any], row: Mapping[str, Any]) -> list[str]:
     return [k for k, v in row.items() if _normalise(current.get(k)) != _normalise(v)]
 
 
-def _upsert(conn: Connection, table: str, key: str, row: dict[str, Any], report: ApplyReport) -> dict | None:
-    current = _current(conn, table, key, row[key])
+def _upsert(
+    conn: Connection, table: str, key: str, row: dict[str, Any], current: Mapping[str, Any] | None,
+    report: ApplyReport,
+) -> None:
+    """Insert ``row``, or update the columns that differ from ``current`` (the stored row)."""
     if current is None:
         cols = ", ".join(row)
         conn.execute(text(f"INSERT INTO {table} ({cols}) VALUES ({', '.join(':' + c for c in row)})"), row)
         report.created[table] += 1
-        return None
+        return
     changed = _differs(current, row)
     if changed:
         sets = ", ".join(f"{c} = :{c}" for c in changed)
         conn.execute(text(f"UPDATE {table} SET {sets} WHERE {key} = :{key}"), row)
         report.updated[table] += 1
-    return current
 
 
 def _check_scope_owner(
-    conn: Connection, table: str, key: str, row: Mapping[str, Any], column: str, remedy: str
+    conn: Connection, table: str, key: str, current: Mapping[str, Any] | None, row: Mapping[str, Any],
+    column: str, remedy: str,
 ) -> None:
     """The account's VSA org scopes every counted service under it (SPEC 4.1): neither that
     org nor a contract's account may change once a service is counted in VSA (SPEC 4.2)."""
-    current = _current(conn, table, key, row[key])
     if current is None or current[column] == row[column]:
         return
     counted = conn.execute(text(
@@ -325,9 +329,8 @@ def _check_scope_owner(
         )
 
 
-def _check_currency(conn: Connection, row: Mapping[str, Any]) -> None:
+def _check_currency(conn: Connection, current: Mapping[str, Any] | None, row: Mapping[str, Any]) -> None:
     """A billed contract keeps its currency: its posted amounts are in it."""
-    current = _current(conn, "contracts", "contract_id", row["contract_id"])
     if current is None or current["currency"] == row["currency"]:
         return
     billed = conn.execute(text(
@@ -369,7 +372,7 @@ def _apply_service(conn: Connection, contract: ContractSpec, service: ServiceSpe
             # recorded as a unit change so that billing prorates it like any other change
             _record_manual_change(conn, service, current["units"])
             report.unit_changes += 1
-    _upsert(conn, "services", "service_id", row, report)
+    _upsert(conn, "services", "service_id", row, current, report)
 
 
 def _record_manual_change(conn: Connection, service: ServiceSpec, before: int) -> None:

@@ -58,6 +58,14 @@ def queue_message(conn: Connection, message_id: str, kind: str, recipients: list
     return False
 
 
+def _recipients(notify_emails: str) -> list[str]:
+    return [e for e in notify_emails.split(",") if e]
+
+
+def _change_line(name: str, service_id: str, before: int, after: int, effective: date) -> str:
+    return f"- {name} ({service_id}): {before} → {after} units, effective {effective}\n"
+
+
 def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
     """One message per contract with recipients and nightly changes effective on the date."""
     rows = conn.execute(
@@ -86,7 +94,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
     by_contract: dict[str, list] = defaultdict(list)
     emails: dict[str, list[str]] = {}
     for contract_id, notify, service_id, name, cid, before, after, effective in rows:
-        emails[contract_id] = [e for e in notify.split(",") if e]
+        emails[contract_id] = _recipients(notify)
         # After a Get Units Now reading the change starts from the reading, while its agents
         # are the movement since the previous snapshot: say so when the two differ.
         note = (
@@ -95,8 +103,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
             if agents[cid] and net[cid] != after - before else ""
         )
         by_contract[contract_id].append(
-            f"- {name} ({service_id}): {before} → {after} units, effective {effective}\n"
-            + note + "".join(f"    {a}\n" for a in agents[cid])
+            _change_line(name, service_id, before, after, effective) + note + "".join(f"    {a}\n" for a in agents[cid])
         )
     queued = 0
     for contract_id, lines in by_contract.items():
@@ -127,12 +134,12 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
     at = observed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = (
         f"Agent counts changed for contract {row.contract_id} (Get Units Now at {at}).\n\n"
-        f"- {row.name} ({service_id}): {before} → {after} units, effective {effective}\n"
-        "\nThe change will be prorated from its effective date on the next invoice.\n"
+        + _change_line(row.name, service_id, before, after, effective)
+        + "\nThe change will be prorated from its effective date on the next invoice.\n"
     )
     return queue_message(
         conn, f"units-now:{service_id}:{observed_at.astimezone(UTC).isoformat()}", "unit_changes",
-        [e for e in row.notify_emails.split(",") if e],
+        _recipients(row.notify_emails),
         f"[agent-billing] Unit change for {row.contract_id}: {service_id} now {after}", body,
     )
 
