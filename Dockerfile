@@ -20,28 +20,24 @@ USER airflow
 COPY --chown=airflow:0 requirements.txt /requirements.txt
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt
 
-# The package, installed editable from /opt/airflow: its code lives in /opt/airflow/include,
-# and agent_billing finds its SQL files next to itself (include/sql), so the package and
-# include/sql must stay together; a regular (non-editable) install would copy the package
-# into site-packages without include/sql. docker-compose.yaml bind-mounts ./include over
-# /opt/airflow/include, which this install then picks up as is. pyproject.toml declares
-# README.md as the project's readme, so setuptools needs it to build.
-WORKDIR /opt/airflow
-COPY --chown=airflow:0 pyproject.toml README.md /opt/airflow/
-COPY --chown=airflow:0 include/ /opt/airflow/include/
-RUN pip install --no-cache-dir --no-deps -e /opt/airflow
+# The product, installed from its wheel: agent_billing with its SQL (include/sql ships inside
+# the wheel) and migrations. The simulator and the demo (dev/pyproject.toml) are left out.
+# pyproject.toml declares README.md as the project's readme, so setuptools needs it to build.
+COPY --chown=airflow:0 pyproject.toml setup.py README.md /tmp/agent-billing/
+COPY --chown=airflow:0 include/agent_billing/ /tmp/agent-billing/include/agent_billing/
+COPY --chown=airflow:0 include/sql/ /tmp/agent-billing/include/sql/
+RUN pip install --no-cache-dir --no-deps /tmp/agent-billing && rm -rf /tmp/agent-billing
 
 # DAGs and plugins baked in, so the image runs on its own (Kubernetes executor pods, Helm chart);
 # docker-compose.yaml mounts ./dags and ./plugins over them.
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 
-# Airflow puts the DAGs and plugins folders on sys.path itself; include/ is added here (the same
-# entry the editable install adds) so `import agent_billing` resolves to /opt/airflow/include
-# in every process: scheduler, DAG processor, workers, task pods and the agent-billing CLI.
+# Airflow puts the DAGs and plugins folders on sys.path itself; agent_billing is installed.
+# (docker-compose.yaml mounts ./include and puts it first on PYTHONPATH, so that code edited
+# there runs without a rebuild; the image on its own runs the installed wheel.)
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/airflow/plugins \
-    PYTHONPATH=/opt/airflow/include \
     AGENT_BILLING_RAW_PATH=/opt/airflow/data/raw
 
 # The raw landing. The image runs with an arbitrary UID and GID 0, so the directory is

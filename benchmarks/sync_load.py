@@ -84,8 +84,8 @@ def _peak_mb() -> float:
 def _prepare(url: str, work: Path) -> dict:
     from agent_billing.contracts import apply_contracts
     from agent_billing.sync.landing import RawLanding
-    from agent_billing.vsa.simulator.generated import GeneratedScenario
     from agent_billing.warehouse import connect_warehouse, upgrade
+    from vsa_simulator.generated import GeneratedScenario
 
     started = time.perf_counter()
     world = GeneratedScenario(seed=99, orgs=ORGS, agents=AGENTS, start=DAY1 - timedelta(days=10), daily_churn=0.004)

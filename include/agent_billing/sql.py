@@ -7,7 +7,15 @@ from pathlib import Path
 
 from sqlalchemy import TextClause, text
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+
+def _sql_dir() -> Path:
+    """``include/sql`` of a source checkout, or its copy inside a built wheel (``sql_files``)."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "sql_files"
+    return shipped if shipped.is_dir() else package.parent / "sql"
+
+
+SQL_DIR = _sql_dir()
 
 
 @cache

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
-from agent_billing.vsa.simulator.generated import GeneratedScenario
-from agent_billing.vsa.simulator.testing import run_simulator
+from vsa_simulator.generated import GeneratedScenario
+from vsa_simulator.testing import run_simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,7 +107,7 @@ def test_backfilled_nights_reach_billing_as_asset_events_and_each_date_is_billed
 
     # A fresh parse, as a worker would do: dag.test() in another test leaves its run_conf in the
     # session DagBag's task params (an in-process artefact; real workers parse per task).
-    billing = DagBag(dag_folder=str(ROOT / "dags" / "agent_billing.py")).get_dag("agent_billing")
+    billing = DagBag(dag_folder=str(ROOT / "dags" / "agent_billing_dag.py")).get_dag("agent_billing")
     runs, results = [], []
 
     def schedule_and_run_billing() -> None:

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
-from agent_billing.vsa.simulator.generated import GeneratedScenario
-from agent_billing.vsa.simulator.testing import run_simulator
+from vsa_simulator.generated import GeneratedScenario
+from vsa_simulator.testing import run_simulator
 
 DAY = date(2024, 2, 5)
 

@@ -13,8 +13,8 @@ from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.pipeline import sync_date
 from agent_billing.sync.units_now import get_units_now
 from agent_billing.vsa.client import VsaClient
-from agent_billing.vsa.simulator.generated import GeneratedScenario
-from agent_billing.vsa.simulator.testing import run_simulator
+from vsa_simulator.generated import GeneratedScenario
+from vsa_simulator.testing import run_simulator
 
 START = date(2024, 2, 1)
 DAYS = [START + timedelta(days=n) for n in range(3)]

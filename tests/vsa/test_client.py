@@ -28,9 +28,9 @@ from agent_billing.vsa import (
     id_filter,
 )
 from agent_billing.vsa.auth import TokenCache, session_expiry
-from agent_billing.vsa.simulator import FaultConfig, GeneratedScenario, ScriptedScenario
-from agent_billing.vsa.simulator.server import SimulatorServer
-from agent_billing.vsa.simulator.testing import run_simulator
+from vsa_simulator import FaultConfig, GeneratedScenario, ScriptedScenario
+from vsa_simulator.server import SimulatorServer
+from vsa_simulator.testing import run_simulator
 
 API = "/api/v1.0"
 

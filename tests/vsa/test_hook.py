@@ -12,7 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from agent_billing.vsa import VsaClient
-from agent_billing.vsa.simulator.testing import run_simulator
+from vsa_simulator.testing import run_simulator
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 if str(PLUGINS) not in sys.path:  # Airflow puts it there when it loads plugins

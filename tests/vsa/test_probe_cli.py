@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_billing.vsa.simulator.testing import run_simulator
+from vsa_simulator.testing import run_simulator
 
 CLI = Path(sys.executable).parent / "agent-billing"
 

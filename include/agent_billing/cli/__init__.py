@@ -2,6 +2,9 @@
 
 Each command group lives in its own module with a ``register(subparsers)`` function; heavy
 imports happen inside the command handlers so that ``agent-billing --help`` stays instant.
+Installed extensions add commands through the ``agent_billing.commands`` entry point group:
+the development tools (``dev/pyproject.toml``) add ``vsa-sim`` and ``demo`` that way, and the
+production image, which leaves them out, simply has no such commands.
 """
 
 from __future__ import annotations
@@ -10,18 +13,18 @@ import argparse
 import importlib
 import logging
 import sys
+from importlib.metadata import entry_points
 
 from agent_billing.errors import UserError
 
 COMMAND_MODULES = (
     "agent_billing.cli.db_cmds",
     "agent_billing.cli.vsa_cmds",
-    "agent_billing.cli.sim_cmds",
     "agent_billing.cli.contracts_cmds",
     "agent_billing.cli.sync_cmds",
     "agent_billing.cli.billing_cmds",
-    "agent_billing.cli.demo_cmds",
 )
+COMMAND_ENTRY_POINTS = "agent_billing.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for entry_point in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        entry_point.load()(sub)
     return parser
 
 

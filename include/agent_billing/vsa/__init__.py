@@ -1,4 +1,4 @@
-"""Kaseya VSA: the REST client (:class:`VsaClient`) and, in ``simulator``, a stand-in server.
+"""Kaseya VSA: the REST client (:class:`VsaClient`); the stand-in server is the separate ``vsa_simulator``.
 
 Records are :class:`VsaRecord` dicts (ids as exact decimal strings) carrying ``.raw``, the
 record's JSON text as the server sent it.

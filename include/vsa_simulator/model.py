@@ -15,7 +15,7 @@ from functools import partial
 from itertools import chain
 from typing import Any
 
-from agent_billing.vsa.simulator.shapes import (
+from vsa_simulator.shapes import (
     AGENT_GETTERS,
     AGENT_SCHEMA,
     GROUP_SCHEMA,

@@ -9,8 +9,8 @@ views, agents and view members). Two worlds:
   (``from_dict`` / ``from_file``), so a test knows the exact state of every date.
 """
 
-from agent_billing.vsa.simulator.generated import GeneratedScenario
-from agent_billing.vsa.simulator.model import World, WorldState
-from agent_billing.vsa.simulator.scripted import ScenarioError, ScriptedScenario
+from vsa_simulator.generated import GeneratedScenario
+from vsa_simulator.model import World, WorldState
+from vsa_simulator.scripted import ScenarioError, ScriptedScenario
 
 __all__ = ["GeneratedScenario", "ScenarioError", "ScriptedScenario", "World", "WorldState"]

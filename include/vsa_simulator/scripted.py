@@ -9,8 +9,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent_billing.errors import UserError
-from agent_billing.vsa.simulator.model import (
+from vsa_simulator.model import (
     AgentTable,
     World,
     WorldState,
@@ -18,7 +17,7 @@ from agent_billing.vsa.simulator.model import (
     org_table,
     view_table,
 )
-from agent_billing.vsa.simulator.shapes import (
+from vsa_simulator.shapes import (
     AGENT_GETTERS,
     OS_PROFILES,
     AgentFacts,
@@ -33,7 +32,7 @@ from agent_billing.vsa.simulator.shapes import (
 ONLINE_CODES = frozenset({0, 1, 2, 11, 12, 198, 199})
 
 
-class ScenarioError(UserError):
+class ScenarioError(ValueError):
     """A scenario spec that cannot describe a VSA world; the message says where."""
 
 

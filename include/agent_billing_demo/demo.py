@@ -102,9 +102,9 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "dags")]
 
     from agent_billing.contracts import apply_contracts
-    from agent_billing.vsa.simulator.generated import GeneratedScenario
-    from agent_billing.vsa.simulator.server import SimulatorServer
     from agent_billing.warehouse import connect_warehouse, upgrade
+    from vsa_simulator.generated import GeneratedScenario
+    from vsa_simulator.server import SimulatorServer
 
     progress.say(f"building the simulated MSP: {orgs} orgs, {agents} agents, seed {seed}")
     world = GeneratedScenario(seed=seed, orgs=orgs, agents=agents, start=start - timedelta(days=30), daily_churn=0.004)

@@ -1,19 +1,19 @@
 """A stand-in Kaseya VSA: a real HTTP server speaking the VSA REST API over a simulated world.
 
 The embedded VSA of the demo and the tests: ``agent-billing vsa-sim`` on the command line,
-:func:`agent_billing.vsa.simulator.testing.run_simulator` in tests. See ``server`` for the
+:func:`vsa_simulator.testing.run_simulator` in tests. See ``server`` for the
 endpoints, ``faults`` for what can be made to go wrong, ``scenario`` for the world model.
 """
 
-from agent_billing.vsa.simulator.faults import FaultConfig
-from agent_billing.vsa.simulator.scenario import (
+from vsa_simulator.faults import FaultConfig
+from vsa_simulator.scenario import (
     GeneratedScenario,
     ScenarioError,
     ScriptedScenario,
     World,
     WorldState,
 )
-from agent_billing.vsa.simulator.server import (
+from vsa_simulator.server import (
     API_PREFIX,
     DEMO_TOKEN,
     DEMO_USER,

@@ -21,7 +21,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from agent_billing.vsa.simulator.shapes import Schema, iso_utc
+from vsa_simulator.shapes import Schema, iso_utc
 
 Getter = Callable[[int], Any]
 _INT32_MAX = 2**31 - 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agent_billing.vsa.simulator.model import Table
-from agent_billing.vsa.simulator.odata import parse_filter, parse_orderby
+from vsa_simulator.model import Table
+from vsa_simulator.odata import parse_filter, parse_orderby
 
 
 def _sort_key(value: Any) -> tuple[bool, Any]:
@@ -21,7 +21,7 @@ def _sort_key(value: Any) -> tuple[bool, Any]:
 def select(table: Table, filter_text: str = "", orderby_text: str = "") -> Sequence[int]:
     """The handles matching ``filter_text``, in ``orderby_text`` order (natural order if empty).
 
-    Raises :class:`~agent_billing.vsa.simulator.odata.ODataError` for a query VSA would refuse.
+    Raises :class:`~vsa_simulator.odata.ODataError` for a query VSA would refuse.
     """
     flt = parse_filter(filter_text, table.schema) if filter_text.strip() else None
     order = parse_orderby(orderby_text, table.schema) if orderby_text.strip() else []

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from agent_billing.vsa.simulator.generated import GeneratedScenario
-from agent_billing.vsa.simulator.model import World
-from agent_billing.vsa.simulator.server import SimulatorServer
+from vsa_simulator.generated import GeneratedScenario
+from vsa_simulator.model import World
+from vsa_simulator.server import SimulatorServer
 
 
 def small_world(seed: int = 42) -> GeneratedScenario:

@@ -34,8 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from agent_billing.vsa.simulator.faults import Fault, FaultConfig, FaultInjector
-from agent_billing.vsa.simulator.model import (
+from vsa_simulator.faults import Fault, FaultConfig, FaultInjector
+from vsa_simulator.model import (
     AgentTable,
     OverlayTable,
     Table,
@@ -43,10 +43,10 @@ from agent_billing.vsa.simulator.model import (
     WorldState,
     id_key,
 )
-from agent_billing.vsa.simulator.odata import ODataError
-from agent_billing.vsa.simulator.query import select
-from agent_billing.vsa.simulator.sessions import SessionStore, basic_credentials_match
-from agent_billing.vsa.simulator.shapes import ID_FIELDS, iso_utc, snapshot_time
+from vsa_simulator.odata import ODataError
+from vsa_simulator.query import select
+from vsa_simulator.sessions import SessionStore, basic_credentials_match
+from vsa_simulator.shapes import ID_FIELDS, iso_utc, snapshot_time
 
 API_PREFIX = "/api/v1.0"
 DEMO_USER = "billing.integrator"

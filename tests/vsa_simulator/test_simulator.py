@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 import requests
 
-from agent_billing.vsa.simulator import (
+from vsa_simulator import (
     FaultConfig,
     GeneratedScenario,
     ScenarioError,
     ScriptedScenario,
     SimulatorServer,
 )
-from agent_billing.vsa.simulator.testing import run_simulator, small_world
+from vsa_simulator.testing import run_simulator, small_world
 
 API = "/api/v1.0"
 
@@ -316,7 +316,7 @@ def test_latency_does_not_block_other_requests():
 
 
 def test_requests_are_counted_and_tokens_never_logged(vsa, caplog):
-    caplog.set_level(logging.DEBUG, logger="agent_billing.vsa.simulator")
+    caplog.set_level(logging.DEBUG, logger="vsa_simulator")
     session = login(vsa)
     get(session, vsa, "/system/orgs")
     get(session, vsa, "/assetmgmt/agents", **{"$top": 1})

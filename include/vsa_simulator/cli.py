@@ -1,11 +1,14 @@
-"""``agent-billing vsa-sim``: serve the VSA simulator until interrupted."""
+"""``vsa-sim`` (also ``agent-billing vsa-sim`` when both are installed): serve the simulator until interrupted.
+
+The simulator is its own package: this module imports nothing from ``agent_billing``. It
+registers itself as an ``agent_billing.commands`` entry point (``dev/pyproject.toml``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date
-
-from agent_billing.errors import UserError
 
 _DESCRIPTION = """\
 Serve a stand-in Kaseya VSA REST API (under /api/v1.0) over a generated world (--seed,
@@ -27,8 +30,12 @@ def _fail_entry(text: str) -> int | str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("vsa-sim", help="run the VSA simulator (a stand-in VSA REST API)",
-                       description=_DESCRIPTION)
+    """Add ``vsa-sim`` to a command line's subcommands (``agent-billing vsa-sim``)."""
+    add_arguments(sub.add_parser("vsa-sim", help="run the VSA simulator (a stand-in VSA REST API)",
+                                 description=_DESCRIPTION))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     world = p.add_argument_group("world")
@@ -70,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from agent_billing.vsa.simulator import (
+    from vsa_simulator import (
         DEMO_TOKEN,
         DEMO_USER,
         FaultConfig,
@@ -92,8 +99,8 @@ def _serve(args: argparse.Namespace) -> int:
             insert_during_paging=args.insert_during_paging, insert_count=args.insert_count or None,
             fail_next=args.fail_next, seed=args.fault_seed,
         )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    except ValueError as exc:  # ScenarioError included: the message says what to fix
+        return _usage_error(str(exc))
     server = SimulatorServer(
         world, host=args.host, port=args.port, user=args.user or DEMO_USER,
         token=args.token or DEMO_TOKEN, faults=faults, date=args.date,
@@ -103,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.start()
     except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        return _usage_error(f"cannot listen on {args.host}:{args.port}: {exc.strerror}")
     # The one place a credential is printed: the simulator's own demo token, not a secret.
     print(f"VSA simulator at {server.base_url} (date {server.date}, {counts['agents']} agents); "
           f"AIRFLOW_CONN_VSA_DEFAULT='{server.connection_json()}'", flush=True)
@@ -115,3 +122,23 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"vsa-sim: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The standalone ``vsa-sim`` console script."""
+    parser = argparse.ArgumentParser(prog="vsa-sim", description=_DESCRIPTION)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

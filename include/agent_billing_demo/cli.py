@@ -1,4 +1,6 @@
-"""``agent-billing demo``: the main job end to end on the embedded default (``make demo``)."""
+"""``agent-billing demo``: the main job end to end on the embedded default (``make demo``).
+
+Registered as an ``agent_billing.commands`` entry point by ``dev/pyproject.toml``."""
 
 from __future__ import annotations
 
@@ -17,6 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from agent_billing.demo import run_demo
+    from agent_billing_demo.demo import run_demo
 
     return run_demo(Path(args.home).resolve(), nights=args.nights, orgs=args.orgs, agents=args.agents, seed=args.seed)

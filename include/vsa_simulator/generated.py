@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from itertools import accumulate
 
-from agent_billing.vsa.simulator.model import (
+from vsa_simulator.model import (
     AgentTable,
     World,
     WorldState,
@@ -24,7 +24,7 @@ from agent_billing.vsa.simulator.model import (
     org_table,
     view_table,
 )
-from agent_billing.vsa.simulator.shapes import (
+from vsa_simulator.shapes import (
     OS_PROFILES,
     AgentFacts,
     MachineGroup,
