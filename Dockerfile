@@ -11,12 +11,11 @@ FROM apache/airflow:3.3.2-python3.11
 # ~/.local virtualenv and refuses installs as root.
 USER airflow
 
-# requirements.txt pins the whole set, apache-airflow==3.3.2 included. Naming apache-airflow
-# again with the image's own ${AIRFLOW_VERSION} (the official "extend the image" recipe) makes
-# pip stop with a conflict rather than silently up- or downgrade Airflow should a pin ever
-# disagree with the base image. Providers that ship in the base image and are not in
-# requirements.txt (celery, redis, fab: the executor and the auth manager of the compose file)
-# stay installed; pip reports any version conflict with them at the end of this step.
+# requirements.txt pins the whole runtime set, apache-airflow==3.3.2 and the providers the compose
+# file uses (celery + redis for the executor, fab for the login) included; test tools live in
+# requirements-dev.txt and stay out of the image. Naming apache-airflow again with the image's own
+# ${AIRFLOW_VERSION} (the official "extend the image" recipe) makes pip stop with a conflict
+# rather than silently up- or downgrade Airflow should a pin ever disagree with the base image.
 COPY --chown=airflow:0 requirements.txt /requirements.txt
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirements.txt
 

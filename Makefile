@@ -1,4 +1,6 @@
-# agent-billing: the commands a newcomer runs (see README.md).
+# agent-billing: the commands a newcomer runs (see README.md). `make install` installs the
+# runtime pins and the test tools (requirements-dev.txt), the product (editable) and the dev
+# tools: the VSA simulator and the demo (dev/pyproject.toml), which the image leaves out.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -7,10 +9,10 @@ BIN     = $(VENV)/bin
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt pyproject.toml dev/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml dev/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e . -e dev
 	@touch $@
 	@echo "installed: $(BIN)/airflow and $(BIN)/agent-billing"

@@ -77,3 +77,28 @@ def test_import_rules_hold():
         cwd=ROOT, capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _pins(name: str) -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / name).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "-r ")):
+            package, sep, version = line.partition("==")
+            assert sep and version, f"{name}: {line!r} is not an exact pin"
+            pins[package.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_runtime_pins_hold_no_test_tools_and_the_environment_matches_them():
+    """requirements.txt is what the image installs: exact pins, the Celery stack the compose
+    file needs (celery 5.7 breaks Airflow 3.3.2's scheduler), no test or lint tools; and the
+    installed environment is consistent (`pip check`)."""
+    runtime, dev = _pins("requirements.txt"), _pins("requirements-dev.txt")
+    assert not {"pytest", "ruff", "hypothesis", "aiosmtpd", "import-linter"} & runtime.keys()
+    assert {"pytest", "ruff", "hypothesis", "aiosmtpd", "import-linter"} <= dev.keys()
+    assert runtime["celery"].startswith("5.6.")
+    for provider in ("celery", "redis", "fab", "postgres", "smtp", "standard"):
+        assert f"apache-airflow-providers-{provider}" in runtime
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
