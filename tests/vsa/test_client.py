@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import socket
 import threading
 import time
@@ -482,3 +483,28 @@ def test_concurrency_is_bounded_and_used():
         pages = -(-len(agents) // 100)
     assert proxy.peak == 3  # the server saw exactly the bound in flight, never more
     assert elapsed >= (1 + (pages - 1) / 3) * 0.04 * 0.9  # and no faster than 3 at a time
+
+
+def test_sessions_used_up_by_concurrent_requests_are_renewed_not_reported_as_refused(fresh):
+    """A server that ends a session after one request, with 8 requests in flight: a 401 on a
+    session other requests used first is a used-up session, renewed and repeated; the extract
+    completes instead of failing with 'refused a fresh session'."""
+    fresh.set_faults(FaultConfig(session_expires_after=1, latency_ms=20))
+    with make_client(fresh, max_concurrency=8, page_size=20) as client:
+        agents = client.extract("agents", list)
+    assert len(agents) == fresh.state().counts()["agents"]
+    pages = -(-len(agents) // 20)
+    assert fresh.auth_calls >= pages  # one session per successful request
+
+
+def test_a_hung_vsa_fails_within_the_retry_deadline(fresh, caplog):
+    """Every request hangs: the request gives up after retry_deadline, not after
+    (max_retries + 1) timeouts."""
+    fresh.set_faults(FaultConfig(latency_ms=5_000))
+    client = VsaClient(fresh.base_url, fresh.user, fresh.token, timeout=0.5, max_retries=50,
+                       backoff_base=0.01, backoff_max=0.01, retry_deadline=1.2)
+    caplog.set_level(logging.WARNING, logger="agent_billing.vsa.client")
+    with client, pytest.raises(VsaUnreachable, match="no response within 0.5s"):
+        client.count("orgs")
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert 1 <= len(retries) <= 3, len(retries)  # ~1.2 s of 0.5 s attempts, not the 51 allowed

@@ -65,14 +65,33 @@ class TokenCache:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._valid_until: datetime | None = None
+        self._uses = 0  # requests handed the current token
         self.sessions = 0  # how many times a session was opened (for logs and tests)
 
     def get(self) -> str:
+        """The current token, opening a session if there is none or it is about to expire."""
         with self._lock:
-            now = self._clock()
-            if self._token is None or (self._valid_until is not None and now >= self._valid_until):
-                return self._open(now)
-            return self._token
+            return self._current()
+
+    def acquire(self) -> str:
+        """The token for one request (counted: see :meth:`used_alone`)."""
+        with self._lock:
+            token = self._current()
+            self._uses += 1
+            return token
+
+    def used_alone(self, token: str) -> bool:
+        """Whether ``token`` is still the current session and only one request was given it.
+        A 401 then is VSA refusing a fresh session; otherwise other requests in flight may
+        have used the session up (a server that ends sessions after a few requests)."""
+        with self._lock:
+            return token == self._token and self._uses == 1
+
+    def _current(self) -> str:
+        now = self._clock()
+        if self._token is None or (self._valid_until is not None and now >= self._valid_until):
+            return self._open(now)
+        return self._token
 
     def invalidate(self, token: str) -> None:
         """Forget ``token`` (the server refused it) unless another thread already renewed it."""
@@ -88,6 +107,7 @@ class TokenCache:
         token, expiry = self._authenticate()
         self.sessions += 1
         self._token = token
+        self._uses = 0
         if expiry is None:
             self._valid_until = None
         elif expiry <= now:

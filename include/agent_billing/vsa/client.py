@@ -56,6 +56,8 @@ API_PREFIX = "/api/v1.0"
 MAX_PAGE_SIZE = 100
 #: Upper bound on a server-sent ``Retry-After``, so a bad header cannot stall a run for hours.
 MAX_RETRY_AFTER = 300.0
+#: Renewals one request may go through when others keep using up the fresh sessions.
+MAX_SESSION_RENEWALS = 20
 #: Log progress at INFO every this many pages.
 PROGRESS_EVERY = 10
 
@@ -81,7 +83,7 @@ RESOURCES: dict[str, Resource] = {
 }
 
 _INT_OPTIONS = ("page_size", "max_concurrency", "max_retries", "extract_attempts")
-_FLOAT_OPTIONS = ("timeout", "backoff_base", "backoff_max")
+_FLOAT_OPTIONS = ("timeout", "backoff_base", "backoff_max", "retry_deadline")
 
 
 def id_filter(field: str, ids: Iterable[str | int]) -> str:
@@ -112,6 +114,9 @@ class VsaClient:
     :param max_retries: retries of one request on 429, 5xx, connection errors, timeouts and
         malformed bodies, with exponential backoff from ``backoff_base`` up to ``backoff_max``
         seconds (a ``Retry-After`` header replaces the backoff).
+    :param retry_deadline: seconds after which one request stops being retried, whatever
+        ``max_retries`` allows: a VSA that hangs fails an extract in about this long (default
+        60 s) instead of ``(max_retries + 1) × timeout`` plus backoff.
     :param extract_attempts: passes :meth:`extract` makes over a collection that keeps moving.
     """
 
@@ -128,6 +133,7 @@ class VsaClient:
         max_retries: int = 4,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        retry_deadline: float = 60.0,
         extract_attempts: int = 3,
     ) -> None:
         if not user or not token:
@@ -136,8 +142,8 @@ class VsaClient:
             raise ConfigurationError(
                 "page_size, max_concurrency and extract_attempts must be ≥ 1, max_retries ≥ 0"
             )
-        if timeout <= 0 or backoff_base < 0 or backoff_max < 0:
-            raise ConfigurationError("timeout must be > 0 and backoff times ≥ 0")
+        if timeout <= 0 or retry_deadline <= 0 or backoff_base < 0 or backoff_max < 0:
+            raise ConfigurationError("timeout and retry_deadline must be > 0 and backoff times ≥ 0")
         self.base_url = _normalise_base_url(base_url)
         self.user = user
         self.page_size = min(page_size, MAX_PAGE_SIZE)
@@ -160,8 +166,9 @@ class VsaClient:
         self._backoff = tenacity.wait_exponential_jitter(
             initial=backoff_base, max=backoff_max, jitter=backoff_base
         )
+        self.retry_deadline = retry_deadline
         self._retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max_retries + 1),
+            stop=tenacity.stop_after_attempt(max_retries + 1) | tenacity.stop_after_delay(retry_deadline),
             wait=self._wait,
             retry=tenacity.retry_if_exception(
                 lambda exc: isinstance(exc, VsaError) and exc.transient
@@ -330,22 +337,37 @@ class VsaClient:
         return total, records
 
     def _get_once(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """One authenticated GET; on a 401, re-authenticate once and repeat it once."""
+        """One authenticated GET; on a 401, re-authenticate and repeat it.
+
+        Only a 401 on a session no other request used means VSA refuses fresh sessions (rights,
+        scope). A 401 on a session that other requests shared means the session ended
+        meanwhile (expiry, logout, or a server that ends sessions after a few requests while
+        ``max_concurrency`` requests share it): renew and repeat, a bounded number of times.
+        """
         endpoint = _endpoint(path, params)
-        token = self._tokens.get()
-        response = self._send(path, params, f"Bearer {token}")
-        if response.status_code == 401:
-            log.info("VSA refused the session on %s (HTTP 401); re-authenticating", endpoint)
-            self._tokens.invalidate(token)
-            token = self._tokens.get()
+        for _ in range(MAX_SESSION_RENEWALS):
+            token = self._tokens.acquire()
             response = self._send(path, params, f"Bearer {token}")
-            if response.status_code == 401:
+            if response.status_code != 401:
+                return self._decode(response, endpoint)
+            if self._tokens.used_alone(token):
                 raise self._error(
                     VsaAuthError,
-                    "VSA refused a fresh session (HTTP 401); check the user's rights and scope",
+                    "VSA refused a fresh session (HTTP 401) on its first request; check the "
+                    "user's rights and scope",
                     endpoint,
                 )
-        return self._decode(response, endpoint)
+            log.info("VSA ended the session before %s (HTTP 401); re-authenticating", endpoint)
+            self._tokens.invalidate(token)
+        raise self._error(
+            VsaAuthError,
+            f"VSA ended {MAX_SESSION_RENEWALS} sessions in a row before this request could use "
+            f"one (HTTP 401): it may end sessions after fewer requests than the "
+            f"{self.max_concurrency} this client sends at once; lower max_concurrency in the "
+            "connection extras",
+            endpoint,
+            transient=True,
+        )
 
     def _open_session(self) -> tuple[str, datetime | None]:
         """The PAT exchange (``TokenCache`` calls this under its lock)."""
