@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any, Protocol
 
-from agent_billing.sync.landing import LandingStage, RawLanding
+from agent_billing.sync.landing import LandingExists, LandingStage, RawLanding
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,25 @@ def land_from_vsa(
     observed_at: datetime,
     late_observation: bool = False,
 ) -> dict[str, Any]:
-    """Extract everything the date needs and land it atomically; return the manifest."""
-    with landing.staging() as stage:
-        stage.meta = {
-            "observed_at": observed_at.isoformat(),
-            "source": client.base_url,
-            "late_observation": late_observation,
-        }
-        for name, resource in COLLECTIONS:
-            _land(client, stage, name, resource)
-        for view_id in view_ids:
-            _land(client, stage, f"agents_in_view/{view_id}.jsonl.gz", "agents_in_view", view_id=view_id)
+    """Extract everything the date needs and land it atomically; return the manifest.
+
+    When another extract of the same date lands first (two runs of a date at once), its
+    landing is kept and used: the date is landed, which is what both runs wanted.
+    """
+    try:
+        with landing.staging() as stage:
+            stage.meta = {
+                "observed_at": observed_at.isoformat(),
+                "source": client.base_url,
+                "late_observation": late_observation,
+            }
+            for name, resource in COLLECTIONS:
+                _land(client, stage, name, resource)
+            for view_id in view_ids:
+                _land(client, stage, f"agents_in_view/{view_id}.jsonl.gz", "agents_in_view", view_id=view_id)
+    except LandingExists as exc:
+        log.warning("%s: using that landing", exc)
+        return landing.verify()
     manifest = landing.manifest()
     counts = {name: entry["records"] for name, entry in manifest["files"].items()}
     log.info("landed %s in %s: %s", landing.snapshot_date, landing.path, counts)

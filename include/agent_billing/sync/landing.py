@@ -10,8 +10,11 @@ Layout of one landing (``<raw_path>/<YYYY-MM-DD>/``)::
     agents_in_view/<ViewDefId>.jsonl.gz
 
 A landing is staged in a hidden temporary folder and renamed into place only when every file
-and the manifest are written, so a failed extract leaves nothing that looks complete. An
-existing landing is never rewritten: re-runs and backfills read it and never call VSA.
+and the manifest are written, so a failed extract leaves nothing that looks complete; the
+staging folder of an extract that was killed is removed by the next extract of that date once
+nothing has written to it for ``STALE_STAGING`` . An existing landing is never rewritten:
+re-runs and backfills read it and never call VSA. A missing file, a full disk or a folder that
+cannot be written is a ``LandingError`` naming the path.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import gzip
 import hashlib
 import json
 import os
+import logging
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,11 +38,18 @@ from typing import Any
 from agent_billing.errors import UserError
 from agent_billing.vsa.records import ID_FIELDS, normalise_id
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+#: A staging folder nothing wrote to for this long belongs to an extract that died.
+STALE_STAGING = 15 * 60
 
 
 class LandingError(UserError):
-    """A landing is missing, incomplete or fails its checksums."""
+    """A landing is missing, incomplete or fails its checksums, or cannot be written."""
+
+
+class LandingExists(LandingError):
+    """Another extract of the same date landed it first (the landing is complete)."""
 
 
 def parse_record(line: str) -> dict[str, Any]:
@@ -64,13 +76,16 @@ class RawLanding:
     def manifest(self) -> dict[str, Any]:
         if not self.exists():
             raise LandingError(f"no raw landing for {self.snapshot_date} under {self.root}")
-        return json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        try:
+            return json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LandingError(f"raw landing {self.path / MANIFEST} cannot be read: {_reason(exc)}") from None
 
     def verify(self) -> dict[str, Any]:
         """Check every file against the manifest's checksum; return the manifest."""
         manifest = self.manifest()
         for name, entry in manifest["files"].items():
-            digest = _sha256(self.path / name)
+            digest = _sha256(self.path / name, missing=f"raw landing {self.path}: {name} is missing")
             if digest != entry["sha256"]:
                 raise LandingError(
                     f"raw landing {self.path}: {name} does not match its manifest checksum"
@@ -79,31 +94,51 @@ class RawLanding:
 
     def records(self, name: str) -> Iterator[dict[str, Any]]:
         """Stream the records of one landed file (e.g. ``agents.jsonl.gz``)."""
-        with gzip.open(self.path / name, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    yield parse_record(line)
+        path = self.path / name
+        try:
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        yield parse_record(line)
+        except (OSError, EOFError, ValueError) as exc:
+            raise LandingError(f"raw landing file {path} cannot be read: {_reason(exc)}") from None
 
     @contextmanager
     def staging(self) -> Iterator[LandingStage]:
         """Write a new landing atomically; refuse to overwrite an existing one."""
         if self.exists():
             raise LandingError(f"raw landing {self.path} already exists; landings are immutable")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f".{self.snapshot_date.isoformat()}.{uuid.uuid4().hex}.tmp"
-        tmp.mkdir()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_staging()
+            tmp.mkdir()
+        except OSError as exc:
+            raise LandingError(f"cannot create the raw landing under {self.path.parent}: {_reason(exc)}") from None
         stage = LandingStage(tmp)
         try:
-            yield stage
-            stage.finish(self.snapshot_date)
+            try:
+                yield stage
+                stage.finish(self.snapshot_date)
+            except OSError as exc:  # a full disk, a folder that became read-only
+                raise LandingError(f"cannot write the raw landing {tmp}: {_reason(exc)}") from None
             if self.exists():  # a concurrent extract of the same date finished first: keep it
-                raise LandingError(f"raw landing {self.path} appeared while extracting; kept the first")
+                raise LandingExists(f"raw landing {self.path} appeared while extracting; kept the first")
             if self.path.exists():  # an incomplete folder without a manifest (not ours)
                 shutil.rmtree(self.path)
             os.replace(tmp, self.path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+    def _remove_stale_staging(self) -> None:
+        """Remove this date's staging folders that nothing wrote to for ``STALE_STAGING``
+        (extracts that were killed); a live extract writes to its folder continuously."""
+        for folder in self.path.parent.glob(f".{self.snapshot_date.isoformat()}.*.tmp"):
+            newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+            if time.time() - newest > STALE_STAGING:
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("removed the staging folder of an extract that died: %s", folder)
 
 
 class LandingStage:
@@ -135,9 +170,19 @@ class LandingStage:
         os.replace(tmp, self.path / MANIFEST)
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, missing: str | None = None) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise LandingError(missing or f"{path} is missing") from None
+    except OSError as exc:
+        raise LandingError(f"{path} cannot be read: {_reason(exc)}") from None
     return digest.hexdigest()
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS error's reason without the path the message already names."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
