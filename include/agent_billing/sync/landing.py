@@ -22,8 +22,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import logging
+import os
 import shutil
 import time
 import uuid
