@@ -122,3 +122,31 @@ def test_two_deliveries_at_once_send_a_message_once(contoso, settings, smtp_serv
     first.join()
     assert sorted(r.sent for r in results) == [0, 1]
     assert len(inbox.messages) == 1
+
+
+def test_a_sent_change_that_a_later_derivation_alters_gets_a_correction(contoso, settings, smtp_server):
+    """D3 synced against D1 and its mail sent; D2 arrives late (a backfill): D3's changes are
+    derived again against D2. The customer gets a correction with the new changes, once."""
+    from agent_billing.sync.notify import queue_unit_change_mail
+
+    inbox, smtp = smtp_server
+    d1, d2, d3 = sorted(DAYS)
+    sync_days(contoso, settings, [d1, d3])
+    assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 1
+    sync_days(contoso, settings, [d2])
+    with contoso.begin() as conn:
+        queue_unit_change_mail(conn, d3)
+        queue_unit_change_mail(conn, d3)  # a second derivation that changes nothing: no mail
+        rows = conn.execute(text(
+            "SELECT message_id, subject, body FROM notification_outbox WHERE sent_at IS NULL "
+            "AND message_id LIKE :p"), {"p": f"unit-changes:C-CONTOSO:{d3}:correction:%"}).all()
+        changes = conn.execute(text(
+            "SELECT service_id, units_before, units_after FROM unit_changes WHERE effective_date = :d "
+            "AND source = 'nightly_sync' ORDER BY service_id"), {"d": d3}).all()
+    assert len(rows) == 1
+    (_, subject, body), = rows
+    assert subject == f"[agent-billing] Corrected unit changes for C-CONTOSO on {d3}"
+    for service_id, before, after in changes:
+        assert f"({service_id}): {before} → {after} units" in body
+    assert deliver_outbox(contoso, smtp, settings.notify_from).sent >= 1
+    assert any(b"Corrected unit changes" in m.content for m in inbox.messages)

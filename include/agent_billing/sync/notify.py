@@ -7,6 +7,7 @@ failed send stays in the outbox with its error and is retried by the next delive
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import smtplib
 import ssl
@@ -30,32 +31,33 @@ class DeliveryFailed(UserError):
 
 
 def queue_message(conn: Connection, message_id: str, kind: str, recipients: list[str], subject: str, body: str) -> bool:
-    """Queue a message unless it is already queued or sent. An unsent one is refreshed."""
-    row = conn.execute(
-        text("SELECT sent_at FROM notification_outbox WHERE message_id = :id"), {"id": message_id}
-    ).first()
+    """Queue a message unless it is already queued or sent; an unsent one is refreshed.
+
+    Atomic on both engines (``INSERT … ON CONFLICT DO NOTHING``, then an update of the row
+    only while it is unsent): two runs queueing the same message at once never fail or
+    double it. Returns whether the message is new.
+    """
     params = {
         "id": message_id, "kind": kind, "recipients": ",".join(recipients),
         "subject": subject, "body": body, "now": datetime.now(UTC),
     }
-    if row is None:
-        conn.execute(
-            text(
-                "INSERT INTO notification_outbox (message_id, kind, recipients, subject, body, "
-                "created_at) VALUES (:id, :kind, :recipients, :subject, :body, :now)"
-            ),
-            params,
-        )
-        return True
-    if row[0] is None:
+    inserted = conn.execute(
+        text(
+            "INSERT INTO notification_outbox (message_id, kind, recipients, subject, body, "
+            "created_at) VALUES (:id, :kind, :recipients, :subject, :body, :now) "
+            "ON CONFLICT (message_id) DO NOTHING"
+        ),
+        params,
+    ).rowcount == 1
+    if not inserted:
         conn.execute(
             text(
                 "UPDATE notification_outbox SET recipients = :recipients, subject = :subject, "
-                "body = :body WHERE message_id = :id"
+                "body = :body WHERE message_id = :id AND sent_at IS NULL"
             ),
             params,
         )
-    return False
+    return inserted
 
 
 def _recipients(notify_emails: str) -> list[str]:
@@ -67,7 +69,12 @@ def _change_line(name: str, service_id: str, before: int, after: int, effective:
 
 
 def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
-    """One message per contract with recipients and nightly changes effective on the date."""
+    """One message per contract with recipients and nightly changes effective on the date.
+
+    Called after every derivation of the date's changes: an unsent message is refreshed to
+    the latest derivation; once a message was sent, a derivation that alters or removes its
+    changes queues a correction (never silence), and an unchanged one queues nothing.
+    """
     rows = conn.execute(
         text(
             "SELECT c.contract_id, c.notify_emails, s.service_id, s.name, uc.change_id, "
@@ -105,18 +112,65 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
         by_contract[contract_id].append(
             _change_line(name, service_id, before, after, effective) + note + "".join(f"    {a}\n" for a in agents[cid])
         )
-    queued = 0
-    for contract_id, lines in by_contract.items():
-        body = (
+    bodies = {
+        contract_id: (
             f"Agent counts changed for contract {contract_id} in the snapshot of {snapshot_date}.\n\n"
             + "".join(lines)
             + "\nThe changes will be prorated from their effective date on the next invoice.\n"
         )
+        for contract_id, lines in by_contract.items()
+    }
+    sent = _sent_unit_change_mail(conn, snapshot_date)
+    queued = 0
+    for contract_id in sorted(bodies.keys() | sent.keys()):
+        message_id = f"unit-changes:{contract_id}:{snapshot_date}"
+        body = bodies.get(contract_id)
+        if contract_id not in sent:
+            queued += queue_message(
+                conn, message_id, "unit_changes", emails[contract_id],
+                f"[agent-billing] Unit changes for {contract_id} on {snapshot_date}", body,
+            )
+            continue
+        last_body, recipients = sent[contract_id]
+        if body is not None and _changes_part(body) == _changes_part(last_body):
+            continue
+        correction = (
+            f"This corrects the unit changes we sent for contract {contract_id} in the snapshot of "
+            f"{snapshot_date}: the snapshot was processed again (a re-run or a backfill).\n\n"
+            + (_changes_part(body) if body else "There is no longer any unit change on that date.\n")
+            + "\nBilling follows the corrected changes.\n"
+        )
+        digest = hashlib.sha256(correction.encode()).hexdigest()[:12]
         queued += queue_message(
-            conn, f"unit-changes:{contract_id}:{snapshot_date}", "unit_changes", emails[contract_id],
-            f"[agent-billing] Unit changes for {contract_id} on {snapshot_date}", body,
+            conn, f"{message_id}:correction:{digest}", "unit_changes", recipients,
+            f"[agent-billing] Corrected unit changes for {contract_id} on {snapshot_date}", correction,
         )
     return queued
+
+
+def _changes_part(body: str) -> str:
+    """The change lines of a unit-change message or correction (what a correction compares)."""
+    lines = body.splitlines(keepends=True)
+    return "".join(line for line in lines if line.startswith(("- ", "    ")))
+
+
+def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, tuple[str, list[str]]]:
+    """Per contract, the body and recipients of the latest unit-change message (original or
+    correction) already sent for the date."""
+    prefix = "unit-changes:"
+    latest: dict[str, tuple[str, list[str]]] = {}
+    for message_id, body, recipients in conn.execute(
+        text(
+            "SELECT message_id, body, recipients FROM notification_outbox "
+            "WHERE kind = 'unit_changes' AND message_id LIKE :pattern AND sent_at IS NOT NULL "
+            "ORDER BY sent_at, created_at"
+        ),
+        {"pattern": f"{prefix}%:{snapshot_date}%"},
+    ):
+        head = message_id.split(":correction:")[0]
+        if head.endswith(f":{snapshot_date}"):
+            latest[head[len(prefix):-len(f":{snapshot_date}")]] = (body, _recipients(recipients))
+    return latest
 
 
 def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetime, before: int, after: int,
