@@ -117,7 +117,7 @@ def test_unquoted_float_id_and_yaml_syntax_errors_are_clear(tmp_path):
     with pytest.raises(ContractsFileError, match=r"c.yaml:4: accounts\[0\] \(CONTOSO\) > vsa_org_id: VSA ids must be quoted"):
         load_contracts_file(path)
     path.write_text("accounts:\n  - account_id: [unclosed\n")
-    with pytest.raises(ContractsFileError, match=r"c.yaml: YAML error at line 3"):
+    with pytest.raises(ContractsFileError, match=r"c.yaml:3: YAML syntax error at column"):
         load_contracts_file(path)
 
 

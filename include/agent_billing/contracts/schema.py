@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -72,6 +73,16 @@ def _exact_price(value: Any) -> Any:
     return value
 
 
+def _price_limits(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a price")
+    if not 0 <= value <= UNIT_PRICE_MAX:
+        raise ValueError(f"{value:f} is outside 0 … {UNIT_PRICE_MAX:,f}")
+    if value.normalize().as_tuple().exponent < -UNIT_PRICE_DECIMALS:
+        raise ValueError(f"{value:f} has more than {UNIT_PRICE_DECIMALS} decimals")
+    return value
+
+
 def _calendar_date(value: Any) -> Any:
     """A date written YYYY-MM-DD (quoted or not); never a timestamp, number or time of day."""
     if isinstance(value, datetime):
@@ -86,19 +97,30 @@ def _calendar_date(value: Any) -> Any:
     raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
 
 
-def _text(max_length: int) -> Any:
-    return Field(min_length=1, max_length=max_length)
+def _quoted_text(value: Any) -> Any:
+    """Ids and names are text: ``account_id: 4711`` is read by YAML as a number."""
+    if isinstance(value, bool | int | float | Decimal | date):
+        raise ValueError(f"{value} is read as a {type(value).__name__}, not text: quote it (\"{value}\")")
+    return value
+
+
+def _text(max_length: int) -> AfterValidator:
+    def bounded(value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if len(value) > max_length:
+            raise ValueError(f"{len(value)} characters, at most {max_length} allowed")
+        return value
+
+    return AfterValidator(bounded)
 
 
 VsaId = Annotated[str, BeforeValidator(_exact_id), Field(pattern=rf"^\d{{1,{VSA_ID_MAX_DIGITS}}}$")]
-Price = Annotated[
-    Decimal,
-    BeforeValidator(_exact_price),
-    Field(ge=0, le=UNIT_PRICE_MAX, decimal_places=UNIT_PRICE_DECIMALS, allow_inf_nan=False),
-]
+Price = Annotated[Decimal, BeforeValidator(_exact_price), AfterValidator(_price_limits)]
 CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
-Id = Annotated[str, _text(ID_MAX_LENGTH)]
-Name = Annotated[str, _text(NAME_MAX_LENGTH)]
+Id = Annotated[str, BeforeValidator(_quoted_text), _text(ID_MAX_LENGTH)]
+Name = Annotated[str, BeforeValidator(_quoted_text), _text(NAME_MAX_LENGTH)]
 
 
 class _Strict(BaseModel):
@@ -212,7 +234,7 @@ def _mapping(loader: _ContractsLoader, node: yaml.MappingNode) -> LinedDict:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if key in mapping:
-            raise ContractsFileError(f"line {line}: {key!r} appears twice in the same entry")
+            raise ContractsFileError(f"{line}: {key!r} appears twice in the same entry")
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[key] = line
     return mapping
@@ -269,10 +291,13 @@ def read_contracts_file(path: str | Path) -> ContractsDocument:
         raw = yaml.load(text, Loader=_ContractsLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ContractsFileError(f"{path}: YAML error at {where}: {exc.problem}") from None
-    except ContractsFileError as exc:
-        raise ContractsFileError(f"{path}: {exc}") from None
+        where = f"{mark.line + 1}: YAML syntax error at column {mark.column + 1}" if mark else " YAML syntax error"
+        context = exc.context_mark
+        started = (f" ({exc.context} on line {context.line + 1})"
+                   if exc.context and context and mark and context.line != mark.line else "")
+        raise ContractsFileError(f"{path}:{where}: {exc.problem}{started}") from None
+    except ContractsFileError as exc:  # a key twice in one mapping: "LINE: why"
+        raise ContractsFileError(f"{path}:{exc}") from None
     return ContractsDocument(parse_contracts(raw, source=str(path)), str(path), entry_lines(raw))
 
 
