@@ -98,6 +98,7 @@ def test_scope_problems_name_service_missing_id_and_org(warehouse, tmp_path):
             "in the VSA snapshot of 2024-06-01") in messages
     assert "service S-NOVIEW: view 77 does not exist for org 10 (Acme Org) in the VSA snapshot of 2024-06-01" in messages
     assert [(z.service_id, z.org_id, z.org_name) for z in zeros] == [("S-ZERO", "10", "Acme Org")]
+    assert zeros[0].message() == "service S-ZERO: 0 agents in its scope on 2024-06-01 (org 10, Acme Org)"
 
 
 def test_apply_without_a_snapshot_says_scopes_were_not_checked(warehouse, tmp_path, capsys):

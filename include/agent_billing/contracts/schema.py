@@ -9,6 +9,7 @@ with its entry and line instead of failing inside the loader.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -83,6 +84,9 @@ def _price_limits(value: Decimal) -> Decimal:
     return value
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _calendar_date(value: Any) -> Any:
     """A date written YYYY-MM-DD (quoted or not); never a timestamp, number or time of day."""
     if isinstance(value, datetime):
@@ -90,6 +94,8 @@ def _calendar_date(value: Any) -> Any:
     if isinstance(value, date) or value is None:
         return value
     if isinstance(value, str):
+        if not _ISO_DATE.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
         try:
             return date.fromisoformat(value.strip())
         except ValueError as exc:

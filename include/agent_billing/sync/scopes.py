@@ -59,10 +59,8 @@ class ZeroCountService:
     snapshot_date: date
 
     def message(self) -> str:
-        return (
-            f"service {self.service_id}: 0 agents on {self.snapshot_date} "
-            f"(org {self.org_id} {self.org_name or ''})".rstrip()
-        )
+        name = f", {self.org_name}" if self.org_name else ""
+        return f"service {self.service_id}: 0 agents in its scope on {self.snapshot_date} (org {self.org_id}{name})"
 
 
 def scope_problems(
