@@ -14,6 +14,7 @@ from agent_billing.currencies import currency_minor_units
 PRICE_DECIMALS = 4
 _PRICE_SCALE = 10**PRICE_DECIMALS
 
+
 def minor_units(currency: str) -> int:
     """Decimals of ``currency`` from the ISO 4217 table (2 for a code the table does not know:
     the contracts file refuses such codes, so only rows written before that check reach it)."""
