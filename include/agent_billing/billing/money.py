@@ -9,19 +9,16 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import cache
 
+from agent_billing.currencies import currency_minor_units
+
 PRICE_DECIMALS = 4
 _PRICE_SCALE = 10**PRICE_DECIMALS
 
-# ISO 4217 exponents that differ from the usual 2.
-_MINOR_UNITS = {
-    "JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "VND": 0, "XAF": 0, "XOF": 0, "XPF": 0,
-    "KWD": 3, "BHD": 3, "JOD": 3, "OMR": 3, "TND": 3, "LYD": 3, "IQD": 3,
-}
-
 
 def minor_units(currency: str) -> int:
-    """Decimal places of ``currency`` (2 unless ISO 4217 says otherwise)."""
-    return _MINOR_UNITS.get(currency.upper(), 2)
+    """Decimals of ``currency`` from the ISO 4217 table (2 for a code the table does not know:
+    the contracts file refuses such codes, so only rows written before that check reach it)."""
+    return currency_minor_units(currency, default=2)
 
 
 @cache

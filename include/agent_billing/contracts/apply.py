@@ -1,0 +1,140 @@
+"""``contracts apply``: compute the plan, then execute it, in one transaction.
+
+``run_contracts`` is the one code path of ``apply``, ``--plan`` and ``--check``: the plan is
+computed inside the transaction, refused plans raise before anything is written, and a
+preview (``dry_run``) executes the plan too and rolls back, so it meets every database rule
+the real apply meets. After the plan is executed the services' scopes are checked against the
+latest complete VSA snapshot (warnings; refused with ``strict``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from agent_billing.contracts.manual_units import _record_manual_change
+from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
+from agent_billing.contracts.schema import (
+    ContractsDocument,
+    ContractsFile,
+    ContractsFileError,
+    parse_contracts,
+    read_contracts_file,
+)
+from agent_billing.sync.scopes import latest_complete_snapshot, scope_problems
+
+log = logging.getLogger(__name__)
+
+
+def apply_contracts(
+    engine: Engine,
+    document: ContractsDocument | ContractsFile | Mapping[str, Any] | str | Path,
+    *,
+    prune_end_date: date | None = None,
+    strict: bool = False,
+) -> Plan:
+    """Apply a contracts document in one transaction; raise ``ContractsFileError`` (nothing
+    written) when the plan refuses anything, or with ``strict`` when a scope points at nothing."""
+    return run_contracts(engine, document, prune_end_date=prune_end_date, strict=strict)
+
+
+def plan_contracts(
+    engine: Engine,
+    document: ContractsDocument | ContractsFile | Mapping[str, Any] | str | Path,
+    *,
+    prune_end_date: date | None = None,
+) -> Plan:
+    """What ``apply_contracts`` would do; writes nothing. Refusals are entries of the plan."""
+    return run_contracts(engine, document, prune_end_date=prune_end_date, dry_run=True)
+
+
+def run_contracts(
+    engine: Engine,
+    document: ContractsDocument | ContractsFile | Mapping[str, Any] | str | Path,
+    *,
+    prune_end_date: date | None = None,
+    strict: bool = False,
+    dry_run: bool = False,
+) -> Plan:
+    doc = as_document(document)
+    with engine.connect() as conn, conn.begin() as transaction:
+        plan = compute_plan(conn, doc, prune_end_date=prune_end_date)
+        if plan.refused:
+            if dry_run:
+                transaction.rollback()
+                return plan
+            raise ContractsFileError(plan.refusal_message())
+        execute_plan(conn, plan)
+        check_scopes(conn, plan)
+        if strict and plan.scope_problems and not dry_run:
+            raise ContractsFileError(
+                f"{doc.source}: --strict: "
+                + "; ".join(p.message() for p in plan.scope_problems)
+                + ". Nothing was applied."
+            )
+        if dry_run:
+            transaction.rollback()
+        else:
+            transaction.commit()
+            log.info("contracts applied: %s", plan.summary())
+    return plan
+
+
+def as_document(document: ContractsDocument | ContractsFile | Mapping[str, Any] | str | Path) -> ContractsDocument:
+    if isinstance(document, ContractsDocument):
+        return document
+    if isinstance(document, str | Path):
+        return read_contracts_file(document)
+    if isinstance(document, ContractsFile):
+        return ContractsDocument(document)
+    return ContractsDocument(parse_contracts(document))
+
+
+def execute_plan(conn: Connection, plan: Plan) -> None:
+    """Write a plan without refusals: upserts parent first, then the ends of absent entries."""
+    assert not plan.refused, "a refused plan is never executed"
+    for kind in KINDS:
+        for entry in plan.of("create", kind) + plan.of("update", kind):
+            _upsert(conn, entry)
+            if entry.unit_change is not None:
+                u = entry.unit_change
+                _record_manual_change(conn, entry.key, u.before, u.after, u.effective_date)
+    for kind in reversed(KINDS):
+        for entry in plan.of("end", kind):
+            table, key = TABLES[kind]
+            conn.execute(
+                sa.update(sa.table(table, sa.column(key), sa.column("end_date")))
+                .where(sa.column(key) == entry.key)
+                .values(end_date=entry.row["end_date"])
+            )
+
+
+def _upsert(conn: Connection, entry: PlanEntry) -> None:
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` of the changed columns (all of them for a new
+    row, so that a row created meanwhile ends up as the file says, locks still enforced by the
+    database's triggers)."""
+    table, key = TABLES[entry.kind]
+    row = entry.row
+    target = sa.table(table, *(sa.column(c) for c in row))
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(target).values(row)
+    columns = [c.field for c in entry.changes] if entry.action == "update" else [c for c in row if c != key]
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=[key], set_={c: insert.excluded[c] for c in columns}
+    ))
+
+
+def check_scopes(conn: Connection, plan: Plan) -> None:
+    """Services (including those that start later) whose scope is missing from the latest
+    complete snapshot; no snapshot yet → nothing to check (``plan.scopes_checked`` False)."""
+    snapshot = latest_complete_snapshot(conn)
+    plan.scope_snapshot = snapshot
+    plan.scopes_checked = snapshot is not None
+    if snapshot is not None:
+        plan.scope_problems = scope_problems(conn, snapshot, active_until=date.max)

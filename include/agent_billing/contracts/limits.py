@@ -1,0 +1,27 @@
+"""Limits of the contracts file, defined once: validation (schema.py) and the database
+constraints (migration 0007) both read them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from agent_billing.billing.money import PRICE_DECIMALS
+
+ID_MAX_LENGTH = 64
+"""account_id, contract_id, service_id."""
+NAME_MAX_LENGTH = 200
+"""Account and service names."""
+VSA_ID_MAX_DIGITS = 26
+"""VSA ids are decimal strings of up to 26 digits."""
+UNIT_PRICE_MAX = Decimal("999999999.9999")
+UNIT_PRICE_DECIMALS = PRICE_DECIMALS
+NOTIFY_EMAILS_MAX = 20
+
+TEXT_LIMITS: dict[tuple[str, str], int] = {
+    ("accounts", "account_id"): ID_MAX_LENGTH,
+    ("accounts", "name"): NAME_MAX_LENGTH,
+    ("contracts", "contract_id"): ID_MAX_LENGTH,
+    ("services", "service_id"): ID_MAX_LENGTH,
+    ("services", "name"): NAME_MAX_LENGTH,
+}
+"""(table, column) → maximum length in characters, enforced by CHECK constraints."""

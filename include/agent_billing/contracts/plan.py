@@ -1,0 +1,362 @@
+"""The plan of a contracts file: what ``apply`` would create, update, leave, end or refuse.
+
+``compute_plan`` compares the file with the warehouse and applies every lock (SPEC 4.2, 9);
+``apply.py`` executes a plan without refusals. ``--plan``/``--check`` print the same plan, so
+what is previewed is what is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import Connection, text
+
+from agent_billing.contracts.schema import (
+    LOCKED_FIELDS,
+    AccountSpec,
+    ContractsDocument,
+    ContractSpec,
+    ServiceSpec,
+)
+from agent_billing.settings import get_settings
+from agent_billing.sync.scopes import ScopeProblem
+from agent_billing.warehouse.values import as_decimal
+
+Kind = Literal["account", "contract", "service"]
+Action = Literal["create", "update", "unchanged", "refuse", "absent", "end"]
+KINDS: tuple[Kind, ...] = ("account", "contract", "service")
+TABLES: dict[Kind, tuple[str, str]] = {
+    "account": ("accounts", "account_id"),
+    "contract": ("contracts", "contract_id"),
+    "service": ("services", "service_id"),
+}
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.field}: {_show(self.old)} → {_show(self.new)}"
+
+
+@dataclass(frozen=True)
+class ManualUnitChange:
+    """A manual service's new units, recorded as a unit change effective ``effective_date``."""
+
+    before: int
+    after: int
+    effective_date: date
+
+
+@dataclass
+class PlanEntry:
+    kind: Kind
+    key: str
+    action: Action
+    line: int | None = None
+    row: dict[str, Any] = field(default_factory=dict)
+    changes: list[FieldChange] = field(default_factory=list)
+    reason: str = ""
+    unit_change: ManualUnitChange | None = None
+
+    def describe(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.kind} {self.key}{where}"
+
+
+@dataclass
+class Plan:
+    source: str
+    entries: list[PlanEntry] = field(default_factory=list)
+    prune_end_date: date | None = None
+    scope_snapshot: date | None = None
+    scope_problems: list[ScopeProblem] = field(default_factory=list)
+    scopes_checked: bool = False
+
+    def of(self, action: Action, kind: Kind | None = None) -> list[PlanEntry]:
+        return [e for e in self.entries if e.action == action and (kind is None or e.kind == kind)]
+
+    @property
+    def refused(self) -> list[PlanEntry]:
+        return self.of("refuse")
+
+    @property
+    def created(self) -> dict[str, int]:
+        return {TABLES[k][0]: len(self.of("create", k)) for k in KINDS}
+
+    @property
+    def updated(self) -> dict[str, int]:
+        return {TABLES[k][0]: len(self.of("update", k)) for k in KINDS}
+
+    @property
+    def ended(self) -> dict[str, int]:
+        return {TABLES[k][0]: len(self.of("end", k)) for k in KINDS}
+
+    @property
+    def unit_changes(self) -> int:
+        return sum(1 for e in self.entries if e.unit_change is not None)
+
+    @property
+    def changed(self) -> bool:
+        return any(e.action in ("create", "update", "end") for e in self.entries)
+
+    def refusal_message(self) -> str:
+        """One line: every refused entry with its reason."""
+        return "; ".join(
+            f"{self.source}{f':{e.line}' if e.line else ''}: {e.kind} {e.key}: {e.reason}"
+            for e in self.refused
+        ) + ". Nothing was applied."
+
+    def summary(self) -> str:
+        parts = []
+        for kind in KINDS:
+            table = TABLES[kind][0]
+            counts = [
+                f"{len(self.of('create', kind))} created",
+                f"{len(self.of('update', kind))} updated",
+                f"{len(self.of('unchanged', kind))} unchanged",
+            ]
+            for action, label in (("end", "ended"), ("absent", "absent from the file"),
+                                  ("refuse", "refused")):
+                if self.of(action, kind):
+                    counts.append(f"{len(self.of(action, kind))} {label}")
+            parts.append(f"{table}: {', '.join(counts)}")
+        return "; ".join(parts) + f"; manual unit changes: {self.unit_changes}"
+
+    def detail_lines(self, *, unchanged: bool = True) -> list[str]:
+        """The plan entry by entry, field by field (``--plan``)."""
+        lines = []
+        for e in self.entries:
+            if e.action == "unchanged" and not unchanged:
+                continue
+            lines.append(f"{_SIGN[e.action]} {_LABEL[e.action]:<9} {e.describe()}"
+                         + (f": {e.reason}" if e.reason else ""))
+            lines += [f"      {change}" for change in e.changes]
+            if e.unit_change:
+                u = e.unit_change
+                lines.append(f"      unit change: {u.before} → {u.after} effective {u.effective_date}")
+        return lines
+
+
+_SIGN = {"create": "+", "update": "~", "unchanged": "=", "refuse": "!", "absent": "?", "end": "-"}
+_LABEL = {"create": "create", "update": "update", "unchanged": "unchanged", "refuse": "REFUSED",
+          "absent": "absent", "end": "end"}
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value == "":
+        return '""'
+    return str(value)
+
+
+# --- rows as stored ---------------------------------------------------------------------------
+
+
+def account_row(a: AccountSpec) -> dict[str, Any]:
+    return {"account_id": a.account_id, "name": a.name, "vsa_org_id": a.vsa_org_id}
+
+
+def contract_row(a: AccountSpec, c: ContractSpec) -> dict[str, Any]:
+    return {
+        "contract_id": c.contract_id,
+        "account_id": a.account_id,
+        "currency": c.currency,
+        "billing_day": c.billing_day,
+        "posting": c.posting,
+        "notify_emails": ",".join(str(e) for e in c.notify_emails),
+        "start_date": c.start_date,
+        "end_date": c.end_date,
+    }
+
+
+def service_row(c: ContractSpec, s: ServiceSpec) -> dict[str, Any]:
+    row = s.model_dump(exclude={"units_effective_date"})
+    row["contract_id"] = c.contract_id
+    row["unit_price"] = s.unit_price.quantize(Decimal(1).scaleb(-4))
+    if row["units"] is None:  # counted in VSA: the column keeps its default
+        row.pop("units")
+    return row
+
+
+def normalise(value: Any) -> Any:
+    """Compare stored and file values alike on both engines (SQLite: text dates, REAL numbers)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, str) and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, Decimal | float) or (isinstance(value, int) and not isinstance(value, bool)):
+        return as_decimal(value).normalize()
+    return value
+
+
+def _changes(current: Mapping[str, Any], row: Mapping[str, Any]) -> list[FieldChange]:
+    return [
+        FieldChange(k, normalise(current.get(k)), normalise(v))
+        for k, v in row.items()
+        if normalise(current.get(k)) != normalise(v)
+    ]
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stored:
+    """The warehouse's accounts, contracts and services, each row read once."""
+
+    rows: dict[Kind, dict[str, dict[str, Any]]]
+
+    @classmethod
+    def read(cls, conn: Connection) -> _Stored:
+        rows: dict[Kind, dict[str, dict[str, Any]]] = {}
+        for kind, (table, key) in TABLES.items():
+            result = conn.execute(text(f"SELECT * FROM {table} ORDER BY {key}")).mappings()
+            rows[kind] = {r[key]: dict(r) for r in result}
+        return cls(rows)
+
+    def counted_services(self, column: str, value: str) -> int:
+        """Services counted in VSA under an account (``column='account_id'``) or a contract."""
+        contracts = self.rows["contract"]
+        return sum(
+            1
+            for s in self.rows["service"].values()
+            if s["units_source"] == "rmm_agent_count"
+            and (contracts[s["contract_id"]][column] if column == "account_id" else s["contract_id"]) == value
+        )
+
+
+def compute_plan(conn: Connection, document: ContractsDocument, *, prune_end_date: date | None = None) -> Plan:
+    """Compare the file with the warehouse; every lock becomes a refused entry with a reason."""
+    stored = _Stored.read(conn)
+    plan = Plan(source=document.source, prune_end_date=prune_end_date)
+    lines = document.lines
+    seen: dict[Kind, set[str]] = {k: set() for k in KINDS}
+
+    def entry(kind: Kind, row: dict[str, Any], refusals: Iterable[str]) -> PlanEntry:
+        key = row[TABLES[kind][1]]
+        seen[kind].add(key)
+        current = stored.rows[kind].get(key)
+        e = PlanEntry(kind, key, "create", lines.get((kind, key)), row)
+        if current is not None:
+            e.changes = _changes(current, row)
+            e.action = "update" if e.changes else "unchanged"
+            reasons = [r for r in refusals if r]
+            if reasons:
+                e.action, e.reason = "refuse", "; ".join(reasons)
+        plan.entries.append(e)
+        return e
+
+    for account in document.spec.accounts:
+        row = account_row(account)
+        current = stored.rows["account"].get(account.account_id)
+        entry("account", row, [_org_lock(stored, current, row)])
+        for contract in account.contracts:
+            row = contract_row(account, contract)
+            current = stored.rows["contract"].get(contract.contract_id)
+            entry("contract", row, [_currency_lock(conn, current, row), _account_lock(stored, current, row)])
+            for service in contract.services:
+                row = service_row(contract, service)
+                current = stored.rows["service"].get(service.service_id)
+                e = entry("service", row, _service_locks(current, row))
+                if current is not None and e.action == "update" and service.units_source == "manual" \
+                        and current["units"] != service.units:
+                    effective = service.units_effective_date or datetime.now(get_settings().tz).date()
+                    e.unit_change = ManualUnitChange(current["units"], service.units, effective)
+    for kind in KINDS:
+        for key, current in stored.rows[kind].items():
+            if key not in seen[kind]:
+                plan.entries.append(_absent(kind, key, current, prune_end_date))
+    return plan
+
+
+def _org_lock(stored: _Stored, current: Mapping | None, row: Mapping) -> str:
+    """The account's VSA org scopes every counted service under it (SPEC 4.1)."""
+    if current is None or current["vsa_org_id"] == row["vsa_org_id"]:
+        return ""
+    counted = stored.counted_services("account_id", row["account_id"])
+    if not counted:
+        return ""
+    return (f"vsa_org_id cannot change ({current['vsa_org_id']} → {row['vsa_org_id']}) while "
+            f"{counted} service(s) under it are counted in VSA (locked derivation); "
+            "add a new account for the new org")
+
+
+def _account_lock(stored: _Stored, current: Mapping | None, row: Mapping) -> str:
+    if current is None or current["account_id"] == row["account_id"]:
+        return ""
+    counted = stored.counted_services("contract_id", row["contract_id"])
+    if not counted:
+        return ""
+    return (f"account_id cannot change ({current['account_id']} → {row['account_id']}) while "
+            f"{counted} service(s) under it are counted in VSA (locked derivation); "
+            "add a new contract under the other account")
+
+
+def _currency_lock(conn: Connection, current: Mapping | None, row: Mapping) -> str:
+    """A billed contract keeps its currency: its posted and pending amounts are in it."""
+    if current is None or current["currency"] == row["currency"]:
+        return ""
+    billed = conn.execute(text(
+        "SELECT EXISTS (SELECT 1 FROM invoices WHERE contract_id = :c) "
+        "OR EXISTS (SELECT 1 FROM billing_pending WHERE contract_id = :c)"), {"c": row["contract_id"]}).scalar()
+    if not billed:
+        return ""
+    return (f"currency cannot change ({current['currency']} → {row['currency']}) once the contract "
+            f"has invoices or pending lines: they are amounts in {current['currency']}. End this "
+            f"contract (end_date) and start a new one in {row['currency']}")
+
+
+def _service_locks(current: Mapping | None, row: Mapping) -> list[str]:
+    if current is None:
+        return []
+    reasons = []
+    if current["contract_id"] != row["contract_id"]:
+        reasons.append(f"belongs to contract {current['contract_id']}, not {row['contract_id']}; "
+                       "a service cannot move between contracts: end it and add a new one")
+    locked = [f for f in LOCKED_FIELDS if normalise(current[f]) != normalise(row[f])]
+    if locked:
+        reasons.append(f"{', '.join(locked)} cannot change once the service is saved (locked "
+                       "derivation); end this service (end_date) and add a new one")
+    old, new = normalise(current["unit_price"]), normalise(row["unit_price"])
+    if old != new:
+        reasons.append(f"unit_price cannot change once the service is saved ({old:f} → {new:f}): it "
+                       "would re-price months already invoiced; end this service (end_date) and "
+                       "add a new one at the new price")
+    return reasons
+
+
+def _absent(kind: Kind, key: str, current: Mapping[str, Any], end: date | None) -> PlanEntry:
+    """An entry of the warehouse that the file does not mention: left as is, or ended on ``end``."""
+    e = PlanEntry(kind, key, "absent")
+    if end is None:
+        e.reason = "not in the file; left as is (--prune --end-date D ends it)"
+    elif kind == "account":
+        e.reason = "not in the file; accounts have no end date: its contracts and services are ended"
+    else:
+        start, old_end = normalise(current["start_date"]), normalise(current["end_date"])
+        if old_end is not None and old_end <= end:
+            e.reason = f"not in the file; already ended on {old_end}"
+        elif end < start:
+            e.action = "refuse"
+            e.reason = f"--end-date {end} is before its start_date {start}; choose a later end date"
+        else:
+            e.action, e.row = "end", {"end_date": end}
+            e.changes = [FieldChange("end_date", old_end, end)]
+            e.reason = "not in the file"
+    return e

@@ -1,0 +1,398 @@
+"""The contracts file: YAML with line numbers, pydantic models with the rules and limits.
+
+``load_contracts_file`` validates a file whole; every problem is reported on one line as
+``FILE:LINE: accounts[0] (ACME) > contracts[0] (C-ACME) > end_date: why``. The YAML loader
+records the line of every mapping and key (``LinedDict``), reads floats as exact ``Decimal``
+and keeps a date YAML cannot build (``2024-02-30``) as text, so that validation reports it
+with its entry and line instead of failing inside the loader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from agent_billing.contracts.limits import (
+    ID_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+    NOTIFY_EMAILS_MAX,
+    UNIT_PRICE_DECIMALS,
+    UNIT_PRICE_MAX,
+    VSA_ID_MAX_DIGITS,
+)
+from agent_billing.currencies import is_active_currency
+from agent_billing.errors import UserError
+
+LOCKED_FIELDS = (
+    "units_source",
+    "vsa_machine_group_id",
+    "include_subgroups",
+    "vsa_view_id",
+    "exclude_never_checked_in",
+    "exclude_offline_days",
+)
+
+
+class ContractsFileError(UserError):
+    """The contracts file is invalid or would change something locked; nothing was written."""
+
+
+# --- field types ---------------------------------------------------------------------------
+
+
+def _exact_id(value: Any) -> Any:
+    """VSA ids are decimal strings; an unquoted YAML integer is exact, a float is not."""
+    if isinstance(value, bool) or isinstance(value, float | Decimal):
+        raise ValueError("VSA ids must be quoted strings of digits (a number loses digits)")
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+def _exact_price(value: Any) -> Any:
+    if isinstance(value, float):  # only reachable when called without the Decimal YAML loader
+        raise ValueError("unit_price must be a string or an exact decimal, not a binary float")
+    return value
+
+
+def _price_limits(value: Decimal) -> Decimal:
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a price")
+    if not 0 <= value <= UNIT_PRICE_MAX:
+        raise ValueError(f"{value:f} is outside 0 … {UNIT_PRICE_MAX:,f}")
+    if value.normalize().as_tuple().exponent < -UNIT_PRICE_DECIMALS:
+        raise ValueError(f"{value:f} has more than {UNIT_PRICE_DECIMALS} decimals")
+    return value
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _calendar_date(value: Any) -> Any:
+    """A date written YYYY-MM-DD (quoted or not); never a timestamp, number or time of day."""
+    if isinstance(value, datetime):
+        raise ValueError(f"{value} has a time of day; write the date only (YYYY-MM-DD)")
+    if isinstance(value, date) or value is None:
+        return value
+    if isinstance(value, str):
+        if not _ISO_DATE.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid date (YYYY-MM-DD): {exc}") from None
+    raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
+
+
+def _quoted_text(value: Any) -> Any:
+    """Ids and names are text: ``account_id: 4711`` is read by YAML as a number."""
+    if isinstance(value, bool | int | float | Decimal | date):
+        raise ValueError(f"{value} is read as a {type(value).__name__}, not text: quote it (\"{value}\")")
+    return value
+
+
+def _text(max_length: int) -> AfterValidator:
+    def bounded(value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if len(value) > max_length:
+            raise ValueError(f"{len(value)} characters, at most {max_length} allowed")
+        return value
+
+    return AfterValidator(bounded)
+
+
+VsaId = Annotated[str, BeforeValidator(_exact_id), Field(pattern=rf"^\d{{1,{VSA_ID_MAX_DIGITS}}}$")]
+Price = Annotated[Decimal, BeforeValidator(_exact_price), AfterValidator(_price_limits)]
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
+Id = Annotated[str, BeforeValidator(_quoted_text), _text(ID_MAX_LENGTH)]
+Name = Annotated[str, BeforeValidator(_quoted_text), _text(NAME_MAX_LENGTH)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _end_after_start(end: date | None, info: ValidationInfo) -> date | None:
+    start = info.data.get("start_date")
+    if end is not None and start is not None and end < start:
+        raise ValueError(f"end_date {end} is before start_date {start}")
+    return end
+
+
+class ServiceSpec(_Strict):
+    service_id: Id
+    name: Name
+    unit_price: Price
+    units_source: Literal["manual", "rmm_agent_count"]
+    vsa_machine_group_id: VsaId | None = None
+    include_subgroups: bool = True
+    vsa_view_id: VsaId | None = None
+    exclude_never_checked_in: bool = False
+    exclude_offline_days: int | None = Field(None, ge=1)
+    units: int | None = Field(None, ge=0, le=2_147_483_647)
+    units_effective_date: CalendarDate | None = None
+    start_date: CalendarDate
+    end_date: CalendarDate | None = None
+
+    _end = field_validator("end_date")(_end_after_start)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        if self.units_source == "manual":
+            if self.units is None:
+                raise ValueError("a manual service needs 'units'")
+            scope = [f for f in LOCKED_FIELDS[1:] if f != "include_subgroups" and getattr(self, f)]
+            if scope:
+                raise ValueError(f"a manual service has no unit scope; remove {', '.join(scope)}")
+        else:
+            if self.units is not None:
+                raise ValueError("'units' of an rmm_agent_count service come from VSA; remove it")
+            if self.units_effective_date is not None:
+                raise ValueError("units_effective_date is for manual services only; remove it")
+        return self
+
+
+class ContractSpec(_Strict):
+    contract_id: Id
+    currency: str
+    billing_day: int = Field(1, ge=1, le=28)
+    posting: Literal["automatic", "review"] = "automatic"
+    start_date: CalendarDate
+    end_date: CalendarDate | None = None
+    notify_emails: list[EmailStr] = Field([], max_length=NOTIFY_EMAILS_MAX)
+    services: list[ServiceSpec] = []
+
+    _end = field_validator("end_date")(_end_after_start)
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_4217(cls, code: str) -> str:
+        if not is_active_currency(code):
+            raise ValueError(f"{code!r} is not an active ISO 4217 currency code (e.g. USD, EUR, JPY)")
+        return code
+
+
+class AccountSpec(_Strict):
+    account_id: Id
+    name: Name
+    vsa_org_id: VsaId | None = None
+    contracts: list[ContractSpec] = []
+
+    @model_validator(mode="after")
+    def _rmm_needs_org(self) -> AccountSpec:
+        for contract in self.contracts:
+            for service in contract.services:
+                if service.units_source == "rmm_agent_count" and not self.vsa_org_id:
+                    raise ValueError(
+                        f"service {service.service_id} counts RMM agents but the account has no vsa_org_id"
+                    )
+        return self
+
+
+class ContractsFile(_Strict):
+    accounts: list[AccountSpec]
+
+
+# --- YAML with line numbers -----------------------------------------------------------------
+
+
+class LinedDict(dict):
+    """A YAML mapping that remembers its own line and the line of each key (1-based)."""
+
+    line: int | None = None
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int | None:
+        return getattr(self, "key_lines", {}).get(key, self.line)
+
+
+class _ContractsLoader(yaml.SafeLoader):
+    """Safe YAML: mappings remember lines, floats are exact, duplicate keys are refused."""
+
+
+def _mapping(loader: _ContractsLoader, node: yaml.MappingNode) -> LinedDict:
+    loader.flatten_mapping(node)
+    mapping = LinedDict()
+    mapping.line = node.start_mark.line + 1
+    mapping.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in mapping:
+            raise ContractsFileError(f"{line}: {key!r} appears twice in the same entry")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.key_lines[key] = line
+    return mapping
+
+
+def _decimal(loader: _ContractsLoader, node: yaml.ScalarNode) -> Decimal | str:
+    raw = loader.construct_scalar(node)
+    try:
+        return Decimal(raw.replace("_", ""))
+    except InvalidOperation:  # .inf, .nan: left as text for validation to refuse
+        return raw
+
+
+def _timestamp(loader: _ContractsLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return loader.construct_yaml_timestamp(node)
+    except ValueError:  # 2024-02-30 looks like a date but is none: validation names it
+        return loader.construct_scalar(node)
+
+
+_ContractsLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_ContractsLoader.add_constructor("tag:yaml.org,2002:float", _decimal)
+_ContractsLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
+# --- loading and error reporting ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContractsDocument:
+    """A validated contracts file and the line of each entry in it."""
+
+    spec: ContractsFile
+    source: str = "contracts"
+    lines: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def load_contracts_file(path: str | Path) -> ContractsFile:
+    """Parse and validate a contracts file (see ``read_contracts_file``)."""
+    return read_contracts_file(path).spec
+
+
+def read_contracts_file(path: str | Path) -> ContractsDocument:
+    """Parse and validate a contracts file whole; raise ``ContractsFileError`` (one line,
+    naming the file, line, entry and field of every problem) when anything is wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ContractsFileError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContractsFileError(f"{path}: cannot read the file: {exc}") from None
+    try:
+        raw = yaml.load(text, Loader=_ContractsLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{mark.line + 1}: YAML syntax error at column {mark.column + 1}" if mark else " YAML syntax error"
+        context = exc.context_mark
+        started = (f" ({exc.context} on line {context.line + 1})"
+                   if exc.context and context and mark and context.line != mark.line else "")
+        raise ContractsFileError(f"{path}:{where}: {exc.problem}{started}") from None
+    except ContractsFileError as exc:  # a key twice in one mapping: "LINE: why"
+        raise ContractsFileError(f"{path}:{exc}") from None
+    return ContractsDocument(parse_contracts(raw, source=str(path)), str(path), entry_lines(raw))
+
+
+def parse_contracts(raw: Any, source: str = "contracts") -> ContractsFile:
+    """Validate a parsed document (a ``LinedDict`` from the loader, or any mapping)."""
+    if not isinstance(raw, Mapping):
+        raise ContractsFileError(f"{source}: expected a mapping with an 'accounts' list")
+    try:
+        spec = ContractsFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_problem(source, raw, err["loc"], err["msg"]) for err in exc.errors()]
+        raise ContractsFileError(_one_line(problems)) from None
+    duplicates = _duplicate_ids(source, raw)
+    if duplicates:
+        raise ContractsFileError(_one_line(duplicates))
+    return spec
+
+
+def _one_line(problems: list[str]) -> str:
+    return "; ".join(problems) + ". Nothing was applied."
+
+
+def _problem(source: str, raw: Any, loc: tuple, msg: str) -> str:
+    path, line = describe(raw, loc)
+    msg = msg.removeprefix("Value error, ")
+    return f"{source}{f':{line}' if line else ''}: {path}: {msg}"
+
+
+def describe(raw: Any, loc: tuple) -> tuple[str, int | None]:
+    """``accounts[0] (CONTOSO) > services[1] (S-X) > field`` and the line it is on."""
+    parts: list[str] = []
+    node, line = raw, getattr(raw, "line", None)
+    for key in loc:
+        if isinstance(key, int) and isinstance(node, list) and key < len(node):
+            node = node[key]
+            ident = _ident(node)
+            if parts:
+                parts[-1] += f"[{key}]" + (f" ({ident})" if ident else "")
+            line = getattr(node, "line", line)
+        elif isinstance(node, Mapping) and key in node:
+            parts.append(str(key))
+            line = node.line_of(key) if isinstance(node, LinedDict) else line
+            node = node[key]
+        else:
+            parts.append(str(key))
+            node = None
+    return " > ".join(parts) or "file", line
+
+
+def _ident(node: Any) -> Any:
+    if not isinstance(node, Mapping):
+        return None
+    return next((node[k] for k in ("service_id", "contract_id", "account_id") if node.get(k)), None)
+
+
+def _duplicate_ids(source: str, raw: Mapping) -> list[str]:
+    """Each account, contract and service id appears once in the file."""
+    seen: dict[tuple[str, Any], int | None] = {}
+    problems = []
+    for account in raw.get("accounts") or []:
+        entries = [("account_id", account)]
+        for contract in account.get("contracts") or []:
+            entries.append(("contract_id", contract))
+            entries += [("service_id", s) for s in contract.get("services") or []]
+        for kind, entry in entries:
+            key = (kind, entry[kind])
+            line = entry.line_of(kind) if isinstance(entry, LinedDict) else None
+            if key in seen:
+                first = f" (first on line {seen[key]})" if seen[key] else ""
+                problems.append(f"{source}{f':{line}' if line else ''}: duplicate {kind} {entry[kind]}{first}")
+            else:
+                seen[key] = line
+    return problems
+
+
+def entry_lines(raw: Any) -> dict[tuple[str, str], int]:
+    """(kind, id) → line of each account, contract and service entry in the file."""
+    lines: dict[tuple[str, str], int] = {}
+    if not isinstance(raw, Mapping):
+        return lines
+
+    def note(kind: str, entry: Any) -> None:
+        if isinstance(entry, LinedDict) and entry.line:
+            lines[(kind, str(entry.get(f"{kind}_id")))] = entry.line
+
+    for account in raw.get("accounts") or []:
+        note("account", account)
+        for contract in account.get("contracts") or []:
+            note("contract", contract)
+            for service in contract.get("services") or []:
+                note("service", service)
+    return lines
