@@ -111,9 +111,9 @@ def test_connection_terminated_mid_load_fails_cleanly_then_rerun(operator, refer
         trans.rollback()
         conn.close()
     run = operator.finish(process)
-    one_line_error(run)
+    assert "terminating connection" in one_line_error(run)
     night_and_bill(operator, reference)
-    assert_recovered(operator, reference)
+    assert_recovered(operator, reference, alerts=(f"failure:{reference.night}:load",))
 
 
 def test_sigkill_during_billing_then_rerun(operator, reference, simulator):
@@ -183,4 +183,4 @@ def test_a_landing_folder_that_cannot_be_written_fails_cleanly(operator, referen
     run = operator.run("sync", "--date", reference.night.isoformat(), AGENT_BILLING_RAW_PATH=str(blocked / "raw"))
     assert str(blocked) in one_line_error(run)
     night_and_bill(operator, reference)
-    assert_recovered(operator, reference)
+    assert_recovered(operator, reference, alerts=(f"failure:{reference.night}:extract",))

@@ -17,6 +17,7 @@ from typing import Literal
 from sqlalchemy import Connection, text
 
 from agent_billing.sql import load_sql
+from agent_billing.sync.notify import queue_message
 from agent_billing.warehouse.values import as_date
 
 Missing = Literal["org", "machine_group", "view"]
@@ -105,3 +106,23 @@ def latest_complete_snapshot(conn: Connection) -> date | None:
         text("SELECT MAX(snapshot_date) FROM sync_runs WHERE status = 'complete'")
     ).scalar()
     return as_date(value) if value is not None else None
+
+
+def report_scopes(conn: Connection, snapshot_date: date, data_team: list[str]) -> dict[str, list[str]]:
+    """The nightly sync's scope report for ``snapshot_date``: every scope problem and every
+    service that counted 0, as one-line messages for the sync's result and ``sync_runs``;
+    and one data-team alert per problem, queued once (its message id names the service and
+    the missing id, so the same problem found again on later nights alerts nobody twice)."""
+    problems = scope_problems(conn, snapshot_date)
+    if data_team:
+        for problem in problems:
+            queue_message(
+                conn, f"scope:{problem.service_id}:{problem.missing}:{problem.missing_id}", "scope",
+                data_team, f"[agent-billing] Service {problem.service_id} points at nothing in VSA",
+                problem.message() + ".\n\nIts units are not counted while its scope is missing. "
+                "Fix the contracts file (docs/contracts.md) or the VSA side, then re-run the date.\n",
+            )
+    return {
+        "scope_problems": [p.message() for p in problems],
+        "zero_count_services": [z.message() for z in zero_count_services(conn, snapshot_date)],
+    }
