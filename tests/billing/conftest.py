@@ -54,13 +54,17 @@ class Books:
                 "units_source": "rmm_agent_count", "vsa_machine_group_id": GROUP,
                 "start_date": start, **more}
 
+    def concluded(self, day: str, status: str = "complete") -> None:
+        """The nightly sync of ``day`` concluded (within the billing horizon from then on)."""
+        self._exec(
+            "INSERT INTO sync_runs (snapshot_date, status) SELECT :d, :status "
+            "WHERE NOT EXISTS (SELECT 1 FROM sync_runs WHERE snapshot_date = :d)",
+            d=d(day), status=status,
+        )
+
     def count(self, service_id: str, day: str, units: int) -> None:
         """A count of a good (complete) snapshot, as the nightly sync leaves it."""
-        self._exec(
-            "INSERT INTO sync_runs (snapshot_date, status) SELECT :d, 'complete' "
-            "WHERE NOT EXISTS (SELECT 1 FROM sync_runs WHERE snapshot_date = :d)",
-            d=d(day),
-        )
+        self.concluded(day)
         self._exec(
             "INSERT INTO service_unit_counts (service_id, snapshot_date, units) VALUES (:s, :d, :u)",
             s=service_id, d=d(day), u=units,
@@ -88,7 +92,11 @@ class Books:
         self._exec("DELETE FROM unit_changes WHERE change_id = :c", c=change_id)
 
     def bill(self, as_of: str, **kwargs):
-        return run_billing(self.engine, d(as_of), **kwargs)
+        """Bill as the nightly run after ``as_of``'s sync does; any failed contract fails it."""
+        self.concluded(as_of)
+        summary = run_billing(self.engine, d(as_of), **kwargs)
+        summary.raise_for_failures()
+        return summary
 
     def invoices(self) -> dict[str, dict]:
         """Posted invoices by id, each with its lines."""
