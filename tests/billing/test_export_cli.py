@@ -8,7 +8,6 @@ import io
 import json
 
 import pytest
-
 from tests.billing.conftest import one_line_error, warehouse_contents
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from tests.billing.conftest import one_line_error, warehouse_contents
 
 from agent_billing.billing import BillingHorizonError, billing_horizon, run_billing
 from agent_billing.errors import UserError
-from tests.billing.conftest import one_line_error, warehouse_contents
 
 D = date.fromisoformat
 

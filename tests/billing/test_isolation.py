@@ -8,10 +8,10 @@ from datetime import date
 
 import pytest
 from sqlalchemy import text
+from tests.billing.conftest import one_line_error, warehouse_contents
 
 from agent_billing.billing import BillingRunFailed, run_billing
 from agent_billing.errors import UserError
-from tests.billing.conftest import one_line_error, warehouse_contents
 
 D = date.fromisoformat
 DATA_TEAM = "data@example.com,oncall@example.com"

@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
-
 from tests.billing.conftest import one_line_error, warehouse_contents
 
 
