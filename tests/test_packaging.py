@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -67,6 +68,9 @@ def test_agent_billing_runs_from_the_wheel(wheel, tmp_path):
     ).stdout.split()
     assert all(Path(p).is_relative_to(target) for p in where), where
     for argv in (["db", "upgrade"], ["bill", "--as-of", "2000-01-01"]):
+        if argv[0] == "bill":  # the nightly sync of the date concluded (the billing horizon)
+            with sqlite3.connect(tmp_path / "w.db") as db:
+                db.execute("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2000-01-01', 'gap')")
         run = subprocess.run(
             [sys.executable, "-m", "agent_billing.cli", *argv], env=env, cwd=workdir,
             capture_output=True, text=True,

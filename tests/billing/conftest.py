@@ -4,16 +4,22 @@ posted ledger read back for assertions. Tests get it as the ``books`` fixture.""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from agent_billing.billing import run_billing
 from agent_billing.billing.store import typed_select
 from agent_billing.contracts import apply_contracts
 
+ROOT = Path(__file__).resolve().parents[2]
 ORG = "73511820644390182275501461"
 GROUP = "73511820644390182275501462"
 
@@ -54,13 +60,17 @@ class Books:
                 "units_source": "rmm_agent_count", "vsa_machine_group_id": GROUP,
                 "start_date": start, **more}
 
+    def concluded(self, day: str, status: str = "complete") -> None:
+        """The nightly sync of ``day`` concluded (within the billing horizon from then on)."""
+        self._exec(
+            "INSERT INTO sync_runs (snapshot_date, status) SELECT :d, :status "
+            "WHERE NOT EXISTS (SELECT 1 FROM sync_runs WHERE snapshot_date = :d)",
+            d=d(day), status=status,
+        )
+
     def count(self, service_id: str, day: str, units: int) -> None:
         """A count of a good (complete) snapshot, as the nightly sync leaves it."""
-        self._exec(
-            "INSERT INTO sync_runs (snapshot_date, status) SELECT :d, 'complete' "
-            "WHERE NOT EXISTS (SELECT 1 FROM sync_runs WHERE snapshot_date = :d)",
-            d=d(day),
-        )
+        self.concluded(day)
         self._exec(
             "INSERT INTO service_unit_counts (service_id, snapshot_date, units) VALUES (:s, :d, :u)",
             s=service_id, d=d(day), u=units,
@@ -88,7 +98,11 @@ class Books:
         self._exec("DELETE FROM unit_changes WHERE change_id = :c", c=change_id)
 
     def bill(self, as_of: str, **kwargs):
-        return run_billing(self.engine, d(as_of), **kwargs)
+        """Bill as the nightly run after ``as_of``'s sync does; any failed contract fails it."""
+        self.concluded(as_of)
+        summary = run_billing(self.engine, d(as_of), **kwargs)
+        summary.raise_for_failures()
+        return summary
 
     def invoices(self) -> dict[str, dict]:
         """Posted invoices by id, each with its lines."""
@@ -126,3 +140,39 @@ class Books:
 @pytest.fixture
 def books(warehouse) -> Books:
     return Books(warehouse)
+
+
+def warehouse_contents(engine: Engine) -> dict[str, list[tuple]]:
+    """Every row of every table and view, sorted: equal before and after means nothing changed."""
+    names = inspect(engine).get_table_names() + ["billing_review"]
+    with engine.connect() as conn:
+        return {
+            name: sorted((tuple(r) for r in conn.execute(text(f"SELECT * FROM {name}"))), key=repr)
+            for name in names
+        }
+
+
+@pytest.fixture
+def agent_billing_cli(warehouse):
+    """Run the real command line ``python -m agent_billing.cli ARGS`` on the test warehouse
+    (``AIRFLOW_CONN_BILLING_WAREHOUSE``, set by the ``warehouse`` fixture) -> CompletedProcess."""
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        environ = {**os.environ, "PYTHONPATH": str(ROOT / "include"), **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "agent_billing.cli", *args],
+            capture_output=True, text=True, env=environ, timeout=120, check=False,
+        )
+
+    return run
+
+
+_INFO_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO) ")
+
+
+def one_line_error(process: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a refused command (asserting there is exactly one). INFO log
+    lines are not counted: Alembic announces its plugins at import until the CLI is quiet."""
+    lines = [x for x in process.stderr.strip().splitlines() if not _INFO_LOG.match(x)]
+    assert len(lines) == 1 and "Traceback" not in process.stderr, process.stderr
+    return lines[0]

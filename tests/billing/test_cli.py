@@ -31,6 +31,7 @@ def contoso(books):
     books.count("S-WS", "2024-03-01", 10)
     books.count("S-SRV", "2024-03-01", 2)
     books.change("S-WS", "2024-03-15", 10, 11)
+    books.concluded("2024-04-01")  # the nightly sync concluded up to April 1st
     return books
 
 
@@ -53,9 +54,14 @@ def test_review_then_post(contoso, run_cli):
     run_cli("bill", "--as-of", "2024-03-01")
     code, out, _ = run_cli("review", "--contract", "C-REVIEW")
     assert code == 0
-    [row] = out.splitlines()[2:]
-    assert row.split() == ["C-REVIEW", "review", "S-SRV", "normal", "2024-03-01..2024-03-31", "2",
-                           "40.0000", "31/31", "80.00", "USD", "2024-03-01"]
+    lines = out.splitlines()
+    [row] = lines[2:lines.index("")]
+    line_id = row.split()[2]
+    assert row.split() == ["C-REVIEW", "review", line_id, "S-SRV", "normal",
+                           "2024-03-01..2024-03-31", "2", "40.0000", "31/31", "80.00", "USD",
+                           "2024-03-01"]
+    assert line_id == contoso.pending("C-REVIEW")[0]["line_id"]
+    assert [x.split() for x in lines[lines.index("") + 3:]] == [["C-REVIEW", "1", "80.00", "USD"]]
 
     code, out, _ = run_cli("post", "--contract", "C-REVIEW")
     assert (code, out.strip()) == (0, "posted INV-C-REVIEW-2024-03 (invoice, invoice date "

@@ -316,10 +316,11 @@ def test_concurrent_runs_post_once(books):
     books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
     books.count("S", "2024-03-01", 10)
     errors = []
+    books.concluded("2024-03-01")
 
     def run():
         try:
-            books.bill("2024-03-01")
+            books.bill("2024-03-01")  # raises if a contract failed (e.g. on the unique keys)
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 

@@ -24,6 +24,7 @@ PROPERTY_SETTINGS = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 SOURCES = ("nightly_sync", "get_units_now", "manual")
+HORIZON = date(2025, 12, 31)  # every billing date drawn here is on or before it
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,9 @@ def setup(engine, price: Decimal, start: date, services: dict, billing_day: int 
         for day in sorted({s_start for s_start, _, _ in services.values()}):
             conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"),
                          {"d": day})
+        # The nightly sync concluded up to the last billing date drawn (the billing horizon).
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'gap')"),
+                     {"d": HORIZON})
         for sid, (s_start, units, changes) in services.items():
             conn.execute(text("INSERT INTO service_unit_counts VALUES (:s, :d, :u)"),
                          {"s": sid, "d": s_start, "u": units})

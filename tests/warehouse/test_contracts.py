@@ -149,6 +149,8 @@ def test_currency_is_fixed_once_the_contract_is_billed(warehouse, contracts_file
     in_euro = contracts_file.read_text().replace("currency: USD", "currency: EUR")
     contracts_file.write_text(in_euro)
     apply_contracts(warehouse, contracts_file)  # nothing billed yet: a typo can be fixed
+    with warehouse.begin() as conn:  # the nightly sync of the date concluded (billing horizon)
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'complete')"))
     run_billing(warehouse, date(2024, 3, 1))
     contracts_file.write_text(in_euro.replace("currency: EUR", "currency: GBP"))
     with pytest.raises(ContractsFileError, match=r"contract C-CONTOSO: currency cannot change \(EUR → GBP\)"):

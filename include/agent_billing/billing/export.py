@@ -1,8 +1,9 @@
-"""CSV export of the posted lines of one invoice month, for finance."""
+"""Export of the posted lines of one invoice month for finance, as CSV or JSON."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -14,36 +15,62 @@ from sqlalchemy import Engine
 
 from agent_billing.billing import store
 from agent_billing.billing.money import quantize
+from agent_billing.errors import UserError
 
 COLUMNS = (
-    "invoice_id", "invoice_date", "document_type", "currency", "contract_id", "account_id",
-    "account_name", "service_id", "service_name", "kind", "period_start", "period_end", "units",
-    "unit_price", "days", "days_in_period", "amount", "change_id", "adjusts_line_id",
-    "description",
+    "invoice_id", "invoice_date", "document_type", "currency", "invoice_total", "contract_id",
+    "account_id", "account_name", "line_id", "service_id", "service_name", "kind",
+    "period_start", "period_end", "units", "unit_price", "days", "days_in_period", "amount",
+    "change_id", "adjusts_line_id", "description",
 )
+FORMATS = ("csv", "json")
 
 
-def export_invoice_lines(engine: Engine, month: date, out: TextIO) -> int:
-    """Write one CSV row per posted line of the invoices of ``month``; return the row count."""
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    count = 0
+def export_rows(engine: Engine, month: date) -> list[dict]:
+    """One record per posted line of the invoices of ``month`` (amounts to the currency's unit)."""
     with engine.connect() as conn:
-        for row in conn.execute(store.query("export_lines"), {"invoice_month": month}).mappings():
-            record = dict(row)
-            record["amount"] = quantize(row["amount"], row["currency"])
-            writer.writerow(record)
-            count += 1
-    return count
+        rows = conn.execute(store.query("export_lines"), {"invoice_month": month}).mappings()
+        return [
+            {
+                **{name: row[name] for name in COLUMNS},
+                "amount": quantize(row["amount"], row["currency"]),
+                "invoice_total": quantize(row["invoice_total"], row["currency"]),
+            }
+            for row in rows
+        ]
+
+
+def export_invoice_lines(engine: Engine, month: date, out: TextIO, fmt: str = "csv") -> int:
+    """Write the lines of ``month`` to ``out`` as CSV (a header, one row per line) or JSON (a
+    list of the same rows; decimals and dates as strings); return the row count."""
+    rows = export_rows(engine, month)
+    if fmt == "json":
+        json.dump(rows, out, default=str, indent=2)
+        out.write("\n")
+    else:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
 
 
 def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
-    """Run ``write`` on a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Run ``write`` on a temporary file next to ``path``, then rename it over ``path``.
+
+    A path that cannot be written (missing directory, no permission, a directory) is a
+    ``UserError`` naming it; nothing is left behind.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             result = write(handle)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

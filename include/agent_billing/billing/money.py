@@ -24,9 +24,15 @@ def minor_units(currency: str) -> int:
 @cache
 def price_units(unit_price: Decimal) -> int:
     """``unit_price`` as an integer number of 1/10 000; more than 4 decimals is an error."""
-    scaled = unit_price.scaleb(PRICE_DECIMALS)
+    return to_e4(unit_price, "unit price")
+
+
+def to_e4(value: Decimal, what: str = "amount") -> int:
+    """``value`` in exact integer ten-thousandths: the ``*_e4`` columns beside the NUMERIC ones
+    (scale 4 holds every currency's minor unit), which SQL sums exactly on SQLite too."""
+    scaled = value.scaleb(PRICE_DECIMALS)
     if scaled != scaled.to_integral_value():
-        raise ValueError(f"unit price {unit_price} has more than {PRICE_DECIMALS} decimals")
+        raise ValueError(f"{what} {value} has more than {PRICE_DECIMALS} decimals")
     return int(scaled)
 
 

@@ -1,5 +1,8 @@
 """A billing run: for each contract, in its own transaction, expected − posted ⇒ lines.
 
+A run beyond the billing horizon is refused before anything is read (``horizon``); a
+contract that fails is rolled back, listed and alerted while the others are billed.
+
 If the contract posts automatically and its invoice month (the latest month whose invoice
 date is on or before ``as_of``) has no invoice yet, nor any later month, the lines become
 that month's invoice. Otherwise they replace the contract's pending lines (``billing_review``).
@@ -17,10 +20,13 @@ from sqlalchemy import Connection, Engine
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month
 from agent_billing.billing.expected import expected_ledger
+from agent_billing.billing.horizon import check_horizon
 from agent_billing.billing.model import Contract, Line
 from agent_billing.billing.post import Invoice, invoice_id, post_invoice
 from agent_billing.billing.reconcile import PENDING, PostedLedger, reconcile
 from agent_billing.errors import UserError
+from agent_billing.settings import get_settings
+from agent_billing.sync.notify import queue_message
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +43,23 @@ class ContractResult:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedContract:
+    contract_id: str
+    error: str  # one line: the exception's type and first line, no traceback
+
+
+class BillingRunFailed(UserError):
+    """Some contracts failed; every other contract was billed (exit code 1: a failed run)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, slots=True)
 class BillingSummary:
     as_of: date
     contracts: tuple[ContractResult, ...]
+    failed: tuple[FailedContract, ...] = ()
+    dry_run: bool = False
 
     @property
     def invoices_posted(self) -> int:
@@ -53,63 +73,158 @@ class BillingSummary:
     def pending_lines(self) -> int:
         return sum(c.pending_lines for c in self.contracts)
 
+    def to_xcom(self) -> dict:
+        """The run's result as JSON-safe values (the DAG's XCom)."""
+        return {
+            "as_of": self.as_of.isoformat(),
+            "contracts": len(self.contracts),
+            "invoices_posted": self.invoices_posted,
+            "lines_posted": self.lines_posted,
+            "pending_lines": self.pending_lines,
+            "failed": [{"contract_id": f.contract_id, "error": f.error} for f in self.failed],
+        }
+
+    def raise_for_failures(self) -> None:
+        """Raise ``BillingRunFailed`` naming the failed contracts, if any."""
+        if self.failed:
+            names = "; ".join(f"{f.contract_id} ({f.error})" for f in self.failed)
+            raise BillingRunFailed(
+                f"billing as of {self.as_of} failed for {len(self.failed)} contract(s), "
+                f"the others were billed: {names}"
+            )
+
 
 def run_billing(
-    engine: Engine, as_of: date, *, contract_ids: list[str] | None = None
+    engine: Engine,
+    as_of: date,
+    *,
+    contract_ids: list[str] | None = None,
+    today: date | None = None,
+    dry_run: bool = False,
 ) -> BillingSummary:
-    """Bill every contract (or ``contract_ids``) as of ``as_of``; idempotent."""
+    """Bill every contract (or ``contract_ids``) as of ``as_of``; idempotent.
+
+    Refused as a whole beyond the billing horizon (``BillingHorizonError``). Each contract is
+    billed in its own transaction; one that fails is listed in ``BillingSummary.failed`` and
+    alerted to the data team, and the run carries on (``raise_for_failures`` then fails it).
+    ``dry_run`` runs every contract's real transaction and rolls it back: nothing is written.
+    """
     with engine.connect() as conn:
+        check_horizon(conn, as_of, today)
         known = store.contract_ids(conn)
     if contract_ids is not None:
         unknown = sorted(set(contract_ids) - set(known))
         if unknown:
             raise UserError(f"unknown contract(s): {', '.join(unknown)}")
         known = [c for c in known if c in set(contract_ids)]
-    log.info("billing %d contract(s) as of %s", len(known), as_of)
+    log.info("billing %d contract(s) as of %s%s", len(known), as_of, " (dry run)" if dry_run else "")
     step = max(1, len(known) // 10)
-    results = []
+    results, failed = [], []
     for n, contract_id in enumerate(known, 1):
-        results.append(bill_contract(engine, contract_id, as_of))
+        try:
+            results.append(bill_contract(engine, contract_id, as_of, dry_run=dry_run))
+        except Exception as exc:  # noqa: BLE001 - one contract's failure never blocks the others
+            failure = FailedContract(contract_id, one_line(exc))
+            log.error("billing contract %s as of %s failed: %s", contract_id, as_of, failure.error)
+            log.debug("traceback of contract %s", contract_id, exc_info=True)
+            failed.append(failure)
+            if not dry_run:
+                _alert_failure(engine, as_of, failure)
         if n % step == 0 or n == len(known):
             log.info("billed %d/%d contracts", n, len(known))
-    summary = BillingSummary(as_of, tuple(results))
-    if summary.invoices_posted and engine.dialect.name == "postgresql":
+    summary = BillingSummary(as_of, tuple(results), tuple(failed), dry_run)
+    if summary.invoices_posted and not dry_run and engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(store.statement("analyze_ledger"))
     log.info(
-        "billing as of %s: %d invoice(s) with %d line(s) posted, %d line(s) pending review",
-        as_of, summary.invoices_posted, summary.lines_posted, summary.pending_lines,
+        "billing as of %s%s: %d invoice(s) with %d line(s) posted, %d line(s) pending review, "
+        "%d contract(s) failed",
+        as_of, " (dry run, rolled back)" if dry_run else "", summary.invoices_posted,
+        summary.lines_posted, summary.pending_lines, len(failed),
     )
     return summary
 
 
-def bill_contract(engine: Engine, contract_id: str, as_of: date) -> ContractResult:
-    """Bill one contract as of ``as_of`` in one transaction (its invoice or its pending lines)."""
-    with engine.begin() as conn:
-        contract = store.lock_contract(conn, contract_id)
-        state = store.load_state(conn, contract_id)
-        month = billing_month(as_of, contract.billing_day, contract.start_date)
-        due = (
-            contract.posting == "automatic"
-            and month is not None
-            and (state.last_invoice_month is None or month > state.last_invoice_month)
+@dataclass(frozen=True, slots=True)
+class ContractPlan:
+    """What a run as of a date does for one contract: post ``lines`` as the invoice of
+    ``month`` (``due``), or keep them pending as of ``lines_as_of``."""
+
+    contract: Contract
+    due: bool
+    month: date | None
+    lines_as_of: date
+    lines: list[Line]
+
+
+def plan_contract(conn: Connection, contract: Contract, as_of: date) -> ContractPlan:
+    """The reconciliation of one contract as of ``as_of``, in the caller's transaction."""
+    state = store.load_state(conn, contract.contract_id)
+    month = billing_month(as_of, contract.billing_day, contract.start_date)
+    due = (
+        contract.posting == "automatic"
+        and month is not None
+        and (state.last_invoice_month is None or month > state.last_invoice_month)
+    )
+    if due:
+        lines_as_of, target = as_of, invoice_id(contract.contract_id, month)
+    else:
+        # Pending lines never go back in time: a backfill run for an old date refreshes
+        # the review as of the latest date the contract was billed or reviewed at.
+        lines_as_of = max(
+            d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
         )
-        if due:
-            lines_as_of, target = as_of, invoice_id(contract_id, month)
-        else:
-            # Pending lines never go back in time: a backfill run for an old date refreshes
-            # the review as of the latest date the contract was billed or reviewed at.
-            lines_as_of = max(
-                d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
-            )
-            target = PENDING
-        lines = reconcile_contract(conn, contract, lines_as_of, target)
-        invoice = post_invoice(conn, contract, month, as_of, lines) if due and lines else None
-        if due:  # the month's invoice run happened, even with nothing to post
+        target = PENDING
+    lines = reconcile_contract(conn, contract, lines_as_of, target)
+    return ContractPlan(contract, due, month, lines_as_of, lines)
+
+
+def bill_contract(
+    engine: Engine, contract_id: str, as_of: date, *, dry_run: bool = False
+) -> ContractResult:
+    """Bill one contract as of ``as_of`` in one transaction (its invoice or its pending lines);
+    with ``dry_run`` the same transaction is rolled back."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        contract = store.lock_contract(conn, contract_id)
+        plan = plan_contract(conn, contract, as_of)
+        month = plan.month
+        invoice = post_invoice(conn, contract, month, as_of, plan.lines) if plan.due and plan.lines else None
+        if plan.due:  # the month's invoice run happened, even with nothing to post
             store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id if invoice else None)
-        pending = [] if due else lines
-        store.replace_pending(conn, contract_id, lines_as_of, pending)
-        return result(contract, invoice, pending, lines_as_of)
+        pending = [] if plan.due else plan.lines
+        store.replace_pending(conn, contract_id, plan.lines_as_of, pending)
+        if dry_run:
+            transaction.rollback()
+        return result(contract, invoice, pending, plan.lines_as_of)
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (a database error's own, not SQLAlchemy's SQL dump)."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def _alert_failure(engine: Engine, as_of: date, failure: FailedContract) -> None:
+    """Queue one alert per failed contract and date to the data team (outbox, deduplicated)."""
+    recipients = get_settings().data_team
+    if not recipients:
+        log.warning("no data-team recipients (AGENT_BILLING_DATA_TEAM_EMAILS): %s not alerted",
+                    failure.contract_id)
+        return
+    body = (
+        f"Billing contract {failure.contract_id} as of {as_of} failed and was rolled back:\n"
+        f"{failure.error}\n\nThe other contracts were billed. Fix the cause, then run "
+        f"`agent-billing bill --as-of {as_of} --contract {failure.contract_id}`.\n"
+    )
+    try:
+        with engine.begin() as conn:
+            queue_message(
+                conn, f"billing-failure:{failure.contract_id}:{as_of}", "billing_failure", recipients,
+                f"[agent-billing] Billing failed for {failure.contract_id} as of {as_of}", body,
+            )
+    except Exception as exc:  # noqa: BLE001 - the failure is still listed and fails the run
+        log.error("could not queue the alert for %s: %s", failure.contract_id, one_line(exc))
 
 
 def reconcile_contract(

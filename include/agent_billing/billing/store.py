@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
 from agent_billing.billing.model import Contract, Line, PostedLine, Service, UnitChange
+from agent_billing.billing.money import price_units, to_e4
 from agent_billing.billing.timeline import ordered, starting_units
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
@@ -25,7 +26,7 @@ from agent_billing.warehouse.values import as_utc
 
 MONEY = Numeric(18, 4)
 _TYPES = {
-    **{name: MONEY for name in ("amount", "unit_price", "total")},
+    **{name: MONEY for name in ("amount", "unit_price", "total", "invoice_total")},
     **{
         name: Date()
         for name in (
@@ -130,20 +131,22 @@ _LINE_FIELDS = tuple(f.name for f in fields(Line))
 _LINE_COLUMNS = (
     "line_id", "contract_id", "service_id", "kind", "period_start", "period_end", "units",
     "unit_price", "days", "days_in_period", "amount", "change_id", "adjusts_line_id",
-    "description", "line_key",
+    "description", "line_key", "amount_e4", "unit_price_e4",
 )
 
 
 def _line_row(line: Line, contract_id: str) -> tuple:
+    """A line's column values: the only place money is written, NUMERIC and ``*_e4`` alike."""
     return (
         line.line_id, contract_id, line.service_id, line.kind, line.period_start,
         line.period_end, line.units, line.unit_price, line.days, line.days_in_period,
         line.amount, line.change_id, line.adjusts_line_id, line.description, line.line_key,
+        to_e4(line.amount), price_units(line.unit_price),
     )
 
 
 def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> None:
-    conn.execute(statement("insert_invoice"), invoice)
+    conn.execute(statement("insert_invoice"), {**invoice, "total_e4": to_e4(invoice["total"])})
     bulk_insert(
         conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id"),
         ((*_line_row(x, invoice["contract_id"]), invoice["invoice_id"]) for x in lines),

@@ -1,8 +1,9 @@
-"""``agent-billing bill``, ``review``, ``post`` and ``invoices export``: billing by hand."""
+"""``agent-billing bill``, ``review``, ``post`` and ``invoices list|show|preview|export``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     bill.add_argument(
         "--contract", action="append", dest="contracts", metavar="ID",
         help="only this contract (repeatable)",
+    )
+    bill.add_argument(
+        "--dry-run", action="store_true",
+        help="run the real reconciliation, print what it would post and roll it back",
     )
     bill.set_defaults(handler=_bill)
 
@@ -30,9 +35,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     invoices = sub.add_parser("invoices", help="posted invoices")
     i_sub = invoices.add_subparsers(dest="invoices_command", required=True)
+    listing = i_sub.add_parser("list", help="the invoices and credit notes of an invoice month")
+    listing.add_argument("--month", required=True, metavar="YYYY-MM", help="the invoice month")
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+    listing.set_defaults(handler=_list)
+
+    show = i_sub.add_parser("show", help="one posted invoice with its lines")
+    show.add_argument("invoice_id", metavar="INVOICE_ID")
+    show.add_argument("--format", choices=["table", "json"], default="table")
+    show.set_defaults(handler=_show)
+
+    preview = i_sub.add_parser(
+        "preview", help="the next invoice of a contract, with the agents behind each change"
+    )
+    preview.add_argument("--contract", required=True, metavar="ID")
+    preview.add_argument(
+        "--as-of", metavar="YYYY-MM-DD",
+        help="default: the latest date within the billing horizon (latest concluded sync, not after today)",
+    )
+    preview.add_argument("--format", choices=["table", "json"], default="table")
+    preview.set_defaults(handler=_preview)
+
     export = i_sub.add_parser("export", help="one row per posted line of an invoice month")
     export.add_argument("--month", required=True, metavar="YYYY-MM", help="the invoice month")
-    export.add_argument("--format", choices=["csv"], default="csv")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
     export.set_defaults(handler=_export)
 
@@ -54,13 +80,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
 
 
+def print_json(value: object) -> None:
+    """JSON on stdout: decimals and dates as strings (exact, never floats)."""
+    print(json.dumps(value, default=str, indent=2))
+
+
 def _bill(args: argparse.Namespace) -> int:
     from agent_billing.billing import run_billing
     from agent_billing.sync.dates import parse_date
     from agent_billing.warehouse import connect_warehouse
 
     as_of = parse_date(args.as_of, "--as-of")
-    summary = run_billing(connect_warehouse(), as_of, contract_ids=args.contracts)
+    summary = run_billing(connect_warehouse(), as_of, contract_ids=args.contracts, dry_run=args.dry_run)
     active = [c for c in summary.contracts if c.invoice or c.pending_lines]
     if active:
         print(table(
@@ -81,15 +112,29 @@ def _bill(args: argparse.Namespace) -> int:
             ],
         ))
         print()
-    print(
-        f"billed {len(summary.contracts)} contract(s) as of {as_of}: "
-        f"{summary.invoices_posted} invoice(s) with {summary.lines_posted} line(s) posted, "
-        f"{summary.pending_lines} line(s) pending review"
-    )
+    if summary.failed:
+        print(table(("failed contract", "error"), [(f.contract_id, f.error) for f in summary.failed]))
+        print()
+    if args.dry_run:
+        print(
+            f"dry run as of {as_of}, nothing written: {len(summary.contracts)} contract(s) would "
+            f"post {summary.invoices_posted} invoice(s) with {summary.lines_posted} line(s), "
+            f"{summary.pending_lines} line(s) would wait for review"
+        )
+    else:
+        print(
+            f"billed {len(summary.contracts)} contract(s) as of {as_of}: "
+            f"{summary.invoices_posted} invoice(s) with {summary.lines_posted} line(s) posted, "
+            f"{summary.pending_lines} line(s) pending review"
+        )
+    sys.stdout.flush()
+    summary.raise_for_failures()
     return 0
 
 
 def _review(args: argparse.Namespace) -> int:
+    from decimal import Decimal
+
     from agent_billing.billing import pending_lines
     from agent_billing.warehouse import connect_warehouse
 
@@ -98,17 +143,27 @@ def _review(args: argparse.Namespace) -> int:
         print("no pending lines" + (f" for contract {args.contract}" if args.contract else ""))
         return 0
     print(table(
-        ("contract", "posting", "service", "kind", "period", "units", "unit price", "days",
-         "amount", "currency", "change / adjusts", "as of"),
+        ("contract", "posting", "line id", "service", "kind", "period", "units", "unit price",
+         "days", "amount", "currency", "change / adjusts", "as of"),
         [
             (
-                r["contract_id"], r["posting"], r["service_id"], r["kind"],
+                r["contract_id"], r["posting"], r["line_id"], r["service_id"], r["kind"],
                 f"{r['period_start']}..{r['period_end']}", r["units"], r["unit_price"],
                 f"{r['days']}/{r['days_in_period']}", r["amount"], r["currency"],
                 r["adjusts_line_id"] or r["change_id"], r["as_of"],
             )
             for r in rows
         ],
+    ))
+    totals: dict[tuple[str, str], list] = {}
+    for r in rows:
+        entry = totals.setdefault((r["contract_id"], r["currency"]), [0, Decimal(0)])
+        entry[0] += 1
+        entry[1] += r["amount"]
+    print()
+    print(table(
+        ("contract", "lines", "total", "currency"),
+        [(contract, n, total, currency) for (contract, currency), (n, total) in totals.items()],
     ))
     return 0
 
@@ -128,6 +183,86 @@ def _post(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    from agent_billing.billing.calendar import parse_month
+    from agent_billing.billing.invoices import list_invoices
+    from agent_billing.warehouse import connect_warehouse
+
+    rows = list_invoices(connect_warehouse(), parse_month(args.month, "--month"))
+    if args.format == "json":
+        print_json(rows)
+    elif not rows:
+        print(f"no invoices for {args.month}")
+    else:
+        print(table(
+            ("invoice", "contract", "account", "invoice date", "type", "lines", "total", "currency"),
+            [(r["invoice_id"], r["contract_id"], r["account_name"], r["invoice_date"],
+              r["document_type"], r["lines"], r["total"], r["currency"]) for r in rows],
+        ))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from agent_billing.billing.invoices import show_invoice
+    from agent_billing.warehouse import connect_warehouse
+
+    invoice = show_invoice(connect_warehouse(), args.invoice_id)
+    if args.format == "json":
+        print_json(invoice)
+        return 0
+    print(
+        f"{invoice['invoice_id']} ({invoice['document_type']}) for contract {invoice['contract_id']}, "
+        f"{invoice['account_name']}: invoice date {invoice['invoice_date']}, "
+        f"total {invoice['total']} {invoice['currency']}"
+    )
+    print()
+    print(_lines_table(invoice["lines"]))
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from agent_billing.billing.preview import preview_invoice
+    from agent_billing.sync.dates import parse_date
+    from agent_billing.warehouse import connect_warehouse
+
+    as_of = parse_date(args.as_of, "--as-of") if args.as_of else None
+    invoice = preview_invoice(connect_warehouse(), args.contract, as_of)
+    if args.format == "json":
+        print_json(invoice)
+        return 0
+    state = (
+        "complete" if invoice["complete"]
+        else "so far; the month's normal lines are added on its invoice date"
+    )
+    print(
+        f"next invoice {invoice['invoice_id']} of contract {invoice['contract_id']} "
+        f"({invoice['posting']}), invoice date {invoice['invoice_date']}, as of {invoice['as_of']} "
+        f"({state}): {len(invoice['lines'])} line(s), total {invoice['total']} {invoice['currency']}"
+    )
+    if invoice["lines"]:
+        print()
+        print(_lines_table(invoice["lines"]))
+    agents = [(x["line_id"], a["agent_id"], a["agent_name"], a["event"])
+              for x in invoice["lines"] for a in x["agents"]]
+    if agents:
+        print()
+        print(table(("line id", "agent id", "agent name", "event"), agents))
+    return 0
+
+
+def _lines_table(lines: list[dict]) -> str:
+    return table(
+        ("line id", "service", "kind", "period", "units", "unit price", "days", "amount",
+         "change / adjusts"),
+        [
+            (x["line_id"], x["service_id"], x["kind"], f"{x['period_start']}..{x['period_end']}",
+             x["units"], x["unit_price"], f"{x['days']}/{x['days_in_period']}", x["amount"],
+             x["adjusts_line_id"] or x["change_id"])
+            for x in lines
+        ],
+    )
+
+
 def _export(args: argparse.Namespace) -> int:
     from agent_billing.billing import export_invoice_lines
     from agent_billing.billing.calendar import parse_month
@@ -137,8 +272,10 @@ def _export(args: argparse.Namespace) -> int:
     month = parse_month(args.month, "--month")
     engine = connect_warehouse()
     if args.output is None:
-        export_invoice_lines(engine, month, sys.stdout)
+        export_invoice_lines(engine, month, sys.stdout, args.format)
         return 0
-    count = write_atomically(args.output, lambda out: export_invoice_lines(engine, month, out))
+    count = write_atomically(
+        args.output, lambda out: export_invoice_lines(engine, month, out, args.format)
+    )
     print(f"wrote {count} line(s) of {args.month} to {args.output}", file=sys.stderr)
     return 0

@@ -1,8 +1,9 @@
--- One row per posted line of the invoices of one invoice month (CSV export for finance).
-SELECT i.invoice_id, i.invoice_date, i.document_type, i.currency, i.contract_id,
-       a.account_id, a.name AS account_name, l.service_id, s.name AS service_name, l.kind,
-       l.period_start, l.period_end, l.units, l.unit_price, l.days, l.days_in_period,
-       l.amount, l.change_id, l.adjusts_line_id, l.description
+-- One row per posted line of the invoices of one invoice month (export for finance): with
+-- line_id, so that adjusts_line_id resolves within the file, and the invoice's total.
+SELECT i.invoice_id, i.invoice_date, i.document_type, i.currency, i.total AS invoice_total,
+       i.contract_id, a.account_id, a.name AS account_name, l.line_id, l.service_id,
+       s.name AS service_name, l.kind, l.period_start, l.period_end, l.units, l.unit_price,
+       l.days, l.days_in_period, l.amount, l.change_id, l.adjusts_line_id, l.description
 FROM invoices i
 JOIN contracts c ON c.contract_id = i.contract_id
 JOIN accounts a ON a.account_id = c.account_id

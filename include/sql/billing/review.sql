@@ -1,5 +1,5 @@
 -- Pending lines (billing_review) with their service's name, optionally for one contract.
-SELECT r.contract_id, r.posting, r.service_id, s.name AS service_name, r.kind, r.period_start,
+SELECT r.contract_id, r.posting, r.line_id, r.service_id, s.name AS service_name, r.kind, r.period_start,
        r.period_end, r.units, r.unit_price, r.days, r.days_in_period, r.amount, r.change_id,
        r.adjusts_line_id, r.description, r.as_of, c.currency
 FROM billing_review r

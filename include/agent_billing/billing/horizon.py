@@ -1,0 +1,60 @@
+"""The billing horizon (SPEC §5): the latest date a billing run may bill as of.
+
+A run as of D is refused when D is later than today in the billing timezone, or later than
+the latest snapshot date whose nightly sync has concluded: lines computed beyond either
+would be permanent invoices built on units nobody has observed yet. ``run_billing`` checks
+this itself, so the command line, the DAG's ``as_of`` param and asset-triggered runs share it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Connection
+
+from agent_billing.billing import store
+from agent_billing.errors import UserError
+from agent_billing.settings import get_settings
+
+
+class BillingHorizonError(UserError):
+    """A billing date beyond today or beyond the latest concluded nightly sync."""
+
+
+def billing_today(today: date | None = None) -> date:
+    """``today`` if given (tests), else today's date in the billing timezone."""
+    if today is not None:
+        return today
+    return datetime.now(get_settings().tz).date()
+
+
+def latest_concluded_date(conn: Connection) -> date | None:
+    """The latest snapshot date whose nightly sync concluded (complete, gap or discarded)."""
+    return conn.execute(store.query("latest_concluded")).scalar()
+
+
+def billing_horizon(conn: Connection, today: date | None = None) -> date | None:
+    """The latest date a run may bill as of; None when no nightly sync has concluded yet."""
+    latest = latest_concluded_date(conn)
+    return None if latest is None else min(latest, billing_today(today))
+
+
+def check_horizon(conn: Connection, as_of: date, today: date | None = None) -> None:
+    """Raise ``BillingHorizonError`` unless ``as_of`` is within the billing horizon."""
+    latest = latest_concluded_date(conn)
+    now = billing_today(today)
+    if latest is None:
+        raise BillingHorizonError(
+            f"cannot bill as of {as_of}: no nightly sync has concluded yet (complete, gap or "
+            f"discarded); run `agent-billing sync --date {min(as_of, now)}` first"
+        )
+    if as_of > now:
+        raise BillingHorizonError(
+            f"cannot bill as of {as_of}: it is later than today ({now}, {get_settings().timezone}); "
+            f"the latest concluded sync date is {latest}"
+        )
+    if as_of > latest:
+        raise BillingHorizonError(
+            f"cannot bill as of {as_of}: the latest concluded sync date is {latest}; "
+            f"run the nightly sync up to {as_of} first, or bill as of {latest} or earlier"
+        )

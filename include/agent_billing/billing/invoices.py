@@ -1,0 +1,32 @@
+"""Posted invoices for people: the invoices of a month, one invoice with its lines."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import Engine
+
+from agent_billing.billing import store
+from agent_billing.billing.money import quantize
+from agent_billing.errors import UserError
+
+
+def list_invoices(engine: Engine, month: date) -> list[dict]:
+    """The invoices and credit notes of an invoice month, with their line counts."""
+    with engine.connect() as conn:
+        rows = conn.execute(store.query("invoices_of_month"), {"invoice_month": month}).mappings()
+        return [{**r, "total": quantize(r["total"], r["currency"])} for r in rows]
+
+
+def show_invoice(engine: Engine, invoice_id: str) -> dict:
+    """One invoice with its lines (``lines``); an unknown id is a ``UserError``."""
+    with engine.connect() as conn:
+        head = conn.execute(store.query("invoice"), {"invoice_id": invoice_id}).mappings().first()
+        if head is None:
+            raise UserError(f"unknown invoice {invoice_id} (see `agent-billing invoices list --month YYYY-MM`)")
+        currency = head["currency"]
+        lines = [
+            {**r, "amount": quantize(r["amount"], currency)}
+            for r in conn.execute(store.query("invoice_lines"), {"invoice_id": invoice_id}).mappings()
+        ]
+    return {**head, "total": quantize(head["total"], currency), "lines": lines}

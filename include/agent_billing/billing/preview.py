@@ -1,0 +1,87 @@
+"""Preview a contract's next invoice without writing anything (SPEC §5 "Preview").
+
+The lines are those of the real reconciliation (``run.plan_contract``) as of a date within
+the billing horizon, in a transaction that is rolled back. When the contract's invoice for
+that date's month is due (automatic, or a review contract not yet posted for the month) they
+are that invoice; otherwise they are the lines known so far that the next invoice run will
+carry, together with that month's normal lines.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import Engine
+
+from agent_billing.billing import store
+from agent_billing.billing.calendar import invoice_date, month_start, next_month
+from agent_billing.billing.horizon import billing_horizon, billing_today, check_horizon
+from agent_billing.billing.money import quantize
+from agent_billing.billing.post import invoice_id
+from agent_billing.billing.reconcile import retarget
+from agent_billing.billing.run import plan_contract
+from agent_billing.errors import UserError
+
+
+def preview_invoice(
+    engine: Engine, contract_id: str, as_of: date | None = None, *, today: date | None = None
+) -> dict:
+    """The next invoice of ``contract_id`` as of ``as_of`` (default: the billing horizon)."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        as_of = as_of or billing_horizon(conn, today) or billing_today(today)
+        check_horizon(conn, as_of, today)
+        contract = store.find_contract(conn, contract_id)
+        if contract is None:
+            raise UserError(f"unknown contract {contract_id}")
+        plan = plan_contract(conn, contract, as_of)
+        state = store.load_state(conn, contract_id)
+        agents = _agents(conn, contract_id)
+        transaction.rollback()
+    month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
+    target = invoice_id(contract_id, month)
+    lines = retarget(plan.lines, target)
+    total = quantize(sum((x.amount for x in lines), Decimal(0)), contract.currency)
+    return {
+        "contract_id": contract_id,
+        "posting": contract.posting,
+        "currency": contract.currency,
+        "as_of": plan.lines_as_of,
+        "invoice_id": target,
+        "invoice_month": month,
+        "invoice_date": invoice_date(month, contract.billing_day, contract.start_date),
+        # False: the month's normal lines are added on its invoice date, with later changes.
+        "complete": complete,
+        "document_type": "credit_note" if total < 0 else "invoice",
+        "total": total,
+        "lines": [
+            {
+                "line_id": x.line_id, "service_id": x.service_id, "kind": x.kind,
+                "period_start": x.period_start, "period_end": x.period_end, "units": x.units,
+                "unit_price": x.unit_price, "days": x.days, "days_in_period": x.days_in_period,
+                "amount": quantize(x.amount, contract.currency), "change_id": x.change_id,
+                "adjusts_line_id": x.adjusts_line_id, "description": x.description,
+                "agents": agents.get(x.change_id, []) if x.change_id else [],
+            }
+            for x in lines
+        ],
+    }
+
+
+def _next_month(month: date | None, last_invoiced: date | None, start: date) -> tuple[date, bool]:
+    """The invoice month the lines go on, and whether that invoice is complete already (its
+    invoice date has passed but it is not posted yet)."""
+    if month is not None and (last_invoiced is None or month > last_invoiced):
+        return month, True
+    after = next_month(last_invoiced) if last_invoiced else month_start(start)
+    return after, False
+
+
+def _agents(conn, contract_id: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for row in conn.execute(store.query("change_agents"), {"contract_id": contract_id}).mappings():
+        out[row["change_id"]].append(
+            {"agent_id": row["agent_id"], "agent_name": row["agent_name"], "event": row["event"]}
+        )
+    return out

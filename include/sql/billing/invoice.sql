@@ -1,0 +1,7 @@
+-- One invoice (or credit note) with its account.
+SELECT i.invoice_id, i.contract_id, a.account_id, a.name AS account_name, i.invoice_date,
+       i.invoice_month, i.document_type, i.currency, i.total, i.as_of
+FROM invoices i
+JOIN contracts c ON c.contract_id = i.contract_id
+JOIN accounts a ON a.account_id = c.account_id
+WHERE i.invoice_id = :invoice_id

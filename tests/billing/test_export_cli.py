@@ -1,0 +1,65 @@
+"""``invoices export``: line ids, invoice totals and document types in CSV and JSON, and an
+unwritable output path as a one-line error, through the real command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from tests.billing.conftest import one_line_error, warehouse_contents
+
+
+@pytest.fixture
+def corrected(books):
+    """April's lines corrected on May's invoice (a backfill found one more agent on Mar 15)."""
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    change_id = books.change("S", "2024-03-15", 10, 11)
+    books.bill("2024-04-01")
+    books.rewrite(change_id, 10, 12)
+    books.bill("2024-05-01")
+    return books
+
+
+def export(agent_billing_cli, month: str, fmt: str = "csv") -> str:
+    process = agent_billing_cli("invoices", "export", "--month", month, "--format", fmt)
+    assert process.returncode == 0, process.stderr
+    return process.stdout
+
+
+def test_adjustments_resolve_to_exported_line_ids(corrected, agent_billing_cli):
+    april = list(csv.DictReader(io.StringIO(export(agent_billing_cli, "2024-04"))))
+    may = list(csv.DictReader(io.StringIO(export(agent_billing_cli, "2024-05"))))
+    assert {r["line_id"] for r in april} == {x["line_id"] for x in corrected.invoice("INV-C-2024-04")["lines"]}
+    adjustments = [r for r in may if r["kind"] == "adjustment"]
+    assert len(adjustments) == 2
+    assert {r["adjusts_line_id"] for r in adjustments} == {r["line_id"] for r in april}
+    assert {(r["invoice_total"], r["document_type"]) for r in may} == {("162.58", "invoice")}
+    assert {r["invoice_total"] for r in april} == {"138.58"}
+    assert list(may[0])[:9] == ["invoice_id", "invoice_date", "document_type", "currency",
+                               "invoice_total", "contract_id", "account_id", "account_name", "line_id"]
+
+
+def test_json_gives_the_same_rows(corrected, agent_billing_cli):
+    rows_csv = list(csv.DictReader(io.StringIO(export(agent_billing_cli, "2024-05"))))
+    rows_json = json.loads(export(agent_billing_cli, "2024-05", "json"))
+    as_text = [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows_json]
+    assert as_text == rows_csv and len(rows_json) == 3
+    assert isinstance(rows_json[0]["amount"], str)  # exact decimals, never JSON floats
+
+
+@pytest.mark.parametrize("where", ["missing-dir/may.csv", "a-directory"])
+def test_an_unwritable_path_is_one_line_naming_it(corrected, agent_billing_cli, tmp_path, where):
+    out = tmp_path / "exports"
+    (out / "a-directory").mkdir(parents=True)
+    target = out / where
+    before = warehouse_contents(corrected.engine)
+    process = agent_billing_cli("invoices", "export", "--month", "2024-05", "--output", str(target))
+    assert (process.returncode, process.stdout) == (2, "")
+    assert f"cannot write {target}" in one_line_error(process)
+    assert sorted(p.name for p in out.iterdir()) == ["a-directory"]  # nothing left behind
+    assert list((out / "a-directory").iterdir()) == []
+    assert warehouse_contents(corrected.engine) == before

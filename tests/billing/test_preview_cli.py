@@ -1,0 +1,136 @@
+"""``bill --dry-run``, ``invoices preview|list|show`` and ``review`` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from tests.billing.conftest import one_line_error, warehouse_contents
+
+
+@pytest.fixture
+def contoso(books):
+    """C-AUTO invoiced for March with a change on the 15th waiting; C-REVIEW reviewed monthly."""
+    books.contract("C-AUTO", [books.rmm("S-WS", "12.00", "2024-03-01")], start="2024-03-01")
+    books.contract("C-REVIEW", [books.rmm("S-SRV", "40.00", "2024-03-01")], start="2024-03-01",
+                   posting="review")
+    books.count("S-WS", "2024-03-01", 10)
+    books.count("S-SRV", "2024-03-01", 2)
+    books.bill("2024-03-01")
+    change_id = books.change("S-WS", "2024-03-15", 10, 11)
+    books._exec(
+        "INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event) "
+        "VALUES (:c, '91000000000000000000000001', 'ws-new-01', 'added')", c=change_id)
+    books.bill("2024-03-15")
+    books.concluded("2024-04-01")
+    return books
+
+
+def rows_of(output: str) -> list[list[str]]:
+    """The data rows of the first table printed (after its header and dashes)."""
+    lines = [*output.splitlines(), ""]
+    return [x.split() for x in lines[2:lines.index("")]]
+
+
+def test_dry_run_prints_what_it_would_post_and_writes_nothing(contoso, agent_billing_cli):
+    before = warehouse_contents(contoso.engine)
+    dry = agent_billing_cli("bill", "--as-of", "2024-04-01", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert warehouse_contents(contoso.engine) == before  # not even billing_pending
+    assert rows_of(dry.stdout) == [
+        ["C-AUTO", "automatic", "USD", "INV-C-AUTO-2024-04", "invoice", "2", "138.58", "0",
+         "2024-04-01"],
+        ["C-REVIEW", "review", "USD", "-", "2", "160.00", "2024-04-01"],
+    ]
+    assert dry.stdout.splitlines()[-1] == (
+        "dry run as of 2024-04-01, nothing written: 2 contract(s) would post 1 invoice(s) with "
+        "2 line(s), 2 line(s) would wait for review")
+
+    real = agent_billing_cli("bill", "--as-of", "2024-04-01")
+    assert real.returncode == 0 and rows_of(real.stdout) == rows_of(dry.stdout)
+    assert contoso.invoice("INV-C-AUTO-2024-04")["total"] == Decimal("138.58")
+
+
+def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(contoso, agent_billing_cli):
+    before = warehouse_contents(contoso.engine)
+    process = agent_billing_cli("invoices", "preview", "--contract", "C-AUTO", "--format", "json")
+    assert process.returncode == 0, process.stderr
+    preview = json.loads(process.stdout)
+    assert {k: preview[k] for k in ("invoice_id", "invoice_date", "as_of", "complete", "total",
+                                    "document_type")} == {
+        "invoice_id": "INV-C-AUTO-2024-04", "invoice_date": "2024-04-01", "as_of": "2024-04-01",
+        "complete": True, "total": "138.58", "document_type": "invoice",
+    }
+    assert [(x["kind"], x["period_start"], x["period_end"], x["units"], x["days"], x["amount"])
+            for x in preview["lines"]] == [
+        ("prorated", "2024-03-15", "2024-03-31", 1, 17, "6.58"),
+        ("normal", "2024-04-01", "2024-04-30", 11, 30, "132.00"),
+    ]
+    assert preview["lines"][0]["agents"] == [
+        {"agent_id": "91000000000000000000000001", "agent_name": "ws-new-01", "event": "added"}]
+    assert preview["lines"][1]["agents"] == []
+
+    table = agent_billing_cli("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-20")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith(
+        "next invoice INV-C-AUTO-2024-04 of contract C-AUTO (automatic), invoice date 2024-04-01, "
+        "as of 2024-03-20 (so far; the month's normal lines are added on its invoice date): "
+        "1 line(s), total 6.58 USD")
+    assert "91000000000000000000000001  ws-new-01   added" in table.stdout
+    assert warehouse_contents(contoso.engine) == before
+
+    review = json.loads(agent_billing_cli(
+        "invoices", "preview", "--contract", "C-REVIEW", "--format", "json").stdout)
+    assert (review["invoice_id"], review["total"], len(review["lines"])) == (
+        "INV-C-REVIEW-2024-04", "160.00", 2)  # March's line is still not posted: it comes too
+
+
+def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
+    listing = agent_billing_cli("invoices", "list", "--month", "2024-03", "--format", "json")
+    assert listing.returncode == 0, listing.stderr
+    assert [(r["invoice_id"], r["lines"], r["total"], r["document_type"])
+            for r in json.loads(listing.stdout)] == [("INV-C-AUTO-2024-03", 1, "120.00", "invoice")]
+    assert rows_of(agent_billing_cli("invoices", "list", "--month", "2024-03").stdout) == [
+        ["INV-C-AUTO-2024-03", "C-AUTO", "Account", "C-AUTO", "2024-03-01", "invoice", "1",
+         "120.00", "USD"]]
+    assert agent_billing_cli("invoices", "list", "--month", "2030-01").stdout == "no invoices for 2030-01\n"
+
+    show = json.loads(agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-03", "--format", "json").stdout)
+    [line] = show["lines"]
+    assert (show["total"], line["kind"], line["units"], line["amount"]) == ("120.00", "normal", 10, "120.00")
+    assert line["line_id"] == contoso.lines()[0]["line_id"]
+    text_show = agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-03")
+    assert text_show.stdout.startswith("INV-C-AUTO-2024-03 (invoice) for contract C-AUTO")
+    assert line["line_id"] in text_show.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("invoices", "show", "INV-NOPE"), "agent-billing invoices: error: unknown invoice INV-NOPE"),
+        (("invoices", "preview", "--contract", "NOPE"), "unknown contract NOPE"),
+        (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-04-31"),
+         "invalid --as-of '2024-04-31'"),
+        (("invoices", "list", "--month", "April"), "invalid --month 'April': expected YYYY-MM"),
+        (("bill", "--as-of", "2024-04-01", "--dry-run", "--contract", "NOPE"), "unknown contract(s): NOPE"),
+    ],
+)
+def test_mistakes_are_one_line_and_change_nothing(contoso, agent_billing_cli, args, message):
+    before = warehouse_contents(contoso.engine)
+    process = agent_billing_cli(*args)
+    assert (process.returncode, process.stdout) == (2, "")
+    assert message in one_line_error(process)
+    assert warehouse_contents(contoso.engine) == before
+
+
+def test_preview_of_a_contract_without_changes_or_syncs(books, agent_billing_cli):
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    process = agent_billing_cli("invoices", "preview", "--contract", "C")
+    assert process.returncode == 2
+    assert "no nightly sync has concluded yet" in one_line_error(process)
+    with books.engine.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-02-20', 'gap')"))
+    preview = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C", "--format", "json").stdout)
+    assert (preview["invoice_id"], preview["complete"], preview["lines"]) == ("INV-C-2024-03", False, [])
