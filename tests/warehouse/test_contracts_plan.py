@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import text
 
 from agent_billing.contracts import ContractsFileError, apply_contracts, plan_contracts
 
@@ -159,6 +160,7 @@ def test_every_lock_is_a_refusal_in_the_plan_and_apply_refuses_the_whole_file(wa
     base.write_text(LOCK_BASE)
     edit.write_text(LOCK_EDITED)
     apply_contracts(warehouse, base)
+    conclude_sync(warehouse, date(2024, 4, 1))
     run_billing(warehouse, date(2024, 4, 1))
     before = contents(warehouse)
 
@@ -188,6 +190,7 @@ def test_locks_of_currency_and_account_are_refused_with_their_reason(warehouse, 
     from agent_billing.billing import run_billing
 
     apply_contracts(warehouse, EXAMPLE)
+    conclude_sync(warehouse, date(2024, 7, 1))
     run_billing(warehouse, date(2024, 7, 1))
     path = edited(tmp_path, ("currency: EUR", "currency: GBP"))
     plan = plan_contracts(warehouse, path)
@@ -249,3 +252,9 @@ def test_absent_entries_are_listed_left_as_is_or_ended_with_prune(warehouse, tmp
     assert accounts == 2  # never deleted
     # an entry already ended on or before the date is left alone: pruning again changes nothing
     assert not apply_contracts(warehouse, path, prune_end_date=date(2024, 12, 31)).changed
+
+
+def conclude_sync(engine, day) -> None:
+    """The nightly sync of ``day`` concluded: billing as of ``day`` is within its horizon."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'gap')"), {"d": day})
