@@ -95,6 +95,12 @@ CASES = [
          r"has no agent-billing schema: run `agent-billing db upgrade`", setup=_downgrade_to("base")),
     Case("schema-older", ("review",), 2,
          r"schema revision 0003, older than .*: run `agent-billing db upgrade`", setup=_downgrade_to("0003")),
+    # -- the VSA setting (no warehouse needed by `vsa probe`)
+    Case("vsa-unreachable", ("vsa", "probe"), 1, r"cannot reach VSA: .*\(host http://127\.0\.0\.1:1,", SQLITE,
+         env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "http://127.0.0.1:1", '
+              f'"login": "integrator", "password": "{SECRET}", "extra": {{"max_retries": 0}}}}'}),
+    Case("vsa-not-configured", ("vsa", "probe"), 2, r"set AIRFLOW_CONN_VSA_DEFAULT", SQLITE,
+         env={"AIRFLOW_CONN_VSA_DEFAULT": None, WAREHOUSE_VAR: "garbage"}),
     # -- arguments
     Case("usage-missing-option", ("bill",), 2, r"required: --as-of \(see agent-billing bill --help\)",
          SQLITE),

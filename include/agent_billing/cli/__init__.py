@@ -140,7 +140,9 @@ def explain(exc: BaseException) -> tuple[str, int]:
     from sqlalchemy import exc as sa
 
     if isinstance(exc, UserError):
-        message, code = str(exc), exc.exit_code
+        # an outside system's passing trouble (VSA 5xx, timeouts) is a failure, not bad input
+        code = EXIT_FAILURE if getattr(exc, "transient", False) else exc.exit_code
+        message = str(exc)
     elif isinstance(exc, sa.DataError):
         message = f"a value does not fit the warehouse's columns: {_one_line(exc.orig)}"
         code = EXIT_BAD_INPUT
