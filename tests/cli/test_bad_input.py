@@ -73,6 +73,15 @@ def _nothing_created(tmp: Path) -> None:
     assert not (tmp / "missing.db").exists()
 
 
+def _huge_units_file(_url: str, tmp: Path) -> None:
+    (tmp / "huge.yaml").write_text(
+        "accounts:\n- account_id: HUGE\n  name: Huge Ltd\n  contracts:\n  - contract_id: C-HUGE\n"
+        "    currency: USD\n    start_date: 2025-01-01\n    services:\n    - service_id: S-HUGE\n"
+        "      name: Huge\n      unit_price: '1'\n      units_source: manual\n"
+        "      units: 100000000000000000000\n      start_date: 2025-01-01\n"
+    )
+
+
 CASES = [
     # -- the warehouse setting
     Case("warehouse-url-garbage", ("review",), 2, rf"{WAREHOUSE_VAR} is not a warehouse URL",
@@ -126,6 +135,8 @@ CASES = [
     # -- values the warehouse cannot hold (SQLite stores any number)
     Case("price-overflows-numeric", ("contracts", "apply", "{tmp}/huge.yaml"), 2,
          r"unit_price|overflow|does not fit", ("postgresql",), setup=_huge_price_file),
+    Case("units-overflow-integer", ("contracts", "apply", "{tmp}/huge.yaml"), 2,
+         r"units|out of range|does not fit", setup=_huge_units_file),
 ]
 
 

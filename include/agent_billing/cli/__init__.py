@@ -146,6 +146,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
     elif isinstance(exc, sa.DataError):
         message = f"a value does not fit the warehouse's columns: {_one_line(exc.orig)}"
         code = EXIT_BAD_INPUT
+    elif isinstance(exc, OverflowError):  # e.g. sqlite3 binding an int beyond 64 bits
+        message, code = f"a value is out of range: {_one_line(exc)}", EXIT_BAD_INPUT
     elif isinstance(exc, sa.OperationalError):
         sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
         # 28xxx: authentication; 3D000: no such database -> the setting is wrong, not the server
