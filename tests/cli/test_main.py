@@ -192,3 +192,32 @@ def test_sync_succeeds_when_only_mail_fails_and_the_next_delivery_sends_it(wareh
         )).scalars().all()
     assert still_unsent == []
     assert len(inbox.messages) >= len(unsent)
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ('{"conn_type": "postgres", "host": "db", "login": "billing", "schema": "wh"}',
+         "postgresql+psycopg://billing@db/wh"),
+        ('{"host": "db", "login": "billing", "schema": "wh"}', "postgresql+psycopg://billing@db/wh"),
+        ('{"conn_type": "sqlite", "host": "/srv/w.db"}', "sqlite:////srv/w.db"),
+        ("postgres://billing@db:5432/wh", "postgresql+psycopg://billing@db:5432/wh"),
+    ],
+)
+def test_warehouse_connections_that_work(raw, url):
+    from agent_billing.connections import parse_connection
+    from agent_billing.warehouse.engine import url_from_connection
+
+    assert url_from_connection(parse_connection("billing_warehouse", raw)) == url
+
+
+@pytest.mark.parametrize(
+    "raw", ["garbage", "/srv/w.db", '{"conn_type": "mysql", "host": "db"}', "http://db/wh"],
+)
+def test_warehouse_connections_that_cannot_work_name_the_setting(raw, monkeypatch):
+    from agent_billing.errors import ConfigurationError
+    from agent_billing.warehouse import connect_warehouse
+
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", raw)
+    with pytest.raises(ConfigurationError, match="AIRFLOW_CONN_BILLING_WAREHOUSE"):
+        connect_warehouse()

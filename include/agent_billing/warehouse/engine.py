@@ -16,7 +16,7 @@ from agent_billing.errors import ConfigurationError
 
 WAREHOUSE_CONN_ID = "billing_warehouse"
 EXPECTED_URL = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
-POSTGRES_TYPES = ("postgres", "postgresql")
+POSTGRES_TYPES = ("", "postgres", "postgresql")  # "": a JSON connection without conn_type
 
 # sqlite3 cannot bind Decimal; its text form keeps every digit (SQLite's NUMERIC affinity then
 # stores it as REAL, exact for money of up to 15 significant digits; see docs/data-dictionary.md).
@@ -29,7 +29,7 @@ def url_from_connection(conn: ConnectionInfo) -> str:
         raw = conn.uri
     elif conn.conn_type == "sqlite":
         raw = f"sqlite:///{conn.host or conn.schema}"
-    elif conn.uri is not None or conn.conn_type not in POSTGRES_TYPES:
+    elif conn.uri is not None or conn.conn_type.split("+")[0] not in POSTGRES_TYPES:
         raise ConfigurationError(
             f"{env_var_name(conn.conn_id)} is not a warehouse URL: expected {EXPECTED_URL} "
             f"(or the JSON form with conn_type sqlite or postgres)"
