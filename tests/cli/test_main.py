@@ -221,3 +221,21 @@ def test_warehouse_connections_that_cannot_work_name_the_setting(raw, monkeypatc
     monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", raw)
     with pytest.raises(ConfigurationError, match="AIRFLOW_CONN_BILLING_WAREHOUSE"):
         connect_warehouse()
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_driver_errors_outside_sqlalchemy_are_translated_too(warehouse):
+    """COPY runs on the psycopg connection: its errors are not wrapped by SQLAlchemy."""
+    import psycopg
+
+    with warehouse.connect() as conn:
+        raw = conn.connection.driver_connection
+        with pytest.raises(psycopg.DataError) as data_error:
+            raw.execute("SELECT CAST('1e20' AS NUMERIC(18,4))")
+        raw.rollback()
+    message, code = cli.explain(data_error.value)
+    assert code == 2 and message.startswith("a value does not fit the warehouse's columns: numeric field overflow")
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect("host=127.0.0.1 port=1 user=billing dbname=wh connect_timeout=5")
+    message, code = cli.explain(refused.value)
+    assert code == 1 and message.startswith("cannot use the warehouse") and "refused" in message

@@ -143,17 +143,18 @@ def explain(exc: BaseException) -> tuple[str, int]:
         # an outside system's passing trouble (VSA 5xx, timeouts) is a failure, not bad input
         code = EXIT_FAILURE if getattr(exc, "transient", False) else exc.exit_code
         message = str(exc)
-    elif isinstance(exc, sa.DataError):
-        message = f"a value does not fit the warehouse's columns: {_one_line(exc.orig)}"
+    elif (kind := _database_error_kind(exc)) == "DataError":
+        message = f"a value does not fit the warehouse's columns: {_one_line(_driver_error(exc))}"
         code = EXIT_BAD_INPUT
-    elif isinstance(exc, OverflowError):  # e.g. sqlite3 binding an int beyond 64 bits
-        message, code = f"a value is out of range: {_one_line(exc)}", EXIT_BAD_INPUT
-    elif isinstance(exc, sa.OperationalError):
-        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    elif kind == "OperationalError":
+        driver_error = _driver_error(exc)
+        sqlstate = str(getattr(driver_error, "sqlstate", None) or "")
         # 28xxx: authentication; 3D000: no such database -> the setting is wrong, not the server
         code = EXIT_BAD_INPUT if sqlstate.startswith("28") or sqlstate == "3D000" else EXIT_FAILURE
-        message = (f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(exc.orig)} "
+        message = (f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(driver_error)} "
                    "(check AIRFLOW_CONN_BILLING_WAREHOUSE and that the database is up)")
+    elif isinstance(exc, OverflowError):  # e.g. sqlite3 binding an int beyond 64 bits
+        message, code = f"a value is out of range: {_one_line(exc)}", EXIT_BAD_INPUT
     elif isinstance(exc, sa.ArgumentError):
         message = f"invalid warehouse setting: {_one_line(exc)} (check AIRFLOW_CONN_BILLING_WAREHOUSE)"
         code = EXIT_BAD_INPUT
@@ -164,6 +165,28 @@ def explain(exc: BaseException) -> tuple[str, int]:
                    "(re-run with --debug for the traceback)")
         code = EXIT_FAILURE
     return _without_secrets(message), code
+
+
+DRIVER_MODULES = ("psycopg", "sqlite3")  # raw driver errors escape SQLAlchemy (COPY)
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    from sqlalchemy.exc import DBAPIError
+
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+
+
+def _database_error_kind(exc: BaseException) -> str | None:
+    """"DataError" or "OperationalError" (PEP 249 classes) for a database error, wrapped by
+    SQLAlchemy or raised by the driver itself; None for anything else."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError) and type(exc).__module__.split(".")[0] not in DRIVER_MODULES:
+        return None
+    names = {cls.__name__ for cls in type(_driver_error(exc)).__mro__} | {
+        cls.__name__ for cls in type(exc).__mro__
+    }
+    return next((k for k in ("DataError", "OperationalError") if k in names), None)
 
 
 def _explain_path(exc: OSError) -> tuple[str, int]:
