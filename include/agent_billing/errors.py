@@ -1,13 +1,38 @@
-"""Errors a user can act on: the command line prints them without a traceback."""
+"""Errors a user can act on: the command line prints them as one line, without a traceback.
+
+Exit codes of ``agent-billing`` (README "Exit codes and errors"): 0 success, 1 failure (an
+external system or a step failed; re-running later may succeed), 2 bad input or usage (the
+command cannot succeed until the user changes an argument, a file or a setting).
+"""
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
 
 
 class UserError(Exception):
     """A problem with input, configuration or an external system, explained in the message."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class ConfigurationError(UserError):
     """A missing or invalid setting or connection."""
+
+
+class WarehouseUnavailable(UserError):
+    """The warehouse cannot be reached or opened (server down, refused, locked)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class SchemaOutOfDate(ConfigurationError):
+    """The warehouse has no schema, or an older or unknown revision: ``db upgrade`` fixes it."""
+
+
+class OperationFailed(UserError):
+    """A step failed for a reason the message explains (not a bug, not the user's input)."""
+
+    exit_code = EXIT_FAILURE

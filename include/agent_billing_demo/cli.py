@@ -10,7 +10,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the whole pipeline on the simulator for ~two months of nights")
-    demo.add_argument("--home", default="data/demo", help="where the demo writes (wiped first)")
+    demo.add_argument("--home", default="data/demo", help="where the demo writes: a new or empty directory, or a home of an earlier demo "
+             "run (emptied first); anything else is refused")
     demo.add_argument("--nights", type=int, default=60)
     demo.add_argument("--orgs", type=int, default=30)
     demo.add_argument("--agents", type=int, default=3000)

@@ -24,7 +24,30 @@ from typing import Any, TextIO
 
 import yaml
 
+from agent_billing.errors import OperationFailed, UserError
+
 ROOT = Path(__file__).resolve().parents[2]
+HOME_MARKER = ".agent-billing-demo-home"  # written into every home the demo creates
+
+
+def prepare_home(home: Path) -> None:
+    """Make ``home`` an empty demo home. Only a directory that carries the demo's marker (one
+    the demo created) is ever emptied; a non-empty directory without it is refused, so a
+    mistyped ``--home`` can never delete someone's files."""
+    if home.exists() and not home.is_dir():
+        raise UserError(f"--home {home} is a file, not a directory: choose a new or empty directory")
+    if home.is_dir() and any(home.iterdir()):
+        if not (home / HOME_MARKER).is_file():
+            raise UserError(
+                f"--home {home} is not empty and was not created by the demo: "
+                "choose a new or empty directory (the demo only ever empties its own homes)"
+            )
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / HOME_MARKER).write_text(
+        "Created by `agent-billing demo`, which empties this directory when it runs again.\n",
+        encoding="utf-8",
+    )
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -92,12 +115,11 @@ def _quiet(log_path: Path) -> Iterator[None]:
 
 def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000, seed: int = 2025,
              out: TextIO = sys.stdout) -> int:
+    prepare_home(home)
     progress = Progress(out)
     logging.getLogger().setLevel(logging.WARNING)  # the progress lines tell the story
     start = date(2025, 1, 1)
-    if home.exists():
-        shutil.rmtree(home)
-    (home / "airflow").mkdir(parents=True)
+    (home / "airflow").mkdir()
     os.environ.update(_env(home))
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "dags")]
 
@@ -128,7 +150,7 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
         db.initdb()
         dagbag = DagBag(dag_folder=str(ROOT / "dags"))
     if dagbag.import_errors:
-        raise RuntimeError(f"DAG import errors: {dagbag.import_errors}")
+        raise OperationFailed(f"DAG import errors: {dagbag.import_errors}")
     sync_dag, billing_dag = dagbag.get_dag("vsa_asset_sync"), dagbag.get_dag("agent_billing")
 
     try:
@@ -138,13 +160,13 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
             with _quiet(log_path):
                 run = sync_dag.test(logical_date=datetime.combine(night, dtime(2), tzinfo=UTC))
             if run.state != "success":
-                raise RuntimeError(f"vsa_asset_sync failed for {night}; task logs in {log_path}")
+                raise OperationFailed(f"vsa_asset_sync failed for {night}; task logs in {log_path}")
             billed = []
             for snapshot_date in _asset_event_dates(run.run_id):
                 with _quiet(log_path):
                     bill = billing_dag.test(run_conf={"as_of": snapshot_date})
                 if bill.state != "success":
-                    raise RuntimeError(f"agent_billing failed for {snapshot_date}; task logs in {log_path}")
+                    raise OperationFailed(f"agent_billing failed for {snapshot_date}; task logs in {log_path}")
                 billed.append(snapshot_date)
             progress.say(f"night {n + 1:>2}/{nights} {night}: {_night_line(engine, night)}; billed as of {', '.join(billed) or '-'}")
     finally:

@@ -5,17 +5,27 @@ imports happen inside the command handlers so that ``agent-billing --help`` stay
 Installed extensions add commands through the ``agent_billing.commands`` entry point group:
 the development tools (``dev/pyproject.toml``) add ``vsa-sim`` and ``demo`` that way, and the
 production image, which leaves them out, simply has no such commands.
+
+Errors are handled here, once for every command (README "Exit codes and errors"): a mistake a
+user can make is one line on stderr naming what to fix, exit 2; a failure of an outside system
+is one line, exit 1; anything else is a bug, one line saying to re-run with ``--debug``, exit 1.
+Before a command runs, the warehouse's schema revision is checked (one query) unless the
+command opts out with ``set_defaults(check_schema=False)`` (``db upgrade``, ``vsa probe`` and
+the development tools, which bring their own warehouse if any).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
+import traceback
 from importlib.metadata import entry_points
 
-from agent_billing.errors import UserError
+from agent_billing.errors import EXIT_BAD_INPUT, EXIT_FAILURE, UserError
 
 COMMAND_MODULES = (
     "agent_billing.cli.db_cmds",
@@ -25,37 +35,210 @@ COMMAND_MODULES = (
     "agent_billing.cli.billing_cmds",
 )
 COMMAND_ENTRY_POINTS = "agent_billing.commands"
+# OSErrors whose fix is a different path or permission (else: a failure, e.g. a full disk).
+PATH_MISTAKES = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM,
+                 errno.EROFS, errno.EEXIST, errno.ENAMETOOLONG}
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes are one line too: the problem and where to find the usage."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """The options every (sub)command accepts, so ``agent-billing bill --as-of D -v`` works.
+
+    ``default=SUPPRESS``: an option not given after the subcommand must not reset the value
+    given before it (``agent-billing -v bill ...``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress (INFO)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="log everything (DEBUG) and print the traceback of an error")
+    return common
+
+
+COMMON_OPTIONS = _common_options()
+
+
+class _CommandParser(_OneLineErrors):
+    """The parser of every subcommand, nested ones included (``add_subparsers`` uses the
+    parent's class): the shared parent parser adds the common options."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs["parents"] = [*kwargs.get("parents", ()), COMMON_OPTIONS]
+        super().__init__(**kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="agent-billing",
         description="Bill MSP customers per Kaseya VSA agent, prorated by day.",
+        epilog="Exit codes: 0 success, 1 failure, 2 bad input or usage.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    parser.add_argument("--debug", action="store_true",
+                        help="log everything (DEBUG) and print the traceback of an error")
+    parser.set_defaults(check_schema=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_CommandParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     for entry_point in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        before = set(sub.choices)
         entry_point.load()(sub)
+        for name in set(sub.choices) - before:
+            sub.choices[name].set_defaults(check_schema=False)
     return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)  # also for libraries that set their own loggers to INFO (GX)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+    if args.debug or args.verbose:
+        logging.getLogger("alembic").setLevel(level)  # quiet_alembic() leaves it alone then
+
+
+def _require_current_schema() -> None:
+    from agent_billing.warehouse import connect_warehouse
+    from agent_billing.warehouse.migrate import require_current_schema
+
+    engine = connect_warehouse()
+    try:
+        require_current_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(args)
     try:
+        if args.check_schema:
+            _require_current_schema()
         return int(args.handler(args) or 0)
-    except UserError as exc:
-        print(f"agent-billing {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line (README)
+        message, code = explain(exc)
+        if args.debug:
+            traceback.print_exc()
+        print(f"agent-billing {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def explain(exc: BaseException) -> tuple[str, int]:
+    """One line naming what to fix and the exit code, for any exception a command raised.
+
+    The only place where library errors are translated; no message carries a password."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, UserError):
+        # an outside system's passing trouble (VSA 5xx, timeouts) is a failure, not bad input
+        code = EXIT_FAILURE if getattr(exc, "transient", False) else exc.exit_code
+        message = str(exc)
+    elif (kind := _database_error_kind(exc)) == "DataError":
+        message = f"a value does not fit the warehouse's columns: {_one_line(_driver_error(exc))}"
+        code = EXIT_BAD_INPUT
+    elif kind == "OperationalError":
+        driver_error = _driver_error(exc)
+        sqlstate = str(getattr(driver_error, "sqlstate", None) or "")
+        # 28xxx: authentication; 3D000: no such database -> the setting is wrong, not the server
+        code = EXIT_BAD_INPUT if sqlstate.startswith("28") or sqlstate == "3D000" else EXIT_FAILURE
+        message = (f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(driver_error)} "
+                   "(check AIRFLOW_CONN_BILLING_WAREHOUSE and that the database is up)")
+    elif isinstance(exc, OverflowError):  # e.g. sqlite3 binding an int beyond 64 bits
+        message, code = f"a value is out of range: {_one_line(exc)}", EXIT_BAD_INPUT
+    elif isinstance(exc, sa.ArgumentError):
+        message = f"invalid warehouse setting: {_one_line(exc)} (check AIRFLOW_CONN_BILLING_WAREHOUSE)"
+        code = EXIT_BAD_INPUT
+    elif isinstance(exc, OSError) and exc.filename is not None:
+        message, code = _explain_path(exc)
+    else:
+        message = (f"unexpected {type(exc).__name__}: {_one_line(exc)} "
+                   "(re-run with --debug for the traceback)")
+        code = EXIT_FAILURE
+    return _without_secrets(message), code
+
+
+DRIVER_MODULES = ("psycopg", "sqlite3")  # raw driver errors escape SQLAlchemy (COPY)
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    from sqlalchemy.exc import DBAPIError
+
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+
+
+def _database_error_kind(exc: BaseException) -> str | None:
+    """"DataError" or "OperationalError" (PEP 249 classes) for a database error, wrapped by
+    SQLAlchemy or raised by the driver itself; None for anything else."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError) and type(exc).__module__.split(".")[0] not in DRIVER_MODULES:
+        return None
+    names = {cls.__name__ for cls in type(_driver_error(exc)).__mro__} | {
+        cls.__name__ for cls in type(exc).__mro__
+    }
+    return next((k for k in ("DataError", "OperationalError") if k in names), None)
+
+
+def _explain_path(exc: OSError) -> tuple[str, int]:
+    from pathlib import Path
+
+    # A rename (atomic write) names the temporary file first and the destination second.
+    path = Path(os.fsdecode(exc.filename2 if exc.filename2 is not None else exc.filename))
+    code = EXIT_BAD_INPUT if exc.errno in PATH_MISTAKES else EXIT_FAILURE
+    if exc.errno == errno.ENOENT and not path.parent.is_dir():
+        return f"{path.parent}: no such directory", code
+    return f"{path}: {exc.strerror or type(exc).__name__}", code
+
+
+def _one_line(exc: BaseException | None) -> str:
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return text or type(exc).__name__
+
+
+def _warehouse_for_messages() -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        from agent_billing.warehouse.engine import safe_url, warehouse_url
+
+        return safe_url(make_url(warehouse_url()))
+    except Exception:  # noqa: BLE001 - only for the message
+        return "(billing_warehouse)"
+
+
+def _secrets() -> list[str]:
+    """Passwords of the configured ``AIRFLOW_CONN_*`` connections."""
+    from agent_billing.connections import get_connection
+
+    found = []
+    for name in os.environ:
+        if name.startswith("AIRFLOW_CONN_"):
+            try:
+                password = get_connection(name[len("AIRFLOW_CONN_"):].lower()).password
+            except Exception:  # noqa: BLE001 - an unparsable setting has no password to hide
+                continue
+            if password and len(password) >= 3:
+                found.append(password)
+    return found
+
+
+def _without_secrets(message: str) -> str:
+    from urllib.parse import quote
+
+    for secret in _secrets():
+        for form in {secret, quote(secret, safe="")}:
+            message = message.replace(form, "***")
+    return message
 
 
 if __name__ == "__main__":  # pragma: no cover

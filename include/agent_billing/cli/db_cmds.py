@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="create or upgrade the warehouse (Alembic)")
     up.add_argument("--revision", default="head")
-    up.set_defaults(handler=_upgrade)
+    up.set_defaults(handler=_upgrade, check_schema=False)  # it is what fixes the schema
 
 
 def _upgrade(args: argparse.Namespace) -> int:
@@ -19,6 +19,9 @@ def _upgrade(args: argparse.Namespace) -> int:
     from agent_billing.warehouse.migrate import current_revision
 
     engine = connect_warehouse()
+    before = current_revision(engine)
     upgrade(engine, args.revision)
-    print(f"warehouse {safe_url(engine)} at revision {current_revision(engine)}")
+    after = current_revision(engine)
+    change = "unchanged" if before == after else f"upgraded from {before or 'an empty database'}"
+    print(f"warehouse {safe_url(engine)} at revision {after} ({change})")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ def _sync(args: argparse.Namespace) -> int:
     from agent_billing.sync.pipeline import sync_date
     from agent_billing.vsa.client import VsaClient
 
-    engine, settings = _context()
     snapshot_date = parse_date(args.date, "--date")
+    engine, settings = _context()
     try:
         results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
     except Exception:
@@ -50,9 +51,9 @@ def _sync(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - the sync's own error is the one to report
             log.warning("outbox not delivered: %s", exc)
         raise
-    _deliver(engine, settings)
     for result in results:
         print(json.dumps(result.to_xcom(), default=str))
+    _deliver_after_success(args, engine, settings)
     return 0
 
 
@@ -65,6 +66,18 @@ def _deliver(engine, settings) -> None:
     except ConnectionNotFound:
         smtp = None
     deliver_outbox(engine, smtp, settings.notify_from)
+
+
+def _deliver_after_success(args: argparse.Namespace, engine, settings) -> None:
+    """Send the queued mail. A delivery failure is not the command's failure: the work is
+    done and committed, and the messages stay in the outbox for the next delivery."""
+    from agent_billing.sync.notify import DeliveryFailed
+
+    try:
+        _deliver(engine, settings)
+    except DeliveryFailed as exc:
+        print(f"agent-billing {args.command}: warning: {exc}; they stay in notification_outbox "
+              "and are retried by the next delivery", file=sys.stderr)
 
 
 def _units_get(args: argparse.Namespace) -> int:
@@ -80,7 +93,7 @@ def _units_get(args: argparse.Namespace) -> int:
         else "no change"
     )
     print(f"{result.service_id}: {result.units_after} units ({change})")
-    _deliver(engine, settings)  # the change's mail; if SMTP fails it waits in the outbox
+    _deliver_after_success(args, engine, settings)  # the change's mail
     return 0
 
 
@@ -88,8 +101,8 @@ def _snapshot_action(args: argparse.Namespace) -> int:
     from agent_billing.sync.dates import parse_date
     from agent_billing.sync.pipeline import discard_snapshot, release_snapshot
 
-    engine, settings = _context()
     snapshot_date = parse_date(args.date, "snapshot date")
+    engine, settings = _context()
     action = release_snapshot if args.action == "release" else discard_snapshot
     result = action(engine, settings, snapshot_date)
     print(f"snapshot {snapshot_date}: {result.status}")

@@ -85,8 +85,10 @@ def validate_snapshot(engine: Engine, landing: RawLanding) -> list[ExpectationRe
 def _run_suites(agents, endpoints, d: date) -> list[ExpectationResult]:
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # quiet task logs and CLI
     source = context.data_sources.add_pandas(name=f"snapshot_{d:%Y%m%d}")
     suites = {
         "agents": (

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sqlite3
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from agent_billing.connections import ConnectionInfo, get_connection
+from agent_billing.connections import ConnectionInfo, env_var_name, get_connection
+from agent_billing.errors import ConfigurationError
 
 WAREHOUSE_CONN_ID = "billing_warehouse"
+EXPECTED_URL = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+POSTGRES_TYPES = ("", "postgres", "postgresql")  # "": a JSON connection without conn_type
 
 # sqlite3 cannot bind Decimal; its text form keeps every digit (SQLite's NUMERIC affinity then
 # stores it as REAL, exact for money of up to 15 significant digits; see docs/data-dictionary.md).
@@ -24,6 +29,11 @@ def url_from_connection(conn: ConnectionInfo) -> str:
         raw = conn.uri
     elif conn.conn_type == "sqlite":
         raw = f"sqlite:///{conn.host or conn.schema}"
+    elif conn.uri is not None or conn.conn_type.split("+")[0] not in POSTGRES_TYPES:
+        raise ConfigurationError(
+            f"{env_var_name(conn.conn_id)} is not a warehouse URL: expected {EXPECTED_URL} "
+            f"(or the JSON form with conn_type sqlite or postgres)"
+        )
     else:
         auth = conn.login or ""
         if conn.password:
@@ -56,15 +66,52 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
-    """Engine for the warehouse; ``url`` defaults to the ``billing_warehouse`` connection."""
+    """Engine for the warehouse; ``url`` defaults to the ``billing_warehouse`` connection.
+
+    A URL that cannot work (not SQLite or PostgreSQL, unparsable, a SQLite file in a missing
+    directory) is a :class:`ConfigurationError` naming the setting, never echoing a password.
+    """
+    source = "the warehouse URL" if url else env_var_name(WAREHOUSE_CONN_ID)
     url = normalise_url(url) if url else warehouse_url()
-    parsed = make_url(url)
-    engine = create_engine(url, future=True, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigurationError(f"{source} is not a warehouse URL: expected {EXPECTED_URL}") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"{source} names a {backend!r} database ({safe_url(parsed)}): "
+            f"the warehouse is SQLite or PostgreSQL, expected {EXPECTED_URL}"
+        )
+    if backend == "sqlite":
+        _require_sqlite_directory(parsed, source)
+    try:
+        engine = create_engine(parsed, future=True, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigurationError(f"{source} ({safe_url(parsed)}) cannot be used: {exc}") from None
+    if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
-def safe_url(engine: Engine) -> str:
-    """The engine URL with any password hidden, for logs and messages."""
-    return engine.url.render_as_string(hide_password=True)
+def sqlite_path(url: URL) -> Path | None:
+    """The file of a SQLite URL, or None for an in-memory or URI-style database."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or url.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def _require_sqlite_directory(url: URL, source: str) -> None:
+    path = sqlite_path(url)
+    if path is not None and not path.parent.is_dir():
+        raise ConfigurationError(
+            f"the directory of the SQLite warehouse {path} does not exist: "
+            f"create {path.parent} or correct {source}"
+        )
+
+
+def safe_url(engine: Engine | URL) -> str:
+    """The engine's URL with any password hidden, for logs and messages."""
+    url = engine.url if isinstance(engine, Engine) else engine
+    return url.render_as_string(hide_password=True)

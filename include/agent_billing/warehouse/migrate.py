@@ -1,14 +1,35 @@
-"""Run the Alembic migrations of the warehouse (``agent-billing db upgrade``)."""
+"""Run the Alembic migrations of the warehouse (``agent-billing db upgrade``) and check that
+a warehouse's schema is the one this code expects before a command touches it."""
 
 from __future__ import annotations
 
+import logging
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from agent_billing.errors import SchemaOutOfDate
+from agent_billing.warehouse.engine import safe_url, sqlite_path
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+UPGRADE_HINT = "run `agent-billing db upgrade`"
+
+
+def quiet_alembic() -> None:
+    """Alembic logs every step at INFO ("Context impl", "Running upgrade ..."): keep that out
+    of command output and task logs unless someone configured the ``alembic`` logger (as
+    ``agent-billing -v`` does)."""
+    logger = logging.getLogger("alembic")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
+quiet_alembic()  # before any MigrationContext: even reading the revision logs at INFO
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -24,7 +45,40 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@cache
+def head_revision() -> str:
+    """The newest revision this code knows (the one ``db upgrade`` goes to)."""
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    return frozenset(s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions())
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse (:class:`SchemaOutOfDate`, one line) a warehouse whose schema is missing, older
+    than the code or from a newer version of it. Reads the Alembic revision only: one query."""
+    where = safe_url(engine)
+    path = sqlite_path(engine.url)
+    if path is not None and not path.exists():
+        raise SchemaOutOfDate(f"the warehouse {path} does not exist: {UPGRADE_HINT} to create it")
+    revision = current_revision(engine)
+    head = head_revision()
+    if revision == head:
+        return
+    if revision is None:
+        raise SchemaOutOfDate(f"the warehouse {where} has no agent-billing schema: {UPGRADE_HINT}")
+    if revision in known_revisions():
+        raise SchemaOutOfDate(
+            f"the warehouse {where} is at schema revision {revision}, older than this code's "
+            f"{head}: {UPGRADE_HINT}"
+        )
+    raise SchemaOutOfDate(
+        f"the warehouse {where} is at schema revision {revision}, which this version of "
+        f"agent-billing does not know (newest {head}): upgrade agent-billing"
+    )

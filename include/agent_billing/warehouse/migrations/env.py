@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 
 from agent_billing.warehouse.engine import connect_warehouse
+from agent_billing.warehouse.migrate import quiet_alembic
 
+quiet_alembic()
 engine = context.config.attributes.get("engine") or connect_warehouse()
 
 with engine.begin() as connection:

@@ -1,0 +1,168 @@
+"""The bad-input matrix: each mistake a user can make, through the real command line.
+
+Every case asserts the exit code (0 ok, 1 failure, 2 bad input or usage), exactly one line
+on stderr that names what to fix, no traceback, nothing on stdout, and a warehouse whose
+every table (the Alembic revision included) is the same before and after. A case runs on
+each engine it lists. To add a mistake, add a row to CASES.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from agent_billing.warehouse import connect_warehouse
+from agent_billing.warehouse.migrate import alembic_config
+
+from .conftest import run_cli, warehouse_contents
+
+BOTH = ("sqlite", "postgresql")
+SQLITE = ("sqlite",)  # the mistake does not involve the warehouse: one engine is enough
+WAREHOUSE_VAR = "AIRFLOW_CONN_BILLING_WAREHOUSE"
+SECRET = "s3cret-Pa55"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    argv: tuple[str, ...]
+    exit_code: int
+    message: str  # a regex the single stderr line must match (after "agent-billing CMD: error: ")
+    engines: tuple[str, ...] = BOTH
+    env: dict[str, str | None] = field(default_factory=dict)  # "{tmp}" and "{warehouse}" expand
+    setup: Callable[[str, Path], None] | None = None  # (warehouse URL, tmp_path), before the "before"
+    check: Callable[[Path], None] | None = None  # extra assertions afterwards
+
+
+def _downgrade_to(revision: str) -> Callable[[str, Path], None]:
+    def setup(url: str, _tmp: Path) -> None:
+        engine = connect_warehouse(url)
+        try:
+            command.downgrade(alembic_config(engine), revision)
+        finally:
+            engine.dispose()
+
+    return setup
+
+
+def _non_empty_home(_url: str, tmp: Path) -> None:
+    (tmp / "home").mkdir()
+    (tmp / "home" / "notes.txt").write_text("not the demo's\n")
+
+
+def _home_kept(tmp: Path) -> None:
+    assert (tmp / "home" / "notes.txt").read_text() == "not the demo's\n"
+    assert sorted(p.name for p in (tmp / "home").iterdir()) == ["notes.txt"]
+
+
+def _huge_price_file(_url: str, tmp: Path) -> None:
+    (tmp / "huge.yaml").write_text(
+        "accounts:\n- account_id: HUGE\n  name: Huge Ltd\n  contracts:\n  - contract_id: C-HUGE\n"
+        "    currency: USD\n    start_date: 2025-01-01\n    services:\n    - service_id: S-HUGE\n"
+        "      name: Huge\n      unit_price: '100000000000000'\n      units_source: manual\n"
+        "      units: 1\n      start_date: 2025-01-01\n"
+    )
+
+
+def _nothing_created(tmp: Path) -> None:
+    assert not (tmp / "missing.db").exists()
+
+
+def _huge_units_file(_url: str, tmp: Path) -> None:
+    (tmp / "huge.yaml").write_text(
+        "accounts:\n- account_id: HUGE\n  name: Huge Ltd\n  contracts:\n  - contract_id: C-HUGE\n"
+        "    currency: USD\n    start_date: 2025-01-01\n    services:\n    - service_id: S-HUGE\n"
+        "      name: Huge\n      unit_price: '1'\n      units_source: manual\n"
+        "      units: 100000000000000000000\n      start_date: 2025-01-01\n"
+    )
+
+
+CASES = [
+    # -- the warehouse setting
+    Case("warehouse-url-garbage", ("review",), 2, rf"{WAREHOUSE_VAR} is not a warehouse URL",
+         SQLITE, env={WAREHOUSE_VAR: "garbage"}),
+    Case("warehouse-url-bad-json", ("review",), 2, rf"{WAREHOUSE_VAR} is not valid JSON",
+         SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres",'}),
+    Case("warehouse-url-other-database", ("review",), 2, r"names a 'mysql' database",
+         SQLITE, env={WAREHOUSE_VAR: f"mysql://billing:{SECRET}@db/billing"}),
+    Case("warehouse-not-configured", ("bill", "--as-of", "2025-01-15"), 2,
+         rf"set {WAREHOUSE_VAR}", SQLITE, env={WAREHOUSE_VAR: None}),
+    Case("postgresql-refuses", ("review",), 1, r"cannot use the warehouse .*127\.0\.0\.1:1/.*refused",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:1/billing"}),
+    Case("sqlite-directory-missing", ("review",), 2,
+         r"directory of the SQLite warehouse /nonexistent/dir/w\.db does not exist",
+         SQLITE, env={WAREHOUSE_VAR: "sqlite:////nonexistent/dir/w.db"}),
+    # -- the schema
+    Case("sqlite-file-missing", ("review",), 2, r"missing\.db does not exist: run `agent-billing db upgrade`",
+         SQLITE, env={WAREHOUSE_VAR: "sqlite:///{tmp}/missing.db"}, check=_nothing_created),
+    Case("schema-missing", ("bill", "--as-of", "2025-01-15"), 2,
+         r"has no agent-billing schema: run `agent-billing db upgrade`", setup=_downgrade_to("base")),
+    Case("schema-older", ("review",), 2,
+         r"schema revision 0003, older than .*: run `agent-billing db upgrade`", setup=_downgrade_to("0003")),
+    # -- the VSA setting (no warehouse needed by `vsa probe`)
+    Case("vsa-unreachable", ("vsa", "probe"), 1, r"cannot reach VSA: .*\(host http://127\.0\.0\.1:1,", SQLITE,
+         env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "http://127.0.0.1:1", '
+              f'"login": "integrator", "password": "{SECRET}", "extra": {{"max_retries": 0}}}}'}),
+    Case("vsa-not-configured", ("vsa", "probe"), 2, r"set AIRFLOW_CONN_VSA_DEFAULT", SQLITE,
+         env={"AIRFLOW_CONN_VSA_DEFAULT": None, WAREHOUSE_VAR: "garbage"}),
+    # -- arguments
+    Case("usage-missing-option", ("bill",), 2, r"required: --as-of \(see agent-billing bill --help\)",
+         SQLITE),
+    Case("sync-impossible-date", ("sync", "--date", "2024-02-30"), 2, r"invalid --date '2024-02-30'"),
+    Case("bill-not-a-date", ("bill", "--as-of", "nope"), 2, r"invalid --as-of 'nope'"),
+    Case("export-not-a-month", ("invoices", "export", "--month", "2025-13"), 2, r"invalid --month '2025-13'"),
+    Case("units-unknown-service", ("units", "get", "--service", "UNKNOWN"), 2, r"service 'UNKNOWN' not found",
+         env={"AIRFLOW_CONN_VSA_DEFAULT": "http://integrator:token@127.0.0.1:1"}),
+    Case("release-not-quarantined", ("snapshots", "release", "2025-01-15"), 2,
+         r"snapshot 2025-01-15 is complete, not quarantined"),
+    Case("discard-unknown-date", ("snapshots", "discard", "2025-01-16"), 2,
+         r"snapshot 2025-01-16 is unknown, not quarantined"),
+    # -- files
+    Case("export-directory-missing", ("invoices", "export", "--month", "2025-01", "--output",
+                                      "/nonexistent/dir/x.csv"), 2, r"/nonexistent/dir: no such directory"),
+    Case("export-to-a-directory", ("invoices", "export", "--month", "2025-01", "--output", "{tmp}"), 2,
+         r"Is a directory", SQLITE),
+    Case("contracts-file-missing", ("contracts", "apply", "{tmp}/contracts.yaml"), 2,
+         r"contracts\.yaml: file not found"),
+    Case("demo-home-not-empty", ("demo", "--home", "{tmp}/home", "--nights", "1"), 2,
+         r"--home .*/home is not empty and was not created by the demo", SQLITE,
+         setup=_non_empty_home, check=_home_kept),
+    # -- values the warehouse cannot hold (SQLite stores any number)
+    Case("price-overflows-numeric", ("contracts", "apply", "{tmp}/huge.yaml"), 2,
+         r"unit_price|overflow|does not fit", ("postgresql",), setup=_huge_price_file),
+    Case("units-overflow-integer", ("contracts", "apply", "{tmp}/huge.yaml"), 2,
+         r"units|out of range|does not fit", setup=_huge_units_file),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "warehouse_url"),
+    [pytest.param(c, e, id=f"{c.id}-{e}") for c in CASES for e in c.engines],
+    indirect=["warehouse_url"],
+)
+def test_a_mistake_is_one_line_and_changes_nothing(case: Case, seeded: str, tmp_path: Path):
+    def expand(value: str) -> str:
+        return value.replace("{tmp}", str(tmp_path)).replace("{warehouse}", seeded)
+
+    if case.setup:
+        case.setup(seeded, tmp_path)
+    before = warehouse_contents(seeded)
+    env = {WAREHOUSE_VAR: seeded, **{k: None if v is None else expand(v) for k, v in case.env.items()}}
+
+    run = run_cli(*(expand(a) for a in case.argv), env=env)
+
+    assert run.code == case.exit_code, run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    assert run.stdout == ""
+    [line] = run.stderr_lines
+    assert re.match(r"agent-billing [\w-]+: error: ", line), line
+    assert re.search(case.message, line), line
+    assert SECRET not in line
+    assert warehouse_contents(seeded) == before
+    if case.check:
+        case.check(tmp_path)

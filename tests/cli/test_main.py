@@ -1,0 +1,241 @@
+"""The command line's shared behaviour: common options anywhere, bugs still fail loudly, quiet
+output, the demo's home, and a sync whose exit code is the sync's."""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+from datetime import date, timedelta
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+
+from agent_billing import cli
+from agent_billing.cli import db_cmds
+from agent_billing.contracts import apply_contracts
+from agent_billing.errors import UserError
+from agent_billing_demo.demo import HOME_MARKER, prepare_home
+
+from .conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose", "debug"),
+    [
+        (["bill", "--as-of", "2025-01-01"], False, False),
+        (["-v", "bill", "--as-of", "2025-01-01"], True, False),
+        (["bill", "--as-of", "2025-01-01", "-v"], True, False),
+        (["bill", "--as-of", "2025-01-01", "--verbose", "--debug"], True, True),
+        (["invoices", "export", "--month", "2025-01", "--debug"], False, True),
+        (["--debug", "snapshots", "release", "2025-01-01", "-v"], True, True),
+    ],
+)
+def test_common_options_work_before_and_after_the_subcommand(argv, verbose, debug):
+    args = cli.build_parser().parse_args(argv)
+    assert (args.verbose, args.debug) == (verbose, debug)
+
+
+def test_a_bug_fails_with_one_line_and_the_traceback_only_with_debug(monkeypatch, capsys):
+    def broken(_args):
+        return {}["missing"]
+
+    monkeypatch.setattr(db_cmds, "_upgrade", broken)
+    assert cli.main(["db", "upgrade"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "agent-billing db: error: unexpected KeyError: 'missing' (re-run with --debug for the traceback)"
+    ]
+    assert cli.main(["db", "upgrade", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "KeyError" in err
+    assert err.splitlines()[-1].startswith("agent-billing db: error: unexpected KeyError")
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/x.csv"), 1,
+         "/data/x.csv: No space left on device"),
+        (PermissionError(errno.EACCES, "Permission denied", "/etc/x.csv"), 2,
+         "/etc/x.csv: Permission denied"),
+        (UserError("service S-1 not found"), 2, "service S-1 not found"),
+    ],
+)
+def test_explain_gives_the_exit_code_of_the_kind_of_error(exc, code, message):
+    assert cli.explain(exc) == (message, code)
+
+
+def test_no_message_shows_a_configured_password(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", "smtp://mailer:hunter2-x@mail.example:587")
+    message, _ = cli.explain(RuntimeError("login mailer:hunter2-x refused"))
+    assert "hunter2" not in message and "mailer:***" in message
+
+
+def test_quiet_by_default(tmp_path):
+    env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": f"sqlite:///{tmp_path / 'w.db'}"}
+    created = run_cli("db", "upgrade", env=env)
+    assert (created.code, created.stderr) == (0, "")
+    assert created.stdout.endswith("(upgraded from an empty database)\n")
+    again = run_cli("db", "upgrade", env=env)
+    assert (again.code, again.stderr) == (0, "") and again.stdout.endswith("(unchanged)\n")
+    review = run_cli("review", env=env)
+    assert (review.code, review.stdout, review.stderr) == (0, "no pending lines\n", "")
+    loud = run_cli("review", "-v", env=env)
+    assert loud.code == 0 and "INFO alembic.runtime.migration" in loud.stderr
+
+
+def test_demo_home_new_empty_or_its_own_is_used_anything_else_refused(tmp_path):
+    new = tmp_path / "new" / "home"
+    prepare_home(new)
+    assert [p.name for p in new.iterdir()] == [HOME_MARKER]
+
+    (new / "warehouse.db").write_text("an earlier demo")
+    prepare_home(new)  # the demo's own home is emptied
+    assert [p.name for p in new.iterdir()] == [HOME_MARKER]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_home(empty)
+    assert (empty / HOME_MARKER).is_file()
+
+    foreign = tmp_path / "foreign"
+    (foreign / "sub").mkdir(parents=True)
+    (foreign / "sub" / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserError, match="not empty and was not created by the demo"):
+        prepare_home(foreign)
+    assert (foreign / "sub" / "thesis.tex").read_text() == "years of work"
+    assert not (foreign / HOME_MARKER).exists()
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        prepare_home(a_file)
+
+
+class _Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _smtp_url(port: int) -> str:
+    return f"smtp://127.0.0.1:{port}?disable_ssl=true&disable_tls=true&from_email=billing@msp.example"
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_sync_succeeds_when_only_mail_fails_and_the_next_delivery_sends_it(warehouse, warehouse_url, tmp_path):
+    from vsa_simulator.generated import GeneratedScenario
+    from vsa_simulator.testing import run_simulator
+
+    start = date(2024, 2, 1)
+    world = GeneratedScenario(seed=7, orgs=2, agents=200, start=date(2024, 1, 1), daily_churn=0.05)
+    state = world.state(start)
+    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C1", "currency": "EUR", "start_date": "2024-01-01",
+                       "notify_emails": ["billing@org-one.example"], "services": [
+            {"service_id": "ALL", "name": "All agents", "unit_price": "5",
+             "units_source": "rmm_agent_count", "start_date": "2024-01-01"},
+        ]}],
+    }]})
+    inbox = _Inbox()
+    live_port = _free_port()
+    env = {
+        "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url,
+        "AGENT_BILLING_RAW_PATH": str(tmp_path / "raw"),
+        "AGENT_BILLING_LATE_OBSERVATION": "allow",
+        "AIRFLOW_CONN_SMTP_DEFAULT": _smtp_url(_free_port()),  # nothing listens there
+    }
+    days = [start + timedelta(days=n) for n in range(3)]
+    with run_simulator(world, date=start) as vsa:
+        env["AIRFLOW_CONN_VSA_DEFAULT"] = vsa.connection_json()
+        for day in days[:2]:
+            vsa.set_date(day)
+            run = run_cli("sync", "--date", day.isoformat(), env=env)
+            assert run.code == 0, run.stderr
+            assert '"complete"' in run.stdout
+        # the nights' changes were mailed to nobody: one warning line, exit 0
+        assert len(run.stderr.splitlines()) == 1, run.stderr
+        warning = run.stderr.strip()
+        assert re.match(r"agent-billing sync: warning: \d+ message\(s\) not sent via SMTP 127\.0\.0\.1:", warning)
+        assert "retried by the next delivery" in warning
+        with warehouse.connect() as conn:
+            unsent = conn.execute(text(
+                "SELECT message_id FROM notification_outbox WHERE sent_at IS NULL AND last_error IS NOT NULL"
+            )).scalars().all()
+        assert unsent
+
+        controller = Controller(inbox, hostname="127.0.0.1", port=live_port)
+        controller.start()
+        try:
+            env["AIRFLOW_CONN_SMTP_DEFAULT"] = _smtp_url(live_port)
+            vsa.set_date(days[2])
+            run = run_cli("sync", "--date", days[2].isoformat(), env=env)
+        finally:
+            controller.stop()
+    assert (run.code, run.stderr) == (0, "")
+    with warehouse.connect() as conn:
+        still_unsent = conn.execute(text(
+            "SELECT message_id FROM notification_outbox WHERE sent_at IS NULL"
+        )).scalars().all()
+    assert still_unsent == []
+    assert len(inbox.messages) >= len(unsent)
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ('{"conn_type": "postgres", "host": "db", "login": "billing", "schema": "wh"}',
+         "postgresql+psycopg://billing@db/wh"),
+        ('{"host": "db", "login": "billing", "schema": "wh"}', "postgresql+psycopg://billing@db/wh"),
+        ('{"conn_type": "sqlite", "host": "/srv/w.db"}', "sqlite:////srv/w.db"),
+        ("postgres://billing@db:5432/wh", "postgresql+psycopg://billing@db:5432/wh"),
+    ],
+)
+def test_warehouse_connections_that_work(raw, url):
+    from agent_billing.connections import parse_connection
+    from agent_billing.warehouse.engine import url_from_connection
+
+    assert url_from_connection(parse_connection("billing_warehouse", raw)) == url
+
+
+@pytest.mark.parametrize(
+    "raw", ["garbage", "/srv/w.db", '{"conn_type": "mysql", "host": "db"}', "http://db/wh"],
+)
+def test_warehouse_connections_that_cannot_work_name_the_setting(raw, monkeypatch):
+    from agent_billing.errors import ConfigurationError
+    from agent_billing.warehouse import connect_warehouse
+
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", raw)
+    with pytest.raises(ConfigurationError, match="AIRFLOW_CONN_BILLING_WAREHOUSE"):
+        connect_warehouse()
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_driver_errors_outside_sqlalchemy_are_translated_too(warehouse):
+    """COPY runs on the psycopg connection: its errors are not wrapped by SQLAlchemy."""
+    import psycopg
+
+    with warehouse.connect() as conn:
+        raw = conn.connection.driver_connection
+        with pytest.raises(psycopg.DataError) as data_error:
+            raw.execute("SELECT CAST('1e20' AS NUMERIC(18,4))")
+        raw.rollback()
+    message, code = cli.explain(data_error.value)
+    assert code == 2 and message.startswith("a value does not fit the warehouse's columns: numeric field overflow")
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect("host=127.0.0.1 port=1 user=billing dbname=wh connect_timeout=5")
+    message, code = cli.explain(refused.value)
+    assert code == 1 and message.startswith("cannot use the warehouse") and "refused" in message
