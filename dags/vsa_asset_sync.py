@@ -48,7 +48,8 @@ SCHEDULE = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
 
 
 def record_failure(context) -> None:
-    """on_failure_callback: the step's retries are spent; record it and alert the data team."""
+    """on_failure_callback: the step failed for good (retries spent, or at once for an input
+    error); record it in sync_runs and alert the data team."""
     from agent_billing.quality.snapshot_gate import QualityGateFailed
     from agent_billing.settings import get_settings
     from agent_billing.sync.dates import parse_date
@@ -56,7 +57,7 @@ def record_failure(context) -> None:
     from warehouse_hook import WarehouseHook
 
     ti, error = context["ti"], context.get("exception")
-    if isinstance(error, QualityGateFailed) or isinstance(getattr(error, "__cause__", None), QualityGateFailed):
+    if isinstance(getattr(error, "__cause__", None) or error, QualityGateFailed):  # fail_fast keeps the cause
         return  # a failed quality gate was recorded, with its own alert, by the step itself
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:

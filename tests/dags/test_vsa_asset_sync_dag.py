@@ -78,3 +78,33 @@ def test_a_step_that_fails_for_good_marks_the_date_failed_and_alerts_the_data_te
     assert message.startswith("extract failed: ") and "authentication" in message.lower()
     assert [(a.message_id, a.recipients) for a in alerts] == [("failure:2024-02-05:extract", "data@msp.example")]
     assert secret not in message and secret not in alerts[0].body
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_failed_quality_gate_keeps_the_record_and_the_alert_of_its_own_step(dagbag, warehouse, monkeypatch):
+    """validate_step records a failed gate (status failed, the failed expectations) with its
+    own alert; the step's failure callback, which sees the gate through fail_fast's
+    AirflowFailException, must not overwrite that record nor alert twice."""
+    from types import SimpleNamespace
+
+    from agent_billing.quality.snapshot_gate import QualityGateFailed
+    from run_states import fail_fast
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", "data@msp.example")
+    gate = "quality gate failed for snapshot 2024-02-05: agents.expect_column_values_to_be_unique(agent_id)"
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status, message) VALUES ('2024-02-05', 'failed', :m)"),
+                     {"m": gate})
+
+    def validate():
+        raise QualityGateFailed(gate)
+
+    with pytest.raises(Exception) as failed:
+        fail_fast(validate)()
+    [callback] = dagbag.get_dag("vsa_asset_sync").get_task("validate").on_failure_callback
+    ti = SimpleNamespace(task_id="validate", xcom_pull=lambda task_ids: "2024-02-05")
+    callback({"ti": ti, "exception": failed.value})
+
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT status, message FROM sync_runs")).one() == ("failed", gate)
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
