@@ -13,7 +13,13 @@ Triggered by the `vsa_snapshot` asset that `vsa_asset_sync` emits after each goo
    then); between invoice dates, and always for `review` contracts, the lines wait in
    `billing_review`. Runs are idempotent: a re-run or an old date posts nothing twice.
 
-Warehouse: connection `billing_warehouse`. By hand: `agent-billing bill --as-of D`.
+3. **notify** — sends queued mail (failed contracts' alerts too), also after a failure.
+
+A date beyond the billing horizon or a malformed date fails at once, without retries; contracts
+that failed make `bill` fail after the others were billed (the dates before are kept in its
+XCom). The data team is alerted of any failed task, and the run is failed
+(`fail_if_work_failed`). Warehouse: connection `billing_warehouse`. By hand:
+`agent-billing bill --as-of D`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from agent_billing_assets import SNAPSHOT_ASSET
+from data_team_alerts import alert_data_team
+from run_states import fail_fast, fail_run_if_work_failed
 
 
 @dag(
@@ -40,6 +48,7 @@ from agent_billing_assets import SNAPSHOT_ASSET
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=2),
+        "on_failure_callback": alert_data_team,
     },
     params={
         "as_of": Param(
@@ -49,44 +58,53 @@ from agent_billing_assets import SNAPSHOT_ASSET
     },
 )
 def agent_billing():
-    @task(retries=0, execution_timeout=timedelta(minutes=5))
+    @task(execution_timeout=timedelta(minutes=5))
+    @fail_fast
     def resolve_dates() -> list[str]:
         """The dates to bill; a run with none fails at once (retrying would not help)."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from agent_billing.billing.trigger import billing_dates
-        from agent_billing.errors import UserError
 
         ctx = get_current_context()
         events = (ctx.get("triggering_asset_events") or {}).get(SNAPSHOT_ASSET, [])
-        try:
-            dates = billing_dates(ctx["params"].get("as_of"), events)
-        except UserError as exc:
-            raise AirflowFailException(str(exc)) from None
-        return [day.isoformat() for day in dates]
+        return [day.isoformat() for day in billing_dates(ctx["params"].get("as_of"), events)]
 
     @task
+    @fail_fast
     def bill(dates: list[str]) -> list[dict]:
+        """Bill the dates in order; stop at the first date beyond the horizon or with failed
+        contracts (alerted by run_billing), keep what was billed in XCom, then fail."""
         from datetime import date
 
-        from agent_billing.billing import run_billing
+        from agent_billing.billing import BillingHorizonError, BillingRunFailed, run_billing
         from warehouse_hook import WarehouseHook
 
         engine = WarehouseHook().get_conn()
-        results = []
-        for day in dates:
-            summary = run_billing(engine, date.fromisoformat(day))
-            results.append({
-                "as_of": day,
-                "contracts": len(summary.contracts),
-                "invoices_posted": summary.invoices_posted,
-                "lines_posted": summary.lines_posted,
-                "pending_lines": summary.pending_lines,
-            })
-        engine.dispose()
+        results: list[dict] = []
+        try:
+            for day in dates:
+                summary = run_billing(engine, date.fromisoformat(day))
+                results.append(summary.to_xcom())
+                summary.raise_for_failures()
+        except (BillingHorizonError, BillingRunFailed):
+            get_current_context()["ti"].xcom_push(key="return_value", value=results)
+            raise
+        finally:
+            engine.dispose()
         return results
 
-    bill(resolve_dates())
+    @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))
+    @fail_fast
+    def notify() -> dict:
+        """Send queued mail (alerts about failed contracts too) even when billing failed."""
+        from outbox_delivery import deliver_pending_mail
+
+        return deliver_pending_mail()
+
+    dates = resolve_dates()
+    billed = bill(dates)
+    delivered = notify()
+    billed >> delivered
+    fail_run_if_work_failed()  # last: downstream of every task above
 
 
 agent_billing()

@@ -6,7 +6,8 @@ Every night (cron `AGENT_BILLING_SYNC_CRON`, default `0 2 * * *`, in the billing
 
 1. **extract** — lands VSA's orgs, machine groups, agents, billed views and their members
    as an immutable raw extract for the snapshot date (reused, never re-fetched, on re-runs);
-   a missed night older than the grace window becomes a **gap** (the rest is skipped);
+   a missed night older than the grace window becomes a **gap**: **gap_or_load** then runs
+   **gap_recorded** (green, named for the grid) and skips the rest;
 2. **load** — replaces the date's rows in the snapshot tables (one transaction);
 3. **validate** — the Great Expectations quality gate; a failure stops everything;
 4. **count** — units per `rmm_agent_count` service (`service_unit_counts`);
@@ -16,9 +17,13 @@ Every night (cron `AGENT_BILLING_SYNC_CRON`, default `0 2 * * *`, in the billing
 7. **publish** — emits the `vsa_snapshot` asset event (`extra.snapshot_date`) that
    triggers `agent_billing`.
 
-A step that fails for good (retries spent) marks the date `failed` in `sync_runs` (a date
-already complete keeps its status and gets the error as its message) and queues one alert
-to `AGENT_BILLING_DATA_TEAM_EMAILS`, which **notify** sends.
+A step that fails for good (retries spent, or at once for an input error such as a future
+date or a failed quality gate) marks the date `failed` in `sync_runs` (a date already
+complete keeps its status and gets the error as its message) and queues one alert to
+`AGENT_BILLING_DATA_TEAM_EMAILS`, which **notify** sends; any other failed task (a malformed
+`snapshot_date`, a refused `quarantine_action`) alerts the data team too. The run is then
+failed (**fail_if_work_failed**). A run still unfinished at `AGENT_BILLING_SYNC_DEADLINE`
+(default 06:00, billing timezone) alerts the data team (Airflow deadline alert).
 
 Snapshot date = the logical date's local date, or the param `snapshot_date`.
 Param `quarantine_action` (`release` / `discard`) acts on a quarantined snapshot instead of
@@ -35,22 +40,24 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
 from agent_billing_assets import SNAPSHOT_ASSET
+from data_team_alerts import alert_data_team, sync_deadline_alert
+from run_states import fail_fast, fail_run_if_work_failed
 
 TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
 SCHEDULE = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
 
 
 def record_failure(context) -> None:
-    """on_failure_callback: the step's retries are spent; record it and alert the data team."""
-    from airflow.sdk.exceptions import AirflowFailException
-
+    """on_failure_callback: the step failed for good (retries spent, or at once for an input
+    error); record it in sync_runs and alert the data team."""
+    from agent_billing.quality.snapshot_gate import QualityGateFailed
     from agent_billing.settings import get_settings
     from agent_billing.sync.dates import parse_date
     from agent_billing.sync.pipeline import record_failure as record
     from warehouse_hook import WarehouseHook
 
     ti, error = context["ti"], context.get("exception")
-    if ti.task_id == "validate" and isinstance(error, AirflowFailException):
+    if isinstance(getattr(error, "__cause__", None) or error, QualityGateFailed):  # fail_fast keeps the cause
         return  # a failed quality gate was recorded, with its own alert, by the step itself
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:
@@ -65,6 +72,7 @@ def record_failure(context) -> None:
     start_date=pendulum.datetime(2024, 1, 1, tz=TIMEZONE),
     catchup=False,
     max_active_runs=1,
+    deadline=sync_deadline_alert(SCHEDULE, TIMEZONE),
     tags=["agent-billing", "vsa", "nightly"],
     doc_md=__doc__,
     default_args={
@@ -74,6 +82,7 @@ def record_failure(context) -> None:
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=1),
+        "on_failure_callback": alert_data_team,  # the sync steps: record_failure
     },
     params={
         "snapshot_date": Param(
@@ -88,6 +97,7 @@ def record_failure(context) -> None:
 )
 def vsa_asset_sync():
     @task
+    @fail_fast
     def resolve_snapshot_date() -> str:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date, snapshot_date_for
@@ -99,28 +109,40 @@ def vsa_asset_sync():
         return snapshot_date_for(when, get_settings().tz).isoformat()
 
     @task.branch
+    @fail_fast
     def route() -> str:
         action = get_current_context()["params"].get("quarantine_action")
         return "quarantine_action" if action else "extract"
 
     @task(execution_timeout=timedelta(hours=2), retries=3, on_failure_callback=record_failure)
+    @fail_fast
     def extract(snapshot_date: str) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
         from agent_billing.sync.pipeline import extract_step
         from vsa_hook import VsaHook
         from warehouse_hook import WarehouseHook
 
-        result = extract_step(
+        return extract_step(
             WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date), VsaHook().get_conn
-        )
-        if result.status == "gap":
-            raise AirflowSkipException(result.detail["message"])
-        return result.to_xcom()
+        ).to_xcom()
+
+    @task.branch
+    @fail_fast
+    def gap_or_load(extracted: dict) -> str:
+        return "gap_recorded" if extracted["status"] == "gap" else "load"
+
+    @task
+    @fail_fast
+    def gap_recorded(extracted: dict) -> dict:
+        """Runs only for a gap night, so that the grid shows it (sync_runs says `gap`)."""
+        import logging
+
+        logging.getLogger(__name__).warning(extracted["detail"]["message"])
+        return extracted
 
     @task(on_failure_callback=record_failure)
+    @fail_fast
     def load(snapshot_date: str, _extracted: dict) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
@@ -129,22 +151,18 @@ def vsa_asset_sync():
 
         return load_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
-    @task(retries=0, on_failure_callback=record_failure)  # data-quality failures are not transient
+    @task(on_failure_callback=record_failure)
+    @fail_fast  # a failed quality gate (QualityGateFailed) is not transient: no retry
     def validate(snapshot_date: str, _loaded: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from agent_billing.quality.snapshot_gate import QualityGateFailed
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
         from agent_billing.sync.pipeline import validate_step
         from warehouse_hook import WarehouseHook
 
-        try:
-            return validate_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
-        except QualityGateFailed as exc:
-            raise AirflowFailException(str(exc)) from None
+        return validate_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task(on_failure_callback=record_failure)
+    @fail_fast
     def count(snapshot_date: str, _validated: dict) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
@@ -154,6 +172,7 @@ def vsa_asset_sync():
         return count_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task(on_failure_callback=record_failure)
+    @fail_fast
     def diff(snapshot_date: str, _counted: dict) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
@@ -163,6 +182,7 @@ def vsa_asset_sync():
         return diff_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task
+    @fail_fast
     def quarantine_action(snapshot_date: str) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
@@ -174,12 +194,14 @@ def vsa_asset_sync():
         return step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))  # gap alerts too
+    @fail_fast
     def notify() -> dict:
         from outbox_delivery import deliver_pending_mail
 
         return deliver_pending_mail()
 
     @task(outlets=[SNAPSHOT_ASSET], trigger_rule="none_failed_min_one_success")
+    @fail_fast
     def publish(snapshot_date: str) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -193,12 +215,22 @@ def vsa_asset_sync():
         return outcome
 
     snapshot_date = resolve_snapshot_date()
+    routed = route()
     extracted = extract(snapshot_date)
     acted = quarantine_action(snapshot_date)
-    snapshot_date >> route() >> [extracted, acted]
-    diffed = diff(snapshot_date, count(snapshot_date, validate(snapshot_date, load(snapshot_date, extracted))))
+    snapshot_date >> routed >> [extracted, acted]
+    branched = gap_or_load(extracted)
+    gap = gap_recorded(extracted)
+    loaded = load(snapshot_date, extracted)
+    branched >> [gap, loaded]
+    validated = validate(snapshot_date, loaded)
+    counted = count(snapshot_date, validated)
+    diffed = diff(snapshot_date, counted)
     # Mail never holds back billing: publish and notify both follow whichever branch ran.
-    [diffed, acted] >> publish(snapshot_date)
-    [diffed, acted] >> notify()
+    published = publish(snapshot_date)
+    delivered = notify()
+    [diffed, acted] >> published
+    [diffed, acted, gap] >> delivered
+    fail_run_if_work_failed()  # last: downstream of every task above
 
 vsa_asset_sync()

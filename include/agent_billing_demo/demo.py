@@ -152,6 +152,9 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
     if dagbag.import_errors:
         raise OperationFailed(f"DAG import errors: {dagbag.import_errors}")
     sync_dag, billing_dag = dagbag.get_dag("vsa_asset_sync"), dagbag.get_dag("agent_billing")
+    # Airflow 3.3.2's dag.test() fails a successful run of a DAG with a deadline alert when it
+    # prunes the run's deadlines (its in-memory DAG lacks the ids the scheduler's has).
+    sync_dag.deadline = None
 
     try:
         for n in range(nights):

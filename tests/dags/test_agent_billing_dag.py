@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -9,6 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
+
+from .conftest import needs_billing_interface
 
 
 @pytest.fixture
@@ -22,7 +25,7 @@ def resolve(billing_dag, monkeypatch, *, as_of=None, events=()):
 
     function = billing_dag.get_task("resolve_dates").python_callable
     context = {"params": {"as_of": as_of}, "triggering_asset_events": {SNAPSHOT_ASSET: list(events)}}
-    monkeypatch.setitem(function.__globals__, "get_current_context", lambda: context)
+    monkeypatch.setitem(inspect.unwrap(function).__globals__, "get_current_context", lambda: context)
     return function()
 
 
@@ -36,7 +39,9 @@ def test_dag_shape(billing_dag):
     assert billing_dag.max_active_runs == 1
     assert list(billing_dag.timetable.asset_condition.objects) == [SNAPSHOT_ASSET]
     assert billing_dag.default_args["retry_exponential_backoff"] is True
-    assert [t.task_id for t in billing_dag.topological_sort()] == ["resolve_dates", "bill"]
+    assert [t.task_id for t in billing_dag.topological_sort()] == [
+        "resolve_dates", "bill", "notify", "fail_if_work_failed"]
+    assert billing_dag.get_task("notify").trigger_rule == "all_done"  # mail goes out after a failure
 
 
 def test_coalesced_asset_events_are_billed_once_each_in_order(billing_dag, monkeypatch):
@@ -57,6 +62,7 @@ def test_a_run_without_any_date_fails_without_retrying(billing_dag, monkeypatch)
 
 
 @pytest.mark.slow
+@needs_billing_interface
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_manual_run_bills_as_of_the_param(billing_dag, warehouse):
     apply_contracts(warehouse, {"accounts": [{
@@ -77,3 +83,26 @@ def test_manual_run_bills_as_of_the_param(billing_dag, warehouse):
     assert (invoice[0], Decimal(str(invoice[1]))) == ("INV-C-2024-03", Decimal("120"))
     [bill] = [ti for ti in run.get_task_instances() if ti.task_id == "bill"]
     assert bill.state == "success"
+
+
+@pytest.mark.slow
+@needs_billing_interface
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_date_beyond_the_billing_horizon_fails_at_once_and_posts_nothing(billing_dag, warehouse):
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A", "name": "A", "vsa_org_id": "1",
+        "contracts": [{"contract_id": "C", "currency": "USD", "start_date": "2024-03-01", "services": [
+            {"service_id": "S", "name": "Agents", "unit_price": "12.00",
+             "units_source": "rmm_agent_count", "start_date": "2024-03-01"}]}],
+    }]})
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'complete')"))
+        conn.execute(text("INSERT INTO service_unit_counts VALUES ('S', '2024-03-01', 10)"))
+
+    run = billing_dag.test(run_conf={"as_of": "2099-12-01"})
+
+    assert run.state == "failed"
+    [bill] = [ti for ti in run.get_task_instances() if ti.task_id == "bill"]
+    assert (bill.state, bill.try_number) == ("failed", 1)  # no retry
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM invoices")).scalar() == 0

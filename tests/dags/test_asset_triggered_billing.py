@@ -21,6 +21,8 @@ from agent_billing.contracts import apply_contracts
 from vsa_simulator.generated import GeneratedScenario
 from vsa_simulator.testing import run_simulator
 
+from .conftest import needs_billing_interface
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -75,9 +77,10 @@ def run_tasks(dag, dag_run) -> None:
 
 
 @pytest.mark.slow
+@needs_billing_interface
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_backfilled_nights_reach_billing_as_asset_events_and_each_date_is_billed_in_order(
-        dagbag, warehouse, tmp_path, monkeypatch, clean_asset_queue):
+        dagbag, sync_dag, warehouse, tmp_path, monkeypatch, clean_asset_queue):
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.dagrun import DagRun
     from airflow.models.xcom import XComModel
@@ -97,7 +100,7 @@ def test_backfilled_nights_reach_billing_as_asset_events_and_each_date_is_billed
     monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))
     monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "allow")  # the dates are in the past
 
-    sync = dagbag.get_dag("vsa_asset_sync")
+    sync = sync_dag
 
     def sync_night(night: date) -> None:
         with run_simulator(world, date=night) as vsa:
@@ -123,7 +126,8 @@ def test_backfilled_nights_reach_billing_as_asset_events_and_each_date_is_billed
             run = session.get(DagRun, run.id)
             assert run.run_type == DagRunType.ASSET_TRIGGERED
             assert {ti.task_id: ti.state for ti in run.get_task_instances(session=session)} == {
-                "resolve_dates": "success", "bill": "success"}
+                "resolve_dates": "success", "bill": "success", "notify": "success",
+                "fail_if_work_failed": "skipped"}
             runs.append(sorted(e.extra["snapshot_date"] for e in run.consumed_asset_events))
             xcom = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids="agent_billing",
                                                       task_ids="bill", key="return_value")).one()

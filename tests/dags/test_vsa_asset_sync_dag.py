@@ -16,7 +16,7 @@ DAY = date(2024, 2, 5)
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_nightly_run_lands_counts_and_emits_the_snapshot_asset(dagbag, warehouse, tmp_path, monkeypatch):
+def test_nightly_run_lands_counts_and_emits_the_snapshot_asset(sync_dag, warehouse, tmp_path, monkeypatch):
     world = GeneratedScenario(seed=3, orgs=3, agents=300, start=date(2024, 1, 1))
     state = world.state(DAY)
     org = state.orgs.record(state.orgs.handles[0])["OrgId"]
@@ -30,8 +30,7 @@ def test_nightly_run_lands_counts_and_emits_the_snapshot_asset(dagbag, warehouse
     monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "allow")  # the date is in the past
     with run_simulator(world, date=DAY) as vsa:
         monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
-        dag = dagbag.get_dag("vsa_asset_sync")
-        run = dag.test(logical_date=pendulum.datetime(2024, 2, 5, 2, tz="UTC"))
+        run = sync_dag.test(logical_date=pendulum.datetime(2024, 2, 5, 2, tz="UTC"))
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["quarantine_action"] == "skipped"
@@ -62,8 +61,6 @@ def test_a_step_that_fails_for_good_marks_the_date_failed_and_alerts_the_data_te
     monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "allow")
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", "data@msp.example")
     dag = dagbag.get_dag("vsa_asset_sync")
-    for task in dag.tasks:  # fail at once instead of waiting out the retry delays
-        monkeypatch.setattr(task, "retries", 0)
     with run_simulator(world, date=DAY) as vsa:
         monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", json.dumps(json.loads(vsa.connection_json()) | {"password": secret}))
         run = dag.test(logical_date=pendulum.datetime(2024, 2, 5, 2, tz="UTC"))
@@ -71,6 +68,9 @@ def test_a_step_that_fails_for_good_marks_the_date_failed_and_alerts_the_data_te
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert run.state == "failed"
     assert (states["extract"], states["load"], states["notify"]) == ("failed", "upstream_failed", "success")
+    assert states["fail_if_work_failed"] == "failed"
+    # A revoked token is not transient: one try, no retry delays (the client retried 5xx itself).
+    assert [ti.try_number for ti in run.get_task_instances() if ti.task_id == "extract"] == [1]
     with warehouse.connect() as conn:
         status, message = conn.execute(text("SELECT status, message FROM sync_runs")).one()
         alerts = conn.execute(text("SELECT message_id, recipients, body FROM notification_outbox")).all()
@@ -78,3 +78,33 @@ def test_a_step_that_fails_for_good_marks_the_date_failed_and_alerts_the_data_te
     assert message.startswith("extract failed: ") and "authentication" in message.lower()
     assert [(a.message_id, a.recipients) for a in alerts] == [("failure:2024-02-05:extract", "data@msp.example")]
     assert secret not in message and secret not in alerts[0].body
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_failed_quality_gate_keeps_the_record_and_the_alert_of_its_own_step(dagbag, warehouse, monkeypatch):
+    """validate_step records a failed gate (status failed, the failed expectations) with its
+    own alert; the step's failure callback, which sees the gate through fail_fast's
+    AirflowFailException, must not overwrite that record nor alert twice."""
+    from types import SimpleNamespace
+
+    from agent_billing.quality.snapshot_gate import QualityGateFailed
+    from run_states import fail_fast
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", "data@msp.example")
+    gate = "quality gate failed for snapshot 2024-02-05: agents.expect_column_values_to_be_unique(agent_id)"
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status, message) VALUES ('2024-02-05', 'failed', :m)"),
+                     {"m": gate})
+
+    def validate():
+        raise QualityGateFailed(gate)
+
+    with pytest.raises(Exception) as failed:
+        fail_fast(validate)()
+    [callback] = dagbag.get_dag("vsa_asset_sync").get_task("validate").on_failure_callback
+    ti = SimpleNamespace(task_id="validate", xcom_pull=lambda task_ids: "2024-02-05")
+    callback({"ti": ti, "exception": failed.value})
+
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT status, message FROM sync_runs")).one() == ("failed", gate)
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0

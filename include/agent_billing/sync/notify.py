@@ -29,6 +29,8 @@ CLAIM_LEASE = timedelta(minutes=10)  # far beyond one SMTP send (30 s timeout)
 class DeliveryFailed(UserError):
     """Some queued messages could not be sent; they stay in the outbox for the next try."""
 
+    transient = True  # the SMTP server may answer later: a task retries it
+
 
 def queue_message(conn: Connection, message_id: str, kind: str, recipients: list[str], subject: str, body: str) -> bool:
     """Queue a message unless it is already queued or sent; an unsent one is refreshed.

@@ -1,0 +1,139 @@
+"""Alerts to the data team (``AGENT_BILLING_DATA_TEAM_EMAILS``) through the warehouse outbox.
+
+* :func:`alert_data_team` — the ``on_failure_callback`` of every task (``default_args``):
+  one alert per DAG, run and task (a deterministic message id, so a repeated failure of the
+  same task in the same run is not mailed twice). ``vsa_asset_sync``'s steps use their own
+  callback, which also records the failure in ``sync_runs``.
+* :func:`sync_deadline_alert` — the nightly sync's deadline: an Airflow deadline alert that
+  fires when a run has not finished by ``AGENT_BILLING_SYNC_DEADLINE`` (``HH:MM``, default
+  06:00) in the billing timezone; :func:`alert_sync_late` is its callback (run by the
+  executor), which queues the alert and delivers the outbox at once (the run's own
+  ``notify`` has not run yet).
+
+The DAG files import this module at parse time: it imports nothing heavy at top level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from airflow.sdk import DeadlineAlert, DeadlineReference, SyncCallback
+
+log = logging.getLogger(__name__)
+
+SYNC_DEADLINE_VARIABLE = "AGENT_BILLING_SYNC_DEADLINE"
+DEFAULT_SYNC_DEADLINE = "06:00"
+RUNBOOK = "See docs/runbook.md, 'Run states and alerts'."
+
+
+def queue_data_team_alert(message_id: str, subject: str, body: str) -> bool:
+    """Queue one mail to the data team; False when no recipient is configured or the message
+    was already queued or sent."""
+    from agent_billing.settings import get_settings
+    from agent_billing.sync.notify import queue_message
+    from warehouse_hook import WarehouseHook
+
+    recipients = get_settings().data_team
+    if not recipients:
+        log.warning("AGENT_BILLING_DATA_TEAM_EMAILS is empty: alert %r not queued", message_id)
+        return False
+    engine = WarehouseHook().get_conn()
+    try:
+        with engine.begin() as conn:
+            return queue_message(conn, message_id, "failure", recipients, subject, body)
+    finally:
+        engine.dispose()
+
+
+def _redacted(text: str) -> str:
+    """The text without any secret Airflow knows (connection passwords read in this process)."""
+    from airflow.sdk._shared.secrets_masker import redact
+
+    return str(redact(text))
+
+
+def alert_data_team(context: Any) -> None:
+    """on_failure_callback: a task failed for good (retries spent, or an input error)."""
+    ti = context["ti"]
+    dag_id, run_id, task_id = ti.dag_id, ti.run_id, ti.task_id
+    error = _redacted(str(context.get("exception") or "unknown error"))
+    params = {k: v for k, v in (context.get("params") or {}).items() if v is not None}
+    body = (
+        f"{dag_id} failed at {task_id} (run {run_id}, try {ti.try_number}).\n\n"
+        f"Error: {error}\n"
+        + (f"Params: {params}\n" if params else "")
+        + f"\nThe run is marked failed. {RUNBOOK}\n"
+    )
+    queue_data_team_alert(
+        f"task-failure:{dag_id}:{run_id}:{task_id}",
+        f"[agent-billing] {dag_id} failed at {task_id}",
+        body,
+    )
+
+
+def sync_deadline_alert(schedule: str, timezone: str) -> DeadlineAlert:
+    """The deadline of a nightly sync run: ``AGENT_BILLING_SYNC_DEADLINE`` local time on the
+    night it was triggered.
+
+    Airflow measures a deadline as an interval from a reference; the reference is the run's
+    logical date (a cron run's trigger time), the interval the wall-clock time from the cron's
+    trigger time to the deadline (e.g. ``0 2 * * *`` and 06:00 → 4 h). On the two nights a
+    year when the clocks change between them the alert comes an hour early or late.
+    """
+    raw = os.environ.get(SYNC_DEADLINE_VARIABLE, DEFAULT_SYNC_DEADLINE)
+    deadline = parse_local_time(raw)
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=time_to_deadline(schedule, deadline),
+        callback=SyncCallback(alert_sync_late, kwargs={"deadline": raw, "timezone": timezone}),
+        name="sync_not_finished",
+    )
+
+
+def parse_local_time(raw: str) -> time:
+    try:
+        hours, minutes = (int(part) for part in raw.strip().split(":"))
+        return time(hours, minutes)
+    except ValueError:
+        raise ValueError(
+            f"{SYNC_DEADLINE_VARIABLE}={raw!r}: expected HH:MM, a local time in the billing timezone"
+        ) from None
+
+
+def time_to_deadline(schedule: str, deadline: time) -> timedelta:
+    """Wall-clock time from the schedule's first trigger of a day to the next ``deadline``."""
+    from croniter import croniter  # Airflow's cron timetables import it already
+
+    midnight = datetime(2024, 1, 15)  # any day: only the wall-clock times matter
+    trigger = croniter(schedule, midnight - timedelta(seconds=1)).get_next(datetime)
+    due = datetime.combine(trigger.date(), deadline)
+    if due <= trigger:
+        due += timedelta(days=1)
+    return due - trigger
+
+
+def alert_sync_late(context: dict, deadline: str, timezone: str) -> None:
+    """Deadline callback: the run has not finished by the deadline. Not alerted: backfill runs
+    of past nights (due at once by construction) and runs that ended failed (Airflow prunes
+    the deadline of successful runs only; a failed one alerted already)."""
+    run = context.get("dag_run") or {}
+    dag_id, run_id = run.get("dag_id", "vsa_asset_sync"), run.get("dag_run_id", "?")
+    if run.get("run_type") == "backfill":
+        log.info("backfill run %s passed the %s deadline: not alerted", run_id, deadline)
+        return
+    if run.get("state") in ("success", "failed"):
+        log.info("run %s finished (%s) before its deadline was checked: not alerted", run_id, run["state"])
+        return  # a failed run alerted the data team already
+    queue_data_team_alert(
+        f"deadline:{dag_id}:{run_id}",
+        f"[agent-billing] {dag_id} has not finished by {deadline} ({timezone})",
+        f"The nightly sync run {run_id} (logical date {run.get('logical_date')}) was still "
+        f"{run.get('state', 'running')} at its deadline {deadline} {timezone}: billing waits "
+        f"for it. Check the run in Airflow. {RUNBOOK}\n",
+    )
+    from outbox_delivery import deliver_pending_mail
+
+    deliver_pending_mail()

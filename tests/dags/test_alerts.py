@@ -1,0 +1,102 @@
+"""Alerts to the data team: every task of every DAG has a failure callback, every task maps
+input errors to an immediate failure, a watcher fails the run, and the nightly sync carries
+a deadline alert at the configured local time whose callback mails the data team."""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG_IDS = ["agent_billing", "get_units_now", "vsa_asset_sync"]
+DATA_TEAM = "data@msp.example"
+
+
+def as_list(callbacks) -> list:
+    if callbacks is None:
+        return []
+    return list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_every_task_fails_fast_and_alerts_and_a_watcher_fails_the_run(dagbag, dag_id):
+    from run_states import WATCHER_TASK_ID
+
+    dag = dagbag.get_dag(dag_id)
+    watcher = dag.get_task(WATCHER_TASK_ID)
+    assert (watcher.trigger_rule, watcher.retries) == ("one_failed", 0)
+    assert watcher.upstream_task_ids == set(dag.task_ids) - {WATCHER_TASK_ID}  # watches every task
+    assert not watcher.downstream_task_ids
+    assert as_list(watcher.on_failure_callback) == []  # the failed task alerted already
+    for task in dag.tasks:
+        if task.task_id == WATCHER_TASK_ID:
+            continue
+        assert getattr(task.python_callable, "fails_fast", False), f"{dag_id}.{task.task_id}"
+        names = {c.__name__ for c in as_list(task.on_failure_callback)}
+        assert names & {"alert_data_team", "record_failure"}, f"{dag_id}.{task.task_id}: {names}"
+
+
+def test_the_nightly_sync_carries_a_deadline_at_six_local_by_default(dagbag):
+    from airflow.sdk import DeadlineReference
+
+    [alert] = dagbag.get_dag("vsa_asset_sync").deadline
+    assert alert.reference == DeadlineReference.DAGRUN_LOGICAL_DATE
+    assert alert.interval == timedelta(hours=4)  # cron 0 2 * * * → 06:00
+    assert alert.callback.path == "data_team_alerts.alert_sync_late"
+    assert alert.callback.kwargs == {"deadline": "06:00", "timezone": "UTC"}
+
+
+def test_the_deadline_follows_the_configured_local_time_and_schedule(airflow_db, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AGENT_BILLING_SYNC_DEADLINE", "07:30")
+    monkeypatch.setenv("AGENT_BILLING_SYNC_CRON", "15 1 * * *")
+    monkeypatch.setenv("AGENT_BILLING_TIMEZONE", "Europe/Amsterdam")
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "vsa_asset_sync.py")).get_dag("vsa_asset_sync")
+
+    [alert] = dag.deadline
+    assert alert.interval == timedelta(hours=6, minutes=15)
+    assert alert.callback.kwargs == {"deadline": "07:30", "timezone": "Europe/Amsterdam"}
+
+
+def test_a_malformed_deadline_is_an_import_error_naming_the_setting(airflow_db, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AGENT_BILLING_SYNC_DEADLINE", "6am")
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "vsa_asset_sync.py"))
+    [error] = bag.import_errors.values()
+    assert "AGENT_BILLING_SYNC_DEADLINE='6am': expected HH:MM" in error
+
+
+def test_time_to_deadline_crosses_midnight():
+    from data_team_alerts import time_to_deadline
+
+    assert time_to_deadline("0 23 * * *", time(6, 0)) == timedelta(hours=7)
+    assert time_to_deadline("0 2 * * *", time(2, 0)) == timedelta(hours=24)
+
+
+def run_context(run_type: str = "scheduled", state: str = "running") -> dict:
+    return {"dag_run": {
+        "dag_id": "vsa_asset_sync", "dag_run_id": f"{run_type}__2026-11-03T02:00:00+00:00",
+        "run_type": run_type, "state": state, "logical_date": "2026-11-03T02:00:00Z"}}
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_late_nightly_run_mails_the_data_team_at_once(warehouse, smtp_inbox, monkeypatch):
+    from data_team_alerts import alert_sync_late
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    alert_sync_late(context=run_context(), deadline="06:00", timezone="Europe/Amsterdam")
+    alert_sync_late(context=run_context(), deadline="06:00", timezone="Europe/Amsterdam")  # once
+    alert_sync_late(context=run_context("backfill"), deadline="06:00", timezone="Europe/Amsterdam")
+    alert_sync_late(context=run_context(state="failed"), deadline="06:00", timezone="Europe/Amsterdam")
+
+    assert smtp_inbox.subjects() == [
+        "[agent-billing] vsa_asset_sync has not finished by 06:00 (Europe/Amsterdam)"]
+    assert smtp_inbox.messages[0].rcpt_tos == [DATA_TEAM]
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT message_id FROM notification_outbox")).scalars().all() == [
+            "deadline:vsa_asset_sync:scheduled__2026-11-03T02:00:00+00:00"]

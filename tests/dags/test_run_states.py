@@ -1,0 +1,145 @@
+"""Run states tell the truth, through Airflow (dag.test): an input error fails its task at
+once (one try, no retry delay), mail is still delivered, the data team is alerted, and the
+run is failed; a gap night shows a task of its own."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pendulum
+import pytest
+from sqlalchemy import text
+
+from vsa_simulator.generated import GeneratedScenario
+from vsa_simulator.testing import run_simulator
+
+from .conftest import task_states, task_tries
+
+DATA_TEAM = "data@msp.example"
+
+
+def fail_fast_call(function):
+    from run_states import fail_fast
+
+    return fail_fast(function)()
+
+
+def raises(exc):
+    def function():
+        raise exc
+
+    return function
+
+
+def test_an_input_error_fails_at_once_and_a_transient_one_keeps_its_retries():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from agent_billing.errors import UserError
+    from agent_billing.sync.notify import DeliveryFailed
+    from agent_billing.vsa.errors import VsaHttpError, VsaUnreachable
+
+    with pytest.raises(AirflowFailException, match="service 'X' not found") as failed:
+        fail_fast_call(raises(UserError("service 'X' not found")))
+    assert isinstance(failed.value.__cause__, UserError)  # callbacks can still tell what it was
+    with pytest.raises(AirflowFailException):  # 404: asking again will not help
+        fail_fast_call(raises(VsaHttpError("not found", status=404, host="vsa")))
+    for transient in (VsaHttpError("throttled", status=429, host="vsa"),
+                      VsaHttpError("down", status=503, host="vsa"),
+                      VsaUnreachable("refused", host="vsa"),
+                      DeliveryFailed("1 message(s) not sent"),
+                      ConnectionError("database went away")):
+        with pytest.raises(type(transient)):
+            fail_fast_call(raises(transient))
+    assert fail_fast_call(lambda: 42) == 42
+
+
+def alerts(warehouse) -> list[tuple[str, str, str | None]]:
+    with warehouse.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT message_id, recipients, sent_at FROM notification_outbox "
+            "WHERE kind = 'failure' ORDER BY message_id"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_get_units_now_for_an_unknown_service_fails_at_once_alerts_and_fails_the_run(
+        fresh_dag, warehouse, smtp_inbox, monkeypatch):
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    world = GeneratedScenario(seed=1, orgs=1, agents=5, start=date(2024, 1, 1))
+    with run_simulator(world, date=date(2024, 1, 2)) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        run = fresh_dag("get_units_now").test(run_conf={"service_id": "NO-SUCH-SERVICE"})
+
+    assert run.state == "failed"
+    assert task_states(run) == {
+        "count_service_now": "failed", "notify": "success", "fail_if_work_failed": "failed"}
+    assert task_tries(run)["count_service_now"] == 1  # no retry: the default would be 3 tries
+    message_id = f"task-failure:get_units_now:{run.run_id}:count_service_now"
+    [(got_id, recipients, sent_at)] = alerts(warehouse)
+    assert (got_id, recipients) == (message_id, DATA_TEAM) and sent_at is not None  # notify sent it
+    assert smtp_inbox.subjects() == ["[agent-billing] get_units_now failed at count_service_now"]
+    body = smtp_inbox.messages[0].content.decode()
+    assert "service 'NO-SUCH-SERVICE' not found" in body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_agent_billing_without_a_date_to_bill_fails_at_once_alerts_and_fails_the_run(
+        fresh_dag, warehouse, monkeypatch):
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    run = fresh_dag("agent_billing").test(run_conf={"as_of": None})  # by hand, no as_of
+
+    assert run.state == "failed"
+    assert task_states(run) == {
+        "resolve_dates": "failed", "bill": "upstream_failed", "notify": "success",
+        "fail_if_work_failed": "failed"}
+    assert task_tries(run)["resolve_dates"] == 1
+    assert [a[:2] for a in alerts(warehouse)] == [
+        (f"task-failure:agent_billing:{run.run_id}:resolve_dates", DATA_TEAM)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_gap_night_is_a_green_run_with_gap_recorded_and_sync_runs_gap(sync_dag, warehouse, tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))  # nothing landed
+    monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "refuse")
+    monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", '{"conn_type": "http", "host": "http://127.0.0.1:9", '
+                                                   '"login": "u", "password": "never-used"}')
+    logical = pendulum.datetime(2024, 2, 5, 2, tz="UTC")  # long past the 36 h grace window
+    run = sync_dag.test(logical_date=logical)
+
+    assert run.state == "success"
+    states = task_states(run)
+    assert (states["extract"], states["gap_recorded"], states["notify"]) == ("success",) * 3
+    assert all(states[t] == "skipped" for t in ("load", "validate", "count", "diff", "publish",
+                                                  "quarantine_action", "fail_if_work_failed"))
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "gap"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_releasing_a_snapshot_that_is_not_quarantined_fails_at_once_and_alerts(fresh_dag, warehouse, monkeypatch):
+    from airflow.models.deadline import Deadline
+    from airflow.utils.session import create_session
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-02-05', 'complete')"))
+    run = fresh_dag("vsa_asset_sync").test(
+        run_conf={"snapshot_date": "2024-02-05", "quarantine_action": "release"})
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert (states["quarantine_action"], states["notify"], states["fail_if_work_failed"]) == (
+        "failed", "success", "failed")
+    assert states["publish"] == "upstream_failed" and states["extract"] == "skipped"
+    assert task_tries(run)["quarantine_action"] == 1
+    assert [a[:2] for a in alerts(warehouse)] == [
+        (f"task-failure:vsa_asset_sync:{run.run_id}:quarantine_action", DATA_TEAM)]
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "complete"  # untouched
+    # The run carried the nightly deadline (a successful run's is pruned): logical date + (06:00 − 02:00).
+    with create_session() as session:
+        [deadline] = session.query(Deadline).filter(Deadline.dagrun_id == run.id).all()
+    assert deadline.deadline_time == run.logical_date + pendulum.duration(hours=4)
