@@ -124,7 +124,7 @@ CASES = [
          r"snapshot 2025-01-16 is unknown, not quarantined"),
     # -- files
     Case("export-directory-missing", ("invoices", "export", "--month", "2025-01", "--output",
-                                      "/nonexistent/dir/x.csv"), 2, r"/nonexistent/dir: no such directory"),
+                                      "/nonexistent/dir/x.csv"), 2, r"cannot write /nonexistent/dir/x\.csv: No such file or directory"),
     Case("export-to-a-directory", ("invoices", "export", "--month", "2025-01", "--output", "{tmp}"), 2,
          r"Is a directory", SQLITE),
     Case("contracts-file-missing", ("contracts", "apply", "{tmp}/contracts.yaml"), 2,
