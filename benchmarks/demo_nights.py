@@ -2,7 +2,9 @@
 
 Runs the real demo (``agent-billing demo``, 60 nights) in a fresh process on a scratch home and
 stamps each ``night n/60`` progress line as it arrives (the demo prints it after the night's
-sync and billing). A night's time is the gap between its line and the previous night's; night 1
+sync and billing) with the wall clock and the demo process's CPU time (user + system, which
+other work on a shared machine barely disturbs). A night's time is the gap between its line and
+the previous night's; night 1
 has no start mark (Airflow's set-up precedes it unmarked), so it counts as set-up and the first
 window is nights 2-11. Target: nights 51-60 average at most 1.2 × nights 2-11.
 """
@@ -19,6 +21,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+import psutil
+
 NIGHTS = 60
 WINDOW = 10
 MAX_RATIO = 1.2
@@ -34,9 +38,9 @@ def run() -> str:
     return _report(arrivals, tail, wall, peak_rss_mb, load_before, os.getloadavg()[0])
 
 
-def _run_demo(home: Path) -> tuple[dict[int, float], deque[str], float, float]:
-    """Run the demo; return {night: seconds since launch its line arrived}, the output's last
-    lines, the wall time and the demo process's peak RSS (MB)."""
+def _run_demo(home: Path) -> tuple[dict[int, tuple[float, float]], deque[str], float, float]:
+    """Run the demo; return {night: (wall, CPU) seconds since launch when its line arrived},
+    the output's last lines, the wall time and the demo process's peak RSS (MB)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "include"), os.environ.get("PYTHONPATH")]))}
     started = time.monotonic()
@@ -46,7 +50,8 @@ def _run_demo(home: Path) -> tuple[dict[int, float], deque[str], float, float]:
     )
     watchdog = threading.Timer(TIMEOUT_SECONDS, proc.kill)
     watchdog.start()
-    arrivals: dict[int, float] = {}
+    demo = psutil.Process(proc.pid)
+    arrivals: dict[int, tuple[float, float]] = {}
     tail: deque[str] = deque(maxlen=30)
     try:
         for line in proc.stdout:
@@ -54,7 +59,8 @@ def _run_demo(home: Path) -> tuple[dict[int, float], deque[str], float, float]:
             tail.append(line.rstrip())
             match = NIGHT_LINE.search(line)
             if match and int(match.group(2)) == NIGHTS:
-                arrivals.setdefault(int(match.group(1)), now)
+                cpu = demo.cpu_times()
+                arrivals.setdefault(int(match.group(1)), (now, cpu.user + cpu.system))
         proc.stdout.close()
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -66,47 +72,57 @@ def _run_demo(home: Path) -> tuple[dict[int, float], deque[str], float, float]:
     return arrivals, tail, wall, usage.ru_maxrss / 1024
 
 
-def _report(arrivals: dict[int, float], tail: deque[str], wall: float, peak_rss_mb: float,
+def _report(arrivals: dict[int, tuple[float, float]], tail: deque[str], wall: float, peak_rss_mb: float,
             load_before: float, load_after: float) -> str:
     missing = [n for n in range(1, NIGHTS + 1) if n not in arrivals]
     if missing:  # the progress format changed: say so rather than report a wrong figure
         raise RuntimeError(f"no 'night n/{NIGHTS}' line for nights {missing[:10]}; the output ended:\n"
                            + "\n".join(tail))
-    nights = {n: arrivals[n] - arrivals[n - 1] for n in range(2, NIGHTS + 1)}
-    first = [nights[n] for n in range(2, 2 + WINDOW)]
-    last = [nights[n] for n in range(NIGHTS - WINDOW + 1, NIGHTS + 1)]
-    first_mean, last_mean = sum(first) / WINDOW, sum(last) / WINDOW
-    ratio = last_mean / first_mean
+    wall_first, wall_last, nights = _windows({n: arrivals[n][0] for n in arrivals})
+    cpu_first, cpu_last, cpu_nights = _windows({n: arrivals[n][1] for n in arrivals})
+    ratio, cpu_ratio = wall_last / wall_first, cpu_last / cpu_first
     slowest = max(nights, key=nights.get)
+    first, last = f"nights 2–{1 + WINDOW}", f"nights {NIGHTS - WINDOW + 1}–{NIGHTS}"
     rows = [
         ("total wall time (launch → exit)", f"{wall:.0f} s ({wall / 60:.1f} min)", ""),
         ("set-up: launch → night 1 line (simulator, warehouse, Airflow init + DAG parse, night 1)",
-         f"{arrivals[1]:.1f} s", ""),
-        (f"nights 2–{1 + WINDOW}: mean per night", f"{first_mean:.2f} s", ""),
-        (f"nights {NIGHTS - WINDOW + 1}–{NIGHTS}: mean per night", f"{last_mean:.2f} s", ""),
-        ("ratio last ÷ first", f"{ratio:.2f}", f"≤ {MAX_RATIO}"),
-        ("slowest night", f"night {slowest}: {nights[slowest]:.2f} s", ""),
-        (f"summary after night {NIGHTS} (→ exit)", f"{wall - arrivals[NIGHTS]:.1f} s", ""),
+         f"{arrivals[1][0]:.1f} s", ""),
+        (f"{first}: mean per night, wall (CPU)", f"{wall_first:.2f} s ({cpu_first:.2f} s)", ""),
+        (f"{last}: mean per night, wall (CPU)", f"{wall_last:.2f} s ({cpu_last:.2f} s)", ""),
+        ("ratio last ÷ first, wall (CPU)", f"{ratio:.2f} ({cpu_ratio:.2f})", f"≤ {MAX_RATIO}"),
+        ("slowest night, wall (its CPU)", f"night {slowest}: {nights[slowest]:.2f} s ({cpu_nights[slowest]:.2f} s)", ""),
+        (f"summary after night {NIGHTS} (→ exit)", f"{wall - arrivals[NIGHTS][0]:.1f} s", ""),
         ("demo process peak RSS", f"{peak_rss_mb:.0f} MB", ""),
     ]
     return "\n".join([
         f"## Demo: per-night time over {NIGHTS} nights",
         "",
         f"The real demo (`agent-billing demo`, {NIGHTS} nights, 30 orgs, 3,000 agents, SQLite) in a"
-        f" fresh process; each `night n/{NIGHTS}` progress line is time-stamped as it arrives, and a"
-        " night's time is the gap to the previous night's line (sync + billing through Airflow's"
-        " `dag.test()`). Night 1 has no start mark, so it is counted in the set-up and the first"
-        f" window is nights 2–{1 + WINDOW}. Target: the last {WINDOW} nights' mean ≤ {MAX_RATIO} ×"
-        " the first window's, i.e. a night's cost does not grow with the history kept. Shared 2-core"
-        f" machine, busy with other work (1-minute load average {load_before:.1f} at start,"
-        f" {load_after:.1f} at end): the times, and so the ratio, carry that noise; re-run a ratio"
-        " near the target.",
+        f" fresh process; each `night n/{NIGHTS}` progress line is stamped as it arrives with the"
+        " wall clock and the demo process's CPU time, and a night's time is the gap to the previous"
+        " night's line (sync + billing through Airflow's `dag.test()`). Night 1 has no start mark,"
+        f" so it is counted in the set-up and the first window is {first}. Target: the last"
+        f" {WINDOW} nights' mean ≤ {MAX_RATIO} × the first window's, i.e. a night's cost does not"
+        " grow with the history kept. Shared 2-core machine, busy with other engineers' work"
+        f" (1-minute load average {load_before:.1f} at start, {load_after:.1f} at end): the wall"
+        " times mostly measure waiting for a core; the CPU times are the steadier measure of the"
+        " work per night.",
         "",
         "| metric | value | target |",
         "|---|---|---|",
         *(f"| {name} | {value} | {target} |" for name, value, target in rows),
         "",
-        f"Per-night seconds, nights 2–{NIGHTS}: " + " ".join(f"{nights[n]:.1f}" for n in range(2, NIGHTS + 1)),
+        "Per night from night 2, wall s: " + " ".join(f"{nights[n]:.1f}" for n in sorted(nights)),
         "",
-        f"target met: {'yes' if ratio <= MAX_RATIO else 'no'}",
+        "CPU s: " + " ".join(f"{cpu_nights[n]:.1f}" for n in sorted(cpu_nights)),
+        "",
+        f"target met: wall {'yes' if ratio <= MAX_RATIO else 'no'}, CPU {'yes' if cpu_ratio <= MAX_RATIO else 'no'}",
     ])
+
+
+def _windows(stamps: dict[int, float]) -> tuple[float, float, dict[int, float]]:
+    """The first and last windows' mean per night, and each night's gap to the previous line."""
+    nights = {n: stamps[n] - stamps[n - 1] for n in range(2, NIGHTS + 1)}
+    first = sum(nights[n] for n in range(2, 2 + WINDOW)) / WINDOW
+    last = sum(nights[n] for n in range(NIGHTS - WINDOW + 1, NIGHTS + 1)) / WINDOW
+    return first, last, nights
