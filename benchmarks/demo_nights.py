@@ -4,9 +4,8 @@ Runs the real demo (``agent-billing demo``, 60 nights) in a fresh process on a s
 stamps each ``night n/60`` progress line as it arrives (the demo prints it after the night's
 sync and billing) with the wall clock and the demo process's CPU time (user + system, which
 other work on a shared machine barely disturbs). A night's time is the gap between its line and
-the previous night's; night 1
-has no start mark (Airflow's set-up precedes it unmarked), so it counts as set-up and the first
-window is nights 2-11. Target: nights 51-60 average at most 1.2 × nights 2-11.
+the previous night's; night 1 has no start mark (Airflow's set-up precedes it unmarked), so it
+counts as set-up and the first window is nights 2-11. Target: nights 51-60 average at most 1.2 × nights 2-11.
 """
 
 from __future__ import annotations
@@ -67,6 +66,9 @@ def _run_demo(home: Path) -> tuple[dict[int, tuple[float, float]], deque[str], f
         proc.returncode = os.waitstatus_to_exitcode(status)
     finally:
         watchdog.cancel()
+        if proc.returncode is None:  # the reading failed: do not leave the demo running
+            proc.kill()
+            proc.wait()
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"the demo exited {proc.returncode} after {wall:.0f} s:\n" + "\n".join(tail))
