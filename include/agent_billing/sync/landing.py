@@ -122,11 +122,15 @@ class RawLanding:
                 stage.finish(self.snapshot_date)
             except OSError as exc:  # a full disk, a folder that became read-only
                 raise LandingError(f"cannot write the raw landing {tmp}: {_reason(exc)}") from None
-            if self.exists():  # a concurrent extract of the same date finished first: keep it
-                raise LandingExists(f"raw landing {self.path} appeared while extracting; kept the first")
-            if self.path.exists():  # an incomplete folder without a manifest (not ours)
-                shutil.rmtree(self.path)
-            os.replace(tmp, self.path)
+            try:
+                os.rename(tmp, self.path)  # atomic; refused when a landing appeared meanwhile
+            except OSError:
+                if self.exists():  # a concurrent extract of the same date finished first: keep it
+                    raise LandingExists(f"raw landing {self.path} appeared while extracting; kept the first") from None
+                raise LandingError(
+                    f"raw landing {self.path} exists without a manifest (an incomplete copy?): "
+                    "move it away and re-run"
+                ) from None
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

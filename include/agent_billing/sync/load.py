@@ -10,6 +10,7 @@ from datetime import date, datetime
 from sqlalchemy import Connection, Engine, text
 
 from agent_billing.sync.landing import RawLanding
+from agent_billing.sync.runs import lock_snapshot_date
 from agent_billing.warehouse.bulk import bulk_insert
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,12 @@ class LoadResult:
 
 
 def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
-    """Replace the snapshot rows of the landing's date with its content, atomically."""
+    """Replace the snapshot rows of the landing's date with its content, atomically (two runs
+    of one date load one after the other: the date's lock is taken first)."""
     manifest = landing.verify()
     d = landing.snapshot_date
     with engine.begin() as conn:
+        lock_snapshot_date(conn, d)
         delete_snapshot_rows(conn, d)
         orgs = bulk_insert(
             conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),

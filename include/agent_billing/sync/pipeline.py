@@ -23,13 +23,24 @@ from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.load import load_snapshot
 from agent_billing.sync.notify import queue_message, queue_unit_change_mail
 from agent_billing.sync.quarantine import org_drops
-from agent_billing.sync.runs import get_run, previous_good, record_run
+from agent_billing.sync.runs import (
+    get_run,
+    lock_snapshot_date,
+    next_good,
+    previous_good,
+    record_run,
+    status_after_failure,
+)
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotStatusError(UserError):
     """A release or discard was asked for a date in the wrong state."""
+
+
+class CompleteLandingMissing(UserError):
+    """A complete date's raw landing is gone: it is never re-extracted from VSA's present state."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,15 @@ def extract_step(
         manifest = landing.verify()
         log.info("raw landing for %s exists (%s): reprocessing it, VSA not called", snapshot_date, landing.path)
         return StepResult(snapshot_date.isoformat(), "reused", {"observed_at": manifest["observed_at"]})
+    with engine.connect() as conn:
+        run = get_run(conn, snapshot_date)
+    if run and run["status"] == "complete":
+        # VSA reports only its present state: extracting now would rewrite a posted past.
+        raise CompleteLandingMissing(
+            f"snapshot {snapshot_date} is complete but its raw landing {landing.path} is missing: "
+            "restore it from the backup of the raw folder and re-run (docs/runbook.md, 'When "
+            "something breaks'); a complete date is never re-extracted from VSA's present state"
+        )
     if snapshot_date > now.astimezone(settings.tz).date():
         raise UserError(
             f"snapshot date {snapshot_date} is in the future (today is "
@@ -116,7 +136,8 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
         results = validate_snapshot(engine, landing_for(settings, snapshot_date))
     except QualityGateFailed as exc:
         with engine.begin() as conn:
-            record_run(conn, snapshot_date, "failed", message=str(exc))
+            # A complete date keeps its status and data: the failed load never reached them.
+            record_run(conn, snapshot_date, status_after_failure(conn, snapshot_date), message=str(exc))
             if settings.data_team:
                 queue_message(
                     conn, f"quality:{snapshot_date}", "quality", settings.data_team,
@@ -133,6 +154,7 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
         for name in manifest["files"] if name.startswith("agents_in_view/")
     }
     with engine.begin() as conn:
+        lock_snapshot_date(conn, snapshot_date)
         result = changes.count_units(conn, snapshot_date, landed_views)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
 
@@ -142,6 +164,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
     manifest = landing_for(settings, snapshot_date).manifest()
     observed_at = datetime.fromisoformat(manifest["observed_at"])
     with engine.begin() as conn:
+        lock_snapshot_date(conn, snapshot_date)
         changes.lock_unit_history(conn)  # read the neighbours only once no one else moves them
         totals = _snapshot_totals(conn, snapshot_date)
         existing = get_run(conn, snapshot_date) or {}
@@ -164,11 +187,21 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
             return StepResult(snapshot_date.isoformat(), "quarantined", {"message": message, **totals})
         record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None, **totals)
         found = changes.rederive_from(conn, snapshot_date, settings.tz)
-        queued = queue_unit_change_mail(conn, snapshot_date)
+        queued = queue_derived_mail(conn, snapshot_date)
     return StepResult(
         snapshot_date.isoformat(), "complete",
         {"unit_changes": len(found), "mail_queued": queued, **totals},
     )
+
+
+def queue_derived_mail(conn, snapshot_date: date) -> int:
+    """Unit-change mail for the date and for the next good date, whose changes were derived
+    again against it: mail already sent that the new derivation alters gets a correction."""
+    queued = queue_unit_change_mail(conn, snapshot_date)
+    following = next_good(conn, snapshot_date)
+    if following is not None:
+        queued += queue_unit_change_mail(conn, following)
+    return queued
 
 
 def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
@@ -197,7 +230,7 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
                    message=f"released after quarantine: {run['message']}")
         found = changes.rederive_from(conn, snapshot_date, settings.tz)
-        queue_unit_change_mail(conn, snapshot_date)
+        queue_derived_mail(conn, snapshot_date)
     log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
     return StepResult(snapshot_date.isoformat(), "complete", {"unit_changes": len(found), "released": True})
 
@@ -214,17 +247,13 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
     return StepResult(snapshot_date.isoformat(), "discarded", {})
 
 
-FINAL_STATUSES = ("complete", "quarantined", "discarded")
-
-
 def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step: str, error: str) -> None:
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
     alert per date and step. A date that already has a final status keeps it (the data of its
     last good run stand); the error goes to its message."""
     message = f"{step} failed: {error}"
     with engine.begin() as conn:
-        run = get_run(conn, snapshot_date)
-        status = run["status"] if run and run["status"] in FINAL_STATUSES else "failed"
+        status = status_after_failure(conn, snapshot_date)
         record_run(conn, snapshot_date, status, message=message)
         if settings.data_team:
             queue_message(
