@@ -1,13 +1,15 @@
 """Shared fixtures: real SQLite and PostgreSQL warehouses, an isolated Airflow home.
 
 PostgreSQL comes from ``AGENT_BILLING_TEST_PG_URL`` (default: the local server, trust auth).
-Each test gets a fresh database cloned from a migrated template. When PostgreSQL cannot be
+Each test gets a fresh database cloned from a migrated template (PostgreSQL: ``CREATE DATABASE …
+TEMPLATE``; SQLite: a copy of a template file), migrated once per session. When PostgreSQL cannot be
 reached the tests that need it are skipped, except under ``CI=true`` where they fail.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -99,16 +101,28 @@ def pg_warehouse_url(pg_template):
     admin.dispose()
 
 
-@pytest.fixture
-def sqlite_warehouse_url(tmp_path):
-    """URL of a fresh, migrated SQLite warehouse file for one test."""
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite warehouse file (migrated once per session; tests get copies)."""
+    from sqlalchemy import text
+
     from agent_billing.warehouse import connect_warehouse, upgrade
 
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = connect_warehouse(url)
+    path = tmp_path_factory.mktemp("sqlite_template") / "template.db"
+    engine = connect_warehouse(f"sqlite:///{path}")
     upgrade(engine)
+    with engine.connect() as conn:  # everything in the main file, so a plain copy is complete
+        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
     engine.dispose()
-    return url
+    return path
+
+
+@pytest.fixture
+def sqlite_warehouse_url(sqlite_template, tmp_path):
+    """URL of a fresh, migrated SQLite warehouse file for one test (a copy of the template)."""
+    path = tmp_path / "warehouse.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,0 +1,58 @@
+"""A quiet, in-memory Great Expectations context and a SQL data source on the warehouse.
+
+Imported only when a gate runs: importing GX takes seconds. No analytics, no progress bars
+(GX draws tqdm bars on stderr otherwise) and only GX warnings reach the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from sqlalchemy import Engine
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+import great_expectations as gx  # noqa: E402 - after the analytics switch
+from great_expectations.data_context.types.base import (  # noqa: E402
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+def quiet_context() -> Any:
+    """An ephemeral context: nothing written to disk, nothing printed."""
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
+
+
+def warehouse_source(context: Any, name: str, engine: Engine) -> Any:
+    """A GX SQL data source on the engine's database (SQLite or PostgreSQL).
+
+    GX opens its own connections from a URL. The password, if any, goes to the driver as a
+    connect argument, so GX's configuration (and any error it formats) never holds it.
+    """
+    url = engine.url
+    kwargs: dict[str, Any] = {}
+    if url.password:
+        kwargs["connect_args"] = {"password": url.password}
+        url = url.set(password=None)
+    connection_string = url.render_as_string(hide_password=False)
+    add = {
+        "sqlite": context.data_sources.add_sqlite,
+        "postgresql": context.data_sources.add_postgres,
+    }.get(url.get_backend_name(), context.data_sources.add_sql)
+    return add(name=name, connection_string=connection_string, create_temp_table=False, kwargs=kwargs)
+
+
+def dispose(source: Any) -> None:
+    """Close the connections GX opened for the source."""
+    source.get_execution_engine().engine.dispose()
