@@ -98,7 +98,6 @@ def _endpoint_expectations(gxe) -> list:
 
 
 def _run_suites(engine: Engine, d: date, endpoints: list[dict[str, Any]]) -> list[ExpectationResult]:
-    import great_expectations as gx
     import great_expectations.expectations as gxe
     import pandas as pd
 
@@ -107,33 +106,57 @@ def _run_suites(engine: Engine, d: date, endpoints: list[dict[str, Any]]) -> lis
     context = quiet_context()
     warehouse = warehouse_source(context, f"warehouse_{d:%Y%m%d}", engine)
     try:
-        agents = (
-            warehouse.add_query_asset(name="agents", query=agents_of_date_query(engine, d))
-            .add_batch_definition_whole_table(name="agents")
-            .get_batch()
-        )
-        results = _validate(gx, agents, "agents", _agent_expectations(gxe), d, "SUMMARY")
+        agents = warehouse.add_query_asset(
+            name="agents", query=agents_of_date_query(engine, d)
+        ).add_batch_definition_whole_table(name="agents")
+        results = _validate(context, agents, "agents", _agent_expectations(gxe), d, "SUMMARY")
     finally:
         dispose(warehouse)
-    frame = pd.DataFrame(endpoints, columns=["file", "records", "total_records", "loaded"])
     landed = (
         context.data_sources.add_pandas(name=f"landing_{d:%Y%m%d}")
         .add_dataframe_asset(name="endpoints")
         .add_batch_definition_whole_dataframe(name="endpoints")
-        .get_batch(batch_parameters={"dataframe": frame})
     )
+    frame = pd.DataFrame(endpoints, columns=["file", "records", "total_records", "loaded"])
     by_file = {"result_format": "SUMMARY", "unexpected_index_column_names": ["file"]}
-    return results + _validate(gx, landed, "endpoints", _endpoint_expectations(gxe), d, by_file)
+    return results + _validate(
+        context, landed, "endpoints", _endpoint_expectations(gxe), d, by_file, {"dataframe": frame}
+    )
 
 
-def _validate(gx, batch, table: str, expectations: list, d: date, result_format) -> list[ExpectationResult]:
-    suite = gx.ExpectationSuite(name=f"{table}_{d:%Y%m%d}", expectations=expectations)
-    outcome = batch.validate(suite, result_format=result_format)
+def _validate(
+    context, batch_definition, table: str, expectations: list, d: date, result_format,
+    batch_parameters: dict | None = None,
+) -> list[ExpectationResult]:
+    """Run one suite on one batch definition (the batch is built once: for the agents, GX's
+    temporary table of the date's rows is created once)."""
+    import great_expectations as gx
+
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{table}_{d:%Y%m%d}", expectations=expectations))
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{table}_{d:%Y%m%d}", data=batch_definition, suite=suite)
+    )
+    outcome = validation.run(batch_parameters=batch_parameters, result_format=result_format)
     return [_summarise(table, r.to_json_dict()) for r in outcome.results]
+
+
+class GateError(RuntimeError):
+    """The gate could not evaluate an expectation (a database or GX error), unlike a failed one."""
+
+
+def _raised(result: dict[str, Any]) -> str | None:
+    """The message of an error GX caught while computing the expectation, if any."""
+    info = result.get("exception_info") or {}
+    for entry in [info, *(v for v in info.values() if isinstance(v, dict))]:
+        if entry.get("raised_exception"):
+            return str(entry.get("exception_message") or "unknown error").strip().splitlines()[-1]
+    return None
 
 
 def _summarise(table: str, result: dict[str, Any]) -> ExpectationResult:
     config = result["expectation_config"]
+    if error := _raised(result):
+        raise GateError(f"quality gate could not evaluate {table}.{config['type']}: {error}")
     kwargs = {k: v for k, v in config["kwargs"].items() if k in ("column", "column_A", "column_B")}
     label = f"{table}.{config['type']}({', '.join(str(v) for v in kwargs.values())})"
     info = result.get("result") or {}
