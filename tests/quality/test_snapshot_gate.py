@@ -178,3 +178,18 @@ def test_the_sync_package_does_not_import_great_expectations():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_the_warehouse_password_stays_out_of_the_gx_connection_string(warehouse_url):
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from agent_billing.quality.gx_context import dispose, quiet_context, warehouse_source
+
+    url = make_url(warehouse_url)  # the test server trusts local connections: any password works
+    engine = create_engine(url.set(password="s3cr/t"))
+    source = warehouse_source(quiet_context(), "w", engine)  # GX connects to test it
+    dispose(source)
+    assert "s3cr" not in str(source.connection_string)
+    assert str(source.connection_string) == warehouse_url  # the test URL has no password

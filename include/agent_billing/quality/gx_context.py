@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -44,13 +45,14 @@ def warehouse_source(context: Any, name: str, engine: Engine) -> Any:
     import; also faster). The table goes with GX's connections (``dispose``).
 
     GX opens its own connections from a URL. The password, if any, goes to the driver as a
-    connect argument, so GX's configuration (and any error it formats) never holds it.
+    connect argument, not into the connection string that GX shows in its messages. The
+    context lives in memory only: nothing of it is written anywhere.
     """
     url = engine.url
     kwargs: dict[str, Any] = {}
     if url.password:
         kwargs["connect_args"] = {"password": url.password}
-        url = url.set(password=None)
+        url = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
     connection_string = url.render_as_string(hide_password=False)
     add = {
         "sqlite": context.data_sources.add_sqlite,
