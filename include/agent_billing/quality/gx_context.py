@@ -1,7 +1,8 @@
 """A quiet, in-memory Great Expectations context and a SQL data source on the warehouse.
 
-Imported only when a gate runs: importing GX takes seconds. No analytics, no progress bars
-(GX draws tqdm bars on stderr otherwise) and only GX warnings reach the logs.
+The gate's only import of GX (``gx``, ``gxe``), and only when a gate runs: importing GX
+takes seconds. No analytics, no progress bars (GX draws tqdm bars on stderr otherwise), and
+only GX warnings reach the logs, from its import on.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+logging.getLogger("great_expectations").setLevel(logging.WARNING)  # also while GX imports
 
-import great_expectations as gx  # noqa: E402 - after the analytics switch
+import great_expectations as gx  # noqa: E402 - after the switches above
+import great_expectations.expectations as gxe  # noqa: E402, F401 - the gate imports GX from here
 from great_expectations.data_context.types.base import (  # noqa: E402
     DataContextConfig,
     InMemoryStoreBackendDefaults,
     ProgressBarsConfig,
 )
-
-logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 def quiet_context() -> Any:

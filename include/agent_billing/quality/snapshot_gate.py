@@ -98,10 +98,9 @@ def _endpoint_expectations(gxe) -> list:
 
 
 def _run_suites(engine: Engine, d: date, endpoints: list[dict[str, Any]]) -> list[ExpectationResult]:
-    import great_expectations.expectations as gxe
     import pandas as pd
 
-    from agent_billing.quality.gx_context import dispose, quiet_context, warehouse_source
+    from agent_billing.quality.gx_context import dispose, gxe, quiet_context, warehouse_source
 
     context = quiet_context()
     warehouse = warehouse_source(context, f"warehouse_{d:%Y%m%d}", engine)
@@ -130,7 +129,7 @@ def _validate(
 ) -> list[ExpectationResult]:
     """Run one suite on one batch definition (the batch is built once: for the agents, GX's
     temporary table of the date's rows is created once)."""
-    import great_expectations as gx
+    from agent_billing.quality.gx_context import gx
 
     suite = context.suites.add(gx.ExpectationSuite(name=f"{table}_{d:%Y%m%d}", expectations=expectations))
     validation = context.validation_definitions.add(
