@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,19 +87,41 @@ def _database_url(name: str) -> str:
     )
 
 
-@pytest.fixture
-def pg_warehouse_url(pg_template):
-    """URL of a fresh, migrated PostgreSQL database for one test."""
+@pytest.fixture(scope="session")
+def pg_admin(pg_template):
+    """An AUTOCOMMIT engine on the test server's ``postgres`` database (thread-safe)."""
+    admin = _pg_admin_engine()
+    yield admin
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def drop_pg_database(pg_admin):
+    """Drop a test database in the background, off the next test's path; all are dropped (and
+    any failure reported) before the session ends."""
     from sqlalchemy import text
 
-    admin = _pg_admin_engine()
+    def drop(name: str) -> None:
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    pending = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield lambda name: pending.append(pool.submit(drop, name))
+    for dropped in pending:
+        dropped.result()
+
+
+@pytest.fixture
+def pg_warehouse_url(pg_template, pg_admin, drop_pg_database):
+    """URL of a fresh, migrated PostgreSQL database for one test (a clone of the template)."""
+    from sqlalchemy import text
+
     name = f"ab_t_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
+    with pg_admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
     yield _database_url(name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_pg_database(name)
 
 
 @pytest.fixture(scope="session")
