@@ -1,15 +1,18 @@
 """Shared fixtures: real SQLite and PostgreSQL warehouses, an isolated Airflow home.
 
 PostgreSQL comes from ``AGENT_BILLING_TEST_PG_URL`` (default: the local server, trust auth).
-Each test gets a fresh database cloned from a migrated template. When PostgreSQL cannot be
+Each test gets a fresh database cloned from a migrated template (PostgreSQL: ``CREATE DATABASE …
+TEMPLATE``; SQLite: a copy of a template file), migrated once per session. When PostgreSQL cannot be
 reached the tests that need it are skipped, except under ``CI=true`` where they fail.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -84,31 +87,65 @@ def _database_url(name: str) -> str:
     )
 
 
-@pytest.fixture
-def pg_warehouse_url(pg_template):
-    """URL of a fresh, migrated PostgreSQL database for one test."""
-    from sqlalchemy import text
-
+@pytest.fixture(scope="session")
+def pg_admin(pg_template):
+    """An AUTOCOMMIT engine on the test server's ``postgres`` database (thread-safe)."""
     admin = _pg_admin_engine()
-    name = f"ab_t_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    yield _database_url(name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield admin
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def drop_pg_database(pg_admin):
+    """Drop a test database in the background, off the next test's path; all are dropped (and
+    any failure reported) before the session ends."""
+    from sqlalchemy import text
+
+    def drop(name: str) -> None:
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    pending = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield lambda name: pending.append(pool.submit(drop, name))
+    for dropped in pending:
+        dropped.result()
+
+
 @pytest.fixture
-def sqlite_warehouse_url(tmp_path):
-    """URL of a fresh, migrated SQLite warehouse file for one test."""
+def pg_warehouse_url(pg_template, pg_admin, drop_pg_database):
+    """URL of a fresh, migrated PostgreSQL database for one test (a clone of the template)."""
+    from sqlalchemy import text
+
+    name = f"ab_t_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield _database_url(name)
+    drop_pg_database(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A migrated SQLite warehouse file (migrated once per session; tests get copies)."""
+    from sqlalchemy import text
+
     from agent_billing.warehouse import connect_warehouse, upgrade
 
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
-    engine = connect_warehouse(url)
+    path = tmp_path_factory.mktemp("sqlite_template") / "template.db"
+    engine = connect_warehouse(f"sqlite:///{path}")
     upgrade(engine)
+    with engine.connect() as conn:  # everything in the main file, so a plain copy is complete
+        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
     engine.dispose()
-    return url
+    return path
+
+
+@pytest.fixture
+def sqlite_warehouse_url(sqlite_template, tmp_path):
+    """URL of a fresh, migrated SQLite warehouse file for one test (a copy of the template)."""
+    path = tmp_path / "warehouse.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,8 +1,11 @@
-"""The quality gate of a snapshot, with Great Expectations 1.x (imported lazily: it is slow).
+"""The quality gate of a loaded snapshot, with Great Expectations 1.x (imported lazily: it is slow).
 
-Checks, on the loaded snapshot of one date: agent ids present and unique; each agent's
-machine group known and its org the group's org; ``Online`` within VSA's documented codes;
-each landed endpoint's record count equal to the server's TotalRecords and non-negative.
+Checks, in the database through GX's SQL data source (the agents are never read into Python):
+agent ids present and unique; each agent's machine group known and its org the group's org;
+``Online`` within VSA's documented codes. And per landed file (a handful of rows, checked in
+pandas): its record count non-negative and equal to the server's TotalRecords, and the rows
+loaded for the date equal to it, so a short or tampered landing fails here.
+
 Results are stored in ``quality_results``; a failure raises ``QualityGateFailed`` naming each
 failed expectation and on how many rows it failed.
 """
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
+from agent_billing.quality.sources import agents_of_date_query, loaded_rows
 from agent_billing.sync.landing import RawLanding
 
 log = logging.getLogger(__name__)
@@ -37,108 +40,134 @@ class ExpectationResult:
     element_count: int
     unexpected_count: int
     details: str = ""
+    where: tuple[str, ...] = ()  # the landed files an endpoint expectation failed on
 
     def describe(self) -> str:
-        return f"{self.expectation} failed on {self.unexpected_count} of {self.element_count} rows"
+        text_ = f"{self.expectation} failed on {self.unexpected_count} of {self.element_count} rows"
+        return text_ + (f" ({', '.join(self.where)})" if self.where else "")
 
 
 def validate_snapshot(engine: Engine, landing: RawLanding) -> list[ExpectationResult]:
     """Run the gate on the date's snapshot; store the results; raise if any expectation failed."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-    import pandas as pd
-
     d = landing.snapshot_date
     with engine.connect() as conn:
-        agents = pd.read_sql_query(
-            text(
-                "SELECT a.agent_id, a.org_id, a.machine_group_id, a.online, "
-                "g.machine_group_id AS known_group_id, g.org_id AS group_org_id "
-                "FROM vsa_agents a LEFT JOIN vsa_machine_groups g "
-                "ON g.snapshot_date = a.snapshot_date AND g.machine_group_id = a.machine_group_id "
-                "WHERE a.snapshot_date = :d"
-            ),
-            conn,
-            params={"d": d},
-            dtype={"agent_id": "object", "org_id": "object", "group_org_id": "object"},
-        )
-    agents["group_known"] = agents["known_group_id"].notna()
-    agents["group_org_id"] = agents["group_org_id"].where(agents["group_known"], agents["org_id"])
-    manifest = landing.manifest()
-    endpoints = pd.DataFrame(
-        [
-            {"file": name, "records": entry["records"], "total_records": entry.get("total_records")}
-            for name, entry in sorted(manifest["files"].items())
-        ]
-    )
-    endpoints["total_records"] = endpoints["total_records"].fillna(endpoints["records"])
-    results = _run_suites(agents, endpoints, d)
+        loaded = loaded_rows(conn, d)
+    results = _run_suites(engine, d, _endpoints(landing.manifest(), loaded))
     _store(engine, d, results)
     failed = [r for r in results if not r.success]
     if failed:
         raise QualityGateFailed(
             f"quality gate failed for snapshot {d}: " + "; ".join(r.describe() for r in failed)
         )
-    log.info("quality gate passed for %s: %d expectations on %d agents", d, len(results), len(agents))
+    agents = loaded.get("agents.jsonl.gz", 0)
+    log.info("quality gate passed for %s: %d expectations on %d agents", d, len(results), agents)
     return results
 
 
-def _run_suites(agents, endpoints, d: date) -> list[ExpectationResult]:
-    import great_expectations as gx
-    import great_expectations.expectations as gxe
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # quiet task logs and CLI
-    source = context.data_sources.add_pandas(name=f"snapshot_{d:%Y%m%d}")
-    suites = {
-        "agents": (
-            agents,
-            [
-                gxe.ExpectColumnValuesToNotBeNull(column="agent_id"),
-                gxe.ExpectColumnValuesToBeUnique(column="agent_id"),
-                gxe.ExpectColumnValuesToBeInSet(column="group_known", value_set=[True]),
-                gxe.ExpectColumnPairValuesToBeEqual(column_A="org_id", column_B="group_org_id"),
-                gxe.ExpectColumnValuesToNotBeNull(column="online"),  # the in-set check skips nulls
-                gxe.ExpectColumnValuesToBeInSet(column="online", value_set=list(ONLINE_CODES)),
-            ],
-        ),
-        "endpoints": (
-            endpoints,
-            [
-                gxe.ExpectColumnValuesToBeBetween(column="records", min_value=0),
-                gxe.ExpectColumnPairValuesToBeEqual(column_A="records", column_B="total_records"),
-            ],
-        ),
-    }
-    results: list[ExpectationResult] = []
-    for name, (frame, expectations) in suites.items():
-        batch = (
-            source.add_dataframe_asset(name=name)
-            .add_batch_definition_whole_dataframe(name=name)
-            .get_batch(batch_parameters={"dataframe": frame})
-        )
-        suite = gx.ExpectationSuite(name=f"{name}_{d:%Y%m%d}", expectations=expectations)
-        outcome = batch.validate(suite, result_format="SUMMARY")
-        for r in outcome.results:
-            results.append(_summarise(name, r.to_json_dict(), len(frame)))
-    return results
+def _endpoints(manifest: dict[str, Any], loaded: dict[str, int]) -> list[dict[str, Any]]:
+    """One row per landed file: the manifest's records, the server's TotalRecords, rows loaded."""
+    rows = []
+    for name, entry in sorted(manifest["files"].items()):
+        total = entry.get("total_records")
+        rows.append({
+            "file": name,
+            "records": entry["records"],
+            "total_records": entry["records"] if total is None else total,
+            "loaded": loaded.get(name, 0),
+        })
+    return rows
 
 
-def _summarise(table: str, result: dict[str, Any], rows: int) -> ExpectationResult:
+def _agent_expectations(gxe) -> list:
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column="agent_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="agent_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="group_known", value_set=[1]),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="org_id", column_B="group_org_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="online"),  # the in-set check skips nulls
+        gxe.ExpectColumnValuesToBeInSet(column="online", value_set=list(ONLINE_CODES)),
+    ]
+
+
+def _endpoint_expectations(gxe) -> list:
+    return [
+        gxe.ExpectColumnValuesToBeBetween(column="records", min_value=0),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="records", column_B="total_records"),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="loaded", column_B="records"),
+    ]
+
+
+def _run_suites(engine: Engine, d: date, endpoints: list[dict[str, Any]]) -> list[ExpectationResult]:
+    import pandas as pd
+
+    from agent_billing.quality.gx_context import dispose, gxe, quiet_context, warehouse_source
+
+    context = quiet_context()
+    warehouse = warehouse_source(context, f"warehouse_{d:%Y%m%d}", engine)
+    try:
+        agents = warehouse.add_query_asset(
+            name="agents", query=agents_of_date_query(engine, d)
+        ).add_batch_definition_whole_table(name="agents")
+        results = _validate(context, agents, "agents", _agent_expectations(gxe), d, "SUMMARY")
+    finally:
+        dispose(warehouse)
+    landed = (
+        context.data_sources.add_pandas(name=f"landing_{d:%Y%m%d}")
+        .add_dataframe_asset(name="endpoints")
+        .add_batch_definition_whole_dataframe(name="endpoints")
+    )
+    frame = pd.DataFrame(endpoints, columns=["file", "records", "total_records", "loaded"])
+    by_file = {"result_format": "SUMMARY", "unexpected_index_column_names": ["file"]}
+    return results + _validate(
+        context, landed, "endpoints", _endpoint_expectations(gxe), d, by_file, {"dataframe": frame}
+    )
+
+
+def _validate(
+    context, batch_definition, table: str, expectations: list, d: date, result_format,
+    batch_parameters: dict | None = None,
+) -> list[ExpectationResult]:
+    """Run one suite on one batch definition (the batch is built once: for the agents, GX's
+    temporary table of the date's rows is created once)."""
+    from agent_billing.quality.gx_context import gx
+
+    suite = context.suites.add(gx.ExpectationSuite(name=f"{table}_{d:%Y%m%d}", expectations=expectations))
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"{table}_{d:%Y%m%d}", data=batch_definition, suite=suite)
+    )
+    outcome = validation.run(batch_parameters=batch_parameters, result_format=result_format)
+    return [_summarise(table, r.to_json_dict()) for r in outcome.results]
+
+
+class GateError(RuntimeError):
+    """The gate could not evaluate an expectation (a database or GX error), unlike a failed one."""
+
+
+def _raised(result: dict[str, Any]) -> str | None:
+    """The message of an error GX caught while computing the expectation, if any."""
+    info = result.get("exception_info") or {}
+    for entry in [info, *(v for v in info.values() if isinstance(v, dict))]:
+        if entry.get("raised_exception"):
+            return str(entry.get("exception_message") or "unknown error").strip().splitlines()[-1]
+    return None
+
+
+def _summarise(table: str, result: dict[str, Any]) -> ExpectationResult:
     config = result["expectation_config"]
+    if error := _raised(result):
+        raise GateError(f"quality gate could not evaluate {table}.{config['type']}: {error}")
     kwargs = {k: v for k, v in config["kwargs"].items() if k in ("column", "column_A", "column_B")}
     label = f"{table}.{config['type']}({', '.join(str(v) for v in kwargs.values())})"
     info = result.get("result") or {}
-    unexpected = info.get("unexpected_count")
-    if unexpected is None:  # pair expectations report no count when they pass
-        unexpected = 0 if result["success"] else rows
-    sample = info.get("partial_unexpected_list") or []
+    by_file = info.get("partial_unexpected_index_list") or []
+    sample = by_file or info.get("partial_unexpected_list") or []
     return ExpectationResult(
         expectation=label,
         success=bool(result["success"]),
-        element_count=int(info.get("element_count") or rows),
-        unexpected_count=int(unexpected),
+        element_count=int(info.get("element_count") or 0),
+        unexpected_count=int(info.get("unexpected_count") or 0),
         details=json.dumps(sample[:5], default=str) if sample else "",
+        where=tuple(row["file"] for row in by_file),
     )
 
 
@@ -152,5 +181,10 @@ def _store(engine: Engine, d: date, results: list[ExpectationResult]) -> None:
                 "unexpected_count, details, checked_at) VALUES (:d, :expectation, :success, "
                 ":element_count, :unexpected_count, :details, :checked_at)"
             ),
-            [{"d": d, "checked_at": now, **r.__dict__} for r in results],
+            [
+                {"d": d, "checked_at": now, "expectation": r.expectation, "success": r.success,
+                 "element_count": r.element_count, "unexpected_count": r.unexpected_count,
+                 "details": r.details}
+                for r in results
+            ],
         )
