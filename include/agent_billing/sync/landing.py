@@ -81,6 +81,10 @@ class RawLanding:
         except (OSError, ValueError) as exc:
             raise LandingError(f"raw landing {self.path / MANIFEST} cannot be read: {_reason(exc)}") from None
 
+    def digest(self) -> str:
+        """SHA-256 of the manifest, which holds every file's checksum: the landing's identity."""
+        return _sha256(self.path / MANIFEST, missing=f"raw landing {self.path}: {MANIFEST} is missing")
+
     def verify(self) -> dict[str, Any]:
         """Check every file against the manifest's checksum; return the manifest."""
         manifest = self.manifest()

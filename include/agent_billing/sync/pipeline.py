@@ -43,6 +43,10 @@ class CompleteLandingMissing(UserError):
     """A complete date's raw landing is gone: it is never re-extracted from VSA's present state."""
 
 
+class CompleteLandingChanged(UserError):
+    """A complete date's raw landing is not the one it was loaded from."""
+
+
 @dataclass(frozen=True)
 class StepResult:
     snapshot_date: str
@@ -125,7 +129,19 @@ def active_view_ids(engine: Engine, snapshot_date: date) -> list[str]:
 
 
 def load_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
-    result = load_snapshot(engine, landing_for(settings, snapshot_date))
+    """Load the date's landing. A complete date is only ever replaced by a new load of the
+    landing it was loaded from: a changed landing is refused before anything is written."""
+    landing = landing_for(settings, snapshot_date)
+    with engine.connect() as conn:
+        run = get_run(conn, snapshot_date)
+    loaded_from = (run or {}).get("landing_sha256")
+    if run and run["status"] == "complete" and loaded_from and landing.exists() and landing.digest() != loaded_from:
+        raise CompleteLandingChanged(
+            f"snapshot {snapshot_date} is complete but its raw landing {landing.path} is not the one it "
+            "was loaded from (its manifest changed): landings are immutable; restore the original "
+            "from the backup of the raw folder (docs/runbook.md, 'When something breaks')"
+        )
+    result = load_snapshot(engine, landing)
     return StepResult(snapshot_date.isoformat(), "loaded", asdict(result) | {"snapshot_date": str(snapshot_date)})
 
 
@@ -185,7 +201,8 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
                 )
             log.warning(message)
             return StepResult(snapshot_date.isoformat(), "quarantined", {"message": message, **totals})
-        record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None, **totals)
+        record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None,
+                   landing_sha256=landing_for(settings, snapshot_date).digest(), **totals)
         found = changes.rederive_from(conn, snapshot_date, settings.tz)
         queued = queue_derived_mail(conn, snapshot_date)
     return StepResult(
