@@ -2,7 +2,9 @@
 -- lists of :snapshot_date and of the previous good snapshot :previous_date.
 -- An agent new to the service is 'added' if VSA did not have it at :previous_date, else
 -- 'moved_in' (group, view or exclusion change); one gone is 'removed' if VSA no longer has
--- it, else 'moved_out'. Names come from the snapshot that has the agent in the service.
+-- it, else 'moved_out'. Names come from the snapshot that has the agent in the service: an
+-- arrival's from :snapshot_date, a departure's from :previous_date (its name on the change
+-- date may be another customer's machine).
 INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event)
 WITH changed AS (
     SELECT change_id, service_id FROM unit_changes
@@ -27,7 +29,9 @@ moved AS (  -- two anti-joins (FULL OUTER JOIN needs SQLite 3.39+)
     FROM prev LEFT JOIN cur ON cur.change_id = prev.change_id AND cur.agent_id = prev.agent_id
     WHERE cur.agent_id IS NULL
 )
-SELECT m.change_id, m.agent_id, COALESCE(now_agent.agent_name, then_agent.agent_name),
+SELECT m.change_id, m.agent_id,
+       CASE WHEN m.arrived = 1 THEN COALESCE(now_agent.agent_name, then_agent.agent_name)
+            ELSE COALESCE(then_agent.agent_name, now_agent.agent_name) END,
        CASE
            WHEN m.arrived = 1 AND then_agent.agent_id IS NULL THEN 'added'
            WHEN m.arrived = 1 THEN 'moved_in'
