@@ -219,7 +219,7 @@ def rederive_around(
     lock_unit_history(conn)
     window = window_around(conn, tz, position, since)
     found = _rederive_window(conn, tz, window)
-    refresh_service_units(conn, tz)
+    refresh_service_units(conn, tz, window)
     return found
 
 
@@ -288,9 +288,19 @@ def _delete_window(conn: Connection, window: Window) -> None:
     ])
 
 
-def refresh_service_units(conn: Connection, tz) -> None:
-    """Set ``services.units`` of RMM services to their latest observation (snapshot or reading)."""
-    current = dict(conn.execute(text("SELECT service_id, units FROM services WHERE units_source = 'rmm_agent_count'")).all())
+def refresh_service_units(conn: Connection, tz, window: Window | None = None) -> None:
+    """Set ``services.units`` of RMM services to their latest observation (snapshot or reading).
+
+    With a ``window``, only the services active during it: no other service has an
+    observation in it, so no other service's latest observation can have moved.
+    """
+    sql = "SELECT service_id, units FROM services WHERE units_source = 'rmm_agent_count'"
+    params = {}
+    if window is not None:
+        sql += " AND start_date <= :hi AND (end_date IS NULL OR end_date >= :lo)"
+        params = {"lo": window.lower.day if window.lower else date.min,
+                  "hi": window.upper.day if window.upper else date.max}
+    current = dict(conn.execute(text(sql), params).all())
     latest = units_at_position(conn, tz, FAR, current)
     stale = [{"sid": sid, "units": units} for sid, units in latest.items() if current[sid] != units]
     if stale:
