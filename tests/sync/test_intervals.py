@@ -8,7 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from agent_billing.sync.intervals import AGENTS, SERVICE_AGENTS, forget_date, forget_merged, set_date
+from agent_billing.sync.intervals import (
+    AGENTS,
+    SERVICE_AGENTS,
+    forget_date,
+    forget_merged,
+    set_date,
+)
 from agent_billing.warehouse.values import as_date
 
 DAY0 = date(2024, 3, 1)

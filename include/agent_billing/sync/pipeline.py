@@ -24,6 +24,7 @@ from agent_billing.sync.load import load_snapshot
 from agent_billing.sync.notify import queue_message, queue_unit_change_mail
 from agent_billing.sync.quarantine import org_drops
 from agent_billing.sync.runs import get_run, previous_good, record_run
+from agent_billing.sync.snapshot_history import forget_night, merge_night
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
     }
     with engine.begin() as conn:
         result = changes.count_units(conn, snapshot_date, landed_views)
+        merge_night(conn, snapshot_date, settings.snapshot_retention_days)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
 
 
@@ -208,6 +210,7 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.lock_unit_history(conn)
         run = _quarantined_run(conn, snapshot_date, "discard")
         changes.clear_counts(conn, snapshot_date)
+        forget_night(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
         changes.rederive_from(conn, snapshot_date, settings.tz)
     log.info("discarded snapshot %s", snapshot_date)
