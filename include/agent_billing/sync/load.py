@@ -1,7 +1,15 @@
-"""Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced."""
+"""Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced.
+
+On PostgreSQL the big files (agents, view members) never pass through Python row by row: the
+decompressed JSON lines are streamed into a temporary ``jsonb`` table with COPY and turned into
+rows by one INSERT ... SELECT (``include/sql/sync/load_*.sql``), which applies the same rules as
+the Python path (ids as exact decimal strings, unreadable timestamps as NULL). SQLite, and the
+small files, take the Python path.
+"""
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,6 +17,7 @@ from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
+from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
 from agent_billing.warehouse.bulk import bulk_insert
 
@@ -48,7 +57,12 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
             ((d, r.get("MachineGroupId"), r.get("MachineGroupName"), r.get("ParentMachineGroupId") or None,
               r.get("OrgId")) for r in landing.records("machine_groups.jsonl.gz")),
         )
-        agents = bulk_insert(conn, "vsa_agents", AGENT_COLUMNS, _agent_rows(landing, d))
+        in_database = conn.dialect.name == "postgresql"
+        if in_database:
+            conn.execute(text("CREATE TEMPORARY TABLE landed_lines (j jsonb) ON COMMIT DROP"))
+            agents = _load_in_database(conn, landing, "agents.jsonl.gz", "sync/load_agents.sql", {"snapshot_date": d})
+        else:
+            agents = bulk_insert(conn, "vsa_agents", AGENT_COLUMNS, _agent_rows(landing, d))
         views = bulk_insert(
             conn, "vsa_views", ("snapshot_date", "view_id", "view_name"),
             ((d, r.get("ViewDefId"), r.get("ViewDefName")) for r in landing.records("views.jsonl.gz")),
@@ -57,6 +71,11 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         for name in sorted(manifest["files"]):
             if name.startswith("agents_in_view/"):
                 view_id = name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
+                if in_database:
+                    members += _load_in_database(
+                        conn, landing, name, "sync/load_view_members.sql", {"snapshot_date": d, "view_id": view_id}
+                    )
+                    continue
                 members += bulk_insert(
                     conn, "vsa_view_members", ("snapshot_date", "view_id", "agent_id"),
                     ((d, view_id, r.get("AgentId")) for r in landing.records(name)),
@@ -69,6 +88,20 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         d, orgs, groups, agents, views, members,
     )
     return result
+
+
+def _load_in_database(conn: Connection, landing: RawLanding, name: str, sql: str, params: dict) -> int:
+    """COPY one landed file's JSON lines into ``landed_lines`` (bytes streamed, no per-row
+    Python), then insert its rows with ``sql``."""
+    conn.execute(text("TRUNCATE landed_lines"))
+    raw = conn.connection.driver_connection
+    # CSV with delimiter and quote characters that valid JSON text never holds raw: each line
+    # arrives whole, backslashes untouched.
+    copy_sql = "COPY landed_lines (j) FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
+    with gzip.open(landing.path / name, "rb") as source, raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        while chunk := source.read(1 << 20):
+            copy.write(chunk)
+    return conn.execute(load_sql(sql), params).rowcount
 
 
 def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> None:

@@ -26,7 +26,7 @@ branch_labels = None
 depends_on = None
 
 INDEXES = (
-    ("ix_service_unit_counts_date", "service_unit_counts", ["snapshot_date"]),
+    ("ix_service_unit_counts_date", "service_unit_counts", ["snapshot_date", "service_id", "units"]),  # covering
     ("ix_units_now_readings_date", "units_now_readings", ["observed_date"]),
     ("ix_unit_changes_effective_date", "unit_changes", ["effective_date"]),
 )
