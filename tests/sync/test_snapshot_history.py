@@ -55,9 +55,14 @@ def test_every_counted_date_answers_after_its_staging_is_pruned(contoso, tmp_pat
     assert {sid: len(counted_on(contoso, sid, D1)) for sid in counts} == counts
 
     before = ledger(contoso)
+    totals = "SELECT snapshot_date, agents_total FROM sync_runs ORDER BY 1"
+    with contoso.connect() as conn:
+        runs = conn.execute(text(totals)).all()
     diff_step(contoso, settings, D2)  # a re-derivation reads the history, not the pruned staging
     diff_step(contoso, settings, D3)
     assert ledger(contoso) == before
+    with contoso.connect() as conn:
+        assert conn.execute(text(totals)).all() == runs
 
 
 def test_a_discarded_night_leaves_the_history(contoso, settings):

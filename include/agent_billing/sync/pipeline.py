@@ -174,8 +174,15 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
 
 
 def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
-    counts = {}
-    for key, table in (("agents_total", "vsa_agents"), ("orgs_total", "vsa_orgs"), ("machine_groups_total", "vsa_machine_groups")):
+    """Rows of the date: agents from the interval history (its staging may be pruned when an
+    old date's diff is re-run), orgs and groups from their per-date tables."""
+    counts = {
+        "agents_total": int(conn.execute(
+            text("SELECT COUNT(*) FROM vsa_agent_history WHERE valid_from <= :d AND (valid_to IS NULL OR valid_to > :d)"),
+            {"d": snapshot_date},
+        ).scalar_one())
+    }
+    for key, table in (("orgs_total", "vsa_orgs"), ("machine_groups_total", "vsa_machine_groups")):
         counts[key] = int(
             conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE snapshot_date = :d"), {"d": snapshot_date}).scalar_one()
         )

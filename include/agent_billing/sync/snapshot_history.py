@@ -30,7 +30,7 @@ from agent_billing.warehouse.values import as_date
 log = logging.getLogger(__name__)
 STAGING = ("vsa_agents", "vsa_view_members", "service_agents")
 SOURCES = (
-    (AGENTS, "SELECT agent_id, agent_name, org_id, machine_group_id, COALESCE(online, 0) = 199 AS never_checked_in "
+    (AGENTS, "SELECT DISTINCT agent_id, agent_name, org_id, machine_group_id, COALESCE(online, 0) = 199 AS never_checked_in "
              "FROM vsa_agents WHERE snapshot_date = :snapshot_date AND agent_id IS NOT NULL"),
     (VIEW_MEMBERS, "SELECT DISTINCT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date"),
     (SERVICE_AGENTS, "SELECT service_id, agent_id FROM service_agents WHERE snapshot_date = :snapshot_date"),
