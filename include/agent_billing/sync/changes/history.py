@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
+from agent_billing.warehouse.values import as_utc
+
 NIGHTLY = "nightly_sync"
 READING = "get_units_now"
 MANUAL = "manual"
@@ -57,17 +59,13 @@ def day_start(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
 
 
-def as_utc_aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def nightly_position(snapshot_date: date, observed_at: datetime | None, tz: ZoneInfo) -> Position:
     """A snapshot stands at its observation time, or at the start of its date when it was
     observed later (a late observation is taken as that date's)."""
     start = day_start(snapshot_date, tz)
     if observed_at is None:
         return Position(snapshot_date, start)
-    observed_at = as_utc_aware(observed_at)
+    observed_at = as_utc(observed_at)
     if observed_at.astimezone(tz).date() != snapshot_date:
         return Position(snapshot_date, start)
     return Position(snapshot_date, observed_at)
