@@ -5,4 +5,4 @@ Each module listed in ``BENCHMARKS`` exposes ``run() -> str`` returning a Markdo
 the sections of benchmarks that were not run this time.
 """
 
-BENCHMARKS = ("vsa_extract", "sync_load", "billing_run", "demo_nights")
+BENCHMARKS = ("vsa_extract", "sync_load", "unit_history", "billing_run", "demo_nights")

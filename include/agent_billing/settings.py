@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     raw_path: Path = Field(Path("./data/raw"), description="Where raw VSA extracts are landed.")
     quarantine_share: Decimal = Field(Decimal("0.20"), ge=0, le=1)
     quarantine_min_agents: int = Field(5, ge=0)
+    snapshot_retention_days: int = Field(
+        7, ge=0, description="Days of per-date snapshot staging kept before the latest night (history is kept as intervals)."
+    )
     notify_from: str = Field("agent-billing@localhost", description="Sender of unit-change mail.")
     data_team_emails: str = Field("", description="Comma-separated recipients of data-team alerts.")
 

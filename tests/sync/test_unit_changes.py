@@ -223,3 +223,33 @@ def test_service_whose_view_was_not_landed_gets_no_false_zero(contoso, settings)
     counts = unit_counts(contoso)
     assert ("S-NEWVIEW", str(D1)) not in counts
     assert counts[("S-WS", str(D1))] == 3
+
+
+def test_an_agent_renamed_as_it_moves_out_is_listed_under_its_previous_name(contoso, settings):
+    """Issue 8: a departure is named as the service knew it, not by its name on the change date."""
+    def rename_a4(records):
+        for record in records["agents.jsonl.gz"]:
+            if record["AgentId"] == AGENT["a4"]:
+                record["AgentName"] = "renamed.elsewhere"
+
+    run_day(contoso, settings, D1)
+    write_landing(settings.raw_path, D2, *DAYS[D2], mutate=rename_a4)
+    run_day(contoso, settings, D2, land=False)
+    _, agents = ledger(contoso)
+    named = {(cid.split(":")[0], aid): (name, event) for cid, aid, name, event in agents}
+    assert named[("S-SRV", AGENT["a4"])] == ("a4.servers.root.contoso", "moved_out")
+    assert named[("S-WS", AGENT["a4"])] == ("renamed.elsewhere", "moved_in")
+    assert named[("S-WS", AGENT["a2"])] == ("a2.workstations.root.contoso", "removed")
+
+
+def test_manual_changes_go_through_the_one_writer_and_a_same_day_edit_replaces_the_first(contoso):
+    from agent_billing.sync.changes import record_manual_change
+
+    day = date(2024, 3, 5)
+    with contoso.begin() as conn:
+        record_manual_change(conn, "S-SRV", day, 10, 12)
+        record_manual_change(conn, "S-SRV", day, 12, 15)
+    assert ledger(contoso)[0] == [("S-SRV:2024-03-05:manual", "S-SRV", "2024-03-05", 10, 15, 5, "manual")]
+    with contoso.begin() as conn:
+        assert record_manual_change(conn, "S-SRV", day, 15, 10) is None  # back where the day started
+    assert ledger(contoso) == ([], [])

@@ -7,7 +7,8 @@ executed in one transaction; applying the same file twice changes nothing. A ser
 same rule with triggers, so it cannot be bypassed.
 
 Modules: ``limits`` (lengths and ranges), ``schema`` (YAML with lines, validation), ``plan``
-(compare and lock), ``apply`` (execute, scope check), ``manual_units`` (manual unit changes).
+(compare and lock), ``apply`` (execute, scope check). A manual service's new units are written
+by the sync's one writer of unit changes, ``agent_billing.sync.changes.record_manual_change``.
 """
 
 from agent_billing.contracts.apply import apply_contracts, plan_contracts, run_contracts

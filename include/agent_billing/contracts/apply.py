@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agent_billing.contracts.manual_units import _record_manual_change
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
 from agent_billing.contracts.schema import (
     ContractsDocument,
@@ -28,6 +27,7 @@ from agent_billing.contracts.schema import (
     parse_contracts,
     read_contracts_file,
 )
+from agent_billing.sync.changes import record_manual_change
 from agent_billing.sync.scopes import latest_complete_snapshot, scope_problems
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def execute_plan(conn: Connection, plan: Plan) -> None:
             _upsert(conn, entry)
             if entry.unit_change is not None:
                 u = entry.unit_change
-                _record_manual_change(conn, entry.key, u.before, u.after, u.effective_date)
+                record_manual_change(conn, entry.key, u.effective_date, u.before, u.after)
     for kind in reversed(KINDS):
         for entry in plan.of("end", kind):
             table, key = TABLES[kind]

@@ -6,6 +6,7 @@ extract (land raw) → load snapshot → quality gate → count units → diff i
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,6 +32,8 @@ from agent_billing.sync.runs import (
     record_run,
     status_after_failure,
 )
+from agent_billing.sync.scopes import report_scopes
+from agent_billing.sync.snapshot_history import forget_night, merge_night
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,7 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
     with engine.begin() as conn:
         lock_snapshot_date(conn, snapshot_date)
         result = changes.count_units(conn, snapshot_date, landed_views)
+        merge_night(conn, snapshot_date, settings.snapshot_retention_days)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
 
 
@@ -183,6 +187,8 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
         lock_snapshot_date(conn, snapshot_date)
         changes.lock_unit_history(conn)  # read the neighbours only once no one else moves them
         totals = _snapshot_totals(conn, snapshot_date)
+        scopes = report_scopes(conn, snapshot_date, settings.data_team)
+        stored_scopes = {key: json.dumps(messages) for key, messages in scopes.items()}
         existing = get_run(conn, snapshot_date) or {}
         previous_date = previous_good(conn, snapshot_date)
         drops = [] if existing.get("released_at") else org_drops(conn, snapshot_date, previous_date, settings)
@@ -192,7 +198,8 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
                 + "; ".join(d.describe() for d in drops)
                 + f". Release it (agent-billing snapshots release {snapshot_date}) or discard it."
             )
-            record_run(conn, snapshot_date, "quarantined", observed_at=observed_at, message=message, **totals)
+            record_run(conn, snapshot_date, "quarantined", observed_at=observed_at, message=message,
+                       **stored_scopes, **totals)
             changes.rederive_from(conn, snapshot_date, settings.tz)  # drops this date's changes
             if settings.data_team:
                 queue_message(
@@ -200,14 +207,16 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
                     f"[agent-billing] Snapshot {snapshot_date} quarantined", message,
                 )
             log.warning(message)
-            return StepResult(snapshot_date.isoformat(), "quarantined", {"message": message, **totals})
+            return StepResult(snapshot_date.isoformat(), "quarantined", {"message": message, **scopes, **totals})
         record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None,
-                   landing_sha256=landing_for(settings, snapshot_date).digest(), **totals)
+                   landing_sha256=landing_for(settings, snapshot_date).digest(), **stored_scopes, **totals)
         found = changes.rederive_from(conn, snapshot_date, settings.tz)
         queued = queue_derived_mail(conn, snapshot_date)
+    for line in scopes["scope_problems"]:
+        log.warning(line)
     return StepResult(
         snapshot_date.isoformat(), "complete",
-        {"unit_changes": len(found), "mail_queued": queued, **totals},
+        {"unit_changes": len(found), "mail_queued": queued, **scopes, **totals},
     )
 
 
@@ -222,8 +231,15 @@ def queue_derived_mail(conn, snapshot_date: date) -> int:
 
 
 def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
-    counts = {}
-    for key, table in (("agents_total", "vsa_agents"), ("orgs_total", "vsa_orgs"), ("machine_groups_total", "vsa_machine_groups")):
+    """Rows of the date: agents from the interval history (its staging may be pruned when an
+    old date's diff is re-run), orgs and groups from their per-date tables."""
+    counts = {
+        "agents_total": int(conn.execute(
+            text("SELECT COUNT(*) FROM vsa_agent_history WHERE valid_from <= :d AND (valid_to IS NULL OR valid_to > :d)"),
+            {"d": snapshot_date},
+        ).scalar_one())
+    }
+    for key, table in (("orgs_total", "vsa_orgs"), ("machine_groups_total", "vsa_machine_groups")):
         counts[key] = int(
             conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE snapshot_date = :d"), {"d": snapshot_date}).scalar_one()
         )
@@ -245,6 +261,7 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.lock_unit_history(conn)
         run = _quarantined_run(conn, snapshot_date, "release")
         record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
+                   landing_sha256=landing_for(settings, snapshot_date).digest(),
                    message=f"released after quarantine: {run['message']}")
         found = changes.rederive_from(conn, snapshot_date, settings.tz)
         queue_derived_mail(conn, snapshot_date)
@@ -258,6 +275,7 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.lock_unit_history(conn)
         run = _quarantined_run(conn, snapshot_date, "discard")
         changes.clear_counts(conn, snapshot_date)
+        forget_night(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
         changes.rederive_from(conn, snapshot_date, settings.tz)
     log.info("discarded snapshot %s", snapshot_date)

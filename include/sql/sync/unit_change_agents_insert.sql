@@ -1,22 +1,25 @@
 -- The agents behind each nightly change of :snapshot_date, from the changed services' agent
--- lists of :snapshot_date and of the previous good snapshot :previous_date.
+-- lists of :snapshot_date and of the previous good snapshot :previous_date, both read from
+-- the interval history (merged dates: a key is there when valid_from <= D < valid_to).
 -- An agent new to the service is 'added' if VSA did not have it at :previous_date, else
 -- 'moved_in' (group, view or exclusion change); one gone is 'removed' if VSA no longer has
--- it, else 'moved_out'. Names come from the snapshot that has the agent in the service.
+-- it, else 'moved_out'. Names come from the snapshot that has the agent in the service: an
+-- arrival's from :snapshot_date, a departure's from :previous_date (its name on the change
+-- date may be another customer's machine).
 INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event)
 WITH changed AS (
     SELECT change_id, service_id FROM unit_changes
     WHERE effective_date = :snapshot_date AND source = 'nightly_sync'
 ),
 cur AS (
-    SELECT c.change_id, sa.agent_id FROM service_agents sa
+    SELECT c.change_id, sa.agent_id FROM service_agent_history sa
     JOIN changed c ON c.service_id = sa.service_id
-    WHERE sa.snapshot_date = :snapshot_date
+    WHERE sa.valid_from <= :snapshot_date AND (sa.valid_to IS NULL OR sa.valid_to > :snapshot_date)
 ),
 prev AS (
-    SELECT c.change_id, sa.agent_id FROM service_agents sa
+    SELECT c.change_id, sa.agent_id FROM service_agent_history sa
     JOIN changed c ON c.service_id = sa.service_id
-    WHERE sa.snapshot_date = :previous_date
+    WHERE sa.valid_from <= :previous_date AND (sa.valid_to IS NULL OR sa.valid_to > :previous_date)
 ),
 moved AS (  -- two anti-joins (FULL OUTER JOIN needs SQLite 3.39+)
     SELECT cur.change_id, cur.agent_id, 1 AS arrived
@@ -27,7 +30,9 @@ moved AS (  -- two anti-joins (FULL OUTER JOIN needs SQLite 3.39+)
     FROM prev LEFT JOIN cur ON cur.change_id = prev.change_id AND cur.agent_id = prev.agent_id
     WHERE cur.agent_id IS NULL
 )
-SELECT m.change_id, m.agent_id, COALESCE(now_agent.agent_name, then_agent.agent_name),
+SELECT m.change_id, m.agent_id,
+       CASE WHEN m.arrived = 1 THEN COALESCE(now_agent.agent_name, then_agent.agent_name)
+            ELSE COALESCE(then_agent.agent_name, now_agent.agent_name) END,
        CASE
            WHEN m.arrived = 1 AND then_agent.agent_id IS NULL THEN 'added'
            WHEN m.arrived = 1 THEN 'moved_in'
@@ -35,7 +40,9 @@ SELECT m.change_id, m.agent_id, COALESCE(now_agent.agent_name, then_agent.agent_
            ELSE 'moved_out'
        END
 FROM moved m
-LEFT JOIN vsa_agents now_agent
-  ON now_agent.snapshot_date = :snapshot_date AND now_agent.agent_id = m.agent_id
-LEFT JOIN vsa_agents then_agent
-  ON then_agent.snapshot_date = :previous_date AND then_agent.agent_id = m.agent_id
+LEFT JOIN vsa_agent_history now_agent
+  ON now_agent.agent_id = m.agent_id AND now_agent.valid_from <= :snapshot_date
+ AND (now_agent.valid_to IS NULL OR now_agent.valid_to > :snapshot_date)
+LEFT JOIN vsa_agent_history then_agent
+  ON then_agent.agent_id = m.agent_id AND then_agent.valid_from <= :previous_date
+ AND (then_agent.valid_to IS NULL OR then_agent.valid_to > :previous_date)

@@ -1,7 +1,7 @@
 """Limits of accounts, contracts and services in the database too.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02
 
 The limits of the contracts file (``agent_billing.contracts.limits``: id and name lengths,
@@ -16,7 +16,7 @@ from alembic import op
 from agent_billing.contracts.limits import TEXT_LIMITS, UNIT_PRICE_MAX
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

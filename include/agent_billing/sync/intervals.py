@@ -1,0 +1,140 @@
+"""Membership over time as validity intervals (SCD type 2): storage that grows with change.
+
+A history table holds one row per run of a key over consecutive *merged* dates
+(``history_dates``): ``valid_from`` is the first merged date of the run, ``valid_to`` the first
+merged date after it where the key is absent (exclusive; NULL = still present). A key is present
+on a merged date D when ``valid_from <= D AND (valid_to IS NULL OR valid_to > D)``. Dates that
+were never merged (gaps) say nothing. The form is canonical: one representation per history.
+
+A key is its ``ids`` (non-null, the join columns) plus its ``attributes`` (nullable, compared
+null-safely): a changed attribute closes one version and opens another. For one value of
+``ids`` versions never overlap, so ``ids + valid_from`` is the primary key.
+
+``set_date`` replaces a date's set and touches only the keys whose presence changes there (a
+quiet night writes its churn, not its snapshot); ``forget_date`` removes a date and touches
+only the rows that start or end on it. Both work for any date, in any order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import Connection, text
+
+from agent_billing.warehouse.values import as_date
+
+COVERS = "{t}.valid_from <= :d AND ({t}.valid_to IS NULL OR {t}.valid_to > :d)"
+
+
+@dataclass(frozen=True)
+class History:
+    table: str
+    ids: tuple[str, ...]
+    attributes: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.ids + self.attributes
+
+    def same_key(self, a: str, b: str, dialect: str) -> str:
+        """``a`` and ``b`` (table aliases) hold the same key; attributes compare null-safely."""
+        same = "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
+        return " AND ".join(
+            [f"{a}.{c} = {b}.{c}" for c in self.ids] + [f"{a}.{c} {same} {b}.{c}" for c in self.attributes]
+        )
+
+
+AGENTS = History("vsa_agent_history", ("agent_id",), ("agent_name", "org_id", "machine_group_id", "never_checked_in"))
+VIEW_MEMBERS = History("vsa_view_member_history", ("view_id", "agent_id"))
+SERVICE_AGENTS = History("service_agent_history", ("service_id", "agent_id"))
+
+
+def neighbours(conn: Connection, day: date) -> tuple[date | None, date | None]:
+    """The merged dates just before and just after ``day`` (``history_dates`` is keyed by date)."""
+    before = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates WHERE snapshot_date < :d"), {"d": day}).scalar()
+    after = conn.execute(text("SELECT MIN(snapshot_date) FROM history_dates WHERE snapshot_date > :d"), {"d": day}).scalar()
+    return (as_date(before) if before is not None else None, as_date(after) if after is not None else None)
+
+
+def mark_merged(conn: Connection, day: date) -> None:
+    if conn.execute(text("SELECT 1 FROM history_dates WHERE snapshot_date = :d"), {"d": day}).first() is None:
+        conn.execute(text("INSERT INTO history_dates (snapshot_date) VALUES (:d)"), {"d": day})
+
+
+def set_date(conn: Connection, history: History, day: date, source_sql: str, params: dict | None = None) -> int:
+    """Make ``history`` hold exactly the keys of ``source_sql`` (a SELECT of ``history.columns``
+    in that order, no duplicates) on ``day``, which becomes a merged date. Returns rows written."""
+    mark_merged(conn, day)
+    _, nxt = neighbours(conn, day)
+    p = {**(params or {}), "d": day, "n": nxt}
+    t, dialect = history.table, conn.dialect.name
+    cols = ", ".join(history.columns)
+    src = f"(SELECT {cols} FROM ({source_sql}) src_q)"
+    covers = COVERS.format(t=t)
+    departs = f"{covers} AND NOT EXISTS (SELECT 1 FROM {src} s WHERE {history.same_key('s', t, dialect)})"
+    n = _date_param("n", dialect)
+    written = 0
+    # 1. Departures: the key leaves on ``day``; it comes back from the next merged date if its
+    #    interval reached that far, and keeps [valid_from, day) if it started before.
+    if nxt is not None:
+        written += conn.execute(text(
+            f"INSERT INTO {t} ({cols}, valid_from, valid_to) SELECT {cols}, {n}, valid_to FROM {t} "
+            f"WHERE {departs} AND (valid_to IS NULL OR valid_to > :n)"
+        ), p).rowcount
+    written += conn.execute(text(f"DELETE FROM {t} WHERE valid_from = :d AND {departs}"), p).rowcount
+    written += conn.execute(text(f"UPDATE {t} SET valid_to = :d WHERE valid_from < :d AND {departs}"), p).rowcount
+    # 2. Arrivals: [day, next merged date), then joined to the runs of the same key that end at
+    #    ``day`` or start at the next merged date.
+    written += conn.execute(text(
+        f"INSERT INTO {t} ({cols}, valid_from, valid_to) SELECT {cols}, {_date_param('d', dialect)}, {n} "
+        f"FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {t} h WHERE {history.same_key('s', 'h', dialect)} "
+        f"AND {COVERS.format(t='h')})"
+    ), p).rowcount
+    written += _coalesce_at(conn, history, day)
+    if nxt is not None:
+        written += _coalesce_at(conn, history, nxt)
+    return written
+
+
+def _date_param(name: str, dialect: str) -> str:
+    """A date parameter in a SELECT list (PostgreSQL cannot infer its type there, NULL or not)."""
+    return f":{name}" if dialect == "sqlite" else f"CAST(:{name} AS DATE)"
+
+
+def forget_date(conn: Connection, history: History, day: date) -> int:
+    """Remove ``day`` from ``history`` (call ``forget_merged`` after the last history); only
+    the runs that start or end on it change."""
+    _, nxt = neighbours(conn, day)
+    p = {"d": day, "n": nxt}
+    t = history.table
+    only_day = "" if nxt is None else " AND valid_to IS NOT NULL AND valid_to <= :n"
+    written = conn.execute(text(f"DELETE FROM {t} WHERE valid_from = :d{only_day}"), p).rowcount
+    if nxt is not None:
+        written += conn.execute(text(f"UPDATE {t} SET valid_from = :n WHERE valid_from = :d"), p).rowcount
+    written += conn.execute(text(f"UPDATE {t} SET valid_to = :n WHERE valid_to = :d"), p).rowcount
+    if nxt is not None:
+        written += _coalesce_at(conn, history, nxt)
+    return written
+
+
+def forget_merged(conn: Connection, day: date) -> None:
+    conn.execute(text("DELETE FROM history_dates WHERE snapshot_date = :d"), {"d": day})
+
+
+def _coalesce_at(conn: Connection, history: History, boundary: date) -> int:
+    """Join a run that ends at ``boundary`` to the run of the same key that starts there: the
+    left run takes the right one's end, then the right one (now inside it) goes."""
+    t, dialect = history.table, conn.dialect.name
+    right = f"SELECT r.valid_to FROM {t} r WHERE r.valid_from = :b AND {history.same_key('r', t, dialect)}"
+    written = conn.execute(
+        text(f"UPDATE {t} SET valid_to = ({right}) WHERE valid_to = :b AND EXISTS ({right})"), {"b": boundary}
+    ).rowcount
+    if written:
+        same_end = "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
+        left = (f"SELECT 1 FROM {t} l WHERE l.valid_from < :b AND {history.same_key('l', t, dialect)} "
+                f"AND l.valid_to {same_end} {t}.valid_to")
+        written += conn.execute(
+            text(f"DELETE FROM {t} WHERE valid_from = :b AND EXISTS ({left})"), {"b": boundary}
+        ).rowcount
+    return written

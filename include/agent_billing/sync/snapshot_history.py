@@ -1,0 +1,69 @@
+"""What lasts of a night: agents, view members and service scopes merged into interval history.
+
+The load writes a night into the per-date tables (``vsa_agents``, ``vsa_view_members``, and
+the count ``service_agents``): they are the night's staging, read by the quality gate, the
+count and the totals. Once counted, the night is merged into ``vsa_agent_history``,
+``vsa_view_member_history`` and ``service_agent_history`` (validity intervals, see
+``intervals.py``), which answer "which agents did service S count on date D" for every date
+kept. The volatile fields (``online``, ``last_checkin_time``, ``days_since_checkin``) change
+every night for most agents and stay in staging only. Staging older than the retention
+(``AGENT_BILLING_SNAPSHOT_RETENTION_DAYS`` before the latest merged date) is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+
+from sqlalchemy import Connection, text
+
+from agent_billing.sync.intervals import (
+    AGENTS,
+    SERVICE_AGENTS,
+    VIEW_MEMBERS,
+    forget_date,
+    forget_merged,
+    set_date,
+)
+from agent_billing.warehouse.values import as_date
+
+log = logging.getLogger(__name__)
+STAGING = ("vsa_agents", "vsa_view_members", "service_agents")
+SOURCES = (
+    (AGENTS, "SELECT DISTINCT agent_id, agent_name, org_id, machine_group_id, COALESCE(online, 0) = 199 AS never_checked_in "
+             "FROM vsa_agents WHERE snapshot_date = :snapshot_date AND agent_id IS NOT NULL"),
+    (VIEW_MEMBERS, "SELECT DISTINCT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date"),
+    (SERVICE_AGENTS, "SELECT service_id, agent_id FROM service_agents WHERE snapshot_date = :snapshot_date"),
+)
+
+
+def merge_night(conn: Connection, snapshot_date: date, retention_days: int) -> int:
+    """Merge the night's staging into the histories (any date, any order); returns rows written."""
+    written = sum(
+        set_date(conn, history, snapshot_date, sql, {"snapshot_date": snapshot_date}) for history, sql in SOURCES
+    )
+    prune_staging(conn, snapshot_date, retention_days)
+    log.info("merged %s into the interval history: %d rows written", snapshot_date, written)
+    return written
+
+
+def forget_night(conn: Connection, snapshot_date: date) -> None:
+    """A discarded night leaves the histories (only the runs that start or end on it change)."""
+    if conn.execute(text("SELECT 1 FROM history_dates WHERE snapshot_date = :d"), {"d": snapshot_date}).first():
+        for history, _ in SOURCES:
+            forget_date(conn, history, snapshot_date)
+        forget_merged(conn, snapshot_date)
+
+
+def prune_staging(conn: Connection, snapshot_date: date, retention_days: int) -> None:
+    """Drop staging dates more than ``retention_days`` before the latest merged date (never the
+    night being processed, whose totals the diff still reads)."""
+    latest = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates")).scalar()
+    if latest is None:
+        return
+    cutoff = as_date(latest) - timedelta(days=retention_days)
+    for table in STAGING:
+        conn.execute(
+            text(f"DELETE FROM {table} WHERE snapshot_date < :cutoff AND snapshot_date <> :d"),
+            {"cutoff": cutoff, "d": snapshot_date},
+        )

@@ -1,0 +1,122 @@
+"""The interval history over the pipeline: staging pruned, every counted date still answers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import text
+
+from agent_billing.settings import Settings
+from agent_billing.sync.pipeline import count_step, diff_step, discard_snapshot, load_step
+
+from .conftest import DAYS, write_landing
+from .test_unit_changes import ledger, run_day
+
+D1, D2, D3 = sorted(DAYS)
+
+# docs/data-dictionary.md §5.5: which agents a service counted on a date (with their names then)
+COUNTED_ON = """
+SELECT sa.agent_id, a.agent_name
+FROM service_agent_history sa
+LEFT JOIN vsa_agent_history a
+  ON a.agent_id = sa.agent_id AND a.valid_from <= :d AND (a.valid_to IS NULL OR a.valid_to > :d)
+WHERE sa.service_id = :service_id
+  AND sa.valid_from <= :d AND (sa.valid_to IS NULL OR sa.valid_to > :d)
+ORDER BY sa.agent_id
+"""
+
+
+def counted_on(engine, service_id, day):
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(COUNTED_ON), {"service_id": service_id, "d": day})]
+
+
+def test_every_counted_date_answers_after_its_staging_is_pruned(contoso, tmp_path):
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=0)
+    staged = {}
+    for day in (D1, D2, D3):
+        run_day(contoso, settings, day)
+        with contoso.connect() as conn:
+            staged[day] = {
+                sid: [tuple(r) for r in conn.execute(text(
+                    "SELECT sa.agent_id, a.agent_name FROM service_agents sa JOIN vsa_agents a "
+                    "ON a.snapshot_date = sa.snapshot_date AND a.agent_id = sa.agent_id "
+                    "WHERE sa.snapshot_date = :d AND sa.service_id = :s ORDER BY 1"), {"d": day, "s": sid})]
+                for sid in ("S-WS", "S-SRV", "S-VIEW", "S-ORG")
+            }
+    with contoso.connect() as conn:
+        kept = {str(d)[:10] for (d,) in conn.execute(text("SELECT DISTINCT snapshot_date FROM vsa_agents"))}
+        counts = dict(conn.execute(text(
+            "SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d"), {"d": D1}).all())
+    assert kept == {str(D3)}  # staging of D1 and D2 is gone
+    for day in (D1, D2, D3):
+        for sid, agents in staged[day].items():
+            assert counted_on(contoso, sid, day) == agents
+    assert {sid: len(counted_on(contoso, sid, D1)) for sid in counts} == counts
+
+    before = ledger(contoso)
+    totals = "SELECT snapshot_date, agents_total FROM sync_runs ORDER BY 1"
+    with contoso.connect() as conn:
+        runs = conn.execute(text(totals)).all()
+    diff_step(contoso, settings, D2)  # a re-derivation reads the history, not the pruned staging
+    diff_step(contoso, settings, D3)
+    assert ledger(contoso) == before
+    with contoso.connect() as conn:
+        assert conn.execute(text(totals)).all() == runs
+
+
+def test_a_discarded_night_leaves_the_history(contoso, settings):
+    run_day(contoso, settings, D1)
+    write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
+    load_step(contoso, settings, D2)
+    count_step(contoso, settings, D2)
+    assert diff_step(contoso, settings, D2).status == "quarantined"
+    assert len(counted_on(contoso, "S-ORG", D2)) == 1
+    discard_snapshot(contoso, settings, D2)
+    with contoso.connect() as conn:
+        merged = [str(d)[:10] for (d,) in conn.execute(text("SELECT snapshot_date FROM history_dates"))]
+        runs = conn.execute(text("SELECT COUNT(*) FROM vsa_agent_history WHERE valid_to IS NOT NULL")).scalar()
+    assert merged == [str(D1)] and runs == 0  # every agent of D1 is still open, nothing closed on D2
+    run_day(contoso, settings, D3)
+    assert len(counted_on(contoso, "S-ORG", D3)) == 6 and len(counted_on(contoso, "S-ORG", D1)) == 5
+
+
+def test_the_migration_turns_per_date_rows_into_intervals(tmp_path):
+    from agent_billing.warehouse import connect_warehouse
+
+    check_conversion(connect_warehouse(f"sqlite:///{tmp_path / 'old.db'}"))
+
+
+def check_conversion(engine):
+    """Per-date rows of a 0004 warehouse, upgraded: the intervals answer like the rows did."""
+    from agent_billing.warehouse import upgrade
+
+    upgrade(engine, "0004")
+    days = [date(2024, 3, d) for d in (1, 2, 3, 5)]
+    present = {  # agent: dates present (5 is after a gap: 4 was never counted)
+        "x": days, "y": [days[0], days[2]], "z": [days[1], days[3]],
+    }
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO accounts (account_id, name, vsa_org_id) VALUES ('A', 'A', 'o')"))
+        conn.execute(text("INSERT INTO contracts (contract_id, account_id, currency, billing_day, start_date) "
+                          "VALUES ('C', 'A', 'USD', 1, '2024-01-01')"))
+        conn.execute(text("INSERT INTO services (service_id, contract_id, name, unit_price, units_source, "
+                          "start_date) VALUES ('S', 'C', 'S', 1, 'rmm_agent_count', '2024-01-01')"))
+        for day in days:
+            here = [a for a, ds in present.items() if day in ds]
+            conn.execute(text("INSERT INTO service_unit_counts VALUES ('S', :d, :n)"), {"d": day, "n": len(here)})
+            for agent in here:
+                conn.execute(text("INSERT INTO service_agents VALUES (:d, 'S', :a)"), {"d": day, "a": agent})
+                conn.execute(text("INSERT INTO vsa_agents (snapshot_date, agent_id, agent_name, org_id, online) "
+                                  "VALUES (:d, :a, :n, 'o', 1)"), {"d": day, "a": agent, "n": f"{agent}-{day.day}" if agent == "z" else agent})
+    upgrade(engine)
+    for day in days:
+        assert [a for a, _ in counted_on(engine, "S", day)] == sorted(a for a, ds in present.items() if day in ds)
+    assert counted_on(engine, "S", days[3]) == [("x", "x"), ("z", "z-5")]
+    with engine.connect() as conn:
+        runs = conn.execute(text("SELECT agent_id, valid_from, valid_to FROM service_agent_history ORDER BY 1, 2")).all()
+    assert [(a, str(f), t and str(t)) for a, f, t in runs] == [
+        ("x", "2024-03-01", None), ("y", "2024-03-01", "2024-03-02"), ("y", "2024-03-03", "2024-03-05"),
+        ("z", "2024-03-02", "2024-03-03"), ("z", "2024-03-05", None),
+    ]
+    engine.dispose()
