@@ -12,6 +12,7 @@ import json
 import pytest
 from sqlalchemy import text
 
+from agent_billing.connections import parse_connection
 from vsa_simulator import FaultConfig
 
 from .conftest import Operator, Reference, assert_no_secrets, assert_recovered, kill, wait_until
@@ -184,3 +185,164 @@ def test_a_landing_folder_that_cannot_be_written_fails_cleanly(operator, referen
     assert str(blocked) in one_line_error(run)
     night_and_bill(operator, reference)
     assert_recovered(operator, reference, alerts=(f"failure:{reference.night}:extract",))
+
+
+# -- posted history under re-runs --------------------------------------------------------------
+
+
+def _previous_night(reference: Reference):
+    from datetime import timedelta
+
+    return reference.night - timedelta(days=1)
+
+
+def _contents_without_alerts(op: Operator):
+    from .conftest import _without_alerts, warehouse_contents
+
+    return _without_alerts(warehouse_contents(op.engine))[0]
+
+
+def _rewrite_landing_file(folder, name: str, keep: int) -> None:
+    """Cut a landed file to its first ``keep`` records and make the manifest agree with it
+    (checksums) while it still claims the original record count: a consistent-looking,
+    short landing."""
+    import gzip
+    import hashlib
+
+    path = folder / name
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines(keepends=True)[:keep]
+    path.write_bytes(gzip.compress("".join(lines).encode()))
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][name]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+@pytest.mark.parametrize("damage", ["missing", "tampered", "short"])
+def test_a_complete_night_is_never_rewritten_by_a_rerun(operator, reference, simulator, damage):
+    """Re-running a complete night whose landing is gone, tampered with, or cut short (with a
+    manifest made to agree) changes nothing: the night stays complete with its data, the run
+    fails with one line naming the landing, and the data team is alerted. VSA's present state
+    is never taken for the old night."""
+    import shutil
+
+    night = _previous_night(reference)
+    folder = operator.raw / night.isoformat()
+    before = _contents_without_alerts(operator)
+    if damage == "missing":
+        shutil.rmtree(folder)
+    elif damage == "tampered":
+        import gzip
+
+        (folder / "orgs.jsonl.gz").write_bytes(gzip.compress(b'{"OrgId": "1", "OrgName": "x"}\n'))
+    else:
+        _rewrite_landing_file(folder, "agents.jsonl.gz", keep=10)
+    simulator.set_date(reference.night)  # VSA has moved on: its present state is not the night's
+    run = operator.run("sync", "--date", night.isoformat())
+    error = one_line_error(run)
+    assert str(folder) in error
+    assert _contents_without_alerts(operator) == before
+    with operator.engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM sync_runs WHERE snapshot_date = :d"),
+                            {"d": night}).scalar() == "complete"
+    step = "extract" if damage == "missing" else "load"
+    night_and_bill(operator, reference)
+    assert_recovered(operator, reference, alerts=(f"failure:{night}:{step}",))
+
+
+def test_a_short_landing_of_a_new_night_fails_its_gate_then_is_landed_again(operator, reference, simulator):
+    """A new night's landing with fewer agents than its manifest claims (checksums agree) fails
+    the quality gate: nothing is counted or billed. Following the runbook (move the landing
+    away, re-run), the night lands again and ends as the undisturbed run."""
+    import shutil
+
+    from agent_billing.settings import Settings
+    from agent_billing.sync.pipeline import extract_step
+    from agent_billing.vsa.client import VsaClient
+
+    simulator.set_date(reference.night)
+    extract_step(operator.engine, Settings(raw_path=operator.raw, late_observation="allow"), reference.night,
+                 lambda: VsaClient.from_connection(parse_connection("vsa_default", simulator.connection_json())))
+    folder = operator.raw / reference.night.isoformat()
+    _rewrite_landing_file(folder, "agents.jsonl.gz", keep=50)
+    run = operator.run("sync", "--date", reference.night.isoformat())
+    assert "quality gate failed" in one_line_error(run)
+    with operator.engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM sync_runs WHERE snapshot_date = :d"),
+                            {"d": reference.night}).scalar() == "failed"
+        assert not conn.execute(text("SELECT COUNT(*) FROM service_unit_counts WHERE snapshot_date = :d"),
+                                {"d": reference.night}).scalar()
+    shutil.rmtree(folder)
+    night_and_bill(operator, reference)
+    assert_recovered(operator, reference, alerts=(f"quality:{reference.night}",))
+
+
+# -- runs meeting each other -------------------------------------------------------------------
+
+
+def test_two_runs_of_one_night_held_at_the_load_both_end_as_one(operator, reference, simulator):
+    """Two syncs of the same night (a retry and a backfill) race for the landing and meet at
+    the load, held there by another transaction; released, they load one after the other:
+    no doubled rows, both succeed, the warehouse equals the undisturbed run."""
+    from agent_billing.sync.load import SNAPSHOT_TABLES
+
+    simulator.set_date(reference.night)
+    conn, trans = _hold_tables(operator, list(SNAPSHOT_TABLES))
+    try:
+        first = operator.start("sync", "--date", reference.night.isoformat())
+        second = operator.start("sync", "--date", reference.night.isoformat())
+        wait_until("the landing", lambda: (operator.raw / reference.night.isoformat() / "manifest.json").exists())
+        wait_until("a load to wait for the held tables", lambda: _waiting_on_a_lock(operator), timeout=120)
+    finally:
+        trans.rollback()
+        conn.close()
+    runs = [operator.finish(first), operator.finish(second)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert operator.bill(reference.night).returncode == 0
+    assert_recovered(operator, reference)
+
+
+@ON_POSTGRES
+def test_the_next_night_runs_while_a_night_reloads(operator, reference, simulator):
+    """A re-run of night D is held at its load (the date's lock, taken by another session)
+    while night D+1 syncs and bills: D+1 derives against D's complete data, never a half
+    load; D's re-run then completes; no customer gets a wrong or extra mail."""
+    from agent_billing.sync.runs import SNAPSHOT_DATE_LOCK
+
+    night = _previous_night(reference)
+    holder = operator.engine.connect()
+    holder.execute(text("SELECT pg_advisory_lock(CAST(:k AS integer), CAST(:d AS integer))"),
+                   {"k": SNAPSHOT_DATE_LOCK % 2**31, "d": night.toordinal()})
+    try:
+        rerun = operator.start("sync", "--date", night.isoformat())
+        wait_until("the re-run to wait for its date", lambda: _waiting_on_advisory_lock(operator), timeout=120)
+        night_and_bill(operator, reference)
+        assert rerun.poll() is None  # still held
+    finally:
+        holder.execute(text("SELECT pg_advisory_unlock_all()"))
+        holder.close()
+    assert operator.finish(rerun).returncode == 0
+    assert_recovered(operator, reference)
+
+
+def _waiting_on_advisory_lock(op: Operator) -> bool:
+    with op.engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")).scalar())
+
+
+def test_a_backfill_running_nights_at_once_ends_as_one_at_a_time(operator, reference, simulator):
+    """A backfill with several runs at once (`airflow backfill create --max-active-runs 3`
+    --reprocess-behavior completed): the two earlier nights are re-run while the last one is
+    synced for the first time, all at once; the warehouse ends exactly as the night-by-night
+    run's. (The simulator serves the last night; the earlier ones reuse their landings.)"""
+    from .conftest import NIGHTS
+
+    simulator.set_date(reference.night)
+    processes = [operator.start("sync", "--date", night.isoformat()) for night in NIGHTS]
+    runs = [operator.finish(p) for p in processes]
+    assert [r.returncode for r in runs] == [0] * len(NIGHTS), [r.stderr for r in runs]
+    for night in NIGHTS:
+        assert operator.bill(night).returncode == 0
+    assert_recovered(operator, reference)
