@@ -45,6 +45,7 @@ WHEN_COLUMNS = {
     "updated_at", "created_at", "sent_at", "claimed_at", "checked_at", "computed_at", "posted_at",
     "closed_at", "observed_at", "detected_at", "released_at", "attempts", "last_error",
     "message",  # sync_runs.message: the latest attempt's words (a failed re-run leaves its error)
+    "landing_sha256",  # the digest of a manifest, which records when the night was observed
 }
 
 
