@@ -111,7 +111,7 @@ class RawLanding:
     def staging(self) -> Iterator[LandingStage]:
         """Write a new landing atomically; refuse to overwrite an existing one."""
         if self.exists():
-            raise LandingError(f"raw landing {self.path} already exists; landings are immutable")
+            raise LandingExists(f"raw landing {self.path} already exists; landings are immutable")
         tmp = self.path.parent / f".{self.snapshot_date.isoformat()}.{uuid.uuid4().hex}.tmp"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
