@@ -7,7 +7,7 @@ result is ever rounded or represented in binary floating point.
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 
 from agent_billing.currencies import currency_minor_units
 
@@ -44,10 +44,14 @@ def _div_half_up(numerator: int, denominator: int) -> int:
     return -quotient if numerator < 0 else quotient
 
 
+@lru_cache(maxsize=1 << 16)
 def line_amount(
     units: int, unit_price: Decimal, days: int, days_in_period: int, currency: str
 ) -> Decimal:
-    """``units × unit_price × days / days_in_period``, rounded once, half-up."""
+    """``units × unit_price × days / days_in_period``, rounded once, half-up.
+
+    Memoised: a year of a contract's lines repeats a few thousand argument sets (the result
+    depends on the price's value only, and Decimals are immutable)."""
     exponent = minor_units(currency)
     numerator = units * price_units(unit_price) * days * 10**exponent
     minor = _div_half_up(numerator, _PRICE_SCALE * days_in_period)

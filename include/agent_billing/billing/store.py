@@ -87,11 +87,14 @@ def lock_contract(conn: Connection, contract_id: str) -> Contract:
 def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Service]:
     """The contract's services with their starting units and the changes known by ``as_of``."""
     params = {"contract_id": contract.contract_id, "as_of": as_of}
+    if conn.dialect.name == "postgresql":
+        conn.execute(statement("no_jit"))
     changes: dict[str, list[UnitChange]] = defaultdict(list)
     for row in conn.execute(query("unit_changes"), params).all():
         changes[row.service_id].append(UnitChange(*row[:-1], detected_at=as_utc(row.detected_at)))
     services = []
-    for row in conn.execute(query("services"), params).mappings():
+    rows = sorted(conn.execute(query("services"), params).mappings(), key=lambda r: r["service_id"])
+    for row in rows:
         own = ordered(changes.get(row["service_id"], ()))
         services.append(
             Service(
