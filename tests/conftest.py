@@ -164,3 +164,60 @@ def warehouse(warehouse_url, monkeypatch):
     engine = connect_warehouse(warehouse_url)
     yield engine
     engine.dispose()
+
+
+class LocalSmtp:
+    """A real local SMTP server (aiosmtpd) on a free port, and what it received."""
+
+    def __init__(self) -> None:
+        import socket
+
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def start(self) -> LocalSmtp:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def subjects(self) -> list[str]:
+        from email import message_from_bytes, policy
+
+        return [str(message_from_bytes(m.content, policy=policy.default)["Subject"]).strip() for m in self.messages]
+
+    @property
+    def extra(self) -> dict[str, str]:
+        return {"disable_ssl": "true", "disable_tls": "true", "from_email": "billing@msp.example"}
+
+    @property
+    def connection(self):
+        """As ``agent_billing.connections.ConnectionInfo`` (``smtp_default``)."""
+        from agent_billing.connections import ConnectionInfo
+
+        return ConnectionInfo(conn_id="smtp_default", conn_type="smtp", host="127.0.0.1",
+                              port=self.port, extra=self.extra)
+
+    @property
+    def connection_json(self) -> str:
+        """As an ``AIRFLOW_CONN_SMTP_DEFAULT`` value (JSON form)."""
+        import json
+
+        return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port, "extra": self.extra})
+
+
+@pytest.fixture
+def local_smtp():
+    smtp = LocalSmtp().start()
+    yield smtp
+    smtp.stop()

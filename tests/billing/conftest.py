@@ -68,6 +68,15 @@ class Books:
             d=d(day), status=status,
         )
 
+    def auto_and_review(self) -> None:
+        """C-AUTO (S-WS, 10 units at 12.00) and C-REVIEW (posting review; S-SRV, 2 at 40.00),
+        both from March 2024, counted on March 1st: the pair the CLI tests bill."""
+        self.contract("C-AUTO", [self.rmm("S-WS", "12.00", "2024-03-01")], start="2024-03-01")
+        self.contract("C-REVIEW", [self.rmm("S-SRV", "40.00", "2024-03-01")], start="2024-03-01",
+                      posting="review")
+        self.count("S-WS", "2024-03-01", 10)
+        self.count("S-SRV", "2024-03-01", 2)
+
     def count(self, service_id: str, day: str, units: int) -> None:
         """A count of a good (complete) snapshot, as the nightly sync leaves it."""
         self.concluded(day)

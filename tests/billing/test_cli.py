@@ -25,11 +25,7 @@ def run_cli(warehouse, monkeypatch, capsys):
 
 @pytest.fixture
 def contoso(books):
-    books.contract("C-AUTO", [books.rmm("S-WS", "12.00", "2024-03-01")], start="2024-03-01")
-    books.contract("C-REVIEW", [books.rmm("S-SRV", "40.00", "2024-03-01")], start="2024-03-01",
-                   posting="review")
-    books.count("S-WS", "2024-03-01", 10)
-    books.count("S-SRV", "2024-03-01", 2)
+    books.auto_and_review()
     books.change("S-WS", "2024-03-15", 10, 11)
     books.concluded("2024-04-01")  # the nightly sync concluded up to April 1st
     return books

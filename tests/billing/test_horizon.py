@@ -16,11 +16,7 @@ D = date.fromisoformat
 @pytest.fixture
 def billed(books):
     """An automatic and a review contract billed as of March 1st; a change waits in review."""
-    books.contract("C-AUTO", [books.rmm("S-WS", "12.00", "2024-03-01")], start="2024-03-01")
-    books.contract("C-REVIEW", [books.rmm("S-SRV", "40.00", "2024-03-01")], start="2024-03-01",
-                   posting="review")
-    books.count("S-WS", "2024-03-01", 10)
-    books.count("S-SRV", "2024-03-01", 2)
+    books.auto_and_review()
     books.bill("2024-03-01")
     books.change("S-WS", "2024-03-15", 10, 11)
     books.bill("2024-03-15")

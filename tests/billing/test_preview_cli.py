@@ -13,11 +13,7 @@ from tests.billing.conftest import one_line_error, warehouse_contents
 @pytest.fixture
 def contoso(books):
     """C-AUTO invoiced for March with a change on the 15th waiting; C-REVIEW reviewed monthly."""
-    books.contract("C-AUTO", [books.rmm("S-WS", "12.00", "2024-03-01")], start="2024-03-01")
-    books.contract("C-REVIEW", [books.rmm("S-SRV", "40.00", "2024-03-01")], start="2024-03-01",
-                   posting="review")
-    books.count("S-WS", "2024-03-01", 10)
-    books.count("S-SRV", "2024-03-01", 2)
+    books.auto_and_review()
     books.bill("2024-03-01")
     change_id = books.change("S-WS", "2024-03-15", 10, 11)
     books._exec(

@@ -9,7 +9,6 @@ import socket
 from datetime import date, timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
 from agent_billing import cli
@@ -114,15 +113,6 @@ def test_demo_home_new_empty_or_its_own_is_used_anything_else_refused(tmp_path):
         prepare_home(a_file)
 
 
-class _Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-        self.messages.append(envelope)
-        return "250 OK"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,7 +124,8 @@ def _smtp_url(port: int) -> str:
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
-def test_sync_succeeds_when_only_mail_fails_and_the_next_delivery_sends_it(warehouse, warehouse_url, tmp_path):
+def test_sync_succeeds_when_only_mail_fails_and_the_next_delivery_sends_it(warehouse, warehouse_url, tmp_path, local_smtp):
+
     from vsa_simulator.generated import GeneratedScenario
     from vsa_simulator.testing import run_simulator
 
@@ -150,8 +141,7 @@ def test_sync_succeeds_when_only_mail_fails_and_the_next_delivery_sends_it(wareh
              "units_source": "rmm_agent_count", "start_date": "2024-01-01"},
         ]}],
     }]})
-    inbox = _Inbox()
-    live_port = _free_port()
+    inbox = local_smtp  # listening; the first nights are sent to a port where nothing listens
     env = {
         "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url,
         "AGENT_BILLING_RAW_PATH": str(tmp_path / "raw"),
@@ -177,14 +167,9 @@ def test_sync_succeeds_when_only_mail_fails_and_the_next_delivery_sends_it(wareh
             )).scalars().all()
         assert unsent
 
-        controller = Controller(inbox, hostname="127.0.0.1", port=live_port)
-        controller.start()
-        try:
-            env["AIRFLOW_CONN_SMTP_DEFAULT"] = _smtp_url(live_port)
-            vsa.set_date(days[2])
-            run = run_cli("sync", "--date", days[2].isoformat(), env=env)
-        finally:
-            controller.stop()
+        env["AIRFLOW_CONN_SMTP_DEFAULT"] = _smtp_url(inbox.port)
+        vsa.set_date(days[2])
+        run = run_cli("sync", "--date", days[2].isoformat(), env=env)
     assert (run.code, run.stderr) == (0, "")
     with warehouse.connect() as conn:
         still_unsent = conn.execute(text(

@@ -25,42 +25,11 @@ def dagbag(airflow_db):
     return DagBag(dag_folder=str(ROOT / "dags"))  # no include_examples: removed in 3.3
 
 
-class Inbox:
-    """What a real local SMTP server (aiosmtpd) received."""
-
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-        self.messages.append(envelope)
-        return "250 OK"
-
-    def subjects(self) -> list[str]:
-        from email import message_from_bytes, policy
-
-        return [str(message_from_bytes(m.content, policy=policy.default)["Subject"]).strip() for m in self.messages]
-
-
 @pytest.fixture
-def smtp_inbox(monkeypatch):
+def smtp_inbox(local_smtp, monkeypatch):
     """A local SMTP server, exported as Airflow's ``smtp_default`` connection."""
-    import json
-    import socket
-
-    from aiosmtpd.controller import Controller
-
-    inbox = Inbox()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": port,
-        "extra": {"disable_ssl": "true", "disable_tls": "true", "from_email": "billing@msp.example"},
-    }))
-    yield inbox
-    controller.stop()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", local_smtp.connection_json)
+    return local_smtp
 
 
 def task_states(run) -> dict[str, str]:

@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
 from agent_billing.connections import parse_connection
@@ -55,23 +54,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-        self.messages.append(envelope)
-        return "250 OK"
-
-    def subjects(self) -> list[str]:
-        out = []
-        for envelope in self.messages:
-            for line in envelope.content.decode("utf-8", "replace").splitlines():
-                if line.startswith("Subject: "):
-                    out.append(line.removeprefix("Subject: "))
-        return out
-
-
 @pytest.fixture
 def redis_broker():
     """The broker URL and a key prefix of this run's own: two stacks never share a queue."""
@@ -101,16 +83,6 @@ def metadata_db(pg_template):  # pg_template: PostgreSQL is reachable (or the te
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    port = _free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
 
 
 class Stack:
@@ -215,9 +187,9 @@ def _contracts(world: GeneratedScenario, day: date, start: date) -> dict:
 
 
 def test_a_night_a_backfill_with_a_gap_and_get_units_now_on_celery(
-    tmp_path, pg_warehouse_url, metadata_db, redis_broker, smtp
+    tmp_path, pg_warehouse_url, metadata_db, redis_broker, local_smtp
 ):
-    inbox, smtp_port = smtp
+    inbox = local_smtp
     broker_url, key_prefix = redis_broker
     raw_path = tmp_path / "raw"
     world = GeneratedScenario(seed=7, orgs=2, agents=60, start=date.today() - timedelta(days=60), daily_churn=0.2)
@@ -249,10 +221,7 @@ def test_a_night_a_backfill_with_a_gap_and_get_units_now_on_celery(
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW_CONN_BILLING_WAREHOUSE": pg_warehouse_url,
         "AIRFLOW_CONN_VSA_DEFAULT": sim.connection_json(),
-        "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps({
-            "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
-            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "billing@msp.example"},
-        }),
+        "AIRFLOW_CONN_SMTP_DEFAULT": local_smtp.connection_json,
         "AGENT_BILLING_RAW_PATH": str(raw_path),
         "AGENT_BILLING_DATA_TEAM_EMAILS": "data-team@msp.example",
         "GX_ANALYTICS_ENABLED": "False",

@@ -6,7 +6,6 @@ import socket
 import time
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
 from agent_billing.connections import ConnectionInfo
@@ -18,31 +17,6 @@ from .conftest import DAYS, write_landing
 D1, D2, _ = sorted(DAYS)
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-        self.messages.append(envelope)
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_server():
-    inbox = Inbox()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    conn = ConnectionInfo(
-        conn_id="smtp_default", conn_type="smtp", host="127.0.0.1", port=port,
-        extra={"disable_ssl": "true", "disable_tls": "true", "from_email": "billing@msp.example"},
-    )
-    yield inbox, conn
-    controller.stop()
-
-
 def sync_days(engine, settings, days):
     for day in days:
         write_landing(settings.raw_path, day, *DAYS[day])
@@ -52,8 +26,8 @@ def sync_days(engine, settings, days):
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_one_mail_per_contract_per_run_never_twice(contoso, settings, smtp_server):
-    inbox, smtp = smtp_server
+def test_one_mail_per_contract_per_run_never_twice(contoso, settings, local_smtp):
+    inbox, smtp = local_smtp, local_smtp.connection
     sync_days(contoso, settings, (D1, D2))
     assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 1
     # The same date re-run and delivered again: the message exists and was sent, nothing new.
@@ -70,8 +44,8 @@ def test_one_mail_per_contract_per_run_never_twice(contoso, settings, smtp_serve
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_failed_send_stays_queued_and_is_retried(contoso, settings, smtp_server):
-    inbox, smtp = smtp_server
+def test_failed_send_stays_queued_and_is_retried(contoso, settings, local_smtp):
+    inbox, smtp = local_smtp, local_smtp.connection
     sync_days(contoso, settings, (D1, D2))
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -99,13 +73,13 @@ def test_without_smtp_messages_wait_in_the_outbox(contoso, settings):
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
-def test_two_deliveries_at_once_send_a_message_once(contoso, settings, smtp_server):
+def test_two_deliveries_at_once_send_a_message_once(contoso, settings, local_smtp):
     """The CLI and the DAG (or two backfill runs) deliver at the same moment: the second one
     reads the message while the first is still talking to the SMTP server."""
     import asyncio
     import threading
 
-    inbox, smtp = smtp_server
+    inbox, smtp = local_smtp, local_smtp.connection
     slow = inbox.handle_DATA
 
     async def slow_handle(server, session, envelope):
@@ -124,12 +98,12 @@ def test_two_deliveries_at_once_send_a_message_once(contoso, settings, smtp_serv
     assert len(inbox.messages) == 1
 
 
-def test_a_sent_change_that_a_later_derivation_alters_gets_a_correction(contoso, settings, smtp_server):
+def test_a_sent_change_that_a_later_derivation_alters_gets_a_correction(contoso, settings, local_smtp):
     """D3 synced against D1 and its mail sent; D2 arrives late (a backfill): D3's changes are
     derived again against D2. The customer gets a correction with the new changes, once."""
     from agent_billing.sync.notify import queue_unit_change_mail
 
-    inbox, smtp = smtp_server
+    inbox, smtp = local_smtp, local_smtp.connection
     d1, d2, d3 = sorted(DAYS)
     sync_days(contoso, settings, [d1, d3])
     assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 1
