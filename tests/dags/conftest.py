@@ -54,19 +54,6 @@ def sync_dag(dagbag, monkeypatch):
     return dag
 
 
-def billing_interface_merged() -> bool:
-    import agent_billing.billing as billing
-
-    return all(hasattr(billing, name) for name in ("BillingHorizonError", "BillingRunFailed"))
-
-
-needs_billing_interface = pytest.mark.skipif(
-    not billing_interface_merged(),
-    reason="run_billing's summary.to_xcom()/raise_for_failures() and BillingHorizonError are "
-           "being written on another branch; this test runs once they are merged",
-)
-
-
 @pytest.fixture
 def fresh_dag(airflow_db):
     """A DAG parsed anew from its file, for a ``dag.test(run_conf=...)``: the run_conf stays in

@@ -11,8 +11,6 @@ from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
 
-from .conftest import needs_billing_interface
-
 
 @pytest.fixture
 def billing_dag(dagbag):
@@ -61,10 +59,9 @@ def test_a_run_without_any_date_fails_without_retrying(billing_dag, monkeypatch)
         resolve(billing_dag, monkeypatch)
 
 
-@pytest.mark.slow
-@needs_billing_interface
-@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_manual_run_bills_as_of_the_param(billing_dag, warehouse):
+@pytest.fixture
+def counted_contract(warehouse):
+    """Contract C with one service counted (10 agents) on a complete 2024-03-01."""
     apply_contracts(warehouse, {"accounts": [{
         "account_id": "A", "name": "A", "vsa_org_id": "1",
         "contracts": [{"contract_id": "C", "currency": "USD", "start_date": "2024-03-01", "services": [
@@ -74,6 +71,13 @@ def test_manual_run_bills_as_of_the_param(billing_dag, warehouse):
     with warehouse.begin() as conn:
         conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'complete')"))
         conn.execute(text("INSERT INTO service_unit_counts VALUES ('S', '2024-03-01', 10)"))
+    return warehouse
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_manual_run_bills_as_of_the_param(billing_dag, counted_contract):
+    warehouse = counted_contract
 
     run = billing_dag.test(run_conf={"as_of": "2024-03-01"})
 
@@ -86,18 +90,9 @@ def test_manual_run_bills_as_of_the_param(billing_dag, warehouse):
 
 
 @pytest.mark.slow
-@needs_billing_interface
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_a_date_beyond_the_billing_horizon_fails_at_once_and_posts_nothing(billing_dag, warehouse):
-    apply_contracts(warehouse, {"accounts": [{
-        "account_id": "A", "name": "A", "vsa_org_id": "1",
-        "contracts": [{"contract_id": "C", "currency": "USD", "start_date": "2024-03-01", "services": [
-            {"service_id": "S", "name": "Agents", "unit_price": "12.00",
-             "units_source": "rmm_agent_count", "start_date": "2024-03-01"}]}],
-    }]})
-    with warehouse.begin() as conn:
-        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'complete')"))
-        conn.execute(text("INSERT INTO service_unit_counts VALUES ('S', '2024-03-01', 10)"))
+def test_a_date_beyond_the_billing_horizon_fails_at_once_and_posts_nothing(billing_dag, counted_contract):
+    warehouse = counted_contract
 
     run = billing_dag.test(run_conf={"as_of": "2099-12-01"})
 

@@ -21,8 +21,6 @@ from agent_billing.contracts import apply_contracts
 from vsa_simulator.generated import GeneratedScenario
 from vsa_simulator.testing import run_simulator
 
-from .conftest import needs_billing_interface
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -77,7 +75,6 @@ def run_tasks(dag, dag_run) -> None:
 
 
 @pytest.mark.slow
-@needs_billing_interface
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_backfilled_nights_reach_billing_as_asset_events_and_each_date_is_billed_in_order(
         dagbag, sync_dag, warehouse, tmp_path, monkeypatch, clean_asset_queue):
