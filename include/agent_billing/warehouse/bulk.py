@@ -34,3 +34,11 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[S
             copy.write_row(row)
             total += 1
     return total
+
+
+def without_jit(conn: Connection) -> None:
+    """No JIT compilation for the rest of this transaction (PostgreSQL). The sync's set-based
+    statements are one pass over a night's rows: their estimated cost crosses ``jit_above_cost``,
+    and compiling them took longer (about 1 s) than running them."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL jit = off"))
