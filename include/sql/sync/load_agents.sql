@@ -1,4 +1,5 @@
--- The agents of a landed agents.jsonl.gz (its JSON lines COPYed into landed_lines), as the
+-- The agents of a landed agents.jsonl.gz (its JSON lines COPYed as text into landed_lines,
+-- each parsed once here: cheaper than a jsonb column), as the
 -- Python path of sync/load.py makes them: ids as exact decimal strings (a JSON number or a
 -- trimmed string; empty = NULL), Online as an integer, timestamps NULL when unreadable, and
 -- days_since_checkin from the date written in LastCheckInTime to the snapshot date.
@@ -31,8 +32,7 @@ FROM (
             CAST(NULLIF(j ->> 'Online', '') AS INTEGER) AS online,
             j ->> 'LastCheckInTime' AS last_checkin,
             j ->> 'FirstCheckIn' AS first_checkin
-        FROM landed_lines
-        WHERE j IS NOT NULL
+        FROM (SELECT CAST(j AS JSONB) AS j FROM landed_lines WHERE j IS NOT NULL OFFSET 0) parsed
         OFFSET 0
     ) f
     OFFSET 0
