@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, text
 from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.runs import lock_snapshot_date
-from agent_billing.warehouse.bulk import bulk_insert, without_jit
+from agent_billing.warehouse.bulk import bulk_insert, tune_for_bulk
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
     d = landing.snapshot_date
     with engine.begin() as conn:
         lock_snapshot_date(conn, d)
-        without_jit(conn)
+        tune_for_bulk(conn)
         delete_snapshot_rows(conn, d)
         orgs = bulk_insert(
             conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),

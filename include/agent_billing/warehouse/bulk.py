@@ -36,9 +36,11 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[S
     return total
 
 
-def without_jit(conn: Connection) -> None:
-    """No JIT compilation for the rest of this transaction (PostgreSQL). The sync's set-based
-    statements are one pass over a night's rows: their estimated cost crosses ``jit_above_cost``,
-    and compiling them took longer (about 1 s) than running them."""
+def tune_for_bulk(conn: Connection) -> None:
+    """Settings for the rest of this transaction (PostgreSQL) whose statements are each one
+    pass over a night's rows: no JIT (their estimated cost crosses ``jit_above_cost``, and
+    compiling them took longer, about 1 s, than running them), and room to sort and hash a
+    night in memory (the default 4 MB spilled the snapshot's DISTINCT to disk)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL jit = off"))
+        conn.execute(text("SET LOCAL work_mem = '128MB'"))
