@@ -64,33 +64,55 @@ def mark_merged(conn: Connection, day: date) -> None:
 
 def set_date(conn: Connection, history: History, day: date, source_sql: str, params: dict | None = None) -> int:
     """Make ``history`` hold exactly the keys of ``source_sql`` (a SELECT of ``history.columns``
-    in that order, no duplicates) on ``day``, which becomes a merged date. Returns rows written."""
+    in that order, no duplicates) on ``day``, which becomes a merged date. Returns rows written.
+
+    The night's difference is found once (the source and the runs covering ``day`` compared
+    with EXCEPT both ways, into temporary tables) and then applied by key: a quiet night reads
+    its snapshot twice and writes its churn only."""
     mark_merged(conn, day)
     _, nxt = neighbours(conn, day)
     p = {**(params or {}), "d": day, "n": nxt}
     t, dialect = history.table, conn.dialect.name
     cols = ", ".join(history.columns)
-    src = f"(SELECT {cols} FROM ({source_sql}) src_q)"
-    covers = COVERS.format(t=t)
-    departs = f"{covers} AND NOT EXISTS (SELECT 1 FROM {src} s WHERE {history.same_key('s', t, dialect)})"
     n = _date_param("n", dialect)
+    # Departures: the runs covering ``day`` whose key the source lacks; arrivals: the source's
+    # keys no run covers (both computed before anything moves: the two sets are disjoint).
+    for name in ("merge_departed", "merge_arrived"):
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    conn.execute(text(f"CREATE TEMPORARY TABLE merge_departed AS SELECT {cols}, valid_from, valid_to FROM {t} WHERE 1 = 0"))
+    conn.execute(text(f"CREATE TEMPORARY TABLE merge_arrived AS SELECT {cols} FROM {t} WHERE 1 = 0"))
+    covering = f"SELECT {cols} FROM {t} WHERE {COVERS.format(t=t)}"
+    night = f"SELECT {cols} FROM ({source_sql}) src_q"
+    # EXCEPT compares NULLs as equal (the attributes' rule) and runs as one hash or sort pass,
+    # whatever the statistics; a key has at most one run covering ``day``.
+    conn.execute(text(
+        f"INSERT INTO merge_departed SELECT {', '.join(f'{t}.{c}' for c in history.columns)}, "
+        f"{t}.valid_from, {t}.valid_to FROM {t} JOIN ({covering} EXCEPT {night}) gone ON "
+        + " AND ".join(f"gone.{c} = {t}.{c}" for c in history.ids) + f" WHERE {COVERS.format(t=t)}"
+    ), p)
+    conn.execute(text(f"INSERT INTO merge_arrived {night} EXCEPT {covering}"), p)
+    if dialect == "postgresql":  # their sizes decide the plans below (a quiet night: a few rows)
+        conn.execute(text("ANALYZE merge_departed, merge_arrived"))
+    run = " AND ".join(f"x.{c} = {t}.{c}" for c in history.ids) + f" AND x.valid_from = {t}.valid_from"
+    departed = f"EXISTS (SELECT 1 FROM merge_departed x WHERE {run})"
     written = 0
     # 1. Departures: the key leaves on ``day``; it comes back from the next merged date if its
     #    interval reached that far, and keeps [valid_from, day) if it started before.
     if nxt is not None:
         written += conn.execute(text(
-            f"INSERT INTO {t} ({cols}, valid_from, valid_to) SELECT {cols}, {n}, valid_to FROM {t} "
-            f"WHERE {departs} AND (valid_to IS NULL OR valid_to > :n)"
+            f"INSERT INTO {t} ({cols}, valid_from, valid_to) SELECT {cols}, {n}, valid_to FROM merge_departed "
+            "WHERE valid_to IS NULL OR valid_to > :n"
         ), p).rowcount
-    written += conn.execute(text(f"DELETE FROM {t} WHERE valid_from = :d AND {departs}"), p).rowcount
-    written += conn.execute(text(f"UPDATE {t} SET valid_to = :d WHERE valid_from < :d AND {departs}"), p).rowcount
+    written += conn.execute(text(f"DELETE FROM {t} WHERE valid_from = :d AND {departed}"), p).rowcount
+    written += conn.execute(text(f"UPDATE {t} SET valid_to = :d WHERE valid_from < :d AND {departed}"), p).rowcount
     # 2. Arrivals: [day, next merged date), then joined to the runs of the same key that end at
     #    ``day`` or start at the next merged date.
     written += conn.execute(text(
         f"INSERT INTO {t} ({cols}, valid_from, valid_to) SELECT {cols}, {_date_param('d', dialect)}, {n} "
-        f"FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM {t} h WHERE {history.same_key('s', 'h', dialect)} "
-        f"AND {COVERS.format(t='h')})"
+        "FROM merge_arrived"
     ), p).rowcount
+    for name in ("merge_departed", "merge_arrived"):
+        conn.execute(text(f"DROP TABLE {name}"))
     written += _coalesce_at(conn, history, day)
     if nxt is not None:
         written += _coalesce_at(conn, history, nxt)

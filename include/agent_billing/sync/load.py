@@ -1,19 +1,20 @@
 """Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced.
 
 On PostgreSQL the big files (agents, view members) never pass through Python row by row: the
-JSON lines, cut down to the fields kept by msgspec, are streamed into a temporary ``jsonb``
-table with COPY and turned into rows by one INSERT ... SELECT (``include/sql/sync/load_*.sql``), which applies the same rules as
+JSON lines, cut down to the fields kept by msgspec, are streamed as text into a temporary
+table with COPY and turned into rows by one INSERT ... SELECT that parses each line once (``include/sql/sync/load_*.sql``), which applies the same rules as
 the Python path (ids as exact decimal strings, unreadable timestamps as NULL). SQLite, and the
 small files, take the Python path.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 
 import msgspec
 from sqlalchemy import Connection, Engine, text
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, Engine, text
 from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.runs import lock_snapshot_date
-from agent_billing.warehouse.bulk import bulk_insert
+from agent_billing.warehouse.bulk import bulk_insert, tune_for_bulk
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
     d = landing.snapshot_date
     with engine.begin() as conn:
         lock_snapshot_date(conn, d)
+        tune_for_bulk(conn)
         delete_snapshot_rows(conn, d)
         orgs = bulk_insert(
             conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),
@@ -63,7 +65,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         )
         in_database = conn.dialect.name == "postgresql"
         if in_database:
-            conn.execute(text("CREATE TEMPORARY TABLE landed_lines (j jsonb) ON COMMIT DROP"))
+            conn.execute(text("CREATE TEMPORARY TABLE landed_lines (j text) ON COMMIT DROP"))
             agents = _load_in_database(conn, landing, "agents.jsonl.gz", "sync/load_agents.sql", {"snapshot_date": d})
         else:
             agents = bulk_insert(conn, "vsa_agents", AGENT_COLUMNS, _agent_rows(landing, d))
@@ -131,15 +133,31 @@ def _load_in_database(conn: Connection, landing: RawLanding, name: str, sql: str
     # CSV with delimiter and quote characters that valid JSON text never holds raw: each line
     # arrives whole, backslashes untouched.
     copy_sql = "COPY landed_lines (j) FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
-    with gzip.open(landing.path / name, "rb") as source, raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
+    with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
         rest = b""
-        while chunk := source.read(CHUNK):
+        for chunk in _gunzip(landing.path / name):
             lines, _, rest = (rest + chunk).rpartition(b"\n")
             if lines:
                 copy.write(encoder.encode_lines(decoder.decode_lines(lines)))
         if rest.strip():
             copy.write(encoder.encode_lines(decoder.decode_lines(rest)))
     return conn.execute(load_sql(sql), params).rowcount
+
+
+def _gunzip(path: Path) -> Iterator[bytes]:
+    """The decompressed bytes of a gzip file, in pieces of at most ``CHUNK`` (zlib checks each
+    member's CRC itself; ``gzip.open`` computes it a second time in Python)."""
+    with open(path, "rb") as fh:
+        inflate, started = zlib.decompressobj(wbits=31), False
+        while block := fh.read(CHUNK >> 3):
+            while block:
+                started = True
+                yield inflate.decompress(block, CHUNK)
+                block = inflate.unconsumed_tail
+                if inflate.eof:  # another gzip member may follow
+                    block, inflate, started = inflate.unused_data, zlib.decompressobj(wbits=31), False
+        if started:
+            raise EOFError(f"{path} ended before the end of its compressed stream")
 
 
 def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> None:

@@ -34,3 +34,13 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[S
             copy.write_row(row)
             total += 1
     return total
+
+
+def tune_for_bulk(conn: Connection) -> None:
+    """Settings for the rest of this transaction (PostgreSQL) whose statements are each one
+    pass over a night's rows: no JIT (their estimated cost crosses ``jit_above_cost``, and
+    compiling them took longer, about 1 s, than running them), and room to sort and hash a
+    night in memory (the default 4 MB spilled the snapshot's DISTINCT to disk)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL jit = off"))
+        conn.execute(text("SET LOCAL work_mem = '128MB'"))

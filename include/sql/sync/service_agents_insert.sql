@@ -3,6 +3,9 @@
 -- ParentMachineGroupId tree when include_subgroups), optionally intersected with a view,
 -- minus the optional exclusions (never checked in; offline for more than N days).
 -- Agent ids are unique per snapshot (the quality gate runs first), so no DISTINCT is needed.
+-- The few active services are resolved first (``scoped``, materialized) and hash-joined to the
+-- date's agents by org; group and view membership are uncorrelated IN lists (hashed once), so
+-- the plan stays one pass over the agents whatever the statistics say.
 INSERT INTO service_agents (snapshot_date, service_id, agent_id)
 WITH RECURSIVE scope_groups (service_id, machine_group_id) AS (
     SELECT s.service_id, g.machine_group_id
@@ -16,22 +19,24 @@ WITH RECURSIVE scope_groups (service_id, machine_group_id) AS (
     JOIN services s ON s.service_id = sg.service_id AND s.include_subgroups
     JOIN vsa_machine_groups child
       ON child.snapshot_date = :snapshot_date AND child.parent_machine_group_id = sg.machine_group_id
+),
+scoped AS MATERIALIZED (
+    SELECT s.service_id, acc.vsa_org_id, s.vsa_machine_group_id, s.vsa_view_id,
+           s.exclude_never_checked_in, s.exclude_offline_days
+    FROM services s
+    JOIN contracts c ON c.contract_id = s.contract_id
+    JOIN accounts acc ON acc.account_id = c.account_id
+    WHERE s.units_source = 'rmm_agent_count'
+      AND s.start_date <= :snapshot_date AND (s.end_date IS NULL OR s.end_date >= :snapshot_date)
+      AND c.start_date <= :snapshot_date AND (c.end_date IS NULL OR c.end_date >= :snapshot_date)
 )
 SELECT :snapshot_date, s.service_id, a.agent_id
-FROM services s
-JOIN contracts c ON c.contract_id = s.contract_id
-JOIN accounts acc ON acc.account_id = c.account_id
-JOIN vsa_agents a ON a.snapshot_date = :snapshot_date AND a.org_id = acc.vsa_org_id
-WHERE s.units_source = 'rmm_agent_count'
-  AND s.start_date <= :snapshot_date AND (s.end_date IS NULL OR s.end_date >= :snapshot_date)
-  AND c.start_date <= :snapshot_date AND (c.end_date IS NULL OR c.end_date >= :snapshot_date)
-  AND a.agent_id IS NOT NULL
-  AND (s.vsa_machine_group_id IS NULL OR EXISTS (
-        SELECT 1 FROM scope_groups sg
-        WHERE sg.service_id = s.service_id AND sg.machine_group_id = a.machine_group_id))
-  AND (s.vsa_view_id IS NULL OR EXISTS (
-        SELECT 1 FROM vsa_view_members v
-        WHERE v.snapshot_date = :snapshot_date AND v.view_id = s.vsa_view_id
-          AND v.agent_id = a.agent_id))
+FROM scoped s
+JOIN vsa_agents a ON a.snapshot_date = :snapshot_date AND a.org_id = s.vsa_org_id
+WHERE a.agent_id IS NOT NULL
+  AND (s.vsa_machine_group_id IS NULL OR (s.service_id, a.machine_group_id) IN (
+        SELECT service_id, machine_group_id FROM scope_groups))
+  AND (s.vsa_view_id IS NULL OR (s.vsa_view_id, a.agent_id) IN (
+        SELECT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date))
   AND NOT (s.exclude_never_checked_in AND COALESCE(a.online, 0) = 199)
   AND (s.exclude_offline_days IS NULL OR a.days_since_checkin <= s.exclude_offline_days)

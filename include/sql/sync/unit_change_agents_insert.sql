@@ -6,29 +6,35 @@
 -- it, else 'moved_out'. Names come from the snapshot that has the agent in the service: an
 -- arrival's from :snapshot_date, a departure's from :previous_date (its name on the change
 -- date may be another customer's machine).
+-- Only the runs that start or end between the two dates are read (``:previous_date`` <
+-- ``:snapshot_date``): a key present on the night but not before has a run covering the night
+-- that starts after :previous_date, and no run covering :previous_date (runs of a key never
+-- overlap); a departure the other way round. A quiet night reads its churn, not its services.
 INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event)
 WITH changed AS (
     SELECT change_id, service_id FROM unit_changes
     WHERE effective_date = :snapshot_date AND source = 'nightly_sync'
 ),
-cur AS (
-    SELECT c.change_id, sa.agent_id FROM service_agent_history sa
+moved AS (
+    SELECT c.change_id, sa.agent_id, 1 AS arrived
+    FROM service_agent_history sa
     JOIN changed c ON c.service_id = sa.service_id
-    WHERE sa.valid_from <= :snapshot_date AND (sa.valid_to IS NULL OR sa.valid_to > :snapshot_date)
-),
-prev AS (
-    SELECT c.change_id, sa.agent_id FROM service_agent_history sa
-    JOIN changed c ON c.service_id = sa.service_id
-    WHERE sa.valid_from <= :previous_date AND (sa.valid_to IS NULL OR sa.valid_to > :previous_date)
-),
-moved AS (  -- two anti-joins (FULL OUTER JOIN needs SQLite 3.39+)
-    SELECT cur.change_id, cur.agent_id, 1 AS arrived
-    FROM cur LEFT JOIN prev ON prev.change_id = cur.change_id AND prev.agent_id = cur.agent_id
-    WHERE prev.agent_id IS NULL
+    WHERE sa.valid_from > :previous_date AND sa.valid_from <= :snapshot_date
+      AND (sa.valid_to IS NULL OR sa.valid_to > :snapshot_date)
+      AND NOT EXISTS (
+          SELECT 1 FROM service_agent_history p
+          WHERE p.service_id = sa.service_id AND p.agent_id = sa.agent_id
+            AND p.valid_from <= :previous_date AND (p.valid_to IS NULL OR p.valid_to > :previous_date))
     UNION ALL
-    SELECT prev.change_id, prev.agent_id, 0
-    FROM prev LEFT JOIN cur ON cur.change_id = prev.change_id AND cur.agent_id = prev.agent_id
-    WHERE cur.agent_id IS NULL
+    SELECT c.change_id, sa.agent_id, 0
+    FROM service_agent_history sa
+    JOIN changed c ON c.service_id = sa.service_id
+    WHERE sa.valid_to > :previous_date AND sa.valid_to <= :snapshot_date
+      AND sa.valid_from <= :previous_date
+      AND NOT EXISTS (
+          SELECT 1 FROM service_agent_history n
+          WHERE n.service_id = sa.service_id AND n.agent_id = sa.agent_id
+            AND n.valid_from <= :snapshot_date AND (n.valid_to IS NULL OR n.valid_to > :snapshot_date))
 )
 SELECT m.change_id, m.agent_id,
        CASE WHEN m.arrived = 1 THEN COALESCE(now_agent.agent_name, then_agent.agent_name)

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, text
 
 from agent_billing.sql import load_sql
 from agent_billing.sync.scopes import scope_problems
+from agent_billing.warehouse.bulk import tune_for_bulk
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     sync reports it, see ``sync.scopes``).
     """
     params = {"snapshot_date": snapshot_date}
+    tune_for_bulk(conn)
     clear_counts(conn, snapshot_date)
     agents = conn.execute(load_sql("sync/service_agents_insert.sql"), params).rowcount
     if conn.dialect.name == "postgresql":
