@@ -260,8 +260,9 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
     with engine.begin() as conn:
         changes.lock_unit_history(conn)
         run = _quarantined_run(conn, snapshot_date, "release")
+        landing = landing_for(settings, snapshot_date)  # its digest guards later re-runs
         record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
-                   landing_sha256=landing_for(settings, snapshot_date).digest(),
+                   landing_sha256=landing.digest() if landing.exists() else None,
                    message=f"released after quarantine: {run['message']}")
         found = changes.rederive_from(conn, snapshot_date, settings.tz)
         queue_derived_mail(conn, snapshot_date)
