@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
 from sqlalchemy import text
 
+from agent_billing.sync import load
 from agent_billing.sync.load import _agent_rows, load_snapshot
 from agent_billing.warehouse.values import as_date, as_datetime
 
@@ -35,7 +37,11 @@ def normal(row):
             as_datetime(last) and as_datetime(last).timestamp(), as_datetime(first) and as_datetime(first).timestamp(), days)
 
 
-def test_the_load_makes_the_python_path_s_rows_on_both_engines(warehouse, tmp_path):
+@pytest.mark.parametrize("batches", ["one batch", "many small batches"])
+def test_the_load_makes_the_python_path_s_rows_on_both_engines(warehouse, tmp_path, monkeypatch, batches):
+    if batches == "many small batches":  # lines cut across reads, batches parsed while the next is read
+        monkeypatch.setattr(load, "CHUNK", 256)
+        monkeypatch.setattr(load, "BATCH", 2)
     landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=awkward)
     result = load_snapshot(warehouse, landing)
     with warehouse.connect() as conn:

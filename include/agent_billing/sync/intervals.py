@@ -24,6 +24,7 @@ from sqlalchemy import Connection, text
 
 from agent_billing.warehouse.values import as_date
 
+ANALYZE_AFTER = 1000  # rows written by a merge above which its table's statistics are refreshed
 COVERS = "{t}.valid_from <= :d AND ({t}.valid_to IS NULL OR {t}.valid_to > :d)"
 
 
@@ -66,31 +67,42 @@ def set_date(conn: Connection, history: History, day: date, source_sql: str, par
     """Make ``history`` hold exactly the keys of ``source_sql`` (a SELECT of ``history.columns``
     in that order, no duplicates) on ``day``, which becomes a merged date. Returns rows written.
 
-    The night's difference is found once (the source and the runs covering ``day`` compared
-    with EXCEPT both ways, into temporary tables) and then applied by key: a quiet night reads
-    its snapshot twice and writes its churn only."""
+    The night's difference is found in one pass (the runs covering ``day`` fully joined to the
+    source by key, into a temporary table) and then applied by key: a quiet night reads its
+    snapshot and the runs covering it once, and writes its churn only."""
     mark_merged(conn, day)
     _, nxt = neighbours(conn, day)
     p = {**(params or {}), "d": day, "n": nxt}
     t, dialect = history.table, conn.dialect.name
     cols = ", ".join(history.columns)
     n = _date_param("n", dialect)
-    # Departures: the runs covering ``day`` whose key the source lacks; arrivals: the source's
-    # keys no run covers (both computed before anything moves: the two sets are disjoint).
-    for name in ("merge_departed", "merge_arrived"):
+    for name in ("merge_pairs", "merge_departed", "merge_arrived"):
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
-    conn.execute(text(f"CREATE TEMPORARY TABLE merge_departed AS SELECT {cols}, valid_from, valid_to FROM {t} WHERE 1 = 0"))
-    conn.execute(text(f"CREATE TEMPORARY TABLE merge_arrived AS SELECT {cols} FROM {t} WHERE 1 = 0"))
-    covering = f"SELECT {cols} FROM {t} WHERE {COVERS.format(t=t)}"
-    night = f"SELECT {cols} FROM ({source_sql}) src_q"
-    # EXCEPT compares NULLs as equal (the attributes' rule) and runs as one hash or sort pass,
-    # whatever the statistics; a key has at most one run covering ``day``.
+    # Departures: the runs covering ``day`` whose key the source lacks; arrivals: the source's
+    # keys no run covers (a changed attribute is both). A key has at most one run covering
+    # ``day``, and the source no duplicates, so the join pairs each key at most once.
+    same = "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
+    changed = " OR ".join(
+        [f"h.{history.ids[0]} IS NULL", f"src.{history.ids[0]} IS NULL"]
+        + [f"NOT (h.{c} {same} src.{c})" for c in history.attributes]
+    )
     conn.execute(text(
-        f"INSERT INTO merge_departed SELECT {', '.join(f'{t}.{c}' for c in history.columns)}, "
-        f"{t}.valid_from, {t}.valid_to FROM {t} JOIN ({covering} EXCEPT {night}) gone ON "
-        + " AND ".join(f"gone.{c} = {t}.{c}" for c in history.ids) + f" WHERE {COVERS.format(t=t)}"
+        "CREATE TEMPORARY TABLE merge_pairs AS SELECT "
+        + ", ".join([f"h.{c} AS h_{c}" for c in history.columns] + ["h.valid_from AS h_valid_from", "h.valid_to AS h_valid_to"]
+                    + [f"src.{c} AS n_{c}" for c in history.columns])
+        + f" FROM (SELECT {cols}, valid_from, valid_to FROM {t} WHERE {COVERS.format(t=t)}) h"
+        + f" FULL JOIN (SELECT {cols} FROM ({source_sql}) src_q) src ON "
+        + " AND ".join(f"h.{c} = src.{c}" for c in history.ids)
+        + f" WHERE {changed}"
     ), p)
-    conn.execute(text(f"INSERT INTO merge_arrived {night} EXCEPT {covering}"), p)
+    conn.execute(text(
+        f"CREATE TEMPORARY TABLE merge_departed AS SELECT {', '.join(f'h_{c} AS {c}' for c in history.columns)}, "
+        f"h_valid_from AS valid_from, h_valid_to AS valid_to FROM merge_pairs WHERE h_{history.ids[0]} IS NOT NULL"
+    ))
+    conn.execute(text(
+        f"CREATE TEMPORARY TABLE merge_arrived AS SELECT {', '.join(f'n_{c} AS {c}' for c in history.columns)} "
+        f"FROM merge_pairs WHERE n_{history.ids[0]} IS NOT NULL"
+    ))
     if dialect == "postgresql":  # their sizes decide the plans below (a quiet night: a few rows)
         conn.execute(text("ANALYZE merge_departed, merge_arrived"))
     run = " AND ".join(f"x.{c} = {t}.{c}" for c in history.ids) + f" AND x.valid_from = {t}.valid_from"
@@ -111,8 +123,12 @@ def set_date(conn: Connection, history: History, day: date, source_sql: str, par
         f"INSERT INTO {t} ({cols}, valid_from, valid_to) SELECT {cols}, {_date_param('d', dialect)}, {n} "
         "FROM merge_arrived"
     ), p).rowcount
-    for name in ("merge_departed", "merge_arrived"):
+    for name in ("merge_pairs", "merge_departed", "merge_arrived"):
         conn.execute(text(f"DROP TABLE {name}"))
+    if dialect == "postgresql" and written > ANALYZE_AFTER:
+        # The runs just opened and closed are new values of valid_from / valid_to: without
+        # fresh statistics the joins below take them for one row and loop over each other.
+        conn.execute(text(f"ANALYZE {t}"))
     written += _coalesce_at(conn, history, day)
     if nxt is not None:
         written += _coalesce_at(conn, history, nxt)
