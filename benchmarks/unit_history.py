@@ -84,10 +84,12 @@ def _report(results: list[dict]) -> str:
         "after its quarantine check; before each run the night is set back to not complete, untimed); "
         "*release*: `release_snapshot` of a quarantined night; *press*: `record_reading`, the "
         "database part of a Get Units Now press. A warehouse at its second night and one after "
-        f"the year are built side by side and take turns (ABBA), {WARM_UP} untimed and {REPS} timed runs of each step "
+        "the year (written night after night, so a date's rows lie together as after a real year) "
+        f"are built side by side and take turns (ABBA), {WARM_UP} untimed and {REPS} timed runs of each step "
         "on each, the median counts. Every run starts settled: the fill VACUUM ANALYZEd and "
         "checkpointed once, then before each run a garbage collection and, on SQLite, an emptied "
-        "WAL (a run pays its own log writes, not a checkpoint of what came before it). Each engine "
+        "WAL (a run pays its own log writes and fsync, not the checkpoint of what came before it; "
+        "its own pages are copied back by a later checkpoint, as on PostgreSQL). Each engine "
         f"runs in its own process; 1-minute load average before → after: {loads} (2 shared cores).",
         "",
         f"| engine | step | night 2 | night {first['days']} | ratio |",

@@ -280,17 +280,25 @@ def _rederive_window(conn: Connection, tz, window: Window) -> list[Change]:
 
 def _stored_window(conn: Connection, window: Window) -> dict[str, Change]:
     """The stored changes a derivation of ``window`` replaces: nightly ones effective after its
-    lower bound's date, readings inside it (manual changes are never derived). The nightly
-    changes of the lower bound's own date are left out in SQL: they are as many as a night's."""
+    lower bound's date, readings inside it (manual changes are never derived). Of the lower
+    bound's own date only the readings are read, through the (effective_date, source) index:
+    its nightly changes, as many as a night's, are not the window's."""
     lower, upper = window.lower, window.upper
-    sql = ("SELECT service_id, effective_date, units_before, units_after, source, detected_at FROM unit_changes "
-           "WHERE effective_date <= :hi AND source IN (:nightly, :reading)")
+    columns = "SELECT service_id, effective_date, units_before, units_after, source, detected_at FROM unit_changes "
     params = {"nightly": NIGHTLY, "reading": READING, "hi": upper.day if upper else date.max}
-    if lower is not None:
-        sql += " AND effective_date >= :lo AND (effective_date > :lo OR source = :reading)"
+    if lower is None:
+        rows = conn.execute(
+            text(columns + "WHERE effective_date <= :hi AND source IN (:nightly, :reading)"), params
+        ).all()
+    else:
         params["lo"] = lower.day
+        rows = conn.execute(
+            text(columns + "WHERE effective_date > :lo AND effective_date <= :hi AND source IN (:nightly, :reading)"),
+            params,
+        ).all()
+        rows += conn.execute(text(columns + "WHERE effective_date = :lo AND source = :reading"), params).all()
     found = {}
-    for sid, day, units_before, units_after, source, detected in conn.execute(text(sql), params):
+    for sid, day, units_before, units_after, source, detected in rows:
         change = Change(sid, as_date(day), units_before, units_after, source, as_utc(detected))
         if source == NIGHTLY or Position(change.effective_date, change.detected_at) in window:
             found[change.change_id] = change

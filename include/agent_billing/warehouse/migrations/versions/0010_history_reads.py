@@ -1,4 +1,5 @@
-"""The unit-change mail already sent for a date is found by its date, not by reading the outbox.
+"""The unit-change mail already sent for a date is found by its date, not by reading the outbox;
+unit changes are indexed by date and source.
 
 Revision ID: 0010
 Revises: 0009
@@ -10,6 +11,12 @@ already sent for that date (``sync.notify``), which it found with ``message_id L
 could serve it and every diff and release read the whole outbox, one more message per
 contract and night. ``notification_outbox.snapshot_date`` holds the date of a unit-change
 message (NULL for other messages), indexed; existing messages get it from their id.
+
+A derivation's window starts after a good snapshot; of that date it needs only the Get Units
+Now changes, yet its nightly changes (as many as a night's) were read to be thrown away, one
+table row each, wherever they lay. ``ix_unit_changes_date_source (effective_date, source)``
+replaces ``ix_unit_changes_effective_date`` and finds a date's changes of one source directly
+(every per-date read of ``unit_changes`` names its source).
 """
 
 from datetime import date
@@ -48,9 +55,13 @@ def upgrade() -> None:
     if dated:
         conn.execute(sa.text("UPDATE notification_outbox SET snapshot_date = :d WHERE message_id = :id"), dated)
     op.create_index("ix_notification_outbox_snapshot_date", "notification_outbox", ["snapshot_date"])
+    op.create_index("ix_unit_changes_date_source", "unit_changes", ["effective_date", "source"])
+    op.drop_index("ix_unit_changes_effective_date", table_name="unit_changes")
 
 
 def downgrade() -> None:
+    op.create_index("ix_unit_changes_effective_date", "unit_changes", ["effective_date"])
+    op.drop_index("ix_unit_changes_date_source", table_name="unit_changes")
     op.drop_index("ix_notification_outbox_snapshot_date", table_name="notification_outbox")
     with op.batch_alter_table("notification_outbox") as batch:
         batch.drop_column("snapshot_date")
