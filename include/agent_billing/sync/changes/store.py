@@ -269,7 +269,8 @@ def _rederive_window(conn: Connection, tz, window: Window) -> list[Change]:
     delete_changes(conn, [cid for cid in stored if cid not in derived]
                    + [c.change_id for c in moved if c.change_id in stored])
     insert_changes(conn, moved)
-    _refresh_change_agents(conn, window, nightly, kept=set(stored) & derived - {c.change_id for c in moved})
+    kept = (set(stored) & derived) - {c.change_id for c in moved}
+    _refresh_change_agents(conn, window, nightly, kept=kept)
     log.info(
         "re-derived unit changes after %s up to %s: %d changes (%d written, %d removed)",
         lower.day if lower else "the start", upper.day if upper else "now", len(changes), len(moved),
