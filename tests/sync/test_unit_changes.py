@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from agent_billing.quality.snapshot_gate import QualityGateFailed
+from agent_billing.sync.changes import rederive_from
 from agent_billing.sync.pipeline import count_step, diff_step, load_step, validate_step
 
 from .conftest import AGENT, DAYS, write_landing
@@ -93,6 +94,60 @@ def test_rerunning_a_date_changes_nothing(contoso, settings):
     run_day(contoso, settings, D2, land=False)  # the landing exists: reprocessed, not re-landed
     run_day(contoso, settings, D2, land=False)
     assert (unit_counts(contoso), ledger(contoso)) == before
+
+
+def test_a_rerun_rewrites_no_unit_change_nor_agent_row(contoso, settings):
+    """A re-derivation writes only what moved: nothing, when nothing did."""
+    for day in (D1, D2, D3):
+        run_day(contoso, settings, day)
+    writes = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")) and "unit_change" in statement:
+            writes.append(statement)
+
+    event.listen(contoso, "before_cursor_execute", seen)
+    try:
+        diff_step(contoso, settings, D2)
+    finally:
+        event.remove(contoso, "before_cursor_execute", seen)
+    assert writes == []
+
+
+def test_a_re_derivation_repairs_every_stored_row_of_its_window(contoso, settings):
+    """Whatever the stored rows of a window say, re-deriving it leaves exactly its derivation."""
+    for day in (D1, D2, D3):
+        run_day(contoso, settings, day)
+    expected = ledger(contoso)
+    changes, agents = expected
+    kept = next(a for a in agents if a[0].endswith("2024-03-02:nightly_sync"))
+    gone = next(c for c in changes if c[2] == "2024-03-03" and c[0] != kept[0])
+    altered = next(c for c in changes if c[2] == "2024-03-02" and c[0] not in (kept[0], gone[0]))
+    with contoso.begin() as conn:
+        conn.execute(text("DELETE FROM unit_change_agents WHERE change_id = :c"), {"c": gone[0]})
+        conn.execute(text("DELETE FROM unit_changes WHERE change_id = :c"), {"c": gone[0]})
+        conn.execute(
+            text("UPDATE unit_changes SET units_after = units_after + 7, delta = delta + 7 WHERE change_id = :c"),
+            {"c": altered[0]},
+        )
+        conn.execute(
+            text("UPDATE unit_change_agents SET event = 'moved_in', agent_name = NULL "
+                 "WHERE change_id = :c AND agent_id = :a"),
+            {"c": kept[0], "a": kept[1]},
+        )
+        conn.execute(
+            text("INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event) VALUES (:c, 'x', 'x', 'added')"),
+            {"c": kept[0]},
+        )
+        conn.execute(  # a reading change the window's observations do not back
+            text("INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, units_after, delta, "
+                 "source, detected_at) VALUES ('S-WS:2024-03-02:get_units_now', 'S-WS', :d, 1, 2, 1, "
+                 "'get_units_now', :at)"),
+            {"d": D2, "at": datetime(2024, 3, 2, 20, tzinfo=UTC)},
+        )
+    with contoso.begin() as conn:
+        rederive_from(conn, D2, settings.tz)
+    assert ledger(contoso) == expected
 
 
 def test_backfilling_an_earlier_date_converges(contoso, settings):

@@ -32,21 +32,25 @@ class DeliveryFailed(UserError):
     transient = True  # the SMTP server may answer later: a task retries it
 
 
-def queue_message(conn: Connection, message_id: str, kind: str, recipients: list[str], subject: str, body: str) -> bool:
+def queue_message(
+    conn: Connection, message_id: str, kind: str, recipients: list[str], subject: str, body: str,
+    *, snapshot_date: date | None = None,
+) -> bool:
     """Queue a message unless it is already queued or sent; an unsent one is refreshed.
 
     Atomic on both engines (``INSERT … ON CONFLICT DO NOTHING``, then an update of the row
     only while it is unsent): two runs queueing the same message at once never fail or
-    double it. Returns whether the message is new.
+    double it. Returns whether the message is new. ``snapshot_date``: the date a unit-change
+    message is about (how the mail already sent for a date is found).
     """
     params = {
         "id": message_id, "kind": kind, "recipients": ",".join(recipients),
-        "subject": subject, "body": body, "now": datetime.now(UTC),
+        "subject": subject, "body": body, "now": datetime.now(UTC), "snapshot_date": snapshot_date,
     }
     inserted = conn.execute(
         text(
             "INSERT INTO notification_outbox (message_id, kind, recipients, subject, body, "
-            "created_at) VALUES (:id, :kind, :recipients, :subject, :body, :now) "
+            "created_at, snapshot_date) VALUES (:id, :kind, :recipients, :subject, :body, :now, :snapshot_date) "
             "ON CONFLICT (message_id) DO NOTHING"
         ),
         params,
@@ -131,6 +135,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
             queued += queue_message(
                 conn, message_id, "unit_changes", emails[contract_id],
                 f"[agent-billing] Unit changes for {contract_id} on {snapshot_date}", body,
+                snapshot_date=snapshot_date,
             )
             continue
         last_body, recipients = sent[contract_id]
@@ -146,6 +151,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
         queued += queue_message(
             conn, f"{message_id}:correction:{digest}", "unit_changes", recipients,
             f"[agent-billing] Corrected unit changes for {contract_id} on {snapshot_date}", correction,
+            snapshot_date=snapshot_date,
         )
     return queued
 
@@ -158,16 +164,16 @@ def _changes_part(body: str) -> str:
 
 def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, tuple[str, list[str]]]:
     """Per contract, the body and recipients of the latest unit-change message (original or
-    correction) already sent for the date."""
+    correction) already sent for the date (found by the date's index, migration 0010)."""
     prefix = "unit-changes:"
     latest: dict[str, tuple[str, list[str]]] = {}
     for message_id, body, recipients in conn.execute(
         text(
             "SELECT message_id, body, recipients FROM notification_outbox "
-            "WHERE kind = 'unit_changes' AND message_id LIKE :pattern AND sent_at IS NOT NULL "
-            "ORDER BY sent_at, created_at"
+            "WHERE snapshot_date = :d AND kind = 'unit_changes' AND message_id LIKE :pattern "
+            "AND sent_at IS NOT NULL ORDER BY sent_at, created_at"
         ),
-        {"pattern": f"{prefix}%:{snapshot_date}%"},
+        {"d": snapshot_date, "pattern": f"{prefix}%:{snapshot_date}%"},
     ):
         head = message_id.split(":correction:")[0]
         if head.endswith(f":{snapshot_date}"):

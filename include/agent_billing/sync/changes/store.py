@@ -171,7 +171,7 @@ def insert_changes(conn: Connection, changes: list[Change]) -> None:
             {"change_id": c.change_id, "service_id": c.service_id, "effective_date": c.effective_date,
              "units_before": c.units_before, "units_after": c.units_after, "delta": c.delta,
              "source": c.source, "detected_at": c.detected_at}
-            for c in changes
+            for c in sorted(changes, key=lambda c: c.change_id)
         ],
     )
 
@@ -247,45 +247,106 @@ def rederive_from(conn: Connection, snapshot_date: date, tz) -> list[Change]:
 
 
 def _rederive_window(conn: Connection, tz, window: Window) -> list[Change]:
+    """Derive the window's changes again and write only what differs from the stored ones.
+
+    A row whose derivation did not move is left alone: on a re-run or a press most of the
+    window's changes are the same, and rewriting them cost index writes that grew with the
+    history (``unit_changes`` is keyed by service, so a night's rows land all over its
+    indexes). The rows left are exactly those that deleting the window's changes and their
+    agents and inserting them anew would leave.
+    """
     lower, upper = window.lower, window.upper
     nightly = _good_in(conn, tz, window)
     observations = [o for p in nightly for o in _counts_on(conn, p)]
     presses = _readings(conn, lower.day if lower else date.min, upper.day if upper else date.max)
     observations += [o for o in last_press_per_day(presses) if o.position in window]
 
-    _delete_window(conn, window)
     before = units_at_position(conn, tz, lower, {o.service_id for o in observations})
     changes = derive_changes(before, observations)
-    insert_changes(conn, changes)
-    previous = [lower.day if lower else None] + [p.day for p in nightly]
-    for p, previous_date in zip(nightly, previous, strict=False):  # the agents behind each nightly change
-        if previous_date is not None:
-            conn.execute(
-                load_sql("sync/unit_change_agents_insert.sql"),
-                {"snapshot_date": p.day, "previous_date": previous_date},
-            )
+    stored = _stored_window(conn, window)
+    derived = {c.change_id for c in changes}
+    moved = [c for c in changes if stored.get(c.change_id) != c]
+    delete_changes(conn, [cid for cid in stored if cid not in derived]
+                   + [c.change_id for c in moved if c.change_id in stored])
+    insert_changes(conn, moved)
+    kept = (set(stored) & derived) - {c.change_id for c in moved}
+    _refresh_change_agents(conn, window, nightly, kept=kept)
     log.info(
-        "re-derived unit changes after %s up to %s: %d changes",
-        lower.day if lower else "the start", upper.day if upper else "now", len(changes),
+        "re-derived unit changes after %s up to %s: %d changes (%d written, %d removed)",
+        lower.day if lower else "the start", upper.day if upper else "now", len(changes), len(moved),
+        len(set(stored) - derived),
     )
     return changes
 
 
-def _delete_window(conn: Connection, window: Window) -> None:
+def _stored_window(conn: Connection, window: Window) -> dict[str, Change]:
+    """The stored changes a derivation of ``window`` replaces: nightly ones effective after its
+    lower bound's date, readings inside it (manual changes are never derived). Of the lower
+    bound's own date only the readings are read, through the (effective_date, source) index:
+    its nightly changes, as many as a night's, are not the window's."""
     lower, upper = window.lower, window.upper
-    rows = conn.execute(
-        text(
-            "SELECT change_id, effective_date, source, detected_at FROM unit_changes "
-            "WHERE effective_date >= :lo AND effective_date <= :hi AND source IN (:nightly, :reading)"
-        ),
-        {"nightly": NIGHTLY, "reading": READING, "lo": lower.day if lower else date.min,
-         "hi": upper.day if upper else date.max},
-    ).all()
-    delete_changes(conn, [
-        cid for cid, day, source, detected in rows
-        if (source == NIGHTLY and (lower is None or as_date(day) > lower.day))
-        or (source == READING and Position(as_date(day), as_utc(detected)) in window)
-    ])
+    columns = "SELECT service_id, effective_date, units_before, units_after, source, detected_at FROM unit_changes "
+    params = {"nightly": NIGHTLY, "reading": READING, "hi": upper.day if upper else date.max}
+    if lower is None:
+        rows = conn.execute(
+            text(columns + "WHERE effective_date <= :hi AND source IN (:nightly, :reading)"), params
+        ).all()
+    else:
+        params["lo"] = lower.day
+        rows = conn.execute(
+            text(columns + "WHERE effective_date > :lo AND effective_date <= :hi AND source IN (:nightly, :reading)"),
+            params,
+        ).all()
+        rows += conn.execute(text(columns + "WHERE effective_date = :lo AND source = :reading"), params).all()
+    found = {}
+    for sid, day, units_before, units_after, source, detected in rows:
+        change = Change(sid, as_date(day), units_before, units_after, source, as_utc(detected))
+        if source == NIGHTLY or Position(change.effective_date, change.detected_at) in window:
+            found[change.change_id] = change
+    return found
+
+
+def _refresh_change_agents(conn: Connection, window: Window, nightly: list[Position], kept: set[str]) -> None:
+    """The agents behind each nightly change of the window, against the good snapshot before
+    it. Changes written anew have none yet; a kept change's agents are compared with what the
+    interval history says now (a re-run may have moved agents without moving the count) and
+    only the difference is written."""
+    lower = window.lower
+    previous = [lower.day if lower else None] + [p.day for p in nightly]
+    wanted: set[tuple] = set()
+    for p, previous_date in zip(nightly, previous, strict=False):
+        if previous_date is not None:
+            rows = conn.execute(
+                load_sql("sync/unit_change_agents.sql"), {"snapshot_date": p.day, "previous_date": previous_date}
+            )
+            wanted.update(tuple(r) for r in rows)
+    have: set[tuple] = set()
+    if kept:
+        # The window's nightly changes: effective after its lower bound's date, up to its upper one.
+        sql = ("SELECT a.change_id, a.agent_id, a.agent_name, a.event FROM unit_change_agents a "
+               "JOIN unit_changes uc ON uc.change_id = a.change_id "
+               "WHERE uc.effective_date <= :hi AND uc.source = :nightly")
+        params = {"nightly": NIGHTLY, "hi": window.upper.day if window.upper else date.max}
+        if lower is not None:
+            sql += " AND uc.effective_date > :lo"
+            params["lo"] = lower.day
+        rows = conn.execute(text(sql), params)
+        have = {tuple(r) for r in rows if r[0] in kept}
+    gone = have - wanted
+    if gone:
+        conn.execute(
+            text("DELETE FROM unit_change_agents WHERE change_id = :c AND agent_id = :a"),
+            [{"c": c, "a": a} for c, a, _, _ in gone],
+        )
+    new = sorted(wanted - have, key=lambda row: (row[0], row[1]))
+    if new:
+        conn.execute(
+            text(
+                "INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event) "
+                "VALUES (:change_id, :agent_id, :agent_name, :event)"
+            ),
+            [dict(zip(("change_id", "agent_id", "agent_name", "event"), row, strict=True)) for row in new],
+        )
 
 
 def refresh_service_units(conn: Connection, tz, window: Window | None = None) -> None:
@@ -302,6 +363,6 @@ def refresh_service_units(conn: Connection, tz, window: Window | None = None) ->
                   "hi": window.upper.day if window.upper else date.max}
     current = dict(conn.execute(text(sql), params).all())
     latest = units_at_position(conn, tz, FAR, current)
-    stale = [{"sid": sid, "units": units} for sid, units in latest.items() if current[sid] != units]
+    stale = [{"sid": sid, "units": units} for sid, units in sorted(latest.items()) if current[sid] != units]
     if stale:
         conn.execute(text("UPDATE services SET units = :units WHERE service_id = :sid"), stale)

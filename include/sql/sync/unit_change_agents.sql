@@ -1,4 +1,5 @@
--- The agents behind each nightly change of :snapshot_date, from the changed services' agent
+-- The agents behind each nightly change of :snapshot_date (rows of ``unit_change_agents``;
+-- ``changes.store`` writes the ones not stored yet), from the changed services' agent
 -- lists of :snapshot_date and of the previous good snapshot :previous_date, both read from
 -- the interval history (merged dates: a key is there when valid_from <= D < valid_to).
 -- An agent new to the service is 'added' if VSA did not have it at :previous_date, else
@@ -10,7 +11,6 @@
 -- ``:snapshot_date``): a key present on the night but not before has a run covering the night
 -- that starts after :previous_date, and no run covering :previous_date (runs of a key never
 -- overlap); a departure the other way round. A quiet night reads its churn, not its services.
-INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event)
 WITH changed AS (
     SELECT change_id, service_id FROM unit_changes
     WHERE effective_date = :snapshot_date AND source = 'nightly_sync'
