@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import date
 from functools import cache
 
-from sqlalchemy import Connection, Date, Numeric, bindparam
+from sqlalchemy import Connection, Date, Dialect, Numeric, bindparam
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
@@ -88,7 +88,7 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
     if conn.dialect.name == "postgresql":
         conn.execute(statement("no_jit"))
     changes: dict[str, list[UnitChange]] = defaultdict(list)
-    for row in conn.execute(query("unit_changes"), params).all():
+    for row in _all_rows(conn, "unit_changes", params):
         changes[row[1]].append(UnitChange(*row))
     services = []
     rows = sorted(conn.execute(query("services"), params).mappings(), key=lambda r: r["service_id"])
@@ -111,8 +111,27 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
 def load_posted_net(conn: Connection, contract: Contract) -> dict[str | None, tuple[int, int]]:
     """Net units and amount (ten-thousandths) per posted normal or prorated line key (the key
     None: adjustments whose line is missing)."""
-    rows = conn.execute(query("posted_net"), {"contract_id": contract.contract_id}).all()
+    rows = _all_rows(conn, "posted_net", {"contract_id": contract.contract_id})
     return {key: (units, amount_e4) for key, units, amount_e4 in rows}
+
+
+def _all_rows(conn: Connection, name: str, params: dict) -> list:
+    """Every row of a query of thousands of rows per contract. On PostgreSQL straight from the
+    driver's cursor in this transaction (its rows are already typed: a SQLAlchemy row object
+    per row would cost as much again); elsewhere through SQLAlchemy's typed columns."""
+    if conn.dialect.name != "postgresql":
+        return conn.execute(query(name), params).all()
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(_driver_sql(name, conn.dialect), params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+@cache
+def _driver_sql(name: str, dialect: Dialect) -> str:
+    return str(query(name).compile(dialect=dialect))
 
 
 def load_posted(conn: Connection, contract: Contract) -> list[PostedLine]:
