@@ -4,15 +4,18 @@ Normal lines (one per service and month) are expected for the months whose invoi
 on or before ``as_of``; prorated lines (one per unit change) for the changes effective on or
 before ``as_of``. The only input taken from the posted ledger is which changes effective on a
 month's first active day its posted normal line already absorbed (see ``absorbed_count``).
+
+The ledger is walked, not stored: a contract's whole history is expected again every night
+(a year of 70 services is ~1,700 lines), and nearly every line is posted already, unchanged.
+``ExpectedLedger.entries`` yields each line in a compact form, what the reconciliation compares
+with the posted ledger (key, units, amount in ten-thousandths); ``ExpectedLedger.line`` builds
+the full line, description included, for the few lines that have to be written.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import date
-from typing import Protocol
+from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
 
 from agent_billing.billing.calendar import (
     billing_month,
@@ -20,7 +23,6 @@ from agent_billing.billing.calendar import (
     month_end,
     month_label,
     month_start,
-    months,
 )
 from agent_billing.billing.model import (
     Contract,
@@ -29,27 +31,32 @@ from agent_billing.billing.model import (
     Service,
     UnitChange,
     normal_key,
+    normal_key_prefix,
     prorated_key,
 )
-from agent_billing.billing.money import line_amount
-from agent_billing.billing.timeline import Timeline
+from agent_billing.billing.money import line_amount, line_amount_e4, minor_units, price_units
+
+PostedNet = Mapping[str | None, tuple[int, int]]
+"""The posted ledger as the expected one reads it: per posted normal or prorated line key, its
+net units and net amount in ten-thousandths (adjustments included); ``store.load_posted_net``
+(under the key None: adjustments whose line is missing)."""
+
+Entry = tuple[str, int, int, Service, UnitChange | None, date, date]
+"""An expected line in compact form: (line key, units, amount in ten-thousandths, service,
+its change (None for a normal line), first day, last day)."""
 
 
-class PostedUnits(Protocol):
-    """What the expected ledger needs from the posted ledger (``reconcile.PostedLedger``)."""
-
-    def net_units(self, line_key: str) -> int | None:
-        """Units billed under ``line_key`` including its adjustments; None when not posted."""
-
-    def is_posted(self, line_key: str) -> bool: ...
-
-
-@dataclass(frozen=True)
 class ExpectedLedger:
-    as_of: date
-    last_month: date | None  # the latest month whose invoice date is <= as_of
-    contract_start: date
-    lines: dict[str, Line]
+    def __init__(
+        self, contract: Contract, services: list[Service], as_of: date, posted: PostedNet
+    ) -> None:
+        self.contract = contract
+        self.services = services  # each with its changes in ``timeline.ordered`` order
+        self.as_of = as_of
+        self.last_month = billing_month(as_of, contract.billing_day, contract.start_date)
+        self.contract_start = contract.start_date
+        self._posted = posted
+        self._months: dict[date, tuple[date, int, str, date]] = {}
 
     def covers(self, line: PostedLine) -> bool:
         """Whether a posted normal or prorated line is within this ledger's horizon: its month
@@ -62,6 +69,100 @@ class ExpectedLedger:
             return (self.last_month is not None and month <= self.last_month) or (
                 month_end(month) < self.contract_start)
         return line.period_start <= self.as_of
+
+    def entries(self) -> Iterator[Entry]:
+        """Every expected line in compact form, service by service, month by month."""
+        for service in self.services:
+            yield from self._service_entries(service)
+
+    def line(self, entry: Entry) -> Line:
+        """The full line of an entry."""
+        _, units, _, service, change, first_day, last_day = entry
+        if change is None:
+            return _normal_line(
+                self.contract, service, month_start(first_day), (first_day, last_day), units)
+        return _prorated_line(self.contract, service, change, last_day)
+
+    def _month(self, month: date) -> tuple[date, int, str, date]:
+        """(last day, days, ``YYYY-MM``, next month) of a month, computed once per ledger."""
+        info = self._months.get(month)
+        if info is None:
+            end = month_end(month)
+            info = self._months[month] = (
+                end, days_in_month(month), month_label(month), end + timedelta(days=1))
+        return info
+
+    def _service_entries(self, service: Service) -> Iterator[Entry]:
+        """One service's lines, month by month over the months of its normal lines and of its
+        changes (and any month between them, which yields nothing). The units in effect are
+        carried along its ordered changes (``Timeline.units_before`` of each month's first
+        active day)."""
+        contract, posted = self.contract, self._posted
+        changes = service.changes
+        if changes and changes[-1].effective_date > self.as_of:
+            changes = tuple(c for c in changes if c.effective_date <= self.as_of)
+        first_active = max(service.start_date, contract.start_date)
+        ends = [d for d in (service.end_date, contract.end_date) if d is not None]
+        last_active = min(ends) if ends else None
+        normal_from, normal_to = month_start(first_active), self.last_month
+        if normal_to is None or normal_from > normal_to:  # no normal line
+            if not changes:
+                return
+            normal_from = normal_to = None
+            month, last_month = month_start(changes[0].effective_date), month_start(changes[-1].effective_date)
+        else:
+            month, last_month = normal_from, normal_to
+            if changes:
+                month = min(month, month_start(changes[0].effective_date))
+                last_month = max(last_month, month_start(changes[-1].effective_date))
+        price_e4, exponent = price_units(service.unit_price), minor_units(contract.currency)
+        normal_prefix = normal_key_prefix(service.service_id)
+        units, i, count = service.start_units, 0, len(changes)
+        while month <= last_month:
+            end_of_month, dim, label, next_month = self._month(month)
+            j = i  # changes[i:j]: this month's
+            while j < count and changes[j].effective_date <= end_of_month:
+                j += 1
+            first_day = max(month, first_active)
+            last_day = end_of_month if last_active is None else min(end_of_month, last_active)
+            if first_day <= last_day:
+                k = i
+                while k < j and changes[k].effective_date < first_day:
+                    units = changes[k].units_after
+                    k += 1
+                d1 = k  # changes[k:d1]: effective on the first active day
+                while d1 < j and changes[d1].effective_date == first_day:
+                    d1 += 1
+                key = normal_prefix + label
+                if d1 > k:
+                    day_one = changes[k:d1]
+                    chain = [units] + [c.units_after for c in day_one]
+                    billed = posted.get(key)
+                    absorbed = absorbed_count(
+                        chain,
+                        None if billed is None else billed[0],
+                        [prorated_key(c.change_id) in posted for c in day_one],
+                    )
+                    normal_units, rest = chain[absorbed], k + absorbed
+                else:
+                    normal_units, rest = units, k
+                # A month without units has no normal line; a later change brings its own lines.
+                if normal_units and normal_from is not None and normal_from <= month <= normal_to:
+                    days = (last_day - first_day).days + 1
+                    yield (key, normal_units,
+                           line_amount_e4(normal_units, price_e4, days, dim, exponent),
+                           service, None, first_day, last_day)
+                for n in range(rest, j):
+                    change = changes[n]
+                    if change.effective_date > last_day:
+                        break
+                    days = (last_day - change.effective_date).days + 1
+                    yield (prorated_key(change.change_id), change.delta,
+                           line_amount_e4(change.delta, price_e4, days, dim, exponent),
+                           service, change, first_day, last_day)
+            if j > i:  # the month's changes set the units after it, active or not
+                units = changes[j - 1].units_after
+            i, month = j, next_month
 
 
 def absorbed_count(chain: list[int], billed_units: int | None, prorated_posted: list[bool]) -> int:
@@ -82,64 +183,6 @@ def absorbed_count(chain: list[int], billed_units: int | None, prorated_posted: 
         if chain[k] == billed_units:
             return k
     return last
-
-
-def expected_ledger(
-    contract: Contract, services: list[Service], as_of: date, posted: PostedUnits
-) -> ExpectedLedger:
-    last_month = billing_month(as_of, contract.billing_day, contract.start_date)
-    lines = {
-        line.line_key: line
-        for service in services
-        for line in _service_lines(contract, service, as_of, last_month, posted)
-    }
-    return ExpectedLedger(as_of, last_month, contract.start_date, lines)
-
-
-def _active_days(contract: Contract, service: Service, month: date) -> tuple[date, date] | None:
-    first = max(month, service.start_date, contract.start_date)
-    last = min(d for d in (month_end(month), service.end_date, contract.end_date) if d is not None)
-    return (first, last) if first <= last else None
-
-
-def _service_lines(
-    contract: Contract,
-    service: Service,
-    as_of: date,
-    last_month: date | None,
-    posted: PostedUnits,
-) -> Iterator[Line]:
-    known = tuple(c for c in service.changes if c.effective_date <= as_of)
-    timeline = Timeline(service.start_units, known)
-    by_month: dict[date, list[UnitChange]] = defaultdict(list)
-    for change in known:
-        by_month[month_start(change.effective_date)].append(change)
-    normal_months: set[date] = set()
-    if last_month is not None:
-        first = max(service.start_date, contract.start_date)
-        normal_months.update(months(first, last_month))
-    for month in sorted(normal_months | by_month.keys()):
-        active = _active_days(contract, service, month)
-        if active is None:
-            continue
-        first_day, last_day = active
-        changes = by_month.get(month, [])
-        day_one = [c for c in changes if c.effective_date == first_day]
-        chain = [timeline.units_before(first_day)] + [c.units_after for c in day_one]
-        key = normal_key(service.service_id, month)
-        absorbed = absorbed_count(
-            chain,
-            posted.net_units(key),
-            [posted.is_posted(prorated_key(c.change_id)) for c in day_one],
-        )
-        # A month without units has no normal line; a later change brings its own lines.
-        if month in normal_months and chain[absorbed]:
-            yield _normal_line(contract, service, month, active, chain[absorbed])
-        for change in day_one[absorbed:]:
-            yield _prorated_line(contract, service, change, last_day)
-        for change in changes:
-            if first_day < change.effective_date <= last_day:
-                yield _prorated_line(contract, service, change, last_day)
 
 
 def _normal_line(

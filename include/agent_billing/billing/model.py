@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from agent_billing.billing.calendar import month_label
 
@@ -21,8 +22,10 @@ class Contract:
     end_date: date | None
 
 
-@dataclass(frozen=True, slots=True)
-class UnitChange:
+class UnitChange(NamedTuple):
+    """A tuple: a contract's year of changes is built from its rows each night (a frozen
+    dataclass costs several times more to create)."""
+
     change_id: str
     service_id: str
     effective_date: date
@@ -30,7 +33,9 @@ class UnitChange:
     units_after: int
     delta: int
     source: str  # nightly_sync | get_units_now | manual
-    detected_at: datetime  # when the observation was made: orders changes of the same date
+    # When the observation was made, as read (SQLite: naive UTC text): orders changes of the
+    # same date (``timeline.ordered``).
+    detected_at: datetime | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +97,12 @@ class PostedLine:
 
 
 def normal_key(service_id: str, month: date) -> str:
-    return f"normal:{service_id}:{month_label(month)}"
+    return normal_key_prefix(service_id) + month_label(month)
+
+
+def normal_key_prefix(service_id: str) -> str:
+    """``normal_key`` without its month (``YYYY-MM``)."""
+    return f"normal:{service_id}:"
 
 
 def prorated_key(change_id: str) -> str:

@@ -53,9 +53,23 @@ def line_amount(
     Memoised: a year of a contract's lines repeats a few thousand argument sets (the result
     depends on the price's value only, and Decimals are immutable)."""
     exponent = minor_units(currency)
-    numerator = units * price_units(unit_price) * days * 10**exponent
-    minor = _div_half_up(numerator, _PRICE_SCALE * days_in_period)
+    minor = _line_minor(units, price_units(unit_price), days, days_in_period, exponent)
     return Decimal(minor).scaleb(-exponent)
+
+
+@lru_cache(maxsize=1 << 16)
+def line_amount_e4(units: int, price_e4: int, days: int, days_in_period: int, exponent: int) -> int:
+    """``line_amount`` in ten-thousandths (``to_e4`` of it), from integers only: the form the
+    reconciliation compares with the posted ledger's ``amount_e4`` sums, line by line.
+    ``price_e4`` is ``price_units(unit_price)``, ``exponent`` the currency's ``minor_units``.
+    Memoised like ``line_amount``."""
+    minor = _line_minor(units, price_e4, days, days_in_period, exponent)
+    return minor * 10 ** (PRICE_DECIMALS - exponent)
+
+
+def _line_minor(units: int, price_e4: int, days: int, days_in_period: int, exponent: int) -> int:
+    """The line's amount in the currency's minor unit, rounded once, half-up."""
+    return _div_half_up(units * price_e4 * days * 10**exponent, _PRICE_SCALE * days_in_period)
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:

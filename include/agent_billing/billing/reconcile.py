@@ -8,11 +8,11 @@ edited, and earlier adjustments of the same line count as posted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from decimal import Decimal
 
-from agent_billing.billing.expected import ExpectedLedger
+from agent_billing.billing.expected import ExpectedLedger, PostedNet
 from agent_billing.billing.model import Line, PostedLine, adjustment_key
 from agent_billing.billing.money import quantize
 
@@ -21,7 +21,8 @@ _KIND_ORDER = {"normal": 0, "prorated": 1, "adjustment": 2}
 
 
 class PostedLedger:
-    """A contract's posted lines, netted per original (normal or prorated) line."""
+    """A contract's posted lines, netted per original (normal or prorated) line (the full rows:
+    read when an adjustment has to be made)."""
 
     def __init__(self, rows: Iterable[PostedLine]) -> None:
         rows = list(rows)
@@ -46,24 +47,40 @@ class PostedLedger:
 
 
 def reconcile(
-    expected: ExpectedLedger, posted: PostedLedger, currency: str, target: str = PENDING
+    expected: ExpectedLedger,
+    posted: PostedNet,
+    load_posted: Callable[[], PostedLedger],
+    currency: str,
+    target: str = PENDING,
 ) -> list[Line]:
     """Lines that make the posted ledger equal the expected one within its horizon.
 
-    ``target`` names where the lines go (an invoice id, or ``pending``): it is part of the
-    adjustments' keys.
+    ``posted`` holds the net units and amount of each posted line (what almost every expected
+    line just matches); the full ledger (``load_posted``) is read only when a line differs or a
+    posted line is no longer expected, and the adjustments are made from it. ``target`` names
+    where the lines go (an invoice id, or ``pending``): it is part of the adjustments' keys.
     """
-    out = []
-    for key, line in expected.lines.items():
-        base = posted.base.get(key)
-        if base is None:
-            out.append(line)
-        elif adjustment := _adjustment(base, line, posted, currency, target):
-            out.append(adjustment)
-    for key, base in posted.base.items():
-        if key not in expected.lines and expected.covers(base):
-            if adjustment := _adjustment(base, None, posted, currency, target):
+    out, differing, matched = [], [], 0
+    for entry in expected.entries():
+        billed = posted.get(entry[0])
+        if billed is None:
+            out.append(expected.line(entry))
+        else:
+            matched += 1  # expected keys are unique: a posted key is matched at most once
+            if billed[0] != entry[1] or billed[1] != entry[2]:
+                differing.append(entry)
+    if differing or matched != len(posted):
+        ledger = load_posted()
+        for entry in differing:
+            line = expected.line(entry)
+            if adjustment := _adjustment(ledger.base[line.line_key], line, ledger, currency, target):
                 out.append(adjustment)
+        if matched != len(posted):
+            keys = {entry[0] for entry in expected.entries()}
+            for key, base in ledger.base.items():
+                if key not in keys and expected.covers(base):
+                    if adjustment := _adjustment(base, None, ledger, currency, target):
+                        out.append(adjustment)
     return sorted(
         out, key=lambda x: (x.service_id, x.period_start, _KIND_ORDER[x.kind], x.line_key)
     )

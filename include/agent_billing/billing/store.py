@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import date
 from functools import cache
 
-from sqlalchemy import Connection, Date, Numeric, bindparam
+from sqlalchemy import Connection, Date, Dialect, Numeric, bindparam
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
@@ -22,7 +22,6 @@ from agent_billing.billing.timeline import ordered, starting_units
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
 from agent_billing.warehouse.bulk import bulk_insert
-from agent_billing.warehouse.values import as_utc
 
 MONEY = Numeric(18, 4)
 _TYPES = {
@@ -77,11 +76,10 @@ def find_contract(conn: Connection, contract_id: str) -> Contract | None:
 
 def lock_contract(conn: Connection, contract_id: str) -> Contract:
     """Lock the contract for the rest of this transaction and read it."""
-    conn.execute(statement("lock_contract"), {"contract_id": contract_id})
-    contract = find_contract(conn, contract_id)
-    if contract is None:
+    row = conn.execute(query("lock_contract"), {"contract_id": contract_id}).mappings().first()
+    if row is None:
         raise UserError(f"unknown contract {contract_id}")
-    return contract
+    return Contract(**row)
 
 
 def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Service]:
@@ -90,8 +88,8 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
     if conn.dialect.name == "postgresql":
         conn.execute(statement("no_jit"))
     changes: dict[str, list[UnitChange]] = defaultdict(list)
-    for row in conn.execute(query("unit_changes"), params).all():
-        changes[row.service_id].append(UnitChange(*row[:-1], detected_at=as_utc(row.detected_at)))
+    for row in _all_rows(conn, "unit_changes", params):
+        changes[row[1]].append(UnitChange(*row))
     services = []
     rows = sorted(conn.execute(query("services"), params).mappings(), key=lambda r: r["service_id"])
     for row in rows:
@@ -108,6 +106,32 @@ def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Ser
             )
         )
     return services
+
+
+def load_posted_net(conn: Connection, contract: Contract) -> dict[str | None, tuple[int, int]]:
+    """Net units and amount (ten-thousandths) per posted normal or prorated line key (the key
+    None: adjustments whose line is missing)."""
+    rows = _all_rows(conn, "posted_net", {"contract_id": contract.contract_id})
+    return {key: (units, amount_e4) for key, units, amount_e4 in rows}
+
+
+def _all_rows(conn: Connection, name: str, params: dict) -> list:
+    """Every row of a query of thousands of rows per contract. On PostgreSQL straight from the
+    driver's cursor in this transaction (its rows are already typed: a SQLAlchemy row object
+    per row would cost as much again); elsewhere through SQLAlchemy's typed columns."""
+    if conn.dialect.name != "postgresql":
+        return conn.execute(query(name), params).all()
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(_driver_sql(name, conn.dialect), params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+@cache
+def _driver_sql(name: str, dialect: Dialect) -> str:
+    return str(query(name).compile(dialect=dialect))
 
 
 def load_posted(conn: Connection, contract: Contract) -> list[PostedLine]:
@@ -174,7 +198,8 @@ def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iter
 
 
 def _first_observation(row) -> int | None:
-    """Units of a service's first observation: its first good count or first reading."""
+    """Units of a service's first observation: its first good count or first reading (the
+    count's date is read only for a service with readings: NULL otherwise)."""
     reading_first = row["first_reading_date"] is not None and (
         row["first_count_date"] is None or row["first_reading_date"] < row["first_count_date"]
     )

@@ -5,14 +5,26 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable
 from datetime import date
+from itertools import pairwise
+from operator import attrgetter
 
 from agent_billing.billing.model import UnitChange
+from agent_billing.warehouse.values import as_utc
 
 
 def ordered(changes: Iterable[UnitChange]) -> tuple[UnitChange, ...]:
     """Changes in the order they were observed; of several on one date the last one sets the
-    units of that date (a Get Units Now press before the 02:00 snapshot comes first)."""
-    return tuple(sorted(changes, key=lambda c: (c.effective_date, c.detected_at, c.change_id)))
+    units of that date (a Get Units Now press before the 02:00 snapshot comes first).
+
+    The order is (effective date, detection time in UTC, change id). Dates rarely tie, so the
+    detection times are read (``as_utc``: SQLite hands back naive text) only when some do."""
+    out = sorted(changes, key=_effective_date)
+    if any(a.effective_date == b.effective_date for a, b in pairwise(out)):
+        out.sort(key=lambda c: (c.effective_date, as_utc(c.detected_at), c.change_id))
+    return tuple(out)
+
+
+_effective_date = attrgetter("effective_date")
 
 
 def starting_units(first_count: int | None, first_change_before: int | None, configured_units: int) -> int:

@@ -1,4 +1,5 @@
--- The unit changes of the contract's services effective by :as_of.
+-- The unit changes of the contract's services effective by :as_of, in the field order of
+-- billing.model.UnitChange.
 SELECT c.change_id, c.service_id, c.effective_date, c.units_before, c.units_after, c.delta, c.source,
        c.detected_at
 FROM unit_changes c
