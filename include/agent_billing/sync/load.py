@@ -1,10 +1,11 @@
 """Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced.
 
 On PostgreSQL the big files (agents, view members) never pass through Python row by row: the
-JSON lines, cut down to the fields kept by msgspec, are streamed as text into a temporary
-table with COPY and turned into rows by one INSERT ... SELECT that parses each line once (``include/sql/sync/load_*.sql``), which applies the same rules as
-the Python path (ids as exact decimal strings, unreadable timestamps as NULL). SQLite, and the
-small files, take the Python path.
+JSON lines, cut down to the fields kept by msgspec, are COPYed as text into a temporary table
+batch by batch, and each batch is turned into rows by one INSERT ... SELECT that parses each
+line once (``include/sql/sync/load_*.sql``) with the same rules as the Python path (ids as
+exact decimal strings, unreadable timestamps as NULL). SQLite, and the small files, take the
+Python path.
 """
 
 from __future__ import annotations

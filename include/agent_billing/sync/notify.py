@@ -170,10 +170,10 @@ def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, t
     for message_id, body, recipients in conn.execute(
         text(
             "SELECT message_id, body, recipients FROM notification_outbox "
-            "WHERE snapshot_date = :d AND kind = 'unit_changes' AND message_id LIKE :pattern "
-            "AND sent_at IS NOT NULL ORDER BY sent_at, created_at"
+            "WHERE snapshot_date = :d AND kind = 'unit_changes' AND sent_at IS NOT NULL "
+            "ORDER BY sent_at, created_at"
         ),
-        {"d": snapshot_date, "pattern": f"{prefix}%:{snapshot_date}%"},
+        {"d": snapshot_date},
     ):
         head = message_id.split(":correction:")[0]
         if head.endswith(f":{snapshot_date}"):
