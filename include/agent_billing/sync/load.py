@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from sqlalchemy import Connection, Engine, text
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, Engine, text
 from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.runs import lock_snapshot_date
-from agent_billing.warehouse.bulk import bulk_insert, tune_for_bulk
+from agent_billing.warehouse.bulk import bulk_insert, summarize_new_ranges, tune_for_bulk
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         in_database = conn.dialect.name == "postgresql"
         if in_database:
             conn.execute(text("CREATE TEMPORARY TABLE landed_lines (j text) ON COMMIT DROP"))
-            agents = _load_in_database(conn, landing, "agents.jsonl.gz", "sync/load_agents.sql", {"snapshot_date": d})
+            agents = _load_in_database(conn, landing, "agents.jsonl.gz", {"snapshot_date": d})
         else:
             agents = bulk_insert(conn, "vsa_agents", AGENT_COLUMNS, _agent_rows(landing, d))
         views = bulk_insert(
@@ -80,15 +81,14 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
             if name.startswith("agents_in_view/"):
                 view_id = name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
                 if in_database:
-                    members += _load_in_database(
-                        conn, landing, name, "sync/load_view_members.sql", {"snapshot_date": d, "view_id": view_id}
-                    )
+                    members += _load_in_database(conn, landing, name, {"snapshot_date": d, "view_id": view_id})
                     continue
                 members += bulk_insert(
                     conn, "vsa_view_members", ("snapshot_date", "view_id", "agent_id"),
                     ((d, view_id, r.get("AgentId")) for r in landing.records(name)),
                 )
         if conn.dialect.name == "postgresql":  # fresh statistics, or the count plans badly
+            summarize_new_ranges(conn, "ix_vsa_agents_date")
             conn.execute(text(f"ANALYZE {', '.join(SNAPSHOT_TABLES)}"))
     result = LoadResult(d, orgs, groups, agents, views, members)
     log.info(
@@ -117,22 +117,58 @@ class _LandedMember(msgspec.Struct):
     AgentId: msgspec.Raw = NULL
 
 
-SLIM = {"agents": _LandedAgent, "members": _LandedMember}
+# The shape VSA sends, checked by msgspec in C while it cuts a read: ids non-empty strings or
+# JSON integers, Online an integer, timestamps RFC 3339 (re-encoded by msgspec with the offset
+# they were written in, so their date stays the date written). Such lines need none of the
+# rules of load_agents.sql but the trimming of ids (load_agents_clean.sql).
+CleanId = Annotated[str, msgspec.Meta(min_length=1)] | int
+
+
+class _CleanAgent(msgspec.Struct):
+    AgentId: CleanId
+    AgentName: str | None = None
+    OrgId: CleanId | None = None
+    MachineGroupId: CleanId | None = None
+    Online: int | None = None
+    LastCheckInTime: datetime | None = None
+    FirstCheckIn: datetime | None = None
+
+
+class _CleanMember(msgspec.Struct):
+    AgentId: CleanId
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """How one kind of landed file is cut down: checked against the clean shape first, parsed in
+    SQL by ``clean_sql`` when every line of a read has it and by ``rules_sql`` otherwise."""
+
+    clean: type[msgspec.Struct]
+    raw: type[msgspec.Struct]
+    clean_sql: str
+    rules_sql: str
+
+
+AGENTS_SHAPE = _Shape(_CleanAgent, _LandedAgent, "sync/load_agents_clean.sql", "sync/load_agents.sql")
+MEMBERS_SHAPE = _Shape(_CleanMember, _LandedMember, "sync/load_view_members_clean.sql", "sync/load_view_members.sql")
 CHUNK = 8 << 20  # decompressed bytes per read: memory stays flat whatever the snapshot's size
 BATCH = 4  # reads per batch (~32 MB of JSON, ~25,000 agents): the unit PostgreSQL parses at once
 
 
-def _load_in_database(conn: Connection, landing: RawLanding, name: str, sql: str, params: dict) -> int:
-    """Insert one landed file's rows with ``sql``, batch by batch: each batch's JSON lines are
-    COPYed as text into ``landed_lines`` and parsed there by one INSERT ... SELECT.
+def _load_in_database(conn: Connection, landing: RawLanding, name: str, params: dict) -> int:
+    """Insert one landed file's rows, batch by batch: each batch's JSON lines are COPYed as
+    text into ``landed_lines`` and parsed there by one INSERT ... SELECT.
 
-    msgspec cuts each batch down to the fields the load keeps, verbatim (decoding and
-    re-encoding whole batches in C, no Python per row), so PostgreSQL parses a few fields per
-    agent instead of VSA's forty. A thread prepares the next batch (decompress and cut) while
-    PostgreSQL parses the current one: the two cores work at once, and memory holds two batches.
+    msgspec cuts each batch down to the fields the load keeps (decoding and re-encoding whole
+    batches in C, no Python per row), so PostgreSQL parses a few fields per agent instead of
+    VSA's forty. A read whose lines all have VSA's usual shape (checked by msgspec while it cuts)
+    is parsed by a plain typed read of the JSON; any other read by the full rules (ids from
+    numbers or padded strings, unreadable timestamps as NULL). A thread prepares the next batch
+    (decompress and cut) while PostgreSQL parses the current one: the two cores work at once,
+    and memory holds two batches.
     """
-    slim = SLIM["members" if name.startswith("agents_in_view/") else "agents"]
-    batches = _slim_batches(landing.path / name, slim)
+    shape = MEMBERS_SHAPE if name.startswith("agents_in_view/") else AGENTS_SHAPE
+    batches = _slim_batches(landing.path / name, shape)
     raw = conn.connection.driver_connection
     # CSV with delimiter and quote characters that valid JSON text never holds raw: each line
     # arrives whole, backslashes untouched.
@@ -142,28 +178,46 @@ def _load_in_database(conn: Connection, landing: RawLanding, name: str, sql: str
         upcoming = reader.submit(next, batches, None)
         while (batch := upcoming.result()) is not None:
             upcoming = reader.submit(next, batches, None)
+            clean, lines = batch
             conn.execute(text("TRUNCATE landed_lines"))
             with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
-                copy.write(batch)
-            rows += conn.execute(load_sql(sql), params).rowcount
+                copy.write(lines)
+            rows += conn.execute(load_sql(shape.clean_sql if clean else shape.rules_sql), params).rowcount
     return rows
 
 
-def _slim_batches(path: Path, slim: type[msgspec.Struct]) -> Iterator[bytes]:
-    """The file's JSON lines cut down to ``slim``'s fields, in batches of about ``BATCH`` reads."""
-    decoder, encoder = msgspec.json.Decoder(slim), msgspec.json.Encoder()
-    rest, pending = b"", []
-    for n, chunk in enumerate(_gunzip(path), 1):
+def _slim_batches(path: Path, shape: _Shape) -> Iterator[tuple[bool, bytes]]:
+    """The file's JSON lines cut down to the shape's fields, in batches of about ``BATCH``
+    reads, each marked clean when all its lines have the clean shape."""
+    clean_decoder, raw_decoder = msgspec.json.Decoder(shape.clean), msgspec.json.Decoder(shape.raw)
+    encoder = msgspec.json.Encoder()
+    rest, pending, pending_clean, reads = b"", [], True, 0
+
+    def cut(lines: bytes) -> tuple[bool, bytes]:
+        try:
+            return True, encoder.encode_lines(clean_decoder.decode_lines(lines))
+        except msgspec.ValidationError:  # not VSA's usual shape somewhere in this read
+            return False, encoder.encode_lines(raw_decoder.decode_lines(lines))
+
+    for chunk in _gunzip(path):
         lines, _, rest = (rest + chunk).rpartition(b"\n")
-        if lines:
-            pending.append(encoder.encode_lines(decoder.decode_lines(lines)))
-        if n % BATCH == 0 and pending:
-            yield b"".join(pending)
-            pending = []
+        if not lines:
+            continue
+        clean, slim = cut(lines)
+        if pending and (clean != pending_clean or reads == BATCH):
+            yield pending_clean, b"".join(pending)
+            pending, reads = [], 0
+        pending.append(slim)
+        pending_clean, reads = clean, reads + 1
     if rest.strip():
-        pending.append(encoder.encode_lines(decoder.decode_lines(rest)))
+        clean, slim = cut(rest)
+        if pending and clean != pending_clean:
+            yield pending_clean, b"".join(pending)
+            pending = []
+        pending.append(slim)
+        pending_clean = clean
     if pending:
-        yield b"".join(pending)
+        yield pending_clean, b"".join(pending)
 
 
 def _gunzip(path: Path) -> Iterator[bytes]:

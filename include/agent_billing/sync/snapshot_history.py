@@ -29,10 +29,12 @@ from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
 STAGING = ("vsa_agents", "vsa_view_members", "service_agents")
+# Each source has no duplicate keys, as ``set_date`` needs: a night is counted (and merged) only
+# after its quality gate found its agent ids unique, and staged view members have a unique key.
 SOURCES = (
-    (AGENTS, "SELECT DISTINCT agent_id, agent_name, org_id, machine_group_id, COALESCE(online, 0) = 199 AS never_checked_in "
+    (AGENTS, "SELECT agent_id, agent_name, org_id, machine_group_id, COALESCE(online, 0) = 199 AS never_checked_in "
              "FROM vsa_agents WHERE snapshot_date = :snapshot_date AND agent_id IS NOT NULL"),
-    (VIEW_MEMBERS, "SELECT DISTINCT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date "
+    (VIEW_MEMBERS, "SELECT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date "
                   "AND agent_id IS NOT NULL"),
     (SERVICE_AGENTS, "SELECT service_id, agent_id FROM service_agents WHERE snapshot_date = :snapshot_date"),
 )

@@ -44,3 +44,12 @@ def tune_for_bulk(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SET LOCAL jit = off"))
         conn.execute(text("SET LOCAL work_mem = '128MB'"))
+
+
+def summarize_new_ranges(conn: Connection, index: str) -> None:
+    """Summarize the block ranges of a BRIN index that were written since its last summary
+    (PostgreSQL). The staging tables' BRIN on ``snapshot_date`` only narrows a date's reads to
+    ranges it has summarized; until autovacuum gets to them, the night just written, and any
+    night before it not yet vacuumed, would be read by every query of any date."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT brin_summarize_new_values(CAST(:index AS regclass))"), {"index": index})

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, text
 
 from agent_billing.sql import load_sql
 from agent_billing.sync.scopes import scope_problems
-from agent_billing.warehouse.bulk import tune_for_bulk
+from agent_billing.warehouse.bulk import summarize_new_ranges, tune_for_bulk
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     clear_counts(conn, snapshot_date)
     agents = conn.execute(load_sql("sync/service_agents_insert.sql"), params).rowcount
     if conn.dialect.name == "postgresql":
+        summarize_new_ranges(conn, "ix_service_agents_date")
         conn.execute(text("ANALYZE service_agents"))
     services = conn.execute(load_sql("sync/service_unit_counts_insert.sql"), params).rowcount
     uncounted: dict[str, str] = {}
