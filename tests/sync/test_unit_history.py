@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from agent_billing.sync.changes.history import (
@@ -91,6 +91,7 @@ observations = st.lists(
 
 
 @given(observations, st.sets(st.integers(0, 9)))
+@example([("S", 0, 0, 1, True), ("S", 0, 2, 0, False), ("S", 1, 0, 0, False)], {0})  # a press at the night's instant
 def test_deriving_window_by_window_equals_deriving_the_whole_history(raw, cuts):
     """What the store relies on: the changes after a good snapshot depend only on its units."""
     history = [

@@ -100,13 +100,21 @@ def last_press_per_day(readings: Iterable[Observation]) -> list[Observation]:
     return list(last.values())
 
 
+def _order(obs: Observation) -> tuple[Position, bool]:
+    """A service's observations in order: by position; at one instant the snapshot's count
+    first, then a reading. One order for ``units_at`` and ``derive_changes``, so a window's
+    'before' is the units its earlier window ended on, even for a press at the very instant of
+    a snapshot."""
+    return (obs.position, obs.source != NIGHTLY)
+
+
 def units_at(observations: Iterable[Observation], position: Position) -> dict[str, int]:
     """Each service's units at its latest observation at or before ``position``."""
     latest: dict[str, Observation] = {}
     for obs in observations:
         if obs.position <= position:
             seen = latest.get(obs.service_id)
-            if seen is None or obs.position > seen.position:
+            if seen is None or _order(obs) > _order(seen):
                 latest[obs.service_id] = obs
     return {sid: obs.units for sid, obs in latest.items()}
 
@@ -116,7 +124,7 @@ def derive_changes(before: Mapping[str, int], observations: Iterable[Observation
     the units at the window's lower bound; a service missing there starts at its first)."""
     running = dict(before)
     changes = []
-    for obs in sorted(observations, key=lambda o: (o.service_id, o.position)):
+    for obs in sorted(observations, key=lambda o: (o.service_id, _order(o))):
         previous = running.get(obs.service_id)
         running[obs.service_id] = obs.units
         if previous is not None and previous != obs.units:
