@@ -10,28 +10,36 @@
 -- Only the runs that start or end between the two dates are read (``:previous_date`` <
 -- ``:snapshot_date``): a key present on the night but not before has a run covering the night
 -- that starts after :previous_date, and no run covering :previous_date (runs of a key never
--- overlap); a departure the other way round. A quiet night reads its churn, not its services.
+-- overlap); a departure the other way round. A quiet night reads its churn, not its services:
+-- the runs starting or ending between the dates are found first, by the valid_from and
+-- valid_to indexes (MATERIALIZED), and only then matched to the changed services. Reached
+-- through a changed service's key instead, the read took every run the service ever had.
 WITH changed AS (
     SELECT change_id, service_id FROM unit_changes
     WHERE effective_date = :snapshot_date AND source = 'nightly_sync'
 ),
+arrived AS MATERIALIZED (
+    SELECT service_id, agent_id FROM service_agent_history
+    WHERE valid_from > :previous_date AND valid_from <= :snapshot_date
+      AND (valid_to IS NULL OR valid_to > :snapshot_date)
+),
+departed AS MATERIALIZED (
+    SELECT service_id, agent_id FROM service_agent_history
+    WHERE valid_to > :previous_date AND valid_to <= :snapshot_date AND valid_from <= :previous_date
+),
 moved AS (
     SELECT c.change_id, sa.agent_id, 1 AS arrived
-    FROM service_agent_history sa
+    FROM arrived sa
     JOIN changed c ON c.service_id = sa.service_id
-    WHERE sa.valid_from > :previous_date AND sa.valid_from <= :snapshot_date
-      AND (sa.valid_to IS NULL OR sa.valid_to > :snapshot_date)
-      AND NOT EXISTS (
+    WHERE NOT EXISTS (
           SELECT 1 FROM service_agent_history p
           WHERE p.service_id = sa.service_id AND p.agent_id = sa.agent_id
             AND p.valid_from <= :previous_date AND (p.valid_to IS NULL OR p.valid_to > :previous_date))
     UNION ALL
     SELECT c.change_id, sa.agent_id, 0
-    FROM service_agent_history sa
+    FROM departed sa
     JOIN changed c ON c.service_id = sa.service_id
-    WHERE sa.valid_to > :previous_date AND sa.valid_to <= :snapshot_date
-      AND sa.valid_from <= :previous_date
-      AND NOT EXISTS (
+    WHERE NOT EXISTS (
           SELECT 1 FROM service_agent_history n
           WHERE n.service_id = sa.service_id AND n.agent_id = sa.agent_id
             AND n.valid_from <= :snapshot_date AND (n.valid_to IS NULL OR n.valid_to > :snapshot_date))
