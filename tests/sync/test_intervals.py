@@ -15,6 +15,7 @@ from agent_billing.sync.intervals import (
     forget_merged,
     set_date,
 )
+from agent_billing.warehouse.staging import empty_date
 from agent_billing.warehouse.values import as_date
 
 DAY0 = date(2024, 3, 1)
@@ -37,7 +38,7 @@ PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 def load(conn, day, agents, members):
     """Stage a date (the per-date tables) and merge it into the histories."""
     for table in ("vsa_agents", "service_agents"):
-        conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": day})
+        empty_date(conn, table, day)
     for agent_id, (name, org, never) in agents.items():
         conn.execute(
             text("INSERT INTO vsa_agents (snapshot_date, agent_id, agent_name, org_id, machine_group_id, online) "

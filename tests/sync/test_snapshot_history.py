@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from agent_billing.settings import Settings
 from agent_billing.sync.pipeline import count_step, diff_step, discard_snapshot, load_step
+from agent_billing.warehouse.staging import STAGING_TABLES, partition_name, partitions
 
 from .conftest import DAYS, write_landing
 from .test_unit_changes import ledger, run_day
@@ -49,6 +50,10 @@ def test_every_counted_date_answers_after_its_staging_is_pruned(contoso, tmp_pat
         counts = dict(conn.execute(text(
             "SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d"), {"d": D1}).all())
     assert kept == {str(D3)}  # staging of D1 and D2 is gone
+    if contoso.dialect.name == "postgresql":  # dropped whole: only D3's partitions are left
+        with contoso.connect() as conn:
+            left = {table: partitions(conn, table) for table in STAGING_TABLES}
+        assert left == {table: [partition_name(table, D3)] for table in STAGING_TABLES}
     for day in (D1, D2, D3):
         for sid, agents in staged[day].items():
             assert counted_on(contoso, sid, day) == agents

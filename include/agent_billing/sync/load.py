@@ -25,7 +25,8 @@ from sqlalchemy import Connection, Engine, text
 from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.runs import lock_snapshot_date
-from agent_billing.warehouse.bulk import bulk_insert, summarize_new_ranges, tune_for_bulk
+from agent_billing.warehouse.bulk import bulk_insert, tune_for_bulk
+from agent_billing.warehouse.staging import STAGING_TABLES, empty_date
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
     with engine.begin() as conn:
         lock_snapshot_date(conn, d)
         tune_for_bulk(conn)
-        delete_snapshot_rows(conn, d)
+        written = delete_snapshot_rows(conn, d)
         orgs = bulk_insert(
             conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),
             ((d, r.get("OrgId"), r.get("OrgName"), r.get("OrgRef"), r.get("ParentOrgId"))
@@ -88,8 +89,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
                     ((d, view_id, r.get("AgentId")) for r in landing.records(name)),
                 )
         if conn.dialect.name == "postgresql":  # fresh statistics, or the count plans badly
-            summarize_new_ranges(conn, "ix_vsa_agents_date")
-            conn.execute(text(f"ANALYZE {', '.join(SNAPSHOT_TABLES)}"))
+            conn.execute(text(f"ANALYZE {', '.join(written)}"))
     result = LoadResult(d, orgs, groups, agents, views, members)
     log.info(
         "loaded snapshot %s: %d orgs, %d machine groups, %d agents, %d views (%d view members)",
@@ -236,9 +236,17 @@ def _gunzip(path: Path) -> Iterator[bytes]:
             raise EOFError(f"{path} ended before the end of its compressed stream")
 
 
-def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> None:
+def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> list[str]:
+    """Empty the date's snapshot rows; returns the tables that hold them (for the staging
+    tables, the date's own partition on PostgreSQL: see ``warehouse.staging``)."""
+    written = []
     for table in SNAPSHOT_TABLES:
-        conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": snapshot_date})
+        if table in STAGING_TABLES:
+            written.append(empty_date(conn, table, snapshot_date))
+        else:
+            conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": snapshot_date})
+            written.append(table)
+    return written
 
 
 def _agent_rows(landing: RawLanding, d: date) -> Iterator[tuple]:

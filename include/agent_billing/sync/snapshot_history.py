@@ -25,6 +25,7 @@ from agent_billing.sync.intervals import (
     forget_merged,
     set_date,
 )
+from agent_billing.warehouse.staging import drop_dates_before
 from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,12 @@ def forget_night(conn: Connection, snapshot_date: date) -> None:
 
 def prune_staging(conn: Connection, snapshot_date: date, retention_days: int) -> None:
     """Drop staging dates more than ``retention_days`` before the latest merged date (never the
-    night being processed, whose totals the diff still reads)."""
+    night being processed, whose totals the diff still reads). On PostgreSQL a date's staging
+    is a partition: it is dropped whole (``warehouse.staging``)."""
     latest = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates")).scalar()
     if latest is None:
         return
     cutoff = as_date(latest) - timedelta(days=retention_days)
-    for table in STAGING:
-        conn.execute(
-            text(f"DELETE FROM {table} WHERE snapshot_date < :cutoff AND snapshot_date <> :d"),
-            {"cutoff": cutoff, "d": snapshot_date},
-        )
+    dropped = {table: drop_dates_before(conn, table, cutoff, snapshot_date) for table in STAGING}
+    if any(dropped.values()):
+        log.info("dropped the staging of dates before %s: %s", cutoff, dropped)

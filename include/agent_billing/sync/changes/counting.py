@@ -10,7 +10,8 @@ from sqlalchemy import Connection, text
 
 from agent_billing.sql import load_sql
 from agent_billing.sync.scopes import scope_problems
-from agent_billing.warehouse.bulk import summarize_new_ranges, tune_for_bulk
+from agent_billing.warehouse.bulk import tune_for_bulk
+from agent_billing.warehouse.staging import empty_date
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,10 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     """
     params = {"snapshot_date": snapshot_date}
     tune_for_bulk(conn)
-    clear_counts(conn, snapshot_date)
+    staged = clear_counts(conn, snapshot_date)
     agents = conn.execute(load_sql("sync/service_agents_insert.sql"), params).rowcount
     if conn.dialect.name == "postgresql":
-        summarize_new_ranges(conn, "ix_service_agents_date")
-        conn.execute(text("ANALYZE service_agents"))
+        conn.execute(text(f"ANALYZE {staged}"))
     services = conn.execute(load_sql("sync/service_unit_counts_insert.sql"), params).rowcount
     uncounted: dict[str, str] = {}
     if landed_views is not None:
@@ -63,6 +63,8 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     return CountResult(snapshot_date, services, int(units), agents)
 
 
-def clear_counts(conn: Connection, snapshot_date: date) -> None:
-    for table in ("service_unit_counts", "service_agents"):
-        conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": snapshot_date})
+def clear_counts(conn: Connection, snapshot_date: date) -> str:
+    """Drop the date's counts; returns the table that holds its service agents (on PostgreSQL
+    the date's partition, emptied)."""
+    conn.execute(text("DELETE FROM service_unit_counts WHERE snapshot_date = :d"), {"d": snapshot_date})
+    return empty_date(conn, "service_agents", snapshot_date)
