@@ -25,11 +25,10 @@ from agent_billing.sync.intervals import (
     forget_merged,
     set_date,
 )
-from agent_billing.warehouse.staging import drop_dates_before
+from agent_billing.warehouse.staging import STAGING_TABLES, drop_dates_before
 from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
-STAGING = ("vsa_agents", "vsa_view_members", "service_agents")
 # Each source has no duplicate keys, as ``set_date`` needs: a night is counted (and merged) only
 # after its quality gate found its agent ids unique, and staged view members have a unique key.
 SOURCES = (
@@ -67,6 +66,6 @@ def prune_staging(conn: Connection, snapshot_date: date, retention_days: int) ->
     if latest is None:
         return
     cutoff = as_date(latest) - timedelta(days=retention_days)
-    dropped = {table: drop_dates_before(conn, table, cutoff, snapshot_date) for table in STAGING}
+    dropped = {table: drop_dates_before(conn, table, cutoff, snapshot_date) for table in STAGING_TABLES}
     if any(dropped.values()):
         log.info("dropped the staging of dates before %s: %s", cutoff, dropped)
