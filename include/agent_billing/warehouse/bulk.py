@@ -47,4 +47,3 @@ def tune_for_bulk(conn: Connection) -> None:
         conn.execute(text("SET LOCAL jit = off"))
         conn.execute(text("SET LOCAL work_mem = '128MB'"))
         conn.execute(text("SET LOCAL enable_mergejoin = off"))
-
