@@ -33,7 +33,7 @@ from agent_billing.sync.runs import (
     status_after_failure,
 )
 from agent_billing.sync.scopes import report_scopes
-from agent_billing.sync.snapshot_history import forget_night, merge_night
+from agent_billing.sync.snapshot_history import forget_night, merge_night, prune_staging
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
     with engine.begin() as conn:
         lock_snapshot_date(conn, snapshot_date)
         result = changes.count_units(conn, snapshot_date, landed_views)
-        merge_night(conn, snapshot_date, settings.snapshot_retention_days)
+        merge_night(conn, snapshot_date)
+    prune_staging(engine, snapshot_date, settings.snapshot_retention_days)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from agent_billing.sync.intervals import (
     AGENTS,
@@ -40,12 +40,11 @@ SOURCES = (
 )
 
 
-def merge_night(conn: Connection, snapshot_date: date, retention_days: int) -> int:
+def merge_night(conn: Connection, snapshot_date: date) -> int:
     """Merge the night's staging into the histories (any date, any order); returns rows written."""
     written = sum(
         set_date(conn, history, snapshot_date, sql, {"snapshot_date": snapshot_date}) for history, sql in SOURCES
     )
-    prune_staging(conn, snapshot_date, retention_days)
     log.info("merged %s into the interval history: %d rows written", snapshot_date, written)
     return written
 
@@ -58,14 +57,21 @@ def forget_night(conn: Connection, snapshot_date: date) -> None:
         forget_merged(conn, snapshot_date)
 
 
-def prune_staging(conn: Connection, snapshot_date: date, retention_days: int) -> None:
+def prune_staging(engine: Engine, snapshot_date: date, retention_days: int) -> None:
     """Drop staging dates more than ``retention_days`` before the latest merged date (never the
-    night being processed, whose totals the diff still reads). On PostgreSQL a date's staging
-    is a partition: it is dropped whole (``warehouse.staging``)."""
-    latest = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates")).scalar()
+    night being processed, whose totals the diff still reads), after the night is merged.
+
+    On PostgreSQL a date's staging is a partition, dropped whole (``warehouse.staging``); each
+    table's drop is its own short transaction, so it holds one table's lock at a time and can
+    wait for readers of other dates, but never in a cycle with them."""
+    with engine.connect() as conn:
+        latest = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates")).scalar()
     if latest is None:
         return
     cutoff = as_date(latest) - timedelta(days=retention_days)
-    dropped = {table: drop_dates_before(conn, table, cutoff, snapshot_date) for table in STAGING_TABLES}
+    dropped = {}
+    for table in STAGING_TABLES:
+        with engine.begin() as conn:
+            dropped[table] = drop_dates_before(conn, table, cutoff, snapshot_date)
     if any(dropped.values()):
         log.info("dropped the staging of dates before %s: %s", cutoff, dropped)

@@ -3,9 +3,9 @@
 ``vsa_agents``, ``vsa_view_members`` and ``service_agents`` hold each night's full snapshot
 (1M agents: about 3.3M rows) for the retention period. On PostgreSQL they are partitioned by
 ``snapshot_date`` (migration 0011): a night is written into its own partition, every read of
-one date touches that partition only, re-loading a date empties it (``TRUNCATE``), and the
-retention drops the partitions that leave it (``DROP TABLE``) instead of deleting millions of
-rows a night and leaving them to vacuum. A partition is created empty and then attached, which
+one date touches that partition only, and the retention drops the partitions that leave it
+(``DROP TABLE``) instead of deleting millions of rows a night and leaving them to vacuum. A
+re-run of a date deletes its partition's rows (readers of the date keep their snapshot). A partition is created empty and then attached, which
 takes a lock that readers of other dates do not wait for (``CREATE TABLE ... PARTITION OF``
 would lock the whole table). SQLite, whose warehouses are small, keeps plain tables: the same
 calls delete rows there.
@@ -34,7 +34,10 @@ def empty_date(conn: Connection, table: str, day: date) -> str:
         return table
     name = partition_name(table, day)
     if conn.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar() is not None:
-        conn.execute(text(f"TRUNCATE {name}"))
+        # A re-run: DELETE, not TRUNCATE. Another run of the same date may still be reading the
+        # partition (its quality gate): TRUNCATE would wait for that reader while holding the
+        # date's other partitions, which the reader needs next (a deadlock), and it is not MVCC-safe.
+        conn.execute(text(f"DELETE FROM {name}"))
         return name
     unlogged = "UNLOGGED " if STAGING_TABLES[table] else ""
     conn.execute(text(f"CREATE {unlogged}TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
