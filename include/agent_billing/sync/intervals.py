@@ -28,6 +28,11 @@ ANALYZE_AFTER = 1000  # rows written by a merge above which its table's statisti
 COVERS = "{t}.valid_from <= :d AND ({t}.valid_to IS NULL OR {t}.valid_to > :d)"
 
 
+def null_safe_equals(dialect: str) -> str:
+    """The operator that compares two values as equal when both are NULL."""
+    return "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
+
+
 @dataclass(frozen=True)
 class History:
     table: str
@@ -40,7 +45,7 @@ class History:
 
     def same_key(self, a: str, b: str, dialect: str) -> str:
         """``a`` and ``b`` (table aliases) hold the same key; attributes compare null-safely."""
-        same = "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
+        same = null_safe_equals(dialect)
         return " AND ".join(
             [f"{a}.{c} = {b}.{c}" for c in self.ids] + [f"{a}.{c} {same} {b}.{c}" for c in self.attributes]
         )
@@ -81,7 +86,7 @@ def set_date(conn: Connection, history: History, day: date, source_sql: str, par
     # Departures: the runs covering ``day`` whose key the source lacks; arrivals: the source's
     # keys no run covers (a changed attribute is both). A key has at most one run covering
     # ``day``, and the source no duplicates, so the join pairs each key at most once.
-    same = "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
+    same = null_safe_equals(dialect)
     changed = " OR ".join(
         [f"h.{history.ids[0]} IS NULL", f"src.{history.ids[0]} IS NULL"]
         + [f"NOT (h.{c} {same} src.{c})" for c in history.attributes]
@@ -169,7 +174,7 @@ def _coalesce_at(conn: Connection, history: History, boundary: date) -> int:
         text(f"UPDATE {t} SET valid_to = ({right}) WHERE valid_to = :b AND EXISTS ({right})"), {"b": boundary}
     ).rowcount
     if written:
-        same_end = "IS" if dialect == "sqlite" else "IS NOT DISTINCT FROM"
+        same_end = null_safe_equals(dialect)
         left = (f"SELECT 1 FROM {t} l WHERE l.valid_from < :b AND {history.same_key('l', t, dialect)} "
                 f"AND l.valid_to {same_end} {t}.valid_to")
         written += conn.execute(

@@ -191,7 +191,6 @@ def _slim_batches(path: Path, shape: _Shape) -> Iterator[tuple[bool, bytes]]:
     reads, each marked clean when all its lines have the clean shape."""
     clean_decoder, raw_decoder = msgspec.json.Decoder(shape.clean), msgspec.json.Decoder(shape.raw)
     encoder = msgspec.json.Encoder()
-    rest, pending, pending_clean, reads = b"", [], True, 0
 
     def cut(lines: bytes) -> tuple[bool, bytes]:
         try:
@@ -199,25 +198,27 @@ def _slim_batches(path: Path, shape: _Shape) -> Iterator[tuple[bool, bytes]]:
         except msgspec.ValidationError:  # not VSA's usual shape somewhere in this read
             return False, encoder.encode_lines(raw_decoder.decode_lines(lines))
 
-    for chunk in _gunzip(path):
-        lines, _, rest = (rest + chunk).rpartition(b"\n")
-        if not lines:
-            continue
+    pending, pending_clean = [], True
+    for lines in _line_blocks(path):
         clean, slim = cut(lines)
-        if pending and (clean != pending_clean or reads == BATCH):
-            yield pending_clean, b"".join(pending)
-            pending, reads = [], 0
-        pending.append(slim)
-        pending_clean, reads = clean, reads + 1
-    if rest.strip():
-        clean, slim = cut(rest)
-        if pending and clean != pending_clean:
+        if pending and (clean != pending_clean or len(pending) == BATCH):
             yield pending_clean, b"".join(pending)
             pending = []
         pending.append(slim)
         pending_clean = clean
     if pending:
         yield pending_clean, b"".join(pending)
+
+
+def _line_blocks(path: Path) -> Iterator[bytes]:
+    """The file's decompressed content in blocks of whole lines, one block per read."""
+    rest = b""
+    for chunk in _gunzip(path):
+        lines, _, rest = (rest + chunk).rpartition(b"\n")
+        if lines:
+            yield lines
+    if rest.strip():
+        yield rest
 
 
 def _gunzip(path: Path) -> Iterator[bytes]:
