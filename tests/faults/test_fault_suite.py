@@ -297,7 +297,7 @@ def test_two_runs_of_one_night_held_at_the_load_both_end_as_one(operator, refere
         trans.rollback()
         conn.close()
     runs = [operator.finish(first), operator.finish(second)]
-    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], "\n".join(r.stderr for r in runs if r.returncode)
     assert operator.bill(reference.night).returncode == 0
     assert_recovered(operator, reference)
 

@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 
 import pytest
 from sqlalchemy import text
@@ -194,3 +195,42 @@ def test_the_warehouse_password_stays_out_of_the_gx_connection_string(warehouse_
     dispose(source)
     assert "s3cr" not in str(source.connection_string)
     assert str(source.connection_string) == warehouse_url  # the test URL has no password
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_two_gates_of_one_date_store_their_results_one_after_the_other(warehouse, settings):
+    """A retry and a backfill of one night run their gates at the same time: the second stores
+    its results once the first has committed, replacing them, instead of colliding on the key
+    (a failed gate, and a failed run, for a good night)."""
+    import threading
+
+    from agent_billing.quality.snapshot_gate import store_results, validate_snapshot
+    from agent_billing.sync.landing import RawLanding
+
+    land_and_load(warehouse, settings)
+    landing = RawLanding(settings.raw_path, D1)
+    results = validate_snapshot(warehouse, landing)
+    outcome: dict[str, object] = {}
+
+    def second_gate():
+        try:
+            outcome["results"] = validate_snapshot(warehouse, landing)
+        except Exception as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    with warehouse.begin() as first:
+        store_results(first, D1, results)  # the first gate's store, not yet committed
+        second = threading.Thread(target=second_gate)
+        second.start()
+        deadline = time.monotonic() + 120
+        while not _a_session_waits_on_a_lock(warehouse):
+            assert second.is_alive() and time.monotonic() < deadline, outcome
+            time.sleep(0.05)
+    second.join(timeout=120)
+    assert "error" not in outcome, outcome
+    assert len(stored_results(warehouse)) == len(results) == 9
+
+
+def _a_session_waits_on_a_lock(engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar())

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from agent_billing.errors import UserError
 from agent_billing.quality.sources import agents_of_date_query, loaded_rows
 from agent_billing.sync.landing import RawLanding
+from agent_billing.sync.runs import lock_snapshot_date
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def validate_snapshot(engine: Engine, landing: RawLanding) -> list[ExpectationRe
     with engine.connect() as conn:
         loaded = loaded_rows(conn, d)
     results = _run_suites(engine, d, _endpoints(landing.manifest(), loaded))
-    _store(engine, d, results)
+    with engine.begin() as conn:
+        store_results(conn, d, results)
     failed = [r for r in results if not r.success]
     if failed:
         raise QualityGateFailed(
@@ -171,20 +173,23 @@ def _summarise(table: str, result: dict[str, Any]) -> ExpectationResult:
     )
 
 
-def _store(engine: Engine, d: date, results: list[ExpectationResult]) -> None:
+def store_results(conn: Connection, d: date, results: list[ExpectationResult]) -> None:
+    """Replace the date's stored results. Two gates of one date (a retry and a backfill) store
+    one after the other under the date's lock: each statement then sees the other's committed
+    rows, where two interleaved DELETE + INSERT would collide on the key."""
     now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM quality_results WHERE snapshot_date = :d"), {"d": d})
-        conn.execute(
-            text(
-                "INSERT INTO quality_results (snapshot_date, expectation, success, element_count, "
-                "unexpected_count, details, checked_at) VALUES (:d, :expectation, :success, "
-                ":element_count, :unexpected_count, :details, :checked_at)"
-            ),
-            [
-                {"d": d, "checked_at": now, "expectation": r.expectation, "success": r.success,
-                 "element_count": r.element_count, "unexpected_count": r.unexpected_count,
-                 "details": r.details}
-                for r in results
-            ],
-        )
+    lock_snapshot_date(conn, d)
+    conn.execute(text("DELETE FROM quality_results WHERE snapshot_date = :d"), {"d": d})
+    conn.execute(
+        text(
+            "INSERT INTO quality_results (snapshot_date, expectation, success, element_count, "
+            "unexpected_count, details, checked_at) VALUES (:d, :expectation, :success, "
+            ":element_count, :unexpected_count, :details, :checked_at)"
+        ),
+        [
+            {"d": d, "checked_at": now, "expectation": r.expectation, "success": r.success,
+             "element_count": r.element_count, "unexpected_count": r.unexpected_count,
+             "details": r.details}
+            for r in results
+        ],
+    )

@@ -62,7 +62,8 @@ def drop_dates_before(conn: Connection, table: str, cutoff: date, keep: date) ->
     for name in partitions(conn, table):
         day = datetime.strptime(name.rsplit("_", 1)[1], "%Y%m%d").date()
         if day < cutoff and day != keep:
-            conn.execute(text(f"DROP TABLE {name}"))
+            # IF EXISTS: the run of another night may be dropping the same partitions
+            conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
             dropped += 1
     return dropped
 
