@@ -1,14 +1,16 @@
-"""The load turns landed JSON lines into the same rows on both engines (PostgreSQL in SQL)."""
+"""The load turns landed JSON lines into the rows its rules make (``agent_row``), on both
+engines: on PostgreSQL the batches of VSA's usual shape are read in SQL, the others by the rules."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from sqlalchemy import text
 
 from agent_billing.sync import load
-from agent_billing.sync.load import _agent_rows, load_snapshot
+from agent_billing.sync.landing import LandingError
+from agent_billing.sync.load import agent_row, load_snapshot
 from agent_billing.warehouse.values import as_date, as_datetime
 
 from .conftest import AGENT, DAYS, G_SRV, G_WS, ORG, VIEW, write_landing
@@ -37,29 +39,77 @@ def normal(row):
             as_datetime(last) and as_datetime(last).timestamp(), as_datetime(first) and as_datetime(first).timestamp(), days)
 
 
+def exotic(records):
+    """Values at the edges of the rules, some in VSA's usual shape (read in SQL on PostgreSQL)."""
+    agents = records["agents.jsonl.gz"]
+    agents[0]["AgentId"] = f"\t{agents[0]['AgentId']}\u00a0"  # whitespace other than spaces
+    agents[1]["LastCheckInTime"] = "2024-02-27t23:30:00z"  # RFC 3339 allows lowercase
+    agents[2]["LastCheckInTime"] = "2024-02-28T23:59:59.9999995Z"  # 7 digits: rounds into the next day
+    agents[3]["FirstCheckIn"] = "2024-02-30T10:00:00Z"  # no such day
+    agents[4]["LastCheckInTime"] = "2024-02-20 10:00Z"  # ISO 8601, not RFC 3339
+    agents[5]["MachineGroupId"] = int(G_SRV)  # beyond 64 bits, as a JSON number
+    records[f"agents_in_view/{VIEW}.jsonl.gz"][0]["AgentId"] = f" {AGENT['a1']}\n"
+
+
+def loaded_agents(engine):
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT snapshot_date, agent_id, agent_name, org_id, machine_group_id, online, last_checkin_time, "
+            "first_checkin, days_since_checkin FROM vsa_agents ORDER BY agent_id")).all()
+
+
+def rules_rows(landing):
+    """The rows the load's rules make of the landing, record by record."""
+    return sorted((agent_row(D1, None, r) for r in landing.records("agents.jsonl.gz")), key=lambda r: r[1])
+
+
+@pytest.mark.parametrize("mutate", [awkward, exotic])
 @pytest.mark.parametrize("batches", ["one batch", "many small batches"])
-def test_the_load_makes_the_python_path_s_rows_on_both_engines(warehouse, tmp_path, monkeypatch, batches):
-    shapes = []  # on PostgreSQL: whether each batch of agents had VSA's usual shape (the plain typed read)
+def test_the_load_makes_the_rows_of_its_rules_on_both_engines(warehouse, tmp_path, monkeypatch, batches, mutate):
+    shapes = []  # on PostgreSQL: whether each batch of agents had VSA's usual shape (read in SQL)
     slim_batches = load._slim_batches
-    monkeypatch.setattr(load, "_slim_batches", lambda path, shape: (
-        (shapes.append(c) if path.name == "agents.jsonl.gz" else None, (c, b))[1] for c, b in slim_batches(path, shape)))
+    monkeypatch.setattr(load, "_slim_batches", lambda path, kind: (
+        (shapes.append(c) if path.name == "agents.jsonl.gz" else None, (c, b))[1] for c, b in slim_batches(path, kind)))
     if batches == "many small batches":  # lines cut across reads, batches parsed while the next is read
         monkeypatch.setattr(load, "CHUNK", 256)
         monkeypatch.setattr(load, "BATCH", 2)
-    landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=awkward)
+    landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=mutate)
     result = load_snapshot(warehouse, landing)
     if warehouse.dialect.name == "postgresql":
-        # One batch holds an awkward line, so the rules read it; small reads also take the plain
-        # typed read for the reads of usual lines, and both must make the Python path's rows.
+        # One batch holds an unusual line, so the rules read it; small reads also read the
+        # batches of usual lines in SQL, and both must make the rules' rows.
         assert False in shapes and (True in shapes) == (batches == "many small batches")
+    loaded = loaded_agents(warehouse)
+    assert [normal(r) for r in loaded] == [normal(r) for r in rules_rows(landing)]
     with warehouse.connect() as conn:
-        loaded = conn.execute(text(
-            "SELECT snapshot_date, agent_id, agent_name, org_id, machine_group_id, online, last_checkin_time, "
-            "first_checkin, days_since_checkin FROM vsa_agents ORDER BY agent_id")).all()
         members = sorted(conn.execute(text("SELECT view_id, agent_id FROM vsa_view_members")).all())
-    expected = sorted(_agent_rows(landing, D1), key=lambda r: r[1])
-    assert [normal(r) for r in loaded] == [normal(r) for r in expected]
+    assert result.agents == 6 and [tuple(m) for m in members] == [(VIEW, AGENT["a1"]), (VIEW, AGENT["a4"])]
+    if mutate is exotic:
+        by_id = {r[1]: r for r in loaded}
+        assert set(by_id) == {AGENT[f"a{n}"] for n in range(1, 7)}  # the padded id trimmed
+        assert as_datetime(by_id[AGENT["a2"]][6]) == datetime(2024, 2, 27, 23, 30, tzinfo=UTC)
+        assert as_datetime(by_id[AGENT["a3"]][6]) == datetime(2024, 2, 29, tzinfo=UTC)
+        assert by_id[AGENT["a3"]][8] == (D1 - date(2024, 2, 29)).days
+        assert by_id[AGENT["a4"]][7] is None
+        assert as_datetime(by_id[AGENT["a5"]][6]) == datetime(2024, 2, 20, 10, tzinfo=UTC)
+        assert by_id[AGENT["a6"]][4] == G_SRV
+        return
     assert result.agents == 6 and [tuple(m) for m in members] == [(VIEW, AGENT["a1"]), (VIEW, AGENT["a4"])]
     days = {r[1]: r[8] for r in loaded}
     assert days[AGENT["a2"]] == (D1 - date(2024, 2, 27)).days  # the date as written, not in UTC
     assert G_SRV in {r[4] for r in loaded}
+
+
+@pytest.mark.parametrize("bad", [True, 1.5], ids=["boolean", "fraction"])
+def test_an_agent_id_that_is_no_id_refuses_the_landing_naming_the_file(warehouse, tmp_path, bad):
+    """VSA sends ids as strings or integers; an id that is neither, anywhere in the file, refuses
+    the landing on both engines with one line naming the file, and nothing of the date is written."""
+    def break_one(records):
+        records["agents.jsonl.gz"][3]["AgentId"] = bad
+
+    landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=break_one)
+    with pytest.raises(LandingError) as info:
+        load_snapshot(warehouse, landing)
+    message = str(info.value)
+    assert "\n" not in message and str(landing.path / "agents.jsonl.gz") in message and "id" in message
+    assert loaded_agents(warehouse) == []

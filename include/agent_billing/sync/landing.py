@@ -107,6 +107,15 @@ class RawLanding:
         except (OSError, EOFError, ValueError) as exc:
             raise LandingError(f"raw landing file {path} cannot be read: {_reason(exc)}") from None
 
+    def parse_lines(self, name: str, lines: bytes) -> Iterator[dict[str, Any]]:
+        """The records of JSON lines read from one landed file by other means (the load's batches)."""
+        try:
+            for line in lines.splitlines():
+                if line.strip():
+                    yield parse_record(line)
+        except ValueError as exc:
+            raise LandingError(f"raw landing file {self.path / name} cannot be read: {_reason(exc)}") from None
+
     @contextmanager
     def staging(self) -> Iterator[LandingStage]:
         """Write a new landing atomically; refuse to overwrite an existing one."""

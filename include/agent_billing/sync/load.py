@@ -1,18 +1,20 @@
 """Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced.
 
-On PostgreSQL the big files (agents, view members) never pass through Python row by row: the
-JSON lines, cut down to the fields kept by msgspec, are COPYed as text into a temporary table
-batch by batch, and each batch is turned into rows by one INSERT ... SELECT that parses each
-line once (``include/sql/sync/load_*.sql``) with the same rules as the Python path (ids as
-exact decimal strings, unreadable timestamps as NULL). SQLite, and the small files, take the
-Python path.
+The load's rules (ids as exact decimal strings, ``Online`` an integer, unreadable timestamps
+NULL, days since check-in from the date written) are written once, in Python: ``agent_row``,
+``member_row``, ``parse_vsa_timestamp`` and ``landing.parse_record``. SQLite and the small files
+go through them record by record. On PostgreSQL the big files (agents, view members) are read
+in batches that msgspec cuts down to the kept fields and checks, in C, for VSA's usual shape,
+for which the rules change nothing: such a batch is COPYed as JSON text into a temporary table
+and read into typed columns by one INSERT ... SELECT (``include/sql/sync/load_*_clean.sql``);
+any other batch goes through the rules in Python and is COPYed as rows.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -67,12 +69,9 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
             ((d, r.get("MachineGroupId"), r.get("MachineGroupName"), r.get("ParentMachineGroupId") or None,
               r.get("OrgId")) for r in landing.records("machine_groups.jsonl.gz")),
         )
-        in_database = conn.dialect.name == "postgresql"
-        if in_database:
+        if conn.dialect.name == "postgresql":
             conn.execute(text("CREATE TEMPORARY TABLE landed_lines (j text) ON COMMIT DROP"))
-            agents = _load_in_database(conn, landing, "agents.jsonl.gz", {"snapshot_date": d})
-        else:
-            agents = bulk_insert(conn, "vsa_agents", AGENT_COLUMNS, _agent_rows(landing, d))
+        agents = _load_file(conn, landing, "agents.jsonl.gz", AGENTS, d)
         views = bulk_insert(
             conn, "vsa_views", ("snapshot_date", "view_id", "view_name"),
             ((d, r.get("ViewDefId"), r.get("ViewDefName")) for r in landing.records("views.jsonl.gz")),
@@ -81,13 +80,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         for name in sorted(manifest["files"]):
             if name.startswith("agents_in_view/"):
                 view_id = name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
-                if in_database:
-                    members += _load_in_database(conn, landing, name, {"snapshot_date": d, "view_id": view_id})
-                    continue
-                members += bulk_insert(
-                    conn, "vsa_view_members", ("snapshot_date", "view_id", "agent_id"),
-                    ((d, view_id, r.get("AgentId")) for r in landing.records(name)),
-                )
+                members += _load_file(conn, landing, name, MEMBERS, d, view_id)
         if conn.dialect.name == "postgresql":  # fresh statistics, or the count plans badly
             conn.execute(text(f"ANALYZE {', '.join(written)}"))
     result = LoadResult(d, orgs, groups, agents, views, members)
@@ -117,11 +110,12 @@ class _LandedMember(msgspec.Struct):
     AgentId: msgspec.Raw = NULL
 
 
-# The shape VSA sends, checked by msgspec in C while it cuts a read: ids non-empty strings or
-# JSON integers, Online an integer, timestamps RFC 3339 (re-encoded by msgspec with the offset
-# they were written in, so their date stays the date written). Such lines need none of the
-# rules of load_agents.sql but the trimming of ids (load_agents_clean.sql).
-CleanId = Annotated[str, msgspec.Meta(min_length=1)] | int
+# VSA's usual shape, checked by msgspec in C while it cuts a read: ids strings without
+# surrounding whitespace or JSON integers, Online an integer, timestamps RFC 3339 as msgspec reads
+# them (the rule of parse_vsa_timestamp). For such values the rules of the load (agent_row) are
+# the identity, so PostgreSQL reads a read of such lines into typed columns (load_*_clean.sql:
+# no rule of its own); any other read goes through the rules in Python.
+CleanId = Annotated[str, msgspec.Meta(pattern=r"(?s)\A\S(.*\S)?\Z")] | int
 
 
 class _CleanAgent(msgspec.Struct):
@@ -138,37 +132,62 @@ class _CleanMember(msgspec.Struct):
     AgentId: CleanId
 
 
-@dataclass(frozen=True)
-class _Shape:
-    """How one kind of landed file is cut down: checked against the clean shape first, parsed in
-    SQL by ``clean_sql`` when every line of a read has it and by ``rules_sql`` otherwise."""
+def agent_row(d: date, _view_id: str | None, r: dict) -> tuple:
+    """The ``vsa_agents`` row of a landed agent record (ids already exact strings: parse_record)."""
+    last = parse_vsa_timestamp(r.get("LastCheckInTime"))
+    return (
+        d, r.get("AgentId"), r.get("AgentName"), r.get("OrgId"), r.get("MachineGroupId"),
+        _int(r.get("Online")), last, parse_vsa_timestamp(r.get("FirstCheckIn")),
+        (d - last.date()).days if last else None,
+    )
 
+
+def member_row(d: date, view_id: str | None, r: dict) -> tuple:
+    return d, view_id, r.get("AgentId")
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """One kind of big landed file: its table, the row the load's rules make of a record, and,
+    for PostgreSQL, how msgspec cuts a read of it (``raw``: the kept fields as written) and
+    checks it for VSA's usual shape (``clean``), read in SQL by ``clean_sql``."""
+
+    table: str
+    columns: tuple[str, ...]
+    row: Callable[[date, str | None, dict], tuple]
     clean: type[msgspec.Struct]
     raw: type[msgspec.Struct]
     clean_sql: str
-    rules_sql: str
 
 
-AGENTS_SHAPE = _Shape(_CleanAgent, _LandedAgent, "sync/load_agents_clean.sql", "sync/load_agents.sql")
-MEMBERS_SHAPE = _Shape(_CleanMember, _LandedMember, "sync/load_view_members_clean.sql", "sync/load_view_members.sql")
+AGENTS = _Kind("vsa_agents", AGENT_COLUMNS, agent_row, _CleanAgent, _LandedAgent, "sync/load_agents_clean.sql")
+MEMBERS = _Kind("vsa_view_members", ("snapshot_date", "view_id", "agent_id"), member_row, _CleanMember,
+                _LandedMember, "sync/load_view_members_clean.sql")
 CHUNK = 8 << 20  # decompressed bytes per read: memory stays flat whatever the snapshot's size
 BATCH = 4  # reads per batch (~32 MB of JSON, ~25,000 agents): the unit PostgreSQL parses at once
 
 
-def _load_in_database(conn: Connection, landing: RawLanding, name: str, params: dict) -> int:
-    """Insert one landed file's rows, batch by batch: each batch's JSON lines are COPYed as
-    text into ``landed_lines`` and parsed there by one INSERT ... SELECT.
+def _load_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, d: date,
+               view_id: str | None = None) -> int:
+    """Insert one landed file's rows; returns how many."""
+    if conn.dialect.name != "postgresql":
+        return bulk_insert(conn, kind.table, kind.columns, (kind.row(d, view_id, r) for r in landing.records(name)))
+    return _load_in_database(conn, landing, name, kind, d, view_id)
+
+
+def _load_in_database(conn: Connection, landing: RawLanding, name: str, kind: _Kind, d: date,
+                      view_id: str | None) -> int:
+    """Insert one landed file's rows on PostgreSQL, batch by batch, without Python per row for
+    the batches of VSA's usual shape: their JSON lines are COPYed as text into ``landed_lines``
+    and read into typed columns by one INSERT ... SELECT. The lines of any other batch go
+    through the rules in Python (``kind.row``) and are COPYed as rows.
 
     msgspec cuts each batch down to the fields the load keeps (decoding and re-encoding whole
-    batches in C, no Python per row), so PostgreSQL parses a few fields per agent instead of
-    VSA's forty. A read whose lines all have VSA's usual shape (checked by msgspec while it cuts)
-    is parsed by a plain typed read of the JSON; any other read by the full rules (ids from
-    numbers or padded strings, unreadable timestamps as NULL). A thread prepares the next batch
-    (decompress and cut) while PostgreSQL parses the current one: the two cores work at once,
-    and memory holds two batches.
+    batches in C), so PostgreSQL parses a few fields per agent instead of VSA's forty, and
+    checks the shape while it cuts. A thread prepares the next batch (decompress and cut) while
+    PostgreSQL parses the current one: the two cores work at once, and memory holds two batches.
     """
-    shape = MEMBERS_SHAPE if name.startswith("agents_in_view/") else AGENTS_SHAPE
-    batches = _slim_batches(landing.path / name, shape)
+    batches = _slim_batches(landing.path / name, kind)
     raw = conn.connection.driver_connection
     # CSV with delimiter and quote characters that valid JSON text never holds raw: each line
     # arrives whole, backslashes untouched.
@@ -179,17 +198,21 @@ def _load_in_database(conn: Connection, landing: RawLanding, name: str, params: 
         while (batch := upcoming.result()) is not None:
             upcoming = reader.submit(next, batches, None)
             clean, lines = batch
+            if not clean:
+                records = landing.parse_lines(name, lines)
+                rows += bulk_insert(conn, kind.table, kind.columns, (kind.row(d, view_id, r) for r in records))
+                continue
             conn.execute(text("TRUNCATE landed_lines"))
             with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
                 copy.write(lines)
-            rows += conn.execute(load_sql(shape.clean_sql if clean else shape.rules_sql), params).rowcount
+            rows += conn.execute(load_sql(kind.clean_sql), {"snapshot_date": d, "view_id": view_id}).rowcount
     return rows
 
 
-def _slim_batches(path: Path, shape: _Shape) -> Iterator[tuple[bool, bytes]]:
-    """The file's JSON lines cut down to the shape's fields, in batches of about ``BATCH``
-    reads, each marked clean when all its lines have the clean shape."""
-    clean_decoder, raw_decoder = msgspec.json.Decoder(shape.clean), msgspec.json.Decoder(shape.raw)
+def _slim_batches(path: Path, kind: _Kind) -> Iterator[tuple[bool, bytes]]:
+    """The file's JSON lines cut down to the kind's fields, in batches of about ``BATCH``
+    reads, each marked clean when all its lines have VSA's usual shape."""
+    clean_decoder, raw_decoder = msgspec.json.Decoder(kind.clean), msgspec.json.Decoder(kind.raw)
     encoder = msgspec.json.Encoder()
 
     def cut(lines: bytes) -> tuple[bool, bytes]:
@@ -250,23 +273,20 @@ def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> list[str]:
     return written
 
 
-def _agent_rows(landing: RawLanding, d: date) -> Iterator[tuple]:
-    for r in landing.records("agents.jsonl.gz"):
-        last = parse_vsa_timestamp(r.get("LastCheckInTime"))
-        yield (
-            d, r.get("AgentId"), r.get("AgentName"), r.get("OrgId"), r.get("MachineGroupId"),
-            _int(r.get("Online")), last, parse_vsa_timestamp(r.get("FirstCheckIn")),
-            (d - last.date()).days if last else None,
-        )
-
-
 def _int(value) -> int | None:
     return None if value is None or value == "" else int(value)
 
 
-def parse_vsa_timestamp(value: str | None) -> datetime | None:
-    if not value:
+def parse_vsa_timestamp(value) -> datetime | None:
+    """A VSA timestamp, read leniently (its format differs by build): RFC 3339 as msgspec reads
+    it (the same reading as the check of VSA's usual shape, so a batch read in SQL and one read
+    here agree), else any ISO 8601 form Python reads; anything else is unreadable (None)."""
+    if not value or not isinstance(value, str):
         return None
+    try:
+        return msgspec.convert(value, datetime)
+    except msgspec.ValidationError:
+        pass
     try:
         return datetime.fromisoformat(value)
     except ValueError:
