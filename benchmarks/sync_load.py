@@ -157,13 +157,13 @@ def _prepare(url: str, work: Path) -> dict:
             name = f"agents_in_view/{views['Billable - Servers']}.jsonl.gz"
             stage.write_lines(name, (json.dumps(members.record(h)) for h in members.handles))
             stage.files[name]["total_records"] = stage.files[name]["records"]
-    from agent_billing.sync.load import _agent_rows
+    from agent_billing.sync.load import agent_row
 
     with open(work / "agents_day2.csv", "w", newline="") as fh:  # the floor's input: the same rows
         writer = csv.writer(fh)
         writer.writerow(["snapshot_date", "agent_id", "agent_name", "org_id", "machine_group_id", "online",
                          "last_checkin_time", "first_checkin", "days_since_checkin"])
-        writer.writerows(_agent_rows(RawLanding(work / "raw", DAY2), DAY2))
+        writer.writerows(agent_row(DAY2, None, r) for r in RawLanding(work / "raw", DAY2).records("agents.jsonl.gz"))
     return {"services": services, "seconds": time.perf_counter() - started}
 
 
@@ -247,12 +247,12 @@ def _read_raw(work: Path, day: date) -> dict:
     """What reading the landing costs before any database work: decompressing the agents file
     and cutting each line down to the fields kept, as the load's reader thread does."""
     from agent_billing.sync.landing import RawLanding
-    from agent_billing.sync.load import AGENTS_SHAPE, _slim_batches
+    from agent_billing.sync.load import AGENTS, _slim_batches
 
     started = time.perf_counter()
     path = RawLanding(work / "raw", day).path / "agents.jsonl.gz"
     rows = size = 0
-    for _, batch in _slim_batches(path, AGENTS_SHAPE):
+    for _, batch in _slim_batches(path, AGENTS):
         rows += batch.count(b"\n")
     seconds = time.perf_counter() - started
     with open(path, "rb") as fh:  # the decompressed size, from the gzip trailer (mod 4 GiB)
