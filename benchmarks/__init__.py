@@ -2,7 +2,14 @@
 
 Each module listed in ``BENCHMARKS`` exposes ``run() -> str`` returning a Markdown section;
 ``python -m benchmarks [name ...]`` runs them (all by default) and rewrites the report, keeping
-the sections of benchmarks that were not run this time.
+the sections of benchmarks that were not run this time. The benchmarks that need PostgreSQL
+create and drop their own databases on the server of ``AGENT_BILLING_BENCH_PG_URL`` (default:
+the local server, trust auth).
 """
 
+import os
+
 BENCHMARKS = ("vsa_extract", "sync_load", "unit_history", "billing_run", "demo_nights")
+PG_ADMIN_URL = os.environ.get(
+    "AGENT_BILLING_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)

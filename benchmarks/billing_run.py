@@ -9,7 +9,7 @@ Targets: doubling the services at most 2.3 × the time; the nightly run at 20,00
 within 5 s.
 
 ``python -m benchmarks.billing_run SERVICES`` is one size (prints one JSON line); ``run()``
-drives both sizes and returns the report section.
+drives both sizes (``BENCH_BILLING_SERVICES``, default 20000,40000) and returns the report section.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from typing import NamedTuple
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-SIZES = (20_000, 40_000)
+from benchmarks import PG_ADMIN_URL
+
+# the two sizes compared (the second twice the first); BENCH_BILLING_SERVICES=140,280 for a quick run
+SIZES = tuple(int(n) for n in os.environ.get("BENCH_BILLING_SERVICES", "20000,40000").split(","))
 SERVICES_PER_CONTRACT = 70
 YEAR = [date(2024, 1, 1) + timedelta(days=n) for n in range(366)]  # 2024 is a leap year
 MONTHS = [date(2024, m, 1) for m in range(1, 13)]
@@ -37,9 +40,6 @@ NIGHTLY = date(2024, 12, 15)
 MAX_GROWTH = 2.3
 NIGHTLY_TARGET = 5.0  # seconds, the nightly run at 20,000 services (issue 10)
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get(
-    "AGENT_BILLING_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def run() -> str:
@@ -100,13 +100,13 @@ def _child(services: int) -> None:
     from agent_billing.billing import run_billing
     from agent_billing.warehouse import connect_warehouse, upgrade
 
-    admin = connect_warehouse(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = connect_warehouse(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"ab_bench_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         engine = connect_warehouse(
-            make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+            make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
         )
         upgrade(engine)
         started = time.perf_counter()

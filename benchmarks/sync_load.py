@@ -25,11 +25,12 @@ import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
+from benchmarks import PG_ADMIN_URL
+
 AGENTS = int(os.environ.get("BENCH_SYNC_AGENTS", "1000000"))
 ORGS = max(3, AGENTS // 350)
 DAY1 = date(2024, 3, 1)
 DAY2 = DAY1 + timedelta(days=1)
-ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 STEPS = ("load", "validate", "count", "diff")
 LABELS = {"validate": "quality gate (GX, in the database)"}
 
@@ -41,10 +42,10 @@ def run() -> str:
 
     work = Path(tempfile.mkdtemp(prefix="bench_sync_"))
     name = f"bench_sync_{uuid.uuid4().hex[:8]}"
-    admin = connect_warehouse(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = connect_warehouse(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
         prepared = _child("prepare", url, work)
         day1 = _child("pipeline", url, work, DAY1)

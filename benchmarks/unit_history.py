@@ -38,15 +38,14 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from benchmarks import PG_ADMIN_URL
+
 SERVICES = int(os.environ.get("BENCH_HISTORY_SERVICES", "6400"))
 DAYS = int(os.environ.get("BENCH_HISTORY_DAYS", "365"))
 PER_CONTRACT = 64
 FIRST = date(2024, 1, 1)
 MAX_GROWTH = 1.2
 ROOT = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get(
-    "AGENT_BILLING_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 STEPS = ("diff", "release", "press")
 WARM_UP, REPS = 1, 9  # runs per step and night: untimed, then timed (the median counts)
 
@@ -255,14 +254,14 @@ def _child(kind: str) -> None:
     settings = Settings(raw_path=work / "raw")
     admin, names, urls = None, [], {}
     if kind == "postgresql":
-        admin = connect_warehouse(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        admin = connect_warehouse(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     for which in ("early", "late"):
         if admin is not None:
             name = f"ab_bench_{uuid.uuid4().hex[:10]}"
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE DATABASE "{name}"'))
             names.append(name)
-            urls[which] = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+            urls[which] = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
         else:
             urls[which] = f"sqlite:///{work / f'{which}.db'}"
     engines = {}
