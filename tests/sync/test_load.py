@@ -48,6 +48,7 @@ def exotic(records):
     agents[3]["FirstCheckIn"] = "2024-02-30T10:00:00Z"  # no such day
     agents[4]["LastCheckInTime"] = "2024-02-20 10:00Z"  # ISO 8601, not RFC 3339
     agents[5]["MachineGroupId"] = int(G_SRV)  # beyond 64 bits, as a JSON number
+    agents[4]["Online"], agents[5]["Online"] = "busy", " 2 "  # unreadable: NULL, for the gate to report
     records[f"agents_in_view/{VIEW}.jsonl.gz"][0]["AgentId"] = f" {AGENT['a1']}\n"
 
 
@@ -93,6 +94,7 @@ def test_the_load_makes_the_rows_of_its_rules_on_both_engines(warehouse, tmp_pat
         assert by_id[AGENT["a4"]][7] is None
         assert as_datetime(by_id[AGENT["a5"]][6]) == datetime(2024, 2, 20, 10, tzinfo=UTC)
         assert by_id[AGENT["a6"]][4] == G_SRV
+        assert (by_id[AGENT["a5"]][5], by_id[AGENT["a6"]][5]) == (None, 2)
         return
     assert result.agents == 6 and [tuple(m) for m in members] == [(VIEW, AGENT["a1"]), (VIEW, AGENT["a4"])]
     days = {r[1]: r[8] for r in loaded}
