@@ -25,7 +25,7 @@ SMALL = {
 
 def _databases(admin) -> set[str]:
     with admin.connect() as conn:
-        return set(conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE 'bench%'")).scalars())
+        return set(conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE '%bench%'")).scalars())
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
