@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from agent_billing.sync import load
-from agent_billing.sync.landing import LandingError
-from agent_billing.sync.load import agent_row, load_snapshot
+from agent_billing.sync.landing import LandingError, RawLanding
+from agent_billing.sync.load import agent_row, clean_agent, load_snapshot
 from agent_billing.warehouse.values import as_date, as_datetime
 
 from .conftest import AGENT, DAYS, G_SRV, G_WS, ORG, VIEW, write_landing
@@ -60,26 +60,28 @@ def loaded_agents(engine):
 
 
 def rules_rows(landing):
-    """The rows the load's rules make of the landing, record by record."""
-    return sorted((agent_row(D1, None, r) for r in landing.records("agents.jsonl.gz")), key=lambda r: r[1])
+    """The rows the load's rules make of the landing, record by record (SQLite's path)."""
+    rows = (agent_row(D1, None, clean_agent(r)) for r in landing.records("agents.jsonl.gz"))
+    return sorted(rows, key=lambda r: r[1])
 
 
 @pytest.mark.parametrize("mutate", [awkward, exotic])
-@pytest.mark.parametrize("batches", ["one batch", "many small batches"])
-def test_the_load_makes_the_rows_of_its_rules_on_both_engines(warehouse, tmp_path, monkeypatch, batches, mutate):
-    shapes = []  # on PostgreSQL: whether each batch of agents had VSA's usual shape (read in SQL)
-    slim_batches = load._slim_batches
-    monkeypatch.setattr(load, "_slim_batches", lambda path, kind: (
-        (shapes.append(c) if path.name == "agents.jsonl.gz" else None, (c, b))[1] for c, b in slim_batches(path, kind)))
-    if batches == "many small batches":  # lines cut across reads, batches parsed while the next is read
+@pytest.mark.parametrize("reads", ["one read", "many small reads"])
+def test_the_load_makes_the_rows_of_its_rules_on_both_engines(warehouse, tmp_path, monkeypatch, reads, mutate):
+    reads_of_agents, through_rules = [], []  # on PostgreSQL: the agents file's reads, and those of unusual lines
+    line_blocks, parse_lines = load._line_blocks, RawLanding.parse_lines
+    monkeypatch.setattr(load, "_line_blocks", lambda path: (
+        (reads_of_agents.append(1) if path.name == "agents.jsonl.gz" else None, b)[1] for b in line_blocks(path)))
+    monkeypatch.setattr(RawLanding, "parse_lines", lambda self, name, lines: (
+        through_rules.append(name) if name == "agents.jsonl.gz" else None, parse_lines(self, name, lines))[1])
+    if reads == "many small reads":  # lines cut across reads, a read decoded while the last is written
         monkeypatch.setattr(load, "CHUNK", 256)
-        monkeypatch.setattr(load, "BATCH", 2)
     landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=mutate)
     result = load_snapshot(warehouse, landing)
     if warehouse.dialect.name == "postgresql":
-        # One batch holds an unusual line, so the rules read it; small reads also read the
-        # batches of usual lines in SQL, and both must make the rules' rows.
-        assert False in shapes and (True in shapes) == (batches == "many small batches")
+        # A read holding an unusual line goes through the rules; small reads also decode reads
+        # of usual lines straight into clean records, and both must make the rules' rows.
+        assert through_rules and (len(through_rules) < len(reads_of_agents)) == (reads == "many small reads")
     loaded = loaded_agents(warehouse)
     assert [normal(r) for r in loaded] == [normal(r) for r in rules_rows(landing)]
     with warehouse.connect() as conn:

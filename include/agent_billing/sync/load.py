@@ -1,13 +1,12 @@
 """Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced.
 
 The load's rules (ids as exact decimal strings, ``Online`` an integer, unreadable timestamps
-NULL, days since check-in from the date written) are written once, in Python: ``agent_row``,
-``member_row``, ``parse_vsa_timestamp`` and ``landing.parse_record``. SQLite and the small files
-go through them record by record. On PostgreSQL the big files (agents, view members) are read
-in batches that msgspec cuts down to the kept fields and checks, in C, for VSA's usual shape,
-for which the rules change nothing: such a batch is COPYed as JSON text into a temporary table
-and read into typed columns by one INSERT ... SELECT (``include/sql/sync/load_*_clean.sql``);
-any other batch goes through the rules in Python and is COPYed as rows.
+NULL, days since check-in from the date written) are written once, in Python: ``clean_agent``,
+``agent_row``, ``parse_vsa_timestamp`` and ``landing.parse_record``. SQLite and the small files
+go through them record by record. On PostgreSQL the big files (agents, view members) are read a
+few MB at a time and decoded by msgspec, in C, straight into the values kept when the read has
+VSA's usual shape (for which the rules change nothing), or through the rules otherwise; the
+rows go to the date's partition by one binary COPY, with nothing left for the server to parse.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -25,9 +24,9 @@ from typing import Annotated
 import msgspec
 from sqlalchemy import Connection, Engine, text
 
-from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.runs import lock_snapshot_date
+from agent_billing.vsa.records import normalise_id
 from agent_billing.warehouse.bulk import bulk_insert, tune_for_bulk
 from agent_billing.warehouse.staging import STAGING_TABLES, empty_date
 
@@ -59,6 +58,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         lock_snapshot_date(conn, d)
         tune_for_bulk(conn)
         written = delete_snapshot_rows(conn, d)
+        target = dict(zip(SNAPSHOT_TABLES, written, strict=True))
         orgs = bulk_insert(
             conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),
             ((d, r.get("OrgId"), r.get("OrgName"), r.get("OrgRef"), r.get("ParentOrgId"))
@@ -70,9 +70,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
             ((d, r.get("MachineGroupId"), r.get("MachineGroupName"), r.get("ParentMachineGroupId") or None,
               r.get("OrgId")) for r in landing.records("machine_groups.jsonl.gz")),
         )
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("CREATE TEMPORARY TABLE landed_lines (j text) ON COMMIT DROP"))
-        agents = _load_file(conn, landing, "agents.jsonl.gz", AGENTS, d)
+        agents = _load_file(conn, landing, "agents.jsonl.gz", AGENTS, target["vsa_agents"], d)
         views = bulk_insert(
             conn, "vsa_views", ("snapshot_date", "view_id", "view_name"),
             ((d, r.get("ViewDefId"), r.get("ViewDefName")) for r in landing.records("views.jsonl.gz")),
@@ -81,7 +79,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         for name in sorted(manifest["files"]):
             if name.startswith("agents_in_view/"):
                 view_id = name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
-                members += _load_file(conn, landing, name, MEMBERS, d, view_id)
+                members += _load_file(conn, landing, name, MEMBERS, target["vsa_view_members"], d, view_id)
         if conn.dialect.name == "postgresql":  # fresh statistics, or the count plans badly
             conn.execute(text(f"ANALYZE {', '.join(written)}"))
     result = LoadResult(d, orgs, groups, agents, views, members)
@@ -93,10 +91,11 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
 
 
 NULL = msgspec.Raw(b"null")
+INT4 = (-(2**31), 2**31 - 1)
 
 
 class _LandedAgent(msgspec.Struct):
-    """The fields of an agent record the load keeps, as raw JSON (interpreted in SQL)."""
+    """The fields of an agent record the load keeps, as written (for the rules)."""
 
     AgentId: msgspec.Raw = NULL
     AgentName: msgspec.Raw = NULL
@@ -111,127 +110,133 @@ class _LandedMember(msgspec.Struct):
     AgentId: msgspec.Raw = NULL
 
 
-# VSA's usual shape, checked by msgspec in C while it cuts a read: ids strings without
+# VSA's usual shape, which msgspec checks in C while it decodes a read: ids strings without
 # surrounding whitespace or JSON integers, Online an integer, timestamps RFC 3339 as msgspec reads
-# them (the rule of parse_vsa_timestamp). For such values the rules of the load (agent_row) are
-# the identity, so PostgreSQL reads a read of such lines into typed columns (load_*_clean.sql:
-# no rule of its own); any other read goes through the rules in Python.
+# them (the rule of parse_vsa_timestamp). The rules (clean_agent) change nothing in such values.
 CleanId = Annotated[str, msgspec.Meta(pattern=r"(?s)\A\S(.*\S)?\Z")] | int
 
 
-class _CleanAgent(msgspec.Struct):
-    AgentId: CleanId
+class CleanAgent(msgspec.Struct):
+    """An agent as the load keeps it: decoded straight from a line of VSA's usual shape, or
+    made by the rules (``clean_agent``) from any other line."""
+
+    AgentId: CleanId | None
     AgentName: str | None = None
     OrgId: CleanId | None = None
     MachineGroupId: CleanId | None = None
-    Online: int | None = None
+    Online: Annotated[int, msgspec.Meta(ge=INT4[0], le=INT4[1])] | None = None
     LastCheckInTime: datetime | None = None
     FirstCheckIn: datetime | None = None
 
 
-class _CleanMember(msgspec.Struct):
-    AgentId: CleanId
+class CleanMember(msgspec.Struct):
+    AgentId: CleanId | None
 
 
-def agent_row(d: date, _view_id: str | None, r: dict) -> tuple:
-    """The ``vsa_agents`` row of a landed agent record (ids already exact strings: parse_record)."""
-    last = parse_vsa_timestamp(r.get("LastCheckInTime"))
-    return (
-        d, r.get("AgentId"), r.get("AgentName"), r.get("OrgId"), r.get("MachineGroupId"),
-        _int(r.get("Online")), last, parse_vsa_timestamp(r.get("FirstCheckIn")),
-        (d - last.date()).days if last else None,
+def clean_agent(r: dict) -> CleanAgent:
+    """The load's rules for an agent record (its ids already exact strings: ``parse_record``)."""
+    name = r.get("AgentName")
+    return CleanAgent(
+        r.get("AgentId"), None if name is None else str(name), r.get("OrgId"), r.get("MachineGroupId"),
+        _int(r.get("Online")), parse_vsa_timestamp(r.get("LastCheckInTime")),
+        parse_vsa_timestamp(r.get("FirstCheckIn")),
     )
 
 
-def member_row(d: date, view_id: str | None, r: dict) -> tuple:
-    return d, view_id, r.get("AgentId")
+def clean_member(r: dict) -> CleanMember:
+    return CleanMember(r.get("AgentId"))
+
+
+def agent_row(d: date, _view_id: str | None, a: CleanAgent, tz: tzinfo | None = None) -> tuple:
+    """The ``vsa_agents`` row of an agent. ``tz``: the zone a timestamp written without one is
+    in (PostgreSQL's session zone, as when it reads such a timestamp as text)."""
+    last, first = a.LastCheckInTime, a.FirstCheckIn
+    days = None if last is None else (d - last.date()).days  # from the date as written
+    if tz is not None:
+        last = last.replace(tzinfo=tz) if last is not None and last.tzinfo is None else last
+        first = first.replace(tzinfo=tz) if first is not None and first.tzinfo is None else first
+    return d, _id(a.AgentId), a.AgentName, _id(a.OrgId), _id(a.MachineGroupId), a.Online, last, first, days
+
+
+def member_row(d: date, view_id: str | None, m: CleanMember, tz: tzinfo | None = None) -> tuple:
+    return d, view_id, _id(m.AgentId)
+
+
+def _id(value) -> str | None:
+    """An id of a clean record: a JSON integer becomes its decimal string (``normalise_id``)."""
+    return value if value is None or value.__class__ is str else normalise_id(value)
 
 
 @dataclass(frozen=True)
 class _Kind:
-    """One kind of big landed file: its table, the row the load's rules make of a record, and,
-    for PostgreSQL, how msgspec cuts a read of it (``raw``: the kept fields as written) and
-    checks it for VSA's usual shape (``clean``), read in SQL by ``clean_sql``."""
+    """One kind of big landed file: its table and columns (with their PostgreSQL types, for a
+    binary COPY), VSA's usual shape (``clean``), the kept fields as written (``raw``), the rules
+    that make a clean record of any other record, and the row of a clean record."""
 
     table: str
     columns: tuple[str, ...]
-    row: Callable[[date, str | None, dict], tuple]
+    pg_types: tuple[str, ...]
     clean: type[msgspec.Struct]
     raw: type[msgspec.Struct]
-    clean_sql: str
+    rules: Callable[[dict], msgspec.Struct]
+    row: Callable[..., tuple]
 
 
-AGENTS = _Kind("vsa_agents", AGENT_COLUMNS, agent_row, _CleanAgent, _LandedAgent, "sync/load_agents_clean.sql")
-MEMBERS = _Kind("vsa_view_members", ("snapshot_date", "view_id", "agent_id"), member_row, _CleanMember,
-                _LandedMember, "sync/load_view_members_clean.sql")
+AGENTS = _Kind(
+    "vsa_agents", AGENT_COLUMNS, ("date", "text", "text", "text", "text", "int4", "timestamptz", "timestamptz", "int4"),
+    CleanAgent, _LandedAgent, clean_agent, agent_row,
+)
+MEMBERS = _Kind(
+    "vsa_view_members", ("snapshot_date", "view_id", "agent_id"), ("date", "text", "text"),
+    CleanMember, _LandedMember, clean_member, member_row,
+)
 CHUNK = 8 << 20  # decompressed bytes per read: memory stays flat whatever the snapshot's size
-BATCH = 4  # reads per batch (~32 MB of JSON, ~25,000 agents): the unit PostgreSQL parses at once
 
 
-def _load_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, d: date,
+def _load_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, table: str, d: date,
                view_id: str | None = None) -> int:
-    """Insert one landed file's rows; returns how many."""
+    """Insert one landed file's rows into ``table`` (the kind's table, or its date partition);
+    returns how many. SQLite: record by record through the rules."""
     if conn.dialect.name != "postgresql":
-        return bulk_insert(conn, kind.table, kind.columns, (kind.row(d, view_id, r) for r in landing.records(name)))
-    return _load_in_database(conn, landing, name, kind, d, view_id)
+        rows = (kind.row(d, view_id, kind.rules(r)) for r in landing.records(name))
+        return bulk_insert(conn, table, kind.columns, rows)
+    return _copy_file(conn, landing, name, kind, table, d, view_id)
 
 
-def _load_in_database(conn: Connection, landing: RawLanding, name: str, kind: _Kind, d: date,
-                      view_id: str | None) -> int:
-    """Insert one landed file's rows on PostgreSQL, batch by batch, without Python per row for
-    the batches of VSA's usual shape: their JSON lines are COPYed as text into ``landed_lines``
-    and read into typed columns by one INSERT ... SELECT. The lines of any other batch go
-    through the rules in Python (``kind.row``) and are COPYed as rows.
-
-    msgspec cuts each batch down to the fields the load keeps (decoding and re-encoding whole
-    batches in C), so PostgreSQL parses a few fields per agent instead of VSA's forty, and
-    checks the shape while it cuts. A thread prepares the next batch (decompress and cut) while
-    PostgreSQL parses the current one: the two cores work at once, and memory holds two batches.
-    """
-    batches = _slim_batches(landing.path / name, kind)
+def _copy_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, table: str, d: date,
+               view_id: str | None) -> int:
+    """Insert one landed file's rows on PostgreSQL by one binary COPY of typed values (no text
+    for the server to parse). A thread reads the file (decompress, decode) one read ahead of
+    the rows being written: the two cores work at once, and memory holds two reads."""
     raw = conn.connection.driver_connection
-    # CSV with delimiter and quote characters that valid JSON text never holds raw: each line
-    # arrives whole, backslashes untouched.
-    copy_sql = "COPY landed_lines (j) FROM STDIN WITH (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')"
+    tz = raw.info.timezone
     rows = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-reader") as reader:
-        upcoming = reader.submit(next, batches, None)
-        while (batch := upcoming.result()) is not None:
-            upcoming = reader.submit(next, batches, None)
-            clean, lines = batch
-            if not clean:
-                records = landing.parse_lines(name, lines)
-                rows += bulk_insert(conn, kind.table, kind.columns, (kind.row(d, view_id, r) for r in records))
-                continue
-            conn.execute(text("TRUNCATE landed_lines"))
-            with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
-                copy.write(lines)
-            rows += conn.execute(load_sql(kind.clean_sql), {"snapshot_date": d, "view_id": view_id}).rowcount
+    reads = clean_reads(landing, name, kind)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="landing-reader") as reader, \
+            raw.cursor() as cursor, \
+            cursor.copy(f"COPY {table} ({', '.join(kind.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(kind.pg_types))
+        upcoming = reader.submit(next, reads, None)
+        while (records := upcoming.result()) is not None:
+            upcoming = reader.submit(next, reads, None)
+            for record in records:
+                copy.write_row(kind.row(d, view_id, record, tz))
+            rows += len(records)
     return rows
 
 
-def _slim_batches(path: Path, kind: _Kind) -> Iterator[tuple[bool, bytes]]:
-    """The file's JSON lines cut down to the kind's fields, in batches of about ``BATCH``
-    reads, each marked clean when all its lines have VSA's usual shape."""
+def clean_reads(landing: RawLanding, name: str, kind: _Kind) -> Iterator[list[msgspec.Struct]]:
+    """The clean records of a landed file, one read (``CHUNK``) at a time. A read whose lines
+    all have VSA's usual shape is decoded straight into clean records by msgspec, in C; any
+    other read is cut to the kept fields (in C) and goes through the rules in Python."""
     clean_decoder, raw_decoder = msgspec.json.Decoder(kind.clean), msgspec.json.Decoder(kind.raw)
     encoder = msgspec.json.Encoder()
-
-    def cut(lines: bytes) -> tuple[bool, bytes]:
+    for lines in _line_blocks(landing.path / name):
         try:
-            return True, encoder.encode_lines(clean_decoder.decode_lines(lines))
+            yield clean_decoder.decode_lines(lines)
         except msgspec.ValidationError:  # not VSA's usual shape somewhere in this read
-            return False, encoder.encode_lines(raw_decoder.decode_lines(lines))
-
-    pending, pending_clean = [], True
-    for lines in _line_blocks(path):
-        clean, slim = cut(lines)
-        if pending and (clean != pending_clean or len(pending) == BATCH):
-            yield pending_clean, b"".join(pending)
-            pending = []
-        pending.append(slim)
-        pending_clean = clean
-    if pending:
-        yield pending_clean, b"".join(pending)
+            cut = encoder.encode_lines(raw_decoder.decode_lines(lines))
+            yield [kind.rules(r) for r in landing.parse_lines(name, cut)]
 
 
 def _line_blocks(path: Path) -> Iterator[bytes]:
@@ -275,18 +280,21 @@ def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> list[str]:
 
 
 def _int(value) -> int | None:
-    """An integer field (``Online``) from a JSON integer or a string of one; anything else is
-    NULL, which the quality gate reports (not null, in VSA's codes) instead of the load failing."""
+    """An integer column (``Online``) from a JSON integer or a string of one; anything else
+    (or beyond the column's range) is NULL, which the quality gate reports (not null, in VSA's
+    codes) instead of the load failing."""
     if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else None
-    try:
-        return int(value.strip()) if isinstance(value, str) else None
-    except ValueError:
-        return None
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, Decimal):
+        number = int(value) if value == value.to_integral_value() else None
+    else:
+        try:
+            number = int(value.strip()) if isinstance(value, str) else None
+        except ValueError:
+            number = None
+    return number if number is not None and INT4[0] <= number <= INT4[1] else None
 
 
 def parse_vsa_timestamp(value) -> datetime | None:
