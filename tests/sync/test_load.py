@@ -117,3 +117,24 @@ def test_an_agent_id_that_is_no_id_refuses_the_landing_naming_the_file(warehouse
     message = str(info.value)
     assert "\n" not in message and str(landing.path / "agents.jsonl.gz") in message and "id" in message
     assert loaded_agents(warehouse) == []
+
+
+def test_a_line_that_is_not_json_refuses_the_landing_naming_the_file(warehouse, tmp_path):
+    """A landing whose agents file holds a broken line (checksums written over it) is refused on
+    both engines with one line naming the file, before anything of the date is written."""
+    import gzip
+    import hashlib
+    import json as json_
+
+    landing = write_landing(tmp_path / "raw", D1, *DAYS[D1])
+    path = landing.path / "agents.jsonl.gz"
+    lines = gzip.decompress(path.read_bytes()).splitlines()
+    path.write_bytes(gzip.compress(b"\n".join([*lines[:3], b'{"AgentId": "1", "Online": ', *lines[3:]]) + b"\n"))
+    manifest_path = landing.path / "manifest.json"
+    manifest = json_.loads(manifest_path.read_text())
+    manifest["files"]["agents.jsonl.gz"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json_.dumps(manifest))
+    with pytest.raises(LandingError) as info:
+        load_snapshot(warehouse, landing)
+    assert str(info.value).startswith(f"raw landing file {path} cannot be read: ") and "\n" not in str(info.value)
+    assert loaded_agents(warehouse) == []

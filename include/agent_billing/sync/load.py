@@ -234,8 +234,11 @@ def clean_reads(landing: RawLanding, name: str, kind: _Kind) -> Iterator[list[ms
     for lines in _line_blocks(landing.path / name):
         try:
             yield clean_decoder.decode_lines(lines)
-        except msgspec.ValidationError:  # not VSA's usual shape somewhere in this read
-            cut = encoder.encode_lines(raw_decoder.decode_lines(lines))
+        except msgspec.DecodeError:  # not VSA's usual shape somewhere in this read
+            try:
+                cut = encoder.encode_lines(raw_decoder.decode_lines(lines))
+            except msgspec.DecodeError:  # not JSON: the rules' parser names the file and the error
+                cut = lines
             yield [kind.rules(r) for r in landing.parse_lines(name, cut)]
 
 
