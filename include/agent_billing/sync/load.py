@@ -110,10 +110,11 @@ class _LandedMember(msgspec.Struct):
     AgentId: msgspec.Raw = NULL
 
 
-# VSA's usual shape, which msgspec checks in C while it decodes a read: ids strings without
-# surrounding whitespace or JSON integers, Online an integer, timestamps RFC 3339 as msgspec reads
-# them (the rule of parse_vsa_timestamp). The rules (clean_agent) change nothing in such values.
-CleanId = Annotated[str, msgspec.Meta(pattern=r"(?s)\A\S(.*\S)?\Z")] | int
+# VSA's usual shape, which msgspec checks in C while it decodes a read: ids strings or JSON
+# integers (made exact strings by the row, as ``normalise_id`` does), Online an integer,
+# timestamps RFC 3339 as msgspec reads them (the rule of parse_vsa_timestamp). Apart from the
+# ids, the rules (clean_agent) change nothing in such values.
+CleanId = str | int
 
 
 class CleanAgent(msgspec.Struct):
@@ -163,8 +164,8 @@ def member_row(d: date, view_id: str | None, m: CleanMember, tz: tzinfo | None =
 
 
 def _id(value) -> str | None:
-    """An id of a clean record: a JSON integer becomes its decimal string (``normalise_id``)."""
-    return value if value is None or value.__class__ is str else normalise_id(value)
+    """An id as an exact decimal string: ``normalise_id``, with a fast path for the usual string."""
+    return (value.strip() or None) if value.__class__ is str else normalise_id(value)
 
 
 @dataclass(frozen=True)
