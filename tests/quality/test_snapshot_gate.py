@@ -234,3 +234,21 @@ def test_two_gates_of_one_date_store_their_results_one_after_the_other(warehouse
 def _a_session_waits_on_a_lock(engine) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar())
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_the_gate_reads_the_night_with_the_bulk_settings(warehouse_url):
+    """GX's own connections get the settings of the pipeline's bulk transactions (no JIT, room
+    to hash a night in memory), or its checks of a million agents plan as small queries."""
+    from sqlalchemy import create_engine
+
+    from agent_billing.quality.gx_context import dispose, quiet_context, warehouse_source
+    from agent_billing.warehouse.bulk import BULK_SETTINGS
+
+    source = warehouse_source(quiet_context(), "w", create_engine(warehouse_url))
+    try:
+        with source.get_execution_engine().engine.connect() as conn:
+            shown = {name: conn.execute(text(f"SHOW {name}")).scalar() for name in BULK_SETTINGS}
+    finally:
+        dispose(source)
+    assert shown == BULK_SETTINGS

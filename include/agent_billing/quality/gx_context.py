@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from agent_billing.warehouse.bulk import bulk_connect_options
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)  # also while GX imports
 
@@ -50,10 +52,13 @@ def warehouse_source(context: Any, name: str, engine: Engine) -> Any:
     context lives in memory only: nothing of it is written anywhere.
     """
     url = engine.url
-    kwargs: dict[str, Any] = {}
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        connect_args["options"] = bulk_connect_options()  # the gate reads the whole night
     if url.password:
-        kwargs["connect_args"] = {"password": url.password}
+        connect_args["password"] = url.password
         url = URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+    kwargs: dict[str, Any] = {"connect_args": connect_args} if connect_args else {}
     connection_string = url.render_as_string(hide_password=False)
     add = {
         "sqlite": context.data_sources.add_sqlite,

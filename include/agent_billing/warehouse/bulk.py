@@ -36,6 +36,9 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[S
     return total
 
 
+BULK_SETTINGS = {"jit": "off", "work_mem": "128MB", "enable_mergejoin": "off"}
+
+
 def tune_for_bulk(conn: Connection) -> None:
     """Settings for the rest of this transaction (PostgreSQL) whose statements are each one
     pass over a night's rows: no JIT (their estimated cost crosses ``jit_above_cost``, and
@@ -44,6 +47,12 @@ def tune_for_bulk(conn: Connection) -> None:
     agents by org (text, in the database's collation) to join them to the services, 3.5 s
     where a hash join takes 1.5 s."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SET LOCAL jit = off"))
-        conn.execute(text("SET LOCAL work_mem = '128MB'"))
-        conn.execute(text("SET LOCAL enable_mergejoin = off"))
+        for name, value in BULK_SETTINGS.items():
+            conn.execute(text(f"SET LOCAL {name} = '{value}'"))
+
+
+def bulk_connect_options() -> str:
+    """The same settings for every transaction of a connection (libpq's ``options``): for the
+    connections Great Expectations opens for the quality gate, which reads the night's rows the
+    same way (measured at 1M agents: its three biggest queries 3.4 s → 2.9 s)."""
+    return " ".join(f"-c {name}={value}" for name, value in BULK_SETTINGS.items())
