@@ -105,7 +105,7 @@ class RawLanding:
                     if line.strip():
                         yield parse_record(line)
         except (OSError, EOFError, ValueError) as exc:
-            raise LandingError(f"raw landing file {path} cannot be read: {_reason(exc)}") from None
+            raise _unreadable(path, exc) from None
 
     def parse_lines(self, name: str, lines: bytes) -> Iterator[dict[str, Any]]:
         """The records of JSON lines read from one landed file by other means (the load's batches)."""
@@ -114,7 +114,7 @@ class RawLanding:
                 if line.strip():
                     yield parse_record(line)
         except ValueError as exc:
-            raise LandingError(f"raw landing file {self.path / name} cannot be read: {_reason(exc)}") from None
+            raise _unreadable(self.path / name, exc) from None
 
     @contextmanager
     def staging(self) -> Iterator[LandingStage]:
@@ -198,6 +198,10 @@ def _sha256(path: Path, missing: str | None = None) -> str:
     except OSError as exc:
         raise LandingError(f"{path} cannot be read: {_reason(exc)}") from None
     return digest.hexdigest()
+
+
+def _unreadable(path: Path, exc: BaseException) -> LandingError:
+    return LandingError(f"raw landing file {path} cannot be read: {_reason(exc)}")
 
 
 def _reason(exc: BaseException) -> str:

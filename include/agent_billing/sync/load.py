@@ -152,11 +152,16 @@ def agent_row(d: date, _view_id: str | None, a: CleanAgent, tz: tzinfo | None = 
     """The ``vsa_agents`` row of an agent. ``tz``: the zone a timestamp written without one is
     in (PostgreSQL's session zone, as when it reads such a timestamp as text)."""
     last, first = a.LastCheckInTime, a.FirstCheckIn
-    days = None if last is None else (d - last.date()).days  # from the date as written
+    days = days_since_checkin(d, last)
     if tz is not None:
         last = last.replace(tzinfo=tz) if last is not None and last.tzinfo is None else last
         first = first.replace(tzinfo=tz) if first is not None and first.tzinfo is None else first
     return d, _id(a.AgentId), a.AgentName, _id(a.OrgId), _id(a.MachineGroupId), a.Online, last, first, days
+
+
+def days_since_checkin(d: date, last_checkin: datetime | None) -> int | None:
+    """Whole days from the date written in the last check-in to ``d`` (no zone conversion)."""
+    return None if last_checkin is None else (d - last_checkin.date()).days
 
 
 def member_row(d: date, view_id: str | None, m: CleanMember, tz: tzinfo | None = None) -> tuple:
@@ -208,7 +213,8 @@ def _copy_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, ta
                view_id: str | None) -> int:
     """Insert one landed file's rows on PostgreSQL by one binary COPY of typed values (no text
     for the server to parse). A thread reads the file (decompress, decode) one read ahead of
-    the rows being written: the two cores work at once, and memory holds two reads."""
+    the rows being written, and memory holds two reads; the Python work is mostly serial (the
+    GIL), while PostgreSQL stores the rows on the other core."""
     raw = conn.connection.driver_connection
     tz = raw.info.timezone
     rows = 0

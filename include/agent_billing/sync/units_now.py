@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import record_reading
-from agent_billing.sync.load import agent_row, clean_agent
+from agent_billing.sync.load import clean_agent, days_since_checkin
 from agent_billing.sync.notify import queue_units_now_mail
 from agent_billing.vsa.client import VsaClient, id_filter
 from agent_billing.warehouse.values import as_date
@@ -111,13 +111,13 @@ def _scope_groups(client: VsaClient, root: str, include_subgroups: bool) -> list
 
 def _billable(record: dict, service: dict, now: datetime) -> bool:
     """The service's exclusions (as ``service_agents_insert.sql`` applies them to a night), on
-    the agent as the load reads it (``clean_agent``, ``agent_row``)."""
+    the agent as the load reads it (``clean_agent``, ``days_since_checkin``)."""
     agent = clean_agent(record)
     if service["exclude_never_checked_in"] and (agent.Online or 0) == 199:
         return False
     limit = service["exclude_offline_days"]
     if limit is not None:
-        days_since_checkin = agent_row(now.date(), None, agent)[-1]
-        if days_since_checkin is None or days_since_checkin > limit:
+        days = days_since_checkin(now.date(), agent.LastCheckInTime)
+        if days is None or days > limit:
             return False
     return True
