@@ -164,3 +164,47 @@ def test_get_units_now_refuses_a_service_outside_its_dates(warehouse, world, mon
             get_units_now(warehouse, VsaClient.from_env(), "ENDED", tz=Settings().tz, now=night(START))
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0
+
+
+def test_get_units_now_excludes_the_agents_the_night_excludes(warehouse, tmp_path, world, monkeypatch):
+    """The exclusions are one rule for the night and for the button. Pressed late on the night's
+    date in the billing timezone (already the next day in UTC), every service's reading equals
+    that night's count, at each threshold the agents' last check-ins fall on."""
+    day = START + timedelta(days=20)
+    org = world.state(day).orgs.record(world.state(day).orgs.handles[0])["OrgId"]
+    thresholds = [1, 2, 3, 10]
+    services = [
+        {"service_id": "NEVER", "exclude_never_checked_in": True},
+        *({"service_id": f"OFF{k}", "exclude_offline_days": k} for k in thresholds),
+        {"service_id": "BOTH", "exclude_never_checked_in": True, "exclude_offline_days": 1},
+    ]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C1", "currency": "EUR", "start_date": "2024-01-01", "services": [
+            {"name": s["service_id"], "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01", **s} for s in services
+        ]}],
+    }]})
+    settings = Settings(raw_path=tmp_path / "raw", timezone="America/New_York")
+    pressed = datetime.combine(day, time(23, 30), tzinfo=settings.tz).astimezone(UTC)  # as the clock reads it
+    assert pressed.date() == day + timedelta(days=1)
+    with run_simulator(world, date=day) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        sync_date(warehouse, settings, day, VsaClient.from_env, now=pressed)
+        with warehouse.connect() as conn:
+            night_counts = dict(conn.execute(
+                text("SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d"), {"d": day}
+            ).all())
+            checkins = dict(conn.execute(text(
+                "SELECT days_since_checkin, COUNT(*) FROM vsa_agents WHERE snapshot_date = :d AND org_id = :o "
+                "GROUP BY days_since_checkin"
+            ), {"d": day, "o": org}).all())
+        readings = {
+            s["service_id"]: get_units_now(warehouse, VsaClient.from_env(), s["service_id"], tz=settings.tz, now=pressed)
+            for s in services
+        }
+    # The thresholds fall on agents: some are seen exactly k days before, some never.
+    assert all(checkins.get(k) for k in thresholds[:3]) and checkins.get(None), checkins
+    assert len({night_counts[f"OFF{k}"] for k in thresholds[:3]}) == 3, night_counts
+    assert {sid: r.units_after for sid, r in readings.items()} == night_counts
+    assert not any(r.change_recorded for r in readings.values())

@@ -2,8 +2,9 @@
 
 Cheap by design: without exclusions it reads ``TotalRecords`` of a ``$top=1`` query filtered
 on the scope's machine groups (or org), in the service's view if it has one. Exclusions need
-each agent's ``Online`` and last check-in, so then the scope's agents are paged and filtered
-the same way the nightly count filters them. A different count is recorded as a unit change
+each agent's ``Online`` and last check-in, so then the scope's agents are paged, read by the
+load's rules and tallied, and the warehouse applies the night's own exclusion rule
+(``include/sql/sync/agent_is_counted.sql``) to the tally. A different count is recorded as a unit change
 effective today (billing timezone) with source ``get_units_now``, and the contract's
 recipients get a mail about it (through the outbox).
 """
@@ -11,12 +12,14 @@ recipients get a mail about it (through the outbox).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
+from agent_billing.sql import load_sql
 from agent_billing.sync.changes import record_reading
 from agent_billing.sync.load import clean_agent, days_since_checkin
 from agent_billing.sync.notify import queue_units_now_mail
@@ -57,7 +60,7 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
             f"service {service_id} is not active on {today} (runs {start} to {end or 'open end'}): "
             "Get Units Now records nothing outside its dates"
         )
-    units = count_scope(client, dict(service), now)
+    units = count_scope(engine, client, dict(service), today)
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
     with engine.begin() as conn:
         found = record_reading(conn, tz, service_id, now, units)
@@ -71,8 +74,9 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
 GROUPS_PER_QUERY = 30
 
 
-def count_scope(client: VsaClient, service: dict, now: datetime) -> int:
-    """Agents in the service's scope now, as the nightly count would see them.
+def count_scope(engine: Engine, client: VsaClient, service: dict, today: date) -> int:
+    """Agents in the service's scope now, as the nightly count of ``today`` (billing timezone)
+    would count them.
 
     Each agent is in exactly one machine group, so counts of disjoint batches of groups add up.
     """
@@ -89,10 +93,36 @@ def count_scope(client: VsaClient, service: dict, now: datetime) -> int:
         return sum(client.count_agents(filter=scope, view_id=view_id) for scope in scopes)
     resource = "agents_in_view" if view_id else "agents"
 
-    def count_billable(records) -> int:
-        return sum(1 for record in records if _billable(record, service, now))
+    def tally(records) -> Counter:
+        """The scope's agents by what the exclusions look at, as the load writes it."""
+        found: Counter = Counter()
+        for record in records:
+            agent = clean_agent(record)
+            found[agent.Online, days_since_checkin(today, agent.LastCheckInTime)] += 1
+        return found
 
-    return sum(client.extract(resource, count_billable, filter=scope, view_id=view_id) for scope in scopes)
+    agents: Counter = Counter()
+    for scope in scopes:
+        agents += client.extract(resource, tally, filter=scope, view_id=view_id)
+    return _counted(engine, service["service_id"], agents)
+
+
+def _counted(engine: Engine, service_id: str, agents: Counter) -> int:
+    """How many of the tallied agents the service counts, by ``agent_is_counted.sql``."""
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS units_now_agents"))
+        conn.execute(text(
+            "CREATE TEMPORARY TABLE units_now_agents "
+            "(online INTEGER, days_since_checkin INTEGER, agents INTEGER NOT NULL)"
+        ))
+        if agents:
+            conn.execute(
+                text("INSERT INTO units_now_agents VALUES (:online, :days, :agents)"),
+                [{"online": o, "days": d, "agents": n} for (o, d), n in agents.items()],
+            )
+        counted = conn.execute(load_sql("sync/units_now_counted.sql"), {"service_id": service_id}).scalar_one()
+        conn.execute(text("DROP TABLE units_now_agents"))
+    return int(counted)
 
 
 def _scope_groups(client: VsaClient, root: str, include_subgroups: bool) -> list[str]:
@@ -107,17 +137,3 @@ def _scope_groups(client: VsaClient, root: str, include_subgroups: bool) -> list
         found.append(group_id)
         todo.extend(children.get(group_id, []))
     return sorted(set(found))
-
-
-def _billable(record: dict, service: dict, now: datetime) -> bool:
-    """The service's exclusions (as ``service_agents_insert.sql`` applies them to a night), on
-    the agent as the load reads it (``clean_agent``, ``days_since_checkin``)."""
-    agent = clean_agent(record)
-    if service["exclude_never_checked_in"] and (agent.Online or 0) == 199:
-        return False
-    limit = service["exclude_offline_days"]
-    if limit is not None:
-        days = days_since_checkin(now.date(), agent.LastCheckInTime)
-        if days is None or days > limit:
-            return False
-    return True

@@ -38,5 +38,4 @@ WHERE a.agent_id IS NOT NULL
         SELECT service_id, machine_group_id FROM scope_groups))
   AND (s.vsa_view_id IS NULL OR (s.vsa_view_id, a.agent_id) IN (
         SELECT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date))
-  AND NOT (s.exclude_never_checked_in AND COALESCE(a.online, 0) = 199)
-  AND (s.exclude_offline_days IS NULL OR a.days_since_checkin <= s.exclude_offline_days)
+  AND /*include sync/agent_is_counted.sql*/
