@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
+import pytest
 from sqlalchemy import text
 
+from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.settings import Settings
-from agent_billing.sync.pipeline import count_step, diff_step, discard_snapshot, load_step
+from agent_billing.sync.pipeline import (
+    count_step,
+    diff_step,
+    discard_snapshot,
+    load_step,
+    validate_step,
+)
 from agent_billing.warehouse.staging import STAGING_TABLES, partition_name, partitions
 
 from .conftest import DAYS, write_landing
@@ -68,6 +76,49 @@ def test_every_counted_date_answers_after_its_staging_is_pruned(contoso, tmp_pat
     assert ledger(contoso) == before
     with contoso.connect() as conn:
         assert conn.execute(text(totals)).all() == runs
+
+
+def staged_dates(engine) -> set[str]:
+    with engine.connect() as conn:
+        return {str(d)[:10] for (d,) in conn.execute(text("SELECT DISTINCT snapshot_date FROM vsa_agents"))}
+
+
+def test_a_backfill_older_than_the_retention_keeps_its_staging_while_another_night_prunes(contoso, tmp_path):
+    """A missed night backfilled weeks later is older than the retention. Another night's count
+    prunes between its load and its gate: its rows stay until it is merged, then they go."""
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=0)
+    run_day(contoso, settings, D3)
+    write_landing(settings.raw_path, D1, *DAYS[D1])
+    load_step(contoso, settings, D1)
+    count_step(contoso, settings, D3)  # the other night: a re-run of D3 prunes with D3 as latest
+    assert staged_dates(contoso) == {str(D1), str(D3)}
+    validate_step(contoso, settings, D1)
+    count_step(contoso, settings, D1)
+    assert diff_step(contoso, settings, D1).status == "complete"
+    assert len(counted_on(contoso, "S-ORG", D1)) == 5
+    count_step(contoso, settings, D3)  # D1 is merged now: the next prune drops it
+    assert staged_dates(contoso) == {str(D3)}
+
+
+def test_a_discarded_night_goes_with_the_retention_a_failed_one_stays_to_be_looked_at(contoso, tmp_path):
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=0)
+    run_day(contoso, settings, D1)
+    write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
+    load_step(contoso, settings, D2)
+    count_step(contoso, settings, D2)
+    assert diff_step(contoso, settings, D2).status == "quarantined"
+    discard_snapshot(contoso, settings, D2)
+    run_day(contoso, settings, D3)
+    assert staged_dates(contoso) == {str(D3)}  # D1 merged, D2 discarded: both settled
+
+    failed = D1 - timedelta(days=1)  # a backfill whose gate fails: a duplicate agent id
+    write_landing(settings.raw_path, failed, *DAYS[D1], mutate=lambda r: r["agents.jsonl.gz"].append(
+        dict(r["agents.jsonl.gz"][0])))
+    load_step(contoso, settings, failed)
+    with pytest.raises(QualityGateFailed):
+        validate_step(contoso, settings, failed)
+    count_step(contoso, settings, D3)
+    assert staged_dates(contoso) == {str(failed), str(D3)}
 
 
 def test_a_discarded_night_leaves_the_history(contoso, settings):

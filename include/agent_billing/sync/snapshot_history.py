@@ -25,7 +25,7 @@ from agent_billing.sync.intervals import (
     forget_merged,
     set_date,
 )
-from agent_billing.warehouse.staging import STAGING_TABLES, drop_dates_before
+from agent_billing.warehouse.staging import STAGING_TABLES, drop_dates
 from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
@@ -58,20 +58,28 @@ def forget_night(conn: Connection, snapshot_date: date) -> None:
 
 
 def prune_staging(engine: Engine, snapshot_date: date, retention_days: int) -> None:
-    """Drop staging dates more than ``retention_days`` before the latest merged date (never the
-    night being processed, whose totals the diff still reads), after the night is merged.
+    """Drop the staging of settled dates more than ``retention_days`` before the latest merged
+    date, after the night is merged. Settled: merged into the histories, or discarded. A date
+    still being processed (a backfill between its load and its count) or whose run failed
+    keeps its staging (to be counted, or looked at) until it is merged or discarded.
 
     On PostgreSQL a date's staging is a partition, dropped whole (``warehouse.staging``); each
     table's drop is its own short transaction, so it holds one table's lock at a time and can
     wait for readers of other dates, but never in a cycle with them."""
     with engine.connect() as conn:
         latest = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates")).scalar()
-    if latest is None:
-        return
-    cutoff = as_date(latest) - timedelta(days=retention_days)
+        if latest is None:
+            return
+        cutoff = as_date(latest) - timedelta(days=retention_days)
+        settled = {
+            as_date(d) for (d,) in conn.execute(text(
+                "SELECT snapshot_date FROM history_dates WHERE snapshot_date < :cutoff "
+                "UNION SELECT snapshot_date FROM sync_runs WHERE status = 'discarded' AND snapshot_date < :cutoff"
+            ), {"cutoff": cutoff})
+        } - {snapshot_date}
     dropped = {}
     for table in STAGING_TABLES:
         with engine.begin() as conn:
-            dropped[table] = drop_dates_before(conn, table, cutoff, snapshot_date)
+            dropped[table] = drop_dates(conn, table, settled)
     if any(dropped.values()):
-        log.info("dropped the staging of dates before %s: %s", cutoff, dropped)
+        log.info("dropped the staging of settled dates before %s: %s", cutoff, dropped)

@@ -46,22 +46,16 @@ def empty_date(conn: Connection, table: str, day: date) -> str:
     return name
 
 
-def drop_dates_before(conn: Connection, table: str, cutoff: date, keep: date) -> int:
-    """Drop the staging of every date before ``cutoff`` except ``keep``; returns dates dropped."""
+def drop_dates(conn: Connection, table: str, days: set[date]) -> int:
+    """Drop the staging of ``days`` (those it holds); returns dates dropped."""
     if conn.dialect.name != "postgresql":
-        dates = conn.execute(
-            text(f"SELECT DISTINCT snapshot_date FROM {table} WHERE snapshot_date < :cutoff AND snapshot_date <> :keep"),
-            {"cutoff": cutoff, "keep": keep},
-        ).scalars().all()
-        conn.execute(
-            text(f"DELETE FROM {table} WHERE snapshot_date < :cutoff AND snapshot_date <> :keep"),
-            {"cutoff": cutoff, "keep": keep},
-        )
-        return len(dates)
+        dropped = 0
+        for day in sorted(days):
+            dropped += bool(conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": day}).rowcount)
+        return dropped
     dropped = 0
     for name in partitions(conn, table):
-        day = datetime.strptime(name.rsplit("_", 1)[1], "%Y%m%d").date()
-        if day < cutoff and day != keep:
+        if datetime.strptime(name.rsplit("_", 1)[1], "%Y%m%d").date() in days:
             # IF EXISTS: the run of another night may be dropping the same partitions
             conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
             dropped += 1
