@@ -111,3 +111,32 @@ def test_runtime_pins_hold_no_test_tools_and_the_environment_matches_them():
         assert f"apache-airflow-providers-{provider}" in runtime
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
+
+
+def test_every_library_the_product_imports_is_a_dependency_of_its_wheel():
+    """A wheel installed by itself (``pip install agent-billing``) gets what ``agent_billing``
+    imports: each third-party module it imports belongs to a distribution pyproject.toml lists."""
+    import ast
+    import importlib.metadata
+    import re
+    import tomllib
+
+    declared = {
+        re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    modules = set()
+    for path in (ROOT / "include" / "agent_billing").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    third_party = modules - set(sys.stdlib_module_names) - {"agent_billing", "__future__"}
+    distributions = importlib.metadata.packages_distributions()
+    missing = {
+        module: distributions.get(module) for module in sorted(third_party)
+        if not {d.lower().replace("_", "-") for d in distributions.get(module, [module])} & declared
+    }
+    assert "msgspec" in third_party and "isal" in third_party
+    assert not missing, f"imported by agent_billing but not in pyproject.toml's dependencies: {missing}"

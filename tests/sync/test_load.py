@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import text
 
-from agent_billing.sync import load
+from agent_billing.sync import landing as landing_module
 from agent_billing.sync.landing import LandingError, RawLanding
 from agent_billing.sync.load import agent_row, clean_agent, load_snapshot
 from agent_billing.warehouse.values import as_date, as_datetime
@@ -69,13 +69,13 @@ def rules_rows(landing):
 @pytest.mark.parametrize("reads", ["one read", "many small reads"])
 def test_the_load_makes_the_rows_of_its_rules_on_both_engines(warehouse, tmp_path, monkeypatch, reads, mutate):
     reads_of_agents, through_rules = [], []  # on PostgreSQL: the agents file's reads, and those of unusual lines
-    line_blocks, parse_lines = load._line_blocks, RawLanding.parse_lines
-    monkeypatch.setattr(load, "_line_blocks", lambda path: (
-        (reads_of_agents.append(1) if path.name == "agents.jsonl.gz" else None, b)[1] for b in line_blocks(path)))
+    line_blocks, parse_lines = RawLanding.line_blocks, RawLanding.parse_lines
+    monkeypatch.setattr(RawLanding, "line_blocks", lambda self, name: (
+        (reads_of_agents.append(1) if name == "agents.jsonl.gz" else None, b)[1] for b in line_blocks(self, name)))
     monkeypatch.setattr(RawLanding, "parse_lines", lambda self, name, lines: (
         through_rules.append(name) if name == "agents.jsonl.gz" else None, parse_lines(self, name, lines))[1])
     if reads == "many small reads":  # lines cut across reads, a read decoded while the last is written
-        monkeypatch.setattr(load, "CHUNK", 256)
+        monkeypatch.setattr(landing_module, "READ_SIZE", 256)
     landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=mutate)
     result = load_snapshot(warehouse, landing)
     if warehouse.dialect.name == "postgresql":
@@ -130,6 +130,31 @@ def test_a_line_that_is_not_json_refuses_the_landing_naming_the_file(warehouse, 
     path = landing.path / "agents.jsonl.gz"
     lines = gzip.decompress(path.read_bytes()).splitlines()
     path.write_bytes(gzip.compress(b"\n".join([*lines[:3], b'{"AgentId": "1", "Online": ', *lines[3:]]) + b"\n"))
+    manifest_path = landing.path / "manifest.json"
+    manifest = json_.loads(manifest_path.read_text())
+    manifest["files"]["agents.jsonl.gz"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json_.dumps(manifest))
+    with pytest.raises(LandingError) as info:
+        load_snapshot(warehouse, landing)
+    assert str(info.value).startswith(f"raw landing file {path} cannot be read: ") and "\n" not in str(info.value)
+    assert loaded_agents(warehouse) == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong checksum"])
+def test_a_broken_gzip_file_refuses_the_landing_naming_the_file(warehouse, tmp_path, damage):
+    """A landed file whose compressed data is cut short or fails gzip's own CRC (the manifest's
+    checksums written over it) is refused on both engines with one line naming the file."""
+    import hashlib
+    import json as json_
+
+    landing = write_landing(tmp_path / "raw", D1, *DAYS[D1])
+    path = landing.path / "agents.jsonl.gz"
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        del data[len(data) // 2:]
+    else:
+        data[-6] ^= 0xFF  # the CRC-32 of the decompressed data
+    path.write_bytes(bytes(data))
     manifest_path = landing.path / "manifest.json"
     manifest = json_.loads(manifest_path.read_text())
     manifest["files"]["agents.jsonl.gz"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()

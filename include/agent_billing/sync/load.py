@@ -12,13 +12,11 @@ rows go to the date's partition by one binary COPY, with nothing left for the se
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
-from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -196,7 +194,6 @@ MEMBERS = _Kind(
     "vsa_view_members", ("snapshot_date", "view_id", "agent_id"), ("date", "text", "text"),
     CleanMember, _LandedMember, clean_member, member_row,
 )
-CHUNK = 8 << 20  # decompressed bytes per read: memory stays flat whatever the snapshot's size
 
 
 def _load_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, table: str, d: date,
@@ -233,12 +230,12 @@ def _copy_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, ta
 
 
 def clean_reads(landing: RawLanding, name: str, kind: _Kind) -> Iterator[list[msgspec.Struct]]:
-    """The clean records of a landed file, one read (``CHUNK``) at a time. A read whose lines
+    """The clean records of a landed file, one read (``landing.READ_SIZE``) at a time. A read whose lines
     all have VSA's usual shape is decoded straight into clean records by msgspec, in C; any
     other read is cut to the kept fields (in C) and goes through the rules in Python."""
     clean_decoder, raw_decoder = msgspec.json.Decoder(kind.clean), msgspec.json.Decoder(kind.raw)
     encoder = msgspec.json.Encoder()
-    for lines in _line_blocks(landing.path / name):
+    for lines in landing.line_blocks(name):
         try:
             yield clean_decoder.decode_lines(lines)
         except msgspec.DecodeError:  # not VSA's usual shape somewhere in this read
@@ -247,33 +244,6 @@ def clean_reads(landing: RawLanding, name: str, kind: _Kind) -> Iterator[list[ms
             except msgspec.DecodeError:  # not JSON: the rules' parser names the file and the error
                 cut = lines
             yield [kind.rules(r) for r in landing.parse_lines(name, cut)]
-
-
-def _line_blocks(path: Path) -> Iterator[bytes]:
-    """The file's decompressed content in blocks of whole lines, one block per read."""
-    rest = b""
-    for chunk in _gunzip(path):
-        lines, _, rest = (rest + chunk).rpartition(b"\n")
-        if lines:
-            yield lines
-    if rest.strip():
-        yield rest
-
-
-def _gunzip(path: Path) -> Iterator[bytes]:
-    """The decompressed bytes of a gzip file, in pieces of at most ``CHUNK`` (zlib checks each
-    member's CRC itself; ``gzip.open`` computes it a second time in Python)."""
-    with open(path, "rb") as fh:
-        inflate, started = zlib.decompressobj(wbits=31), False
-        while block := fh.read(CHUNK >> 3):
-            while block:
-                started = True
-                yield inflate.decompress(block, CHUNK)
-                block = inflate.unconsumed_tail
-                if inflate.eof:  # another gzip member may follow
-                    block, inflate, started = inflate.unused_data, zlib.decompressobj(wbits=31), False
-        if started:
-            raise EOFError(f"{path} ended before the end of its compressed stream")
 
 
 def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> list[str]:
