@@ -117,7 +117,7 @@ class RawLanding:
             yield rest
 
     def parse_lines(self, name: str, lines: bytes) -> Iterator[dict[str, Any]]:
-        """The records of JSON lines read from one landed file by other means (the load's batches)."""
+        """The records of a block of JSON lines of one landed file (``line_blocks``)."""
         try:
             for line in lines.splitlines():
                 if line.strip():
