@@ -3,8 +3,9 @@
 Each size runs in its own process on a scratch database (created on the test server, dropped
 after): a few hundred contracts (70 services each), a year of daily ``service_unit_counts``
 (COPY), a unit change every ~2 weeks per service. Timed: the twelve monthly runs of the year
-(each posts every contract's invoice: normal lines plus the month's prorations) and one
-nightly run at year end (nothing to post: the full reconciliation of a year of history).
+(each posts every contract's invoice: normal lines plus the month's prorations), one nightly
+run on the second night (as of 2 January, after January's invoice) and one at year end
+(nothing to post: the full reconciliation of a year of history).
 Targets: doubling the services at most 2.3 × the time; the nightly run at 20,000 services
 within 5 s.
 
@@ -37,6 +38,7 @@ SERVICES_PER_CONTRACT = 70
 YEAR = [date(2024, 1, 1) + timedelta(days=n) for n in range(366)]  # 2024 is a leap year
 MONTHS = [date(2024, m, 1) for m in range(1, 13)]
 NIGHTLY = date(2024, 12, 15)
+EARLY_NIGHTLY = date(2024, 1, 2)  # the second night of the history: one invoice posted, two days of counts
 MAX_GROWTH = 2.3
 NIGHTLY_TARGET = 5.0  # seconds, the nightly run at 20,000 services (issue 10)
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +66,7 @@ def _report(results: list[dict]) -> str:
         f"| {r['services']:,} | {r['contracts']:,} | {r['changes']:,} | {r['counts']:,} "
         f"| {r['lines']:,} | {r['monthly_seconds']:.1f} s ({r['monthly_cpu_seconds']:.1f} s) "
         f"| {r['slowest_month_seconds']:.1f} s "
-        f"| {r['nightly_seconds']:.1f} s ({r['nightly_cpu_seconds']:.1f} s) "
+        f"| {r['early_nightly_seconds']:.2f} s | {r['nightly_seconds']:.1f} s ({r['nightly_cpu_seconds']:.1f} s) "
         f"| {' / '.join(f'{x:.1f}' for x in r['nightly_load'])} "
         f"| {r['peak_rss_mb']:.0f} MB ({r['base_rss_mb']:.0f} MB) | {r['generate_seconds']:.0f} s |"
         for r in results
@@ -76,21 +78,28 @@ def _report(results: list[dict]) -> str:
         f" agents, {SERVICES_PER_CONTRACT} per contract, one daily count each (COPY-loaded) and"
         " a unit change every ~2 weeks. *Year* = the twelve runs as of each month's 1st (each"
         f" posts every contract's invoice); *nightly* = one run as of {NIGHTLY} (nothing to"
-        " post; reconciles the whole year and refreshes `billing_review`). Each size runs in"
+        " post; reconciles the whole year and refreshes `billing_review`), and one as of"
+        f" {EARLY_NIGHTLY}, the second night (after January's run). Each size runs in"
         " its own process. Wall time, with the billing process's own CPU time in brackets"
         " (PostgreSQL's is not in it; on PostgreSQL two contracts are billed at a time,"
         " `billing.run.WORKERS`), and the machine's load average (1 / 5 / 15 min) when the"
         " nightly run started: the machine is shared, compare figures measured under like load.",
         "",
         "| services | contracts | unit changes | daily counts | lines posted | year (12 runs)"
-        " | slowest run | nightly run | load at nightly | peak RSS (before billing)"
-        " | data generation |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f" | slowest run | nightly run as of {EARLY_NIGHTLY} | nightly run as of {NIGHTLY}"
+        " | load at nightly | peak RSS (before billing) | data generation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"Growth for 2 × the services: year {monthly:.2f} ×, nightly {nightly:.2f} ×"
         f" (target ≤ {MAX_GROWTH} ×). Nightly run at {small['services']:,} services:"
         f" {small['nightly_seconds']:.1f} s (target ≤ {NIGHTLY_TARGET:.0f} s).",
+        "",
+        f"The night grows with the history: at {small['services']:,} services the run as of"
+        f" {NIGHTLY} takes {small['nightly_seconds'] / small['early_nightly_seconds']:.1f} × the run as of"
+        f" {EARLY_NIGHTLY} (the second night, one invoice posted). Each night reconciles every"
+        " contract's whole ledger, because a backfill can rewrite any month (reported; the"
+        " 1.2 × target of the sync's nights is not met here).",
         "",
         f"target met: {'yes' if met else 'no'}",
     ])
@@ -113,12 +122,16 @@ def _child(services: int) -> None:
         sizes = _generate(engine, services)
         generate_seconds = time.perf_counter() - started
         base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        monthly, cpu = [], time.process_time()
+        monthly, monthly_cpu = [], 0.0
         for month in MONTHS:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             run_billing(engine, month)
             monthly.append(time.perf_counter() - started)
-        monthly_cpu = time.process_time() - cpu
+            monthly_cpu += time.process_time() - cpu
+            if month == MONTHS[0]:  # the night after the first invoice, before the year piles up
+                started = time.perf_counter()
+                assert run_billing(engine, EARLY_NIGHTLY).invoices_posted == 0
+                early_seconds = time.perf_counter() - started
         nightly_load = os.getloadavg()
         started, cpu = time.perf_counter(), time.process_time()
         nightly = run_billing(engine, NIGHTLY)
@@ -136,6 +149,7 @@ def _child(services: int) -> None:
         "monthly_seconds": sum(monthly), "slowest_month_seconds": max(monthly),
         "monthly_cpu_seconds": monthly_cpu, "nightly_seconds": nightly_seconds,
         "nightly_cpu_seconds": nightly_cpu, "nightly_load": nightly_load, "base_rss_mb": base_rss,
+        "early_nightly_seconds": early_seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 
