@@ -66,6 +66,31 @@ def test_a_good_snapshot_passes_and_its_results_are_stored(warehouse, settings):
     assert results["endpoints.expect_column_pair_values_to_be_equal(loaded, records)"][1:3] == (5, 0)
 
 
+def test_a_passing_night_stores_what_a_full_check_would(warehouse, settings, monkeypatch):
+    """A passing night is checked for verdicts only (GX skips its counts and samples); what it
+    stores is what the full check (counts, samples) of the same night stores."""
+    from agent_billing.quality import snapshot_gate
+
+    land_and_load(warehouse, settings)
+    validate_step(warehouse, settings, D1)
+    verdicts_only = stored_results(warehouse)
+    validate = snapshot_gate._validate
+    formats, full = [], {}
+
+    def full_check(context, batch, table, expectations, d, result_format, *args, **kwargs):
+        formats.append(result_format)
+        if table != "agents":
+            return validate(context, batch, table, expectations, d, result_format, *args, **kwargs)
+        results = validate(context, batch, table, expectations, d, "SUMMARY", *args, **kwargs)
+        full.update({r.expectation: (r.success, r.element_count, r.unexpected_count, r.details) for r in results})
+        return results
+
+    monkeypatch.setattr(snapshot_gate, "_validate", full_check)
+    validate_step(warehouse, settings, D1)
+    assert formats[0] == "BOOLEAN_ONLY" and len(full) == 6
+    assert full == {name: row for name, row in verdicts_only.items() if name.startswith("agents.")}
+
+
 def test_each_broken_agent_rule_fails_with_its_message(warehouse, settings):
     def break_snapshot(records):
         agents = records["agents.jsonl.gz"]

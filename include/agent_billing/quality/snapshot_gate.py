@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -53,7 +53,7 @@ def validate_snapshot(engine: Engine, landing: RawLanding) -> list[ExpectationRe
     d = landing.snapshot_date
     with engine.connect() as conn:
         loaded = loaded_rows(conn, d)
-    results = _run_suites(engine, d, _endpoints(landing.manifest(), loaded))
+    results = _run_suites(engine, d, _endpoints(landing.manifest(), loaded), loaded.get("agents.jsonl.gz", 0))
     with engine.begin() as conn:
         store_results(conn, d, results)
     failed = [r for r in results if not r.success]
@@ -99,7 +99,9 @@ def _endpoint_expectations(gxe) -> list:
     ]
 
 
-def _run_suites(engine: Engine, d: date, endpoints: list[dict[str, Any]]) -> list[ExpectationResult]:
+def _run_suites(
+    engine: Engine, d: date, endpoints: list[dict[str, Any]], agents_loaded: int
+) -> list[ExpectationResult]:
     import pandas as pd
 
     from agent_billing.quality.gx_context import dispose, gxe, quiet_context, warehouse_source
@@ -110,7 +112,16 @@ def _run_suites(engine: Engine, d: date, endpoints: list[dict[str, Any]]) -> lis
         agents = warehouse.add_query_asset(
             name="agents", query=agents_of_date_query(engine, d)
         ).add_batch_definition_whole_table(name="agents")
-        results = _validate(context, agents, "agents", _agent_expectations(gxe), d, "SUMMARY")
+        # A night that passes (nearly every night) needs only the verdicts: GX then skips the
+        # queries behind the counts and samples (for the uniqueness check, a second pass over
+        # the night's ids; the gate takes about 1.7 s instead of 2.8 s at 1M agents). Each
+        # expectation then checked every agent row of the date and found none unexpected.
+        # A night that fails is checked again for what failed, on how many rows, with samples.
+        results = _validate(context, agents, "agents", _agent_expectations(gxe), d, "BOOLEAN_ONLY")
+        if all(r.success for r in results):
+            results = [replace(r, element_count=agents_loaded) for r in results]
+        else:
+            results = _validate(context, agents, "agents", _agent_expectations(gxe), d, "SUMMARY", run="detail")
     finally:
         dispose(warehouse)
     landed = (
@@ -127,15 +138,17 @@ def _run_suites(engine: Engine, d: date, endpoints: list[dict[str, Any]]) -> lis
 
 def _validate(
     context, batch_definition, table: str, expectations: list, d: date, result_format,
-    batch_parameters: dict | None = None,
+    batch_parameters: dict | None = None, run: str = "",
 ) -> list[ExpectationResult]:
     """Run one suite on one batch definition (the batch is built once: for the agents, GX's
-    temporary table of the date's rows is created once)."""
+    temporary table of the date's rows is created once). ``run`` tells apart a second run of
+    the same table's suite in one context."""
     from agent_billing.quality.gx_context import gx
 
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{table}_{d:%Y%m%d}", expectations=expectations))
+    name = f"{table}_{d:%Y%m%d}{'_' + run if run else ''}"
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     validation = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{table}_{d:%Y%m%d}", data=batch_definition, suite=suite)
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
     )
     outcome = validation.run(batch_parameters=batch_parameters, result_format=result_format)
     return [_summarise(table, r.to_json_dict()) for r in outcome.results]
