@@ -123,43 +123,45 @@ def test_a_line_that_is_not_json_refuses_the_landing_naming_the_file(warehouse, 
     """A landing whose agents file holds a broken line (checksums written over it) is refused on
     both engines with one line naming the file, before anything of the date is written."""
     import gzip
-    import hashlib
-    import json as json_
 
     landing = write_landing(tmp_path / "raw", D1, *DAYS[D1])
-    path = landing.path / "agents.jsonl.gz"
-    lines = gzip.decompress(path.read_bytes()).splitlines()
-    path.write_bytes(gzip.compress(b"\n".join([*lines[:3], b'{"AgentId": "1", "Online": ', *lines[3:]]) + b"\n"))
-    manifest_path = landing.path / "manifest.json"
-    manifest = json_.loads(manifest_path.read_text())
-    manifest["files"]["agents.jsonl.gz"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    manifest_path.write_text(json_.dumps(manifest))
-    with pytest.raises(LandingError) as info:
-        load_snapshot(warehouse, landing)
-    assert str(info.value).startswith(f"raw landing file {path} cannot be read: ") and "\n" not in str(info.value)
-    assert loaded_agents(warehouse) == []
+    lines = gzip.decompress((landing.path / "agents.jsonl.gz").read_bytes()).splitlines()
+    write_signed(landing, gzip.compress(b"\n".join([*lines[:3], b'{"AgentId": "1", "Online": ', *lines[3:]]) + b"\n"))
+    assert_refused_naming_the_file(warehouse, landing)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong checksum"])
 def test_a_broken_gzip_file_refuses_the_landing_naming_the_file(warehouse, tmp_path, damage):
     """A landed file whose compressed data is cut short or fails gzip's own CRC (the manifest's
     checksums written over it) is refused on both engines with one line naming the file."""
-    import hashlib
-    import json as json_
-
     landing = write_landing(tmp_path / "raw", D1, *DAYS[D1])
-    path = landing.path / "agents.jsonl.gz"
-    data = bytearray(path.read_bytes())
+    data = bytearray((landing.path / "agents.jsonl.gz").read_bytes())
     if damage == "truncated":
         del data[len(data) // 2:]
     else:
         data[-6] ^= 0xFF  # the CRC-32 of the decompressed data
-    path.write_bytes(bytes(data))
+    write_signed(landing, bytes(data))
+    assert_refused_naming_the_file(warehouse, landing)
+
+
+def write_signed(landing, data: bytes) -> None:
+    """Write ``data`` as the landing's agents file and its checksum into the manifest, as a
+    landing written that way would hold it (the load's checksum check cannot tell)."""
+    import hashlib
+    import json
+
+    path = landing.path / "agents.jsonl.gz"
+    path.write_bytes(data)
     manifest_path = landing.path / "manifest.json"
-    manifest = json_.loads(manifest_path.read_text())
-    manifest["files"]["agents.jsonl.gz"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    manifest_path.write_text(json_.dumps(manifest))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["agents.jsonl.gz"]["sha256"] = hashlib.sha256(data).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def assert_refused_naming_the_file(warehouse, landing) -> None:
+    """The load refuses with one line naming the agents file, and nothing of the date is written."""
     with pytest.raises(LandingError) as info:
         load_snapshot(warehouse, landing)
-    assert str(info.value).startswith(f"raw landing file {path} cannot be read: ") and "\n" not in str(info.value)
-    assert loaded_agents(warehouse) == []
+    message = str(info.value)
+    assert message.startswith(f"raw landing file {landing.path / 'agents.jsonl.gz'} cannot be read: ")
+    assert "\n" not in message and loaded_agents(warehouse) == []

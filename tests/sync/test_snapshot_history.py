@@ -19,7 +19,7 @@ from agent_billing.sync.pipeline import (
 from agent_billing.warehouse.staging import STAGING_TABLES, partition_name, partitions
 
 from .conftest import DAYS, write_landing
-from .test_unit_changes import ledger, run_day
+from .test_unit_changes import ledger, quarantine_d2, run_day
 
 D1, D2, D3 = sorted(DAYS)
 
@@ -102,11 +102,7 @@ def test_a_backfill_older_than_the_retention_keeps_its_staging_while_another_nig
 
 def test_a_discarded_night_goes_with_the_retention_a_failed_one_stays_to_be_looked_at(contoso, tmp_path):
     settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=0)
-    run_day(contoso, settings, D1)
-    write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
-    load_step(contoso, settings, D2)
-    count_step(contoso, settings, D2)
-    assert diff_step(contoso, settings, D2).status == "quarantined"
+    quarantine_d2(contoso, settings)
     discard_snapshot(contoso, settings, D2)
     run_day(contoso, settings, D3)
     assert staged_dates(contoso) == {str(D3)}  # D1 merged, D2 discarded: both settled
@@ -122,11 +118,7 @@ def test_a_discarded_night_goes_with_the_retention_a_failed_one_stays_to_be_look
 
 
 def test_a_discarded_night_leaves_the_history(contoso, settings):
-    run_day(contoso, settings, D1)
-    write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
-    load_step(contoso, settings, D2)
-    count_step(contoso, settings, D2)
-    assert diff_step(contoso, settings, D2).status == "quarantined"
+    quarantine_d2(contoso, settings)
     assert len(counted_on(contoso, "S-ORG", D2)) == 1
     discard_snapshot(contoso, settings, D2)
     with contoso.connect() as conn:

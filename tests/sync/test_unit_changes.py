@@ -26,6 +26,15 @@ def run_day(engine, settings, day, *, land=True, validate=False):
     return diff_step(engine, settings, day)
 
 
+def quarantine_d2(engine, settings) -> None:
+    """D1 runs; D2 lands with one agent of D1's six: the org's drop quarantines it."""
+    run_day(engine, settings, D1)
+    write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
+    load_step(engine, settings, D2)
+    count_step(engine, settings, D2)
+    assert diff_step(engine, settings, D2).status == "quarantined"
+
+
 def unit_counts(engine):
     with engine.connect() as conn:
         rows = conn.execute(
@@ -191,11 +200,7 @@ def test_quarantined_drop_holds_changes_until_released(contoso, settings):
 def test_discarded_snapshot_is_skipped_by_the_next_diff(contoso, settings):
     from agent_billing.sync.pipeline import discard_snapshot
 
-    run_day(contoso, settings, D1)
-    write_landing(settings.raw_path, D2, {"a1": DAYS[D1][0]["a1"]}, set())
-    load_step(contoso, settings, D2)
-    count_step(contoso, settings, D2)
-    assert diff_step(contoso, settings, D2).status == "quarantined"
+    quarantine_d2(contoso, settings)
     discard_snapshot(contoso, settings, D2)
     run_day(contoso, settings, D3)
     changes, _ = ledger(contoso)
