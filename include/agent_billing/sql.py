@@ -31,14 +31,12 @@ def load_sql(name: str) -> TextClause:
 
 
 @cache
-def sql_source(name: str, _including: tuple[str, ...] = ()) -> str:
+def sql_source(name: str) -> str:
     """The text of ``include/sql/<name>`` with its includes expanded and whole-line comments
     dropped (``text()`` would read a ``:name`` in them as a parameter)."""
     path = SQL_DIR / name
     if not path.is_file():
         raise FileNotFoundError(f"SQL file not found: {path}")
-    if name in _including:
-        raise ValueError(f"SQL file {name} includes itself (through {' -> '.join(_including)})")
     lines = path.read_text(encoding="utf-8").splitlines()
     source = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
-    return _INCLUDE.sub(lambda m: f"({sql_source(m.group(1), (*_including, name))})", source)
+    return _INCLUDE.sub(lambda m: f"({sql_source(m.group(1))})", source)
