@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -9,14 +11,18 @@ from sqlalchemy import text
 
 from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.settings import Settings
+from agent_billing.sync.load import delete_snapshot_rows
 from agent_billing.sync.pipeline import (
+    StagingMissing,
     count_step,
     diff_step,
     discard_snapshot,
     load_step,
     validate_step,
 )
-from agent_billing.warehouse.staging import STAGING_TABLES, partition_name, partitions
+from agent_billing.sync.runs import lock_snapshot_date
+from agent_billing.sync.snapshot_history import prune_staging
+from agent_billing.warehouse.staging import STAGING_TABLES, mark_loaded, partition_name, partitions
 
 from .conftest import DAYS, write_landing
 from .test_unit_changes import ledger, quarantine_d2, run_day
@@ -168,3 +174,89 @@ def check_conversion(engine):
         ("z", "2024-03-02", "2024-03-03"), ("z", "2024-03-05", None),
     ]
     engine.dispose()
+
+
+def test_a_rerun_of_a_counted_old_date_keeps_its_fresh_staging_until_it_is_merged_again(contoso, tmp_path):
+    """D1 was counted and its staging dropped by the retention. It is re-run from its load; another
+    night's count prunes between that load and its gate: the fresh rows stay until D1 is merged."""
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=0)
+    run_day(contoso, settings, D1)
+    run_day(contoso, settings, D3)
+    assert staged_dates(contoso) == {str(D3)}
+    load_step(contoso, settings, D1)  # the re-run
+    count_step(contoso, settings, D3)  # the other night prunes
+    assert staged_dates(contoso) == {str(D1), str(D3)}
+    validate_step(contoso, settings, D1)
+    count_step(contoso, settings, D1)
+    assert diff_step(contoso, settings, D1).status == "complete"
+    assert len(counted_on(contoso, "S-ORG", D1)) == 5
+    count_step(contoso, settings, D3)
+    assert staged_dates(contoso) == {str(D3)}
+    with contoso.connect() as conn:
+        stages = {str(d)[:10]: s for d, s in conn.execute(text("SELECT snapshot_date, stage FROM staged_dates"))}
+    assert stages == {str(D1): "dropped", str(D3): "settled"}
+
+
+def test_a_date_whose_staging_is_gone_is_refused_before_its_count_touches_the_history(contoso, tmp_path):
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=0)
+    run_day(contoso, settings, D1)
+    run_day(contoso, settings, D3)  # drops D1's staging
+    write_landing(settings.raw_path, D2, *DAYS[D2])  # landed, never loaded
+    counts = "SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d ORDER BY 1"
+    with contoso.connect() as conn:
+        before = conn.execute(text(counts), {"d": D1}).all()
+    for step in (validate_step, count_step):
+        with pytest.raises(StagingMissing, match=(
+            "^snapshot 2024-03-01's staging was dropped by the retention "
+            r"\(AGENT_BILLING_SNAPSHOT_RETENTION_DAYS=0\): nothing to (check|count); re-run the night from its load "
+        )):
+            step(contoso, settings, D1)
+        with pytest.raises(StagingMissing, match="^snapshot 2024-03-02 has not been loaded: nothing to"):
+            step(contoso, settings, D2)
+    with contoso.connect() as conn:
+        assert conn.execute(text(counts), {"d": D1}).all() == before
+    assert len(counted_on(contoso, "S-ORG", D1)) == 5  # the history of D1 is untouched
+    load_step(contoso, settings, D1)  # the way back: the night from its load
+    validate_step(contoso, settings, D1)
+    count_step(contoso, settings, D1)
+    assert len(counted_on(contoso, "S-ORG", D1)) == 5
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_prune_that_waits_for_a_load_of_the_date_keeps_what_the_load_wrote(contoso, tmp_path):
+    """The prune looked while D1 was settled; a load of D1 holds the date when the prune comes to
+    drop it. Once the load commits, the prune sees D1 loaded again and leaves its staging."""
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=30)
+    run_day(contoso, settings, D1)
+    run_day(contoso, settings, D3)
+    with contoso.begin() as load:  # what load_snapshot does, held open
+        lock_snapshot_date(load, D1)
+        delete_snapshot_rows(load, D1)
+        mark_loaded(load, D1)
+        load.execute(text("INSERT INTO vsa_agents (snapshot_date, agent_id, agent_name, org_id, online) "
+                          "VALUES (:d, 'A-NEW', 'new', 'O-1', 1)"), {"d": D1})
+        errors = []
+
+        def prune():
+            try:
+                prune_staging(contoso, D3, 0)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        pruner = threading.Thread(target=prune)
+        pruner.start()
+        with contoso.connect() as watch:  # until the prune waits for a lock the load holds
+            for _ in range(200):
+                if watch.execute(text("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")).scalar():
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the prune never waited for the load")
+    pruner.join(timeout=30)
+    assert errors == [] and not pruner.is_alive()
+    assert staged_dates(contoso) == {str(D1), str(D3)}
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT stage, loads FROM staged_dates WHERE snapshot_date = :d"),
+                            {"d": D1}).one() == ("loaded", 2)
+        assert conn.execute(text("SELECT agent_id FROM vsa_agents WHERE snapshot_date = :d"),
+                            {"d": D1}).scalars().all() == ["A-NEW"]

@@ -26,7 +26,7 @@ from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.runs import lock_snapshot_date
 from agent_billing.vsa.records import normalise_id
 from agent_billing.warehouse.bulk import bulk_insert, tune_for_bulk
-from agent_billing.warehouse.staging import STAGING_TABLES, empty_date
+from agent_billing.warehouse.staging import STAGING_TABLES, empty_date, mark_loaded
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         lock_snapshot_date(conn, d)
         tune_for_bulk(conn)
         written = delete_snapshot_rows(conn, d)
+        mark_loaded(conn, d)
         target = dict(zip(SNAPSHOT_TABLES, written, strict=True))
         orgs = bulk_insert(
             conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),

@@ -34,12 +34,17 @@ from agent_billing.sync.runs import (
 )
 from agent_billing.sync.scopes import report_scopes
 from agent_billing.sync.snapshot_history import forget_night, merge_night, prune_staging
+from agent_billing.warehouse.staging import stage_of
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotStatusError(UserError):
     """A release or discard was asked for a date in the wrong state."""
+
+
+class StagingMissing(UserError):
+    """A gate or count was asked for a date whose staging is not there (never loaded, or dropped)."""
 
 
 class CompleteLandingMissing(UserError):
@@ -151,6 +156,8 @@ def load_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
 def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     from agent_billing.quality.snapshot_gate import QualityGateFailed, validate_snapshot
 
+    with engine.connect() as conn:
+        require_staging(conn, settings, snapshot_date, "check")
     try:
         results = validate_snapshot(engine, landing_for(settings, snapshot_date))
     except QualityGateFailed as exc:
@@ -174,10 +181,28 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
     }
     with engine.begin() as conn:
         lock_snapshot_date(conn, snapshot_date)
+        require_staging(conn, settings, snapshot_date, "count")
         result = changes.count_units(conn, snapshot_date, landed_views)
         merge_night(conn, snapshot_date)
     prune_staging(engine, snapshot_date, settings.snapshot_retention_days)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
+
+
+def require_staging(conn, settings: Settings, snapshot_date: date, action: str) -> None:
+    """Refuse to check or count a date whose staging is not there: the gate would fail on no rows,
+    and a count would merge an empty night into the histories."""
+    stage = stage_of(conn, snapshot_date)
+    if stage is None:
+        raise StagingMissing(
+            f"snapshot {snapshot_date} has not been loaded: nothing to {action}; run the night from its "
+            f"load (agent-billing sync --date {snapshot_date})"
+        )
+    if stage == "dropped":
+        raise StagingMissing(
+            f"snapshot {snapshot_date}'s staging was dropped by the retention "
+            f"(AGENT_BILLING_SNAPSHOT_RETENTION_DAYS={settings.snapshot_retention_days}): nothing to {action}; "
+            f"re-run the night from its load (agent-billing sync --date {snapshot_date}, or clear its load task)"
+        )
 
 
 def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:

@@ -25,7 +25,15 @@ from agent_billing.sync.intervals import (
     forget_merged,
     set_date,
 )
-from agent_billing.warehouse.staging import STAGING_TABLES, drop_dates
+from agent_billing.sync.runs import lock_snapshot_date
+from agent_billing.warehouse.staging import (
+    STAGING_TABLES,
+    drop_dates,
+    mark_dropped,
+    mark_settled,
+    settled_before,
+    still_settled,
+)
 from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,7 @@ def merge_night(conn: Connection, snapshot_date: date) -> int:
     written = sum(
         set_date(conn, history, snapshot_date, sql, {"snapshot_date": snapshot_date}) for history, sql in SOURCES
     )
+    mark_settled(conn, snapshot_date)
     log.info("merged %s into the interval history: %d rows written", snapshot_date, written)
     return written
 
@@ -55,31 +64,44 @@ def forget_night(conn: Connection, snapshot_date: date) -> None:
         for history, _ in SOURCES:
             forget_date(conn, history, snapshot_date)
         forget_merged(conn, snapshot_date)
+    mark_settled(conn, snapshot_date)  # its staging will not be merged: the retention may drop it
 
 
 def prune_staging(engine: Engine, snapshot_date: date, retention_days: int) -> None:
     """Drop the staging of settled dates more than ``retention_days`` before the latest merged
-    date, after the night is merged. Settled: merged into the histories, or discarded. A date
-    still being processed (a backfill between its load and its count) or whose run failed
-    keeps its staging (to be counted, or looked at) until it is merged or discarded.
+    date, after the night is merged. Settled (``staged_dates``): merged into the histories or
+    discarded since its last load. A date still being processed (a backfill or re-run between
+    its load and its count) or whose run failed keeps its staging (to be counted, or looked at)
+    until it is merged or discarded.
 
-    On PostgreSQL a date's staging is a partition, dropped whole (``warehouse.staging``); each
+    On PostgreSQL a date's staging is a partition, dropped whole (``warehouse.staging``). Each
     table's drop is its own short transaction, so it holds one table's lock at a time and can
-    wait for readers of other dates, but never in a cycle with them."""
+    wait for readers of other dates, but never in a cycle with them. It first takes the dates'
+    locks, which a load holds from its start to its commit, and looks again: a date loaded since
+    the prune looked is not settled any more and keeps its new staging."""
     with engine.connect() as conn:
         latest = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates")).scalar()
         if latest is None:
             return
         cutoff = as_date(latest) - timedelta(days=retention_days)
-        settled = {
-            as_date(d) for (d,) in conn.execute(text(
-                "SELECT snapshot_date FROM history_dates WHERE snapshot_date < :cutoff "
-                "UNION SELECT snapshot_date FROM sync_runs WHERE status = 'discarded' AND snapshot_date < :cutoff"
-            ), {"cutoff": cutoff})
-        } - {snapshot_date}
-    dropped = {}
+        seen = settled_before(conn, cutoff)
+        seen.pop(snapshot_date, None)
+    if not seen:
+        return
     for table in STAGING_TABLES:
         with engine.begin() as conn:
-            dropped[table] = drop_dates(conn, table, settled)
-    if any(dropped.values()):
-        log.info("dropped the staging of settled dates before %s: %s", cutoff, dropped)
+            drop_dates(conn, table, _hold(conn, seen))
+    with engine.begin() as conn:
+        gone = _hold(conn, seen, same_load=True)
+        mark_dropped(conn, gone)
+    if gone:
+            log.info("dropped the staging of %d settled dates before %s: %s", len(gone), cutoff,
+                 ", ".join(str(d) for d in sorted(gone)))
+
+
+def _hold(conn: Connection, seen: dict[date, int], *, same_load: bool = False) -> set[date]:
+    """Lock the dates (in order, as every run of a date takes its lock first) and return those
+    still settled."""
+    for day in sorted(seen):
+        lock_snapshot_date(conn, day)
+    return still_settled(conn, seen, same_load=same_load)

@@ -9,11 +9,15 @@ re-run of a date deletes its partition's rows (readers of the date keep their sn
 takes a lock that readers of other dates do not wait for (``CREATE TABLE ... PARTITION OF``
 would lock the whole table). SQLite, whose warehouses are small, keeps plain tables: the same
 calls delete rows there.
+
+``staged_dates`` (migration 0012) follows each date's staging: ``loaded`` by a load, ``settled``
+once merged into the histories or discarded, ``dropped`` by the retention. Only settled staging
+may be dropped; ``loads`` tells a prune whether a load came after it looked.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 from sqlalchemy import Connection, text
 
@@ -48,26 +52,60 @@ def empty_date(conn: Connection, table: str, day: date) -> str:
     return name
 
 
-def drop_dates(conn: Connection, table: str, days: set[date]) -> int:
-    """Drop the staging of ``days`` (those it holds); returns dates dropped."""
-    if not days:
-        return 0
-    if conn.dialect.name != "postgresql":
-        # Only the dates still staged: after a year most settled dates are long gone.
-        staged = conn.execute(
-            text(f"SELECT DISTINCT snapshot_date FROM {table} WHERE snapshot_date <= :last"), {"last": max(days)}
-        ).scalars()
-        dropped = sorted({as_date(d) for d in staged} & days)
-        for day in dropped:
-            conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": day})
-        return len(dropped)
-    dropped = 0
-    for name in partitions(conn, table):
-        if datetime.strptime(name.rsplit("_", 1)[1], "%Y%m%d").date() in days:
+def drop_dates(conn: Connection, table: str, days: set[date]) -> None:
+    """Drop the staging of ``days`` from one table (the dates' partitions on PostgreSQL)."""
+    for day in sorted(days):
+        if conn.dialect.name == "postgresql":
             # IF EXISTS: the run of another night may be dropping the same partitions
-            conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
-            dropped += 1
-    return dropped
+            conn.execute(text(f"DROP TABLE IF EXISTS {partition_name(table, day)}"))
+        else:
+            conn.execute(text(f"DELETE FROM {table} WHERE snapshot_date = :d"), {"d": day})
+
+
+def mark_loaded(conn: Connection, day: date) -> None:
+    """The load wrote the date's staging (in its transaction): keep it until it is settled."""
+    conn.execute(
+        text(
+            "INSERT INTO staged_dates (snapshot_date, stage, loads) VALUES (:d, 'loaded', 1) "
+            "ON CONFLICT (snapshot_date) DO UPDATE SET stage = 'loaded', loads = staged_dates.loads + 1"
+        ),
+        {"d": day},
+    )
+
+
+def mark_settled(conn: Connection, day: date) -> None:
+    """The date was merged into the histories or discarded: its staging may leave with the retention."""
+    conn.execute(
+        text("UPDATE staged_dates SET stage = 'settled' WHERE snapshot_date = :d AND stage = 'loaded'"), {"d": day}
+    )
+
+
+def stage_of(conn: Connection, day: date) -> str | None:
+    """``loaded``, ``settled``, ``dropped``, or None for a date never staged."""
+    return conn.execute(text("SELECT stage FROM staged_dates WHERE snapshot_date = :d"), {"d": day}).scalar()
+
+
+def settled_before(conn: Connection, cutoff: date) -> dict[date, int]:
+    """Settled dates before ``cutoff`` with their number of loads."""
+    rows = conn.execute(
+        text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = 'settled' AND snapshot_date < :c"),
+        {"c": cutoff},
+    )
+    return {as_date(d): loads for d, loads in rows}
+
+
+def still_settled(conn: Connection, seen: dict[date, int], *, same_load: bool = False) -> set[date]:
+    """The dates of ``seen`` that are settled now (and, with ``same_load``, not loaded since)."""
+    rows = conn.execute(text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = 'settled'"))
+    return {
+        day for day, loads in ((as_date(d), n) for d, n in rows)
+        if day in seen and (not same_load or loads == seen[day])
+    }
+
+
+def mark_dropped(conn: Connection, days: set[date]) -> None:
+    for day in sorted(days):
+        conn.execute(text("UPDATE staged_dates SET stage = 'dropped' WHERE snapshot_date = :d"), {"d": day})
 
 
 def partitions(conn: Connection, table: str) -> list[str]:
