@@ -78,7 +78,7 @@ def run() -> str:
         f"Measured size: **{AGENTS:,} agents** in {ORGS:,} orgs, {prepared['services']:,} services (whole org, "
         f"machine group with subgroups, view); landings written beforehand ({prepared['seconds']:.0f} s). "
         "Each step runs in a fresh process; the floor and the pandas script in the same run. Day 2 is a steady-state "
-        "night: its count also drops the staging of the night leaving the retention period (day 1's 3.3M rows).",
+        "night: its count also drops the staging of the night leaving the retention period (day 1's 1.2M rows).",
         "",
         "| step | rows | seconds | peak RSS |",
         "|---|---:|---:|---:|",
@@ -92,7 +92,8 @@ def run() -> str:
         "",
         f"Storage: the quiet day 2 (0.4 % churn) wrote **{storage['history_rows']:,}** rows to the interval history "
         f"(runs opened or closed on it) against {storage['snapshot_rows']:,} rows of its snapshot (agents, view members, "
-        f"service agents: the night's staging, kept for the retention period): **{100 * share:.2f} %** (target ≤ 5 %).",
+        f"service agents): **{100 * share:.2f} %** (target ≤ 5 %). Its staging, kept for the retention period: "
+        f"{storage['staged_rows']:,} rows (agents and view members; the count merges its service agents without staging them).",
         "",
         f"Target met: **{'yes' if met else 'no'}**.",
     ])
@@ -218,13 +219,16 @@ def _storage(url: str, work: Path, day: date) -> dict:
         for table in ("vsa_agent_history", "vsa_view_member_history", "service_agent_history"):
             history += conn.execute(
                 text(f"SELECT COUNT(*) FROM {table} WHERE valid_from = :d OR valid_to = :d"), {"d": day}).scalar()
-        for table in ("vsa_agents", "vsa_view_members", "service_agents"):
+        for table in ("vsa_agents", "vsa_view_members"):
             staging += conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE snapshot_date = :d"), {"d": day}).scalar()
+        counted = conn.execute(  # the service agents of the snapshot, which no staging holds
+            text("SELECT COALESCE(SUM(units), 0) FROM service_unit_counts WHERE snapshot_date = :d"), {"d": day}).scalar()
         changes = conn.execute(text("SELECT COUNT(*) FROM unit_changes WHERE effective_date = :d"), {"d": day}).scalar()
         agents = conn.execute(
             text("SELECT COUNT(*) FROM unit_change_agents a JOIN unit_changes c ON c.change_id = a.change_id "
                  "WHERE c.effective_date = :d"), {"d": day}).scalar()
-    return {"history_rows": history, "snapshot_rows": staging, "changes": changes, "change_agents": agents}
+    return {"history_rows": history, "snapshot_rows": staging + counted, "staged_rows": staging,
+            "changes": changes, "change_agents": agents}
 
 
 def _copy(url: str, work: Path, day: date) -> dict:

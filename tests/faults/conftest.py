@@ -46,6 +46,7 @@ WHEN_COLUMNS = {
     "closed_at", "observed_at", "detected_at", "released_at", "attempts", "last_error",
     "message",  # sync_runs.message: the latest attempt's words (a failed re-run leaves its error)
     "landing_sha256",  # the digest of a manifest, which records when the night was observed
+    "loads",  # staged_dates.loads: how many times a night was loaded (a recovery re-runs the load)
 }
 
 

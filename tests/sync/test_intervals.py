@@ -36,9 +36,10 @@ PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 def load(conn, day, agents, members):
-    """Stage a date (the per-date tables) and merge it into the histories."""
-    for table in ("vsa_agents", "service_agents"):
-        empty_date(conn, table, day)
+    """Stage a date (its agents, and the pairs a count would find) and merge it into the histories."""
+    empty_date(conn, "vsa_agents", day)
+    conn.execute(text("CREATE TEMPORARY TABLE IF NOT EXISTS counted (service_id TEXT, agent_id TEXT)"))
+    conn.execute(text("DELETE FROM counted"))
     for agent_id, (name, org, never) in agents.items():
         conn.execute(
             text("INSERT INTO vsa_agents (snapshot_date, agent_id, agent_name, org_id, machine_group_id, online) "
@@ -46,12 +47,11 @@ def load(conn, day, agents, members):
             {"d": day, "a": agent_id, "n": name, "o": org, "on": 199 if never else 1},
         )
     for service_id, agent_id in members:
-        conn.execute(text("INSERT INTO service_agents VALUES (:d, :s, :a)"), {"d": day, "s": service_id, "a": agent_id})
+        conn.execute(text("INSERT INTO counted VALUES (:s, :a)"), {"s": service_id, "a": agent_id})
     set_date(conn, AGENTS, day,
              "SELECT agent_id, agent_name, org_id, machine_group_id, COALESCE(online, 0) = 199 AS never_checked_in "
              "FROM vsa_agents WHERE snapshot_date = :sd", {"sd": day})
-    set_date(conn, SERVICE_AGENTS, day,
-             "SELECT service_id, agent_id FROM service_agents WHERE snapshot_date = :sd", {"sd": day})
+    set_date(conn, SERVICE_AGENTS, day, "SELECT service_id, agent_id FROM counted")
 
 
 def forget(conn, day):
@@ -94,7 +94,7 @@ def assert_canonical(conn, merged):
 def test_intervals_answer_like_a_copy_per_date_for_any_order_of_loads_reruns_and_discards(warehouse, ops):
     model: dict[date, tuple[dict, set]] = {}
     with warehouse.begin() as conn:
-        for table in ("vsa_agent_history", "service_agent_history", "history_dates", "vsa_agents", "service_agents"):
+        for table in ("vsa_agent_history", "service_agent_history", "history_dates", "vsa_agents"):
             conn.execute(text(f"DELETE FROM {table}"))
         for kind, offset, agents, members in ops:
             day = DAY0 + timedelta(days=offset)

@@ -22,7 +22,13 @@ from agent_billing.sync.pipeline import (
 )
 from agent_billing.sync.runs import lock_snapshot_date
 from agent_billing.sync.snapshot_history import prune_staging
-from agent_billing.warehouse.staging import STAGING_TABLES, mark_loaded, partition_name, partitions
+from agent_billing.warehouse.staging import (
+    STAGING_TABLES,
+    drop_dates,
+    mark_loaded,
+    partition_name,
+    partitions,
+)
 
 from .conftest import DAYS, write_landing
 from .test_unit_changes import ledger, quarantine_d2, run_day
@@ -52,11 +58,12 @@ def test_every_counted_date_answers_after_its_staging_is_pruned(contoso, tmp_pat
     for day in (D1, D2, D3):
         run_day(contoso, settings, day)
         with contoso.connect() as conn:
-            staged[day] = {
+            staged[day] = {  # the night's agents with their names as staged that night
                 sid: [tuple(r) for r in conn.execute(text(
-                    "SELECT sa.agent_id, a.agent_name FROM service_agents sa JOIN vsa_agents a "
-                    "ON a.snapshot_date = sa.snapshot_date AND a.agent_id = sa.agent_id "
-                    "WHERE sa.snapshot_date = :d AND sa.service_id = :s ORDER BY 1"), {"d": day, "s": sid})]
+                    "SELECT sa.agent_id, a.agent_name FROM service_agent_history sa JOIN vsa_agents a "
+                    "ON a.snapshot_date = :d AND a.agent_id = sa.agent_id WHERE sa.service_id = :s "
+                    "AND sa.valid_from <= :d AND (sa.valid_to IS NULL OR sa.valid_to > :d) ORDER BY 1"),
+                    {"d": day, "s": sid})]
                 for sid in ("S-WS", "S-SRV", "S-VIEW", "S-ORG")
             }
     with contoso.connect() as conn:
@@ -260,3 +267,19 @@ def test_a_prune_that_waits_for_a_load_of_the_date_keeps_what_the_load_wrote(con
                             {"d": D1}).one() == ("loaded", 2)
         assert conn.execute(text("SELECT agent_id FROM vsa_agents WHERE snapshot_date = :d"),
                             {"d": D1}).scalars().all() == ["A-NEW"]
+
+
+def test_a_prune_cut_short_after_one_table_is_finished_by_the_next(contoso, tmp_path):
+    """The process died after dropping D1's agents but before its members and service agents
+    (each table is its own transaction): D1 stays settled, and the next prune finishes it."""
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=30)
+    run_day(contoso, settings, D1)
+    run_day(contoso, settings, D3)
+    with contoso.begin() as conn:
+        drop_dates(conn, "vsa_agents", {D1})
+    prune_staging(contoso, D3, 0)
+    with contoso.connect() as conn:
+        left = {table: {str(d)[:10] for (d,) in conn.execute(text(f"SELECT DISTINCT snapshot_date FROM {table}"))}
+                for table in STAGING_TABLES}
+        assert conn.execute(text("SELECT stage FROM staged_dates WHERE snapshot_date = :d"), {"d": D1}).scalar() == "dropped"
+    assert left == {table: {str(D3)} for table in STAGING_TABLES}

@@ -10,13 +10,13 @@ from agent_billing.sql import SQL_DIR, load_sql, sql_source
 
 def test_every_sql_file_loads_with_its_includes_expanded():
     names = sorted(str(p.relative_to(SQL_DIR)) for p in SQL_DIR.rglob("*.sql"))
-    assert "sync/service_agents_insert.sql" in names
+    assert "sync/service_agents_counted.sql" in names
     for name in names:
         source = sql_source(name)
         assert "/*include" not in source and "\n--" not in f"\n{source}", name
         load_sql(name)
     rule = sql_source("sync/agent_is_counted.sql")
-    assert f"({rule})" in sql_source("sync/service_agents_insert.sql")
+    assert f"({rule})" in sql_source("sync/service_agents_counted.sql")
     assert f"({rule})" in sql_source("sync/units_now_counted.sql")
 
 

@@ -1,12 +1,13 @@
 """What lasts of a night: agents, view members and service scopes merged into interval history.
 
-The load writes a night into the per-date tables (``vsa_agents``, ``vsa_view_members``, and
-the count ``service_agents``): they are the night's staging, read by the quality gate, the
-count and the totals. Once counted, the night is merged into ``vsa_agent_history``,
-``vsa_view_member_history`` and ``service_agent_history`` (validity intervals, see
-``intervals.py``), which answer "which agents did service S count on date D" for every date
-kept. The volatile fields (``online``, ``last_checkin_time``, ``days_since_checkin``) change
-every night for most agents and stay in staging only. Staging older than the retention
+The load writes a night into the per-date tables ``vsa_agents`` and ``vsa_view_members``: they
+are the night's staging, read by the quality gate, the count and the totals. The count merges
+the agents each service counts into ``service_agent_history`` straight from its query
+(``changes.counting``); the night's agents and view members are then merged into
+``vsa_agent_history`` and ``vsa_view_member_history`` (validity intervals, see
+``intervals.py``). Together they answer "which agents did service S count on date D" for every
+date kept. The volatile fields (``online``, ``last_checkin_time``, ``days_since_checkin``)
+change every night for most agents and stay in staging only. Staging older than the retention
 (``AGENT_BILLING_SNAPSHOT_RETENTION_DAYS`` before the latest merged date) is dropped.
 """
 
@@ -44,12 +45,13 @@ SOURCES = (
              "FROM vsa_agents WHERE snapshot_date = :snapshot_date AND agent_id IS NOT NULL"),
     (VIEW_MEMBERS, "SELECT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date "
                   "AND agent_id IS NOT NULL"),
-    (SERVICE_AGENTS, "SELECT service_id, agent_id FROM service_agents WHERE snapshot_date = :snapshot_date"),
 )
+HISTORIES = (AGENTS, VIEW_MEMBERS, SERVICE_AGENTS)  # the count merges service agents itself
 
 
 def merge_night(conn: Connection, snapshot_date: date) -> int:
-    """Merge the night's staging into the histories (any date, any order); returns rows written."""
+    """Merge the night's staged agents and view members into their histories (any date, any
+    order; the count has merged its service agents); returns rows written."""
     written = sum(
         set_date(conn, history, snapshot_date, sql, {"snapshot_date": snapshot_date}) for history, sql in SOURCES
     )
@@ -61,7 +63,7 @@ def merge_night(conn: Connection, snapshot_date: date) -> int:
 def forget_night(conn: Connection, snapshot_date: date) -> None:
     """A discarded night leaves the histories (only the runs that start or end on it change)."""
     if conn.execute(text("SELECT 1 FROM history_dates WHERE snapshot_date = :d"), {"d": snapshot_date}).first():
-        for history, _ in SOURCES:
+        for history in HISTORIES:
             forget_date(conn, history, snapshot_date)
         forget_merged(conn, snapshot_date)
     mark_settled(conn, snapshot_date)  # its staging will not be merged: the retention may drop it
@@ -95,7 +97,7 @@ def prune_staging(engine: Engine, snapshot_date: date, retention_days: int) -> N
         gone = _hold(conn, seen, same_load=True)
         mark_dropped(conn, gone)
     if gone:
-            log.info("dropped the staging of %d settled dates before %s: %s", len(gone), cutoff,
+        log.info("dropped the staging of %d settled dates before %s: %s", len(gone), cutoff,
                  ", ".join(str(d) for d in sorted(gone)))
 
 

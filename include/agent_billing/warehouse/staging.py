@@ -1,13 +1,14 @@
 """The night's staging tables, one date at a time: on PostgreSQL a partition per snapshot date.
 
-``vsa_agents``, ``vsa_view_members`` and ``service_agents`` hold each night's full snapshot
-(1M agents: about 3.3M rows) for the retention period. On PostgreSQL they are partitioned by
-``snapshot_date`` (migration 0011): a night is written into its own partition, every read of
-one date touches that partition only, and the retention drops the partitions that leave it
-(``DROP TABLE``) instead of deleting millions of rows a night and leaving them to vacuum. A
-re-run of a date deletes its partition's rows (readers of the date keep their snapshot). A partition is created empty and then attached, which
-takes a lock that readers of other dates do not wait for (``CREATE TABLE ... PARTITION OF``
-would lock the whole table). SQLite, whose warehouses are small, keeps plain tables: the same
+``vsa_agents`` and ``vsa_view_members`` hold each night's full snapshot (1M agents: about 1.2M
+rows) for the retention period. On PostgreSQL they are partitioned by ``snapshot_date``
+(migration 0011): a night is written into its own partition, every read of one date touches
+that partition only, and the retention drops the partitions that leave it (``DROP TABLE``)
+instead of deleting a million rows a night and leaving them to vacuum. A re-run of a date
+deletes its partition's rows (readers of the date keep their snapshot). A partition is created
+empty and then attached, which takes a lock that readers of other dates do not wait for
+(``CREATE TABLE ... PARTITION OF`` would lock the whole table). SQLite, whose warehouses are
+small, keeps plain tables: the same
 calls delete rows there.
 
 ``staged_dates`` (migration 0012) follows each date's staging: ``loaded`` by a load, ``settled``
@@ -23,9 +24,7 @@ from sqlalchemy import Connection, text
 
 from agent_billing.warehouse.values import as_date
 
-# Staging table → whether its partitions are UNLOGGED (service_agents is written and merged in
-# one transaction; a crash that empties it loses nothing that the history does not hold).
-STAGING_TABLES = {"vsa_agents": False, "vsa_view_members": False, "service_agents": True}
+STAGING_TABLES = ("vsa_agents", "vsa_view_members")
 
 
 def partition_name(table: str, day: date) -> str:
@@ -45,8 +44,7 @@ def empty_date(conn: Connection, table: str, day: date) -> str:
         # date's other partitions, which the reader needs next (a deadlock), and it is not MVCC-safe.
         conn.execute(text(f"DELETE FROM {name}"))
         return name
-    unlogged = "UNLOGGED " if STAGING_TABLES[table] else ""
-    conn.execute(text(f"CREATE {unlogged}TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
+    conn.execute(text(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
     # The date is a literal: a partition bound takes no parameter (``day`` is a date, not text).
     conn.execute(text(f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES IN ('{day.isoformat()}')"))
     return name

@@ -1,12 +1,13 @@
 -- The agents each active rmm_agent_count service counts on :snapshot_date (SPEC 4.1):
 -- the account's VSA org, optionally one machine group (with its subgroups through the
 -- ParentMachineGroupId tree when include_subgroups), optionally intersected with a view,
--- minus the optional exclusions (never checked in; offline for more than N days).
--- Agent ids are unique per snapshot (the quality gate runs first), so no DISTINCT is needed.
+-- minus the optional exclusions (never checked in; offline for more than N days). Services in
+-- the temporary table uncounted_services (their scope is broken tonight) count nothing.
+-- Agent ids are unique per snapshot (the quality gate runs first), so no DISTINCT is needed:
+-- the pairs are unique, as the merge into service_agent_history (sync/intervals.py) requires.
 -- The few active services are resolved first (``scoped``, materialized) and hash-joined to the
 -- date's agents by org; group and view membership are uncorrelated IN lists (hashed once), so
 -- the plan stays one pass over the agents whatever the statistics say.
-INSERT INTO service_agents (snapshot_date, service_id, agent_id)
 WITH RECURSIVE scope_groups (service_id, machine_group_id) AS (
     SELECT s.service_id, g.machine_group_id
     FROM services s
@@ -28,9 +29,10 @@ scoped AS MATERIALIZED (
     JOIN accounts acc ON acc.account_id = c.account_id
     WHERE s.units_source = 'rmm_agent_count'
       AND s.start_date <= :snapshot_date AND (s.end_date IS NULL OR s.end_date >= :snapshot_date)
+      AND s.service_id NOT IN (SELECT service_id FROM uncounted_services)
       AND c.start_date <= :snapshot_date AND (c.end_date IS NULL OR c.end_date >= :snapshot_date)
 )
-SELECT :snapshot_date, s.service_id, a.agent_id
+SELECT s.service_id, a.agent_id
 FROM scoped s
 JOIN vsa_agents a ON a.snapshot_date = :snapshot_date AND a.org_id = s.vsa_org_id
 WHERE a.agent_id IS NOT NULL
