@@ -8,8 +8,7 @@ instead of deleting a million rows a night and leaving them to vacuum. A re-run 
 deletes its partition's rows (readers of the date keep their snapshot). A partition is created
 empty and then attached, which takes a lock that readers of other dates do not wait for
 (``CREATE TABLE ... PARTITION OF`` would lock the whole table). SQLite, whose warehouses are
-small, keeps plain tables: the same
-calls delete rows there.
+small, keeps plain tables: the same calls delete rows there.
 
 ``staged_dates`` (migration 0012) follows each date's staging: ``loaded`` by a load, ``settled``
 once merged into the histories or discarded, ``dropped`` by the retention. Only settled staging
