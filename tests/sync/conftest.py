@@ -6,6 +6,7 @@ import json
 from datetime import UTC, date, datetime, time
 
 import pytest
+from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
 from agent_billing.settings import Settings
@@ -114,6 +115,19 @@ def write_landing(root, day: date, agents: dict, view_members: set, *, mutate=No
         for name, rows in records.items():
             stage.write_lines(name, (json.dumps(r) for r in rows), total_records=len(rows))
     return landing
+
+
+def staged_dates(engine, table: str = "vsa_agents") -> set[str]:
+    """The dates a staging table holds rows of."""
+    with engine.connect() as conn:
+        return {str(d)[:10] for (d,) in conn.execute(text(f"SELECT DISTINCT snapshot_date FROM {table}"))}
+
+
+def stages(engine) -> dict[str, tuple[str, int]]:
+    """``staged_dates``: each date's stage and number of loads."""
+    with engine.connect() as conn:
+        return {str(d)[:10]: (s, n) for d, s, n in conn.execute(
+            text("SELECT snapshot_date, stage, loads FROM staged_dates"))}
 
 
 @pytest.fixture

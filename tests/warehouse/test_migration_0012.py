@@ -14,18 +14,9 @@ from agent_billing.warehouse import upgrade
 from agent_billing.warehouse.migrate import alembic_config
 from agent_billing.warehouse.staging import empty_date
 
+from ..sync.conftest import staged_dates, stages
+
 MERGED_GONE, MERGED, DISCARDED, FAILED, LATEST = (date(2024, 3, d) for d in (1, 2, 3, 4, 5))
-
-
-def stages(engine) -> dict[str, tuple[str, int]]:
-    with engine.connect() as conn:
-        return {str(d)[:10]: (s, n) for d, s, n in conn.execute(
-            text("SELECT snapshot_date, stage, loads FROM staged_dates"))}
-
-
-def staged(engine) -> set[str]:
-    with engine.connect() as conn:
-        return {str(d)[:10] for (d,) in conn.execute(text("SELECT DISTINCT snapshot_date FROM vsa_agents"))}
 
 
 def test_existing_dates_get_their_stage_and_only_settled_ones_are_pruned(warehouse):
@@ -48,7 +39,7 @@ def test_existing_dates_get_their_stage_and_only_settled_ones_are_pruned(warehou
         str(FAILED): ("loaded", 1), str(LATEST): ("settled", 1),
     }
     prune_staging(warehouse, LATEST, 0)
-    assert staged(warehouse) == {str(FAILED), str(LATEST)}
+    assert staged_dates(warehouse) == {str(FAILED), str(LATEST)}
     assert stages(warehouse)[str(MERGED)] == ("dropped", 1) == stages(warehouse)[str(DISCARDED)]
     command.downgrade(alembic_config(warehouse), "0011")
     upgrade(warehouse)
