@@ -21,6 +21,7 @@ from agent_billing.sync.pipeline import (
     validate_step,
 )
 from agent_billing.sync.runs import lock_snapshot_date
+from agent_billing.sync import snapshot_history
 from agent_billing.sync.snapshot_history import prune_staging
 from agent_billing.warehouse.staging import (
     STAGING_TABLES,
@@ -261,14 +262,64 @@ def test_a_prune_that_waits_for_a_load_of_the_date_keeps_what_the_load_wrote(con
                             {"d": D1}).scalars().all() == ["A-NEW"]
 
 
-def test_a_prune_cut_short_after_one_table_is_finished_by_the_next(contoso, tmp_path):
-    """The process died after dropping D1's agents but before its view members (each table is
-    its own transaction): D1 stays settled, and the next prune finishes it."""
+def test_a_prune_cut_short_leaves_a_date_that_is_refused_and_the_next_prune_finishes_it(contoso, tmp_path, monkeypatch):
+    """The prune's process dies after dropping D1's agents, before its view members (each table
+    is its own transaction). D1 is already marked dropped: a count of D1 run now (a cleared task)
+    is refused and the histories keep D1, where it used to merge an empty night into them and
+    count every service 0. The next prune drops what is left."""
     settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=30)
     run_day(contoso, settings, D1)
     run_day(contoso, settings, D3)
-    with contoso.begin() as conn:
-        drop_dates(conn, "vsa_agents", {D1})
+    counts = "SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d ORDER BY 1"
+    with contoso.connect() as conn:
+        before = conn.execute(text(counts), {"d": D1}).all()
+
+    def dies_after_the_first_table(conn, table, days):
+        if table != STAGING_TABLES[0]:
+            raise RuntimeError("the worker was killed")
+        drop_dates(conn, table, days)
+
+    monkeypatch.setattr(snapshot_history, "drop_dates", dies_after_the_first_table)
+    with pytest.raises(RuntimeError):
+        prune_staging(contoso, D3, 0)
+    monkeypatch.undo()
+    with pytest.raises(StagingMissing, match="^snapshot 2024-03-01's staging was dropped by the retention"):
+        count_step(contoso, settings, D1)
+    with contoso.connect() as conn:
+        assert conn.execute(text(counts), {"d": D1}).all() == before
+    assert len(counted_on(contoso, "S-ORG", D1)) == 5
+    assert stages(contoso)[str(D1)][0] == "dropped"
+    assert staged_dates(contoso, "vsa_agents") == {str(D3)}
+    assert staged_dates(contoso, "vsa_view_members") == {str(D1), str(D3)}
     prune_staging(contoso, D3, 0)
     assert stages(contoso)[str(D1)][0] == "dropped"
     assert {table: staged_dates(contoso, table) for table in STAGING_TABLES} == {table: {str(D3)} for table in STAGING_TABLES}
+
+
+def test_a_date_run_again_between_the_drops_of_a_prune_keeps_all_its_staging(contoso, tmp_path, monkeypatch):
+    """D1 is loaded, checked and counted again while the prune is between its tables: the prune
+    leaves D1's new staging alone in every table, so a later count of D1 finds its view members."""
+    settings = Settings(raw_path=tmp_path / "raw", snapshot_retention_days=30)
+    run_day(contoso, settings, D1)
+    run_day(contoso, settings, D3)
+    drop, again = snapshot_history.drop_marked, [D1]
+
+    def run_d1_again_after_the_first_table(engine, table):
+        dropped = drop(engine, table)
+        if table == STAGING_TABLES[0] and again:
+            run_day(contoso, settings, again.pop(), land=False)
+        return dropped
+
+    monkeypatch.setattr(snapshot_history, "drop_marked", run_d1_again_after_the_first_table)
+    prune_staging(contoso, D3, 0)
+    monkeypatch.undo()
+    assert stages(contoso)[str(D1)] == ("settled", 2)
+    assert {table: staged_dates(contoso, table) for table in STAGING_TABLES} == {
+        table: {str(D1), str(D3)} for table in STAGING_TABLES}
+    with contoso.connect() as conn:
+        before = conn.execute(text("SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d "
+                                   "ORDER BY 1"), {"d": D1}).all()
+    count_step(contoso, settings, D1)  # a cleared count of D1: the same counts, view scopes included
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d "
+                                 "ORDER BY 1"), {"d": D1}).all() == before

@@ -30,10 +30,11 @@ from agent_billing.sync.runs import lock_snapshot_date
 from agent_billing.warehouse.staging import (
     STAGING_TABLES,
     drop_dates,
+    in_stage,
     mark_dropped,
     mark_settled,
     settled_before,
-    still_settled,
+    still_staged,
 )
 from agent_billing.warehouse.values import as_date
 
@@ -76,11 +77,16 @@ def prune_staging(engine: Engine, snapshot_date: date, retention_days: int) -> N
     its load and its count) or whose run failed keeps its staging (to be counted, or looked at)
     until it is merged or discarded.
 
+    The dates are marked ``dropped`` first, in one transaction, and only then is their staging
+    dropped: from that commit on, the gate and the count refuse them (``require_staging``), so a
+    prune that dies half-way leaves dates that are refused, never a settled date with half its
+    staging (the next prune drops what is left). Before marking, the prune takes the dates'
+    locks, which a load holds from its start to its commit, and looks again: a date loaded since
+    the prune looked is not settled any more and keeps its new staging.
+
     On PostgreSQL a date's staging is a partition, dropped whole (``warehouse.staging``). Each
     table's drop is its own short transaction, so it holds one table's lock at a time and can
-    wait for readers of other dates, but never in a cycle with them. It first takes the dates'
-    locks, which a load holds from its start to its commit, and looks again: a date loaded since
-    the prune looked is not settled any more and keeps its new staging."""
+    wait for readers of other dates, but never in a cycle with them."""
     with engine.connect() as conn:
         latest = conn.execute(text("SELECT MAX(snapshot_date) FROM history_dates")).scalar()
         if latest is None:
@@ -88,22 +94,31 @@ def prune_staging(engine: Engine, snapshot_date: date, retention_days: int) -> N
         cutoff = as_date(latest) - timedelta(days=retention_days)
         seen = settled_before(conn, cutoff)
         seen.pop(snapshot_date, None)
-    if not seen:
-        return
-    for table in STAGING_TABLES:
+    if seen:
         with engine.begin() as conn:
-            drop_dates(conn, table, _hold(conn, seen))
+            gone = _hold(conn, seen, "settled", same_load=True)
+            mark_dropped(conn, gone)
+        if gone:
+            log.info("dropping the staging of %d settled dates before %s: %s", len(gone), cutoff,
+                     ", ".join(str(d) for d in sorted(gone)))
+    for table in STAGING_TABLES:
+        drop_marked(engine, table)
+
+
+def drop_marked(engine: Engine, table: str) -> set[date]:
+    """Drop one staging table's rows of the dates marked ``dropped`` (those of this prune, and
+    any an earlier prune left behind), in one transaction; returns the dates dropped. A date
+    loaded again since it was marked is left alone: its locks are taken and its stage read again."""
     with engine.begin() as conn:
-        gone = _hold(conn, seen, same_load=True)
-        mark_dropped(conn, gone)
-    if gone:
-        log.info("dropped the staging of %d settled dates before %s: %s", len(gone), cutoff,
-                 ", ".join(str(d) for d in sorted(gone)))
+        marked = still_staged(conn, table, "dropped")
+        days = _hold(conn, marked, "dropped")
+        drop_dates(conn, table, days)
+    return days
 
 
-def _hold(conn: Connection, seen: dict[date, int], *, same_load: bool = False) -> set[date]:
+def _hold(conn: Connection, seen: dict[date, int], stage: str, *, same_load: bool = False) -> set[date]:
     """Lock the dates (in order, as every run of a date takes its lock first) and return those
-    still settled."""
+    still in ``stage`` (and, with ``same_load``, not loaded since ``seen``)."""
     for day in sorted(seen):
         lock_snapshot_date(conn, day)
-    return still_settled(conn, seen, same_load=same_load)
+    return in_stage(conn, seen, stage, same_load=same_load)

@@ -11,8 +11,9 @@ empty and then attached, which takes a lock that readers of other dates do not w
 small, keeps plain tables: the same calls delete rows there.
 
 ``staged_dates`` (migration 0012) follows each date's staging: ``loaded`` by a load, ``settled``
-once merged into the histories or discarded, ``dropped`` by the retention. Only settled staging
-may be dropped; ``loads`` tells a prune whether a load came after it looked.
+once merged into the histories or discarded, ``dropped`` by the retention, which marks a date
+before it drops its rows. Only settled staging may be dropped; ``loads`` tells a prune whether
+a load came after it looked.
 """
 
 from __future__ import annotations
@@ -91,13 +92,26 @@ def settled_before(conn: Connection, cutoff: date) -> dict[date, int]:
     return {as_date(d): loads for d, loads in rows}
 
 
-def still_settled(conn: Connection, seen: dict[date, int], *, same_load: bool = False) -> set[date]:
-    """The dates of ``seen`` that are settled now (and, with ``same_load``, not loaded since)."""
-    rows = conn.execute(text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = 'settled'"))
+def in_stage(conn: Connection, seen: dict[date, int], stage: str, *, same_load: bool = False) -> set[date]:
+    """The dates of ``seen`` in ``stage`` now (and, with ``same_load``, not loaded since)."""
+    rows = conn.execute(text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = :s"), {"s": stage})
     return {
         day for day, loads in ((as_date(d), n) for d, n in rows)
         if day in seen and (not same_load or loads == seen[day])
     }
+
+
+def still_staged(conn: Connection, table: str, stage: str) -> dict[date, int]:
+    """The dates in ``stage`` whose staging ``table`` still holds, with their number of loads.
+    On PostgreSQL from the table's partitions (their names, not their rows); on SQLite one
+    probe of the date's index per date."""
+    rows = conn.execute(text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = :s"), {"s": stage})
+    dates = {as_date(d): n for d, n in rows}
+    if conn.dialect.name == "postgresql":
+        held = {date(int(n[-8:-4]), int(n[-4:-2]), int(n[-2:])) for n in partitions(conn, table)}
+        return {day: n for day, n in dates.items() if day in held}
+    probe = text(f"SELECT 1 FROM {table} WHERE snapshot_date = :d LIMIT 1")
+    return {day: n for day, n in dates.items() if conn.execute(probe, {"d": day}).first() is not None}
 
 
 def mark_dropped(conn: Connection, days: set[date]) -> None:
