@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.settings import Settings
+from agent_billing.sync import snapshot_history
 from agent_billing.sync.load import delete_snapshot_rows
 from agent_billing.sync.pipeline import (
     StagingMissing,
@@ -21,7 +22,6 @@ from agent_billing.sync.pipeline import (
     validate_step,
 )
 from agent_billing.sync.runs import lock_snapshot_date
-from agent_billing.sync import snapshot_history
 from agent_billing.sync.snapshot_history import prune_staging
 from agent_billing.warehouse.staging import (
     STAGING_TABLES,
