@@ -1,5 +1,6 @@
 """The load turns landed JSON lines into the rows its rules make (``agent_row``), on both
-engines: on PostgreSQL the batches of VSA's usual shape are read in SQL, the others by the rules."""
+engines: on PostgreSQL the reads of VSA's usual shape are decoded by msgspec straight into clean
+records, the others go through the rules."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def normal(row):
 
 
 def exotic(records):
-    """Values at the edges of the rules, some in VSA's usual shape (read in SQL on PostgreSQL)."""
+    """Values at the edges of the rules, some in VSA's usual shape (decoded by msgspec on PostgreSQL)."""
     agents = records["agents.jsonl.gz"]
     agents[0]["AgentId"] = f"\t{agents[0]['AgentId']}\u00a0"  # whitespace other than spaces
     agents[1]["LastCheckInTime"] = "2024-02-27t23:30:00z"  # RFC 3339 allows lowercase

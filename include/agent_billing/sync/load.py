@@ -280,8 +280,8 @@ def _int(value) -> int | None:
 
 def parse_vsa_timestamp(value) -> datetime | None:
     """A VSA timestamp, read leniently (its format differs by build): RFC 3339 as msgspec reads
-    it (the same reading as the check of VSA's usual shape, so a batch read in SQL and one read
-    here agree), else any ISO 8601 form Python reads; anything else is unreadable (None)."""
+    it (the same reading as the decode of VSA's usual shape, so a read decoded by msgspec and one
+    read here agree), else any ISO 8601 form Python reads; anything else is unreadable (None)."""
     if not value or not isinstance(value, str):
         return None
     try:
