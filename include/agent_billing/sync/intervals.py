@@ -71,6 +71,8 @@ def mark_merged(conn: Connection, day: date) -> None:
 def set_date(conn: Connection, history: History, day: date, source_sql: str, params: dict | None = None) -> int:
     """Make ``history`` hold exactly the keys of ``source_sql`` (a SELECT of ``history.columns``
     in that order, no duplicates) on ``day``, which becomes a merged date. Returns rows written.
+    The caller serialises the merges of all dates (``changes.lock_unit_history``): a merge reads
+    the next merged date, which a concurrent merge of another date would change unseen.
 
     The night's difference is found in one pass (the runs covering ``day`` fully joined to the
     source by key, into a temporary table) and then applied by key: a quiet night reads its
@@ -147,7 +149,7 @@ def _date_param(name: str, dialect: str) -> str:
 
 def forget_date(conn: Connection, history: History, day: date) -> int:
     """Remove ``day`` from ``history`` (call ``forget_merged`` after the last history); only
-    the runs that start or end on it change."""
+    the runs that start or end on it change. Serialised like ``set_date``."""
     _, nxt = neighbours(conn, day)
     p = {"d": day, "n": nxt}
     t = history.table

@@ -181,6 +181,9 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
     }
     with engine.begin() as conn:
         lock_snapshot_date(conn, snapshot_date)
+        # The merges read the merged dates around this one: counts of other dates (a backfill
+        # runs several at once) wait, or each would miss the other's date (lock order as the diff).
+        changes.lock_unit_history(conn)
         require_staging(conn, settings, snapshot_date, "count")
         result = changes.count_units(conn, snapshot_date, landed_views)
         merge_night(conn, snapshot_date)

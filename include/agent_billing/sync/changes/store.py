@@ -47,8 +47,9 @@ FAR = Position(date.max, datetime.max.replace(tzinfo=UTC))
 
 
 def lock_unit_history(conn: Connection) -> None:
-    """Serialise whoever re-derives unit changes (backfill runs of several dates can run at
-    once): on PostgreSQL a transaction-scoped advisory lock; SQLite has one writer anyway."""
+    """Serialise whoever re-derives unit changes or merges a date into the interval histories
+    (backfill runs of several dates can run at once): on PostgreSQL a transaction-scoped
+    advisory lock; SQLite has one writer anyway."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UNIT_HISTORY_LOCK})
 
