@@ -74,19 +74,22 @@ def at(conn, day):
 
 
 def assert_canonical(conn, merged):
-    """Runs start and end on merged dates, never overlap, and none could be joined to the next."""
-    for table, ids in (("vsa_agent_history", "agent_id"), ("service_agent_history", "service_id, agent_id")):
-        rows = conn.execute(text(f"SELECT {ids}, valid_from, valid_to FROM {table} ORDER BY {ids}, valid_from")).all()
+    """Runs start and end on merged dates, never overlap, and none could be joined to the next
+    (the same key and attributes, ending where the next starts)."""
+    for table, ids, attributes in (
+        ("vsa_agent_history", "agent_id", ", agent_name, org_id, machine_group_id, never_checked_in"),
+        ("service_agent_history", "service_id, agent_id", ""),
+    ):
+        rows = conn.execute(text(
+            f"SELECT {ids}, valid_from, valid_to{attributes} FROM {table} ORDER BY {ids}, valid_from")).all()
         width = len(ids.split(","))
         for row in rows:
             assert as_date(row[width]) in merged and (row[width + 1] is None or as_date(row[width + 1]) in merged)
         for a, b in zip(rows, rows[1:], strict=False):
             if a[:width] == b[:width]:
                 assert a[width + 1] is not None and as_date(a[width + 1]) <= as_date(b[width])
-        if table == "service_agent_history":  # no attributes: touching runs would be one run
-            for a, b in zip(rows, rows[1:], strict=False):
-                if a[:width] == b[:width]:
-                    assert as_date(a[width + 1]) != as_date(b[width])
+                touching = as_date(a[width + 1]) == as_date(b[width])
+                assert not (touching and a[width + 2:] == b[width + 2:]), (table, a, b)
 
 
 @PROPERTY
