@@ -18,7 +18,7 @@ a load came after it looked.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import Connection, text
 
@@ -29,6 +29,11 @@ STAGING_TABLES = ("vsa_agents", "vsa_view_members")
 
 def partition_name(table: str, day: date) -> str:
     return f"{table}_{day:%Y%m%d}"
+
+
+def partition_date(name: str) -> date:
+    """The date of a partition named by ``partition_name``."""
+    return datetime.strptime(name[-8:], "%Y%m%d").date()
 
 
 def empty_date(conn: Connection, table: str, day: date) -> str:
@@ -85,18 +90,13 @@ def stage_of(conn: Connection, day: date) -> str | None:
 
 def settled_before(conn: Connection, cutoff: date) -> dict[date, int]:
     """Settled dates before ``cutoff`` with their number of loads."""
-    rows = conn.execute(
-        text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = 'settled' AND snapshot_date < :c"),
-        {"c": cutoff},
-    )
-    return {as_date(d): loads for d, loads in rows}
+    return {day: loads for day, loads in _dates_in(conn, "settled").items() if day < cutoff}
 
 
 def in_stage(conn: Connection, seen: dict[date, int], stage: str, *, same_load: bool = False) -> set[date]:
     """The dates of ``seen`` in ``stage`` now (and, with ``same_load``, not loaded since)."""
-    rows = conn.execute(text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = :s"), {"s": stage})
     return {
-        day for day, loads in ((as_date(d), n) for d, n in rows)
+        day for day, loads in _dates_in(conn, stage).items()
         if day in seen and (not same_load or loads == seen[day])
     }
 
@@ -105,13 +105,17 @@ def still_staged(conn: Connection, table: str, stage: str) -> dict[date, int]:
     """The dates in ``stage`` whose staging ``table`` still holds, with their number of loads.
     On PostgreSQL from the table's partitions (their names, not their rows); on SQLite one
     probe of the date's index per date."""
-    rows = conn.execute(text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = :s"), {"s": stage})
-    dates = {as_date(d): n for d, n in rows}
+    dates = _dates_in(conn, stage)
     if conn.dialect.name == "postgresql":
-        held = {date(int(n[-8:-4]), int(n[-4:-2]), int(n[-2:])) for n in partitions(conn, table)}
+        held = {partition_date(name) for name in partitions(conn, table)}
         return {day: n for day, n in dates.items() if day in held}
     probe = text(f"SELECT 1 FROM {table} WHERE snapshot_date = :d LIMIT 1")
     return {day: n for day, n in dates.items() if conn.execute(probe, {"d": day}).first() is not None}
+
+
+def _dates_in(conn: Connection, stage: str) -> dict[date, int]:
+    rows = conn.execute(text("SELECT snapshot_date, loads FROM staged_dates WHERE stage = :s"), {"s": stage})
+    return {as_date(d): n for d, n in rows}
 
 
 def mark_dropped(conn: Connection, days: set[date]) -> None:
