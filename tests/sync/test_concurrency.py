@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
 
+from agent_billing.billing import store as billing_store
+from agent_billing.billing.run import plan_contract, run_billing
+from agent_billing.contracts import apply_contracts
 from agent_billing.sync import pipeline
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
-from .conftest import DAYS, write_landing
+from .conftest import CONTRACT, DAYS, write_landing
 from .test_unit_changes import ledger
 
 D1, D2, D3 = sorted(DAYS)
@@ -102,3 +107,61 @@ def test_counts_of_two_dates_at_once_leave_the_history_as_if_in_order(contoso, s
         rows = conn.execute(text(COUNTED_FROM_HISTORY)).all()
     assert len(rows) == 12
     assert [(str(day)[:10], service, units, agents) for day, service, units, agents in rows if units != agents] == []
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_billing_run_reads_the_unit_history_before_or_after_a_re_derivation_never_a_mix(
+        warehouse, settings, monkeypatch):
+    """D1's run stopped before its diff, D2 completed. Billing as of D2 reads the contract's unit
+    changes, then (another statement) its first observations; D1's diff, re-run by a backfill,
+    moves the first observation. It used to commit between the two reads: March's invoice was
+    posted from neither state (S-SRV 2 units without its -1 change). The diff now waits."""
+    contract = copy.deepcopy(CONTRACT)
+    for item in (contract["accounts"][0]["contracts"][0], *contract["accounts"][0]["contracts"][0]["services"]):
+        item["start_date"] = "2024-03-01"
+    apply_contracts(warehouse, contract)
+    for day in (D1, D2):
+        write_landing(settings.raw_path, day, *DAYS[day])
+        load_step(warehouse, settings, day)
+        count_step(warehouse, settings, day)
+    diff_step(warehouse, settings, D2)
+    with warehouse.connect() as conn, conn.begin() as transaction:  # what billing sees now
+        before = lines_of(plan_contract(conn, billing_store.lock_contract(conn, "C-CONTOSO"), D2).lines)
+        transaction.rollback()
+    read, resume = threading.Event(), threading.Event()
+    all_rows = billing_store._all_rows
+
+    def pause_after_the_unit_changes(conn, name, params):
+        rows = all_rows(conn, name, params)
+        if name == "unit_changes" and not read.is_set():
+            read.set()
+            resume.wait(30)
+        return rows
+
+    monkeypatch.setattr(billing_store, "_all_rows", pause_after_the_unit_changes)
+    errors = []
+
+    def run(step):
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    billing = threading.Thread(target=run, args=(lambda: run_billing(warehouse, D2, today=D2).raise_for_failures(),))
+    billing.start()
+    assert read.wait(30)
+    backfill = threading.Thread(target=run, args=(lambda: diff_step(warehouse, settings, D1),))
+    backfill.start()
+    backfill.join(2)  # the diff waits for the billing run's contract (or, before, committed meanwhile)
+    resume.set()
+    billing.join(30)
+    backfill.join(30)
+    assert errors == [] and not billing.is_alive() and not backfill.is_alive()
+    with warehouse.connect() as conn:
+        posted = conn.execute(text(
+            "SELECT service_id, kind, units, amount FROM invoice_lines ORDER BY service_id, kind, units")).all()
+    assert [(s, k, u, Decimal(a)) for s, k, u, a in posted] == before
+
+
+def lines_of(lines):
+    return sorted((x.service_id, x.kind, x.units, x.amount) for x in lines)

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, time
 
 from sqlalchemy import text
 
+from agent_billing.billing import store
+from agent_billing.billing.run import plan_contract
 from agent_billing.sync.changes import record_reading
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
@@ -95,3 +97,20 @@ def test_mail_says_when_the_agents_listed_do_not_add_up_to_a_change_after_a_pres
     assert blocks["Workstations (S-WS)"].startswith("Workstations (S-WS): 6 → 4 units, effective 2024-03-02\n")
     assert "a Get Units Now reading in between already counted part of it" in blocks["Workstations (S-WS)"]
     assert "Get Units Now" not in blocks["Servers (S-SRV)"]  # its agents add up to its change
+
+
+def test_presses_on_a_new_service_s_first_day_bill_the_day_s_last_press(contoso, settings):
+    """No snapshot yet: S-WS is pressed twice on its first day (3, then 5 an hour later). The
+    unit history keeps the day's last press, so billing must start from 5 too: it started from
+    the first press (3) and billed 3 units with no change to 5 anywhere."""
+    press(contoso, settings, "S-WS", D1, 9, 3)
+    press(contoso, settings, "S-WS", D1, 10, 5)
+    with contoso.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'gap')"), {"d": D1})
+        assert conn.execute(text("SELECT units FROM services WHERE service_id = 'S-WS'")).scalar() == 5
+    assert ws_changes(contoso) == []
+    with contoso.connect() as conn, conn.begin() as transaction:
+        lines = plan_contract(conn, store.lock_contract(conn, "C-CONTOSO"), D1).lines
+        transaction.rollback()
+    billed = [(x.kind, x.units) for x in lines if x.service_id == "S-WS"]
+    assert billed and {units for _, units in billed} == {5}, billed

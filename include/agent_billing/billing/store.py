@@ -21,6 +21,7 @@ from agent_billing.billing.money import price_units, to_e4
 from agent_billing.billing.timeline import ordered, starting_units
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
+from agent_billing.sync.changes import share_unit_history
 from agent_billing.warehouse.bulk import bulk_insert
 
 MONEY = Numeric(18, 4)
@@ -75,7 +76,10 @@ def find_contract(conn: Connection, contract_id: str) -> Contract | None:
 
 
 def lock_contract(conn: Connection, contract_id: str) -> Contract:
-    """Lock the contract for the rest of this transaction and read it."""
+    """Lock the contract for the rest of this transaction and read it. The unit history is
+    shared first (``share_unit_history``): the contract's changes and first observations, read
+    in separate statements, are then one state, not a re-derivation's before and after."""
+    share_unit_history(conn)
     row = conn.execute(query("lock_contract"), {"contract_id": contract_id}).mappings().first()
     if row is None:
         raise UserError(f"unknown contract {contract_id}")

@@ -27,7 +27,7 @@ from agent_billing.contracts.schema import (
     parse_contracts,
     read_contracts_file,
 )
-from agent_billing.sync.changes import record_manual_change
+from agent_billing.sync.changes import lock_unit_history, record_manual_change
 from agent_billing.sync.scopes import latest_complete_snapshot, scope_problems
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def run_contracts(
 ) -> Plan:
     doc = as_document(document)
     with engine.connect() as conn, conn.begin() as transaction:
+        lock_unit_history(conn)  # before any row: a billing run shares it, then locks its contract
         plan = compute_plan(conn, doc, prune_end_date=prune_end_date)
         if plan.refused:
             if dry_run:

@@ -1,5 +1,7 @@
 -- The contract's services with their first observations: the first count of a good snapshot
--- and the first Get Units Now reading (the earlier of the two sets an rmm service's starting
+-- and the first Get Units Now reading, which is the last press of the first day pressed (a
+-- later press the same day supersedes an earlier one, as in the unit history:
+-- ``changes.history.last_press_per_day``) (the earlier of the two sets an rmm service's starting
 -- units), and the units before its first unit change, whatever its date (a manual service's
 -- starting units: services.units already holds a future-dated change's units). Index probes
 -- on the primary and unique keys: the daily history is never scanned. The snapshot's status
@@ -22,7 +24,10 @@ SELECT s.service_id, s.name, s.unit_price, s.units, s.start_date, s.end_date,
               LIMIT 1)
        END AS first_count_date,
        (SELECT g.units FROM units_now_readings g
-         WHERE g.service_id = s.service_id ORDER BY g.observed_at LIMIT 1) AS first_reading,
+         WHERE g.service_id = s.service_id
+           AND g.observed_date = (SELECT MIN(f.observed_date) FROM units_now_readings f
+                                   WHERE f.service_id = s.service_id)
+         ORDER BY g.observed_at DESC LIMIT 1) AS first_reading,
        (SELECT g.observed_date FROM units_now_readings g
          WHERE g.service_id = s.service_id ORDER BY g.observed_at LIMIT 1) AS first_reading_date,
        (SELECT c.units_before FROM unit_changes c

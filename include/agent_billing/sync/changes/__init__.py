@@ -27,11 +27,12 @@ from agent_billing.sync.changes.store import (
     rederive_around,
     rederive_from,
     refresh_service_units,
+    share_unit_history,
 )
 
 __all__ = [
     "MANUAL", "NIGHTLY", "READING", "UNIT_HISTORY_LOCK", "Change", "CountResult", "Observation",
     "Position", "change_id", "clear_counts", "count_units", "day_start", "insert_changes",
     "lock_unit_history", "nightly_position", "record_manual_change", "record_reading",
-    "refresh_service_units", "rederive_around", "rederive_from",
+    "refresh_service_units", "rederive_around", "rederive_from", "share_unit_history",
 ]

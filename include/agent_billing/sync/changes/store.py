@@ -54,6 +54,15 @@ def lock_unit_history(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UNIT_HISTORY_LOCK})
 
 
+def share_unit_history(conn: Connection) -> None:
+    """Read the unit history as one state for the rest of the transaction (a billing run reads
+    a contract's unit changes and first observations in separate statements): wait for a writer
+    holding ``lock_unit_history``, and make writers wait. PostgreSQL: the same advisory lock,
+    shared. Take it before any row lock: a writer takes the lock before its rows."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": UNIT_HISTORY_LOCK})
+
+
 # -- good snapshots near a position (sync_runs is keyed by date: each read is an index range)
 
 def _good_near(conn: Connection, tz, day: date, *, before: bool, limit: int = 2) -> list[Position]:
