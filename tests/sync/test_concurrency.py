@@ -22,6 +22,20 @@ from .test_unit_changes import ledger
 D1, D2, D3 = sorted(DAYS)
 
 
+def started(errors: list, step, *args) -> threading.Thread:
+    """A thread running ``step(*args)``, started; what it raises goes to ``errors``."""
+
+    def run():
+        try:
+            step(*args)
+        except Exception as exc:  # noqa: BLE001 - the test asserts on errors
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
 def test_concurrent_diffs_of_adjacent_dates_converge(contoso, settings):
     for day in (D1, D2, D3):
@@ -30,16 +44,7 @@ def test_concurrent_diffs_of_adjacent_dates_converge(contoso, settings):
         count_step(contoso, settings, day)
     diff_step(contoso, settings, D1)
     errors = []
-
-    def diff(day):
-        try:
-            diff_step(contoso, settings, day)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=diff, args=(day,)) for day in (D3, D2)]
-    for t in threads:
-        t.start()
+    threads = [started(errors, diff_step, contoso, settings, day) for day in (D3, D2)]
     for t in threads:
         t.join()
     assert errors == []
@@ -82,18 +87,9 @@ def test_counts_of_two_dates_at_once_leave_the_history_as_if_in_order(contoso, s
 
     monkeypatch.setattr(pipeline, "merge_night", d3_holds_its_transaction_open)
     errors = []
-
-    def count(day):
-        try:
-            count_step(contoso, settings, day)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    d3 = threading.Thread(target=count, args=(D3,))
-    d3.start()
+    d3 = started(errors, count_step, contoso, settings, D3)
     assert merged.wait(30)
-    d2 = threading.Thread(target=count, args=(D2,))
-    d2.start()
+    d2 = started(errors, count_step, contoso, settings, D2)
     with contoso.connect() as watch:  # D2 waits for D3 (it may also finish first, without the lock)
         for _ in range(100):
             if not d2.is_alive() or watch.execute(text("SELECT COUNT(*) FROM pg_locks WHERE NOT granted")).scalar():
@@ -140,18 +136,9 @@ def test_a_billing_run_reads_the_unit_history_before_or_after_a_re_derivation_ne
 
     monkeypatch.setattr(billing_store, "_all_rows", pause_after_the_unit_changes)
     errors = []
-
-    def run(step):
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
-    billing = threading.Thread(target=run, args=(lambda: run_billing(warehouse, D2, today=D2).raise_for_failures(),))
-    billing.start()
+    billing = started(errors, lambda: run_billing(warehouse, D2, today=D2).raise_for_failures())
     assert read.wait(30)
-    backfill = threading.Thread(target=run, args=(lambda: diff_step(warehouse, settings, D1),))
-    backfill.start()
+    backfill = started(errors, diff_step, warehouse, settings, D1)
     backfill.join(2)  # the diff waits for the billing run's contract (or, before, committed meanwhile)
     resume.set()
     billing.join(30)
