@@ -93,7 +93,9 @@ class Window:
 
 def last_press_per_day(readings: Iterable[Observation]) -> list[Observation]:
     """A day's reading is its last press: a later press the same day supersedes an earlier
-    one, even one made before that night's snapshot."""
+    one, even one made before that night's snapshot. Billing reads a service's first reading
+    by the same rule in SQL (``sql/billing/services.sql``); a test of a service's first day of
+    presses holds the two together."""
     last: dict[tuple[str, date], Observation] = {}
     for reading in sorted(readings, key=lambda o: o.position):
         last[(reading.service_id, reading.position.day)] = reading
