@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, text
@@ -11,7 +11,7 @@ from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.sync.changes import rederive_from
 from agent_billing.sync.pipeline import count_step, diff_step, load_step, validate_step
 
-from .conftest import AGENT, DAYS, write_landing
+from .conftest import AGENT, DAYS, G_SRV, G_WS, VIEW, write_landing
 
 D1, D2, D3 = sorted(DAYS)
 
@@ -313,3 +313,30 @@ def test_manual_changes_go_through_the_one_writer_and_a_same_day_edit_replaces_t
     with contoso.begin() as conn:
         assert record_manual_change(conn, "S-SRV", day, 15, 10) is None  # back where the day started
     assert ledger(contoso) == ([], [])
+
+
+def test_a_backfilled_night_moves_the_next_change_of_a_service_the_next_night_did_not_count(contoso, settings):
+    """D3's extract has no members file for S-VIEW's view (it gets no count that night). D2 was
+    missed and is backfilled after D3 and D4 ran: S-VIEW's change on D4 is from D2's 2 units,
+    not from D1's 1 (the re-derivation used to stop at D3, leaving D4's 1 -> 3 beside D2's
+    1 -> 2: +3 billed for +2 agents). The same order run again changes nothing."""
+    agents = {"a1": (G_WS, 1), "a2": (G_WS, 1), "a4": (G_SRV, 2)}
+    d4 = D3 + timedelta(days=1)
+    no_view = lambda records: records.pop(f"agents_in_view/{VIEW}.jsonl.gz")  # noqa: E731
+    for day, members, mutate in ((D1, {"a1"}, None), (D2, {"a1", "a2"}, None), (D3, {"a1", "a2"}, no_view),
+                                 (d4, {"a1", "a2", "a4"}, None)):
+        write_landing(settings.raw_path, day, agents, members, mutate=mutate)
+    for day in (D1, D3, d4, D2):
+        run_day(contoso, settings, day, land=False)
+    expected = [("2024-03-02", 1, 2), ("2024-03-04", 2, 3)]
+    assert view_changes(contoso) == expected
+    for day in (D1, D2, D3, d4):
+        run_day(contoso, settings, day, land=False)
+    assert view_changes(contoso) == expected
+
+
+def view_changes(engine):
+    with engine.connect() as conn:
+        return [(str(d)[:10], b, a) for d, b, a in conn.execute(text(
+            "SELECT effective_date, units_before, units_after FROM unit_changes WHERE service_id = 'S-VIEW' "
+            "ORDER BY effective_date"))]

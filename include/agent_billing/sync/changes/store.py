@@ -88,7 +88,20 @@ def window_around(conn: Connection, tz, position: Position, since: Position | No
     start = since or position
     lower = next((p for p in _good_near(conn, tz, start.day, before=True) if p < start), None)
     upper = next((p for p in _good_near(conn, tz, position.day, before=False) if p > position), None)
-    return Window(lower, upper)
+    return Window(lower, _past_uncounted(conn, tz, upper))
+
+
+def _past_uncounted(conn: Connection, tz, upper: Position | None) -> Position | None:
+    """``upper``, or further: up to the next good count of each service that ``upper`` did not
+    count (``sync/next_observed_past.sql``), whose next change the window may have moved."""
+    if upper is None:
+        return None
+    reach, to_the_end = conn.execute(load_sql("sync/next_observed_past.sql"), {"upper": upper.day}).one()
+    if to_the_end:
+        return None
+    if reach is None:
+        return upper
+    return next(p for p in _good_near(conn, tz, as_date(reach), before=False, limit=1))
 
 
 def _good_in(conn: Connection, tz, window: Window) -> list[Position]:
