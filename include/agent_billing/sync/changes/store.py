@@ -101,7 +101,7 @@ def _past_uncounted(conn: Connection, tz, upper: Position | None) -> Position | 
         return None
     if reach is None:
         return upper
-    return next(p for p in _good_near(conn, tz, as_date(reach), before=False, limit=1))
+    return _good_near(conn, tz, as_date(reach), before=False, limit=1)[0]
 
 
 def _good_in(conn: Connection, tz, window: Window) -> list[Position]:
