@@ -27,7 +27,8 @@ failed (**fail_if_work_failed**). A run still unfinished at `AGENT_BILLING_SYNC_
 
 Snapshot date = the logical date's local date, or the param `snapshot_date`.
 Param `quarantine_action` (`release` / `discard`) acts on a quarantined snapshot instead of
-syncing. Backfills: `airflow backfill create --dag-id vsa_asset_sync --from-date … --to-date …`
+syncing; `reopen` takes a discarded one up again (a run of a discarded night does nothing
+until then). Backfills: `airflow backfill create --dag-id vsa_asset_sync --from-date … --to-date …`
 (see docs/runbook.md).
 """
 
@@ -90,8 +91,9 @@ def record_failure(context) -> None:
             description="Snapshot date to (re)process, YYYY-MM-DD; default: the logical date's local date.",
         ),
         "quarantine_action": Param(
-            None, type=["null", "string"], enum=[None, "release", "discard"],
-            description="release or discard the quarantined snapshot of snapshot_date instead of syncing.",
+            None, type=["null", "string"], enum=[None, "release", "discard", "reopen"],
+            description="release or discard the quarantined snapshot of snapshot_date, or reopen the "
+                        "discarded one, instead of syncing.",
         ),
     },
 )
@@ -186,11 +188,11 @@ def vsa_asset_sync():
     def quarantine_action(snapshot_date: str) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
-        from agent_billing.sync.pipeline import discard_snapshot, release_snapshot
+        from agent_billing.sync.pipeline import discard_snapshot, release_snapshot, reopen_snapshot
         from warehouse_hook import WarehouseHook
 
         action = get_current_context()["params"]["quarantine_action"]
-        step = release_snapshot if action == "release" else discard_snapshot
+        step = {"release": release_snapshot, "discard": discard_snapshot, "reopen": reopen_snapshot}[action]
         return step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))  # gap alerts too

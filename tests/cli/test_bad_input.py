@@ -122,6 +122,8 @@ CASES = [
          r"snapshot 2025-01-15 is complete, not quarantined"),
     Case("discard-unknown-date", ("snapshots", "discard", "2025-01-16"), 2,
          r"snapshot 2025-01-16 is unknown, not quarantined"),
+    Case("reopen-not-discarded", ("snapshots", "reopen", "2025-01-15"), 2,
+         r"snapshot 2025-01-15 is complete, not discarded; nothing to reopen"),
     # -- files
     Case("export-directory-missing", ("invoices", "export", "--month", "2025-01", "--output",
                                       "/nonexistent/dir/x.csv"), 2, r"cannot write /nonexistent/dir/x\.csv: No such file or directory"),

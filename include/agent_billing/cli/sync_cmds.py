@@ -21,9 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     get.add_argument("--service", required=True, help="service_id")
     get.set_defaults(handler=_units_get)
 
-    snapshots = sub.add_parser("snapshots", help="quarantined snapshots")
+    snapshots = sub.add_parser("snapshots", help="quarantined and discarded snapshots")
     s_sub = snapshots.add_subparsers(dest="snapshots_command", required=True)
-    for action, text in (("release", "accept a quarantined snapshot"), ("discard", "reject a quarantined snapshot")):
+    for action, text in (("release", "accept a quarantined snapshot"), ("discard", "reject a quarantined snapshot"),
+                         ("reopen", "take a discarded snapshot up again (then run its night)")):
         p = s_sub.add_parser(action, help=text)
         p.add_argument("date", help="snapshot date YYYY-MM-DD")
         p.set_defaults(handler=_snapshot_action, action=action)
@@ -99,11 +100,14 @@ def _units_get(args: argparse.Namespace) -> int:
 
 def _snapshot_action(args: argparse.Namespace) -> int:
     from agent_billing.sync.dates import parse_date
-    from agent_billing.sync.pipeline import discard_snapshot, release_snapshot
+    from agent_billing.sync.pipeline import discard_snapshot, release_snapshot, reopen_snapshot
 
     snapshot_date = parse_date(args.date, "snapshot date")
     engine, settings = _context()
-    action = release_snapshot if args.action == "release" else discard_snapshot
+    action = {"release": release_snapshot, "discard": discard_snapshot, "reopen": reopen_snapshot}[args.action]
     result = action(engine, settings, snapshot_date)
     print(f"snapshot {snapshot_date}: {result.status}")
+    for night, status in result.detail.get("rejudged", {}).items():
+        print(f"snapshot {night}: {status} (judged again against the nights before it)")
+    _deliver_after_success(args, engine, settings)  # its unit-change mail and re-judged nights' alerts
     return 0

@@ -23,12 +23,11 @@ from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.load import load_snapshot
 from agent_billing.sync.notify import queue_message, queue_unit_change_mail
-from agent_billing.sync.quarantine import org_drops
+from agent_billing.sync.quarantine import alert_quarantine, judge, judge_later_nights
 from agent_billing.sync.runs import (
     get_run,
     lock_snapshot_date,
     next_good,
-    previous_good,
     record_run,
     status_after_failure,
 )
@@ -58,7 +57,7 @@ class CompleteLandingChanged(UserError):
 @dataclass(frozen=True)
 class StepResult:
     snapshot_date: str
-    status: str  # landed | reused | gap | loaded | validated | counted | complete | quarantined
+    status: str  # landed | reused | gap | loaded | validated | counted | complete | quarantined | discarded
     detail: dict[str, Any]
 
     def to_xcom(self) -> dict[str, Any]:
@@ -67,6 +66,18 @@ class StepResult:
 
 def landing_for(settings: Settings, snapshot_date: date) -> RawLanding:
     return RawLanding(settings.raw_path, snapshot_date)
+
+
+def discarded(conn, snapshot_date: date) -> StepResult | None:
+    """A night a person discarded stays discarded: a re-run of it (a backfill that reprocesses
+    completed runs, a cleared task) does nothing until a person reopens it."""
+    run = get_run(conn, snapshot_date)
+    if run is None or run["status"] != "discarded":
+        return None
+    message = (f"snapshot {snapshot_date} was discarded by a person: not taken up again "
+               f"(agent-billing snapshots reopen {snapshot_date}, then run it again)")
+    log.warning(message)
+    return StepResult(snapshot_date.isoformat(), "discarded", {"message": message})
 
 
 def extract_step(
@@ -79,6 +90,9 @@ def extract_step(
 ) -> StepResult:
     """Land the date's raw extract unless it exists; refuse (gap) to observe an old date late."""
     now = now or datetime.now(UTC)
+    with engine.connect() as conn:
+        if held := discarded(conn, snapshot_date):
+            return held
     landing = landing_for(settings, snapshot_date)
     if landing.exists():
         manifest = landing.verify()
@@ -141,6 +155,8 @@ def load_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
     landing it was loaded from: a changed landing is refused before anything is written."""
     landing = landing_for(settings, snapshot_date)
     with engine.connect() as conn:
+        if held := discarded(conn, snapshot_date):
+            return held
         run = get_run(conn, snapshot_date)
     loaded_from = (run or {}).get("landing_sha256")
     if run and run["status"] == "complete" and loaded_from and landing.exists() and landing.digest() != loaded_from:
@@ -157,12 +173,15 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
     from agent_billing.quality.snapshot_gate import QualityGateFailed, validate_snapshot
 
     with engine.connect() as conn:
+        if held := discarded(conn, snapshot_date):
+            return held
         require_staging(conn, settings, snapshot_date, "check")
     try:
         results = validate_snapshot(engine, landing_for(settings, snapshot_date))
     except QualityGateFailed as exc:
         with engine.begin() as conn:
             # A complete date keeps its status and data: the failed load never reached them.
+            changes.lock_unit_history(conn)  # as record_failure
             record_run(conn, snapshot_date, status_after_failure(conn, snapshot_date), message=str(exc))
             if settings.data_team:
                 queue_message(
@@ -174,17 +193,18 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
 
 
 def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
-    manifest = landing_for(settings, snapshot_date).manifest()
-    landed_views = {
-        name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
-        for name in manifest["files"] if name.startswith("agents_in_view/")
-    }
     with engine.begin() as conn:
         lock_snapshot_date(conn, snapshot_date)
         # The merges read the merged dates around this one: counts of other dates (a backfill
         # runs several at once) wait, or each would miss the other's date (lock order as the diff).
         changes.lock_unit_history(conn)
+        if held := discarded(conn, snapshot_date):
+            return held
         require_staging(conn, settings, snapshot_date, "count")
+        landed_views = {
+            name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
+            for name in landing_for(settings, snapshot_date).manifest()["files"] if name.startswith("agents_in_view/")
+        }
         result = changes.count_units(conn, snapshot_date, landed_views)
         merge_night(conn, snapshot_date)
     prune_staging(engine, snapshot_date, settings.snapshot_retention_days)
@@ -209,44 +229,50 @@ def require_staging(conn, settings: Settings, snapshot_date: date, action: str) 
 
 
 def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
-    """Complete the snapshot (or quarantine it) and re-derive unit changes from this date on."""
-    manifest = landing_for(settings, snapshot_date).manifest()
-    observed_at = datetime.fromisoformat(manifest["observed_at"])
+    """Complete the snapshot (or quarantine it), judge the nights after it again, and re-derive
+    unit changes from this date on."""
     with engine.begin() as conn:
         lock_snapshot_date(conn, snapshot_date)
         changes.lock_unit_history(conn)  # read the neighbours only once no one else moves them
+        if held := discarded(conn, snapshot_date):
+            return held
+        observed_at = datetime.fromisoformat(landing_for(settings, snapshot_date).manifest()["observed_at"])
         totals = _snapshot_totals(conn, snapshot_date)
         scopes = report_scopes(conn, snapshot_date, settings.data_team)
         stored_scopes = {key: json.dumps(messages) for key, messages in scopes.items()}
         existing = get_run(conn, snapshot_date) or {}
-        previous_date = previous_good(conn, snapshot_date)
-        drops = [] if existing.get("released_at") else org_drops(conn, snapshot_date, previous_date, settings)
-        if drops:
-            message = (
-                f"snapshot {snapshot_date} quarantined: against {previous_date}, "
-                + "; ".join(d.describe() for d in drops)
-                + f". Release it (agent-billing snapshots release {snapshot_date}) or discard it."
-            )
-            record_run(conn, snapshot_date, "quarantined", observed_at=observed_at, message=message,
+        verdict = None if existing.get("released_at") else judge(conn, snapshot_date, settings)
+        if verdict is not None and verdict.quarantined:
+            record_run(conn, snapshot_date, "quarantined", observed_at=observed_at, message=verdict.message,
                        **stored_scopes, **totals)
-            changes.rederive_from(conn, snapshot_date, settings.tz)  # drops this date's changes
-            if settings.data_team:
-                queue_message(
-                    conn, f"quarantine:{snapshot_date}", "quarantine", settings.data_team,
-                    f"[agent-billing] Snapshot {snapshot_date} quarantined", message,
-                )
-            log.warning(message)
-            return StepResult(snapshot_date.isoformat(), "quarantined", {"message": message, **scopes, **totals})
-        record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None,
-                   landing_sha256=landing_for(settings, snapshot_date).digest(), **stored_scopes, **totals)
-        found = changes.rederive_from(conn, snapshot_date, settings.tz)
-        queued = queue_derived_mail(conn, snapshot_date)
+            alert_quarantine(conn, settings, verdict)
+            log.warning(verdict.message)
+        else:
+            record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None,
+                       landing_sha256=landing_for(settings, snapshot_date).digest(), **stored_scopes, **totals)
+        found, queued, rejudged = _after_verdict(conn, settings, snapshot_date)
+    if verdict is not None and verdict.quarantined:
+        return StepResult(snapshot_date.isoformat(), "quarantined",
+                          {"message": verdict.message, "rejudged": rejudged, **scopes, **totals})
     for line in scopes["scope_problems"]:
         log.warning(line)
     return StepResult(
         snapshot_date.isoformat(), "complete",
-        {"unit_changes": len(found), "mail_queued": queued, **scopes, **totals},
+        {"unit_changes": len(found), "mail_queued": queued, "rejudged": rejudged, **scopes, **totals},
     )
+
+
+def _after_verdict(conn, settings: Settings, snapshot_date: date) -> tuple[list, int, dict[str, str]]:
+    """Once a date's status changed: the nights after it are judged again, the unit changes are
+    re-derived from the date through the last night whose status changed, and their mail queued.
+    Returns the date's changes, the messages queued and the re-judged nights (date → status)."""
+    rejudged = judge_later_nights(conn, settings, snapshot_date)
+    for night, status in rejudged.items():  # a hold is a warning, its end is not
+        log.log(logging.WARNING if status == "quarantined" else logging.INFO,
+                "snapshot %s judged again after %s: now %s", night, snapshot_date, status)
+    found = changes.rederive_from(conn, snapshot_date, settings.tz, through=max(rejudged, default=None))
+    queued = sum(queue_derived_mail(conn, night) for night in (snapshot_date, *rejudged))
+    return found, queued, {night.isoformat(): status for night, status in rejudged.items()}
 
 
 def queue_derived_mail(conn, snapshot_date: date) -> int:
@@ -275,35 +301,37 @@ def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
     return counts
 
 
-def _quarantined_run(conn, snapshot_date: date, action: str) -> dict:
-    """The date's sync run, which must be quarantined for a person to release or discard it."""
+def _run_in(conn, snapshot_date: date, status: str, action: str) -> dict:
+    """The date's sync run, which must have ``status`` for a person to ``action`` it."""
     run = get_run(conn, snapshot_date)
-    if run is None or run["status"] != "quarantined":
-        status = run["status"] if run else "unknown"
-        raise SnapshotStatusError(f"snapshot {snapshot_date} is {status}, not quarantined; nothing to {action}")
+    if run is None or run["status"] != status:
+        now = run["status"] if run else "unknown"
+        raise SnapshotStatusError(f"snapshot {snapshot_date} is {now}, not {status}; nothing to {action}")
     return run
 
 
 def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
-    """A person accepts a quarantined snapshot: it becomes complete and its changes count."""
+    """A person accepts a quarantined snapshot: it becomes complete, its changes count, and the
+    nights after it are judged against it."""
     with engine.begin() as conn:
         changes.lock_unit_history(conn)
-        run = _quarantined_run(conn, snapshot_date, "release")
+        run = _run_in(conn, snapshot_date, "quarantined", "release")
         landing = landing_for(settings, snapshot_date)  # its digest guards later re-runs
         record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
                    landing_sha256=landing.digest() if landing.exists() else None,
                    message=f"released after quarantine: {run['message']}")
-        found = changes.rederive_from(conn, snapshot_date, settings.tz)
-        queue_derived_mail(conn, snapshot_date)
+        found, _, rejudged = _after_verdict(conn, settings, snapshot_date)
     log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
-    return StepResult(snapshot_date.isoformat(), "complete", {"unit_changes": len(found), "released": True})
+    return StepResult(snapshot_date.isoformat(), "complete",
+                      {"unit_changes": len(found), "released": True, "rejudged": rejudged})
 
 
 def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
-    """A person rejects a quarantined snapshot: its counts are dropped, it never bills."""
+    """A person rejects a quarantined snapshot: its counts are dropped, it never bills. The
+    nights after it are not judged again: a quarantined night was never the good night before."""
     with engine.begin() as conn:
         changes.lock_unit_history(conn)
-        run = _quarantined_run(conn, snapshot_date, "discard")
+        run = _run_in(conn, snapshot_date, "quarantined", "discard")
         changes.clear_counts(conn, snapshot_date)
         forget_night(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
@@ -312,12 +340,26 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
     return StepResult(snapshot_date.isoformat(), "discarded", {})
 
 
+def reopen_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
+    """A person takes a discarded snapshot up again: it waits, ``failed``, for its night to run
+    again, which judges it anew."""
+    with engine.begin() as conn:
+        changes.lock_unit_history(conn)
+        run = _run_in(conn, snapshot_date, "discarded", "reopen")
+        message = (f"reopened after a discard: run the night again (agent-billing sync --date {snapshot_date}); "
+                   f"it was {run['message']}")
+        record_run(conn, snapshot_date, "failed", message=message)
+    log.info("reopened snapshot %s", snapshot_date)
+    return StepResult(snapshot_date.isoformat(), "failed", {"message": message})
+
+
 def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step: str, error: str) -> None:
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
     alert per date and step. A date that already has a final status keeps it (the data of its
     last good run stand); the error goes to its message."""
     message = f"{step} failed: {error}"
     with engine.begin() as conn:
+        changes.lock_unit_history(conn)  # a verdict (another date's diff) may be changing the status
         status = status_after_failure(conn, snapshot_date)
         record_run(conn, snapshot_date, status, message=message)
         if settings.data_team:
@@ -357,6 +399,6 @@ def sync_date(
         except Exception as exc:
             record_failure(engine, settings, snapshot_date, name, str(exc))
             raise
-        if results[-1].status == "gap":
+        if results[-1].status in ("gap", "discarded"):
             break
     return results

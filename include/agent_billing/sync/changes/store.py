@@ -261,12 +261,18 @@ def record_reading(conn: Connection, tz, service_id: str, observed_at: datetime,
     return rederive_around(conn, tz, Position(day, observed_at), since=Position(day, day_start(day, tz)))
 
 
-def rederive_from(conn: Connection, snapshot_date: date, tz) -> list[Change]:
-    """After a snapshot date was (re)loaded, completed, quarantined, released or discarded."""
-    run = get_run(conn, snapshot_date)
-    position = nightly_position(snapshot_date, as_datetime(run["observed_at"]) if run else None, tz)
-    found = rederive_around(conn, tz, position)
+def rederive_from(conn: Connection, snapshot_date: date, tz, *, through: date | None = None) -> list[Change]:
+    """After a snapshot date was (re)loaded, completed, quarantined, released or discarded
+    (and, ``through``, the later dates whose verdict that changed); returns the date's changes."""
+    position = _run_position(conn, snapshot_date, tz)
+    last = _run_position(conn, through, tz) if through else position
+    found = rederive_around(conn, tz, last, since=position)
     return [c for c in found if c.effective_date == snapshot_date and c.source == NIGHTLY]
+
+
+def _run_position(conn: Connection, snapshot_date: date, tz) -> Position:
+    run = get_run(conn, snapshot_date)
+    return nightly_position(snapshot_date, as_datetime(run["observed_at"]) if run else None, tz)
 
 
 def _rederive_window(conn: Connection, tz, window: Window) -> list[Change]:

@@ -1,0 +1,197 @@
+"""A night's quarantine verdict follows the good night before it, whatever order nights run in.
+
+Each night is judged against the latest complete night before it. A missed night backfilled
+behind nights that already ran, or a quarantined night released, changes that for the nights
+after it: they are judged again, so statuses, unit changes and mail end as a run in date order
+would leave them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from agent_billing.contracts import apply_contracts
+from agent_billing.settings import Settings
+from agent_billing.sync.pipeline import (
+    SnapshotStatusError,
+    count_step,
+    diff_step,
+    discard_snapshot,
+    release_snapshot,
+    reopen_snapshot,
+    sync_date,
+)
+from agent_billing.warehouse import connect_warehouse
+
+from .conftest import CONTRACT, G_WS, write_landing
+from .test_unit_changes import ledger, run_day, unit_counts
+
+D1, D2, D3, D4 = (date(2024, 3, day) for day in (1, 2, 3, 4))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """An org of a few agents: a fall of more than 30 % of them (one is enough) is quarantined."""
+    return Settings(raw_path=tmp_path / "raw", data_team_emails="data@msp.example",
+                    quarantine_share=Decimal("0.30"), quarantine_min_agents=1)
+
+
+def land(settings, nights: dict[date, int]) -> None:
+    """Each night: its first ``n`` agents, all in the workstations group (S-WS and S-ORG count them)."""
+    for night, n in nights.items():
+        write_landing(settings.raw_path, night, {f"a{k}": (G_WS, 1) for k in range(1, n + 1)}, set())
+
+
+def statuses(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {str(d)[:10]: s for d, s in conn.execute(text("SELECT snapshot_date, status FROM sync_runs"))}
+
+
+def outbox(engine, kind: str) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            text("SELECT message_id, body FROM notification_outbox WHERE kind = :k ORDER BY message_id"), {"k": kind})]
+
+
+def mark_mail_sent(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE notification_outbox SET sent_at = :now WHERE sent_at IS NULL"),
+                     {"now": datetime.now(UTC)})
+
+
+def ws_changes(engine) -> list[tuple[str, int, int]]:
+    return [(c[2], c[3], c[4]) for c in ledger(engine)[0] if c[1] == "S-WS"]
+
+
+@pytest.mark.parametrize("order", [(D1, D2, D3, D4), (D1, D3, D4, D2)], ids=["in_order", "d2_backfilled"])
+def test_a_drop_a_backfill_reveals_is_quarantined_with_the_nights_after_it(contoso, settings, order):
+    # 4 agents, 8, then 3 and 3: against D2's 8, D3 and D4 drop sharply; against D1's 4, not.
+    land(settings, {D1: 4, D2: 8, D3: 3, D4: 3})
+    for night in order:
+        run_day(contoso, settings, night, land=False)
+        if night == D4:
+            mark_mail_sent(contoso)  # the customer was told of D3's 4 → 3 when D2 was missing
+
+    assert statuses(contoso) == {"2024-03-01": "complete", "2024-03-02": "complete",
+                                 "2024-03-03": "quarantined", "2024-03-04": "quarantined"}
+    assert ws_changes(contoso) == [("2024-03-02", 4, 8)]  # nothing billed from the held nights
+    quarantines = outbox(contoso, "quarantine")
+    assert [m for m, _ in quarantines] == ["quarantine:2024-03-03:2024-03-02", "quarantine:2024-03-04:2024-03-02"]
+    assert all("8 → 3 agents" in body for _, body in quarantines)
+    if order[-1] == D2:
+        assert all("Judged again" in body for _, body in quarantines)
+        corrections = [body for m, body in outbox(contoso, "unit_changes") if ":2024-03-03:correction:" in m]
+        assert len(corrections) == 1 and "There is no longer any unit change on that date." in corrections[0]
+
+
+@pytest.mark.parametrize("order", [(D1, D2, D3), (D1, D3, D2)], ids=["in_order", "d2_backfilled"])
+def test_a_drop_a_backfill_explains_is_completed(contoso, settings, order):
+    # 9 agents, 7, 5: each night falls 2 (less than 30 %); D3 against D1 falls 4 (44 %).
+    land(settings, {D1: 9, D2: 7, D3: 5})
+    for night in order:
+        run_day(contoso, settings, night, land=False)
+
+    assert set(statuses(contoso).values()) == {"complete"}
+    assert ws_changes(contoso) == [("2024-03-02", 9, 7), ("2024-03-03", 7, 5)]
+    lifted = [m for m, _ in outbox(contoso, "quarantine") if m.startswith("quarantine-lifted:")]
+    assert lifted == ([] if order[-1] == D3 else ["quarantine-lifted:2024-03-03:2024-03-02"])
+
+
+def test_releasing_a_night_judges_the_nights_after_it_against_it(contoso, settings, warehouse_url, local_smtp):
+    # The org really shrank on D2 (9 → 2 agents) and stayed so: D3 is held against D1 too.
+    land(settings, {D1: 9, D2: 2, D3: 2})
+    for night in (D1, D2, D3):
+        run_day(contoso, settings, night, land=False)
+    assert statuses(contoso)["2024-03-03"] == "quarantined"
+
+    env = {**os.environ, "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url,
+           "AGENT_BILLING_RAW_PATH": str(settings.raw_path), "AGENT_BILLING_QUARANTINE_SHARE": "0.30",
+           "AGENT_BILLING_QUARANTINE_MIN_AGENTS": "1", "AGENT_BILLING_DATA_TEAM_EMAILS": "data@msp.example",
+           "AIRFLOW_CONN_SMTP_DEFAULT": local_smtp.connection_json}
+    run = subprocess.run([sys.executable, "-m", "agent_billing.cli", "snapshots", "release", "2024-03-02"],
+                         env=env, capture_output=True, text=True, timeout=120)
+
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout.splitlines() == [
+        "snapshot 2024-03-02: complete",
+        "snapshot 2024-03-03: complete (judged again against the nights before it)",
+    ]
+    assert "[agent-billing] Snapshot 2024-03-03 no longer quarantined" in local_smtp.subjects()
+    assert statuses(contoso) == {"2024-03-01": "complete", "2024-03-02": "complete", "2024-03-03": "complete"}
+    assert ws_changes(contoso) == [("2024-03-02", 9, 2)]
+    # D3 is complete now: a re-run of it keeps its verdict, and its landing is guarded.
+    assert run_day(contoso, settings, D3, land=False).status == "complete"
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT landing_sha256 FROM sync_runs WHERE snapshot_date = :d"),
+                            {"d": D3}).scalar() is not None
+
+
+def test_a_released_night_is_not_judged_again_by_a_backfill(contoso, settings):
+    land(settings, {D1: 9, D2: 9, D3: 2, D4: 2})
+    for night in (D1, D3, D4):
+        run_day(contoso, settings, night, land=False)
+    release_snapshot(contoso, settings, D3)  # a person accepted D3's drop against D1
+    run_day(contoso, settings, D2, land=False)
+    assert statuses(contoso) == {"2024-03-01": "complete", "2024-03-02": "complete",
+                                 "2024-03-03": "complete", "2024-03-04": "complete"}
+    assert ws_changes(contoso) == [("2024-03-03", 9, 2)]
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_every_order_of_four_nights_ends_as_the_run_in_date_order(contoso, settings, sqlite_template, tmp_path):
+    """4, 8, 6, then 4 agents: in date order D4 is held against D3; run out of order, D4 is first
+    judged against D1 or D2, and D3 against D1."""
+    land(settings, {D1: 4, D2: 8, D3: 6, D4: 4})
+
+    def outcome(engine):
+        with engine.connect() as conn:
+            runs = conn.execute(text("SELECT snapshot_date, status, message FROM sync_runs ORDER BY 1")).all()
+            units = conn.execute(text("SELECT service_id, units FROM services ORDER BY 1")).all()
+        return [tuple(r) for r in runs], ledger(engine), [tuple(u) for u in units]
+
+    for night in (D1, D2, D3, D4):
+        run_day(contoso, settings, night, land=False)
+    in_order = outcome(contoso)
+    assert [status for _, status, _ in in_order[0]] == ["complete", "complete", "complete", "quarantined"]
+
+    for n, order in enumerate(itertools.permutations((D1, D2, D3, D4))):
+        path = tmp_path / f"order{n}.db"
+        shutil.copy(sqlite_template, path)
+        engine = connect_warehouse(f"sqlite:///{path}")
+        apply_contracts(engine, CONTRACT)
+        for night in order:
+            run_day(engine, settings, night, land=False)
+        assert outcome(engine) == in_order, f"order {[str(d) for d in order]}"
+        engine.dispose()
+
+
+def test_a_discarded_night_stays_discarded_until_a_person_reopens_it(contoso, settings):
+    land(settings, {D1: 9, D2: 2, D3: 9})
+    for night in (D1, D2):
+        run_day(contoso, settings, night, land=False)
+    discard_snapshot(contoso, settings, D2)
+    run_day(contoso, settings, D3, land=False)
+    kept = (statuses(contoso), ledger(contoso), unit_counts(contoso))
+
+    # A backfill that reprocesses it, or a cleared count: nothing is taken up again.
+    assert [r.status for r in sync_date(contoso, settings, D2, client_factory=None)] == ["discarded"]
+    assert count_step(contoso, settings, D2).status == "discarded"
+    assert diff_step(contoso, settings, D2).status == "discarded"
+    assert (statuses(contoso), ledger(contoso), unit_counts(contoso)) == kept
+    with pytest.raises(SnapshotStatusError, match="2024-03-03 is complete, not discarded; nothing to reopen"):
+        reopen_snapshot(contoso, settings, D3)
+
+    assert reopen_snapshot(contoso, settings, D2).status == "failed"
+    assert statuses(contoso)["2024-03-02"] == "failed"  # waiting for its night
+    assert run_day(contoso, settings, D2, land=False).status == "quarantined"  # judged anew
+    assert (statuses(contoso), ledger(contoso)) == (
+        {**kept[0], "2024-03-02": "quarantined"}, kept[1])
