@@ -343,3 +343,20 @@ def view_changes(engine):
         return [(str(d)[:10], b, a) for d, b, a in conn.execute(text(
             "SELECT effective_date, units_before, units_after FROM unit_changes WHERE service_id = 'S-VIEW' "
             "ORDER BY effective_date"))]
+
+
+def test_the_agents_behind_a_change_are_those_since_the_service_s_previous_count(contoso, settings):
+    """D2's extract has no members file for S-VIEW's view: S-VIEW is not counted that night.
+    Its change on D3 (1 -> 2 units, from D1's count) names the one agent that joined the view
+    since D1, not every member it has on D3."""
+    agents = {"a1": (G_WS, 1), "a2": (G_WS, 1)}
+
+    def no_view(records):
+        records.pop(f"agents_in_view/{VIEW}.jsonl.gz")
+
+    for day, members, mutate in ((D1, {"a1"}, None), (D2, {"a1"}, no_view), (D3, {"a1", "a2"}, None)):
+        write_landing(settings.raw_path, day, agents, members, mutate=mutate)
+        run_day(contoso, settings, day, land=False)
+    changes, behind = ledger(contoso)
+    assert [c[2:5] for c in changes if c[1] == "S-VIEW"] == [("2024-03-03", 1, 2)]
+    assert [(a, e) for c, a, _, e in behind if c.startswith("S-VIEW:")] == [(AGENT["a2"], "moved_in")]

@@ -345,10 +345,7 @@ def _refresh_change_agents(conn: Connection, window: Window, nightly: list[Posit
     wanted: set[tuple] = set()
     for p, previous_date in zip(nightly, previous, strict=False):
         if previous_date is not None:
-            rows = conn.execute(
-                load_sql("sync/unit_change_agents.sql"), {"snapshot_date": p.day, "previous_date": previous_date}
-            )
-            wanted.update(tuple(r) for r in rows)
+            wanted.update(_agents_behind(conn, p.day, previous_date))
     have: set[tuple] = set()
     if kept:
         # The window's nightly changes: effective after its lower bound's date, up to its upper one.
@@ -376,6 +373,28 @@ def _refresh_change_agents(conn: Connection, window: Window, nightly: list[Posit
             ),
             [dict(zip(("change_id", "agent_id", "agent_name", "event"), row, strict=True)) for row in new],
         )
+
+
+def _agents_behind(conn: Connection, night: date, previous_date: date) -> set[tuple]:
+    """Rows of ``unit_change_agents`` for the night's nightly changes: the movement since the
+    good night before, or, for a service that night did not count, since the service's own
+    previous good count (``sync/counted_before.sql``), the count its change starts from."""
+    def agents_since(since: date) -> set[tuple]:
+        sql = load_sql("sync/unit_change_agents.sql")
+        return {tuple(r) for r in conn.execute(sql, {"snapshot_date": night, "previous_date": since})}
+
+    def service_of(row: tuple) -> str:
+        return row[0].rsplit(":", 2)[0]  # change ids are service:date:source
+
+    rows = agents_since(previous_date)
+    missed = {sid: as_date(day) for sid, day in conn.execute(
+        load_sql("sync/counted_before.sql"), {"snapshot_date": night, "previous_date": previous_date})
+        if day is not None}
+    if missed:
+        rows = {r for r in rows if service_of(r) not in missed}
+        for since in set(missed.values()):
+            rows |= {r for r in agents_since(since) if missed.get(service_of(r)) == since}
+    return rows
 
 
 def refresh_service_units(conn: Connection, tz, window: Window | None = None) -> None:
