@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import event, text
 
+from agent_billing.contracts import apply_contracts
 from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.sync.changes import rederive_from
 from agent_billing.sync.pipeline import count_step, diff_step, load_step, validate_step
 
-from .conftest import AGENT, DAYS, G_SRV, G_WS, VIEW, write_landing
+from .conftest import AGENT, CONTRACT, DAYS, G_SRV, G_WS, VIEW, write_landing
 
 D1, D2, D3 = sorted(DAYS)
 
@@ -360,3 +362,23 @@ def test_the_agents_behind_a_change_are_those_since_the_service_s_previous_count
     changes, behind = ledger(contoso)
     assert [c[2:5] for c in changes if c[1] == "S-VIEW"] == [("2024-03-03", 1, 2)]
     assert [(a, e) for c, a, _, e in behind if c.startswith("S-VIEW:")] == [(AGENT["a2"], "moved_in")]
+
+
+def test_a_re_count_of_a_complete_date_commits_its_changes_with_its_counts(contoso, settings):
+    """A service added after D1 and D2 ran, starting before them: the re-runs count it. The
+    changes that follow from D2's new count are committed with it, before the diff (a billing
+    run in between never reads new counts beside changes derived from the old ones)."""
+    for day in (D1, D2):
+        run_day(contoso, settings, day)
+    grown = copy.deepcopy(CONTRACT)
+    grown["accounts"][0]["contracts"][0]["services"].append(
+        {"service_id": "S-NEW", "name": "Servers too", "unit_price": "5.00", "units_source": "rmm_agent_count",
+         "vsa_machine_group_id": G_SRV, "include_subgroups": False, "start_date": "2024-01-01"})
+    apply_contracts(contoso, grown)
+    run_day(contoso, settings, D1, land=False)  # S-NEW: 2 agents (a4, a5)
+
+    count_step(contoso, settings, D2)  # S-NEW: 1 agent (a4 moved to workstations)
+    after_count = ledger(contoso)
+    assert ("S-NEW:2024-03-02:nightly_sync", "S-NEW", "2024-03-02", 2, 1, -1, "nightly_sync") in after_count[0]
+    diff_step(contoso, settings, D2)
+    assert ledger(contoso) == after_count
