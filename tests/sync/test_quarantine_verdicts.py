@@ -13,10 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+import uuid
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
@@ -32,7 +35,7 @@ from agent_billing.sync.pipeline import (
 )
 from agent_billing.warehouse import connect_warehouse
 
-from .conftest import CONTRACT, G_WS, write_landing
+from .conftest import CONTRACT, G_ROOT, G_SRV, G_SUB, G_WS, VIEW, write_landing
 from .test_unit_changes import ledger, run_day, unit_counts
 
 D1, D2, D3, D4 = (date(2024, 3, day) for day in (1, 2, 3, 4))
@@ -195,3 +198,47 @@ def test_a_discarded_night_stays_discarded_until_a_person_reopens_it(contoso, se
     assert run_day(contoso, settings, D2, land=False).status == "quarantined"  # judged anew
     assert (statuses(contoso), ledger(contoso)) == (
         {**kept[0], "2024-03-02": "quarantined"}, kept[1])
+
+
+GROUP_OF = st.sampled_from([G_WS, G_SRV, G_SUB, G_ROOT])
+NIGHT = st.tuples(
+    st.dictionaries(st.sampled_from([f"a{k}" for k in range(1, 10)]), st.tuples(GROUP_OF, st.sampled_from([1, 199])),
+                    max_size=9),
+    st.sets(st.sampled_from([f"a{k}" for k in range(1, 10)])),
+    st.booleans(),  # the view's members file is landed
+)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@hypothesis.settings(max_examples=12, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(nights=st.lists(NIGHT, min_size=3, max_size=4), data=st.data())
+def test_any_order_of_random_nights_ends_as_the_run_in_date_order(contoso, settings, sqlite_template, tmp_path,
+                                                                   nights, data):
+    """Random worlds (agents moving between groups, joining the view, never checking in; a view
+    not landed some nights; orgs shrinking enough to be held) run in a random order, with a
+    night run again at the end, end with the statuses, unit changes, agents behind them and
+    units of the same nights run in date order."""
+    days = [D1 + timedelta(days=n) for n in range(len(nights))]
+    order = data.draw(st.permutations(days)) + data.draw(st.lists(st.sampled_from(days), max_size=1))
+    root = tmp_path / f"raw-{uuid.uuid4().hex}"
+    for day, (agents, members, view_landed) in zip(days, nights, strict=True):
+        drop_view = None if view_landed else (lambda r: r.pop(f"agents_in_view/{VIEW}.jsonl.gz"))
+        write_landing(root, day, agents, members & set(agents), mutate=drop_view)
+    night_settings = settings.model_copy(update={"raw_path": root})
+
+    def run(schedule) -> tuple:
+        path = tmp_path / f"{uuid.uuid4().hex}.db"
+        shutil.copy(sqlite_template, path)
+        engine = connect_warehouse(f"sqlite:///{path}")
+        try:
+            apply_contracts(engine, CONTRACT)
+            for night in schedule:
+                run_day(engine, night_settings, night, land=False)
+            with engine.connect() as conn:
+                runs = conn.execute(text("SELECT snapshot_date, status, message FROM sync_runs ORDER BY 1")).all()
+                units = conn.execute(text("SELECT service_id, units FROM services ORDER BY 1")).all()
+            return [tuple(r) for r in runs], ledger(engine), [tuple(u) for u in units]
+        finally:
+            engine.dispose()
+
+    assert run(order) == run(days), f"order {[str(d) for d in order]}"

@@ -398,7 +398,8 @@ def _agents_behind(conn: Connection, night: date, previous_date: date) -> set[tu
 
 
 def refresh_service_units(conn: Connection, tz, window: Window | None = None) -> None:
-    """Set ``services.units`` of RMM services to their latest observation (snapshot or reading).
+    """Set ``services.units`` of RMM services to their latest observation (snapshot or reading),
+    0 without any.
 
     With a ``window``, only the services active during it: no other service has an
     observation in it, so no other service's latest observation can have moved.
@@ -410,7 +411,9 @@ def refresh_service_units(conn: Connection, tz, window: Window | None = None) ->
         params = {"lo": window.lower.day if window.lower else date.min,
                   "hi": window.upper.day if window.upper else date.max}
     current = dict(conn.execute(text(sql), params).all())
-    latest = units_at_position(conn, tz, FAR, current)
+    # A service no longer observed at all (its only counts were on a night now held or
+    # discarded) is back at the default of a service never observed.
+    latest = dict.fromkeys(current, 0) | units_at_position(conn, tz, FAR, current)
     stale = [{"sid": sid, "units": units} for sid, units in sorted(latest.items()) if current[sid] != units]
     if stale:
         conn.execute(text("UPDATE services SET units = :units WHERE service_id = :sid"), stale)
