@@ -208,8 +208,9 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
         result = changes.count_units(conn, snapshot_date, landed_views)
         merge_night(conn, snapshot_date)
         if (get_run(conn, snapshot_date) or {}).get("status") == "complete":
-            # A re-run (the contracts' scopes may have changed since): the date's changes follow its
-            # new counts in this transaction, so billing never reads the one beside the other's old state.
+            # A re-run (services may have been added, or their dates changed, since): the date's
+            # changes follow its new counts in this transaction, so billing never reads new counts
+            # beside changes derived from the old ones.
             changes.rederive_from(conn, snapshot_date, settings.tz)
     prune_staging(engine, snapshot_date, settings.snapshot_retention_days)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
