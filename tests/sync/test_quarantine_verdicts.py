@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import hypothesis
@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from agent_billing.contracts import apply_contracts
 from agent_billing.settings import Settings
+from agent_billing.sync.changes import record_reading
 from agent_billing.sync.pipeline import (
     SnapshotStatusError,
     count_step,
@@ -215,11 +216,17 @@ NIGHT = st.tuples(
 def test_any_order_of_random_nights_ends_as_the_run_in_date_order(contoso, settings, sqlite_template, tmp_path,
                                                                    nights, data):
     """Random worlds (agents moving between groups, joining the view, never checking in; a view
-    not landed some nights; orgs shrinking enough to be held) run in a random order, with a
-    night run again at the end, end with the statuses, unit changes, agents behind them and
-    units of the same nights run in date order."""
+    not landed some nights; orgs shrinking enough to be held), with Get Units Now presses at
+    noon, run in a random order and a night run again at the end, end with the statuses, unit
+    changes, agents behind them and units of the same nights and presses in date order."""
     days = [D1 + timedelta(days=n) for n in range(len(nights))]
-    order = data.draw(st.permutations(days)) + data.draw(st.lists(st.sampled_from(days), max_size=1))
+    presses = data.draw(st.lists(
+        st.tuples(st.just("press"), st.sampled_from(days), st.sampled_from(["S-WS", "S-VIEW", "S-ORG"]),
+                  st.integers(0, 6)),
+        max_size=2, unique_by=lambda press: (press[1], press[2])))
+    in_order = sorted([("night", day) for day in days] + presses, key=lambda e: (e[1], e[0] == "press"))
+    shuffled = data.draw(st.permutations(in_order)) + data.draw(
+        st.lists(st.sampled_from([("night", day) for day in days]), max_size=1))
     root = tmp_path / f"raw-{uuid.uuid4().hex}"
     for day, (agents, members, view_landed) in zip(days, nights, strict=True):
         drop_view = None if view_landed else (lambda r: r.pop(f"agents_in_view/{VIEW}.jsonl.gz"))
@@ -232,8 +239,13 @@ def test_any_order_of_random_nights_ends_as_the_run_in_date_order(contoso, setti
         engine = connect_warehouse(f"sqlite:///{path}")
         try:
             apply_contracts(engine, CONTRACT)
-            for night in schedule:
-                run_day(engine, night_settings, night, land=False)
+            for event in schedule:
+                if event[0] == "night":
+                    run_day(engine, night_settings, event[1], land=False)
+                else:
+                    _, day, service_id, units = event
+                    with engine.begin() as conn:
+                        record_reading(conn, night_settings.tz, service_id, datetime.combine(day, time(12), UTC), units)
             with engine.connect() as conn:
                 runs = conn.execute(text("SELECT snapshot_date, status, message FROM sync_runs ORDER BY 1")).all()
                 units = conn.execute(text("SELECT service_id, units FROM services ORDER BY 1")).all()
@@ -241,4 +253,4 @@ def test_any_order_of_random_nights_ends_as_the_run_in_date_order(contoso, setti
         finally:
             engine.dispose()
 
-    assert run(order) == run(days), f"order {[str(d) for d in order]}"
+    assert run(shuffled) == run(in_order), f"schedule {shuffled}"
