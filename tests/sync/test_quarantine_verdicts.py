@@ -76,6 +76,15 @@ def ws_changes(engine) -> list[tuple[str, int, int]]:
     return [(c[2], c[3], c[4]) for c in ledger(engine)[0] if c[1] == "S-WS"]
 
 
+def outcome(engine) -> tuple:
+    """What a run of nights leaves: each night's status and message, the unit changes with the
+    agents behind them, and each service's units."""
+    with engine.connect() as conn:
+        runs = conn.execute(text("SELECT snapshot_date, status, message FROM sync_runs ORDER BY 1")).all()
+        units = conn.execute(text("SELECT service_id, units FROM services ORDER BY 1")).all()
+    return [tuple(r) for r in runs], ledger(engine), [tuple(u) for u in units]
+
+
 @pytest.mark.parametrize("order", [(D1, D2, D3, D4), (D1, D3, D4, D2)], ids=["in_order", "d2_backfilled"])
 def test_a_drop_a_backfill_reveals_is_quarantined_with_the_nights_after_it(contoso, settings, order):
     # 4 agents, 8, then 3 and 3: against D2's 8, D3 and D4 drop sharply; against D1's 4, not.
@@ -155,12 +164,6 @@ def test_every_order_of_four_nights_ends_as_the_run_in_date_order(contoso, setti
     """4, 8, 6, then 4 agents: in date order D4 is held against D3; run out of order, D4 is first
     judged against D1 or D2, and D3 against D1."""
     land(settings, {D1: 4, D2: 8, D3: 6, D4: 4})
-
-    def outcome(engine):
-        with engine.connect() as conn:
-            runs = conn.execute(text("SELECT snapshot_date, status, message FROM sync_runs ORDER BY 1")).all()
-            units = conn.execute(text("SELECT service_id, units FROM services ORDER BY 1")).all()
-        return [tuple(r) for r in runs], ledger(engine), [tuple(u) for u in units]
 
     for night in (D1, D2, D3, D4):
         run_day(contoso, settings, night, land=False)
@@ -246,10 +249,7 @@ def test_any_order_of_random_nights_ends_as_the_run_in_date_order(contoso, setti
                     _, day, service_id, units = event
                     with engine.begin() as conn:
                         record_reading(conn, night_settings.tz, service_id, datetime.combine(day, time(12), UTC), units)
-            with engine.connect() as conn:
-                runs = conn.execute(text("SELECT snapshot_date, status, message FROM sync_runs ORDER BY 1")).all()
-                units = conn.execute(text("SELECT service_id, units FROM services ORDER BY 1")).all()
-            return [tuple(r) for r in runs], ledger(engine), [tuple(u) for u in units]
+            return outcome(engine)
         finally:
             engine.dispose()
 
