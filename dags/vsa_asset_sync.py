@@ -188,11 +188,10 @@ def vsa_asset_sync():
     def quarantine_action(snapshot_date: str) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
-        from agent_billing.sync.pipeline import discard_snapshot, release_snapshot, reopen_snapshot
+        from agent_billing.sync.pipeline import SNAPSHOT_ACTIONS
         from warehouse_hook import WarehouseHook
 
-        action = get_current_context()["params"]["quarantine_action"]
-        step = {"release": release_snapshot, "discard": discard_snapshot, "reopen": reopen_snapshot}[action]
+        step = SNAPSHOT_ACTIONS[get_current_context()["params"]["quarantine_action"]]
         return step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))  # gap alerts too

@@ -100,12 +100,11 @@ def _units_get(args: argparse.Namespace) -> int:
 
 def _snapshot_action(args: argparse.Namespace) -> int:
     from agent_billing.sync.dates import parse_date
-    from agent_billing.sync.pipeline import discard_snapshot, release_snapshot, reopen_snapshot
+    from agent_billing.sync.pipeline import SNAPSHOT_ACTIONS
 
     snapshot_date = parse_date(args.date, "snapshot date")
     engine, settings = _context()
-    action = {"release": release_snapshot, "discard": discard_snapshot, "reopen": reopen_snapshot}[args.action]
-    result = action(engine, settings, snapshot_date)
+    result = SNAPSHOT_ACTIONS[args.action](engine, settings, snapshot_date)
     print(f"snapshot {snapshot_date}: {result.status}")
     for night, status in result.detail.get("rejudged", {}).items():
         print(f"snapshot {night}: {status} (judged again against the nights before it)")

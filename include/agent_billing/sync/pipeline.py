@@ -23,7 +23,7 @@ from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.load import load_snapshot
 from agent_billing.sync.notify import queue_message, queue_unit_change_mail
-from agent_billing.sync.quarantine import alert_quarantine, judge, judge_later_nights
+from agent_billing.sync.quarantine import alert_quarantine, complete_held, judge, judge_later_nights
 from agent_billing.sync.runs import (
     get_run,
     lock_snapshot_date,
@@ -181,8 +181,7 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
     except QualityGateFailed as exc:
         with engine.begin() as conn:
             # A complete date keeps its status and data: the failed load never reached them.
-            changes.lock_unit_history(conn)  # as record_failure
-            record_run(conn, snapshot_date, status_after_failure(conn, snapshot_date), message=str(exc))
+            _record_failed(conn, snapshot_date, str(exc))
             if settings.data_team:
                 queue_message(
                     conn, f"quality:{snapshot_date}", "quality", settings.data_team,
@@ -321,10 +320,8 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
     with engine.begin() as conn:
         changes.lock_unit_history(conn)
         run = _run_in(conn, snapshot_date, "quarantined", "release")
-        landing = landing_for(settings, snapshot_date)  # its digest guards later re-runs
-        record_run(conn, snapshot_date, "complete", released_at=datetime.now(UTC),
-                   landing_sha256=landing.digest() if landing.exists() else None,
-                   message=f"released after quarantine: {run['message']}")
+        complete_held(conn, settings, snapshot_date, released_at=datetime.now(UTC),
+                      message=f"released after quarantine: {run['message']}")
         found, _, rejudged = _after_verdict(conn, settings, snapshot_date)
     log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
     return StepResult(snapshot_date.isoformat(), "complete",
@@ -358,15 +355,20 @@ def reopen_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> 
     return StepResult(snapshot_date.isoformat(), "failed", {"message": message})
 
 
+#: What a person can do with a held or discarded snapshot (``agent-billing snapshots``, and the
+#: ``quarantine_action`` param of ``vsa_asset_sync``).
+SNAPSHOT_ACTIONS: dict[str, Callable[[Engine, Settings, date], StepResult]] = {
+    "release": release_snapshot, "discard": discard_snapshot, "reopen": reopen_snapshot,
+}
+
+
 def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step: str, error: str) -> None:
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
     alert per date and step. A date that already has a final status keeps it (the data of its
     last good run stand); the error goes to its message."""
     message = f"{step} failed: {error}"
     with engine.begin() as conn:
-        changes.lock_unit_history(conn)  # a verdict (another date's diff) may be changing the status
-        status = status_after_failure(conn, snapshot_date)
-        record_run(conn, snapshot_date, status, message=message)
+        status = _record_failed(conn, snapshot_date, message)
         if settings.data_team:
             queue_message(
                 conn, f"failure:{snapshot_date}:{step}", "failure", settings.data_team,
@@ -375,6 +377,16 @@ def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step
                 "'What each failure alert means'.\n",
             )
     log.error("sync of %s failed at %s: %s", snapshot_date, step, error)
+
+
+def _record_failed(conn, snapshot_date: date, message: str) -> str:
+    """Record a failed run of the date and return the status it keeps: a final status stays
+    (``status_after_failure``). Under the unit-history lock, as every verdict is written: a
+    verdict of another date's diff cannot change the status between its read and this write."""
+    changes.lock_unit_history(conn)
+    status = status_after_failure(conn, snapshot_date)
+    record_run(conn, snapshot_date, status, message=message)
+    return status
 
 
 def sync_date(

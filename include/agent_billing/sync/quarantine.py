@@ -104,9 +104,7 @@ def judge_later_nights(conn: Connection, settings: Settings, night: date) -> dic
         elif status == "complete":
             break
         else:
-            landing = RawLanding(settings.raw_path, later)  # its digest guards later re-runs
-            record_run(conn, later, "complete", message=None,
-                       landing_sha256=landing.digest() if landing.exists() else None)
+            complete_held(conn, settings, later, message=None)
             if settings.data_team:
                 queue_message(
                     conn, f"quarantine-lifted:{later}:{verdict.previous}", "quarantine", settings.data_team,
@@ -117,6 +115,13 @@ def judge_later_nights(conn: Connection, settings: Settings, night: date) -> dic
         if (new_status := "quarantined" if verdict.quarantined else "complete") != status:
             changed[later] = new_status
     return changed
+
+
+def complete_held(conn: Connection, settings: Settings, night: date, **fields) -> None:
+    """A held night becomes complete without a diff of its own (a release, or judged again):
+    the digest of its landing is recorded, as a diff does, to guard its later re-runs."""
+    landing = RawLanding(settings.raw_path, night)
+    record_run(conn, night, "complete", landing_sha256=landing.digest() if landing.exists() else None, **fields)
 
 
 def org_drops(
