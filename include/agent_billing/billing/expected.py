@@ -5,8 +5,9 @@ on or before ``as_of``; prorated lines (one per unit change) for the changes eff
 before ``as_of``. The only input taken from the posted ledger is which changes effective on a
 month's first active day its posted normal line already absorbed (see ``absorbed_count``).
 
-The ledger is walked, not stored: a contract's whole history is expected again every night
-(a year of 70 services is ~1,700 lines), and nearly every line is posted already, unchanged.
+The ledger is walked, not stored: from the first month the contract's last run left unsettled
+(``billing.settled``), or the whole history when its inputs changed; nearly every line walked
+is posted already, unchanged.
 ``ExpectedLedger.entries`` yields each line in a compact form, what the reconciliation compares
 with the posted ledger (key, units, amount in ten-thousandths); ``ExpectedLedger.line`` builds
 the full line, description included, for the few lines that have to be written.
@@ -48,11 +49,15 @@ its change (None for a normal line), first day, last day)."""
 
 class ExpectedLedger:
     def __init__(
-        self, contract: Contract, services: list[Service], as_of: date, posted: PostedNet
+        self, contract: Contract, services: list[Service], as_of: date, posted: PostedNet,
+        since: date | None = None,
     ) -> None:
         self.contract = contract
-        self.services = services  # each with its changes in ``timeline.ordered`` order
+        # each with its changes in ``timeline.ordered`` order; from ``since``: the changes from
+        # that month and the units in effect when it starts as its ``start_units``
+        self.services = services
         self.as_of = as_of
+        self.since = since  # the first month walked (None: the whole ledger)
         self.last_month = billing_month(as_of, contract.billing_day, contract.start_date)
         self.contract_start = contract.start_date
         self._posted = posted
@@ -115,6 +120,8 @@ class ExpectedLedger:
             if changes:
                 month = min(month, month_start(changes[0].effective_date))
                 last_month = max(last_month, month_start(changes[-1].effective_date))
+        if self.since is not None and month < self.since:
+            month = self.since
         price_e4, exponent = price_units(service.unit_price), minor_units(contract.currency)
         normal_prefix = normal_key_prefix(service.service_id)
         units, i, count = service.start_units, 0, len(changes)

@@ -21,7 +21,7 @@ from functools import partial
 
 from sqlalchemy import Connection, Engine
 
-from agent_billing.billing import store
+from agent_billing.billing import settled, store
 from agent_billing.billing.calendar import billing_month
 from agent_billing.billing.expected import ExpectedLedger
 from agent_billing.billing.horizon import check_horizon
@@ -167,17 +167,22 @@ def run_billing(
 @dataclass(frozen=True, slots=True)
 class ContractPlan:
     """What a run as of a date does for one contract: post ``lines`` as the invoice of
-    ``month`` (``due``), or keep them pending as of ``lines_as_of``."""
+    ``month`` (``due``), or keep them pending as of ``lines_as_of``; ``start`` says which
+    months were walked."""
 
     contract: Contract
     due: bool
     month: date | None
     lines_as_of: date
     lines: list[Line]
+    start: settled.Start
 
 
-def plan_contract(conn: Connection, contract: Contract, as_of: date) -> ContractPlan:
-    """The reconciliation of one contract as of ``as_of``, in the caller's transaction."""
+def plan_contract(
+    conn: Connection, contract: Contract, as_of: date, *, walk_all: bool = False
+) -> ContractPlan:
+    """The reconciliation of one contract as of ``as_of``, in the caller's transaction: from
+    the months its last run left unsettled, or (``walk_all``) its whole ledger."""
     state = store.load_state(conn, contract.contract_id)
     month = billing_month(as_of, contract.billing_day, contract.start_date)
     due = (
@@ -194,8 +199,13 @@ def plan_contract(conn: Connection, contract: Contract, as_of: date) -> Contract
             d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
         )
         target = PENDING
-    lines = reconcile_contract(conn, contract, lines_as_of, target)
-    return ContractPlan(contract, due, month, lines_as_of, lines)
+    terms = store.service_terms(conn, contract)
+    if walk_all:
+        begin = settled.whole(contract, terms)
+    else:
+        begin = settled.start(conn, contract, lines_as_of, terms)
+    lines = reconcile_contract(conn, contract, lines_as_of, target, terms=terms, since=begin.since)
+    return ContractPlan(contract, due, month, lines_as_of, lines, begin)
 
 
 def bill_contract(
@@ -212,6 +222,7 @@ def bill_contract(
             store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id if invoice else None)
         pending = [] if plan.due else plan.lines
         store.replace_pending(conn, contract_id, plan.lines_as_of, pending)
+        settled.record(conn, contract, plan.start, plan.lines_as_of, plan.lines, posted=plan.due)
         if dry_run:
             transaction.rollback()
         return result(contract, invoice, pending, plan.lines_as_of)
@@ -255,14 +266,23 @@ def _alert_failure(engine: Engine, as_of: date, failure: FailedContract) -> None
 
 
 def reconcile_contract(
-    conn: Connection, contract: Contract, as_of: date, target: str = PENDING
+    conn: Connection,
+    contract: Contract,
+    as_of: date,
+    target: str = PENDING,
+    *,
+    terms: list[store.ServiceTerms] | None = None,
+    since: date | None = None,
 ) -> list[Line]:
-    """Expected − posted ledger of one contract as of ``as_of``, in the caller's transaction."""
-    services = store.load_services(conn, contract, as_of)
-    posted = store.load_posted_net(conn, contract)
-    expected = ExpectedLedger(contract, services, as_of, posted)
+    """Expected − posted ledger of one contract as of ``as_of``, in the caller's transaction,
+    over the months from ``since`` (None: the whole ledger)."""
+    if terms is None:
+        terms = store.service_terms(conn, contract)
+    services = store.load_services(conn, contract, as_of, terms, since)
+    posted = store.load_posted_net(conn, contract, since)
+    expected = ExpectedLedger(contract, services, as_of, posted, since)
     return reconcile(
-        expected, posted, lambda: PostedLedger(store.load_posted(conn, contract)),
+        expected, posted, lambda: PostedLedger(store.load_posted(conn, contract, since)),
         contract.currency, target,
     )
 

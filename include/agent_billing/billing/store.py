@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import date
+from decimal import Decimal
 from functools import cache
 
 from sqlalchemy import Connection, Date, Dialect, Numeric, bindparam
@@ -33,6 +34,7 @@ _TYPES = {
             "as_of", "start_date", "end_date", "effective_date", "period_start", "period_end",
             "invoice_date", "invoice_month", "last_invoice_month", "last_invoice_as_of",
             "pending_as_of", "snapshot_date", "first_count_date", "first_reading_date",
+            "since", "settled_before", "from_date",
         )
     },
 }
@@ -86,36 +88,64 @@ def lock_contract(conn: Connection, contract_id: str) -> Contract:
     return Contract(**row)
 
 
-def load_services(conn: Connection, contract: Contract, as_of: date) -> list[Service]:
-    """The contract's services with their starting units and the changes known by ``as_of``."""
-    params = {"contract_id": contract.contract_id, "as_of": as_of}
+@dataclass(frozen=True, slots=True)
+class ServiceTerms:
+    """A service as the ledger reads it, before its unit changes: ``start_units`` are its units
+    before its first change (``timeline.starting_units``)."""
+
+    service_id: str
+    name: str
+    unit_price: Decimal
+    start_date: date
+    end_date: date | None
+    start_units: int
+
+
+def service_terms(conn: Connection, contract: Contract) -> list[ServiceTerms]:
+    """The contract's services, sorted by id, with their starting units."""
     if conn.dialect.name == "postgresql":
         conn.execute(statement("no_jit"))
+    rows = conn.execute(query("services"), {"contract_id": contract.contract_id}).mappings()
+    return [
+        ServiceTerms(
+            service_id=row["service_id"], name=row["name"], unit_price=row["unit_price"],
+            start_date=row["start_date"], end_date=row["end_date"],
+            start_units=starting_units(_first_observation(row), row["first_change_before"], row["units"]),
+        )
+        for row in sorted(rows, key=lambda r: r["service_id"])
+    ]
+
+
+def load_services(
+    conn: Connection, contract: Contract, as_of: date, terms: list[ServiceTerms], since: date | None = None
+) -> list[Service]:
+    """The services with their changes effective from the month ``since`` (None: all of them)
+    through ``as_of``, and the units they open that month with."""
+    params = {"contract_id": contract.contract_id, "as_of": as_of, "since": since or date.min}
     changes: dict[str, list[UnitChange]] = defaultdict(list)
     for row in _all_rows(conn, "unit_changes", params):
         changes[row[1]].append(UnitChange(*row))
-    services = []
-    rows = sorted(conn.execute(query("services"), params).mappings(), key=lambda r: r["service_id"])
-    for row in rows:
-        own = ordered(changes.get(row["service_id"], ()))
-        services.append(
-            Service(
-                service_id=row["service_id"],
-                name=row["name"],
-                unit_price=row["unit_price"],
-                start_date=row["start_date"],
-                end_date=row["end_date"],
-                start_units=starting_units(_first_observation(row), row["first_change_before"], row["units"]),
-                changes=own,
-            )
+    opening: dict[str, list[UnitChange]] = defaultdict(list)
+    if since is not None:
+        for row in _all_rows(conn, "opening_changes", params):
+            opening[row[1]].append(UnitChange(*row))
+    return [
+        Service(
+            service_id=t.service_id, name=t.name, unit_price=t.unit_price,
+            start_date=t.start_date, end_date=t.end_date,
+            start_units=ordered(before)[-1].units_after if (before := opening.get(t.service_id)) else t.start_units,
+            changes=ordered(changes.get(t.service_id, ())),
         )
-    return services
+        for t in terms
+    ]
 
 
-def load_posted_net(conn: Connection, contract: Contract) -> dict[str | None, tuple[int, int]]:
-    """Net units and amount (ten-thousandths) per posted normal or prorated line key (the key
-    None: adjustments whose line is missing)."""
-    rows = _all_rows(conn, "posted_net", {"contract_id": contract.contract_id})
+def load_posted_net(
+    conn: Connection, contract: Contract, since: date | None = None
+) -> dict[str | None, tuple[int, int]]:
+    """Net units and amount (ten-thousandths) per posted normal or prorated line key of the
+    months from ``since`` (None: all) (the key None: adjustments whose line is missing)."""
+    rows = _all_rows(conn, "posted_net", {"contract_id": contract.contract_id, "since": since or date.min})
     return {key: (units, amount_e4) for key, units, amount_e4 in rows}
 
 
@@ -138,8 +168,9 @@ def _driver_sql(name: str, dialect: Dialect) -> str:
     return str(query(name).compile(dialect=dialect))
 
 
-def load_posted(conn: Connection, contract: Contract) -> list[PostedLine]:
-    rows = conn.execute(query("posted_lines"), {"contract_id": contract.contract_id}).all()
+def load_posted(conn: Connection, contract: Contract, since: date | None = None) -> list[PostedLine]:
+    params = {"contract_id": contract.contract_id, "since": since or date.min}
+    rows = conn.execute(query("posted_lines"), params).all()
     return [PostedLine(*row) for row in rows]
 
 

@@ -1,0 +1,108 @@
+"""Settled months: where a contract's next billing run starts walking its ledger.
+
+A run records per contract (``billing_settled``) the first month it left unsettled: before it,
+the posted ledger equals the expected one, and stays equal while none of the contract's inputs
+change. Those inputs are
+- its terms and its services' prices, dates and starting units: their digest is recorded;
+- its unit changes: a trigger on ``unit_changes`` (migration 0014) writes the service and date
+  of every insert, delete and update to ``billing_stale``, whoever writes;
+- its posted ledger: written only by billing, in months a run walked;
+- the date the run is as of: a month counts as settled once its invoice date and its last day
+  are both on or before it, so a later run expects the same lines there.
+
+The next run starts at the earliest of the recorded month and the months of its stale rows.
+It walks the whole ledger when nothing is recorded, the digest differs, or it runs as of an
+earlier date than the record. ``ENGINE`` is part of the digest: a release that changes the
+engine's rules bumps it, and every contract is walked whole once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from itertools import islice
+
+from sqlalchemy import Connection, bindparam, text
+
+from agent_billing.billing import store
+from agent_billing.billing.calendar import billing_month, month_start, next_month
+from agent_billing.billing.model import Contract, Line
+from agent_billing.billing.money import price_units
+from agent_billing.billing.store import ServiceTerms
+
+ENGINE = "1"
+_DELETE_BATCH = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a run walks from, and what it read to decide."""
+
+    since: date | None  # the first month walked; None: the whole ledger
+    digest: str  # of the contract's terms and services as read
+    stale: tuple[int, ...] = ()  # the ``billing_stale`` rows read (their ``seq``)
+
+
+def inputs_digest(contract: Contract, terms: Sequence[ServiceTerms]) -> str:
+    """A digest of every input of the ledger other than the unit changes and the posted lines
+    (names only describe lines: they are not in it)."""
+    parts = [
+        ENGINE, contract.currency, contract.billing_day, contract.start_date, contract.end_date,
+        *((t.service_id, price_units(t.unit_price), t.start_date, t.end_date, t.start_units)
+          for t in sorted(terms, key=lambda t: t.service_id)),
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def whole(contract: Contract, terms: Sequence[ServiceTerms]) -> Start:
+    """Walk the whole ledger (what a review's check and the differential tests compare with)."""
+    return Start(None, inputs_digest(contract, terms))
+
+
+def start(conn: Connection, contract: Contract, as_of: date, terms: Sequence[ServiceTerms]) -> Start:
+    """Where a run as of ``as_of`` starts. Read before the unit changes are: a change written
+    after this read keeps its stale row for the next run."""
+    digest = inputs_digest(contract, terms)
+    params = {"contract_id": contract.contract_id}
+    stale = conn.execute(store.query("stale_changes"), params).all()
+    record = conn.execute(store.query("settled"), params).mappings().first()
+    seqs = tuple(seq for seq, _ in stale)
+    if record is None or record["inputs_digest"] != digest or as_of < record["as_of"]:
+        return Start(None, digest, seqs)
+    since = min([record["settled_before"], *(month_start(day) for _, day in stale)])
+    return Start(since, digest, seqs)
+
+
+def record(
+    conn: Connection, contract: Contract, begin: Start, as_of: date, lines: Iterable[Line], *, posted: bool
+) -> date | None:
+    """Record what a run as of ``as_of`` settled (in its transaction) and consume the stale rows
+    it read; returns the first unsettled month (None: nothing settled).
+
+    ``lines`` are the run's lines: ``posted`` on its invoice, else left pending, which keeps
+    their months unsettled."""
+    _delete_stale(conn, begin.stale)
+    conn.execute(store.statement("unsettle"), {"contract_id": contract.contract_id})
+    invoiced = billing_month(as_of, contract.billing_day, contract.start_date)
+    if invoiced is None:
+        return None
+    boundary = min(next_month(invoiced), month_start(as_of + timedelta(days=1)))
+    if not posted:
+        boundary = min([boundary, *(month_start(x.period_start) for x in lines)])
+    conn.execute(
+        store.statement("settle"),
+        {"contract_id": contract.contract_id, "settled_before": boundary, "as_of": as_of,
+         "inputs_digest": begin.digest},
+    )
+    return boundary
+
+
+def _delete_stale(conn: Connection, seqs: tuple[int, ...]) -> None:
+    """Only the rows read: a change committed since then is walked by the next run."""
+    statement = text("DELETE FROM billing_stale WHERE seq IN :seqs").bindparams(
+        bindparam("seqs", expanding=True))
+    iterator = iter(seqs)
+    while batch := list(islice(iterator, _DELETE_BATCH)):
+        conn.execute(statement, {"seqs": batch})

@@ -1,0 +1,1 @@
+DELETE FROM billing_settled WHERE contract_id = :contract_id

@@ -1,0 +1,209 @@
+"""A nightly run walks only the months its contract's last run left unsettled (``billing.settled``),
+and bills exactly what a walk of the whole ledger bills: after any rewrite of the unit history (by
+any writer, plain SQL included), a change of the contract's terms, or a run as of an earlier date.
+Both engines."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from datetime import date, timedelta
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from agent_billing.billing import post_reviewed, run_billing
+from agent_billing.billing import store as billing_store
+from agent_billing.billing.run import plan_contract
+from agent_billing.contracts import ContractsFileError
+from agent_billing.errors import UserError
+
+
+def settled(books, contract_id: str) -> tuple[date, date] | None:
+    rows = books._rows(f"SELECT settled_before, as_of FROM billing_settled WHERE contract_id = '{contract_id}'")
+    return (rows[0]["settled_before"], rows[0]["as_of"]) if rows else None
+
+
+def plans(engine, contract_id: str, as_of: date):
+    """The plan of a run as of ``as_of`` from the settled months, and of a walk of the whole
+    ledger (both rolled back): (since, lines, due, month) each."""
+    out = []
+    for walk_all in (False, True):
+        with engine.connect() as conn, conn.begin() as transaction:
+            contract = billing_store.find_contract(conn, contract_id)
+            plan = plan_contract(conn, contract, as_of, walk_all=walk_all)
+            out.append((plan.start.since, plan.lines, plan.due, plan.month, plan.lines_as_of))
+            transaction.rollback()
+    return out
+
+
+def test_a_night_walks_from_the_first_unsettled_month(books):
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01", billing_day=5)
+    books.count("S", "2024-01-01", 4)
+    books.change("S", "2024-02-10", 4, 6)
+    for day in ("2024-01-05", "2024-02-05", "2024-03-05", "2024-04-05", "2024-04-20"):
+        books.bill(day)
+    # April's invoice (dated the 5th) is posted and March has ended: March is the last settled.
+    assert settled(books, "C") == (books.d("2024-04-01"), books.d("2024-04-20"))
+    incremental, whole = plans(books.engine, "C", books.d("2024-04-21"))
+    assert incremental[0] == books.d("2024-04-01") and whole[0] is None
+    assert incremental[1:] == whole[1:] and incremental[1] == []
+
+    # May's invoice posted on the 5th: April is settled too (its last day and invoice date passed).
+    books.bill("2024-05-05")
+    assert settled(books, "C") == (books.d("2024-05-01"), books.d("2024-05-05"))
+
+
+def test_a_change_rewritten_by_plain_sql_in_a_settled_month_is_corrected(books):
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01")
+    books.count("S", "2024-01-01", 4)
+    change = books.change("S", "2024-02-10", 4, 6)
+    for day in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-05-01"):
+        books.bill(day)
+    assert settled(books, "C")[0] == books.d("2024-05-01")
+    # A person corrects February's change by hand: the trigger marks February stale.
+    books.rewrite(change, 4, 5)
+    incremental, whole = plans(books.engine, "C", books.d("2024-05-02"))
+    assert incremental[0] == books.d("2024-02-01")
+    assert incremental[1:] == whole[1:]
+    adjusted = sorted((x.period_start.isoformat(), x.kind, x.units) for x in incremental[1])
+    assert adjusted == [
+        ("2024-02-10", "adjustment", -1), ("2024-03-01", "adjustment", -1),
+        ("2024-04-01", "adjustment", -1), ("2024-05-01", "adjustment", -1),
+    ]
+    books.bill("2024-05-02")
+    assert len(books.pending("C")) == 4
+    # Pending lines keep February unsettled until they are posted; the stale rows are consumed.
+    assert settled(books, "C")[0] == books.d("2024-02-01")
+    assert books._rows("SELECT * FROM billing_stale") == []
+    books.bill("2024-06-01")
+    assert settled(books, "C")[0] == books.d("2024-06-01")
+    assert books.pending("C") == []
+
+
+def test_new_terms_or_an_earlier_date_walk_the_whole_ledger(books):
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01")
+    books.count("S", "2024-01-01", 4)
+    for day in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-03-10"):
+        books.bill(day)
+    assert plans(books.engine, "C", books.d("2024-03-11"))[0][0] == books.d("2024-03-01")
+    # An earlier date than the one recorded: the whole ledger.
+    assert plans(books.engine, "C", books.d("2024-03-09"))[0][0] is None
+
+    # The service ended on 15 February after all: the whole ledger is walked and corrected.
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01", end_date="2024-02-15")],
+                   start="2024-01-01")
+    incremental, whole = plans(books.engine, "C", books.d("2024-03-11"))
+    assert incremental[0] is None and incremental[1:] == whole[1:]
+    assert {x.period_start.month for x in incremental[1] if x.kind == "adjustment"} == {2, 3}
+
+    # Its corrections wait pending: February stays unsettled until April's invoice posts them.
+    books.bill("2024-03-11")
+    assert plans(books.engine, "C", books.d("2024-03-12"))[0][0] == books.d("2024-02-01")
+    books.bill("2024-04-01")
+    assert plans(books.engine, "C", books.d("2024-04-02"))[0][0] == books.d("2024-04-01")
+    # A different first count (a backfilled night) changes the starting units: the whole ledger.
+    books._exec("UPDATE service_unit_counts SET units = 5 WHERE service_id = 'S'")
+    incremental, whole = plans(books.engine, "C", books.d("2024-04-02"))
+    assert incremental[0] is None and incremental[1:] == whole[1:] and incremental[1]
+
+
+# -- a random differential test: the settled months change nothing a night bills
+
+SOURCES = ("nightly_sync", "get_units_now", "manual")
+FIRST = date(2024, 1, 1)
+DAYS = 240  # January to August 2024
+
+days = st.integers(0, DAYS - 1).map(lambda n: FIRST + timedelta(days=n))
+bills = st.tuples(st.just("bill"), st.integers(0, 45))  # days after the latest run (0: an earlier one)
+operations = st.one_of(
+    bills, bills, bills,
+    st.tuples(st.just("change"), st.integers(0, 1), days, st.sampled_from(SOURCES), st.integers(0, 9)),
+    st.tuples(st.just("delete"), st.integers(0, 50)),
+    st.tuples(st.just("contract"), st.sampled_from([FIRST, date(2024, 1, 20), date(2024, 2, 3)]),
+              st.integers(1, 28)),
+    st.tuples(st.just("end"), st.integers(0, 1), st.one_of(st.none(), days)),
+    st.tuples(st.just("count"), st.integers(0, 1), days, st.integers(0, 9)),
+    st.tuples(st.just("post_review"),),
+)
+_examples = itertools.count()
+
+
+@settings(max_examples=int(os.environ.get("SETTLED_EXAMPLES", "15")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(billing_day=st.integers(1, 28), posting=st.sampled_from(["automatic", "review"]),
+       service_starts=st.tuples(days, days), ops=st.lists(operations, min_size=6, max_size=24))
+def test_a_night_from_the_settled_months_bills_what_the_whole_ledger_bills(
+    books, billing_day, posting, service_starts, ops
+):
+    n = next(_examples)  # one warehouse per test: each example has its own contract and services
+    cid, sids = f"C{n}", [f"S{n}a", f"S{n}b"]
+    terms = {sid: {"start": start, "end": None}
+             for sid, start in zip(sids, sorted(service_starts), strict=True)}
+    contract = {"start": FIRST, "billing_day": billing_day}
+
+    def apply() -> None:
+        books.contract(cid, [
+            books.rmm(sid, "12.50", t["start"].isoformat(),
+                      **({"end_date": t["end"].isoformat()} if t["end"] else {}))
+            for sid, t in terms.items()
+        ], start=contract["start"].isoformat(), billing_day=contract["billing_day"], posting=posting)
+
+    apply()
+    books.count(sids[0], service_starts[0].isoformat(), 3)
+    latest = FIRST
+    for op in ops:
+        kind = op[0]
+        if kind == "bill":
+            as_of = latest + timedelta(days=op[1]) if op[1] else latest - timedelta(days=9)
+            as_of = max(as_of, FIRST)
+            books.concluded(as_of.isoformat())
+            incremental, whole = plans(books.engine, cid, as_of)
+            assert incremental[1:] == whole[1:], (op, incremental[0])
+            event("from a settled month" if incremental[0] else "the whole ledger")
+            event("with lines" if incremental[1] else "no lines")
+            run_billing(books.engine, as_of, contract_ids=[cid]).raise_for_failures()
+            latest = max(latest, as_of)
+        elif kind == "change":
+            _, which, day, source, after = op
+            books._exec(
+                "DELETE FROM unit_changes WHERE service_id = :s AND effective_date = :d AND source = :src",
+                s=sids[which], d=day, src=source)
+            before = (after + 1) % 10
+            books._exec(
+                "INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, "
+                "units_after, delta, source) VALUES (:c, :s, :d, :b, :a, :delta, :src)",
+                c=f"{sids[which]}:{day}:{source}", s=sids[which], d=day, b=before, a=after,
+                delta=after - before, src=source)
+        elif kind == "delete":
+            ids = [r["change_id"] for r in books._rows(
+                f"SELECT change_id FROM unit_changes WHERE service_id IN ('{sids[0]}', '{sids[1]}') "
+                "ORDER BY change_id")]
+            if ids:
+                books.delete(ids[op[1] % len(ids)])
+        elif kind in ("end", "contract"):
+            if kind == "end":
+                service = terms[sids[op[1]]]
+                service["end"] = op[2] if op[2] is None or op[2] >= service["start"] else None
+            else:
+                contract.update(start=op[1], billing_day=op[2])
+            try:
+                apply()
+            except ContractsFileError:
+                pass
+        elif kind == "count":
+            _, which, day, units = op
+            books.concluded(day.isoformat())
+            books._exec("DELETE FROM service_unit_counts WHERE service_id = :s AND snapshot_date = :d",
+                        s=sids[which], d=day)
+            books._exec("INSERT INTO service_unit_counts (service_id, snapshot_date, units) "
+                        "VALUES (:s, :d, :u)", s=sids[which], d=day, u=units)
+        elif kind == "post_review":
+            try:
+                post_reviewed(books.engine, cid)
+            except UserError:
+                pass
+    # The last night: what the settled months leave pending is what the whole ledger leaves.
+    as_of = latest + timedelta(days=1)
+    books.concluded(as_of.isoformat())
+    incremental, whole = plans(books.engine, cid, as_of)
+    assert incremental[1:] == whole[1:]
