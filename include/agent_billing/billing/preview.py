@@ -23,6 +23,7 @@ from agent_billing.billing.post import invoice_id
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import plan_contract
 from agent_billing.errors import UserError
+from agent_billing.sync.changes import share_unit_history
 
 
 def preview_invoice(
@@ -30,6 +31,7 @@ def preview_invoice(
 ) -> dict:
     """The next invoice of ``contract_id`` as of ``as_of`` (default: the billing horizon)."""
     with engine.connect() as conn, conn.begin() as transaction:
+        share_unit_history(conn)  # the unit history as one state, as a billing run reads it
         as_of = as_of or billing_horizon(conn, today) or billing_today(today)
         check_horizon(conn, as_of, today)
         contract = store.find_contract(conn, contract_id)

@@ -12,7 +12,7 @@ from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import invoice_id, post_invoice
 from agent_billing.billing.reconcile import retarget
-from agent_billing.billing.run import ContractResult, reconcile_contract, result
+from agent_billing.billing.run import ContractResult, plan_lines, result
 from agent_billing.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ def pending_lines(engine: Engine, contract_id: str | None = None) -> list[dict]:
 def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -> ContractResult:
     """Post a contract's reviewed pending lines as its invoice for the month of their date.
 
-    The lines are reconciled again as of that date (default: the date of the pending lines)
-    and posted only if they are exactly the lines under review.
+    The lines are reconciled again as of that date (default: the date of the pending lines),
+    from the months the run that wrote them walked, and posted only if they are exactly the
+    lines under review.
     """
     with engine.begin() as conn:
         contract = store.lock_contract(conn, contract_id)
@@ -49,7 +50,7 @@ def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -
                 f"{month_label(state.last_invoice_month)}; its pending lines wait for the next "
                 "invoice month"
             )
-        lines = reconcile_contract(conn, contract, as_of)
+        lines = plan_lines(conn, contract, as_of)
         if set(lines) != set(pending):
             raise UserError(
                 f"the pending lines of contract {contract_id} are out of date as of {as_of}: "

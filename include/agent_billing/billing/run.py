@@ -199,13 +199,24 @@ def plan_contract(
             d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
         )
         target = PENDING
-    terms = store.service_terms(conn, contract)
-    if walk_all:
-        begin = settled.whole(contract, terms)
-    else:
-        begin = settled.start(conn, contract, lines_as_of, terms)
-    lines = reconcile_contract(conn, contract, lines_as_of, target, terms=terms, since=begin.since)
+    lines, begin = _walk(conn, contract, lines_as_of, target, walk_all)
     return ContractPlan(contract, due, month, lines_as_of, lines, begin)
+
+
+def plan_lines(conn: Connection, contract: Contract, as_of: date, target: str = PENDING) -> list[Line]:
+    """The lines a run as of ``as_of`` computes for the contract (its pending lines, when the
+    run kept them pending), in the caller's transaction."""
+    return _walk(conn, contract, as_of, target, walk_all=False)[0]
+
+
+def _walk(
+    conn: Connection, contract: Contract, as_of: date, target: str, walk_all: bool
+) -> tuple[list[Line], settled.Start]:
+    """The reconciliation from the months the contract's last run left unsettled (or its whole
+    ledger), and where it started."""
+    terms = store.service_terms(conn, contract)
+    begin = settled.whole(contract, terms) if walk_all else settled.start(conn, contract, as_of, terms)
+    return reconcile_contract(conn, contract, as_of, target, terms=terms, since=begin.since), begin
 
 
 def bill_contract(
@@ -222,7 +233,7 @@ def bill_contract(
             store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id if invoice else None)
         pending = [] if plan.due else plan.lines
         store.replace_pending(conn, contract_id, plan.lines_as_of, pending)
-        settled.record(conn, contract, plan.start, plan.lines_as_of, plan.lines, posted=plan.due)
+        settled.record(conn, contract, plan.start, plan.lines_as_of, plan.lines)
         if dry_run:
             transaction.rollback()
         return result(contract, invoice, pending, plan.lines_as_of)

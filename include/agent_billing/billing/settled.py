@@ -6,9 +6,11 @@ change. Those inputs are
 - its terms and its services' prices, dates and starting units: their digest is recorded;
 - its unit changes: a trigger on ``unit_changes`` (migration 0014) writes the service and date
   of every insert, delete and update to ``billing_stale``, whoever writes;
-- its posted ledger: written only by billing, in months a run walked;
+- its posted ledger: written only by billing, in months a run walked (a line and its
+  adjustments share a month: a unit change's date is part of its id, which cannot be updated);
 - the date the run is as of: a month counts as settled once its invoice date and its last day
-  are both on or before it, so a later run expects the same lines there.
+  are both on or before it (a later run expects the same lines there) and the run had no
+  line for it.
 
 The next run starts at the earliest of the recorded month and the months of its stale rows.
 It walks the whole ledger when nothing is recorded, the digest differs, or it runs as of an
@@ -22,15 +24,18 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
 from itertools import islice
 
 from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.sql.selectable import TextualSelect
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_start, next_month
 from agent_billing.billing.model import Contract, Line
 from agent_billing.billing.money import price_units
 from agent_billing.billing.store import ServiceTerms
+from agent_billing.sql import load_sql
 
 ENGINE = "1"
 _DELETE_BATCH = 5_000
@@ -65,9 +70,8 @@ def start(conn: Connection, contract: Contract, as_of: date, terms: Sequence[Ser
     """Where a run as of ``as_of`` starts. Read before the unit changes are: a change written
     after this read keeps its stale row for the next run."""
     digest = inputs_digest(contract, terms)
-    params = {"contract_id": contract.contract_id}
-    stale = conn.execute(store.query("stale_changes"), params).all()
-    record = conn.execute(store.query("settled"), params).mappings().first()
+    stale = conn.execute(_stale_changes(), {"service_ids": [t.service_id for t in terms]}).all()
+    record = conn.execute(store.query("settled"), {"contract_id": contract.contract_id}).mappings().first()
     seqs = tuple(seq for seq, _ in stale)
     if record is None or record["inputs_digest"] != digest or as_of < record["as_of"]:
         return Start(None, digest, seqs)
@@ -76,27 +80,33 @@ def start(conn: Connection, contract: Contract, as_of: date, terms: Sequence[Ser
 
 
 def record(
-    conn: Connection, contract: Contract, begin: Start, as_of: date, lines: Iterable[Line], *, posted: bool
+    conn: Connection, contract: Contract, begin: Start, as_of: date, lines: Iterable[Line]
 ) -> date | None:
     """Record what a run as of ``as_of`` settled (in its transaction) and consume the stale rows
     it read; returns the first unsettled month (None: nothing settled).
 
-    ``lines`` are the run's lines: ``posted`` on its invoice, else left pending, which keeps
-    their months unsettled."""
+    A month with a line of this run stays unsettled, posted or pending: what a month expects
+    can depend on its own posted lines (``expected.absorbed_count``), so a month is settled
+    only once a run finds nothing to change in it."""
     _delete_stale(conn, begin.stale)
     conn.execute(store.statement("unsettle"), {"contract_id": contract.contract_id})
     invoiced = billing_month(as_of, contract.billing_day, contract.start_date)
     if invoiced is None:
         return None
-    boundary = min(next_month(invoiced), month_start(as_of + timedelta(days=1)))
-    if not posted:
-        boundary = min([boundary, *(month_start(x.period_start) for x in lines)])
+    boundary = min([next_month(invoiced), month_start(as_of + timedelta(days=1)),
+                    *(month_start(x.period_start) for x in lines)])
     conn.execute(
         store.statement("settle"),
         {"contract_id": contract.contract_id, "settled_before": boundary, "as_of": as_of,
          "inputs_digest": begin.digest},
     )
     return boundary
+
+
+@cache
+def _stale_changes() -> TextualSelect:
+    return store.typed_select(load_sql("billing/stale_changes.sql").bindparams(
+        bindparam("service_ids", expanding=True)))
 
 
 def _delete_stale(conn: Connection, seqs: tuple[int, ...]) -> None:

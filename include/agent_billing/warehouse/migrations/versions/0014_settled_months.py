@@ -14,6 +14,11 @@ SQL), names its service and date, and the next run of that service's contract st
 date's month (``billing.settled``). ``ix_invoice_lines_contract_period`` serves the posted
 ledger of the months walked.
 
+Two rules the months rely on are enforced here: a unit change's service, date and source (its
+``change_id``) cannot be updated (a correction is a delete and an insert, so a posted line and
+its adjustments stay in one month), and a service cannot move to another contract (``contracts
+apply`` refuses it too): each contract's stale rows and digest would belong to the other one.
+
 Nothing is settled yet after the upgrade: each contract's next run walks its whole ledger once.
 """
 
@@ -26,6 +31,14 @@ branch_labels = None
 depends_on = None
 
 _ROW = "INSERT INTO billing_stale (service_id, from_date) VALUES ({0}.service_id, {0}.effective_date);"
+# (table, trigger name, identity columns, message): updates a trigger refuses
+_FIXED = (
+    ("unit_changes", "unit_changes_identity", ("change_id", "service_id", "effective_date", "source"),
+     "the service, date and source of a unit change make its change_id and cannot change; "
+     "delete it and insert the corrected change"),
+    ("services", "services_contract_fixed", ("contract_id",),
+     "a service cannot move to another contract; end it and add a new one to the other contract"),
+)
 
 
 def upgrade() -> None:
@@ -46,7 +59,30 @@ def upgrade() -> None:
     op.create_index("ix_billing_stale_service", "billing_stale", ["service_id"])
     op.create_index("ix_invoice_lines_contract_period", "invoice_lines", ["contract_id", "period_start"])
     op.drop_index("ix_invoice_lines_contract", table_name="invoice_lines")
-    if op.get_bind().dialect.name == "postgresql":
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    for table, name, columns, message in _FIXED:
+        if postgresql:
+            changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in columns)
+            op.execute(
+                f"""
+                CREATE FUNCTION {name}() RETURNS trigger AS $$
+                BEGIN
+                    IF {changed} THEN
+                        RAISE EXCEPTION '%: {message}', OLD.{columns[0]} USING ERRCODE = 'check_violation';
+                    END IF;
+                    RETURN NEW;
+                END;
+                $$ LANGUAGE plpgsql
+                """
+            )
+            op.execute(f"CREATE TRIGGER {name} BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}()")
+        else:
+            changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
+            op.execute(
+                f"CREATE TRIGGER {name} BEFORE UPDATE ON {table} FOR EACH ROW WHEN {changed} "
+                f"BEGIN SELECT RAISE(ABORT, '{table}: {message}'); END"
+            )
+    if postgresql:
         op.execute(
             f"""
             CREATE FUNCTION billing_stale_unit_change() RETURNS trigger AS $$
@@ -74,9 +110,14 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP TRIGGER billing_stale ON unit_changes")
         op.execute("DROP FUNCTION billing_stale_unit_change()")
+        for table, name, _, _ in _FIXED:
+            op.execute(f"DROP TRIGGER {name} ON {table}")
+            op.execute(f"DROP FUNCTION {name}()")
     else:
         for event in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER billing_stale_{event}")
+        for _, name, _, _ in _FIXED:
+            op.execute(f"DROP TRIGGER {name}")
     op.create_index("ix_invoice_lines_contract", "invoice_lines", ["contract_id"])
     op.drop_index("ix_invoice_lines_contract_period", table_name="invoice_lines")
     op.drop_table("billing_stale")
