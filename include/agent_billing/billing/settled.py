@@ -4,8 +4,9 @@ A run records per contract (``billing_settled``) the first month it left unsettl
 the posted ledger equals the expected one, and stays equal while none of the contract's inputs
 change. Those inputs are
 - its terms and its services' prices, dates and starting units: their digest is recorded;
-- its unit changes: a trigger on ``unit_changes`` (migration 0014) writes the service and date
-  of every insert, delete and update to ``billing_stale``, whoever writes;
+- its unit changes: a trigger on ``unit_changes`` (migration 0014) writes the contract, service
+  and date of every insert, delete and update to ``billing_stale``, whoever writes (a service
+  never moves to another contract: another trigger refuses it);
 - its posted ledger: written only by billing, in months a run walked (a line and its
   adjustments share a month: a unit change's date is part of its id, which cannot be updated);
 - the date the run is as of: a month counts as settled once its invoice date and its last day
@@ -24,18 +25,15 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import cache
 from itertools import islice
 
 from sqlalchemy import Connection, bindparam, text
-from sqlalchemy.sql.selectable import TextualSelect
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_start, next_month
 from agent_billing.billing.model import Contract, Line
 from agent_billing.billing.money import price_units
 from agent_billing.billing.store import ServiceTerms
-from agent_billing.sql import load_sql
 
 ENGINE = "1"
 _DELETE_BATCH = 5_000
@@ -70,8 +68,9 @@ def start(conn: Connection, contract: Contract, as_of: date, terms: Sequence[Ser
     """Where a run as of ``as_of`` starts. Read before the unit changes are: a change written
     after this read keeps its stale row for the next run."""
     digest = inputs_digest(contract, terms)
-    stale = conn.execute(_stale_changes(), {"service_ids": [t.service_id for t in terms]}).all()
-    record = conn.execute(store.query("settled"), {"contract_id": contract.contract_id}).mappings().first()
+    params = {"contract_id": contract.contract_id}
+    stale = conn.execute(store.query("stale_changes"), params).all()
+    record = conn.execute(store.query("settled"), params).mappings().first()
     seqs = tuple(seq for seq, _ in stale)
     if record is None or record["inputs_digest"] != digest or as_of < record["as_of"]:
         return Start(None, digest, seqs)
@@ -101,12 +100,6 @@ def record(
          "inputs_digest": begin.digest},
     )
     return boundary
-
-
-@cache
-def _stale_changes() -> TextualSelect:
-    return store.typed_select(load_sql("billing/stale_changes.sql").bindparams(
-        bindparam("service_ids", expanding=True)))
 
 
 def _delete_stale(conn: Connection, seqs: tuple[int, ...]) -> None:

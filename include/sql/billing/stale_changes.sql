@@ -1,5 +1,4 @@
--- The stale rows of the contract's services (``billing_stale``, written by a trigger on
--- ``unit_changes``): the date of each unit change written, deleted or updated since the
--- contract's last run. The services are listed (:service_ids): probes of
--- ``ix_billing_stale_service``, never a scan of rows other contracts' runs deleted.
-SELECT seq, from_date FROM billing_stale WHERE service_id IN :service_ids
+-- The contract's stale rows (``billing_stale``, written by a trigger on ``unit_changes``): the
+-- date of each of its unit changes written, deleted or updated since its last run. One probe of
+-- ``ix_billing_stale_contract``.
+SELECT seq, from_date FROM billing_stale WHERE contract_id = :contract_id

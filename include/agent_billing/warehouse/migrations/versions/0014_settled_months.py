@@ -10,8 +10,8 @@ per contract the months before which the posted ledger equals the expected one
 (``billing_settled``, with a digest of the contract's other inputs), and the next run starts
 there. ``billing_stale`` is written by a trigger on ``unit_changes``: any insert, delete or
 update of a unit change, by any writer (the sync, Get Units Now, a manual change, a person's
-SQL), names its service and date, and the next run of that service's contract starts at that
-date's month (``billing.settled``). ``ix_invoice_lines_contract_period`` serves the posted
+SQL), names its contract, service and date, and the contract's next run starts at that date's
+month (``billing.settled``). ``ix_invoice_lines_contract_period`` serves the posted
 ledger of the months walked.
 
 Two rules the months rely on are enforced here: a unit change's service, date and source (its
@@ -30,7 +30,10 @@ down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-_ROW = "INSERT INTO billing_stale (service_id, from_date) VALUES ({0}.service_id, {0}.effective_date);"
+_ROW = (
+    "INSERT INTO billing_stale (contract_id, service_id, from_date) "
+    "SELECT s.contract_id, {0}.service_id, {0}.effective_date FROM services s WHERE s.service_id = {0}.service_id;"
+)
 # (table, trigger name, identity columns, message): updates a trigger refuses
 _FIXED = (
     ("unit_changes", "unit_changes_identity", ("change_id", "service_id", "effective_date", "source"),
@@ -53,10 +56,11 @@ def upgrade() -> None:
         "billing_stale",
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
                   autoincrement=True),
+        sa.Column("contract_id", sa.Text, nullable=False),
         sa.Column("service_id", sa.Text, nullable=False),
         sa.Column("from_date", sa.Date, nullable=False),
     )
-    op.create_index("ix_billing_stale_service", "billing_stale", ["service_id"])
+    op.create_index("ix_billing_stale_contract", "billing_stale", ["contract_id"])
     op.create_index("ix_invoice_lines_contract_period", "invoice_lines", ["contract_id", "period_start"])
     op.drop_index("ix_invoice_lines_contract", table_name="invoice_lines")
     postgresql = op.get_bind().dialect.name == "postgresql"
