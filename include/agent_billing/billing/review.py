@@ -31,8 +31,8 @@ def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -
     """Post a contract's reviewed pending lines as its invoice for the month of their date.
 
     The lines are reconciled again as of that date (default: the date of the pending lines),
-    from the months the run that wrote them walked, and posted only if they are exactly the
-    lines under review.
+    from the months the contract's last run left unsettled, as that run did, and posted only if
+    they are exactly the lines under review.
     """
     with engine.begin() as conn:
         contract = store.lock_contract(conn, contract_id)

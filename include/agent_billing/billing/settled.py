@@ -60,7 +60,7 @@ def inputs_digest(contract: Contract, terms: Sequence[ServiceTerms]) -> str:
 
 
 def whole(contract: Contract, terms: Sequence[ServiceTerms]) -> Start:
-    """Walk the whole ledger (what a review's check and the differential tests compare with)."""
+    """Walk the whole ledger (``plan_contract(walk_all=True)``: what the tests compare with)."""
     return Start(None, inputs_digest(contract, terms))
 
 
