@@ -25,7 +25,7 @@ from agent_billing.billing import settled, store
 from agent_billing.billing.calendar import billing_month
 from agent_billing.billing.expected import ExpectedLedger
 from agent_billing.billing.horizon import check_horizon
-from agent_billing.billing.model import Contract, Line
+from agent_billing.billing.model import Contract, Line, Service
 from agent_billing.billing.post import Invoice, invoice_id, post_invoice
 from agent_billing.billing.reconcile import PENDING, PostedLedger, reconcile
 from agent_billing.errors import UserError
@@ -282,7 +282,7 @@ def reconcile_contract(
     as_of: date,
     target: str = PENDING,
     *,
-    terms: list[store.ServiceTerms] | None = None,
+    terms: list[Service] | None = None,
     since: date | None = None,
 ) -> list[Line]:
     """Expected − posted ledger of one contract as of ``as_of``, in the caller's transaction,

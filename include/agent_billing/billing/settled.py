@@ -31,9 +31,8 @@ from sqlalchemy import Connection, bindparam, text
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_start, next_month
-from agent_billing.billing.model import Contract, Line
+from agent_billing.billing.model import Contract, Line, Service
 from agent_billing.billing.money import price_units
-from agent_billing.billing.store import ServiceTerms
 
 ENGINE = "1"
 _DELETE_BATCH = 5_000
@@ -48,7 +47,7 @@ class Start:
     stale: tuple[int, ...] = ()  # the ``billing_stale`` rows read (their ``seq``)
 
 
-def inputs_digest(contract: Contract, terms: Sequence[ServiceTerms]) -> str:
+def inputs_digest(contract: Contract, terms: Sequence[Service]) -> str:
     """A digest of every input of the ledger other than the unit changes and the posted lines
     (names only describe lines: they are not in it)."""
     parts = [
@@ -59,12 +58,12 @@ def inputs_digest(contract: Contract, terms: Sequence[ServiceTerms]) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def whole(contract: Contract, terms: Sequence[ServiceTerms]) -> Start:
+def whole(contract: Contract, terms: Sequence[Service]) -> Start:
     """Walk the whole ledger (``plan_contract(walk_all=True)``: what the tests compare with)."""
     return Start(None, inputs_digest(contract, terms))
 
 
-def start(conn: Connection, contract: Contract, as_of: date, terms: Sequence[ServiceTerms]) -> Start:
+def start(conn: Connection, contract: Contract, as_of: date, terms: Sequence[Service]) -> Start:
     """Where a run as of ``as_of`` starts. Read before the unit changes are: a change written
     after this read keeps its stale row for the next run."""
     digest = inputs_digest(contract, terms)

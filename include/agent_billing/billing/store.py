@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import date
-from decimal import Decimal
 from functools import cache
 
 from sqlalchemy import Connection, Date, Dialect, Numeric, bindparam
@@ -88,26 +87,14 @@ def lock_contract(conn: Connection, contract_id: str) -> Contract:
     return Contract(**row)
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceTerms:
-    """A service as the ledger reads it, before its unit changes: ``start_units`` are its units
-    before its first change (``timeline.starting_units``)."""
-
-    service_id: str
-    name: str
-    unit_price: Decimal
-    start_date: date
-    end_date: date | None
-    start_units: int
-
-
-def service_terms(conn: Connection, contract: Contract) -> list[ServiceTerms]:
-    """The contract's services, sorted by id, with their starting units."""
+def service_terms(conn: Connection, contract: Contract) -> list[Service]:
+    """The contract's services, sorted by id, with their starting units (their units before
+    their first change, ``timeline.starting_units``) and no changes yet."""
     if conn.dialect.name == "postgresql":
         conn.execute(statement("no_jit"))
     rows = conn.execute(query("services"), {"contract_id": contract.contract_id}).mappings()
     return [
-        ServiceTerms(
+        Service(
             service_id=row["service_id"], name=row["name"], unit_price=row["unit_price"],
             start_date=row["start_date"], end_date=row["end_date"],
             start_units=starting_units(_first_observation(row), row["first_change_before"], row["units"]),
@@ -117,10 +104,10 @@ def service_terms(conn: Connection, contract: Contract) -> list[ServiceTerms]:
 
 
 def load_services(
-    conn: Connection, contract: Contract, as_of: date, terms: list[ServiceTerms], since: date | None = None
+    conn: Connection, contract: Contract, as_of: date, terms: list[Service], since: date | None = None
 ) -> list[Service]:
-    """The services with their changes effective from the month ``since`` (None: all of them)
-    through ``as_of``, and the units they open that month with."""
+    """The services (``service_terms``) with their changes effective from the month ``since``
+    (None: all of them) through ``as_of``, and the units they open that month with."""
     params = {"contract_id": contract.contract_id, "as_of": as_of, "since": since or date.min}
     changes: dict[str, list[UnitChange]] = defaultdict(list)
     for row in _all_rows(conn, "unit_changes", params):
@@ -130,9 +117,8 @@ def load_services(
         for row in _all_rows(conn, "opening_changes", params):
             opening[row[1]].append(UnitChange(*row))
     return [
-        Service(
-            service_id=t.service_id, name=t.name, unit_price=t.unit_price,
-            start_date=t.start_date, end_date=t.end_date,
+        replace(
+            t,
             start_units=ordered(before)[-1].units_after if (before := opening.get(t.service_id)) else t.start_units,
             changes=ordered(changes.get(t.service_id, ())),
         )
