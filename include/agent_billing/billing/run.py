@@ -203,10 +203,10 @@ def plan_contract(
     return ContractPlan(contract, due, month, lines_as_of, lines, begin)
 
 
-def plan_lines(conn: Connection, contract: Contract, as_of: date, target: str = PENDING) -> list[Line]:
+def plan_lines(conn: Connection, contract: Contract, as_of: date) -> list[Line]:
     """The lines a run as of ``as_of`` computes for the contract (its pending lines, when the
     run kept them pending), in the caller's transaction."""
-    return _walk(conn, contract, as_of, target, walk_all=False)[0]
+    return _walk(conn, contract, as_of, PENDING, walk_all=False)[0]
 
 
 def _walk(
@@ -216,7 +216,7 @@ def _walk(
     ledger), and where it started."""
     terms = store.service_terms(conn, contract)
     begin = settled.whole(contract, terms) if walk_all else settled.start(conn, contract, as_of, terms)
-    return reconcile_contract(conn, contract, as_of, target, terms=terms, since=begin.since), begin
+    return reconcile_contract(conn, contract, as_of, target, terms, begin.since), begin
 
 
 def bill_contract(
@@ -277,18 +277,10 @@ def _alert_failure(engine: Engine, as_of: date, failure: FailedContract) -> None
 
 
 def reconcile_contract(
-    conn: Connection,
-    contract: Contract,
-    as_of: date,
-    target: str = PENDING,
-    *,
-    terms: list[Service] | None = None,
-    since: date | None = None,
+    conn: Connection, contract: Contract, as_of: date, target: str, terms: list[Service], since: date | None
 ) -> list[Line]:
     """Expected − posted ledger of one contract as of ``as_of``, in the caller's transaction,
-    over the months from ``since`` (None: the whole ledger)."""
-    if terms is None:
-        terms = store.service_terms(conn, contract)
+    over the months from ``since`` (None: the whole ledger); ``terms``: ``store.service_terms``."""
     services = store.load_services(conn, contract, as_of, terms, since)
     posted = store.load_posted_net(conn, contract, since)
     expected = ExpectedLedger(contract, services, as_of, posted, since)
