@@ -72,12 +72,15 @@ def setup(engine, price: Decimal, start: date, services: dict, billing_day: int 
 
 
 def insert_changes(conn, service_id: str, changes) -> None:
-    for day, source, before, after in changes:
+    """Changes observed in list order: same-day changes apply in the order they were detected
+    (``timeline.ordered``), so each gets a later ``detected_at`` than the one before it."""
+    for n, (day, source, before, after) in enumerate(changes):
         conn.execute(
             text("INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, "
-                 "units_after, delta, source) VALUES (:c, :s, :d, :b, :a, :delta, :src)"),
+                 "units_after, delta, source, detected_at) VALUES (:c, :s, :d, :b, :a, :delta, :src, :at)"),
             {"c": f"{service_id}:{day}:{source}", "s": service_id, "d": day, "b": before,
-             "a": after, "delta": after - before, "src": source},
+             "a": after, "delta": after - before, "src": source,
+             "at": f"{day} {n // 60:02d}:{n % 60:02d}:00"},
         )
 
 
