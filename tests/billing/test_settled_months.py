@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from sqlalchemy.exc import DBAPIError
 
 from agent_billing.billing import post_reviewed, run_billing
+from agent_billing.billing import settled as settled_months
 from agent_billing.billing import store as billing_store
-from agent_billing.billing.run import plan_contract
+from agent_billing.billing.run import bill_contract, plan_contract
 from agent_billing.contracts import ContractsFileError
 from agent_billing.errors import UserError
 
@@ -83,6 +84,33 @@ def test_a_change_rewritten_by_plain_sql_in_a_settled_month_is_corrected(books):
     assert books.pending("C") == []
     books.bill("2024-06-02")
     assert settled(books, "C")[0] == books.d("2024-06-01")
+
+
+def test_a_change_written_after_the_run_read_the_stale_rows_is_walked_by_the_next_run(books):
+    """A run reads every contract's stale rows once, before it bills them one by one: a change
+    written in between is in the contract's transaction but not in what the run read, so its
+    stale row stays and the next run walks its month."""
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01")
+    books.count("S", "2024-01-01", 4)
+    for day in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-04-02"):
+        books.bill(day)
+    assert settled(books, "C")[0] == books.d("2024-04-01")
+    with books.engine.connect() as conn:
+        read = settled_months.read_stale(conn)  # what run_billing reads before the first contract
+    assert read == {}
+    books.change("S", "2024-02-10", 4, 6)  # a sync commits before the run reaches the contract
+    books.concluded("2024-04-03")
+    bill_contract(books.engine, "C", books.d("2024-04-03"), stale=read.get("C", settled_months.StaleRows()))
+    # The run walked April only (with the change in its opening units); February's row stays.
+    assert {x["period_start"].month for x in books.pending("C")} == {4}
+    assert [(r["service_id"], r["from_date"]) for r in books._rows("SELECT * FROM billing_stale")] == [
+        ("S", books.d("2024-02-10"))]
+
+    incremental, whole = plans(books.engine, "C", books.d("2024-04-04"))
+    assert incremental[0] == books.d("2024-02-01") and incremental[1:] == whole[1:]
+    books.bill("2024-04-04")
+    assert {x["period_start"].month for x in books.pending("C")} == {2, 3, 4}
+    assert books._rows("SELECT * FROM billing_stale") == []
 
 
 def test_new_terms_or_an_earlier_date_walk_the_whole_ledger(books):

@@ -122,6 +122,7 @@ def run_billing(
     with engine.connect() as conn:
         check_horizon(conn, as_of, today)
         known = store.contract_ids(conn)
+        stale = settled.read_stale(conn)
     if contract_ids is not None:
         unknown = sorted(set(contract_ids) - set(known))
         if unknown:
@@ -130,7 +131,7 @@ def run_billing(
     log.info("billing %d contract(s) as of %s%s", len(known), as_of, " (dry run)" if dry_run else "")
     step = max(1, len(known) // 10)
     results, failed = [], []
-    attempt = partial(_attempt, engine, as_of, dry_run)
+    attempt = partial(_attempt, engine, as_of, dry_run, stale)
     workers = WORKERS if engine.dialect.name == "postgresql" and len(known) > 1 else 1
     with ExitStack() as stack:
         if workers > 1:
@@ -179,10 +180,12 @@ class ContractPlan:
 
 
 def plan_contract(
-    conn: Connection, contract: Contract, as_of: date, *, walk_all: bool = False
+    conn: Connection, contract: Contract, as_of: date, *, walk_all: bool = False,
+    stale: settled.StaleRows | None = None,
 ) -> ContractPlan:
     """The reconciliation of one contract as of ``as_of``, in the caller's transaction: from
-    the months its last run left unsettled, or (``walk_all``) its whole ledger."""
+    the months its last run left unsettled, or (``walk_all``) its whole ledger. ``stale``: the
+    contract's stale rows as the run read them (``settled.read_stale``; None: read them now)."""
     state = store.load_state(conn, contract.contract_id)
     month = billing_month(as_of, contract.billing_day, contract.start_date)
     due = (
@@ -199,34 +202,36 @@ def plan_contract(
             d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
         )
         target = PENDING
-    lines, begin = _walk(conn, contract, lines_as_of, target, walk_all)
+    lines, begin = _walk(conn, contract, lines_as_of, target, walk_all, stale)
     return ContractPlan(contract, due, month, lines_as_of, lines, begin)
 
 
 def plan_lines(conn: Connection, contract: Contract, as_of: date) -> list[Line]:
     """The lines a run as of ``as_of`` computes for the contract (its pending lines, when the
     run kept them pending), in the caller's transaction."""
-    return _walk(conn, contract, as_of, PENDING, walk_all=False)[0]
+    return _walk(conn, contract, as_of, PENDING, walk_all=False, stale=None)[0]
 
 
 def _walk(
-    conn: Connection, contract: Contract, as_of: date, target: str, walk_all: bool
+    conn: Connection, contract: Contract, as_of: date, target: str, walk_all: bool,
+    stale: settled.StaleRows | None,
 ) -> tuple[list[Line], settled.Start]:
     """The reconciliation from the months the contract's last run left unsettled (or its whole
     ledger), and where it started."""
     terms = store.service_terms(conn, contract)
-    begin = settled.whole(contract, terms) if walk_all else settled.start(conn, contract, as_of, terms)
+    begin = settled.whole(contract, terms) if walk_all else settled.start(conn, contract, as_of, terms, stale)
     return reconcile_contract(conn, contract, as_of, target, terms, begin.since), begin
 
 
 def bill_contract(
-    engine: Engine, contract_id: str, as_of: date, *, dry_run: bool = False
+    engine: Engine, contract_id: str, as_of: date, *, dry_run: bool = False,
+    stale: settled.StaleRows | None = None,
 ) -> ContractResult:
     """Bill one contract as of ``as_of`` in one transaction (its invoice or its pending lines);
-    with ``dry_run`` the same transaction is rolled back."""
+    with ``dry_run`` the same transaction is rolled back. ``stale``: as ``plan_contract``."""
     with engine.connect() as conn, conn.begin() as transaction:
         contract = store.lock_contract(conn, contract_id)
-        plan = plan_contract(conn, contract, as_of)
+        plan = plan_contract(conn, contract, as_of, stale=stale)
         month = plan.month
         invoice = post_invoice(conn, contract, month, as_of, plan.lines) if plan.due and plan.lines else None
         if plan.due:  # the month's invoice run happened, even with nothing to post
@@ -239,10 +244,13 @@ def bill_contract(
         return result(contract, invoice, pending, plan.lines_as_of)
 
 
-def _attempt(engine: Engine, as_of: date, dry_run: bool, contract_id: str) -> ContractResult | Exception:
+def _attempt(
+    engine: Engine, as_of: date, dry_run: bool, stale: dict[str, settled.StaleRows], contract_id: str
+) -> ContractResult | Exception:
     """``bill_contract``, or the exception that failed it (listed and alerted by the caller)."""
     try:
-        return bill_contract(engine, contract_id, as_of, dry_run=dry_run)
+        return bill_contract(engine, contract_id, as_of, dry_run=dry_run,
+                             stale=stale.get(contract_id, settled.StaleRows()))
     except Exception as exc:  # noqa: BLE001 - one contract's failure never blocks the others
         return exc
 

@@ -22,8 +22,9 @@ engine's rules bumps it, and every contract is walked whole once.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from itertools import islice
 
@@ -44,7 +45,31 @@ class Start:
 
     since: date | None  # the first month walked; None: the whole ledger
     digest: str  # of the contract's terms and services as read
-    stale: tuple[int, ...] = ()  # the ``billing_stale`` rows read (their ``seq``)
+    stale: Sequence[int] = ()  # the ``billing_stale`` rows read (their ``seq``)
+
+
+@dataclass(slots=True)
+class StaleRows:
+    """A contract's ``billing_stale`` rows as read: their ``seq`` and the dates they name."""
+
+    seqs: array = field(default_factory=lambda: array("q"))
+    first: date | None = None  # the earliest date named
+
+    def add(self, seq: int, day: date) -> None:
+        self.seqs.append(seq)
+        self.first = day if self.first is None else min(self.first, day)
+
+
+def read_stale(conn: Connection) -> dict[str, StaleRows]:
+    """Every contract's stale rows, in one read at the start of a billing run: the table holds
+    what was written since the runs before (a night's changes when billing runs nightly), and it
+    has no contract index, so that a change's row only appends (migration 0015). A change
+    written after this read keeps its row for the next run."""
+    found: dict[str, StaleRows] = {}
+    rows = conn.execution_options(yield_per=10_000).execute(store.query("stale_rows"))
+    for contract_id, seq, day in rows:
+        found.setdefault(contract_id, StaleRows()).add(seq, day)
+    return found
 
 
 def inputs_digest(contract: Contract, terms: Sequence[Service]) -> str:
@@ -63,18 +88,24 @@ def whole(contract: Contract, terms: Sequence[Service]) -> Start:
     return Start(None, inputs_digest(contract, terms))
 
 
-def start(conn: Connection, contract: Contract, as_of: date, terms: Sequence[Service]) -> Start:
-    """Where a run as of ``as_of`` starts. Read before the unit changes are: a change written
-    after this read keeps its stale row for the next run."""
+def start(
+    conn: Connection, contract: Contract, as_of: date, terms: Sequence[Service],
+    stale: StaleRows | None = None,
+) -> Start:
+    """Where a run as of ``as_of`` starts, given the contract's stale rows (``read_stale``; None:
+    read them now). They are read before the unit changes are: a change written after that
+    keeps its stale row for the next run."""
     digest = inputs_digest(contract, terms)
     params = {"contract_id": contract.contract_id}
-    stale = conn.execute(store.query("stale_changes"), params).all()
+    if stale is None:
+        stale = StaleRows()
+        for seq, day in conn.execute(store.query("stale_changes"), params):
+            stale.add(seq, day)
     record = conn.execute(store.query("settled"), params).mappings().first()
-    seqs = tuple(seq for seq, _ in stale)
     if record is None or record["inputs_digest"] != digest or as_of < record["as_of"]:
-        return Start(None, digest, seqs)
-    since = min([record["settled_before"], *(month_start(day) for _, day in stale)])
-    return Start(since, digest, seqs)
+        return Start(None, digest, stale.seqs)
+    since = record["settled_before"] if stale.first is None else min(record["settled_before"], month_start(stale.first))
+    return Start(since, digest, stale.seqs)
 
 
 def record(
@@ -101,7 +132,7 @@ def record(
     return boundary
 
 
-def _delete_stale(conn: Connection, seqs: tuple[int, ...]) -> None:
+def _delete_stale(conn: Connection, seqs: Sequence[int]) -> None:
     """Only the rows read: a change committed since then is walked by the next run."""
     statement = text("DELETE FROM billing_stale WHERE seq IN :seqs").bindparams(
         bindparam("seqs", expanding=True))

@@ -1,4 +1,4 @@
--- The contract's stale rows (``billing_stale``, written by a trigger on ``unit_changes``): the
--- date of each of its unit changes written, deleted or updated since its last run. One probe of
--- ``ix_billing_stale_contract``.
+-- One contract's stale rows (``billing_stale``): for the preview and review posting, which
+-- read one contract. The table holds what was written since the last runs; it has no contract
+-- index (migration 0015), so this reads it whole.
 SELECT seq, from_date FROM billing_stale WHERE contract_id = :contract_id
