@@ -86,10 +86,10 @@ def test_a_change_rewritten_by_plain_sql_in_a_settled_month_is_corrected(books):
     assert settled(books, "C")[0] == books.d("2024-06-01")
 
 
-def test_a_change_written_after_the_run_read_the_stale_rows_is_walked_by_the_next_run(books):
-    """A run reads every contract's stale rows once, before it bills them one by one: a change
-    written in between is in the contract's transaction but not in what the run read, so its
-    stale row stays and the next run walks its month."""
+def test_a_change_written_after_the_run_read_the_stale_rows_is_walked_by_the_same_run(books):
+    """A run reads every contract's stale rows once, before it bills them one by one; each
+    contract's transaction adds its rows written since: a change a sync commits in between is
+    walked as a walk of the whole ledger would."""
     books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01")
     books.count("S", "2024-01-01", 4)
     for day in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-04-02"):
@@ -97,20 +97,37 @@ def test_a_change_written_after_the_run_read_the_stale_rows_is_walked_by_the_nex
     assert settled(books, "C")[0] == books.d("2024-04-01")
     with books.engine.connect() as conn:
         read = settled_months.read_stale(conn)  # what run_billing reads before the first contract
-    assert read == {}
+    assert read.rows == {}
     books.change("S", "2024-02-10", 4, 6)  # a sync commits before the run reaches the contract
     books.concluded("2024-04-03")
-    bill_contract(books.engine, "C", books.d("2024-04-03"), stale=read.get("C", settled_months.StaleRows()))
-    # The run walked April only (with the change in its opening units); February's row stays.
-    assert {x["period_start"].month for x in books.pending("C")} == {4}
-    assert [(r["service_id"], r["from_date"]) for r in books._rows("SELECT * FROM billing_stale")] == [
-        ("S", books.d("2024-02-10"))]
-
-    incremental, whole = plans(books.engine, "C", books.d("2024-04-04"))
+    incremental, whole = plans(books.engine, "C", books.d("2024-04-03"))
     assert incremental[0] == books.d("2024-02-01") and incremental[1:] == whole[1:]
-    books.bill("2024-04-04")
+    bill_contract(books.engine, "C", books.d("2024-04-03"), stale=read)
     assert {x["period_start"].month for x in books.pending("C")} == {2, 3, 4}
     assert books._rows("SELECT * FROM billing_stale") == []
+
+
+def test_a_run_never_deletes_a_stale_row_written_after_another_run_consumed_the_one_it_read(books):
+    """Two runs read the same stale row; the first to bill the contract consumes it. A row
+    written next must not take the consumed row's ``seq`` (SQLite's plain integer key would give
+    the highest ``seq`` + 1 again, migration 0015): the second run deletes what it read."""
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01")
+    books.contract("D", [books.rmm("T", "10.00", "2024-01-01")], start="2024-01-01")
+    books.count("S", "2024-01-01", 4)
+    books.count("T", "2024-01-01", 4)
+    for day in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-03-02"):
+        books.bill(day)
+    books.change("S", "2024-02-10", 4, 6)
+    books.concluded("2024-03-03")
+    with books.engine.connect() as conn:
+        nightly = settled_months.read_stale(conn)  # the nightly run reads C's row ...
+    books.bill("2024-03-03", contract_ids=["C"])  # ... `bill --contract C` consumes it first
+    books.change("T", "2024-01-20", 4, 5)  # a sync marks D's January stale
+    bill_contract(books.engine, "C", books.d("2024-03-03"), stale=nightly)
+    assert [(r["contract_id"], r["from_date"]) for r in books._rows("SELECT * FROM billing_stale")] == [
+        ("D", books.d("2024-01-20"))]
+    books.bill("2024-03-04")
+    assert {x["period_start"].month for x in books.pending("D")} == {1, 2, 3}
 
 
 def test_new_terms_or_an_earlier_date_walk_the_whole_ledger(books):

@@ -1,6 +1,7 @@
 """Migration 0015 drops the contract index of ``billing_stale`` (its rows only append) and keeps
-its rows: a warehouse with stale rows upgrades, and its next run walks their months and consumes
-them. A downgrade puts the index back. Both engines."""
+its rows: a warehouse with stale rows upgrades, its next run walks their months and consumes
+them, and the next row does not take a consumed row's ``seq`` (SQLite's table is rebuilt with
+``AUTOINCREMENT``). A downgrade puts the index back. Both engines."""
 
 from __future__ import annotations
 
@@ -31,7 +32,12 @@ def test_stale_rows_survive_the_upgrade_and_the_next_run_consumes_them(warehouse
     assert indexes(warehouse) == set()
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT contract_id, service_id FROM billing_stale")).all() == [("C", "S")]
+    with warehouse.connect() as conn:
+        (consumed,) = conn.execute(text("SELECT seq FROM billing_stale")).scalars().all()
     books.bill("2024-03-03")
     assert {x["period_start"].month for x in books.pending("C")} == {2, 3}
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM billing_stale")).scalar_one() == 0
+    books.change("S", "2024-01-20", 4, 5)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT seq FROM billing_stale")).scalar_one() > consumed

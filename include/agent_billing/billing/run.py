@@ -181,11 +181,11 @@ class ContractPlan:
 
 def plan_contract(
     conn: Connection, contract: Contract, as_of: date, *, walk_all: bool = False,
-    stale: settled.StaleRows | None = None,
+    stale: settled.StaleRead | None = None,
 ) -> ContractPlan:
     """The reconciliation of one contract as of ``as_of``, in the caller's transaction: from
     the months its last run left unsettled, or (``walk_all``) its whole ledger. ``stale``: the
-    contract's stale rows as the run read them (``settled.read_stale``; None: read them now)."""
+    run's read of the stale rows (``settled.read_stale``; None: the contract's are read now)."""
     state = store.load_state(conn, contract.contract_id)
     month = billing_month(as_of, contract.billing_day, contract.start_date)
     due = (
@@ -214,7 +214,7 @@ def plan_lines(conn: Connection, contract: Contract, as_of: date) -> list[Line]:
 
 def _walk(
     conn: Connection, contract: Contract, as_of: date, target: str, walk_all: bool,
-    stale: settled.StaleRows | None,
+    stale: settled.StaleRead | None,
 ) -> tuple[list[Line], settled.Start]:
     """The reconciliation from the months the contract's last run left unsettled (or its whole
     ledger), and where it started."""
@@ -225,7 +225,7 @@ def _walk(
 
 def bill_contract(
     engine: Engine, contract_id: str, as_of: date, *, dry_run: bool = False,
-    stale: settled.StaleRows | None = None,
+    stale: settled.StaleRead | None = None,
 ) -> ContractResult:
     """Bill one contract as of ``as_of`` in one transaction (its invoice or its pending lines);
     with ``dry_run`` the same transaction is rolled back. ``stale``: as ``plan_contract``."""
@@ -245,12 +245,11 @@ def bill_contract(
 
 
 def _attempt(
-    engine: Engine, as_of: date, dry_run: bool, stale: dict[str, settled.StaleRows], contract_id: str
+    engine: Engine, as_of: date, dry_run: bool, stale: settled.StaleRead, contract_id: str
 ) -> ContractResult | Exception:
     """``bill_contract``, or the exception that failed it (listed and alerted by the caller)."""
     try:
-        return bill_contract(engine, contract_id, as_of, dry_run=dry_run,
-                             stale=stale.get(contract_id, settled.StaleRows()))
+        return bill_contract(engine, contract_id, as_of, dry_run=dry_run, stale=stale)
     except Exception as exc:  # noqa: BLE001 - one contract's failure never blocks the others
         return exc
 

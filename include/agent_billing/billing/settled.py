@@ -45,7 +45,7 @@ class Start:
 
     since: date | None  # the first month walked; None: the whole ledger
     digest: str  # of the contract's terms and services as read
-    stale: Sequence[int] = ()  # the ``billing_stale`` rows read (their ``seq``)
+    stale: tuple[int, ...] = ()  # the ``billing_stale`` rows read (their ``seq``)
 
 
 @dataclass(slots=True)
@@ -60,16 +60,42 @@ class StaleRows:
         self.first = day if self.first is None else min(self.first, day)
 
 
-def read_stale(conn: Connection) -> dict[str, StaleRows]:
-    """Every contract's stale rows, in one read at the start of a billing run: the table holds
-    what was written since the runs before (a night's changes when billing runs nightly), and it
-    has no contract index, so that a change's row only appends (migration 0015). A change
-    written after this read keeps its row for the next run."""
+@dataclass(frozen=True, slots=True)
+class StaleRead:
+    """Every contract's stale rows as a billing run read them before its first contract, and
+    the last ``seq`` it saw."""
+
+    rows: dict[str, StaleRows]
+    through: int
+
+
+def read_stale(conn: Connection) -> StaleRead:
+    """One read of the whole table at the start of a billing run. It holds what was written
+    since the runs before (a night's changes when billing runs nightly) and has no contract
+    index, so that a change's row only appends (migration 0015). Each contract's transaction
+    then reads its rows written since (``start``)."""
     found: dict[str, StaleRows] = {}
+    through = 0
     rows = conn.execution_options(yield_per=10_000).execute(store.query("stale_rows"))
     for contract_id, seq, day in rows:
         found.setdefault(contract_id, StaleRows()).add(seq, day)
-    return found
+        through = max(through, seq)
+    return StaleRead(found, through)
+
+
+def _stale_rows(conn: Connection, contract_id: str, read: StaleRead | None) -> StaleRows:
+    """The contract's stale rows: those the run read, and those written since, a range of the
+    key (``seq`` is never used twice, and the pipeline's writers, holding the unit-history lock,
+    commit in ``seq`` order; a row written by hand SQL meanwhile may fall below the range: it
+    is kept for the next run). Without a run's read (the preview, review posting), all."""
+    rows = StaleRows()
+    if read is not None and (earlier := read.rows.get(contract_id)) is not None:
+        rows.seqs.extend(earlier.seqs)
+        rows.first = earlier.first
+    after = -1 if read is None else read.through
+    for seq, day in conn.execute(store.query("stale_changes"), {"contract_id": contract_id, "after": after}):
+        rows.add(seq, day)
+    return rows
 
 
 def inputs_digest(contract: Contract, terms: Sequence[Service]) -> str:
@@ -90,22 +116,18 @@ def whole(contract: Contract, terms: Sequence[Service]) -> Start:
 
 def start(
     conn: Connection, contract: Contract, as_of: date, terms: Sequence[Service],
-    stale: StaleRows | None = None,
+    read: StaleRead | None = None,
 ) -> Start:
-    """Where a run as of ``as_of`` starts, given the contract's stale rows (``read_stale``; None:
-    read them now). They are read before the unit changes are: a change written after that
-    keeps its stale row for the next run."""
+    """Where a run as of ``as_of`` starts, in the contract's transaction once it is locked;
+    ``read``: the run's ``read_stale`` (None: the contract's rows are read here)."""
     digest = inputs_digest(contract, terms)
-    params = {"contract_id": contract.contract_id}
-    if stale is None:
-        stale = StaleRows()
-        for seq, day in conn.execute(store.query("stale_changes"), params):
-            stale.add(seq, day)
-    record = conn.execute(store.query("settled"), params).mappings().first()
+    stale = _stale_rows(conn, contract.contract_id, read)
+    seqs = tuple(stale.seqs)
+    record = conn.execute(store.query("settled"), {"contract_id": contract.contract_id}).mappings().first()
     if record is None or record["inputs_digest"] != digest or as_of < record["as_of"]:
-        return Start(None, digest, stale.seqs)
+        return Start(None, digest, seqs)
     since = record["settled_before"] if stale.first is None else min(record["settled_before"], month_start(stale.first))
-    return Start(since, digest, stale.seqs)
+    return Start(since, digest, seqs)
 
 
 def record(
@@ -132,7 +154,7 @@ def record(
     return boundary
 
 
-def _delete_stale(conn: Connection, seqs: Sequence[int]) -> None:
+def _delete_stale(conn: Connection, seqs: tuple[int, ...]) -> None:
     """Only the rows read: a change committed since then is walked by the next run."""
     statement = text("DELETE FROM billing_stale WHERE seq IN :seqs").bindparams(
         bindparam("seqs", expanding=True))

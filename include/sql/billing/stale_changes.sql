@@ -1,4 +1,5 @@
--- One contract's stale rows (``billing_stale``): for the preview and review posting, which
--- read one contract. The table holds what was written since the last runs; it has no contract
--- index (migration 0015), so this reads it whole.
-SELECT seq, from_date FROM billing_stale WHERE contract_id = :contract_id
+-- One contract's stale rows (``billing_stale``) after the ``seq`` :after: in a billing run's
+-- contract transaction, those written since the run read the whole table (``stale_rows``), a
+-- range of the key; for the preview and review posting (:after = -1), all of them, read whole
+-- (the table has no contract index: migration 0015).
+SELECT seq, from_date FROM billing_stale WHERE seq > :after AND contract_id = :contract_id

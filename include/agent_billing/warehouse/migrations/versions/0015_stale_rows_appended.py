@@ -1,4 +1,4 @@
-"""``billing_stale`` loses its contract index: the trigger's writes append to the table.
+"""``billing_stale`` loses its contract index (its rows only append) and never reuses a ``seq``.
 
 Revision ID: 0015
 Revises: 0014
@@ -10,8 +10,14 @@ of its own per contract: on SQLite, a night's re-derivation after a year of chan
 run had consumed took 1.4 × the second night's (benchmark "Unit history"), against 1.1 ×
 without the index. Without it a row only appends to the table. A billing run reads the whole
 table once (``billing.settled.read_stale``: it holds what was written since the runs before)
-and gives each contract its rows; the preview and review posting, one contract each, read it
-whole too.
+and each contract's transaction reads its rows written since, a range of ``seq``; the preview
+and review posting, one contract each, read it whole.
+
+A run now deletes in a contract's transaction rows it read before it: a ``seq`` must never be
+used twice. PostgreSQL's identity never is; SQLite's ``INTEGER PRIMARY KEY`` gives the next row
+the highest ``seq`` + 1, so a row written after the highest one was consumed took a ``seq`` a
+running billing run may still hold, and that run would delete it. On SQLite the table is
+rebuilt with ``AUTOINCREMENT`` (its rows kept; a downgrade keeps it: it only stops reuse).
 """
 
 from alembic import op
@@ -24,6 +30,18 @@ depends_on = None
 
 def upgrade() -> None:
     op.drop_index("ix_billing_stale_contract", table_name="billing_stale")
+    if op.get_bind().dialect.name == "sqlite":
+        # The triggers on unit_changes name the table: a rename that checks them would fail
+        # while it is briefly gone, so the rename is the legacy one, which does not.
+        op.execute("PRAGMA legacy_alter_table = ON")
+        op.execute(
+            "CREATE TABLE billing_stale_new (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "contract_id TEXT NOT NULL, service_id TEXT NOT NULL, from_date DATE NOT NULL)"
+        )
+        op.execute("INSERT INTO billing_stale_new SELECT seq, contract_id, service_id, from_date FROM billing_stale")
+        op.execute("DROP TABLE billing_stale")
+        op.execute("ALTER TABLE billing_stale_new RENAME TO billing_stale")
+        op.execute("PRAGMA legacy_alter_table = OFF")
 
 
 def downgrade() -> None:
