@@ -86,8 +86,9 @@ def read_stale(conn: Connection) -> StaleRead:
 def _stale_rows(conn: Connection, contract_id: str, read: StaleRead | None) -> StaleRows:
     """The contract's stale rows: those the run read, and those written since, a range of the
     key (``seq`` is never used twice, and the pipeline's writers, holding the unit-history lock,
-    commit in ``seq`` order; a row written by hand SQL meanwhile may fall below the range: it
-    is kept for the next run). Without a run's read (the preview, review posting), all."""
+    commit in ``seq`` order). On PostgreSQL a write by hand SQL interleaved with a pipeline
+    writer's can leave either one's row below the range: it is kept and walked by the next
+    run. Without a run's read (the preview, review posting), all of the contract's rows."""
     rows = StaleRows()
     if read is not None and (earlier := read.rows.get(contract_id)) is not None:
         rows.seqs.extend(earlier.seqs)
