@@ -13,3 +13,14 @@ BENCHMARKS = ("vsa_extract", "sync_load", "unit_history", "billing_run", "demo_n
 PG_ADMIN_URL = os.environ.get(
     "AGENT_BILLING_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def settle_postgres(engine) -> None:
+    """VACUUM ANALYZE and a checkpoint before a timed run, so that no autovacuum or checkpoint
+    of a bulk fill runs in its background: a benchmark writes in minutes what a real warehouse
+    writes over months."""
+    from sqlalchemy import text
+
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+        conn.execute(text("CHECKPOINT"))

@@ -32,7 +32,7 @@ from typing import NamedTuple
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from benchmarks import PG_ADMIN_URL
+from benchmarks import PG_ADMIN_URL, settle_postgres
 
 # the two sizes compared (the second twice the first); BENCH_BILLING_SERVICES=140,280 for a quick run
 SIZES = tuple(int(n) for n in os.environ.get("BENCH_BILLING_SERVICES", "20000,40000").split(","))
@@ -154,30 +154,30 @@ def _child(services: int) -> None:
             monthly_cpu += time.process_time() - cpu
             if month == MONTHS[0]:  # the night after the first invoice, before the year piles up
                 _rewrite_night(engine, EARLY_NIGHTLY - timedelta(days=1))
-                _settle(engine)
+                settle_postgres(engine)
                 started = time.perf_counter()
                 assert run_billing(engine, EARLY_NIGHTLY).invoices_posted == 0
                 early_seconds = time.perf_counter() - started
                 _rewrite_night(engine, EARLY_SAME_DAY - timedelta(days=1))
-                _settle(engine)
+                settle_postgres(engine)
                 started = time.perf_counter()
                 run_billing(engine, EARLY_SAME_DAY)
                 same_day_seconds = time.perf_counter() - started
             if month == MONTHS[-1]:  # the night after December's invoice, as on 2 January
                 _rewrite_night(engine, month)
-                _settle(engine)
+                settle_postgres(engine)
                 started = time.perf_counter()
                 run_billing(engine, month + timedelta(days=1))
                 late_after_invoice_seconds = time.perf_counter() - started
         _rewrite_night(engine, NIGHTLY - timedelta(days=1))
-        _settle(engine)
+        settle_postgres(engine)
         nightly_load = os.getloadavg()
         started, cpu = time.perf_counter(), time.process_time()
         nightly = run_billing(engine, NIGHTLY)
         nightly_seconds, nightly_cpu = time.perf_counter() - started, time.process_time() - cpu
         assert nightly.invoices_posted == 0
         backfilled_changes = _rewrite_night(engine, BACKFILLED)
-        _settle(engine)
+        settle_postgres(engine)
         started = time.perf_counter()
         run_billing(engine, NIGHTLY + timedelta(days=1))
         backfill_seconds = time.perf_counter() - started
@@ -199,15 +199,6 @@ def _child(services: int) -> None:
         "backfilled_changes": backfilled_changes,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
-
-
-def _settle(engine) -> None:
-    """Before each timed run: vacuum, statistics and a checkpoint, so that no autovacuum or
-    checkpoint of the bulk load or of the runs before it runs in the background of the timed
-    one. The benchmark writes a year in minutes; a real warehouse has a night for that."""
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM ANALYZE"))
-        conn.execute(text("CHECKPOINT"))
 
 
 def _rewrite_night(engine, day: date) -> int:

@@ -38,7 +38,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from benchmarks import PG_ADMIN_URL
+from benchmarks import PG_ADMIN_URL, settle_postgres
 
 SERVICES = int(os.environ.get("BENCH_HISTORY_SERVICES", "6400"))
 DAYS = int(os.environ.get("BENCH_HISTORY_DAYS", "365"))
@@ -168,9 +168,7 @@ def _settle(engine) -> None:
     """Let the bulk fill settle (statistics, vacuum, checkpoint) so that it does not run in the
     background of the measurement."""
     if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE"))
-            conn.execute(text("CHECKPOINT"))
+        settle_postgres(engine)
     else:
         with engine.begin() as conn:
             conn.execute(text("ANALYZE"))
