@@ -13,7 +13,7 @@ from sqlalchemy import text
 from agent_billing.billing import store as billing_store
 from agent_billing.billing.run import plan_contract, run_billing
 from agent_billing.contracts import apply_contracts
-from agent_billing.sync import pipeline
+from agent_billing.sync.changes import counting
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
 from .conftest import CONTRACT, DAYS, write_landing
@@ -77,15 +77,15 @@ def test_counts_of_two_dates_at_once_leave_the_history_as_if_in_order(contoso, s
         load_step(contoso, settings, day)
     count_step(contoso, settings, D1)
     merged, resume = threading.Event(), threading.Event()
-    merge_night = pipeline.merge_night
+    merge_night = counting.merge_night
 
-    def d3_holds_its_transaction_open(conn, day):
-        merge_night(conn, day)
+    def d3_holds_its_transaction_open(conn, day, **kwargs):
+        merge_night(conn, day, **kwargs)
         if day == D3:
             merged.set()
             resume.wait(30)
 
-    monkeypatch.setattr(pipeline, "merge_night", d3_holds_its_transaction_open)
+    monkeypatch.setattr(counting, "merge_night", d3_holds_its_transaction_open)
     errors = []
     d3 = started(errors, count_step, contoso, settings, D3)
     assert merged.wait(30)

@@ -54,6 +54,13 @@ class History:
 AGENTS = History("vsa_agent_history", ("agent_id",), ("agent_name", "org_id", "machine_group_id", "never_checked_in"))
 VIEW_MEMBERS = History("vsa_view_member_history", ("view_id", "agent_id"))
 SERVICE_AGENTS = History("service_agent_history", ("service_id", "agent_id"))
+# What each counted service's count read on a date (its scope, and the machine groups it covers
+# there): the count compares with the date before only the services whose inputs changed.
+SERVICE_SCOPES = History(
+    "service_scope_history", ("service_id",),
+    ("vsa_org_id", "vsa_machine_group_id", "vsa_view_id", "exclude_never_checked_in", "exclude_offline_days"),
+)
+SCOPE_GROUPS = History("service_group_history", ("service_id", "machine_group_id"))
 
 
 def neighbours(conn: Connection, day: date) -> tuple[date | None, date | None]:
@@ -68,7 +75,16 @@ def mark_merged(conn: Connection, day: date) -> None:
         conn.execute(text("INSERT INTO history_dates (snapshot_date) VALUES (:d)"), {"d": day})
 
 
-def set_date(conn: Connection, history: History, day: date, source_sql: str, params: dict | None = None) -> int:
+def set_date(
+    conn: Connection,
+    history: History,
+    day: date,
+    source_sql: str,
+    params: dict | None = None,
+    *,
+    only: tuple[str, ...] | None = None,
+    changed_into: tuple[str, str] | None = None,
+) -> int:
     """Make ``history`` hold exactly the keys of ``source_sql`` (a SELECT of ``history.columns``
     in that order, no duplicates) on ``day``, which becomes a merged date. Returns rows written.
     The caller serialises the merges of all dates (``changes.lock_unit_history``): a merge reads
@@ -76,7 +92,13 @@ def set_date(conn: Connection, history: History, day: date, source_sql: str, par
 
     The night's difference is found in one pass (the runs covering ``day`` fully joined to the
     source by key, into a temporary table) and then applied by key: a quiet night reads its
-    snapshot and the runs covering it once, and writes its churn only."""
+    snapshot and the runs covering it once, and writes its churn only.
+
+    ``only`` (predicates on the key's columns, unqualified) compares just the keys that satisfy
+    one of them: the caller knows every other key is present on ``day`` exactly when a run
+    covers it, and ``source_sql`` gives the day's keys that satisfy one of them and no others.
+    ``changed_into`` (a temporary table and one of the key's columns) receives that column of
+    every key that arrives or leaves on ``day`` (a changed attribute is both)."""
     mark_merged(conn, day)
     _, nxt = neighbours(conn, day)
     p = {**(params or {}), "d": day, "n": nxt}
@@ -93,15 +115,24 @@ def set_date(conn: Connection, history: History, day: date, source_sql: str, par
         [f"h.{history.ids[0]} IS NULL", f"src.{history.ids[0]} IS NULL"]
         + [f"NOT (h.{c} {same} src.{c})" for c in history.attributes]
     )
+    covering = f"SELECT {cols}, valid_from, valid_to FROM {t} WHERE {COVERS.format(t=t)}"
+    if only is not None:  # one branch per predicate, each served by its own index
+        covering = " UNION ".join(f"{covering} AND ({predicate})" for predicate in only)
     conn.execute(text(
         "CREATE TEMPORARY TABLE merge_pairs AS SELECT "
         + ", ".join([f"h.{c} AS h_{c}" for c in history.columns] + ["h.valid_from AS h_valid_from", "h.valid_to AS h_valid_to"]
                     + [f"src.{c} AS n_{c}" for c in history.columns])
-        + f" FROM (SELECT {cols}, valid_from, valid_to FROM {t} WHERE {COVERS.format(t=t)}) h"
+        + f" FROM ({covering}) h"
         + f" FULL JOIN (SELECT {cols} FROM ({source_sql}) src_q) src ON "
         + " AND ".join(f"h.{c} = src.{c}" for c in history.ids)
         + f" WHERE {changed}"
     ), p)
+    if changed_into is not None:
+        table, column = changed_into
+        conn.execute(text(
+            f"INSERT INTO {table} ({column}) SELECT DISTINCT COALESCE(h_{column}, n_{column}) FROM merge_pairs "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{column} = COALESCE(h_{column}, n_{column}))"
+        ))
     conn.execute(text(
         f"CREATE TEMPORARY TABLE merge_departed AS SELECT {', '.join(f'h_{c} AS {c}' for c in history.columns)}, "
         f"h_valid_from AS valid_from, h_valid_to AS valid_to FROM merge_pairs WHERE h_{history.ids[0]} IS NOT NULL"

@@ -32,7 +32,7 @@ from agent_billing.sync.runs import (
     status_after_failure,
 )
 from agent_billing.sync.scopes import report_scopes
-from agent_billing.sync.snapshot_history import forget_night, merge_night, prune_staging
+from agent_billing.sync.snapshot_history import forget_night, prune_staging
 from agent_billing.warehouse.staging import stage_of
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,7 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
             name.removeprefix("agents_in_view/").removesuffix(".jsonl.gz")
             for name in landing_for(settings, snapshot_date).manifest()["files"] if name.startswith("agents_in_view/")
         }
-        result = changes.count_units(conn, snapshot_date, landed_views)
-        merge_night(conn, snapshot_date)
+        result = changes.count_units(conn, snapshot_date, landed_views)  # merges the night first
         if (get_run(conn, snapshot_date) or {}).get("status") == "complete":
             # A re-run (services may have been added, or their dates changed, since): the date's
             # changes follow its new counts in this transaction, so billing never reads new counts

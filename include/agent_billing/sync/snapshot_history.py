@@ -1,12 +1,13 @@
 """What lasts of a night: agents, view members and service scopes merged into interval history.
 
 The load writes a night into the per-date tables ``vsa_agents`` and ``vsa_view_members``: they
-are the night's staging, read by the quality gate, the count and the totals. The count merges
-the agents each service counts into ``service_agent_history`` straight from its query
-(``changes.counting``); the night's agents and view members are then merged into
+are the night's staging, read by the quality gate, the count and the totals. The count
+(``changes.counting``) first merges the night's agents and view members into
 ``vsa_agent_history`` and ``vsa_view_member_history`` (validity intervals, see
-``intervals.py``). Together they answer "which agents did service S count on date D" for every
-date kept. The volatile fields (``online``, ``last_checkin_time``, ``days_since_checkin``)
+``intervals.py``), then each counted service's scope into ``service_scope_history`` and
+``service_group_history``, then the agents each service counts into ``service_agent_history``
+straight from its query. Together they answer "which agents did service S count on date D" for
+every date kept. The volatile fields (``online``, ``last_checkin_time``, ``days_since_checkin``)
 change every night for most agents and stay in staging only. Staging older than the retention
 (``AGENT_BILLING_SNAPSHOT_RETENTION_DAYS`` before the latest merged date) is dropped.
 """
@@ -20,7 +21,9 @@ from sqlalchemy import Connection, Engine, text
 
 from agent_billing.sync.intervals import (
     AGENTS,
+    SCOPE_GROUPS,
     SERVICE_AGENTS,
+    SERVICE_SCOPES,
     VIEW_MEMBERS,
     forget_date,
     forget_merged,
@@ -47,14 +50,19 @@ SOURCES = (
     (VIEW_MEMBERS, "SELECT view_id, agent_id FROM vsa_view_members WHERE snapshot_date = :snapshot_date "
                   "AND agent_id IS NOT NULL"),
 )
-HISTORIES = (AGENTS, VIEW_MEMBERS, SERVICE_AGENTS)  # the count merges service agents itself
+# the count merges the scopes and service agents itself
+HISTORIES = (AGENTS, VIEW_MEMBERS, SERVICE_SCOPES, SCOPE_GROUPS, SERVICE_AGENTS)
 
 
-def merge_night(conn: Connection, snapshot_date: date) -> int:
+def merge_night(conn: Connection, snapshot_date: date, changed_agents: str | None = None) -> int:
     """Merge the night's staged agents and view members into their histories (any date, any
-    order; the count has merged its service agents); returns rows written."""
+    order; the count, which calls this first, then merges its service agents); returns rows
+    written. ``changed_agents`` (a temporary table with an ``agent_id`` column) receives every
+    agent that arrives, leaves, or changes or whose view membership changes on the date."""
+    collect = (changed_agents, "agent_id") if changed_agents else None
     written = sum(
-        set_date(conn, history, snapshot_date, sql, {"snapshot_date": snapshot_date}) for history, sql in SOURCES
+        set_date(conn, history, snapshot_date, sql, {"snapshot_date": snapshot_date}, changed_into=collect)
+        for history, sql in SOURCES
     )
     mark_settled(conn, snapshot_date)
     log.info("merged %s into the interval history: %d rows written", snapshot_date, written)
