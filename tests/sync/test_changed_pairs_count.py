@@ -59,6 +59,11 @@ def _variant(n: int) -> dict:
         {"service_id": "S-TREE", "name": "Everything", "unit_price": "5.00", "units_source": "rmm_agent_count",
          "vsa_machine_group_id": G_ROOT, "include_subgroups": True, "start_date": "2024-03-01"},
     ]
+    doc["accounts"].append({
+        "account_id": "OTHER", "name": "Other Ltd", "vsa_org_id": ORG2, "contracts": [{
+            "contract_id": "C-OTHER", "currency": "USD", "start_date": "2024-01-01", "services": [
+                {"service_id": "S-OTHER", "name": "All", "unit_price": "1.00", "units_source": "rmm_agent_count",
+                 "start_date": "2024-03-02" if n == 1 else "2024-01-01"}]}]})
     by_id = {s["service_id"]: s for s in services}
     if n == 1:
         by_id["S-TREE"]["end_date"] = "2024-03-03"
@@ -70,10 +75,13 @@ def _variant(n: int) -> dict:
 
 
 # A night is the world of the night run before it with a few edits, as VSA churns: an agent moves
-# group, checks in or not, goes offline for days, leaves or comes back; the view gains or loses
-# it; the laptops subgroup moves between the workstations and the servers.
+# group or org, checks in or not, goes offline for days, leaves or comes back; the view gains or
+# loses it; the laptops subgroup moves between the workstations and the servers, or is deleted;
+# the servers group is missing from a night (a scope problem); the view was not extracted.
+ORG2 = "73511820644390182275509999"
 CHOICES = {"group": (G_WS, G_SUB, G_SRV), "online": (1, 199), "offline_days": (0, 10)}
-edits = st.tuples(st.sampled_from(KEYS), st.sampled_from([*CHOICES, "gone", "view", "tree"]), st.integers(0, 2))
+TOGGLES = ("view", "tree", "org", "no_subgroup", "no_servers", "no_view")
+edits = st.tuples(st.sampled_from(KEYS), st.sampled_from([*CHOICES, "gone", *TOGGLES]), st.integers(0, 2))
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("night"), st.integers(0, 3), st.lists(edits, max_size=3)),
@@ -91,7 +99,8 @@ class World:
         self.agents = {"a1": {"group": G_WS, "online": 1, "offline_days": 0},
                        "a2": {"group": G_SUB, "online": 1, "offline_days": 10},
                        "a3": {"group": G_SRV, "online": 1, "offline_days": 0}}
-        self.members, self.sub_parent = {"a1"}, G_WS
+        self.members, self.sub_parent, self.other_org = {"a1"}, G_WS, set()
+        self.missing: set[str] = set()  # "no_subgroup", "no_servers", "no_view"
 
     def edit(self, key: str, what: str, n: int) -> None:
         if what == "gone":
@@ -100,6 +109,10 @@ class World:
             self.members ^= {key}
         elif what == "tree":
             self.sub_parent = G_SRV if self.sub_parent == G_WS else G_WS
+        elif what == "org":
+            self.other_org ^= {key}
+        elif what.startswith("no_"):
+            self.missing ^= {what}
         else:
             agent = self.agents.setdefault(key, {"group": G_WS, "online": 1, "offline_days": 0})
             agent[what] = CHOICES[what][n % len(CHOICES[what])]
@@ -107,13 +120,23 @@ class World:
 
 def _landing(raw, day, world: World) -> None:
     def mutate(records):
-        for record in records["agents.jsonl.gz"] + records[f"agents_in_view/{VIEW}.jsonl.gz"]:
-            offline = world.agents[record["ComputerName"].lower()]["offline_days"]
+        view = f"agents_in_view/{VIEW}.jsonl.gz"
+        for record in records["agents.jsonl.gz"] + records[view]:
+            key = record["ComputerName"].lower()
             if record["LastCheckInTime"]:
+                offline = world.agents[key]["offline_days"]
                 record["LastCheckInTime"] = f"{(day - timedelta(days=offline)).isoformat()}T01:00:00.000Z"
+            if key in world.other_org:
+                record["OrgId"] = ORG2
+        records["orgs.jsonl.gz"].append({"OrgId": ORG2, "OrgName": "Other Ltd", "OrgRef": "other", "ParentOrgId": None})
         for group in records["machine_groups.jsonl.gz"]:
             if group["MachineGroupId"] == G_SUB:
                 group["ParentMachineGroupId"] = world.sub_parent
+        gone = {group for group, toggle in ((G_SUB, "no_subgroup"), (G_SRV, "no_servers")) if toggle in world.missing}
+        records["machine_groups.jsonl.gz"] = [g for g in records["machine_groups.jsonl.gz"]
+                                              if g["MachineGroupId"] not in gone]
+        if "no_view" in world.missing:
+            del records[view]
 
     agents = {k: (a["group"], a["online"]) for k, a in world.agents.items()}
     write_landing(raw, day, agents, world.members & set(agents), mutate=mutate)

@@ -53,8 +53,15 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     params = {"snapshot_date": snapshot_date}
     tune_for_bulk(conn)
     clear_counts(conn, snapshot_date)
+    # A date merged before migration 0016 has no scope runs: what its services counted there is
+    # not known, so a service no longer counted would keep its agents. Compare every pair then
+    # (and do not collect what changed: the first night after the upgrade, or the first night).
+    scopes_known = conn.execute(
+        text(f"SELECT 1 FROM service_scope_history WHERE {COVERS.format(t='service_scope_history')}"),
+        {"d": snapshot_date},
+    ).first() is not None
     _temporary(conn, "changed_agents", "(agent_id TEXT PRIMARY KEY)")
-    merge_night(conn, snapshot_date, changed_agents="changed_agents")
+    merge_night(conn, snapshot_date, changed_agents="changed_agents" if scopes_known else None)
     uncounted = _uncounted(conn, snapshot_date, landed_views)
     _temporary(conn, "uncounted_services", "(service_id TEXT PRIMARY KEY)")
     if uncounted:
@@ -64,12 +71,6 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     _temporary(conn, "changed_services", "(service_id TEXT PRIMARY KEY)")
     if conn.dialect.name == "postgresql":
         conn.execute(text("ANALYZE counted_scopes, counted_groups"))
-    # A date merged before migration 0016 has no scope runs: what its services counted there is
-    # not known, so a service no longer counted would keep its agents. Compare every pair then.
-    scopes_known = conn.execute(
-        text(f"SELECT 1 FROM service_scope_history WHERE {COVERS.format(t='service_scope_history')}"),
-        {"d": snapshot_date},
-    ).first() is not None
     for history, table in ((SERVICE_SCOPES, "counted_scopes"), (SCOPE_GROUPS, "counted_groups")):
         set_date(conn, history, snapshot_date, f"SELECT {', '.join(history.columns)} FROM {table}",
                  changed_into=("changed_services", "service_id"))
@@ -101,10 +102,13 @@ def _temporary(conn: Connection, name: str, definition: str, params: dict | None
 
 def _many_changed(conn: Connection, snapshot_date: date) -> bool:
     """Whether the changed agents or services are so many (more than a quarter of the night's
-    agents or of its counted services) that comparing every pair is the cheaper way."""
+    agents or of its counted services) that comparing every pair is the cheaper way. Services
+    with ``exclude_offline_days`` are compared whole either way: they count on neither side."""
     changed_agents, changed_services, services = conn.execute(text(
-        "SELECT (SELECT COUNT(*) FROM changed_agents), (SELECT COUNT(*) FROM changed_services), "
-        "(SELECT COUNT(*) FROM counted_scopes)"
+        "SELECT (SELECT COUNT(*) FROM changed_agents), "
+        "(SELECT COUNT(*) FROM changed_services c JOIN counted_scopes s ON s.service_id = c.service_id "
+        "WHERE s.exclude_offline_days IS NULL), "
+        "(SELECT COUNT(*) FROM counted_scopes WHERE exclude_offline_days IS NULL)"
     )).one()
     agents = conn.execute(
         text("SELECT COUNT(*) FROM vsa_agents WHERE snapshot_date = :d"), {"d": snapshot_date}
