@@ -112,15 +112,27 @@ def drop_pg_database(pg_admin):
         dropped.result()
 
 
-@pytest.fixture
-def pg_warehouse_url(pg_template, pg_admin, drop_pg_database):
-    """URL of a fresh, migrated PostgreSQL database for one test (a clone of the template)."""
+def clone_pg_template(pg_admin, pg_template: str) -> tuple[str, str]:
+    """A fresh, migrated PostgreSQL database (a clone of the template): its name and URL."""
     from sqlalchemy import text
 
     name = f"ab_t_{uuid.uuid4().hex[:12]}"
     with pg_admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    yield _database_url(name)
+    return name, _database_url(name)
+
+
+def copy_sqlite_template(sqlite_template: Path, path: Path) -> str:
+    """URL of a fresh, migrated SQLite warehouse at ``path`` (a copy of the template)."""
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def pg_warehouse_url(pg_template, pg_admin, drop_pg_database):
+    """URL of a fresh, migrated PostgreSQL database for one test (a clone of the template)."""
+    name, url = clone_pg_template(pg_admin, pg_template)
+    yield url
     drop_pg_database(name)
 
 
@@ -143,9 +155,7 @@ def sqlite_template(tmp_path_factory) -> Path:
 @pytest.fixture
 def sqlite_warehouse_url(sqlite_template, tmp_path):
     """URL of a fresh, migrated SQLite warehouse file for one test (a copy of the template)."""
-    path = tmp_path / "warehouse.db"
-    shutil.copy(sqlite_template, path)
-    return f"sqlite:///{path}"
+    return copy_sqlite_template(sqlite_template, tmp_path / "warehouse.db")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -5,7 +5,6 @@ counts that comparing every pair leaves."""
 from __future__ import annotations
 
 import copy
-import shutil
 import uuid
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -23,7 +22,7 @@ from agent_billing.sync.pipeline import count_step, load_step
 from agent_billing.sync.snapshot_history import forget_night
 from agent_billing.warehouse import connect_warehouse
 
-from ..conftest import _database_url
+from ..conftest import clone_pg_template, copy_sqlite_template
 from .conftest import (
     CONTRACT,
     G_ROOT,
@@ -168,15 +167,13 @@ def fresh_warehouses(request, tmp_path):
         try:
             for _ in range(2):
                 if request.node.callspec.params["engine"] == "sqlite":
-                    path = tmp_path / f"{uuid.uuid4().hex}.db"
-                    shutil.copy(request.getfixturevalue("sqlite_template"), path)
-                    engines.append(connect_warehouse(f"sqlite:///{path}"))
+                    template = request.getfixturevalue("sqlite_template")
+                    url = copy_sqlite_template(template, tmp_path / f"{uuid.uuid4().hex}.db")
                 else:
-                    names.append(f"ab_t_{uuid.uuid4().hex[:12]}")
-                    template = request.getfixturevalue("pg_template")
-                    with request.getfixturevalue("pg_admin").connect() as conn:
-                        conn.execute(text(f'CREATE DATABASE "{names[-1]}" TEMPLATE "{template}"'))
-                    engines.append(connect_warehouse(_database_url(names[-1])))
+                    name, url = clone_pg_template(
+                        request.getfixturevalue("pg_admin"), request.getfixturevalue("pg_template"))
+                    names.append(name)
+                engines.append(connect_warehouse(url))
             yield engines
         finally:
             for engine in engines:
