@@ -208,3 +208,54 @@ def test_get_units_now_excludes_the_agents_the_night_excludes(warehouse, tmp_pat
     assert len({night_counts[f"OFF{k}"] for k in thresholds[:3]}) == 3, night_counts
     assert {sid: r.units_after for sid, r in readings.items()} == night_counts
     assert not any(r.change_recorded for r in readings.values())
+
+
+def _other_org(state, org: str) -> str:
+    return next(r["OrgId"] for r in (state.orgs.record(h) for h in state.orgs.handles) if r["OrgId"] != org)
+
+
+def _root_of(state, org: str) -> str:
+    return next(
+        g["MachineGroupId"] for g in (state.groups.record(h) for h in state.groups.handles)
+        if g["OrgId"] == org and g["ParentMachineGroupId"] is None
+    )
+
+
+@pytest.mark.parametrize(("scope", "missing"), [
+    ({"vsa_org_id": "987654321987654321"}, "org 987654321987654321"),
+    ({"vsa_machine_group_id": "999999999999"}, "machine group 999999999999 of org"),
+    ({"vsa_machine_group_id": "999999999999", "include_subgroups": False}, "machine group 999999999999 of org"),
+    ({"vsa_machine_group_id": "other org's root"}, "machine group"),
+    ({"vsa_machine_group_id": "other org's root", "include_subgroups": False}, "machine group"),
+    ({"vsa_view_id": "424242"}, "view 424242"),
+])
+def test_get_units_now_refuses_a_scope_that_points_at_nothing(warehouse, world, monkeypatch, scope, missing):
+    """A scope VSA does not have now (a deleted group, a group moved to another org, an org or
+    view outside the API user's scope) would count 0 agents: a credit of the whole service. The
+    button refuses it, naming the service and the missing piece, and records nothing."""
+    from agent_billing.sync.units_now import ScopeMissing
+
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
+    scope = dict(scope)
+    if scope.get("vsa_machine_group_id") == "other org's root":
+        scope["vsa_machine_group_id"] = _root_of(state, _other_org(state, org))
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": scope.pop("vsa_org_id", org),
+        "contracts": [{"contract_id": "C1", "currency": "USD", "start_date": "2024-01-01", "services": [
+            {"service_id": "GONE", "name": "Gone", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01", **scope},
+        ]}],
+    }]})
+    units = "SELECT units FROM services WHERE service_id = 'GONE'"
+    with warehouse.connect() as conn:
+        before = conn.execute(text(units)).scalar()
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        with pytest.raises(ScopeMissing, match=f"service GONE: its {missing}.* is not in VSA now") as raised:
+            get_units_now(warehouse, VsaClient.from_env(), "GONE", tz=Settings().tz, now=night(START))
+    assert "\n" not in str(raised.value)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM unit_changes")).scalar() == 0
+        assert conn.execute(text(units)).scalar() == before

@@ -79,16 +79,21 @@ def count_scope(engine: Engine, client: VsaClient, service: dict, today: date) -
     would count them.
 
     Each agent is in exactly one machine group, so counts of disjoint batches of groups add up.
+    A scope that points at nothing in VSA is refused (``ScopeMissing``) before anything is counted.
     """
-    if service["vsa_machine_group_id"]:
-        groups = _scope_groups(client, service["vsa_machine_group_id"], service["include_subgroups"])
+    org, group, view_id = service["vsa_org_id"], service["vsa_machine_group_id"], service["vsa_view_id"]
+    if view_id and not any(v.get("ViewDefId") == view_id for v in client.iter_views()):
+        raise ScopeMissing(service["service_id"], "view", view_id)
+    if group:
+        groups = _scope_groups(client, service["service_id"], org, group, service["include_subgroups"])
         scopes = [
             id_filter("MachineGroupId", groups[i : i + GROUPS_PER_QUERY])
             for i in range(0, len(groups), GROUPS_PER_QUERY)
         ]
     else:
-        scopes = [id_filter("OrgId", [service["vsa_org_id"]])]
-    view_id = service["vsa_view_id"]
+        if client.count("orgs", filter=id_filter("OrgId", [org])) == 0:
+            raise ScopeMissing(service["service_id"], "org", org)
+        scopes = [id_filter("OrgId", [org])]
     if not service["exclude_never_checked_in"] and service["exclude_offline_days"] is None:
         return sum(client.count_agents(filter=scope, view_id=view_id) for scope in scopes)
     resource = "agents_in_view" if view_id else "agents"
@@ -125,12 +130,34 @@ def _counted(engine: Engine, service_id: str, agents: Counter) -> int:
     return int(counted)
 
 
-def _scope_groups(client: VsaClient, root: str, include_subgroups: bool) -> list[str]:
+class ScopeMissing(UserError):
+    """The service's org, machine group or view is not in VSA now (deleted, moved, or outside
+    the API user's scope): counting it would record 0 units, a credit of the whole service."""
+
+    def __init__(self, service_id: str, missing: str, missing_id: str, org_id: str | None = None) -> None:
+        what = f"machine group {missing_id} of org {org_id}" if missing == "machine_group" else f"{missing} {missing_id}"
+        super().__init__(
+            f"service {service_id}: its {what} is not in VSA now (deleted, moved to another org, or "
+            "outside the API user's scope); Get Units Now recorded nothing. Fix the service's scope "
+            "in the contracts file, or VSA, and press again"
+        )
+
+
+def _scope_groups(client: VsaClient, service_id: str, org: str, root: str, include_subgroups: bool) -> list[str]:
+    """The machine groups the scope counts: ``root`` (which must belong to the account's org,
+    as the night requires: ``scope_problems.sql``) and, with subgroups, the tree under it."""
     if not include_subgroups:
+        in_org = f"{id_filter('MachineGroupId', [root])} and {id_filter('OrgId', [org])}"
+        if client.count("machine_groups", filter=in_org) == 0:
+            raise ScopeMissing(service_id, "machine_group", root, org)
         return [root]
     children: dict[str | None, list[str]] = {}
+    root_found = False
     for group in client.iter_machine_groups():
         children.setdefault(group.get("ParentMachineGroupId"), []).append(group["MachineGroupId"])
+        root_found = root_found or (group["MachineGroupId"] == root and group.get("OrgId") == org)
+    if not root_found:
+        raise ScopeMissing(service_id, "machine_group", root, org)
     found, todo = [], [root]
     while todo:
         group_id = todo.pop()
