@@ -58,6 +58,9 @@ def test_failed_send_stays_queued_and_is_retried(contoso, settings, local_smtp):
             text("SELECT attempts, last_error FROM notification_outbox")
         ).one()
     assert attempts == 1 and "ConnectionRefusedError" in error
+    for _ in range(7):  # a night's retries and the next nights' (mail is never given up silently)
+        with pytest.raises(DeliveryFailed, match="1 message.*every delivery retries them"):
+            deliver_outbox(contoso, dead, settings.notify_from)
     assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 1
     deadline = time.monotonic() + 5
     while not inbox.messages and time.monotonic() < deadline:

@@ -2,7 +2,9 @@
 
 Messages have deterministic ids (one per contract per snapshot date, one per data-team
 alert), so a re-run finds the message already queued or sent and never sends it twice; a
-failed send stays in the outbox with its error and is retried by the next delivery.
+failed send stays in the outbox with its error and is retried by every later delivery, each of
+which fails (a red ``notify`` task) while any message is not sent: mail is never given up
+silently. A message that can never go out (a refused address) is deleted by hand (runbook).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from agent_billing.connections import ConnectionInfo, as_bool
 from agent_billing.errors import UserError
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 5
 CLAIM_LEASE = timedelta(minutes=10)  # far beyond one SMTP send (30 s timeout)
 
 
@@ -219,20 +220,11 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
         pending = conn.execute(
             text(
                 "SELECT message_id, recipients, subject, body FROM notification_outbox "
-                "WHERE sent_at IS NULL AND attempts < :max AND (claimed_at IS NULL OR claimed_at < :stale) "
+                "WHERE sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < :stale) "
                 "ORDER BY created_at, message_id"
             ),
-            {"max": MAX_ATTEMPTS, "stale": datetime.now(UTC) - CLAIM_LEASE},
+            {"stale": datetime.now(UTC) - CLAIM_LEASE},
         ).all()
-        given_up = conn.execute(
-            text("SELECT message_id FROM notification_outbox WHERE sent_at IS NULL AND attempts >= :max"),
-            {"max": MAX_ATTEMPTS},
-        ).scalars().all()
-    if given_up:
-        log.error(
-            "%d message(s) failed %d times and are no longer retried (notification_outbox): %s",
-            len(given_up), MAX_ATTEMPTS, ", ".join(given_up),
-        )
     if not pending:
         return DeliveryResult(0, 0)
     if smtp is None:
@@ -260,6 +252,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     if errors:
         raise DeliveryFailed(
             f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}: " + "; ".join(errors)
+            + " (they stay in notification_outbox and every delivery retries them)"
         )
     return DeliveryResult(sent, 0)
 
