@@ -41,7 +41,7 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
 from agent_billing_assets import SNAPSHOT_ASSET
-from data_team_alerts import alert_data_team, sync_deadline_alert
+from data_team_alerts import alert_data_team, redacted, sync_deadline_alert
 from run_states import fail_fast, fail_run_if_work_failed
 
 TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
@@ -63,8 +63,10 @@ def record_failure(context) -> None:
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:
         engine = WarehouseHook().get_conn()
-        record(engine, get_settings(), parse_date(snapshot_date), ti.task_id, str(error))
-        engine.dispose()
+        try:
+            record(engine, get_settings(), parse_date(snapshot_date), ti.task_id, redacted(str(error)))
+        finally:
+            engine.dispose()
 
 
 @dag(

@@ -10,9 +10,20 @@ from agent_billing.connections import ConnectionInfo
 
 
 def connection_info(conn_id: str) -> ConnectionInfo:
+    """The connection; one that is not defined is a ``ConfigurationError`` (an input error:
+    the task fails at once instead of spending its retries on it)."""
+    from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(conn_id)
+    from agent_billing.errors import ConfigurationError
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise ConfigurationError(
+            f"the Airflow connection {conn_id!r} is not defined: add it (Admin > Connections, or "
+            f"AIRFLOW_CONN_{conn_id.upper()}; README 'Configuration')"
+        ) from None
     return ConnectionInfo(
         conn_id=conn_id,
         conn_type=conn.conn_type or "",
@@ -28,8 +39,10 @@ def connection_info(conn_id: str) -> ConnectionInfo:
 def optional_connection_info(conn_id: str) -> ConnectionInfo | None:
     """The connection, or None when it is not defined (e.g. no SMTP in the embedded demo)."""
     from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
 
     try:
-        return connection_info(conn_id)
+        BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         return None
+    return connection_info(conn_id)

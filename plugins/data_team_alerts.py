@@ -48,7 +48,7 @@ def queue_data_team_alert(message_id: str, subject: str, body: str) -> bool:
         engine.dispose()
 
 
-def _redacted(text: str) -> str:
+def redacted(text: str) -> str:
     """The text without any secret Airflow knows (connection passwords read in this process)."""
     from airflow.sdk._shared.secrets_masker import redact
 
@@ -59,7 +59,7 @@ def alert_data_team(context: Any) -> None:
     """on_failure_callback: a task failed for good (retries spent, or an input error)."""
     ti = context["ti"]
     dag_id, run_id, task_id = ti.dag_id, ti.run_id, ti.task_id
-    error = _redacted(str(context.get("exception") or "unknown error"))
+    error = redacted(str(context.get("exception") or "unknown error"))
     params = {k: v for k, v in (context.get("params") or {}).items() if v is not None}
     body = (
         f"{dag_id} failed at {task_id} (run {run_id}, try {ti.try_number}).\n\n"

@@ -27,10 +27,19 @@ class WarehouseHook(BaseHook):
         return url_from_connection(connection_info(self.warehouse_conn_id))
 
     def get_conn(self):
-        """A SQLAlchemy Engine (the warehouse is always used through SQLAlchemy)."""
+        """A SQLAlchemy Engine (the warehouse is always used through SQLAlchemy) on a warehouse
+        at this code's schema: a missing or older schema is ``SchemaOutOfDate``, an input error
+        naming ``agent-billing db upgrade`` (one query on Alembic's revision)."""
         from agent_billing.warehouse import connect_warehouse
+        from agent_billing.warehouse.migrate import require_current_schema
 
-        return connect_warehouse(self.get_url())
+        engine = connect_warehouse(self.get_url())
+        try:
+            require_current_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return engine
 
     def test_connection(self) -> tuple[bool, str]:
         from sqlalchemy import text

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent_billing.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -49,5 +51,14 @@ class Settings(BaseSettings):
 
 
 def get_settings() -> Settings:
-    """Fresh settings from the environment (cheap; no caching so tests and tasks see changes)."""
-    return Settings()
+    """Fresh settings from the environment (cheap; no caching so tests and tasks see changes).
+    An invalid value is a ``ConfigurationError`` naming each variable, its value and the rule."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"AGENT_BILLING_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(f"invalid setting(s): {problems}") from None

@@ -110,6 +110,16 @@ CASES = [
               f'"login": "integrator", "password": "{SECRET}", "extra": {{"max_retries": 0}}}}'}),
     Case("vsa-not-configured", ("vsa", "probe"), 2, r"set AIRFLOW_CONN_VSA_DEFAULT", SQLITE,
          env={"AIRFLOW_CONN_VSA_DEFAULT": None, WAREHOUSE_VAR: "garbage"}),
+    # -- the AGENT_BILLING_* settings: each wrong variable named with its value and the rule
+    Case("settings-invalid", ("sync", "--date", "2025-01-15"), 2,
+         r"invalid setting\(s\): AGENT_BILLING_TIMEZONE='Mars/Base': unknown timezone .*; "
+         r"AGENT_BILLING_LATE_OBSERVATION='yes': Input should be 'refuse' or 'allow'; "
+         r"AGENT_BILLING_LATE_GRACE_HOURS='36h': Input should be a valid integer",
+         SQLITE, env={"AGENT_BILLING_TIMEZONE": "Mars/Base", "AGENT_BILLING_LATE_OBSERVATION": "yes",
+                      "AGENT_BILLING_LATE_GRACE_HOURS": "36h"}),
+    Case("settings-share-out-of-range", ("bill", "--as-of", "2025-01-15"), 2,
+         r"AGENT_BILLING_QUARANTINE_SHARE='2': Input should be less than or equal to 1",
+         SQLITE, env={"AGENT_BILLING_QUARANTINE_SHARE": "2"}),
     # -- arguments
     Case("usage-missing-option", ("bill",), 2, r"required: --as-of \(see agent-billing bill --help\)",
          SQLITE),

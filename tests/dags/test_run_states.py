@@ -84,6 +84,36 @@ def test_get_units_now_for_an_unknown_service_fails_at_once_alerts_and_fails_the
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("mistake", "message"), [
+    ("no VSA connection", "the Airflow connection 'vsa_default' is not defined: add it"),
+    ("an invalid setting", "invalid setting(s): AGENT_BILLING_LATE_OBSERVATION='yes'"),
+    ("a warehouse never upgraded", "empty.db does not exist: run `agent-billing db upgrade`"),
+])
+def test_a_configuration_mistake_fails_at_once_instead_of_spending_retries(
+        fresh_dag, warehouse, tmp_path, monkeypatch, capfd, mistake, message):
+    """A missing connection, a wrong AGENT_BILLING_* value or a warehouse without its schema
+    cannot succeed on a retry: the task fails on its first try, saying what to fix."""
+    from agent_billing.warehouse import connect_warehouse
+
+    monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", "http://integrator:token@127.0.0.1:1")
+    if mistake == "no VSA connection":
+        monkeypatch.delenv("AIRFLOW_CONN_VSA_DEFAULT")
+    elif mistake == "an invalid setting":
+        monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "yes")
+    else:
+        empty = f"sqlite:///{tmp_path}/empty.db"
+        connect_warehouse(empty).dispose()
+        monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", empty)
+    run = fresh_dag("get_units_now").test(run_conf={"service_id": "S-ANY"})
+
+    assert run.state == "failed"
+    assert task_states(run)["count_service_now"] == "failed"
+    assert task_tries(run)["count_service_now"] == 1  # no retry: the default would be 3 tries
+    assert message in "".join(capfd.readouterr())  # the task log says what to fix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_agent_billing_without_a_date_to_bill_fails_at_once_alerts_and_fails_the_run(
         fresh_dag, warehouse, monkeypatch):
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
