@@ -71,26 +71,28 @@ def agent_billing():
     @task
     @fail_fast
     def bill(dates: list[str]) -> list[dict]:
-        """Bill the dates in order; stop at the first date beyond the horizon or with failed
-        contracts (alerted by run_billing), keep what was billed in XCom, then fail."""
+        """Bill the dates in order, every contract on every date even when one failed (each
+        failure is alerted by run_billing); stop only at a date beyond the horizon. Keep what
+        was billed in XCom, then fail naming every failed contract and date (retried when all
+        were the database's passing trouble: billing is idempotent)."""
         from datetime import date
 
-        from agent_billing.billing import BillingHorizonError, BillingRunFailed, run_billing
+        from agent_billing.billing import failure_of, run_billing
         from warehouse_hook import WarehouseHook
 
         engine = WarehouseHook().get_conn()
-        results: list[dict] = []
+        summaries = []
         try:
             for day in dates:
-                summary = run_billing(engine, date.fromisoformat(day))
-                results.append(summary.to_xcom())
-                summary.raise_for_failures()
-        except (BillingHorizonError, BillingRunFailed):
-            get_current_context()["ti"].xcom_push(key="return_value", value=results)
+                summaries.append(run_billing(engine, date.fromisoformat(day)))
+            if failure := failure_of(summaries):
+                raise failure
+            return [s.to_xcom() for s in summaries]
+        except Exception:  # a failed task pushes no return value: keep what was billed
+            get_current_context()["ti"].xcom_push(key="return_value", value=[s.to_xcom() for s in summaries])
             raise
         finally:
             engine.dispose()
-        return results
 
     @task(trigger_rule="all_done", execution_timeout=timedelta(minutes=15))
     @fail_fast

@@ -121,3 +121,36 @@ def test_unknown_contracts_are_refused_before_anything_is_billed(three, agent_bi
     assert (process.returncode, process.stdout) == (2, "")
     assert one_line_error(process) == "agent-billing bill: error: unknown contract(s): NOPE"
     assert warehouse_contents(three.engine) == before
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_contract_failing_on_the_database_s_passing_trouble_makes_a_run_worth_retrying(books, monkeypatch):
+    """A deadlock (or a lost connection, a lock timeout, a race for the same invoice) is the
+    database's passing trouble: the run is failed, and Airflow retries it (billing is
+    idempotent; ``run_states.fail_fast`` keeps the retries of a ``transient`` error). A contract
+    failing on its data makes the run fail at once."""
+    for cid in ("C-A", "C-BAD"):
+        books.contract(cid, [books.rmm(f"S-{cid}", "10.00", "2024-03-01")], start="2024-03-01")
+        books.count(f"S-{cid}", "2024-03-01", 3)
+    with books.engine.begin() as conn:
+        conn.execute(text(
+            "CREATE FUNCTION deadlock_lines() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.contract_id = 'C-BAD' THEN RAISE EXCEPTION 'deadlock detected (test)' "
+            "USING ERRCODE = '40P01'; END IF; RETURN NEW; END; $$ LANGUAGE plpgsql"))
+        conn.execute(text("CREATE TRIGGER deadlock_lines BEFORE INSERT ON invoice_lines "
+                          "FOR EACH ROW EXECUTE FUNCTION deadlock_lines()"))
+    summary = run_billing(books.engine, D("2024-03-01"))
+    [failed] = summary.failed
+    assert failed.transient and "DeadlockDetected" in failed.error
+    with pytest.raises(BillingRunFailed) as raised:
+        summary.raise_for_failures()
+    assert raised.value.transient
+
+    with books.engine.begin() as conn:  # the same contract now fails on its data
+        conn.execute(text("DROP TRIGGER deadlock_lines ON invoice_lines"))
+    make_contract_fail(books.engine, "C-BAD")
+    summary = run_billing(books.engine, D("2024-03-01"))
+    assert not summary.failed[0].transient
+    with pytest.raises(BillingRunFailed, match="lines of C-BAD refused") as raised:
+        summary.raise_for_failures()
+    assert not raised.value.transient

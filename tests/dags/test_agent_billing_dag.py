@@ -101,3 +101,36 @@ def test_a_date_beyond_the_billing_horizon_fails_at_once_and_posts_nothing(billi
     assert (bill.state, bill.try_number) == ("failed", 1)  # no retry
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM invoices")).scalar() == 0
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_contract_failing_on_one_date_does_not_stop_the_later_dates(billing_dag, warehouse, monkeypatch):
+    """Coalesced events of two nights: a contract failing on the first leaves every other
+    contract billed on both; the task fails once at the end, naming each failed date."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tests.billing.test_isolation import make_contract_fail
+
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A", "name": "A", "vsa_org_id": "1",
+        "contracts": [{"contract_id": cid, "currency": "USD", "start_date": "2024-03-01", "services": [
+            {"service_id": f"S-{cid}", "name": "Agents", "unit_price": "12.00",
+             "units_source": "rmm_agent_count", "start_date": "2024-03-01"}]} for cid in ("C", "C-BAD")],
+    }]})
+    with warehouse.begin() as conn:
+        for day in ("2024-03-01", "2024-03-02"):
+            conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"), {"d": day})
+            for sid in ("S-C", "S-C-BAD"):
+                conn.execute(text("INSERT INTO service_unit_counts VALUES (:s, :d, 10)"), {"s": sid, "d": day})
+    make_contract_fail(warehouse, "C-BAD")
+    pushed = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.update({key: value}))
+    function = billing_dag.get_task("bill").python_callable
+    monkeypatch.setitem(inspect.unwrap(function).__globals__, "get_current_context", lambda: {"ti": ti})
+
+    with pytest.raises(AirflowFailException, match=r"on 2 date\(s\).*2024-03-01: C-BAD .*2024-03-02: C-BAD"):
+        function(["2024-03-01", "2024-03-02"])
+    assert [r["as_of"] for r in pushed["return_value"]] == ["2024-03-01", "2024-03-02"]
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT contract_id, as_of FROM billing_settled")).all() == [("C", "2024-03-02")]
+        assert conn.execute(text("SELECT invoice_id FROM invoices")).scalars().all() == ["INV-C-2024-03"]

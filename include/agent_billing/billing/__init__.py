@@ -2,7 +2,8 @@
 
 ``run_billing(engine, as_of)`` bills every contract as of a date and is idempotent; it refuses
 a date beyond the billing horizon (``BillingHorizonError``) and lists contracts that failed
-(``BillingSummary.raise_for_failures`` raises ``BillingRunFailed``). ``pending_lines`` lists
+(``BillingSummary.raise_for_failures`` raises ``BillingRunFailed``; ``failure_of`` names those
+of several dates). ``pending_lines`` lists
 what waits in ``billing_review`` and ``post_reviewed`` posts a contract's approved pending
 lines; ``preview_invoice`` shows a contract's next invoice; ``export_invoice_lines`` writes an
 invoice month as CSV or JSON.
@@ -16,6 +17,7 @@ from agent_billing.billing.run import (
     BillingSummary,
     ContractResult,
     FailedContract,
+    failure_of,
     run_billing,
 )
 
@@ -28,6 +30,7 @@ __all__ = [
     "billing_horizon",
     "check_horizon",
     "export_invoice_lines",
+    "failure_of",
     "pending_lines",
     "post_reviewed",
     "run_billing",

@@ -12,6 +12,7 @@ that month's invoice. Otherwise they replace the contract's pending lines (``bil
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from agent_billing.billing.reconcile import PENDING, PostedLedger, reconcile
 from agent_billing.errors import UserError
 from agent_billing.settings import get_settings
 from agent_billing.sync.notify import queue_message
+from agent_billing.warehouse.errors import transient_database_error
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +58,40 @@ class ContractResult:
 class FailedContract:
     contract_id: str
     error: str  # one line: the exception's type and first line, no traceback
+    transient: bool = False  # the database's passing trouble: the same run may succeed later
 
 
 class BillingRunFailed(UserError):
-    """Some contracts failed; every other contract was billed (exit code 1: a failed run)."""
+    """Some contracts failed; every other contract was billed (exit code 1: a failed run).
+    ``transient`` when every failure was the database's passing trouble (a lost connection, a
+    deadlock, a lock timeout, a race with another run): a retry of the run may succeed, and
+    billing is idempotent, so Airflow retries it. Any other failure fails the run at once."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def failure_of(summaries: Sequence[BillingSummary]) -> BillingRunFailed | None:
+    """One ``BillingRunFailed`` for the failed contracts of several dates' runs, if any."""
+    failing = [s for s in summaries if s.failed]
+    if not failing:
+        return None
+    failures = [f for s in failing for f in s.failed]
+    transient = all(f.transient for f in failures)
+    if len(failing) == 1:
+        names = "; ".join(f"{f.contract_id} ({f.error})" for f in failing[0].failed)
+        return BillingRunFailed(
+            f"billing as of {failing[0].as_of} failed for {len(failures)} contract(s), "
+            f"the others were billed: {names}", transient=transient,
+        )
+    names = "; ".join(f"{s.as_of}: {f.contract_id} ({f.error})" for s in failing for f in s.failed)
+    return BillingRunFailed(
+        f"billing failed for {len(failures)} contract run(s) on {len(failing)} date(s), "
+        f"the others were billed: {names}", transient=transient,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +126,8 @@ class BillingSummary:
 
     def raise_for_failures(self) -> None:
         """Raise ``BillingRunFailed`` naming the failed contracts, if any."""
-        if self.failed:
-            names = "; ".join(f"{f.contract_id} ({f.error})" for f in self.failed)
-            raise BillingRunFailed(
-                f"billing as of {self.as_of} failed for {len(self.failed)} contract(s), "
-                f"the others were billed: {names}"
-            )
+        if failure := failure_of([self]):
+            raise failure
 
 
 def run_billing(
@@ -144,7 +170,7 @@ def run_billing(
             if isinstance(outcome, ContractResult):
                 results.append(outcome)
             else:
-                failure = FailedContract(contract_id, one_line(outcome))
+                failure = FailedContract(contract_id, one_line(outcome), transient_database_error(outcome))
                 log.error("billing contract %s as of %s failed: %s", contract_id, as_of, failure.error)
                 log.debug("traceback of contract %s", contract_id, exc_info=outcome)
                 failed.append(failure)

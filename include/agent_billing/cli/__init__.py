@@ -26,6 +26,7 @@ import traceback
 from importlib.metadata import entry_points
 
 from agent_billing.errors import EXIT_BAD_INPUT, EXIT_FAILURE, UserError
+from agent_billing.warehouse.errors import database_error_classes, driver_error
 
 COMMAND_MODULES = (
     "agent_billing.cli.db_cmds",
@@ -144,14 +145,14 @@ def explain(exc: BaseException) -> tuple[str, int]:
         code = EXIT_FAILURE if getattr(exc, "transient", False) else exc.exit_code
         message = str(exc)
     elif (kind := _database_error_kind(exc)) == "DataError":
-        message = f"a value does not fit the warehouse's columns: {_one_line(_driver_error(exc))}"
+        message = f"a value does not fit the warehouse's columns: {_one_line(driver_error(exc))}"
         code = EXIT_BAD_INPUT
     elif kind == "OperationalError":
-        driver_error = _driver_error(exc)
-        sqlstate = str(getattr(driver_error, "sqlstate", None) or "")
+        cause = driver_error(exc)
+        sqlstate = str(getattr(cause, "sqlstate", None) or "")
         # 28xxx: authentication; 3D000: no such database -> the setting is wrong, not the server
         code = EXIT_BAD_INPUT if sqlstate.startswith("28") or sqlstate == "3D000" else EXIT_FAILURE
-        message = (f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(driver_error)} "
+        message = (f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(cause)} "
                    "(check AIRFLOW_CONN_BILLING_WAREHOUSE and that the database is up)")
     elif isinstance(exc, OverflowError):  # e.g. sqlite3 binding an int beyond 64 bits
         message, code = f"a value is out of range: {_one_line(exc)}", EXIT_BAD_INPUT
@@ -167,25 +168,10 @@ def explain(exc: BaseException) -> tuple[str, int]:
     return _without_secrets(message), code
 
 
-DRIVER_MODULES = ("psycopg", "sqlite3")  # raw driver errors escape SQLAlchemy (COPY)
-
-
-def _driver_error(exc: BaseException) -> BaseException:
-    from sqlalchemy.exc import DBAPIError
-
-    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-
-
 def _database_error_kind(exc: BaseException) -> str | None:
     """"DataError" or "OperationalError" (PEP 249 classes) for a database error, wrapped by
     SQLAlchemy or raised by the driver itself; None for anything else."""
-    from sqlalchemy.exc import DBAPIError
-
-    if not isinstance(exc, DBAPIError) and type(exc).__module__.split(".")[0] not in DRIVER_MODULES:
-        return None
-    names = {cls.__name__ for cls in type(_driver_error(exc)).__mro__} | {
-        cls.__name__ for cls in type(exc).__mro__
-    }
+    names = database_error_classes(exc)
     return next((k for k in ("DataError", "OperationalError") if k in names), None)
 
 
