@@ -108,7 +108,6 @@ def test_a_contract_failing_on_one_date_does_not_stop_the_later_dates(billing_da
     """Coalesced events of two nights: a contract failing on the first leaves every other
     contract billed on both; the task fails once at the end, naming each failed date."""
     from airflow.sdk.exceptions import AirflowFailException
-
     from tests.billing.test_isolation import make_contract_fail
 
     apply_contracts(warehouse, {"accounts": [{
