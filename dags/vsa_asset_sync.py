@@ -103,12 +103,16 @@ def vsa_asset_sync():
     @task
     @fail_fast
     def resolve_snapshot_date() -> str:
+        from datetime import UTC, datetime
+
         from agent_billing.settings import get_settings
-        from agent_billing.sync.dates import parse_date, snapshot_date_for
+        from agent_billing.sync.dates import parse_date, refuse_future, snapshot_date_for
 
         ctx = get_current_context()
         if ctx["params"].get("snapshot_date"):
-            return parse_date(ctx["params"]["snapshot_date"], "snapshot_date").isoformat()
+            snapshot_date = parse_date(ctx["params"]["snapshot_date"], "snapshot_date")
+            refuse_future(snapshot_date, datetime.now(UTC), get_settings().tz)  # before any step
+            return snapshot_date.isoformat()
         when = ctx.get("logical_date") or ctx["dag_run"].run_after  # manual runs may have none
         return snapshot_date_for(when, get_settings().tz).isoformat()
 

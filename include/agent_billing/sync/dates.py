@@ -24,6 +24,17 @@ def snapshot_date_for(logical_date: datetime, tz: ZoneInfo) -> date:
     return logical_date.astimezone(tz).date()
 
 
+def refuse_future(snapshot_date: date, now: datetime, tz: ZoneInfo) -> None:
+    """A date after today (billing timezone) is an input error, refused before anything is
+    written: VSA cannot report it yet."""
+    today = now.astimezone(tz).date()
+    if snapshot_date > today:
+        raise UserError(
+            f"snapshot date {snapshot_date} is in the future (today is {today} in {tz.key}); "
+            "VSA cannot report it yet"
+        )
+
+
 def is_late(snapshot_date: date, now: datetime, tz: ZoneInfo, grace_hours: int) -> bool:
     """True when the date's local midnight is more than the grace window in the past."""
     start = datetime.combine(snapshot_date, time.min, tzinfo=tz)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from agent_billing.errors import UserError
 from agent_billing.settings import Settings
 from agent_billing.sync import changes
-from agent_billing.sync.dates import is_late
+from agent_billing.sync.dates import is_late, refuse_future
 from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.load import load_snapshot
@@ -107,11 +107,7 @@ def extract_step(
             "restore it from the backup of the raw folder and re-run (docs/runbook.md, 'When "
             "something breaks'); a complete date is never re-extracted from VSA's present state"
         )
-    if snapshot_date > now.astimezone(settings.tz).date():
-        raise UserError(
-            f"snapshot date {snapshot_date} is in the future (today is "
-            f"{now.astimezone(settings.tz).date()} in {settings.timezone}); VSA cannot report it yet"
-        )
+    refuse_future(snapshot_date, now, settings.tz)
     late = is_late(snapshot_date, now, settings.tz, settings.late_grace_hours)
     if late and settings.late_observation == "refuse":
         message = (
@@ -375,7 +371,7 @@ def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step
                 f"{message}\n\nStatus of the date: {status}. See docs/runbook.md, "
                 "'What each failure alert means'.\n",
             )
-    log.error("sync of %s failed at %s: %s", snapshot_date, step, error)
+    log.info("recorded in sync_runs: the sync of %s failed at %s (%s)", snapshot_date, step, status)
 
 
 def _record_failed(conn, snapshot_date: date, message: str) -> str:
@@ -396,8 +392,11 @@ def sync_date(
     *,
     now: datetime | None = None,
 ) -> list[StepResult]:
-    """Every step for one date, in order, as the DAG runs them (for the command line)."""
+    """Every step for one date, in order, as the DAG runs them (for the command line). A date
+    in the future is refused before anything is written (not recorded as the date's failure)."""
     from agent_billing.quality.snapshot_gate import QualityGateFailed
+
+    refuse_future(snapshot_date, now or datetime.now(UTC), settings.tz)
 
     steps: list[tuple[str, Callable[[], StepResult]]] = [
         ("extract", lambda: extract_step(engine, settings, snapshot_date, client_factory, now=now)),
