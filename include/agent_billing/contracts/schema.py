@@ -254,6 +254,20 @@ def _decimal(loader: _ContractsLoader, node: yaml.ScalarNode) -> Decimal | str:
         return raw
 
 
+def _int(loader: _ContractsLoader, node: yaml.ScalarNode) -> int:
+    """A plain decimal integer. YAML 1.1 also reads ``010`` as octal 8, ``0x10`` as 16, ``0b10``
+    as 2 and ``1:30`` as base 60 (90): a zero-padded number from a spreadsheet would change
+    silently, so those forms are refused, naming the line."""
+    raw = loader.construct_scalar(node)
+    digits = raw.replace("_", "").lstrip("+-")
+    if digits.isdigit() and digits.isascii() and (digits == "0" or not digits.startswith("0")):
+        return int(raw.replace("_", ""))
+    raise ContractsFileError(
+        f"{node.start_mark.line + 1}: {raw} is not a plain decimal number (YAML reads a leading 0 "
+        "as octal, 0x as hex, 0b as binary and a:b as base 60): write it without them, or quote it"
+    )
+
+
 def _timestamp(loader: _ContractsLoader, node: yaml.ScalarNode) -> Any:
     try:
         return loader.construct_yaml_timestamp(node)
@@ -263,6 +277,7 @@ def _timestamp(loader: _ContractsLoader, node: yaml.ScalarNode) -> Any:
 
 _ContractsLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 _ContractsLoader.add_constructor("tag:yaml.org,2002:float", _decimal)
+_ContractsLoader.add_constructor("tag:yaml.org,2002:int", _int)
 _ContractsLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
 
 
@@ -302,7 +317,7 @@ def read_contracts_file(path: str | Path) -> ContractsDocument:
         started = (f" ({exc.context} on line {context.line + 1})"
                    if exc.context and context and mark and context.line != mark.line else "")
         raise ContractsFileError(f"{path}:{where}: {exc.problem}{started}") from None
-    except ContractsFileError as exc:  # a key twice in one mapping: "LINE: why"
+    except ContractsFileError as exc:  # a key twice in one mapping, a number YAML would misread: "LINE: why"
         raise ContractsFileError(f"{path}:{exc}") from None
     return ContractsDocument(parse_contracts(raw, source=str(path)), str(path), entry_lines(raw))
 
@@ -369,14 +384,19 @@ def _duplicate_ids(source: str, raw: Mapping) -> list[str]:
             entries.append(("contract_id", contract))
             entries += [("service_id", s) for s in contract.get("services") or []]
         for kind, entry in entries:
-            key = (kind, entry[kind])
+            key = (kind, _as_id(entry[kind]))
             line = entry.line_of(kind) if isinstance(entry, LinedDict) else None
             if key in seen:
                 first = f" (first on line {seen[key]})" if seen[key] else ""
-                problems.append(f"{source}{f':{line}' if line else ''}: duplicate {kind} {entry[kind]}{first}")
+                problems.append(f"{source}{f':{line}' if line else ''}: duplicate {kind} {key[1]}{first}")
             else:
                 seen[key] = line
     return problems
+
+
+def _as_id(value: Any) -> str:
+    """An id as the validated file holds it (``str_strip_whitespace``): ``"S1 "`` is ``S1``."""
+    return str(value).strip()
 
 
 def entry_lines(raw: Any) -> dict[tuple[str, str], int]:
@@ -387,7 +407,7 @@ def entry_lines(raw: Any) -> dict[tuple[str, str], int]:
 
     def note(kind: str, entry: Any) -> None:
         if isinstance(entry, LinedDict) and entry.line:
-            lines[(kind, str(entry.get(f"{kind}_id")))] = entry.line
+            lines[(kind, _as_id(entry.get(f"{kind}_id")))] = entry.line
 
     for account in raw.get("accounts") or []:
         note("account", account)
