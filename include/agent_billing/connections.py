@@ -58,31 +58,66 @@ def get_connection(conn_id: str) -> ConnectionInfo:
 
 
 def parse_connection(conn_id: str, raw: str) -> ConnectionInfo:
+    """The connection a variable holds; a malformed one (a port that is no number, extras that
+    are no JSON object, a field of the wrong type) is a ``ConfigurationError`` naming the
+    variable and the field, never the password."""
     raw = raw.strip()
     if raw.startswith("{"):
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"{env_var_name(conn_id)} is not valid JSON: {exc.msg}") from None
-        extra = data.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra) if extra.strip() else {}
-        port = data.get("port")
-        return ConnectionInfo(
-            conn_id=conn_id,
-            conn_type=data.get("conn_type", ""),
-            host=data.get("host") or "",
-            login=data.get("login"),
-            password=data.get("password"),
-            schema=data.get("schema") or "",
-            port=int(port) if port not in (None, "") else None,
-            extra=dict(extra),
-        )
+    try:
+        return _from_json(conn_id, data) if raw.startswith("{") else _from_uri(conn_id, raw)
+    except (ValueError, TypeError, AttributeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).splitlines()[0]
+        raise ConfigurationError(
+            f"{env_var_name(conn_id)} is not a valid connection: {reason} (README 'Configuration')"
+        ) from None
+
+
+def _json_object(value: Any, what: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _text(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{key} must be text, not {type(value).__name__}")
+    return value
+
+
+def _from_json(conn_id: str, data: Any) -> ConnectionInfo:
+    if not isinstance(data, dict):
+        raise TypeError(f"the JSON form must be an object, not {type(data).__name__}")
+    extra = _json_object(data.get("extra") or {}, "extra")
+    port = data.get("port")
+    if port not in (None, ""):
+        port = int(port)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range 1-65535")
+    return ConnectionInfo(
+        conn_id=conn_id,
+        conn_type=_text(data, "conn_type") or "",
+        host=_text(data, "host") or "",
+        login=_text(data, "login"),
+        password=_text(data, "password"),
+        schema=_text(data, "schema") or "",
+        port=port if port not in (None, "") else None,
+        extra=dict(extra),
+    )
+
+
+def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
     parts = urlsplit(raw)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     extra: dict[str, Any]
     if "__extra__" in query:
-        extra = json.loads(query.pop("__extra__"))
+        extra = _json_object(query.pop("__extra__"), "__extra__")
     else:
         extra = query
     path = unquote(parts.path)

@@ -108,6 +108,15 @@ CASES = [
     Case("vsa-unreachable", ("vsa", "probe"), 1, r"cannot reach VSA: .*\(host http://127\.0\.0\.1:1,", SQLITE,
          env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "http://127.0.0.1:1", '
               f'"login": "integrator", "password": "{SECRET}", "extra": {{"max_retries": 0}}}}'}),
+    Case("warehouse-port-not-a-number", ("review",), 2,
+         rf"{WAREHOUSE_VAR} is not a valid connection: Port could not be cast to integer value",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@db:abc/billing"}),
+    Case("warehouse-json-extra-not-an-object", ("review",), 2,
+         rf"{WAREHOUSE_VAR} is not a valid connection: extra must be a JSON object, not list",
+         SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "extra": [1]}'}),
+    Case("warehouse-json-port-out-of-range", ("review",), 2,
+         rf"{WAREHOUSE_VAR} is not a valid connection: port 99999 is out of range",
+         SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "port": 99999}'}),
     Case("vsa-not-configured", ("vsa", "probe"), 2, r"set AIRFLOW_CONN_VSA_DEFAULT", SQLITE,
          env={"AIRFLOW_CONN_VSA_DEFAULT": None, WAREHOUSE_VAR: "garbage"}),
     # -- the AGENT_BILLING_* settings: each wrong variable named with its value and the rule
