@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 
 import pytest
 
@@ -110,3 +112,9 @@ def test_export_an_invoice_month_as_csv(contoso, run_cli, tmp_path):
     assert code == 0 and "wrote 2 line(s) of 2024-04" in err
     assert target.read_text() == out
     assert [p.name for p in target.parent.iterdir()] == ["april.csv"]  # no temporary file left
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask  # as a plain open leaves it
+    target.chmod(0o664)  # a shared finance folder's file, written again: it keeps its mode
+    assert run_cli("invoices", "export", "--month", "2024-04", "--output", str(target))[0] == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o664

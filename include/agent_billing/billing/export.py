@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from datetime import date
@@ -67,6 +68,7 @@ def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             result = write(handle)
+        os.chmod(tmp, _mode_for(path))  # mkstemp's 0600 would hide the file from a shared folder
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -75,3 +77,14 @@ def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return result
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions of the file being replaced, or those a new file gets (0666 less the
+    umask), as a plain ``open`` would leave them."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
