@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import EmailStr, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_billing.errors import ConfigurationError
+
+_ADDRESS = TypeAdapter(EmailStr)
 
 
 class Settings(BaseSettings):
@@ -39,6 +41,20 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Europe/Amsterdam)") from None
+        return value
+
+    @field_validator("data_team_emails")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        """Comma-separated addresses, each valid (``a;b`` would be one address that never arrives)."""
+        for address in (a.strip() for a in value.split(",")):
+            if address:
+                try:
+                    _ADDRESS.validate_python(address)
+                except ValidationError:
+                    raise ValueError(
+                        f"{address!r} is not one e-mail address (separate several with commas)"
+                    ) from None
         return value
 
     @property

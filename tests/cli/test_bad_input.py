@@ -129,6 +129,10 @@ CASES = [
     Case("settings-share-out-of-range", ("bill", "--as-of", "2025-01-15"), 2,
          r"AGENT_BILLING_QUARANTINE_SHARE='2': Input should be less than or equal to 1",
          SQLITE, env={"AGENT_BILLING_QUARANTINE_SHARE": "2"}),
+    Case("settings-data-team-semicolons", ("bill", "--as-of", "2025-01-15"), 2,
+         r"AGENT_BILLING_DATA_TEAM_EMAILS='data@msp\.example;ops@msp\.example': .* is not one e-mail "
+         r"address \(separate several with commas\)",
+         SQLITE, env={"AGENT_BILLING_DATA_TEAM_EMAILS": "data@msp.example;ops@msp.example"}),
     # -- arguments
     Case("usage-missing-option", ("bill",), 2, r"required: --as-of \(see agent-billing bill --help\)",
          SQLITE),
