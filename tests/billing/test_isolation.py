@@ -154,3 +154,20 @@ def test_a_contract_failing_on_the_database_s_passing_trouble_makes_a_run_worth_
     with pytest.raises(BillingRunFailed, match="lines of C-BAD refused") as raised:
         summary.raise_for_failures()
     assert not raised.value.transient
+
+
+def test_an_amount_beyond_the_money_columns_fails_its_contract_naming_the_service(books):
+    """A counted service's price × its agents can pass every limit of the contracts file and
+    still make a line no money column holds: the contract fails naming the service, before
+    anything is written (PostgreSQL would say only "numeric field overflow")."""
+    books.contract("C-HUGE", [books.rmm("S-HUGE", "999999999.9999", "2024-03-01")], start="2024-03-01")
+    books.contract("C-OK", [books.rmm("S-OK", "10.00", "2024-03-01")], start="2024-03-01")
+    books.count("S-HUGE", "2024-03-01", 200_000)
+    books.count("S-OK", "2024-03-01", 3)
+    summary = run_billing(books.engine, D("2024-03-01"))
+
+    [failed] = summary.failed
+    assert failed.contract_id == "C-HUGE" and not failed.transient
+    assert "service S-HUGE: its normal line for 2024-03-01 to 2024-03-31 comes to" in failed.error
+    assert "more than an amount can be (99,999,999,999,999.9999)" in failed.error
+    assert sorted(books.invoices()) == ["INV-C-OK-2024-03"]

@@ -13,6 +13,9 @@ from agent_billing.currencies import currency_minor_units
 
 PRICE_DECIMALS = 4
 _PRICE_SCALE = 10**PRICE_DECIMALS
+#: The largest amount a money column holds (NUMERIC(18, 4), migration 0001): a line or an
+#: invoice total beyond it is refused before it is written, naming the service.
+AMOUNT_MAX = Decimal("99999999999999.9999")
 
 
 def minor_units(currency: str) -> int:

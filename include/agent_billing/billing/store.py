@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
 from agent_billing.billing.model import Contract, Line, PostedLine, Service, UnitChange
-from agent_billing.billing.money import price_units, to_e4
+from agent_billing.billing.money import AMOUNT_MAX, price_units, to_e4
 from agent_billing.billing.timeline import ordered, starting_units
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
@@ -184,7 +184,15 @@ _LINE_COLUMNS = (
 
 
 def _line_row(line: Line, contract_id: str) -> tuple:
-    """A line's column values: the only place money is written, NUMERIC and ``*_e4`` alike."""
+    """A line's column values: the only place money is written, NUMERIC and ``*_e4`` alike.
+    An amount beyond the columns' limit is refused here, naming the contract and service (the
+    database would refuse the whole contract with a bare numeric overflow)."""
+    if abs(line.amount) > AMOUNT_MAX:
+        raise UserError(
+            f"contract {contract_id}, service {line.service_id}: its {line.kind} line for "
+            f"{line.period_start} to {line.period_end} comes to {line.amount}, more than an amount "
+            f"can be ({AMOUNT_MAX:,f}): check the service's unit_price and units"
+        )
     return (
         line.line_id, contract_id, line.service_id, line.kind, line.period_start,
         line.period_end, line.units, line.unit_price, line.days, line.days_in_period,
@@ -194,11 +202,14 @@ def _line_row(line: Line, contract_id: str) -> tuple:
 
 
 def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> None:
+    rows = [(*_line_row(x, invoice["contract_id"]), invoice["invoice_id"]) for x in lines]  # each line checked
+    if abs(invoice["total"]) > AMOUNT_MAX:
+        raise UserError(
+            f"contract {invoice['contract_id']}: invoice {invoice['invoice_id']} comes to {invoice['total']}, "
+            f"more than an amount can be ({AMOUNT_MAX:,f}): check its services' unit_price and units"
+        )
     conn.execute(statement("insert_invoice"), {**invoice, "total_e4": to_e4(invoice["total"])})
-    bulk_insert(
-        conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id"),
-        ((*_line_row(x, invoice["contract_id"]), invoice["invoice_id"]) for x in lines),
-    )
+    bulk_insert(conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id"), rows)
 
 
 def close_cycle(

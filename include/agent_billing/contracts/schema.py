@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent_billing.billing.money import AMOUNT_MAX
 from agent_billing.contracts.limits import (
     ID_MAX_LENGTH,
     NAME_MAX_LENGTH,
@@ -162,6 +163,11 @@ class ServiceSpec(_Strict):
         if self.units_source == "manual":
             if self.units is None:
                 raise ValueError("a manual service needs 'units'")
+            if self.units * self.unit_price > AMOUNT_MAX:
+                raise ValueError(
+                    f"units × unit_price = {self.units * self.unit_price:,f} is more than an invoice "
+                    f"line can hold ({AMOUNT_MAX:,f})"
+                )
             scope = [f for f in LOCKED_FIELDS[1:] if f != "include_subgroups" and getattr(self, f)]
             if scope:
                 raise ValueError(f"a manual service has no unit scope; remove {', '.join(scope)}")
