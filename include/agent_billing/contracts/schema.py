@@ -79,10 +79,26 @@ def _price_limits(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError(f"{value} is not a price")
     if not 0 <= value <= UNIT_PRICE_MAX:
-        raise ValueError(f"{value:f} is outside 0 … {UNIT_PRICE_MAX:,f}")
-    if value.normalize().as_tuple().exponent < -UNIT_PRICE_DECIMALS:
-        raise ValueError(f"{value:f} has more than {UNIT_PRICE_DECIMALS} decimals")
+        raise ValueError(f"{_shown(value)} is outside 0 … {UNIT_PRICE_MAX:,f}")
+    if _decimals(value) > UNIT_PRICE_DECIMALS:
+        raise ValueError(f"{_shown(value)} has more than {UNIT_PRICE_DECIMALS} decimals")
     return value
+
+
+def _decimals(value: Decimal) -> int:
+    """Decimal places of ``value`` as written, less trailing zeros (exact: ``normalize`` would
+    round a long value to the context's 28 digits first)."""
+    if value.is_zero():
+        return 0
+    _, digits, exponent = value.as_tuple()
+    written = "".join(map(str, digits))
+    return max(0, -(exponent + len(written) - len(written.rstrip("0"))))
+
+
+def _shown(value: Decimal) -> str:
+    """``value`` for a message: plain digits, or as written when they would be too many
+    (``1e999999999`` must not become a billion characters)."""
+    return f"{value:f}" if abs(value.adjusted()) <= 30 and value.as_tuple().exponent >= -30 else str(value)
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -118,12 +134,14 @@ def _text(max_length: int) -> AfterValidator:
             raise ValueError("must not be empty")
         if len(value) > max_length:
             raise ValueError(f"{len(value)} characters, at most {max_length} allowed")
+        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):  # newlines, tabs, NUL
+            raise ValueError(f"{value!r} holds a control character (a line break, tab or NUL)")
         return value
 
     return AfterValidator(bounded)
 
 
-VsaId = Annotated[str, BeforeValidator(_exact_id), Field(pattern=rf"^\d{{1,{VSA_ID_MAX_DIGITS}}}$")]
+VsaId = Annotated[str, BeforeValidator(_exact_id), Field(pattern=rf"^[0-9]{{1,{VSA_ID_MAX_DIGITS}}}$")]
 Price = Annotated[Decimal, BeforeValidator(_exact_price), AfterValidator(_price_limits)]
 CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 Id = Annotated[str, BeforeValidator(_quoted_text), _text(ID_MAX_LENGTH)]
@@ -163,6 +181,11 @@ class ServiceSpec(_Strict):
         if self.units_source == "manual":
             if self.units is None:
                 raise ValueError("a manual service needs 'units'")
+            if self.units_effective_date is not None and self.units_effective_date < self.start_date:
+                raise ValueError(
+                    f"units_effective_date {self.units_effective_date} is before the service starts "
+                    f"({self.start_date}); a manual unit change takes effect within the service's dates"
+                )
             if self.units * self.unit_price > AMOUNT_MAX:
                 raise ValueError(
                     f"units × unit_price = {self.units * self.unit_price:,f} is more than an invoice "
@@ -190,6 +213,17 @@ class ContractSpec(_Strict):
     services: list[ServiceSpec] = []
 
     _end = field_validator("end_date")(_end_after_start)
+
+    @model_validator(mode="after")
+    def _services_within(self) -> ContractSpec:
+        """A service that starts after its contract ends would never bill: a mistake."""
+        for service in self.services:
+            if self.end_date is not None and service.start_date > self.end_date:
+                raise ValueError(
+                    f"service {service.service_id} starts on {service.start_date}, after the contract "
+                    f"ends ({self.end_date}): it would never be billed"
+                )
+        return self
 
     @field_validator("currency")
     @classmethod
@@ -245,6 +279,8 @@ def _mapping(loader: _ContractsLoader, node: yaml.MappingNode) -> LinedDict:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, str | int | Decimal | date | bool) and key is not None:  # e.g. `? [a, b]`
+            raise ContractsFileError(f"{line}: a key must be a field name, not a {type(key).__name__}")
         if key in mapping:
             raise ContractsFileError(f"{line}: {key!r} appears twice in the same entry")
         mapping[key] = loader.construct_object(value_node, deep=True)
