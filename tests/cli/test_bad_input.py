@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from sqlalchemy.engine import make_url
+from tests.conftest import PG_URL
 
 from agent_billing.warehouse import connect_warehouse
 from agent_billing.warehouse.migrate import alembic_config
@@ -69,6 +71,10 @@ def _huge_price_file(_url: str, tmp: Path) -> None:
     )
 
 
+def _text_file(_url: str, tmp: Path) -> None:
+    (tmp / "not-a-db.txt").write_text("minutes of the meeting\n" * 200)
+
+
 def _nothing_created(tmp: Path) -> None:
     assert not (tmp / "missing.db").exists()
 
@@ -94,6 +100,12 @@ CASES = [
          rf"set {WAREHOUSE_VAR}", SQLITE, env={WAREHOUSE_VAR: None}),
     Case("postgresql-refuses", ("review",), 1, r"cannot use the warehouse .*127\.0\.0\.1:1/.*refused",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:1/billing"}),
+    Case("postgresql-database-missing", ("review",), 2,
+         r'cannot use the warehouse .*/review_cli_no_such_db: .*database "review_cli_no_such_db" does not exist',
+         ("postgresql",), env={WAREHOUSE_VAR: make_url(PG_URL).set(database="review_cli_no_such_db")
+                               .render_as_string(hide_password=False)}),
+    Case("sqlite-not-a-database", ("review",), 2, r"cannot use the warehouse sqlite:///.*/not-a-db\.txt: file is not a database",
+         SQLITE, env={WAREHOUSE_VAR: "sqlite:///{tmp}/not-a-db.txt"}, setup=_text_file),
     Case("sqlite-directory-missing", ("review",), 2,
          r"directory of the SQLite warehouse /nonexistent/dir/w\.db does not exist",
          SQLITE, env={WAREHOUSE_VAR: "sqlite:////nonexistent/dir/w.db"}),
@@ -104,6 +116,8 @@ CASES = [
          r"has no agent-billing schema: run `agent-billing db upgrade`", setup=_downgrade_to("base")),
     Case("schema-older", ("review",), 2,
          r"schema revision 0003, older than .*: run `agent-billing db upgrade`", setup=_downgrade_to("0003")),
+    Case("upgrade-unknown-revision", ("db", "upgrade", "--revision", "nope"), 2,
+         r"unknown schema revision 'nope': this code knows 0001, .* \(or head, the default\)"),
     # -- the VSA setting (no warehouse needed by `vsa probe`)
     Case("vsa-unreachable", ("vsa", "probe"), 1, r"cannot reach VSA: .*\(host http://127\.0\.0\.1:1,", SQLITE,
          env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "http://127.0.0.1:1", '
@@ -140,6 +154,10 @@ CASES = [
     Case("sync-future-date", ("sync", "--date", "2099-05-05"), 2,
          r"snapshot date 2099-05-05 is in the future \(today is .* in UTC\); VSA cannot report it yet",
          env={"AIRFLOW_CONN_VSA_DEFAULT": "http://integrator:token@127.0.0.1:1"}),
+    Case("bill-year-one", ("bill", "--as-of", "0001-01-31"), 2,
+         r"invalid --as-of 0001-01-31: expected a date from 1900-01-01 to 9998-12-31"),
+    Case("sync-year-one", ("sync", "--date", "0001-01-01"), 2,
+         r"invalid --date 0001-01-01: expected a date from 1900-01-01 to 9998-12-31", SQLITE),
     Case("bill-not-a-date", ("bill", "--as-of", "nope"), 2, r"invalid --as-of 'nope'"),
     Case("export-not-a-month", ("invoices", "export", "--month", "2025-13"), 2, r"invalid --month '2025-13'"),
     Case("units-unknown-service", ("units", "get", "--service", "UNKNOWN"), 2, r"service 'UNKNOWN' not found",

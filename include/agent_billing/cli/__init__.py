@@ -147,11 +147,14 @@ def explain(exc: BaseException) -> tuple[str, int]:
     elif (kind := _database_error_kind(exc)) == "DataError":
         message = f"a value does not fit the warehouse's columns: {_one_line(driver_error(exc))}"
         code = EXIT_BAD_INPUT
-    elif kind == "OperationalError":
+    elif kind in ("OperationalError", "DatabaseError"):
         cause = driver_error(exc)
         sqlstate = str(getattr(cause, "sqlstate", None) or "")
-        # 28xxx: authentication; 3D000: no such database -> the setting is wrong, not the server
-        code = EXIT_BAD_INPUT if sqlstate.startswith("28") or sqlstate == "3D000" else EXIT_FAILURE
+        # 28xxx: authentication; 3D000: no such database; a refused login or a file that is no
+        # SQLite database (no SQLSTATE before a session exists) -> the setting is wrong, not the server
+        wrong_setting = (sqlstate.startswith("28") or sqlstate == "3D000"
+                         or any(s in str(cause) for s in WRONG_SETTING_MESSAGES))
+        code = EXIT_BAD_INPUT if wrong_setting else EXIT_FAILURE
         message = (f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(cause)} "
                    "(check AIRFLOW_CONN_BILLING_WAREHOUSE and that the database is up)")
     elif isinstance(exc, OverflowError):  # e.g. sqlite3 binding an int beyond 64 bits
@@ -168,10 +171,21 @@ def explain(exc: BaseException) -> tuple[str, int]:
     return _without_secrets(message), code
 
 
+#: What the drivers say, before a session exists, when the warehouse setting names a database,
+#: role or password the server does not know, or a file that is no SQLite database.
+WRONG_SETTING_MESSAGES = (
+    "does not exist", "password authentication failed", "no password supplied",
+    "file is not a database", "unable to open database file",
+)
+
+
 def _database_error_kind(exc: BaseException) -> str | None:
     """"DataError" or "OperationalError" (PEP 249 classes) for a database error, wrapped by
-    SQLAlchemy or raised by the driver itself; None for anything else."""
+    SQLAlchemy or raised by the driver itself, or "DatabaseError" for one of that base class
+    itself (SQLite's "file is not a database"); None for anything else."""
     names = database_error_classes(exc)
+    if type(driver_error(exc)).__name__ == "DatabaseError":
+        return "DatabaseError"
     return next((k for k in ("DataError", "OperationalError") if k in names), None)
 
 

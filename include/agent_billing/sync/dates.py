@@ -8,15 +8,24 @@ from zoneinfo import ZoneInfo
 from agent_billing.errors import UserError
 
 
+#: Dates a user may give: a typo such as 0001-01-31 would otherwise reach date arithmetic
+#: that leaves the calendar (an OverflowError per contract) or record a gap for year 1.
+EARLIEST, LATEST = date(1900, 1, 1), date(9998, 12, 31)
+
+
 def parse_date(value: str | date, what: str = "date") -> date:
     if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        raise UserError(f"invalid {what} {value!r}: expected YYYY-MM-DD") from None
+        parsed = value.date()
+    elif isinstance(value, date):
+        parsed = value
+    else:
+        try:
+            parsed = date.fromisoformat(str(value).strip())
+        except ValueError:
+            raise UserError(f"invalid {what} {value!r}: expected YYYY-MM-DD") from None
+    if not EARLIEST <= parsed <= LATEST:
+        raise UserError(f"invalid {what} {value!s}: expected a date from {EARLIEST} to {LATEST}")
+    return parsed
 
 
 def snapshot_date_for(logical_date: datetime, tz: ZoneInfo) -> date:

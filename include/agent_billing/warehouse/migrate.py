@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from agent_billing.errors import SchemaOutOfDate
+from agent_billing.errors import SchemaOutOfDate, UserError
 from agent_billing.warehouse.engine import safe_url, sqlite_path
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -40,7 +40,13 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the warehouse schema to ``revision`` (idempotent)."""
+    """Create or upgrade the warehouse schema to ``revision`` (idempotent); a revision this
+    code does not know is refused in one line."""
+    if revision != "head" and revision not in known_revisions():
+        raise UserError(
+            f"unknown schema revision {revision!r}: this code knows {', '.join(sorted(known_revisions()))} "
+            "(or head, the default)"
+        )
     command.upgrade(alembic_config(engine), revision)
 
 
