@@ -106,6 +106,8 @@ def test_export_an_invoice_month_as_csv(contoso, run_cli, tmp_path):
         "unit_price": "12.0000", "change_id": "S-WS:2024-03-15:nightly_sync", "adjusts_line_id": "",
     }
 
+    assert run_cli("invoices", "export", "--month", "2024-04", "--format", "csv", "--output", "-")[1] == out
+
     target = tmp_path / "exports" / "april.csv"
     target.parent.mkdir()
     code, _, err = run_cli("invoices", "export", "--month", "2024-04", "--output", str(target))

@@ -171,6 +171,8 @@ CASES = [
     # -- files
     Case("export-directory-missing", ("invoices", "export", "--month", "2025-01", "--output",
                                       "/nonexistent/dir/x.csv"), 2, r"cannot write /nonexistent/dir/x\.csv: No such file or directory"),
+    Case("export-empty-output", ("invoices", "export", "--month", "2025-01", "--output", ""), 2,
+         r"--output is empty: give a file name, or - \(or nothing\) for the standard output", SQLITE),
     Case("export-to-a-directory", ("invoices", "export", "--month", "2025-01", "--output", "{tmp}"), 2,
          r"Is a directory", SQLITE),
     Case("contracts-file-missing", ("contracts", "apply", "{tmp}/contracts.yaml"), 2,

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     export = i_sub.add_parser("export", help="one row per posted line of an invoice month")
     export.add_argument("--month", required=True, metavar="YYYY-MM", help="the invoice month")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
-    export.add_argument("--output", type=Path, metavar="FILE", help="default: standard output")
+    export.add_argument("--output", metavar="FILE", help="default (or -): standard output")
     export.set_defaults(handler=_export)
 
 
@@ -267,15 +267,18 @@ def _export(args: argparse.Namespace) -> int:
     from agent_billing.billing import export_invoice_lines
     from agent_billing.billing.calendar import parse_month
     from agent_billing.billing.export import write_atomically
+    from agent_billing.errors import UserError
     from agent_billing.warehouse import connect_warehouse
 
     month = parse_month(args.month, "--month")
+    if args.output is not None and not args.output.strip():
+        raise UserError("--output is empty: give a file name, or - (or nothing) for the standard output")
     engine = connect_warehouse()
-    if args.output is None:
+    if args.output in (None, "-"):
         export_invoice_lines(engine, month, sys.stdout, args.format)
         return 0
     count = write_atomically(
-        args.output, lambda out: export_invoice_lines(engine, month, out, args.format)
+        Path(args.output), lambda out: export_invoice_lines(engine, month, out, args.format)
     )
     print(f"wrote {count} line(s) of {args.month} to {args.output}", file=sys.stderr)
     return 0

@@ -7,7 +7,6 @@ from zoneinfo import ZoneInfo
 
 from agent_billing.errors import UserError
 
-
 #: Dates a user may give: a typo such as 0001-01-31 would otherwise reach date arithmetic
 #: that leaves the calendar (an OverflowError per contract) or record a gap for year 1.
 EARLIEST, LATEST = date(1900, 1, 1), date(9998, 12, 31)
