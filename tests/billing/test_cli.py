@@ -61,6 +61,11 @@ def test_review_then_post(contoso, run_cli):
     assert line_id == contoso.pending("C-REVIEW")[0]["line_id"]
     assert [x.split() for x in lines[lines.index("") + 3:]] == [["C-REVIEW", "1", "80.00", "USD"]]
 
+    # A month the nightly sync has not reached is refused before anything is posted.
+    code, out, err = run_cli("post", "--contract", "C-REVIEW", "--as-of", "2024-05-01")
+    assert (code, out) == (2, "") and "cannot bill as of 2024-05-01: the latest concluded sync date is" in err
+    assert contoso.pending("C-REVIEW") and "INV-C-REVIEW-2024-05" not in contoso.invoices()
+
     code, out, _ = run_cli("post", "--contract", "C-REVIEW")
     assert (code, out.strip()) == (0, "posted INV-C-REVIEW-2024-03 (invoice, invoice date "
                                       "2024-03-01): 1 line(s), total 80.00 USD")

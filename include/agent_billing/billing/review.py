@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_label
+from agent_billing.billing.horizon import check_horizon
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import invoice_id, post_invoice
 from agent_billing.billing.reconcile import retarget
@@ -40,6 +41,7 @@ def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -
         as_of = as_of or pending_as_of
         if as_of is None or not pending:
             raise UserError(f"contract {contract_id} has no pending lines to post")
+        check_horizon(conn, as_of)  # never an invoice for a month the nightly sync has not reached
         month = billing_month(as_of, contract.billing_day, contract.start_date)
         state = store.load_state(conn, contract_id)
         if month is None:
