@@ -26,7 +26,6 @@ import traceback
 from importlib.metadata import entry_points
 
 from agent_billing.errors import EXIT_BAD_INPUT, EXIT_FAILURE, UserError
-from agent_billing.warehouse.errors import database_error_classes, driver_error
 
 COMMAND_MODULES = (
     "agent_billing.cli.db_cmds",
@@ -140,6 +139,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
     The only place where library errors are translated; no message carries a password."""
     from sqlalchemy import exc as sa
 
+    from agent_billing.warehouse.errors import driver_error
+
     if isinstance(exc, UserError):
         # an outside system's passing trouble (VSA 5xx, timeouts) is a failure, not bad input
         code = EXIT_FAILURE if getattr(exc, "transient", False) else exc.exit_code
@@ -183,6 +184,8 @@ def _database_error_kind(exc: BaseException) -> str | None:
     """"DataError" or "OperationalError" (PEP 249 classes) for a database error, wrapped by
     SQLAlchemy or raised by the driver itself, or "DatabaseError" for one of that base class
     itself (SQLite's "file is not a database"); None for anything else."""
+    from agent_billing.warehouse.errors import database_error_classes, driver_error
+
     names = database_error_classes(exc)
     if type(driver_error(exc)).__name__ == "DatabaseError":
         return "DatabaseError"
