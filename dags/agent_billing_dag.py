@@ -16,8 +16,9 @@ Triggered by the `vsa_snapshot` asset that `vsa_asset_sync` emits after each goo
 3. **notify** — sends queued mail (failed contracts' alerts too), also after a failure.
 
 A date beyond the billing horizon or a malformed date fails at once, without retries; contracts
-that failed make `bill` fail after the others were billed (the dates before are kept in its
-XCom). The data team is alerted of any failed task, and the run is failed
+that failed make `bill` fail after every other contract was billed on every date (what was
+billed is kept in its XCom); it is retried only when every failure was the database's passing
+trouble. The data team is alerted of any failed task, and the run is failed
 (`fail_if_work_failed`). Warehouse: connection `billing_warehouse`. By hand:
 `agent-billing bill --as-of D`.
 """
@@ -77,7 +78,12 @@ def agent_billing():
         were the database's passing trouble: billing is idempotent)."""
         from datetime import date
 
-        from agent_billing.billing import failure_of, run_billing
+        from agent_billing.billing import (
+            BillingHorizonError,
+            BillingRunFailed,
+            failure_of,
+            run_billing,
+        )
         from warehouse_hook import WarehouseHook
 
         engine = WarehouseHook().get_conn()
@@ -88,8 +94,10 @@ def agent_billing():
             if failure := failure_of(summaries):
                 raise failure
             return [s.to_xcom() for s in summaries]
-        except Exception:  # a failed task pushes no return value: keep what was billed
+        except Exception as exc:  # a failed task pushes no return value: keep what was billed
             get_current_context()["ti"].xcom_push(key="return_value", value=[s.to_xcom() for s in summaries])
+            if isinstance(exc, BillingHorizonError) and (earlier := failure_of(summaries)):
+                raise BillingRunFailed(f"{earlier}; then {exc}") from exc  # name both
             raise
         finally:
             engine.dispose()

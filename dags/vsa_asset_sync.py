@@ -62,7 +62,7 @@ def record_failure(context) -> None:
         return  # a failed quality gate was recorded, with its own alert, by the step itself
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:
-        engine = WarehouseHook().get_conn()
+        engine = WarehouseHook().get_conn(check_schema=False)
         try:
             record(engine, get_settings(), parse_date(snapshot_date), ti.task_id, redacted(str(error)))
         finally:

@@ -40,7 +40,7 @@ def queue_data_team_alert(message_id: str, subject: str, body: str) -> bool:
     if not recipients:
         log.warning("AGENT_BILLING_DATA_TEAM_EMAILS is empty: alert %r not queued", message_id)
         return False
-    engine = WarehouseHook().get_conn()
+    engine = WarehouseHook().get_conn(check_schema=False)  # alerts about the schema too
     try:
         with engine.begin() as conn:
             return queue_message(conn, message_id, "failure", recipients, subject, body)

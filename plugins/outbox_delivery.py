@@ -10,7 +10,7 @@ def deliver_pending_mail() -> dict:
     from airflow_connections import optional_connection_info
     from warehouse_hook import WarehouseHook
 
-    engine = WarehouseHook().get_conn()
+    engine = WarehouseHook().get_conn(check_schema=False)  # the alerts of a failed run go out too
     try:
         result = deliver_outbox(engine, optional_connection_info("smtp_default"), get_settings().notify_from)
     finally:

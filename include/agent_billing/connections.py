@@ -121,6 +121,13 @@ def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
     else:
         extra = query
     path = unquote(parts.path)
+    try:
+        port = parts.port
+    except ValueError:  # never echo it: an unencoded '#', '/' or '?' puts the password there
+        raise ValueError(
+            "the port is not a number from 0 to 65535 (a password holding / # ? @ or : must be "
+            "percent-encoded)"
+        ) from None
     return ConnectionInfo(
         conn_id=conn_id,
         conn_type=parts.scheme.replace("-", "_"),
@@ -128,7 +135,7 @@ def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
         login=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         schema=path[1:] if path.startswith("/") else path,
-        port=parts.port,
+        port=port,
         extra=extra,
         uri=raw,
     )

@@ -63,7 +63,7 @@ def test_review_then_post(contoso, run_cli):
 
     # A month the nightly sync has not reached is refused before anything is posted.
     code, out, err = run_cli("post", "--contract", "C-REVIEW", "--as-of", "2024-05-01")
-    assert (code, out) == (2, "") and "cannot bill as of 2024-05-01: the latest concluded sync date is" in err
+    assert (code, out) == (2, "") and "cannot post as of 2024-05-01: the latest concluded sync date is" in err and "or post as of" in err
     assert contoso.pending("C-REVIEW") and "INV-C-REVIEW-2024-05" not in contoso.invoices()
 
     code, out, _ = run_cli("post", "--contract", "C-REVIEW")

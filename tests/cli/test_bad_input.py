@@ -123,8 +123,11 @@ CASES = [
          env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "http://127.0.0.1:1", '
               f'"login": "integrator", "password": "{SECRET}", "extra": {{"max_retries": 0}}}}'}),
     Case("warehouse-port-not-a-number", ("review",), 2,
-         rf"{WAREHOUSE_VAR} is not a valid connection: Port could not be cast to integer value",
+         rf"{WAREHOUSE_VAR} is not a valid connection: the port is not a number from 0 to 65535",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@db:abc/billing"}),
+    Case("warehouse-password-with-a-hash", ("review",), 2,  # the URL parser takes the password for the port
+         rf"{WAREHOUSE_VAR} is not a valid connection: .* must be percent-encoded",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}#x@db:5432/billing"}),
     Case("warehouse-json-extra-not-an-object", ("review",), 2,
          rf"{WAREHOUSE_VAR} is not a valid connection: extra must be a JSON object, not list",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "extra": [1]}'}),

@@ -87,7 +87,7 @@ def test_get_units_now_for_an_unknown_service_fails_at_once_alerts_and_fails_the
 @pytest.mark.parametrize(("mistake", "message"), [
     ("no VSA connection", "the Airflow connection 'vsa_default' is not defined: add it"),
     ("an invalid setting", "invalid setting(s): AGENT_BILLING_LATE_OBSERVATION='yes'"),
-    ("a warehouse never upgraded", "empty.db does not exist: run `agent-billing db upgrade`"),
+    ("a warehouse never upgraded", "empty.db has no agent-billing schema: run `agent-billing db upgrade`"),
 ])
 def test_a_configuration_mistake_fails_at_once_instead_of_spending_retries(
         fresh_dag, warehouse, tmp_path, monkeypatch, capfd, mistake, message):
@@ -101,8 +101,11 @@ def test_a_configuration_mistake_fails_at_once_instead_of_spending_retries(
     elif mistake == "an invalid setting":
         monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "yes")
     else:
-        empty = f"sqlite:///{tmp_path}/empty.db"
-        connect_warehouse(empty).dispose()
+        empty = f"sqlite:///{tmp_path}/empty.db"  # a database file, without the schema
+        engine = connect_warehouse(empty)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE notes (line TEXT)"))
+        engine.dispose()
         monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", empty)
     run = fresh_dag("get_units_now").test(run_conf={"service_id": "S-ANY"})
 

@@ -85,14 +85,14 @@ MISTAKES = [
      [("service_id: S-FABRIKAM-BACKUP", 'service_id: "S-CONTOSO-WS "')],
      'service_id: "S-CONTOSO-WS "',
      "duplicate service_id S-CONTOSO-WS (first on line"),
-    ("a zero-padded number YAML reads as octal",
-     [("units: 4\n", "units: 010\n")],
-     "units: 010",
-     "010 is not a plain decimal number (YAML reads a leading 0 as octal"),
+    ("a number YAML reads as hexadecimal",
+     [("units: 4\n", "units: 0x10\n")],
+     "units: 0x10",
+     "0x10 is not a decimal number (YAML reads 0x as hex"),
     ("a number YAML reads in base 60",
      [("units: 4\n", "units: 1:30\n")],
      "units: 1:30",
-     "1:30 is not a plain decimal number"),
+     "1:30 is not a decimal number"),
     ("a name with a line break, which would break every one-line message and export row",
      [("name: Fabrikam GmbH", 'name: "Fabrikam\\nGmbH"')],
      'name: "Fabrikam\\nGmbH"',
@@ -222,3 +222,16 @@ def test_a_separate_process_prints_one_line_and_no_traceback(sqlite_warehouse_ur
     assert len(errors) == 1 and str(path) in errors[0]
     line = line_of(path, needle)
     assert f"{path}:{line}: " in errors[0] or f"on line {line})" in errors[0]
+
+
+def test_zero_padded_numbers_are_decimal(tmp_path):
+    """A zero-padded number (from a spreadsheet) means what it says: YAML 1.1 would read 010 as
+    octal 8 and 07 as 7 but 08 as text; every one of them is its decimal value here."""
+    from agent_billing.contracts.schema import read_contracts_file
+
+    path = write_mistake(tmp_path, [("units: 4\n", "units: 010\n"), ("units: 3\n", "units: 08\n"),
+                                    ("billing_day: 15", "billing_day: 07")])
+    accounts = read_contracts_file(path).spec.accounts
+    fabrikam = accounts[1].contracts[0]
+    assert (fabrikam.billing_day, fabrikam.services[0].units) == (7, 10)
+    assert accounts[0].contracts[0].services[2].units == 8

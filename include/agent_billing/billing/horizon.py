@@ -39,22 +39,23 @@ def billing_horizon(conn: Connection, today: date | None = None) -> date | None:
     return None if latest is None else min(latest, billing_today(today))
 
 
-def check_horizon(conn: Connection, as_of: date, today: date | None = None) -> None:
-    """Raise ``BillingHorizonError`` unless ``as_of`` is within the billing horizon."""
+def check_horizon(conn: Connection, as_of: date, today: date | None = None, *, action: str = "bill") -> None:
+    """Raise ``BillingHorizonError`` unless ``as_of`` is within the billing horizon; ``action``
+    names what was refused (``bill``, ``post``)."""
     latest = latest_concluded_date(conn)
     now = billing_today(today)
     if latest is None:
         raise BillingHorizonError(
-            f"cannot bill as of {as_of}: no nightly sync has concluded yet (complete, gap or "
+            f"cannot {action} as of {as_of}: no nightly sync has concluded yet (complete, gap or "
             f"discarded); run `agent-billing sync --date {min(as_of, now)}` first"
         )
     if as_of > now:
         raise BillingHorizonError(
-            f"cannot bill as of {as_of}: it is later than today ({now}, {get_settings().timezone}); "
+            f"cannot {action} as of {as_of}: it is later than today ({now}, {get_settings().timezone}); "
             f"the latest concluded sync date is {latest}"
         )
     if as_of > latest:
         raise BillingHorizonError(
-            f"cannot bill as of {as_of}: the latest concluded sync date is {latest}; "
-            f"run the nightly sync up to {as_of} first, or bill as of {latest} or earlier"
+            f"cannot {action} as of {as_of}: the latest concluded sync date is {latest}; "
+            f"run the nightly sync up to {as_of} first, or {action} as of {latest} or earlier"
         )

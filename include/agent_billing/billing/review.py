@@ -41,7 +41,7 @@ def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -
         as_of = as_of or pending_as_of
         if as_of is None or not pending:
             raise UserError(f"contract {contract_id} has no pending lines to post")
-        check_horizon(conn, as_of)  # never an invoice for a month the nightly sync has not reached
+        check_horizon(conn, as_of, action="post")  # never an invoice for a month the sync has not reached
         month = billing_month(as_of, contract.billing_day, contract.start_date)
         state = store.load_state(conn, contract_id)
         if month is None:

@@ -297,16 +297,17 @@ def _decimal(loader: _ContractsLoader, node: yaml.ScalarNode) -> Decimal | str:
 
 
 def _int(loader: _ContractsLoader, node: yaml.ScalarNode) -> int:
-    """A plain decimal integer. YAML 1.1 also reads ``010`` as octal 8, ``0x10`` as 16, ``0b10``
-    as 2 and ``1:30`` as base 60 (90): a zero-padded number from a spreadsheet would change
-    silently, so those forms are refused, naming the line."""
+    """A decimal integer, leading zeros and all (``010`` is 10, as in YAML 1.2 and as ``08``
+    always was). YAML 1.1 would read ``010`` as octal 8, ``0x10`` as 16, ``0b10`` as 2 and
+    ``1:30`` as base 60 (90): a zero-padded number from a spreadsheet would change silently.
+    The hex, binary and base-60 forms are refused, naming the line."""
     raw = loader.construct_scalar(node)
     digits = raw.replace("_", "").lstrip("+-")
-    if digits.isdigit() and digits.isascii() and (digits == "0" or not digits.startswith("0")):
-        return int(raw.replace("_", ""))
+    if digits.isdigit() and digits.isascii():
+        return int(raw.replace("_", ""), 10)
     raise ContractsFileError(
-        f"{node.start_mark.line + 1}: {raw} is not a plain decimal number (YAML reads a leading 0 "
-        "as octal, 0x as hex, 0b as binary and a:b as base 60): write it without them, or quote it"
+        f"{node.start_mark.line + 1}: {raw} is not a decimal number (YAML reads 0x as hex, 0b as "
+        "binary and a:b as base 60): write it in decimal, or quote it"
     )
 
 

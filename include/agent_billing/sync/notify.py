@@ -25,6 +25,7 @@ from agent_billing.errors import UserError
 
 log = logging.getLogger(__name__)
 CLAIM_LEASE = timedelta(minutes=10)  # far beyond one SMTP send (30 s timeout)
+ERRORS_SHOWN = 5  # a week of an SMTP outage must not make a message of every unsent mail
 
 
 class DeliveryFailed(UserError):
@@ -250,9 +251,10 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
         sent += 1
     log.info("outbox: %d sent, %d failed", sent, len(errors))
     if errors:
+        shown = "; ".join(errors[:ERRORS_SHOWN]) + (f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else "")
         raise DeliveryFailed(
-            f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}: " + "; ".join(errors)
-            + " (they stay in notification_outbox and every delivery retries them)"
+            f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}: {shown}"
+            " (they stay in notification_outbox and every delivery retries them)"
         )
     return DeliveryResult(sent, 0)
 

@@ -4,10 +4,12 @@ which are passing trouble worth the same (idempotent) work again later."""
 from __future__ import annotations
 
 DRIVER_MODULES = ("psycopg", "sqlite3")  # raw driver errors escape SQLAlchemy (COPY)
-#: PEP 249 classes of a database's passing trouble: a lost or refused connection, a server
-#: restarting, a deadlock, a serialization failure, a lock timeout, SQLite's "database is
-#: locked" (all OperationalError on psycopg and sqlite3), a connection broken under the driver.
-TRANSIENT_CLASSES = frozenset({"OperationalError", "InterfaceError"})
+#: SQLSTATEs (or their classes) of PostgreSQL's passing trouble: a connection lost or refused
+#: (08), a serialization failure, a deadlock, a lock not available, a server shutting down or
+#: starting (57P01-57P03), too many connections.
+TRANSIENT_SQLSTATES = ("08", "40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300")
+#: SQLite's passing trouble: another writer holds the database past the busy timeout.
+SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
 #: A unique key taken by another run of the same work in the meantime (two billing runs racing
 #: for one invoice): run again, it finds the other's rows and does nothing twice.
 UNIQUE_VIOLATION = "23505"
@@ -31,11 +33,25 @@ def database_error_classes(exc: BaseException) -> set[str]:
 
 
 def transient_database_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a database error that the same, idempotent work may not meet again."""
+    """Whether ``exc`` is a database error that the same, idempotent work may not meet again:
+    PostgreSQL's by SQLSTATE (none at all: no session, the server unreachable), SQLite's when
+    the database is locked, and a connection broken under the driver. A missing table, a
+    syntax error or a value out of range is not: it fails the same way every time."""
     from sqlalchemy.exc import DBAPIError
 
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return bool(database_error_classes(exc) & TRANSIENT_CLASSES) or (
-        getattr(driver_error(exc), "sqlstate", None) == UNIQUE_VIOLATION
-    )
+    names = database_error_classes(exc)
+    cause = driver_error(exc)
+    sqlstate = getattr(cause, "sqlstate", None)
+    if not names:
+        return False
+    if sqlstate:
+        return sqlstate == UNIQUE_VIOLATION or sqlstate.startswith(TRANSIENT_SQLSTATES)
+    if "InterfaceError" in names:
+        return True
+    if "OperationalError" not in names:
+        return False
+    if type(cause).__module__.startswith("sqlite3"):
+        return any(message in str(cause) for message in SQLITE_BUSY)
+    return True  # psycopg without a SQLSTATE: no session with the server
