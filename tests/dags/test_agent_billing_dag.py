@@ -133,3 +133,7 @@ def test_a_contract_failing_on_one_date_does_not_stop_the_later_dates(billing_da
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT contract_id, as_of FROM billing_settled")).all() == [("C", "2024-03-02")]
         assert conn.execute(text("SELECT invoice_id FROM invoices")).scalars().all() == ["INV-C-2024-03"]
+
+    # A later date beyond the horizon stops the run; the earlier date's failure is still named.
+    with pytest.raises(AirflowFailException, match=r"2024-03-02 failed .*C-BAD .*; then cannot bill as of 2024-03-05"):
+        function(["2024-03-02", "2024-03-05"])
