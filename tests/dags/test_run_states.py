@@ -118,7 +118,7 @@ def test_a_configuration_mistake_fails_at_once_instead_of_spending_retries(
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_agent_billing_without_a_date_to_bill_fails_at_once_alerts_and_fails_the_run(
-        fresh_dag, warehouse, monkeypatch):
+        fresh_dag, warehouse, smtp_inbox, monkeypatch):
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
     run = fresh_dag("agent_billing").test(run_conf={"as_of": None})  # by hand, no as_of
 
@@ -152,7 +152,8 @@ def test_a_gap_night_is_a_green_run_with_gap_recorded_and_sync_runs_gap(sync_dag
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_releasing_a_snapshot_that_is_not_quarantined_fails_at_once_and_alerts(fresh_dag, warehouse, monkeypatch):
+def test_releasing_a_snapshot_that_is_not_quarantined_fails_at_once_and_alerts(
+        fresh_dag, warehouse, smtp_inbox, monkeypatch):
     from airflow.models.deadline import Deadline
     from airflow.utils.session import create_session
 
@@ -203,3 +204,18 @@ def test_a_discarded_night_run_again_is_a_green_run_that_changes_nothing_until_r
     assert run.state == "success" and task_states(run)["quarantine_action"] == "success"
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "failed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_mail_waiting_without_an_smtp_connection_fails_notify_and_the_run(fresh_dag, warehouse, monkeypatch):
+    """Alerts queued for the data team while no ``smtp_default`` is defined would never go out:
+    ``notify`` fails at once (no retries) and the run is failed, instead of a green run."""
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    run = fresh_dag("agent_billing").test(run_conf={"as_of": None})
+
+    assert run.state == "failed"
+    assert task_states(run)["notify"] == "failed" and task_tries(run)["notify"] == 1
+    [(_, recipients, sent_at)] = alerts(warehouse)[:1]
+    assert (recipients, sent_at) == (DATA_TEAM, None)  # kept for the next delivery

@@ -52,7 +52,7 @@ def test_nightly_run_lands_counts_and_emits_the_snapshot_asset(sync_dag, warehou
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_a_step_that_fails_for_good_marks_the_date_failed_and_alerts_the_data_team(
-        dagbag, warehouse, tmp_path, monkeypatch):
+        dagbag, warehouse, tmp_path, smtp_inbox, monkeypatch):
     import json
 
     world = GeneratedScenario(seed=3, orgs=1, agents=20, start=date(2024, 1, 1))
