@@ -17,19 +17,26 @@ from pathlib import Path
 
 import pytest
 
+from agent_billing.settings import forget_deployment_settings
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# Nothing of the shell's deployment reaches the tests: an operator's shell may export the
+# production metadata database (AIRFLOW__DATABASE__SQL_ALCHEMY_CONN), connections and settings,
+# which the tests would otherwise migrate, write runs into and mail through. Only the tests' own
+# variables (AGENT_BILLING_TEST_*, AGENT_BILLING_BENCH_*) are kept.
+forget_deployment_settings(os.environ, keep=("AGENT_BILLING_TEST_", "AGENT_BILLING_BENCH_"))
 
 # Airflow reads these at import time: set them before anything imports airflow.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="agent_billing_af_")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
 os.environ["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"  # asset events queue runs
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
-os.environ.pop("AIRFLOW_CONN_BILLING_WAREHOUSE", None)
-os.environ.pop("AIRFLOW_CONN_VSA_DEFAULT", None)
 
 PG_URL = os.environ.get(
     "AGENT_BILLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/agent_billing_test"

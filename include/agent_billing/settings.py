@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import MutableMapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -76,3 +77,17 @@ def get_settings() -> Settings:
             for e in exc.errors()
         )
         raise ConfigurationError(f"invalid setting(s): {problems}") from None
+
+
+#: Environment variables that configure a deployment: Airflow's settings, connections and
+#: variables, and every agent-billing setting.
+DEPLOYMENT_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW_CONFIG", "AGENT_BILLING_")
+
+
+def forget_deployment_settings(environ: MutableMapping[str, str], keep: tuple[str, ...] = ()) -> None:
+    """Remove a deployment's settings from ``environ`` (but the names starting with ``keep``):
+    the tests and the demo, run from an operator's shell, must never reach its metadata
+    database, warehouse or mail server."""
+    for name in list(environ):
+        if name.startswith(DEPLOYMENT_PREFIXES) and not (keep and name.startswith(keep)):
+            del environ[name]

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import yaml
 
 from agent_billing.errors import OperationFailed, UserError
+from agent_billing.settings import forget_deployment_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME_MARKER = ".agent-billing-demo-home"  # written into every home the demo creates
@@ -53,6 +54,7 @@ def prepare_home(home: Path) -> None:
 def _env(home: Path) -> dict[str, str]:
     return {
         "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -120,6 +122,7 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
     logging.getLogger().setLevel(logging.WARNING)  # the progress lines tell the story
     start = date(2025, 1, 1)
     (home / "airflow").mkdir()
+    forget_deployment_settings(os.environ)  # an operator's shell: never its databases or mail
     os.environ.update(_env(home))
     sys.path[:0] = [str(ROOT / "plugins"), str(ROOT / "dags")]
 

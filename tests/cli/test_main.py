@@ -85,6 +85,22 @@ def test_help_imports_no_database_or_airflow_library():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+@pytest.mark.slow
+def test_the_demo_from_an_operator_s_shell_touches_none_of_its_deployment(tmp_path):
+    """An operator's shell exports the production metadata database, warehouse and mail
+    server: the demo runs on its own home and leaves all three alone."""
+    production = tmp_path / "production"
+    production.mkdir()
+    run = run_cli("demo", "--home", str(tmp_path / "home"), "--nights", "2", "--orgs", "2", "--agents", "40",
+                  env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{production}/airflow.db",
+                       "AIRFLOW_CONN_BILLING_WAREHOUSE": f"sqlite:///{production}/warehouse.db",
+                       "AIRFLOW_CONN_SMTP_DEFAULT": _smtp_url(_free_port()),
+                       "AGENT_BILLING_TIMEZONE": "Pacific/Kiritimati"})
+    assert run.code == 0, run.stderr
+    assert list(production.iterdir()) == []
+    assert (tmp_path / "home" / "warehouse.db").is_file() and (tmp_path / "home" / "airflow" / "airflow.db").is_file()
+
+
 def test_quiet_by_default(tmp_path):
     env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": f"sqlite:///{tmp_path / 'w.db'}"}
     created = run_cli("db", "upgrade", env=env)

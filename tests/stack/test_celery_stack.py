@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from tests.conftest import PG_URL
 
 from agent_billing.connections import parse_connection
 from agent_billing.contracts import apply_contracts
@@ -28,13 +30,17 @@ from agent_billing.settings import Settings
 from agent_billing.sync.pipeline import extract_step
 from agent_billing.vsa.client import VsaClient
 from agent_billing.warehouse import connect_warehouse
+from agent_billing.warehouse.engine import normalise_url
 from vsa_simulator.generated import GeneratedScenario
 from vsa_simulator.server import SimulatorServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 REDIS_DB = 11  # a database number of the stack test's own on the machine's Redis
-PG_ADMIN = os.environ.get("AGENT_BILLING_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+# The server of the other PostgreSQL tests (AGENT_BILLING_TEST_PG_URL), its maintenance database;
+# Redis from AGENT_BILLING_TEST_REDIS_URL (default the local server).
+PG_ADMIN = make_url(normalise_url(PG_URL)).set(database="postgres").render_as_string(hide_password=False)
+REDIS_URL = make_url(os.environ.get("AGENT_BILLING_TEST_REDIS_URL", "redis://127.0.0.1:6379"))
 COMPONENTS = {
     "api-server": ["api-server", "--port", "{api_port}"],
     "scheduler": ["scheduler"],
@@ -59,15 +65,16 @@ def redis_broker():
     """The broker URL and a key prefix of this run's own: two stacks never share a queue."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    host, port = REDIS_URL.host or "127.0.0.1", REDIS_URL.port or 6379
+    client = redis.Redis(host=host, port=port, password=REDIS_URL.password, db=REDIS_DB)
     try:
         client.ping()
     except redis.ConnectionError as exc:
         if IN_CI:
-            pytest.fail(f"Redis is required under CI=true but unreachable at 127.0.0.1:6379: {exc}")
-        pytest.skip("Redis not reachable at 127.0.0.1:6379")
+            pytest.fail(f"Redis is required under CI=true but unreachable at {host}:{port}: {exc}")
+        pytest.skip(f"Redis not reachable at {host}:{port}")
     prefix = f"ab_stack_{uuid.uuid4().hex[:10]}:"
-    yield f"redis://127.0.0.1:6379/{REDIS_DB}", prefix
+    yield REDIS_URL.set(database=str(REDIS_DB)).render_as_string(hide_password=False), prefix
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
     client.close()
@@ -197,7 +204,9 @@ def test_a_night_a_backfill_with_a_gap_and_get_units_now_on_celery(
     api_port = _free_port()
     home = tmp_path / "airflow"
     home.mkdir()
-    meta_url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata_db}"
+    server = make_url(PG_ADMIN).set(database=metadata_db)
+    meta_url = server.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    result_backend = "db+" + server.set(drivername="postgresql").render_as_string(hide_password=False)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -212,7 +221,7 @@ def test_a_night_a_backfill_with_a_gap_and_get_units_now_on_celery(
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url,
         "AIRFLOW__CELERY__BROKER_URL": broker_url,
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": key_prefix,
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://postgres@127.0.0.1:5432/{metadata_db}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
         "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
