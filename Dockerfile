@@ -22,6 +22,9 @@ RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /requirem
 # The product, installed from its wheel: agent_billing with its SQL (include/sql ships inside
 # the wheel) and migrations. The simulator and the demo (dev/pyproject.toml) are left out.
 # pyproject.toml declares README.md as the project's readme, so setuptools needs it to build.
+# The build directory is made by the airflow user first: a COPY creates missing parent
+# directories root-owned on some builders, and setuptools writes its egg-info into include/.
+RUN mkdir -p /tmp/agent-billing/include
 COPY --chown=airflow:0 pyproject.toml setup.py README.md /tmp/agent-billing/
 COPY --chown=airflow:0 include/agent_billing/ /tmp/agent-billing/include/agent_billing/
 COPY --chown=airflow:0 include/sql/ /tmp/agent-billing/include/sql/
