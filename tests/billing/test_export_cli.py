@@ -37,6 +37,10 @@ def test_adjustments_resolve_to_exported_line_ids(corrected, agent_billing_cli):
     adjustments = [r for r in may if r["kind"] == "adjustment"]
     assert len(adjustments) == 2
     assert {r["adjusts_line_id"] for r in adjustments} == {r["line_id"] for r in april}
+    # The invoice an adjustment corrects, and the month whose export holds the corrected line.
+    assert {r["adjusts_invoice_id"] for r in adjustments} == {"INV-C-2024-04"}
+    assert {r["invoice_month"] for r in may} == {"2024-05-01"} and {r["invoice_month"] for r in april} == {"2024-04-01"}
+    assert {r["adjusts_invoice_id"] for r in may if r["kind"] != "adjustment"} == {""}
     assert {(r["invoice_total"], r["document_type"]) for r in may} == {("162.58", "invoice")}
     assert {r["invoice_total"] for r in april} == {"138.58"}
     assert list(may[0])[:9] == ["invoice_id", "invoice_date", "document_type", "currency",

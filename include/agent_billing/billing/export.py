@@ -23,6 +23,8 @@ COLUMNS = (
     "account_id", "account_name", "line_id", "service_id", "service_name", "kind",
     "period_start", "period_end", "units", "unit_price", "days", "days_in_period", "amount",
     "change_id", "adjusts_line_id", "description",
+    # added later, at the end, so that an import reading columns by position keeps working
+    "invoice_month", "adjusts_invoice_id",
 )
 FORMATS = ("csv", "json")
 
