@@ -45,7 +45,7 @@ def test_bill_prints_what_it_posted_and_what_waits(contoso, run_cli):
         ["C-REVIEW", "review", "USD", "-", "2", "160.00", "2024-04-01"],
     ]
     assert lines[-1] == ("billed 2 contract(s) as of 2024-04-01: 1 invoice(s) with 3 line(s) "
-                         "posted, 2 line(s) pending review")
+                         "posted, 2 line(s) pending review, 0 waiting for the next invoice date")
 
 
 def test_review_then_post(contoso, run_cli):

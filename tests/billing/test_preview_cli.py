@@ -42,7 +42,7 @@ def test_dry_run_prints_what_it_would_post_and_writes_nothing(contoso, agent_bil
     ]
     assert dry.stdout.splitlines()[-1] == (
         "dry run as of 2024-04-01, nothing written: 2 contract(s) would post 1 invoice(s) with "
-        "2 line(s), 2 line(s) would wait for review")
+        "2 line(s), 2 line(s) pending review, 0 waiting for the next invoice date (would wait)")
 
     real = agent_billing_cli("bill", "--as-of", "2024-04-01")
     assert real.returncode == 0 and rows_of(real.stdout) == rows_of(dry.stdout)
@@ -100,6 +100,7 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
     text_show = agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-03")
     assert text_show.stdout.startswith("INV-C-AUTO-2024-03 (invoice) for contract C-AUTO")
     assert line["line_id"] in text_show.stdout
+    assert line["description"] and line["description"] in text_show.stdout  # what the line is, in words
 
 
 @pytest.mark.parametrize(

@@ -113,6 +113,13 @@ class BillingSummary:
     def pending_lines(self) -> int:
         return sum(c.pending_lines for c in self.contracts)
 
+    def pending_words(self) -> str:
+        """The pending lines in words: those a person reviews (review contracts) apart from
+        those that wait for the next invoice date (automatic contracts)."""
+        review = sum(c.pending_lines for c in self.contracts if c.posting == "review")
+        return (f"{review} line(s) pending review, "
+                f"{self.pending_lines - review} waiting for the next invoice date")
+
     def to_xcom(self) -> dict:
         """The run's result as JSON-safe values (the DAG's XCom)."""
         return {
@@ -183,10 +190,9 @@ def run_billing(
         with engine.begin() as conn:
             conn.execute(store.statement("analyze_ledger"))
     log.info(
-        "billing as of %s%s: %d invoice(s) with %d line(s) posted, %d line(s) pending review, "
-        "%d contract(s) failed",
+        "billing as of %s%s: %d invoice(s) with %d line(s) posted, %s, %d contract(s) failed",
         as_of, " (dry run, rolled back)" if dry_run else "", summary.invoices_posted,
-        summary.lines_posted, summary.pending_lines, len(failed),
+        summary.lines_posted, summary.pending_words(), len(failed),
     )
     return summary
 

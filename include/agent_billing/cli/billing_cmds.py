@@ -119,13 +119,13 @@ def _bill(args: argparse.Namespace) -> int:
         print(
             f"dry run as of {as_of}, nothing written: {len(summary.contracts)} contract(s) would "
             f"post {summary.invoices_posted} invoice(s) with {summary.lines_posted} line(s), "
-            f"{summary.pending_lines} line(s) would wait for review"
+            f"{summary.pending_words()} (would wait)"
         )
     else:
         print(
             f"billed {len(summary.contracts)} contract(s) as of {as_of}: "
             f"{summary.invoices_posted} invoice(s) with {summary.lines_posted} line(s) posted, "
-            f"{summary.pending_lines} line(s) pending review"
+            f"{summary.pending_words()}"
         )
     sys.stdout.flush()
     summary.raise_for_failures()
@@ -253,11 +253,11 @@ def _preview(args: argparse.Namespace) -> int:
 def _lines_table(lines: list[dict]) -> str:
     return table(
         ("line id", "service", "kind", "period", "units", "unit price", "days", "amount",
-         "change / adjusts"),
-        [
+         "change / adjusts", "description"),
+        [  # an adjustment's units × price × days is not its amount: its description says why
             (x["line_id"], x["service_id"], x["kind"], f"{x['period_start']}..{x['period_end']}",
              x["units"], x["unit_price"], f"{x['days']}/{x['days_in_period']}", x["amount"],
-             x["adjusts_line_id"] or x["change_id"])
+             x["adjusts_line_id"] or x["change_id"], x.get("description") or "")
             for x in lines
         ],
     )
