@@ -111,6 +111,10 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
         (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-04-31"),
          "invalid --as-of '2024-04-31'"),
         (("invoices", "list", "--month", "April"), "invalid --month 'April': expected YYYY-MM"),
+        # C-AUTO was billed as of 2024-03-15: a preview as of the 10th would silently be the 15th's
+        (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-10"),
+         "contract C-AUTO was billed as of 2024-03-15 already, and its next invoice is never computed "
+         "as of an earlier date: preview it as of 2024-03-15 or later (--as-of 2024-03-15), not 2024-03-10"),
         (("bill", "--as-of", "2024-04-01", "--dry-run", "--contract", "NOPE"), "unknown contract(s): NOPE"),
     ],
 )

@@ -30,6 +30,7 @@ def preview_invoice(
     engine: Engine, contract_id: str, as_of: date | None = None, *, today: date | None = None
 ) -> dict:
     """The next invoice of ``contract_id`` as of ``as_of`` (default: the billing horizon)."""
+    asked = as_of
     with engine.connect() as conn, conn.begin() as transaction:
         share_unit_history(conn)  # the unit history as one state, as a billing run reads it
         as_of = as_of or billing_horizon(conn, today) or billing_today(today)
@@ -38,6 +39,12 @@ def preview_invoice(
         if contract is None:
             raise UserError(f"unknown contract {contract_id}")
         plan = plan_contract(conn, contract, as_of)
+        if asked is not None and plan.lines_as_of > asked:  # never a preview of another date, silently
+            raise UserError(
+                f"contract {contract_id} was billed as of {plan.lines_as_of} already, and its next "
+                f"invoice is never computed as of an earlier date: preview it as of "
+                f"{plan.lines_as_of} or later (--as-of {plan.lines_as_of}), not {asked}"
+            )
         state = store.load_state(conn, contract_id)
         agents = _agents(conn, contract_id)
         transaction.rollback()
