@@ -77,18 +77,19 @@ class Progress:
 
 
 def demo_contracts(state) -> dict[str, Any]:
-    """A contracts document over the simulator's orgs: per org one contract with a per-agent
-    service (never-checked-in agents excluded), a server service through a VSA view, and for
-    every third org a manual support block; a few contracts post through review, a few
-    invoice on the 15th."""
+    """A contracts document over the simulator's orgs: per org one contract with a workstation
+    service and a server service, each through its VSA view, so that no machine is billed twice
+    (never-checked-in workstations excluded), and for every third org a manual support block;
+    a few contracts post through review, a few invoice on the 15th."""
     views = {state.views.record(h)["ViewDefName"]: state.views.record(h)["ViewDefId"] for h in state.views.handles}
     accounts = []
     for n, h in enumerate(state.orgs.handles):
         org = state.orgs.record(h)
         ref = org["OrgRef"].upper()
         services = [
-            {"service_id": f"S-{ref}-EP", "name": "Managed endpoint", "unit_price": "12.00",
-             "units_source": "rmm_agent_count", "exclude_never_checked_in": True, "start_date": "2025-01-01"},
+            {"service_id": f"S-{ref}-EP", "name": "Managed workstation", "unit_price": "12.00",
+             "units_source": "rmm_agent_count", "vsa_view_id": views["Billable - Workstations"],
+             "exclude_never_checked_in": True, "start_date": "2025-01-01"},
             {"service_id": f"S-{ref}-SRV", "name": "Managed server", "unit_price": "45.50",
              "units_source": "rmm_agent_count", "vsa_view_id": views["Billable - Servers"],
              "start_date": "2025-01-01"},
@@ -207,6 +208,7 @@ def _night_line(engine, night: date) -> str:
 def summary(engine, home: Path, log_path: Path) -> str:
     from sqlalchemy import text
 
+    from agent_billing.billing.money import quantize
     from agent_billing.warehouse.values import as_decimal
 
     lines = ["=" * 78, "Unit changes per contract", "-" * 78]
@@ -224,7 +226,7 @@ def summary(engine, home: Path, log_path: Path) -> str:
         )).all()
         lines += ["", f"Invoices ({len(invoices)})", "-" * 78]
         for inv in invoices:
-            lines.append(f"  {inv[0]:<28} {str(inv[2])[:10]}  {inv[3]:<11} {inv[4]} {as_decimal(inv[5]):>12,.2f}")
+            lines.append(f"  {inv[0]:<28} {str(inv[2])[:10]}  {inv[3]:<11} {inv[4]} {quantize(as_decimal(inv[5]), inv[4]):>12,}")
         pick = next((i for i in reversed(invoices) if i[3] == "invoice"), None)
         if pick:
             lines += ["", f"Lines of {pick[0]} ({pick[1]})", "-" * 78]
@@ -234,9 +236,9 @@ def summary(engine, home: Path, log_path: Path) -> str:
             ), {"i": pick[0]}):
                 lines.append(
                     f"  {kind:<10} {sid:<20} {str(start)[:10]}..{str(end)[:10]} {units:>4} x {as_decimal(price):>8}"
-                    f" x {days:>2}/{dip:<2} = {as_decimal(amount):>10,.2f}"
+                    f" x {days:>2}/{dip:<2} = {quantize(as_decimal(amount), pick[4]):>10,}"
                 )
-            lines.append(f"  {'total':<70} {as_decimal(pick[5]):>7,.2f}")
+            lines.append(f"  {'total':<70} {quantize(as_decimal(pick[5]), pick[4]):>7,}")
         pending = conn.execute(text("SELECT COUNT(*) FROM billing_review")).scalar()
     lines += [
         "",

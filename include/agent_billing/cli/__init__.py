@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `agent-billing invoices export | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # as a command killed by SIGPIPE
     except Exception as exc:  # noqa: BLE001 - every error ends as one line (README)
         message, code = explain(exc)
         if args.debug:
