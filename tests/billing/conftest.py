@@ -185,3 +185,16 @@ def one_line_error(process: subprocess.CompletedProcess) -> str:
     lines = [x for x in process.stderr.strip().splitlines() if not _INFO_LOG.match(x)]
     assert len(lines) == 1 and "Traceback" not in process.stderr, process.stderr
     return lines[0]
+
+
+@pytest.fixture
+def corrected(books):
+    """April's lines corrected on May's invoice (a backfill found one more agent on Mar 15)."""
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    change_id = books.change("S", "2024-03-15", 10, 11)
+    books.bill("2024-04-01")
+    books.rewrite(change_id, 10, 12)
+    books.bill("2024-05-01")
+    return books

@@ -11,19 +11,6 @@ import pytest
 from tests.billing.conftest import one_line_error, warehouse_contents
 
 
-@pytest.fixture
-def corrected(books):
-    """April's lines corrected on May's invoice (a backfill found one more agent on Mar 15)."""
-    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
-    books.count("S", "2024-03-01", 10)
-    books.bill("2024-03-01")
-    change_id = books.change("S", "2024-03-15", 10, 11)
-    books.bill("2024-04-01")
-    books.rewrite(change_id, 10, 12)
-    books.bill("2024-05-01")
-    return books
-
-
 def export(agent_billing_cli, month: str, fmt: str = "csv") -> str:
     process = agent_billing_cli("invoices", "export", "--month", month, "--format", fmt)
     assert process.returncode == 0, process.stderr
