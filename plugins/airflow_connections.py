@@ -38,11 +38,9 @@ def connection_info(conn_id: str) -> ConnectionInfo:
 
 def optional_connection_info(conn_id: str) -> ConnectionInfo | None:
     """The connection, or None when it is not defined (e.g. no SMTP in the embedded demo)."""
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.sdk import BaseHook
+    from agent_billing.errors import ConfigurationError
 
     try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
+        return connection_info(conn_id)
+    except ConfigurationError:  # not defined
         return None
-    return connection_info(conn_id)
