@@ -54,3 +54,19 @@ def test_an_unwritable_path_is_one_line_naming_it(corrected, agent_billing_cli, 
     assert sorted(p.name for p in out.iterdir()) == ["a-directory"]  # nothing left behind
     assert list((out / "a-directory").iterdir()) == []
     assert warehouse_contents(corrected.engine) == before
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_reader_that_stops_early_ends_the_export_quietly(corrected, warehouse_url):
+    """``invoices export | head -1``: the reader closes the pipe; the command stops without a
+    traceback or an error line, with the status of a command killed by SIGPIPE (141)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url}
+    process = subprocess.Popen([sys.executable, "-m", "agent_billing.cli", "invoices", "export", "--month",
+                                "2024-05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the first line is written
+    stderr = process.stderr.read().decode()
+    assert (process.wait(timeout=120), stderr) == (141, "")
