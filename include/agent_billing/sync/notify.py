@@ -251,7 +251,8 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
         sent += 1
     log.info("outbox: %d sent, %d failed", sent, len(errors))
     if errors:
-        shown = "; ".join(errors[:ERRORS_SHOWN]) + (f"; and {len(errors) - ERRORS_SHOWN} more" if len(errors) > ERRORS_SHOWN else "")
+        more = len(errors) - ERRORS_SHOWN
+        shown = "; ".join(errors[:ERRORS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
         raise DeliveryFailed(
             f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}: {shown}"
             " (they stay in notification_outbox and every delivery retries them)"
