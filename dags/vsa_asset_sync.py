@@ -41,7 +41,13 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
 
 from agent_billing_assets import SNAPSHOT_ASSET
-from data_team_alerts import alert_data_team, redacted, sync_deadline_alert
+from data_team_alerts import (
+    alert_data_team,
+    mail_data_team_now,
+    redacted,
+    sync_deadline_alert,
+    warehouse_unavailable,
+)
 from run_states import fail_fast, fail_run_if_work_failed
 
 TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
@@ -55,6 +61,7 @@ def record_failure(context) -> None:
     from agent_billing.settings import get_settings
     from agent_billing.sync.dates import parse_date
     from agent_billing.sync.pipeline import record_failure as record
+    from agent_billing.sync.pipeline import sync_failure_alert
     from warehouse_hook import WarehouseHook
 
     ti, error = context["ti"], context.get("exception")
@@ -62,11 +69,16 @@ def record_failure(context) -> None:
         return  # a failed quality gate was recorded, with its own alert, by the step itself
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:
-        engine = WarehouseHook().get_conn(check_schema=False)
+        d, message = parse_date(snapshot_date), redacted(str(error))
         try:
-            record(engine, get_settings(), parse_date(snapshot_date), ti.task_id, redacted(str(error)))
-        finally:
-            engine.dispose()
+            engine = WarehouseHook().get_conn(check_schema=False)
+            try:
+                record(engine, get_settings(), d, ti.task_id, message)
+            finally:
+                engine.dispose()
+        except warehouse_unavailable() as exc:  # the alert goes out all the same
+            status = "not recorded in sync_runs (the warehouse could not be written)"
+            mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, status))
 
 
 @dag(

@@ -30,8 +30,12 @@ RUNBOOK = "See docs/runbook.md, 'Run states and alerts'."
 
 
 def queue_data_team_alert(message_id: str, subject: str, body: str) -> bool:
-    """Queue one mail to the data team; False when no recipient is configured or the message
-    was already queued or sent."""
+    """Queue one mail to the data team; False when no recipient is configured, the message was
+    already queued or sent, or it was mailed at once instead.
+
+    When the warehouse cannot take it (unreachable, its connection undefined, no outbox table:
+    often the very failure being reported), the alert is mailed at once through
+    ``smtp_default`` instead, saying so (:func:`mail_data_team_now`)."""
     from agent_billing.settings import get_settings
     from agent_billing.sync.notify import queue_message
     from warehouse_hook import WarehouseHook
@@ -40,12 +44,50 @@ def queue_data_team_alert(message_id: str, subject: str, body: str) -> bool:
     if not recipients:
         log.warning("AGENT_BILLING_DATA_TEAM_EMAILS is empty: alert %r not queued", message_id)
         return False
-    engine = WarehouseHook().get_conn(check_schema=False)  # alerts about the schema too
     try:
-        with engine.begin() as conn:
-            return queue_message(conn, message_id, "failure", recipients, subject, body)
-    finally:
-        engine.dispose()
+        engine = WarehouseHook().get_conn(check_schema=False)  # alerts about the schema too
+        try:
+            with engine.begin() as conn:
+                return queue_message(conn, message_id, "failure", recipients, subject, body)
+        finally:
+            engine.dispose()
+    except warehouse_unavailable() as exc:
+        mail_data_team_now(exc, message_id, subject, body)
+        return False
+
+
+def warehouse_unavailable() -> tuple[type[BaseException], ...]:
+    """The errors of a warehouse that cannot take an alert: its connection undefined, the
+    database unreachable or without its tables."""
+    from sqlalchemy.exc import DBAPIError
+
+    from agent_billing.errors import ConfigurationError
+
+    return ConfigurationError, DBAPIError
+
+
+def mail_data_team_now(cause: BaseException, message_id: str, subject: str, body: str) -> None:
+    """Mail an alert through ``smtp_default`` without the outbox, which ``cause`` kept it from;
+    the mail says so. Not deduplicated like the outbox: used only when the outbox cannot be."""
+    from agent_billing.errors import ConfigurationError
+    from agent_billing.settings import get_settings
+    from agent_billing.sync.notify import send_now
+    from airflow_connections import optional_connection_info
+
+    settings = get_settings()
+    reason = redacted(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
+    if not settings.data_team:
+        log.warning("AGENT_BILLING_DATA_TEAM_EMAILS is empty: alert %r not sent (%s)", message_id, reason)
+        return
+    smtp = optional_connection_info("smtp_default")
+    if smtp is None:
+        raise ConfigurationError(
+            f"alert {message_id!r} not sent: the warehouse could not queue it ({reason}) and the "
+            "Airflow connection 'smtp_default' is not defined"
+        )
+    log.warning("alert %r mailed directly: the warehouse could not queue it (%s)", message_id, reason)
+    body += f"\nThis alert is not in notification_outbox: the warehouse could not take it ({reason}).\n"
+    send_now(smtp, settings.notify_from, message_id, ",".join(settings.data_team), subject, body)
 
 
 def redacted(text: str) -> str:
@@ -127,13 +169,14 @@ def alert_sync_late(context: dict, deadline: str, timezone: str) -> None:
     if run.get("state") in ("success", "failed"):
         log.info("run %s finished (%s) before its deadline was checked: not alerted", run_id, run["state"])
         return  # a failed run alerted the data team already
-    queue_data_team_alert(
+    queued = queue_data_team_alert(
         f"deadline:{dag_id}:{run_id}",
         f"[agent-billing] {dag_id} has not finished by {deadline} ({timezone})",
         f"The nightly sync run {run_id} (logical date {run.get('logical_date')}) was still "
         f"{run.get('state', 'running')} at its deadline {deadline} {timezone}: billing waits "
         f"for it. Check the run in Airflow. {RUNBOOK}\n",
     )
-    from outbox_delivery import deliver_pending_mail
+    if queued:
+        from outbox_delivery import deliver_pending_mail
 
-    deliver_pending_mail()
+        deliver_pending_mail()

@@ -100,3 +100,77 @@ def test_a_late_nightly_run_mails_the_data_team_at_once(warehouse, smtp_inbox, m
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT message_id FROM notification_outbox")).scalars().all() == [
             "deadline:vsa_asset_sync:scheduled__2026-11-03T02:00:00+00:00"]
+
+
+class FailedTask:
+    """The task instance an ``on_failure_callback`` gets (the fields the alert reads)."""
+
+    dag_id, run_id, task_id, try_number = "vsa_asset_sync", "scheduled__2026-11-03T02:00:00+00:00", "load", 3
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed
+
+
+@pytest.fixture(params=["unreachable", "without tables"])
+def broken_warehouse(request, tmp_path, monkeypatch):
+    """A warehouse that cannot take an alert: its server down, or a database never migrated."""
+    if request.param == "unreachable":
+        url = f"postgresql://billing:s3cret-pw@127.0.0.1:{closed_port()}/warehouse"
+    else:
+        url = f"sqlite:///{tmp_path / 'empty.db'}"
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", url)
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    return request.param
+
+
+def test_a_failure_the_warehouse_cannot_record_is_mailed_at_once(broken_warehouse, smtp_inbox):
+    """The warehouse being down is the failure most worth an alert: it goes out without the outbox."""
+    from data_team_alerts import alert_data_team
+
+    alert_data_team({"ti": FailedTask(), "exception": RuntimeError("connection refused")})
+
+    assert smtp_inbox.subjects() == ["[agent-billing] vsa_asset_sync failed at load"]
+    [mail] = smtp_inbox.messages
+    assert mail.rcpt_tos == [DATA_TEAM]
+    body = mail.content.decode()
+    assert "vsa_asset_sync failed at load" in body and "not in notification_outbox" in body
+    assert "s3cret-pw" not in body
+
+
+def test_a_late_run_is_mailed_at_once_when_the_warehouse_is_down(broken_warehouse, smtp_inbox):
+    from data_team_alerts import alert_sync_late
+
+    alert_sync_late(context=run_context(), deadline="06:00", timezone="UTC")
+    assert smtp_inbox.subjects() == ["[agent-billing] vsa_asset_sync has not finished by 06:00 (UTC)"]
+
+
+def test_without_warehouse_or_smtp_the_callback_says_both_in_one_line(broken_warehouse, monkeypatch):
+    from agent_billing.errors import ConfigurationError
+    from data_team_alerts import alert_data_team
+
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
+    with pytest.raises(ConfigurationError, match="warehouse could not queue it .*'smtp_default' is not defined") as raised:
+        alert_data_team({"ti": FailedTask(), "exception": RuntimeError("boom")})
+    assert "s3cret-pw" not in str(raised.value) and "\n" not in str(raised.value)
+
+
+class FailedStep(FailedTask):
+    @staticmethod
+    def xcom_pull(task_ids: str) -> str:
+        assert task_ids == "resolve_snapshot_date"
+        return "2026-11-03"
+
+
+def test_a_failed_sync_step_the_warehouse_cannot_record_is_mailed_at_once(dagbag, broken_warehouse, smtp_inbox):
+    """The sync steps' own callback records the date in sync_runs; when it cannot, it still mails."""
+    [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
+    callback({"ti": FailedStep(), "exception": RuntimeError("could not connect")})
+
+    assert smtp_inbox.subjects() == ["[agent-billing] Sync of 2026-11-03 failed at load"]
+    body = smtp_inbox.messages[0].content.decode()
+    assert "load failed: could not connect" in body and "not recorded in sync_runs" in body

@@ -235,14 +235,8 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     for message_id, recipients, subject, body in pending:
         if not _claim(engine, message_id):
             continue  # another delivery is sending it
-        mail = EmailMessage()
-        mail["From"] = smtp.extra.get("from_email") or sender
-        mail["To"] = recipients
-        mail["Subject"] = subject
-        mail["Message-ID"] = f"<{message_id.replace(':', '.')}@agent-billing>"
-        mail.set_content(body)
         try:
-            _send(smtp, mail)
+            send_now(smtp, sender, message_id, recipients, subject, body)
         except (OSError, smtplib.SMTPException) as exc:
             errors.append(f"{message_id}: {type(exc).__name__}: {exc}")
             _mark(engine, message_id, error=f"{type(exc).__name__}: {exc}")
@@ -258,6 +252,18 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
             " (they stay in notification_outbox and every delivery retries them)"
         )
     return DeliveryResult(sent, 0)
+
+
+def send_now(smtp: ConnectionInfo, sender: str, message_id: str, recipients: str, subject: str, body: str) -> None:
+    """Send one message by SMTP (``recipients``: comma-separated, as the outbox keeps them).
+    The outbox's delivery uses it, and an alert that the warehouse cannot take."""
+    mail = EmailMessage()
+    mail["From"] = smtp.extra.get("from_email") or sender
+    mail["To"] = recipients
+    mail["Subject"] = subject
+    mail["Message-ID"] = f"<{message_id.replace(':', '.')}@agent-billing>"
+    mail.set_content(body)
+    _send(smtp, mail)
 
 
 def _claim(engine: Engine, message_id: str) -> bool:

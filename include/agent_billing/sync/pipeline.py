@@ -361,17 +361,22 @@ def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
     alert per date and step. A date that already has a final status keeps it (the data of its
     last good run stand); the error goes to its message."""
-    message = f"{step} failed: {error}"
     with engine.begin() as conn:
-        status = _record_failed(conn, snapshot_date, message)
+        status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
-            queue_message(
-                conn, f"failure:{snapshot_date}:{step}", "failure", settings.data_team,
-                f"[agent-billing] Sync of {snapshot_date} failed at {step}",
-                f"{message}\n\nStatus of the date: {status}. See docs/runbook.md, "
-                "'What each failure alert means'.\n",
-            )
+            message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status)
+            queue_message(conn, message_id, "failure", settings.data_team, subject, body)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s)", snapshot_date, step, status)
+
+
+def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str) -> tuple[str, str, str]:
+    """The data team's alert of a failed step (one per date and step): id, subject, body."""
+    return (
+        f"failure:{snapshot_date}:{step}",
+        f"[agent-billing] Sync of {snapshot_date} failed at {step}",
+        f"{step} failed: {error}\n\nStatus of the date: {status}. See docs/runbook.md, "
+        "'What each failure alert means'.\n",
+    )
 
 
 def _record_failed(conn, snapshot_date: date, message: str) -> str:
