@@ -58,6 +58,7 @@ def get_units_now():
             "units_after": result.units_after,
             "effective_date": result.effective_date.isoformat(),
             "change_recorded": result.change_recorded,
+            "replaced": list(result.replaced) if result.replaced else None,  # today's earlier press change
         }
 
     @task(trigger_rule="all_done")

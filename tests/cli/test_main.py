@@ -253,3 +253,46 @@ def test_driver_errors_outside_sqlalchemy_are_translated_too(warehouse):
         psycopg.connect("host=127.0.0.1 port=1 user=billing dbname=wh connect_timeout=5")
     message, code = cli.explain(refused.value)
     assert code == 1 and message.startswith("cannot use the warehouse") and "refused" in message
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_units_get_prints_the_change_recorded_and_an_earlier_press_withdrawn(warehouse, warehouse_url, tmp_path):
+    """Presses today: the printed change is the day's change as recorded (from the last count),
+    and a press back at the last count says that the earlier press's units are withdrawn."""
+    from vsa_simulator.generated import GeneratedScenario
+    from vsa_simulator.testing import run_simulator
+
+    start = date(2024, 2, 1)
+    world = GeneratedScenario(seed=7, orgs=2, agents=200, start=date(2024, 1, 1), daily_churn=0.05)
+    org = world.state(start).orgs.record(world.state(start).orgs.handles[0])["OrgId"]
+    apply_contracts(warehouse, {"accounts": [{"account_id": "A1", "name": "Org one", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C1", "currency": "EUR", "start_date": "2024-01-01", "services": [
+            {"service_id": "ALL", "name": "All agents", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"}]}]}]})
+    env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url, "AGENT_BILLING_RAW_PATH": str(tmp_path / "raw"),
+           "AGENT_BILLING_LATE_OBSERVATION": "allow"}  # the night of 2024 synced today
+
+    def count(day: date) -> int:
+        state = world.state(day)
+        return sum(1 for h in state.agents.handles if state.agents.record(h)["OrgId"] == org)
+
+    later = next(start + timedelta(days=n) for n in range(1, 30)
+                 if len({count(start), count(start + timedelta(days=n))}) == 2)
+    other = next(start + timedelta(days=n) for n in range(1, 30)
+                 if len({count(start), count(later), count(start + timedelta(days=n))}) == 3)
+    with run_simulator(world, date=start) as vsa:
+        env["AIRFLOW_CONN_VSA_DEFAULT"] = vsa.connection_json()
+        assert run_cli("sync", "--date", start.isoformat(), env=env).code == 0
+        printed = []
+        for day in (later, other, start):
+            vsa.set_date(day)
+            run = run_cli("units", "get", "--service", "ALL", env=env)
+            assert run.code == 0, run.stderr
+            printed.append(run.stdout.strip())
+    today = printed[0].rsplit(" ", 1)[1].rstrip(")")
+    assert printed == [
+        f"ALL: {count(later)} units (unit change {count(start)} → {count(later)} effective {today})",
+        f"ALL: {count(other)} units (unit change {count(start)} → {count(other)} effective {today})",
+        f"ALL: {count(start)} units (no change from the last count; today's earlier change {count(start)} → "
+        f"{count(other)} is withdrawn)",
+    ]

@@ -127,3 +127,22 @@ def test_a_sent_change_that_a_later_derivation_alters_gets_a_correction(contoso,
         assert f"({service_id}): {before} → {after} units" in body
     assert deliver_outbox(contoso, smtp, settings.notify_from).sent >= 1
     assert any(b"Corrected unit changes" in m.content for m in inbox.messages)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_an_unsent_mail_about_changes_a_backfill_removed_is_withdrawn(contoso, settings, local_smtp):
+    """D2 missed; D3 (the same agents as D2) synced against D1 queues its changes; SMTP is down.
+    The backfill of D2 moves the changes to D2: the customer is told once, of D2's changes."""
+    d1, d2, d3 = sorted(DAYS)
+    for day, content in ((d1, DAYS[d1]), (d3, DAYS[d2]), (d2, DAYS[d2])):
+        write_landing(settings.raw_path, day, *content)
+        for step in (load_step, count_step, diff_step):
+            step(contoso, settings, day)
+        if day == d3:
+            with contoso.connect() as conn:
+                assert conn.execute(text("SELECT message_id FROM notification_outbox")).scalars().all() == [
+                    f"unit-changes:C-CONTOSO:{d3}"]
+
+    assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 1
+    [mail] = local_smtp.messages
+    assert f"on {d2}".encode() in mail.content and str(d3).encode() not in mail.content

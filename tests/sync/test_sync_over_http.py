@@ -259,3 +259,66 @@ def test_get_units_now_refuses_a_scope_that_points_at_nothing(warehouse, world, 
         assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0
         assert conn.execute(text("SELECT COUNT(*) FROM unit_changes")).scalar() == 0
         assert conn.execute(text(units)).scalar() == before
+
+
+def outbox(engine) -> list[tuple[str, str, bool]]:
+    with engine.connect() as conn:
+        return [(m, body, sent is not None) for m, body, sent in conn.execute(
+            text("SELECT message_id, body, sent_at FROM notification_outbox ORDER BY created_at, message_id"))]
+
+
+def test_a_second_press_the_same_day_corrects_what_the_first_press_told(warehouse, tmp_path, world, monkeypatch,
+                                                                        local_smtp):
+    """The day's last press wins (one change per service and day): the mail follows it. Unsent,
+    the first press's mail is replaced or withdrawn; sent, a correction follows."""
+    from agent_billing.sync.notify import deliver_outbox
+
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[1])["OrgId"]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A2", "name": "Org two", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C2", "currency": "USD", "start_date": "2024-01-01",
+                       "notify_emails": ["it@org2.example"], "services": [
+            {"service_id": "ORG2", "name": "All", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"},
+        ]}],
+    }]})
+    settings = Settings(raw_path=tmp_path / "raw")
+    later = START + timedelta(days=20)
+    head = f"units-now:ORG2:{later}"
+
+    def press(world_date: date, hour: int):
+        vsa.set_date(world_date)
+        return get_units_now(warehouse, VsaClient.from_env(), "ORG2", tz=settings.tz,
+                             now=datetime.combine(later, time(hour), tzinfo=UTC))
+
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        sync_date(warehouse, settings, START, VsaClient.from_env, now=night(START))
+        night_units = truth(world.state(START), org)
+        first = press(later, 10)
+        assert first.change_recorded and (first.units_before, first.units_after) == (night_units, truth(world.state(later), org))
+        assert [m for m, _, _ in outbox(warehouse)] == [head]
+
+        undone = press(START, 11)  # the agents are back as the night counted them
+        assert not undone.change_recorded and undone.replaced == (night_units, first.units_after)
+        assert outbox(warehouse) == []  # the unsent "now N" is withdrawn: it is no longer true
+
+        again = press(later, 12)
+        assert again.change_recorded and again.units_before == night_units  # the change recorded, not the last press
+        assert deliver_outbox(warehouse, local_smtp.connection, settings.notify_from).sent == 1
+
+        undone = press(START, 13)
+        [(_, _, sent), (correction, body, unsent)] = outbox(warehouse)
+        assert sent and not unsent and correction.startswith(f"{head}:correction:")
+        assert "a later press that day replaced it" in body and "There is no longer any unit change on that date." in body
+
+        assert press(START, 14).units_after == night_units  # still no change: nothing new to tell
+        assert [m for m, _, _ in outbox(warehouse)] == [head, correction]
+
+        other = next(d for d in (START + timedelta(days=n) for n in range(1, 20))
+                     if truth(world.state(d), org) not in (night_units, first.units_after))
+        third = press(other, 15)
+        [(_, _, _), (newer, body, _)] = outbox(warehouse)  # the unsent correction is replaced
+        assert newer != correction
+        assert f"(ORG2): {night_units} → {third.units_after} units, effective {later}" in body

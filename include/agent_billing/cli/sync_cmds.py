@@ -91,11 +91,13 @@ def _units_get(args: argparse.Namespace) -> int:
     engine, settings = _context()
     with VsaClient.from_env() as client:
         result = get_units_now(engine, client, args.service, tz=settings.tz)
-    change = (
-        f"unit change {result.units_before} → {result.units_after} effective {result.effective_date}"
-        if result.change_recorded
-        else "no change"
-    )
+    if result.change_recorded:
+        change = f"unit change {result.units_before} → {result.units_after} effective {result.effective_date}"
+    elif result.replaced:
+        before, after = result.replaced
+        change = f"no change from the last count; today's earlier change {before} → {after} is withdrawn"
+    else:
+        change = "no change"
     print(f"{result.service_id}: {result.units_after} units ({change})")
     _deliver_after_success(args, engine, settings)  # the change's mail
     return 0

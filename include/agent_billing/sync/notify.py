@@ -89,7 +89,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
             "uc.units_before, uc.units_after, uc.effective_date "
             "FROM unit_changes uc JOIN services s ON s.service_id = uc.service_id "
             "JOIN contracts c ON c.contract_id = s.contract_id "
-            "WHERE uc.effective_date = :d AND uc.source = 'nightly_sync' AND c.notify_emails <> '' "
+            "WHERE uc.effective_date = :d AND uc.source = 'nightly_sync' "
             "ORDER BY c.contract_id, s.service_id"
         ),
         {"d": snapshot_date},
@@ -109,7 +109,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
     by_contract: dict[str, list] = defaultdict(list)
     emails: dict[str, list[str]] = {}
     for contract_id, notify, service_id, name, cid, before, after, effective in rows:
-        emails[contract_id] = _recipients(notify)
+        emails[contract_id] = _recipients(notify or "")
         # After a Get Units Now reading the change starts from the reading, while its agents
         # are the movement since the previous snapshot: say so when the two differ.
         note = (
@@ -129,33 +129,81 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
         for contract_id, lines in by_contract.items()
     }
     sent = _sent_unit_change_mail(conn, snapshot_date)
-    queued = 0
+    queued, keep = 0, set()
+    if sent.keys() - emails.keys():  # the recipients now of contracts told of changes now gone
+        emails.update(
+            (contract_id, _recipients(notify or ""))
+            for contract_id, notify in conn.execute(text("SELECT contract_id, notify_emails FROM contracts"))
+            if contract_id in sent and contract_id not in emails
+        )
     for contract_id in sorted(bodies.keys() | sent.keys()):
-        message_id = f"unit-changes:{contract_id}:{snapshot_date}"
-        body = bodies.get(contract_id)
-        if contract_id not in sent:
-            queued += queue_message(
-                conn, message_id, "unit_changes", emails[contract_id],
-                f"[agent-billing] Unit changes for {contract_id} on {snapshot_date}", body,
-                snapshot_date=snapshot_date,
-            )
-            continue
-        last_body, recipients = sent[contract_id]
-        if body is not None and _changes_part(body) == _changes_part(last_body):
-            continue
-        correction = (
+        if not emails.get(contract_id):
+            continue  # no recipients (any more): nothing to tell, and an unsent message is withdrawn
+        head = f"unit-changes:{contract_id}:{snapshot_date}"
+        new, kept = _latest_version(
+            conn, head, emails.get(contract_id, []), bodies.get(contract_id), sent.get(contract_id),
+            f"[agent-billing] Unit changes for {contract_id} on {snapshot_date}",
+            f"[agent-billing] Corrected unit changes for {contract_id} on {snapshot_date}",
             f"This corrects the unit changes we sent for contract {contract_id} in the snapshot of "
-            f"{snapshot_date}: the snapshot was processed again (a re-run or a backfill).\n\n"
-            + (_changes_part(body) if body else "There is no longer any unit change on that date.\n")
-            + "\nBilling follows the corrected changes.\n"
+            f"{snapshot_date}: the snapshot was processed again (a re-run or a backfill).",
+            snapshot_date,
         )
-        digest = hashlib.sha256(correction.encode()).hexdigest()[:12]
-        queued += queue_message(
-            conn, f"{message_id}:correction:{digest}", "unit_changes", recipients,
-            f"[agent-billing] Corrected unit changes for {contract_id} on {snapshot_date}", correction,
-            snapshot_date=snapshot_date,
-        )
+        queued += new
+        keep.add(kept)
+    _withdraw_unsent(
+        conn, "snapshot_date = :d AND kind = 'unit_changes' AND SUBSTR(message_id, 1, 13) = 'unit-changes:'",
+        {"d": snapshot_date}, keep,
+    )
     return queued
+
+
+def _latest_version(
+    conn: Connection, head: str, recipients: list[str], body: str | None, last_sent: tuple[str, list[str]] | None,
+    subject: str, correction_subject: str, why: str, snapshot_date: date | None,
+) -> tuple[int, str | None]:
+    """Keep what the customer is told about a set of unit changes (message ``head``) true to
+    their latest derivation (``body``; None: no change left). While nothing was sent: the
+    message, refreshed while unsent. Once a version was sent: a correction when the changes
+    differ from those last sent (never silence), nothing when they do not. Returns the new
+    messages (0 or 1) and the id that stays queued (the caller withdraws any other unsent one)."""
+    if last_sent is None:
+        if body is None:
+            return 0, None
+        return queue_message(conn, head, "unit_changes", recipients, subject, body, snapshot_date=snapshot_date), head
+    last_body, sent_to = last_sent
+    if _changes_part(body or "") == _changes_part(last_body):  # what was last told still holds
+        return 0, None
+    correction = (
+        f"{why}\n\n"
+        + (_changes_part(body) if body else "There is no longer any unit change on that date.\n")
+        + "\nBilling follows the corrected changes.\n"
+    )
+    message_id = f"{head}:correction:{hashlib.sha256(correction.encode()).hexdigest()[:12]}"
+    new = queue_message(conn, message_id, "unit_changes", sent_to, correction_subject, correction,
+                        snapshot_date=snapshot_date)
+    return new, message_id
+
+
+def _withdraw_unsent(conn: Connection, where: str, params: dict, keep: set[str | None]) -> int:
+    """Delete the unsent unit-change messages matching ``where`` other than ``keep``: what they
+    say is no longer true (a backfill or another press changed it), and a newer version or a
+    correction replaces them. A message a delivery is sending right now is left to it."""
+    stale = datetime.now(UTC) - CLAIM_LEASE
+    candidates = conn.execute(
+        text(
+            f"SELECT message_id FROM notification_outbox WHERE {where} AND sent_at IS NULL "
+            "AND (claimed_at IS NULL OR claimed_at < :stale)"
+        ),
+        {**params, "stale": stale},
+    ).scalars().all()
+    withdrawn = sorted(m for m in candidates if m not in keep)
+    for message_id in withdrawn:
+        conn.execute(
+            text("DELETE FROM notification_outbox WHERE message_id = :id AND sent_at IS NULL"), {"id": message_id}
+        )
+    if withdrawn:
+        log.info("outbox: withdrew %d unsent message(s) no longer true: %s", len(withdrawn), ", ".join(withdrawn))
+    return len(withdrawn)
 
 
 def _changes_part(body: str) -> str:
@@ -183,9 +231,12 @@ def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, t
     return latest
 
 
-def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetime, before: int, after: int,
-                         effective: date) -> bool:
-    """A Get Units Now press changed a service's units: one message to its contract's recipients."""
+def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetime, day: date,
+                         change: tuple[int, int] | None) -> bool:
+    """After a Get Units Now press: the message about the service's press change of ``day``
+    (``change``: units before and after, None when the day has none left) kept true as for
+    a night's changes: one message per service and day, refreshed while unsent, corrected once
+    sent when another press that day changes or withdraws it. Returns whether one was queued."""
     row = conn.execute(
         text(
             "SELECT c.contract_id, c.notify_emails, s.name FROM services s "
@@ -193,19 +244,40 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
         ),
         {"sid": service_id},
     ).first()
-    if row is None or not row.notify_emails:
+    head = f"units-now:{service_id}:{day}"
+    same_head = "(message_id = :head OR SUBSTR(message_id, 1, :n) = :corrections)"
+    params = {"head": head, "n": len(head) + 12, "corrections": f"{head}:correction:"}
+    last_sent = conn.execute(
+        text(
+            f"SELECT body, recipients FROM notification_outbox WHERE {same_head} "
+            "AND sent_at IS NOT NULL ORDER BY sent_at DESC, created_at DESC"
+        ),
+        params,
+    ).first()
+    if row is None or not row.notify_emails:  # no recipients (any more): nothing to tell
+        _withdraw_unsent(conn, same_head, params, set())
         return False
     at = observed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = (
-        f"Agent counts changed for contract {row.contract_id} (Get Units Now at {at}).\n\n"
-        + _change_line(row.name, service_id, before, after, effective)
-        + "\nThe change will be prorated from its effective date on the next invoice.\n"
+    body = None
+    if change is not None:
+        before, after = change
+        body = (
+            f"Agent counts changed for contract {row.contract_id} (Get Units Now at {at}).\n\n"
+            + _change_line(row.name, service_id, before, after, day)
+            + "\nThe change will be prorated from its effective date on the next invoice.\n"
+        )
+    contract_id = row.contract_id
+    new, kept = _latest_version(
+        conn, head, _recipients(row.notify_emails), body,
+        (last_sent.body, _recipients(last_sent.recipients)) if last_sent else None,
+        f"[agent-billing] Unit change for {contract_id}: {service_id} now {change[1] if change else '?'}",
+        f"[agent-billing] Corrected unit change for {contract_id}: {service_id} on {day}",
+        f"This corrects the Get Units Now change we sent for {service_id} on {day}: a later press "
+        "that day replaced it.",
+        None,
     )
-    return queue_message(
-        conn, f"units-now:{service_id}:{observed_at.astimezone(UTC).isoformat()}", "unit_changes",
-        _recipients(row.notify_emails),
-        f"[agent-billing] Unit change for {row.contract_id}: {service_id} now {after}", body,
-    )
+    _withdraw_unsent(conn, same_head, params, {kept})
+    return bool(new)
 
 
 @dataclass(frozen=True)

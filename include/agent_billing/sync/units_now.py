@@ -36,7 +36,8 @@ class UnitsNow:
     units_before: int
     units_after: int
     effective_date: date
-    change_recorded: bool
+    change_recorded: bool  # the day's press change is units_before → units_after (False: none)
+    replaced: tuple[int, int] | None = None  # the day's press change before this press, if any
 
 
 def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now: datetime | None = None) -> UnitsNow:
@@ -63,11 +64,19 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
     units = count_scope(engine, client, dict(service), today)
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
     with engine.begin() as conn:
+        earlier = conn.execute(
+            text(
+                "SELECT units_before, units_after FROM unit_changes "
+                "WHERE service_id = :sid AND effective_date = :day AND source = :source"
+            ),
+            {"sid": service_id, "day": today, "source": SOURCE},
+        ).first()
         found = record_reading(conn, tz, service_id, now, units)
         mine = [c for c in found if c.service_id == service_id and c.source == SOURCE and c.effective_date == today]
-        if mine:
-            queue_units_now_mail(conn, service_id, now, mine[-1].units_before, units, today)
-    return UnitsNow(service_id, service["units"], units, today, bool(mine))
+        change = (mine[-1].units_before, mine[-1].units_after) if mine else None
+        queue_units_now_mail(conn, service_id, now, today, change)  # also corrects an earlier press's
+    return UnitsNow(service_id, change[0] if change else units, units, today, change is not None,
+                    tuple(earlier) if earlier else None)
 
 
 # About 45 characters per id in a $filter: 30 keep a query under IIS's default 2,048-byte limit.
