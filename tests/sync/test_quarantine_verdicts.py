@@ -204,6 +204,29 @@ def test_a_discarded_night_stays_discarded_until_a_person_reopens_it(contoso, se
         {**kept[0], "2024-03-02": "quarantined"}, kept[1])
 
 
+def test_a_quarantined_night_whose_landing_is_lost_is_not_taken_from_vsa_again(contoso, settings):
+    """Its re-run is refused in one line (restore the landing, or release or discard it): it
+    neither becomes a gap nor takes VSA's present state; the night stays for a person to judge."""
+    from agent_billing.sync.pipeline import KeptLandingMissing
+
+    land(settings, {D1: 9, D2: 2})
+    for night in (D1, D2):
+        run_day(contoso, settings, night, land=False)
+    kept = (statuses(contoso), ledger(contoso), unit_counts(contoso))
+    shutil.rmtree(settings.raw_path / D2.isoformat())
+
+    def vsa_must_not_be_called():
+        raise AssertionError("VSA called for a quarantined night")
+
+    for late_observation in ("refuse", "allow"):
+        with pytest.raises(KeptLandingMissing, match="2024-03-02 is quarantined but its raw landing .* is missing: "
+                           "restore it .*or decide on it as it is: agent-billing snapshots release|discard"):
+            sync_date(contoso, Settings(**{**settings.model_dump(), "late_observation": late_observation}), D2,
+                      client_factory=vsa_must_not_be_called)
+    assert (statuses(contoso), ledger(contoso), unit_counts(contoso)) == kept
+    assert discard_snapshot(contoso, settings, D2).status == "discarded"  # decided on as it is
+
+
 GROUP_OF = st.sampled_from([G_WS, G_SRV, G_SUB, G_ROOT])
 NIGHT = st.tuples(
     st.dictionaries(st.sampled_from([f"a{k}" for k in range(1, 10)]), st.tuples(GROUP_OF, st.sampled_from([1, 199])),

@@ -46,8 +46,9 @@ class StagingMissing(UserError):
     """A gate or count was asked for a date whose staging is not there (never loaded, or dropped)."""
 
 
-class CompleteLandingMissing(UserError):
-    """A complete date's raw landing is gone: it is never re-extracted from VSA's present state."""
+class KeptLandingMissing(UserError):
+    """The raw landing of a complete or quarantined date is gone: such a date holds counts
+    observed on it and is never re-extracted from VSA's present state."""
 
 
 class CompleteLandingChanged(UserError):
@@ -100,12 +101,17 @@ def extract_step(
         return StepResult(snapshot_date.isoformat(), "reused", {"observed_at": manifest["observed_at"]})
     with engine.connect() as conn:
         run = get_run(conn, snapshot_date)
-    if run and run["status"] == "complete":
-        # VSA reports only its present state: extracting now would rewrite a posted past.
-        raise CompleteLandingMissing(
-            f"snapshot {snapshot_date} is complete but its raw landing {landing.path} is missing: "
+    if run and run["status"] in ("complete", "quarantined"):
+        # VSA reports only its present state: extracting now would rewrite a posted past, or
+        # replace the night a person is asked to judge (or make it a gap) behind their back.
+        held = (
+            f"; or decide on it as it is: agent-billing snapshots release|discard {snapshot_date}"
+            if run["status"] == "quarantined" else ""
+        )
+        raise KeptLandingMissing(
+            f"snapshot {snapshot_date} is {run['status']} but its raw landing {landing.path} is missing: "
             "restore it from the backup of the raw folder and re-run (docs/runbook.md, 'When "
-            "something breaks'); a complete date is never re-extracted from VSA's present state"
+            f"something breaks'){held}; such a date is never re-extracted from VSA's present state"
         )
     refuse_future(snapshot_date, now, settings.tz)
     late = is_late(snapshot_date, now, settings.tz, settings.late_grace_hours)
