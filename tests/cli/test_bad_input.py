@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from tests.conftest import PG_URL
 
@@ -50,6 +51,16 @@ def _downgrade_to(revision: str) -> Callable[[str, Path], None]:
             engine.dispose()
 
     return setup
+
+
+def _newer_schema(url: str, _tmp: Path) -> None:
+    """The warehouse as a newer release left it (old code checked out without restoring)."""
+    engine = connect_warehouse(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    finally:
+        engine.dispose()
 
 
 def _non_empty_home(_url: str, tmp: Path) -> None:
@@ -116,6 +127,11 @@ CASES = [
          r"has no agent-billing schema: run `agent-billing db upgrade`", setup=_downgrade_to("base")),
     Case("schema-older", ("review",), 2,
          r"schema revision 0003, older than .*: run `agent-billing db upgrade`", setup=_downgrade_to("0003")),
+    Case("schema-newer", ("review",), 2,
+         r"schema revision 0099, which this version of agent-billing does not know", setup=_newer_schema),
+    Case("upgrade-on-a-newer-schema", ("db", "upgrade"), 2,
+         r"schema revision 0099, which this version of agent-billing does not know \(newest \d+\): run a "
+         r"release that knows it, or restore the backup", setup=_newer_schema),
     Case("upgrade-unknown-revision", ("db", "upgrade", "--revision", "nope"), 2,
          r"unknown schema revision 'nope': this code knows 0001, .* \(or head, the default\)"),
     # -- the VSA setting (no warehouse needed by `vsa probe`)

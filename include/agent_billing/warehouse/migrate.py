@@ -47,6 +47,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             f"unknown schema revision {revision!r}: this code knows {', '.join(sorted(known_revisions()))} "
             "(or head, the default)"
         )
+    current = current_revision(engine)
+    if current is not None and current not in known_revisions():  # e.g. old code after a newer release
+        raise SchemaOutOfDate(
+            f"the warehouse {safe_url(engine)} is at schema revision {current}, which this version of "
+            f"agent-billing does not know (newest {head_revision()}): run a release that knows it, or "
+            "restore the backup taken before the upgrade (docs/deployment.md, 'Restore')"
+        )
     command.upgrade(alembic_config(engine), revision)
 
 
