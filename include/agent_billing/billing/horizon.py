@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Date, bindparam, text
 
 from agent_billing.billing import store
 from agent_billing.errors import UserError
 from agent_billing.settings import get_settings
+from agent_billing.warehouse.values import as_date
 
 
 class BillingHorizonError(UserError):
@@ -57,5 +58,33 @@ def check_horizon(conn: Connection, as_of: date, today: date | None = None, *, a
     if as_of > latest:
         raise BillingHorizonError(
             f"cannot {action} as of {as_of}: the latest concluded sync date is {latest}; "
-            f"run the nightly sync up to {as_of} first, or {action} as of {latest} or earlier"
+            f"{_what_concludes(conn, latest, as_of)}, or {action} as of {latest} or earlier"
         )
+
+
+def _what_concludes(conn: Connection, latest: date, as_of: date) -> str:
+    """What would move the horizon to ``as_of``: a quarantined date waits for a person, a
+    failed one for its re-run, a missing one for its sync."""
+    waiting = conn.execute(
+        text(
+            "SELECT snapshot_date, status FROM sync_runs WHERE snapshot_date > :latest "
+            "AND snapshot_date <= :as_of AND status IN ('quarantined', 'failed') ORDER BY snapshot_date"
+        ).bindparams(bindparam("latest", type_=Date()), bindparam("as_of", type_=Date())),
+        {"latest": latest, "as_of": as_of},
+    ).all()
+    quarantined = [str(as_date(d)) for d, status in waiting if status == "quarantined"]
+    failed = [str(as_date(d)) for d, status in waiting if status == "failed"]
+    steps = []
+    if quarantined:
+        steps.append(
+            f"{_dates(quarantined)} quarantined: release or discard it "
+            f"(`agent-billing snapshots release|discard {quarantined[0]}`)"
+        )
+    if failed:
+        steps.append(f"{_dates(failed)} failed: re-run its sync (`agent-billing sync --date {failed[0]}`)")
+    return "; ".join(steps) or f"run the nightly sync up to {as_of} first"
+
+
+def _dates(dates: list[str]) -> str:
+    shown = ", ".join(dates[:3]) + (f" and {len(dates) - 3} more" if len(dates) > 3 else "")
+    return f"{shown} {'is' if len(dates) == 1 else 'are'}"
