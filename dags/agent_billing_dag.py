@@ -31,7 +31,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from agent_billing_assets import SNAPSHOT_ASSET
 from data_team_alerts import alert_data_team
-from run_states import fail_fast, fail_run_if_work_failed
+from run_states import fail_fast, fail_run_if_work_failed, run_params
 
 
 @dag(
@@ -67,7 +67,7 @@ def agent_billing():
 
         ctx = get_current_context()
         events = (ctx.get("triggering_asset_events") or {}).get(SNAPSHOT_ASSET, [])
-        return [day.isoformat() for day in billing_dates(ctx["params"].get("as_of"), events)]
+        return [day.isoformat() for day in billing_dates(run_params(ctx).get("as_of"), events)]
 
     @task
     @fail_fast

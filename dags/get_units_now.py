@@ -20,7 +20,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from data_team_alerts import alert_data_team
-from run_states import fail_fast, fail_run_if_work_failed
+from run_states import fail_fast, fail_run_if_work_failed, run_params
 
 
 @dag(
@@ -49,7 +49,7 @@ def get_units_now():
         from vsa_hook import VsaHook
         from warehouse_hook import WarehouseHook
 
-        service_id = get_current_context()["params"]["service_id"]
+        service_id = run_params(get_current_context())["service_id"]
         with VsaHook().get_conn() as client:
             result = run(WarehouseHook().get_conn(), client, service_id, tz=get_settings().tz)
         return {

@@ -48,10 +48,23 @@ from data_team_alerts import (
     sync_deadline_alert,
     warehouse_unavailable,
 )
-from run_states import fail_fast, fail_run_if_work_failed
+from run_states import fail_fast, fail_run_if_work_failed, run_params
 
 TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
-SCHEDULE = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
+
+
+def sync_schedule() -> str:
+    """``AGENT_BILLING_SYNC_CRON``, refused in one line naming it when it is no cron expression
+    (the DAG's import error, which the UI shows; croniter's own names no setting)."""
+    from croniter import croniter  # Airflow's cron timetables import it already
+
+    raw = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
+    if not croniter.is_valid(raw):
+        raise ValueError(f"AGENT_BILLING_SYNC_CRON={raw!r}: expected a cron expression such as '0 2 * * *'")
+    return raw
+
+
+SCHEDULE = sync_schedule()
 
 
 def record_failure(context) -> None:
@@ -73,7 +86,7 @@ def record_failure(context) -> None:
         try:
             engine = WarehouseHook().get_conn(check_schema=False)
             try:
-                record(engine, get_settings(), d, ti.task_id, message)
+                record(engine, get_settings(), d, ti.task_id, message, backstop=bool(context.get("backstop")))
             finally:
                 engine.dispose()
         except warehouse_unavailable() as exc:  # the alert goes out all the same
@@ -121,8 +134,9 @@ def vsa_asset_sync():
         from agent_billing.sync.dates import parse_date, refuse_future, snapshot_date_for
 
         ctx = get_current_context()
-        if ctx["params"].get("snapshot_date"):
-            snapshot_date = parse_date(ctx["params"]["snapshot_date"], "snapshot_date")
+        params = run_params(ctx)
+        if params.get("snapshot_date"):
+            snapshot_date = parse_date(params["snapshot_date"], "snapshot_date")
             refuse_future(snapshot_date, datetime.now(UTC), get_settings().tz)  # before any step
             return snapshot_date.isoformat()
         when = ctx.get("logical_date") or ctx["dag_run"].run_after  # manual runs may have none

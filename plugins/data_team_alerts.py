@@ -29,7 +29,7 @@ DEFAULT_SYNC_DEADLINE = "06:00"
 RUNBOOK = "See docs/runbook.md, 'Run states and alerts'."
 
 
-def queue_data_team_alert(message_id: str, subject: str, body: str) -> bool:
+def queue_data_team_alert(message_id: str, subject: str, body: str, *, refresh: bool = True) -> bool:
     """Queue one mail to the data team; False when no recipient is configured, the message was
     already queued or sent, or it was mailed at once instead.
 
@@ -48,7 +48,7 @@ def queue_data_team_alert(message_id: str, subject: str, body: str) -> bool:
         engine = WarehouseHook().get_conn(check_schema=False)  # alerts about the schema too
         try:
             with engine.begin() as conn:
-                return queue_message(conn, message_id, "failure", recipients, subject, body)
+                return queue_message(conn, message_id, "failure", recipients, subject, body, refresh=refresh)
         finally:
             engine.dispose()
     except warehouse_unavailable() as exc:
@@ -98,7 +98,9 @@ def redacted(text: str) -> str:
 
 
 def alert_data_team(context: Any) -> None:
-    """on_failure_callback: a task failed for good (retries spent, or an input error)."""
+    """on_failure_callback: a task failed for good (retries spent, or an input error). Also
+    called by the run's watcher for a task that ended failed without it (``backstop``: killed
+    before its callback ran), which never replaces an alert the task wrote itself."""
     ti = context["ti"]
     dag_id, run_id, task_id = ti.dag_id, ti.run_id, ti.task_id
     error = redacted(str(context.get("exception") or "unknown error"))
@@ -113,7 +115,17 @@ def alert_data_team(context: Any) -> None:
         f"task-failure:{dag_id}:{run_id}:{task_id}",
         f"[agent-billing] {dag_id} failed at {task_id}",
         body,
+        refresh=not context.get("backstop"),
     )
+
+
+def created_after_deadline(run: dict, due_after_seconds: int | None) -> bool:
+    """Whether the run was queued after its deadline (logical date + the interval)."""
+    logical, queued = run.get("logical_date"), run.get("queued_at") or run.get("run_after")
+    if due_after_seconds is None or not logical or not queued:
+        return False
+    due = datetime.fromisoformat(str(logical).replace("Z", "+00:00")) + timedelta(seconds=due_after_seconds)
+    return datetime.fromisoformat(str(queued).replace("Z", "+00:00")) >= due
 
 
 def sync_deadline_alert(schedule: str, timezone: str) -> DeadlineAlert:
@@ -126,11 +138,12 @@ def sync_deadline_alert(schedule: str, timezone: str) -> DeadlineAlert:
     year when the clocks change between them the alert comes an hour early or late.
     """
     raw = os.environ.get(SYNC_DEADLINE_VARIABLE, DEFAULT_SYNC_DEADLINE)
-    deadline = parse_local_time(raw)
+    interval = time_to_deadline(schedule, parse_local_time(raw))
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
-        interval=time_to_deadline(schedule, deadline),
-        callback=SyncCallback(alert_sync_late, kwargs={"deadline": raw, "timezone": timezone}),
+        interval=interval,
+        callback=SyncCallback(alert_sync_late, kwargs={
+            "deadline": raw, "timezone": timezone, "due_after_seconds": int(interval.total_seconds())}),
         name="sync_not_finished",
     )
 
@@ -157,14 +170,20 @@ def time_to_deadline(schedule: str, deadline: time) -> timedelta:
     return due - trigger
 
 
-def alert_sync_late(context: dict, deadline: str, timezone: str) -> None:
-    """Deadline callback: the run has not finished by the deadline. Not alerted: backfill runs
-    of past nights (due at once by construction) and runs that ended failed (Airflow prunes
-    the deadline of successful runs only; a failed one alerted already)."""
+def alert_sync_late(context: dict, deadline: str, timezone: str, due_after_seconds: int | None = None) -> None:
+    """Deadline callback: the run has not finished by the deadline. Not alerted: runs created
+    after their deadline (backfills of past nights; a night's run created late, when the DAG
+    is unpaused or the scheduler catches up after an outage: due at once by construction) and
+    runs that ended failed (Airflow prunes the deadline of successful runs only; a failed one
+    alerted already). ``due_after_seconds``: the deadline's interval from the logical date."""
     run = context.get("dag_run") or {}
     dag_id, run_id = run.get("dag_id", "vsa_asset_sync"), run.get("dag_run_id", "?")
     if run.get("run_type") == "backfill":
         log.info("backfill run %s passed the %s deadline: not alerted", run_id, deadline)
+        return
+    if created_after_deadline(run, due_after_seconds):
+        log.info("run %s was created after its %s deadline (queued %s): not alerted", run_id, deadline,
+                 run.get("queued_at"))
         return
     if run.get("state") in ("success", "failed"):
         log.info("run %s finished (%s) before its deadline was checked: not alerted", run_id, run["state"])

@@ -22,7 +22,8 @@ def resolve(billing_dag, monkeypatch, *, as_of=None, events=()):
     from agent_billing_assets import SNAPSHOT_ASSET
 
     function = billing_dag.get_task("resolve_dates").python_callable
-    context = {"params": {"as_of": as_of}, "triggering_asset_events": {SNAPSHOT_ASSET: list(events)}}
+    context = {"params": {"as_of": as_of}, "dag": billing_dag,
+               "triggering_asset_events": {SNAPSHOT_ASSET: list(events)}}
     monkeypatch.setitem(inspect.unwrap(function).__globals__, "get_current_context", lambda: context)
     return function()
 

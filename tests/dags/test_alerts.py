@@ -27,10 +27,10 @@ def test_every_task_fails_fast_and_alerts_and_a_watcher_fails_the_run(dagbag, da
 
     dag = dagbag.get_dag(dag_id)
     watcher = dag.get_task(WATCHER_TASK_ID)
-    assert (watcher.trigger_rule, watcher.retries) == ("one_failed", 0)
+    assert (watcher.trigger_rule, watcher.retries) == ("all_done", 0)
     assert watcher.upstream_task_ids == set(dag.task_ids) - {WATCHER_TASK_ID}  # watches every task
     assert not watcher.downstream_task_ids
-    assert as_list(watcher.on_failure_callback) == []  # the failed task alerted already
+    assert as_list(watcher.on_failure_callback) == []  # it alerts for the failed tasks itself
     for task in dag.tasks:
         if task.task_id == WATCHER_TASK_ID:
             continue
@@ -46,7 +46,7 @@ def test_the_nightly_sync_carries_a_deadline_at_six_local_by_default(dagbag):
     assert alert.reference == DeadlineReference.DAGRUN_LOGICAL_DATE
     assert alert.interval == timedelta(hours=4)  # cron 0 2 * * * → 06:00
     assert alert.callback.path == "data_team_alerts.alert_sync_late"
-    assert alert.callback.kwargs == {"deadline": "06:00", "timezone": "UTC"}
+    assert alert.callback.kwargs == {"deadline": "06:00", "timezone": "UTC", "due_after_seconds": 4 * 3600}
 
 
 def test_the_deadline_follows_the_configured_local_time_and_schedule(airflow_db, monkeypatch):
@@ -59,7 +59,8 @@ def test_the_deadline_follows_the_configured_local_time_and_schedule(airflow_db,
 
     [alert] = dag.deadline
     assert alert.interval == timedelta(hours=6, minutes=15)
-    assert alert.callback.kwargs == {"deadline": "07:30", "timezone": "Europe/Amsterdam"}
+    assert alert.callback.kwargs == {"deadline": "07:30", "timezone": "Europe/Amsterdam",
+                                     "due_after_seconds": 6 * 3600 + 15 * 60}
 
 
 def test_a_malformed_deadline_is_an_import_error_naming_the_setting(airflow_db, monkeypatch):
@@ -71,6 +72,15 @@ def test_a_malformed_deadline_is_an_import_error_naming_the_setting(airflow_db, 
     assert "AGENT_BILLING_SYNC_DEADLINE='6am': expected HH:MM" in error
 
 
+def test_a_malformed_sync_cron_is_an_import_error_naming_the_setting(airflow_db, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AGENT_BILLING_SYNC_CRON", "nonsense")
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "vsa_asset_sync.py"))
+    [error] = bag.import_errors.values()
+    assert "AGENT_BILLING_SYNC_CRON='nonsense': expected a cron expression such as '0 2 * * *'" in error
+
+
 def test_time_to_deadline_crosses_midnight():
     from data_team_alerts import time_to_deadline
 
@@ -78,10 +88,10 @@ def test_time_to_deadline_crosses_midnight():
     assert time_to_deadline("0 2 * * *", time(2, 0)) == timedelta(hours=24)
 
 
-def run_context(run_type: str = "scheduled", state: str = "running") -> dict:
+def run_context(run_type: str = "scheduled", state: str = "running", queued_at: str = "2026-11-03T02:00:01Z") -> dict:
     return {"dag_run": {
         "dag_id": "vsa_asset_sync", "dag_run_id": f"{run_type}__2026-11-03T02:00:00+00:00",
-        "run_type": run_type, "state": state, "logical_date": "2026-11-03T02:00:00Z"}}
+        "run_type": run_type, "state": state, "logical_date": "2026-11-03T02:00:00Z", "queued_at": queued_at}}
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
@@ -89,10 +99,14 @@ def test_a_late_nightly_run_mails_the_data_team_at_once(warehouse, smtp_inbox, m
     from data_team_alerts import alert_sync_late
 
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
-    alert_sync_late(context=run_context(), deadline="06:00", timezone="Europe/Amsterdam")
+    alert_sync_late(context=run_context(), deadline="06:00", timezone="Europe/Amsterdam", due_after_seconds=4 * 3600)
     alert_sync_late(context=run_context(), deadline="06:00", timezone="Europe/Amsterdam")  # once
     alert_sync_late(context=run_context("backfill"), deadline="06:00", timezone="Europe/Amsterdam")
     alert_sync_late(context=run_context(state="failed"), deadline="06:00", timezone="Europe/Amsterdam")
+    # the night's run created at 06:00 or later (the DAG unpaused, the scheduler back from an outage)
+    late = run_context(queued_at="2026-11-03T06:00:00Z")
+    late["dag_run"]["dag_run_id"] = "scheduled__created-late"
+    alert_sync_late(context=late, deadline="06:00", timezone="Europe/Amsterdam", due_after_seconds=4 * 3600)
 
     assert smtp_inbox.subjects() == [
         "[agent-billing] vsa_asset_sync has not finished by 06:00 (Europe/Amsterdam)"]
@@ -174,3 +188,28 @@ def test_a_failed_sync_step_the_warehouse_cannot_record_is_mailed_at_once(dagbag
     assert smtp_inbox.subjects() == ["[agent-billing] Sync of 2026-11-03 failed at load"]
     body = smtp_inbox.messages[0].content.decode()
     assert "load failed: could not connect" in body and "not recorded in sync_runs" in body
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_the_watcher_s_backstop_records_a_killed_step_once_and_never_over_its_own_record(
+        dagbag, warehouse, monkeypatch):
+    """The watcher calls a failed step's callback as a backstop (the step was killed before it
+    ran it): the date is recorded failed with one alert, and a failure the step recorded itself
+    (its real error) is left as it is, whichever of the two comes first."""
+    from run_states import KILLED
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
+
+    def state() -> tuple:
+        with warehouse.connect() as conn:
+            run = conn.execute(text("SELECT status, message FROM sync_runs")).one()
+            mail = conn.execute(text("SELECT message_id, body FROM notification_outbox")).all()
+        return tuple(run), [(m, "killed before" in body) for m, body in mail]
+
+    callback({"ti": FailedStep(), "exception": KILLED, "backstop": True})
+    assert state() == (("failed", f"load failed: {KILLED}"), [("failure:2026-11-03:load", True)])
+    callback({"ti": FailedStep(), "exception": RuntimeError("out of disk")})  # the step's own, late
+    assert state() == (("failed", "load failed: out of disk"), [("failure:2026-11-03:load", False)])
+    callback({"ti": FailedStep(), "exception": KILLED, "backstop": True})  # the backstop, late
+    assert state() == (("failed", "load failed: out of disk"), [("failure:2026-11-03:load", False)])

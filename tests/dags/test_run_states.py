@@ -5,6 +5,7 @@ run is failed; a gap night shows a task of its own."""
 from __future__ import annotations
 
 from datetime import date
+from email import message_from_bytes, policy
 
 import pendulum
 import pytest
@@ -84,6 +85,38 @@ def test_get_units_now_for_an_unknown_service_fails_at_once_alerts_and_fails_the
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_task_killed_before_its_callback_still_alerts_through_the_watcher(
+        fresh_dag, warehouse, smtp_inbox, monkeypatch):
+    """A task whose process dies on its last try (out of memory, a lost worker) ends failed
+    without its on_failure_callback: the watcher alerts for it, sends the mail, fails the run."""
+    from airflow.sdk.execution_time import task_runner
+
+    run_callbacks = task_runner._run_task_state_change_callbacks
+
+    def killed_before_failure_callbacks(task, kind, context, log):
+        if kind != "on_failure_callback":
+            run_callbacks(task, kind, context, log)
+
+    monkeypatch.setattr(task_runner, "_run_task_state_change_callbacks", killed_before_failure_callbacks)
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    world = GeneratedScenario(seed=1, orgs=1, agents=5, start=date(2024, 1, 1))
+    with run_simulator(world, date=date(2024, 1, 2)) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        run = fresh_dag("get_units_now").test(run_conf={"service_id": "NO-SUCH-SERVICE"})
+
+    assert run.state == "failed"
+    assert task_states(run) == {
+        "count_service_now": "failed", "notify": "success", "fail_if_work_failed": "failed"}
+    [(message_id, recipients, sent_at)] = alerts(warehouse)
+    assert message_id == f"task-failure:get_units_now:{run.run_id}:count_service_now"
+    assert recipients == DATA_TEAM and sent_at is not None  # sent by the watcher: notify ran before
+    [mail] = smtp_inbox.messages
+    body = message_from_bytes(mail.content, policy=policy.default).get_content()
+    assert "count_service_now" in body and "killed before it could report an error" in body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(("mistake", "message"), [
     ("no VSA connection", "the Airflow connection 'vsa_default' is not defined: add it"),
     ("an invalid setting", "invalid setting(s): AGENT_BILLING_LATE_OBSERVATION='yes'"),
@@ -129,6 +162,24 @@ def test_agent_billing_without_a_date_to_bill_fails_at_once_alerts_and_fails_the
     assert task_tries(run)["resolve_dates"] == 1
     assert [a[:2] for a in alerts(warehouse)] == [
         (f"task-failure:agent_billing:{run.run_id}:resolve_dates", DATA_TEAM)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_misspelt_param_fails_the_run_at_once_instead_of_running_on_the_default(
+        sync_dag, warehouse, smtp_inbox, monkeypatch):
+    """Airflow takes any key in a run's conf: `snapshot_dat` would sync today's night, green."""
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    run = sync_dag.test(run_conf={"snapshot_dat": "2024-01-02"})
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["resolve_snapshot_date"] == "failed" and task_tries(run)["resolve_snapshot_date"] == 1
+    assert {states[t] for t in ("route", "extract", "load", "count", "diff")} == {"upstream_failed"}
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM sync_runs")).scalar() == 0  # no night touched
+        body = conn.execute(text("SELECT body FROM notification_outbox")).scalar()
+    assert "the run's conf has 'snapshot_dat', which this DAG does not take (its params: " in body
 
 
 @pytest.mark.slow

@@ -36,9 +36,10 @@ class DeliveryFailed(UserError):
 
 def queue_message(
     conn: Connection, message_id: str, kind: str, recipients: list[str], subject: str, body: str,
-    *, snapshot_date: date | None = None,
+    *, snapshot_date: date | None = None, refresh: bool = True,
 ) -> bool:
-    """Queue a message unless it is already queued or sent; an unsent one is refreshed.
+    """Queue a message unless it is already queued or sent; an unsent one is refreshed (unless
+    ``refresh`` is false: a backstop alert never replaces the one its task wrote).
 
     Atomic on both engines (``INSERT … ON CONFLICT DO NOTHING``, then an update of the row
     only while it is unsent): two runs queueing the same message at once never fail or
@@ -57,7 +58,7 @@ def queue_message(
         ),
         params,
     ).rowcount == 1
-    if not inserted:
+    if not inserted and refresh:
         conn.execute(
             text(
                 "UPDATE notification_outbox SET recipients = :recipients, subject = :subject, "

@@ -363,15 +363,24 @@ SNAPSHOT_ACTIONS: dict[str, Callable[[Engine, Settings, date], StepResult]] = {
 }
 
 
-def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step: str, error: str) -> None:
+def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step: str, error: str,
+                   *, backstop: bool = False) -> None:
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
     alert per date and step. A date that already has a final status keeps it (the data of its
-    last good run stand); the error goes to its message."""
+    last good run stand); the error goes to its message.
+
+    ``backstop``: the run's watcher found the step failed without this having run (the task
+    was killed); it records nothing when the failure is recorded already (the date ``failed``,
+    or its message from this step: the step's own record, with its real error, stands)."""
     with engine.begin() as conn:
+        if backstop:
+            run = get_run(conn, snapshot_date)
+            if run and (run["status"] == "failed" or (run["message"] or "").startswith(f"{step} failed: ")):
+                return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
             message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status)
-            queue_message(conn, message_id, "failure", settings.data_team, subject, body)
+            queue_message(conn, message_id, "failure", settings.data_team, subject, body, refresh=not backstop)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s)", snapshot_date, step, status)
 
 
