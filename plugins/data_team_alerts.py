@@ -52,6 +52,9 @@ def queue_data_team_alert(message_id: str, subject: str, body: str, *, refresh: 
         finally:
             engine.dispose()
     except warehouse_unavailable() as exc:
+        if not refresh:  # a backstop: the task's own callback, which ran first, mailed it directly
+            log.warning("backstop alert %r not sent: the warehouse could not queue it (%s)", message_id, exc)
+            return False
         mail_data_team_now(exc, message_id, subject, body)
         return False
 

@@ -4,7 +4,7 @@ a deadline alert at the configured local time whose callback mails the data team
 
 from __future__ import annotations
 
-from datetime import time, timedelta
+from datetime import date, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -213,3 +213,41 @@ def test_the_watcher_s_backstop_records_a_killed_step_once_and_never_over_its_ow
     assert state() == (("failed", "load failed: out of disk"), [("failure:2026-11-03:load", False)])
     callback({"ti": FailedStep(), "exception": KILLED, "backstop": True})  # the backstop, late
     assert state() == (("failed", "load failed: out of disk"), [("failure:2026-11-03:load", False)])
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_the_backstop_alerts_a_step_killed_on_a_date_an_earlier_run_failed_and_spares_the_gate(
+        dagbag, warehouse, monkeypatch):
+    from agent_billing.sync.runs import record_run
+    from run_states import KILLED
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    dag = dagbag.get_dag("vsa_asset_sync")
+    [load] = as_list(dag.get_task("load").on_failure_callback)
+    [validate] = as_list(dag.get_task("validate").on_failure_callback)
+    with warehouse.begin() as conn:  # the night failed at extract yesterday; re-run, load was killed
+        record_run(conn, date(2026, 11, 3), "failed", message="extract failed: VSA 503")
+    load({"ti": FailedStep(), "exception": KILLED, "backstop": True})
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT message FROM sync_runs")).scalar() == f"load failed: {KILLED}"
+        assert conn.execute(text("SELECT message_id FROM notification_outbox")).scalars().all() == [
+            "failure:2026-11-03:load"]
+
+    gate = "quality gate failed for snapshot 2026-11-03: agents.expect_column_values_to_be_unique(agent_id)"
+    with warehouse.begin() as conn:  # a complete date re-run, its gate failed (recorded by the step)
+        record_run(conn, date(2026, 11, 3), "complete", message=gate)
+    validate({"ti": FailedStep(), "exception": KILLED, "backstop": True})
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT status, message FROM sync_runs")).one() == ("complete", gate)
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 1
+
+
+def test_the_backstop_mails_nothing_when_the_warehouse_is_down(dagbag, broken_warehouse, smtp_inbox):
+    """The task's own callback ran first and mailed its alert directly: no second, false one."""
+    from data_team_alerts import alert_data_team
+    from run_states import KILLED
+
+    [load] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
+    load({"ti": FailedStep(), "exception": KILLED, "backstop": True})
+    alert_data_team({"ti": FailedTask(), "exception": KILLED, "backstop": True})
+    assert smtp_inbox.messages == []

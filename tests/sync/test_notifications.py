@@ -146,3 +146,35 @@ def test_an_unsent_mail_about_changes_a_backfill_removed_is_withdrawn(contoso, s
     assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 1
     [mail] = local_smtp.messages
     assert f"on {d2}".encode() in mail.content and str(d3).encode() not in mail.content
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_message_being_sent_when_a_backfill_changes_it_is_corrected_not_rewritten(contoso, settings, local_smtp):
+    """A delivery has claimed D3's message and is sending it when the backfill of D2 moves its
+    changes: the message goes out as claimed (it is not rewritten under the delivery, which
+    would mark a text sent that nobody received), and a correction follows it."""
+    from datetime import UTC, datetime
+
+    d1, d2, d3 = sorted(DAYS)
+    head = f"unit-changes:C-CONTOSO:{d3}"
+    for day, content in ((d1, DAYS[d1]), (d3, DAYS[d2])):
+        write_landing(settings.raw_path, day, *content)
+        for step in (load_step, count_step, diff_step):
+            step(contoso, settings, day)
+    with contoso.begin() as conn:  # a delivery claims it (and is sending it)
+        conn.execute(text("UPDATE notification_outbox SET claimed_at = :now WHERE message_id = :id"),
+                     {"now": datetime.now(UTC), "id": head})
+        claimed_body = conn.execute(text("SELECT body FROM notification_outbox WHERE message_id = :id"),
+                                    {"id": head}).scalar()
+    write_landing(settings.raw_path, d2, *DAYS[d2])
+    for step in (load_step, count_step, diff_step):
+        step(contoso, settings, d2)
+    with contoso.begin() as conn:
+        assert conn.execute(text("SELECT body FROM notification_outbox WHERE message_id = :id"),
+                            {"id": head}).scalar() == claimed_body  # not rewritten, not withdrawn
+        corrections = conn.execute(text(
+            "SELECT body FROM notification_outbox WHERE message_id LIKE :p"), {"p": f"{head}:correction:%"}).scalars().all()
+        assert len(corrections) == 1 and "There is no longer any unit change on that date." in corrections[0]
+        conn.execute(text("UPDATE notification_outbox SET sent_at = :now, claimed_at = NULL WHERE message_id = :id"),
+                     {"now": datetime.now(UTC), "id": head})  # the delivery finished
+    assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 2  # D2's and the correction

@@ -180,3 +180,58 @@ def test_the_org_behind_counted_services_is_locked(warehouse, contracts_file):
         conn.execute(text("UPDATE accounts SET vsa_org_id = '3' WHERE account_id = 'OTHER'"))
         assert conn.execute(text("SELECT vsa_org_id FROM accounts WHERE account_id = 'CONTOSO'")).scalar() == (
             "73511820644390182275501461")
+
+
+def test_a_units_edit_dated_before_a_later_one_is_refused(warehouse, contracts_file):
+    """Its units before would be taken from the later change (10 → 20 from the 20th, then 12
+    'from the 6th' made 20 → 12 and re-priced every month before at 20): refused in one line."""
+    apply_contracts(warehouse, contracts_file)
+    original = contracts_file.read_text()
+
+    def units(n: int, effective: str) -> None:
+        contracts_file.write_text(original.replace("units: 3", f"units: {n}\n            units_effective_date: {effective}"))
+
+    units(5, "2024-04-20")
+    assert apply_contracts(warehouse, contracts_file).unit_changes == 1
+    units(4, "2024-04-06")
+    with pytest.raises(ContractsFileError, match=r"service S-CONTOSO-SUP: units_effective_date 2024-04-06 is before "
+                       r"the units change already recorded for 2024-04-20 \(3 → 5\): .*use 2024-04-20 or later"):
+        apply_contracts(warehouse, contracts_file)
+    units(4, "2024-04-20")  # the planned change itself may still be changed
+    assert apply_contracts(warehouse, contracts_file).unit_changes == 1
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT units_before, units_after FROM unit_changes")).all() == [(3, 4)]
+
+
+def test_a_billed_contract_keeps_its_account(warehouse, tmp_path):
+    """Invoices name the contract's account: moving a billed contract would re-address them."""
+    from agent_billing.billing import run_billing
+
+    def accounts(owner: str) -> str:
+        contract = textwrap.indent(textwrap.dedent("""\
+            - contract_id: C-SUP
+              currency: USD
+              start_date: 2024-03-01
+              services:
+                - {service_id: S-SUP, name: Support, unit_price: "99.00", units_source: manual, units: 3,
+                   start_date: 2024-03-01}
+            """), "      ")
+        return "".join(
+            f"  - account_id: {a}\n    name: {a.title()}\n    contracts:" + ("\n" + contract if a == owner else " []\n")
+            for a in ("CONTOSO", "FABRIKAM")
+        )
+
+    path = tmp_path / "two.yaml"
+    path.write_text("accounts:\n" + accounts("CONTOSO"))
+    apply_contracts(warehouse, path)
+    path.write_text("accounts:\n" + accounts("FABRIKAM"))
+    apply_contracts(warehouse, path)  # not billed yet: a mistake can be fixed
+    path.write_text("accounts:\n" + accounts("CONTOSO"))
+    apply_contracts(warehouse, path)
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'complete')"))
+    run_billing(warehouse, date(2024, 3, 1))
+    path.write_text("accounts:\n" + accounts("FABRIKAM"))
+    with pytest.raises(ContractsFileError, match=r"contract C-SUP: account_id cannot change \(CONTOSO → FABRIKAM\) "
+                       r"once the contract has invoices"):
+        apply_contracts(warehouse, path)

@@ -24,7 +24,7 @@ from agent_billing.contracts.schema import (
 )
 from agent_billing.settings import get_settings
 from agent_billing.sync.scopes import ScopeProblem
-from agent_billing.warehouse.values import as_decimal
+from agent_billing.warehouse.values import as_date, as_decimal
 
 Kind = Literal["account", "contract", "service"]
 Action = Literal["create", "update", "unchanged", "refuse", "absent", "end"]
@@ -269,7 +269,7 @@ def compute_plan(conn: Connection, document: ContractsDocument, *, prune_end_dat
         for contract in account.contracts:
             row = contract_row(account, contract)
             current = stored.rows["contract"].get(contract.contract_id)
-            entry("contract", row, [_currency_lock(conn, current, row), _account_lock(stored, current, row)])
+            entry("contract", row, [_currency_lock(conn, current, row), _account_lock(conn, stored, current, row)])
             for service in contract.services:
                 row = service_row(contract, service)
                 current = stored.rows["service"].get(service.service_id)
@@ -277,7 +277,10 @@ def compute_plan(conn: Connection, document: ContractsDocument, *, prune_end_dat
                 if current is not None and e.action == "update" and service.units_source == "manual" \
                         and current["units"] != service.units:
                     effective = service.units_effective_date or datetime.now(get_settings().tz).date()
-                    e.unit_change = ManualUnitChange(current["units"], service.units, effective)
+                    if reason := _manual_change_lock(conn, service.service_id, effective):
+                        e.action, e.reason = "refuse", reason
+                    else:
+                        e.unit_change = ManualUnitChange(current["units"], service.units, effective)
     for kind in KINDS:
         for key, current in stored.rows[kind].items():
             if key not in seen[kind]:
@@ -297,15 +300,35 @@ def _org_lock(stored: _Stored, current: Mapping | None, row: Mapping) -> str:
             "add a new account for the new org")
 
 
-def _account_lock(stored: _Stored, current: Mapping | None, row: Mapping) -> str:
+def _account_lock(conn: Connection, stored: _Stored, current: Mapping | None, row: Mapping) -> str:
     if current is None or current["account_id"] == row["account_id"]:
         return ""
+    move = f"account_id cannot change ({current['account_id']} → {row['account_id']})"
     counted = stored.counted_services("contract_id", row["contract_id"])
-    if not counted:
+    if counted:
+        return (f"{move} while {counted} service(s) under it are counted in VSA (locked derivation); "
+                "add a new contract under the other account")
+    if conn.execute(text("SELECT EXISTS (SELECT 1 FROM invoices WHERE contract_id = :c)"),
+                    {"c": row["contract_id"]}).scalar():
+        return (f"{move} once the contract has invoices: they were issued to {current['account_id']}, and "
+                "its exports and corrections would name the other customer; end this contract "
+                "(end_date) and add a new one under the other account")
+    return ""
+
+
+def _manual_change_lock(conn: Connection, service_id: str, effective: date) -> str:
+    """A manual units edit takes its ``units_before`` from the service's units now, which is
+    right only on or after the latest manual change already recorded: before it, every later
+    month would be re-priced from the wrong units."""
+    row = conn.execute(text(
+        "SELECT effective_date, units_before, units_after FROM unit_changes WHERE service_id = :s "
+        "AND source = 'manual' ORDER BY effective_date DESC LIMIT 1"), {"s": service_id}).first()
+    if row is None or as_date(row.effective_date) <= effective:
         return ""
-    return (f"account_id cannot change ({current['account_id']} → {row['account_id']}) while "
-            f"{counted} service(s) under it are counted in VSA (locked derivation); "
-            "add a new contract under the other account")
+    latest = as_date(row.effective_date)
+    return (f"units_effective_date {effective} is before the units change already recorded for "
+            f"{latest} ({row.units_before} → {row.units_after}): a change cannot go before a later one; "
+            f"use {latest} or later (units with units_effective_date {latest} replace that change)")
 
 
 def _currency_lock(conn: Connection, current: Mapping | None, row: Mapping) -> str:

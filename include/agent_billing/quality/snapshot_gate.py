@@ -28,6 +28,8 @@ from agent_billing.sync.runs import lock_snapshot_date
 log = logging.getLogger(__name__)
 
 ONLINE_CODES = (0, 1, 2, 11, 12, 198, 199)
+#: How a failed gate's record in ``sync_runs`` begins (a backstop alert must not overwrite it).
+GATE_FAILED_PREFIX = "quality gate failed for snapshot"
 
 
 class QualityGateFailed(UserError):
@@ -59,7 +61,7 @@ def validate_snapshot(engine: Engine, landing: RawLanding) -> list[ExpectationRe
     failed = [r for r in results if not r.success]
     if failed:
         raise QualityGateFailed(
-            f"quality gate failed for snapshot {d}: " + "; ".join(r.describe() for r in failed)
+            f"{GATE_FAILED_PREFIX} {d}: " + "; ".join(r.describe() for r in failed)
         )
     agents = loaded.get("agents.jsonl.gz", 0)
     log.info("quality gate passed for %s: %d expectations on %d agents", d, len(results), agents)

@@ -58,13 +58,14 @@ def queue_message(
         ),
         params,
     ).rowcount == 1
-    if not inserted and refresh:
+    if not inserted and refresh:  # not while a delivery sends it: it would be marked sent unsaid
         conn.execute(
             text(
                 "UPDATE notification_outbox SET recipients = :recipients, subject = :subject, "
-                "body = :body WHERE message_id = :id AND sent_at IS NULL"
+                "body = :body WHERE message_id = :id AND sent_at IS NULL "
+                "AND (claimed_at IS NULL OR claimed_at < :stale)"
             ),
-            params,
+            {**params, "stale": params["now"] - CLAIM_LEASE},
         )
     return inserted
 
@@ -213,18 +214,23 @@ def _changes_part(body: str) -> str:
     return "".join(line for line in lines if line.startswith(("- ", "    ")))
 
 
+#: A unit-change message the customer has (or is being sent right now: a delivery claims it,
+#: then sends what it holds): what was told, which a later derivation corrects, never refreshes.
+TOLD = "(sent_at IS NOT NULL OR claimed_at >= :stale)"
+TOLD_ORDER = "COALESCE(sent_at, claimed_at), created_at"
+
+
 def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, tuple[str, list[str]]]:
     """Per contract, the body and recipients of the latest unit-change message (original or
-    correction) already sent for the date (found by the date's index, migration 0010)."""
+    correction) told for the date (found by the date's index, migration 0010)."""
     prefix = "unit-changes:"
     latest: dict[str, tuple[str, list[str]]] = {}
     for message_id, body, recipients in conn.execute(
         text(
             "SELECT message_id, body, recipients FROM notification_outbox "
-            "WHERE snapshot_date = :d AND kind = 'unit_changes' AND sent_at IS NOT NULL "
-            "ORDER BY sent_at, created_at"
+            f"WHERE snapshot_date = :d AND kind = 'unit_changes' AND {TOLD} ORDER BY {TOLD_ORDER}"
         ),
-        {"d": snapshot_date},
+        {"d": snapshot_date, "stale": datetime.now(UTC) - CLAIM_LEASE},
     ):
         head = message_id.split(":correction:")[0]
         if head.endswith(f":{snapshot_date}"):
@@ -248,13 +254,11 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
     head = f"units-now:{service_id}:{day}"
     same_head = "(message_id = :head OR SUBSTR(message_id, 1, :n) = :corrections)"
     params = {"head": head, "n": len(head) + 12, "corrections": f"{head}:correction:"}
-    last_sent = conn.execute(
-        text(
-            f"SELECT body, recipients FROM notification_outbox WHERE {same_head} "
-            "AND sent_at IS NOT NULL ORDER BY sent_at DESC, created_at DESC"
-        ),
-        params,
-    ).first()
+    told = conn.execute(
+        text(f"SELECT body, recipients FROM notification_outbox WHERE {same_head} AND {TOLD} ORDER BY {TOLD_ORDER}"),
+        {**params, "stale": datetime.now(UTC) - CLAIM_LEASE},
+    ).all()
+    last_sent = told[-1] if told else None
     if row is None or not row.notify_emails:  # no recipients (any more): nothing to tell
         _withdraw_unsent(conn, same_head, params, set())
         return False
@@ -293,7 +297,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     with engine.connect() as conn:
         pending = conn.execute(
             text(
-                "SELECT message_id, recipients, subject, body FROM notification_outbox "
+                "SELECT message_id FROM notification_outbox "
                 "WHERE sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < :stale) "
                 "ORDER BY created_at, message_id"
             ),
@@ -305,9 +309,10 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
         log.warning("smtp_default is not configured: %d message(s) wait in notification_outbox", len(pending))
         return DeliveryResult(0, len(pending))
     sent, errors = 0, []
-    for message_id, recipients, subject, body in pending:
-        if not _claim(engine, message_id):
-            continue  # another delivery is sending it
+    for (message_id,) in pending:
+        if (claimed := _claim(engine, message_id)) is None:
+            continue  # another delivery is sending it, or it was withdrawn meanwhile
+        recipients, subject, body = claimed
         try:
             send_now(smtp, sender, message_id, recipients, subject, body)
         except (OSError, smtplib.SMTPException) as exc:
@@ -339,9 +344,10 @@ def send_now(smtp: ConnectionInfo, sender: str, message_id: str, recipients: str
     _send(smtp, mail)
 
 
-def _claim(engine: Engine, message_id: str) -> bool:
-    """Take the message for this delivery unless another one holds a fresh claim on it; a
-    claim older than the lease belongs to a delivery that died and is taken over."""
+def _claim(engine: Engine, message_id: str) -> tuple[str, str, str] | None:
+    """Take the message for this delivery unless another one holds a fresh claim on it (a
+    claim older than the lease belongs to a delivery that died and is taken over); returns its
+    recipients, subject and body as claimed, which no refresh changes until it is sent."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
         claimed = conn.execute(
@@ -352,7 +358,13 @@ def _claim(engine: Engine, message_id: str) -> bool:
             ),
             {"id": message_id, "now": now, "stale": now - CLAIM_LEASE},
         )
-        return claimed.rowcount == 1
+        if claimed.rowcount != 1:
+            return None
+        row = conn.execute(
+            text("SELECT recipients, subject, body FROM notification_outbox WHERE message_id = :id"),
+            {"id": message_id},
+        ).one()
+        return row.recipients, row.subject, row.body
 
 
 def _mark(engine: Engine, message_id: str, error: str | None) -> None:

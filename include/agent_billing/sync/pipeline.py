@@ -369,13 +369,16 @@ def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step
     alert per date and step. A date that already has a final status keeps it (the data of its
     last good run stand); the error goes to its message.
 
-    ``backstop``: the run's watcher found the step failed without this having run (the task
-    was killed); it records nothing when the failure is recorded already (the date ``failed``,
-    or its message from this step: the step's own record, with its real error, stands)."""
+    ``backstop``: the run's watcher found the step failed and calls this in case the task was
+    killed before its own callback ran; it records nothing when the date's message already
+    tells this step's failure (the task's own record, with its real error, stands) or the
+    quality gate's (recorded, with its own alert, by the validate step itself)."""
+    from agent_billing.quality.snapshot_gate import GATE_FAILED_PREFIX
+
     with engine.begin() as conn:
         if backstop:
-            run = get_run(conn, snapshot_date)
-            if run and (run["status"] == "failed" or (run["message"] or "").startswith(f"{step} failed: ")):
+            told = (get_run(conn, snapshot_date) or {}).get("message") or ""
+            if told.startswith((f"{step} failed: ", GATE_FAILED_PREFIX)):
                 return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
