@@ -31,14 +31,20 @@ def test_a_date_beyond_the_latest_concluded_sync_is_refused(billed):
     with pytest.raises(BillingHorizonError, match=(
             r"cannot bill as of 2024-04-01: the latest concluded sync date is 2024-03-15; "
             r"2024-03-20 is quarantined: release or discard it \(`agent-billing snapshots release\|discard "
-            r"2024-03-20`\); 2024-04-01 is failed: re-run its sync \(`agent-billing sync --date 2024-04-01`\), "
-            r"or bill as of 2024-03-15 or earlier$")):
+            r"2024-03-20`\); 2024-04-01 is failed: re-run its sync \(`agent-billing sync --date 2024-04-01`\); "
+            r"run the nightly sync up to 2024-04-01, or bill as of 2024-03-15 or earlier$")):
         run_billing(billed.engine, D("2024-04-01"))
     with pytest.raises(BillingHorizonError, match=(  # nothing recorded after the latest: sync it
             r"the latest concluded sync date is 2024-03-15; run the nightly sync up to 2024-03-19 first, "
             r"or bill as of 2024-03-15 or earlier$")):
         run_billing(billed.engine, D("2024-03-19"))
     assert warehouse_contents(billed.engine) == before  # nothing posted, review unchanged
+    for day in range(16, 20):  # every night up to the quarantined one ran: only that one holds it
+        billed.concluded(f"2024-03-{day}", "complete")
+    with pytest.raises(BillingHorizonError, match=(
+            r"the latest concluded sync date is 2024-03-19; 2024-03-20 is quarantined: release or discard it "
+            r"\(`agent-billing snapshots release\|discard 2024-03-20`\), or bill as of 2024-03-19 or earlier$")):
+        run_billing(billed.engine, D("2024-03-20"))
     assert issubclass(BillingHorizonError, UserError)
 
 

@@ -65,13 +65,14 @@ def check_horizon(conn: Connection, as_of: date, today: date | None = None, *, a
 def _what_concludes(conn: Connection, latest: date, as_of: date) -> str:
     """What would move the horizon to ``as_of``: a quarantined date waits for a person, a
     failed one for its re-run, a missing one for its sync."""
-    waiting = conn.execute(
+    recorded = conn.execute(
         text(
             "SELECT snapshot_date, status FROM sync_runs WHERE snapshot_date > :latest "
-            "AND snapshot_date <= :as_of AND status IN ('quarantined', 'failed') ORDER BY snapshot_date"
+            "AND snapshot_date <= :as_of ORDER BY snapshot_date"
         ).bindparams(bindparam("latest", type_=Date()), bindparam("as_of", type_=Date())),
         {"latest": latest, "as_of": as_of},
     ).all()
+    waiting = [(d, status) for d, status in recorded if status in ("quarantined", "failed")]
     quarantined = [str(as_date(d)) for d, status in waiting if status == "quarantined"]
     failed = [str(as_date(d)) for d, status in waiting if status == "failed"]
     steps = []
@@ -82,7 +83,9 @@ def _what_concludes(conn: Connection, latest: date, as_of: date) -> str:
         )
     if failed:
         steps.append(f"{_dates(failed)} failed: re-run its sync (`agent-billing sync --date {failed[0]}`)")
-    return "; ".join(steps) or f"run the nightly sync up to {as_of} first"
+    if len(recorded) < (as_of - latest).days:  # nights not run at all
+        steps.append(f"run the nightly sync up to {as_of}" + (" first" if not steps else ""))
+    return "; ".join(steps)
 
 
 def _dates(dates: list[str]) -> str:
