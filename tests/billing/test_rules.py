@@ -95,8 +95,9 @@ def test_a_press_before_the_nightly_snapshot_comes_first():
 
 
 def test_starting_units():
-    assert starting_units(3, 4, 9) == 3  # the first count
-    assert starting_units(None, 4, 9) == 4  # what the first change started from
+    assert starting_units(3, 3, 9) == 3  # what the first change started from: its first observation
+    assert starting_units(3, None, 9) == 3  # no change: the first observation (count or reading)
+    assert starting_units(None, 4, 9) == 4  # a manual service: what its first change started from
     assert starting_units(None, None, 9) == 9  # a manual service without changes
 
 

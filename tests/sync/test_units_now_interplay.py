@@ -114,3 +114,17 @@ def test_presses_on_a_new_service_s_first_day_bill_the_day_s_last_press(contoso,
         transaction.rollback()
     billed = [(x.kind, x.units) for x in lines if x.service_id == "S-WS"]
     assert billed and {units for _, units in billed} == {5}, billed
+
+
+def test_a_press_before_the_first_count_the_same_day_sets_the_starting_units_billing_uses(contoso, settings):
+    """S-WS (active since January) is first observed on March 1st: pressed at 01:00 (5), then
+    counted at 02:00 (3). The unit history starts at 5 and changes to 3 on March 1st, so January
+    and February bill 5 units: billing took the count (3), comparing dates only."""
+    press(contoso, settings, "S-WS", D1, 1, 5)
+    sync(contoso, settings, D1)
+    assert ws_changes(contoso) == [("2024-03-01", 5, 3, "nightly_sync")]
+    with contoso.connect() as conn, conn.begin() as transaction:
+        lines = plan_contract(conn, store.lock_contract(conn, "C-CONTOSO"), D1).lines
+        transaction.rollback()
+    normal = {str(x.period_start)[:7]: x.units for x in lines if x.service_id == "S-WS" and x.kind == "normal"}
+    assert normal == {"2024-01": 5, "2024-02": 5, "2024-03": 3}

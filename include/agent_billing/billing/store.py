@@ -231,7 +231,10 @@ def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iter
 
 def _first_observation(row) -> int | None:
     """Units of a service's first observation: its first good count or first reading (the
-    count's date is read only for a service with readings: NULL otherwise)."""
+    count's date is read only for a service with readings: NULL otherwise). Used only for a
+    service without unit changes, whose observations all have the same units: on a day with
+    both, which came first does not matter (with changes, ``starting_units`` takes the first
+    change's units before, which the unit history ordered by time)."""
     reading_first = row["first_reading_date"] is not None and (
         row["first_count_date"] is None or row["first_reading_date"] < row["first_count_date"]
     )

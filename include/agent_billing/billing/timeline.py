@@ -27,14 +27,16 @@ def ordered(changes: Iterable[UnitChange]) -> tuple[UnitChange, ...]:
 _effective_date = attrgetter("effective_date")
 
 
-def starting_units(first_count: int | None, first_change_before: int | None, configured_units: int) -> int:
-    """Units before the first change: the first count, else what the first change (of any
-    date) started from, else the service's configured units (a manual service without changes).
+def starting_units(first_observation: int | None, first_change_before: int | None, configured_units: int) -> int:
+    """Units before the first change: what the first change (of any date) started from, which
+    the unit history made from its first observation, in its own order of readings and counts;
+    without changes, the first observation (a count or a reading: every observation has the
+    same units then); else the service's configured units (a manual service without changes).
     ``services.units`` alone would not do: a future-dated manual change has already set it."""
-    if first_count is not None:
-        return first_count
     if first_change_before is not None:
         return first_change_before
+    if first_observation is not None:
+        return first_observation
     return configured_units
 
 
