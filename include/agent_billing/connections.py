@@ -112,8 +112,19 @@ def _from_json(conn_id: str, data: Any) -> ConnectionInfo:
     )
 
 
+#: Words that make a connection field or URL parameter a secret (libpq takes ``password`` and
+#: ``sslpassword`` as URL parameters too), hidden in every message like the password.
+SECRET_WORDS = ("password", "passphrase", "secret", "token")
+
+
+def is_secret_key(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_WORDS)
+
+
 def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
     parts = urlsplit(raw)
+    if parts.netloc.count("@") > 1:  # never echo it: readers split it at different '@'s
+        raise ValueError("the host part holds more than one '@' (a password holding / # ? @ or : must be percent-encoded)")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     extra: dict[str, Any]
     if "__extra__" in query:

@@ -144,6 +144,15 @@ CASES = [
     Case("warehouse-password-with-a-hash", ("review",), 2,  # the URL parser takes the password for the port
          rf"{WAREHOUSE_VAR} is not a valid connection: .* must be percent-encoded",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}#x@db:5432/billing"}),
+    Case("warehouse-password-with-an-at", ("review",), 2,  # readers split it at different '@'s
+         rf"{WAREHOUSE_VAR} is not a valid connection: the host part holds more than one '@' .* must be "
+         "percent-encoded", SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:p@{SECRET}@127.0.0.1:5432/billing"}),
+    Case("warehouse-secret-url-parameters", ("review",), 1,
+         r"cannot use the warehouse .*127\.0\.0\.1:1/billing\?password=\*\*\*&sslpassword=\*\*\*: ",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing@127.0.0.1:1/billing?password={SECRET}&sslpassword={SECRET}x"}),
+    Case("warehouse-json-secret-extra", ("review",), 1, r"cannot use the warehouse .*sslpassword=\*\*\*",
+         SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "schema": "billing", '
+                      f'"password": "{SECRET}", "extra": {{"sslpassword": "{SECRET}"}}}}'}),
     Case("warehouse-json-extra-not-an-object", ("review",), 2,
          rf"{WAREHOUSE_VAR} is not a valid connection: extra must be a JSON object, not list",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "extra": [1]}'}),

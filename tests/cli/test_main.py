@@ -296,3 +296,13 @@ def test_units_get_prints_the_change_recorded_and_an_earlier_press_withdrawn(war
         f"ALL: {count(start)} units (no change from the last count; today's earlier change {count(start)} → "
         f"{count(other)} is withdrawn)",
     ]
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_db_upgrade_hides_secret_url_parameters(warehouse, warehouse_url):
+    """libpq reads ?password= and ?sslpassword= from the URL: airflow-init's log shows this line."""
+    url = f"{warehouse_url}?password=Qu3ryPassw0rd&sslpassword=KeyPassphrase99"
+    run = run_cli("db", "upgrade", env={"AIRFLOW_CONN_BILLING_WAREHOUSE": url})
+    assert run.code == 0, run.stderr
+    assert "password=***&sslpassword=***" in run.stdout
+    assert "Qu3ryPassw0rd" not in run.stdout + run.stderr and "KeyPassphrase99" not in run.stdout + run.stderr

@@ -223,18 +223,19 @@ def _warehouse_for_messages() -> str:
 
 
 def _secrets() -> list[str]:
-    """Passwords of the configured ``AIRFLOW_CONN_*`` connections."""
-    from agent_billing.connections import get_connection
+    """Passwords and secret extras (``sslpassword`` ...) of the configured ``AIRFLOW_CONN_*``
+    connections."""
+    from agent_billing.connections import get_connection, is_secret_key
 
     found = []
     for name in os.environ:
         if name.startswith("AIRFLOW_CONN_"):
             try:
-                password = get_connection(name[len("AIRFLOW_CONN_"):].lower()).password
+                conn = get_connection(name[len("AIRFLOW_CONN_"):].lower())
             except Exception:  # noqa: BLE001 - an unparsable setting has no password to hide
                 continue
-            if password and len(password) >= 3:
-                found.append(password)
+            values = [conn.password, *(v for k, v in conn.extra.items() if is_secret_key(k))]
+            found += [v for v in values if isinstance(v, str) and len(v) >= 3]
     return found
 
 

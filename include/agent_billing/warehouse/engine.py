@@ -112,6 +112,11 @@ def _require_sqlite_directory(url: URL, source: str) -> None:
 
 
 def safe_url(engine: Engine | URL) -> str:
-    """The engine's URL with any password hidden, for logs and messages."""
+    """The engine's URL with any password hidden, for logs and messages: the password and
+    secret URL parameters (``?password=``, ``?sslpassword=``, which libpq reads too)."""
+    from agent_billing.connections import is_secret_key
+
     url = engine.url if isinstance(engine, Engine) else engine
-    return url.render_as_string(hide_password=True)
+    if any(is_secret_key(k) for k in url.query):
+        url = url.set(query={k: ("***" if is_secret_key(k) else v) for k, v in url.query.items()})
+    return url.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
