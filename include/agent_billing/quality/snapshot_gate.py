@@ -90,6 +90,7 @@ def _agent_expectations(gxe) -> list:
         gxe.ExpectColumnPairValuesToBeEqual(column_A="org_id", column_B="group_org_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="online"),  # the in-set check skips nulls
         gxe.ExpectColumnValuesToBeInSet(column="online", value_set=list(ONLINE_CODES)),
+        gxe.ExpectColumnValuesToBeInSet(column="checkin_known", value_set=[1]),
     ]
 
 
