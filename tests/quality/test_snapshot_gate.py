@@ -19,7 +19,7 @@ from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.settings import Settings
 from agent_billing.sync.pipeline import load_step, validate_step
 
-from ..sync.conftest import DAYS, G_SRV, VIEW, write_landing
+from ..sync.conftest import AGENT, DAYS, G_SRV, ORG, VIEW, write_landing
 
 D1 = min(DAYS)
 
@@ -126,7 +126,11 @@ def test_each_broken_agent_rule_fails_with_its_message(warehouse, settings):
         "agents.expect_column_values_to_not_be_null(online)",
         "agents.expect_column_values_to_be_in_set(checkin_known)",
     ])
-    assert json.loads(results["agents.expect_column_values_to_be_in_set(online)"][3]) == [7]
+    [bad_status] = json.loads(results["agents.expect_column_values_to_be_in_set(online)"][3])
+    assert bad_status == {"agent_id": bad_status["agent_id"], "online": 7} and bad_status["agent_id"]
+    # the message names the agents (where to look), with the value that failed
+    assert f"be_in_set(online) failed on 1 of 7 rows (agent {bad_status['agent_id']}: online 7)" in message
+    assert "be_in_set(checkin_known) failed on 1 of 7 rows (agent " in message
     status, stored_message = sync_run(warehouse)
     assert status == "failed" and stored_message == message
 
@@ -141,7 +145,8 @@ def test_an_agent_in_a_group_of_another_org_fails(warehouse, settings):
     # a4 and a5 sit in the servers group, which now belongs to another org
     assert message == (
         "quality gate failed for snapshot 2024-03-01: agents.expect_column_pair_values_to_be_equal"
-        "(org_id, group_org_id) failed on 2 of 6 rows"
+        f"(org_id, group_org_id) failed on 2 of 6 rows (agent {AGENT['a4']}: org_id {ORG}, group_org_id "
+        f"11111111111111111111111111; agent {AGENT['a5']}: org_id {ORG}, group_org_id 11111111111111111111111111)"
     )
 
 
@@ -166,7 +171,7 @@ def test_a_short_landing_fails_the_gate(warehouse, settings):
     message = gate_failure(warehouse, settings)
     assert message == (
         "quality gate failed for snapshot 2024-03-01: endpoints.expect_column_pair_values_to_be_equal"
-        f"(loaded, records) failed on 2 of 5 rows (agents.jsonl.gz, agents_in_view/{VIEW}.jsonl.gz)"
+        f"(loaded, records) failed on 2 of 5 rows (agents.jsonl.gz; agents_in_view/{VIEW}.jsonl.gz)"
     )
     details = json.loads(stored_results(warehouse)[
         "endpoints.expect_column_pair_values_to_be_equal(loaded, records)"][3])

@@ -47,7 +47,7 @@ class ExpectationResult:
 
     def describe(self) -> str:
         text_ = f"{self.expectation} failed on {self.unexpected_count} of {self.element_count} rows"
-        return text_ + (f" ({', '.join(self.where)})" if self.where else "")
+        return text_ + (f" ({'; '.join(self.where)})" if self.where else "")
 
 
 def validate_snapshot(engine: Engine, landing: RawLanding) -> list[ExpectationResult]:
@@ -124,7 +124,8 @@ def _run_suites(
         if all(r.success for r in results):
             results = [replace(r, element_count=agents_loaded) for r in results]
         else:
-            results = _validate(context, agents, "agents", _agent_expectations(gxe), d, "SUMMARY", run="detail")
+            by_agent = {"result_format": "SUMMARY", "unexpected_index_column_names": ["agent_id"]}
+            results = _validate(context, agents, "agents", _agent_expectations(gxe), d, by_agent, run="detail")
     finally:
         dispose(warehouse)
     landed = (
@@ -177,16 +178,27 @@ def _summarise(table: str, result: dict[str, Any]) -> ExpectationResult:
     kwargs = {k: v for k, v in config["kwargs"].items() if k in ("column", "column_A", "column_B")}
     label = f"{table}.{config['type']}({', '.join(str(v) for v in kwargs.values())})"
     info = result.get("result") or {}
-    by_file = info.get("partial_unexpected_index_list") or []
-    sample = by_file or info.get("partial_unexpected_list") or []
+    by_row = info.get("partial_unexpected_index_list") or []  # the file or agent of each, with its value
+    sample = by_row or info.get("partial_unexpected_list") or []
     return ExpectationResult(
         expectation=label,
         success=bool(result["success"]),
         element_count=int(info.get("element_count") or 0),
         unexpected_count=int(info.get("unexpected_count") or 0),
         details=json.dumps(sample[:5], default=str) if sample else "",
-        where=tuple(row["file"] for row in by_file),
+        where=tuple(_where(row) for row in by_row[:WHERE_SHOWN]),
     )
+
+
+WHERE_SHOWN = 3  # rows named in the one-line message (quality_results.details keeps five)
+
+
+def _where(row: dict[str, Any]) -> str:
+    """A failing row as the message names it: its landed file, or its agent (and value)."""
+    if "file" in row:
+        return str(row["file"])
+    values = ", ".join(f"{k} {v}" for k, v in row.items() if k != "agent_id")
+    return f"agent {row.get('agent_id')}" + (f": {values}" if values else "")
 
 
 def store_results(conn: Connection, d: date, results: list[ExpectationResult]) -> None:
