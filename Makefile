@@ -31,4 +31,4 @@ lint: install
 	$(BIN)/ruff check include plugins dags tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache data .airflow
+	rm -rf $(VENV) build *.egg-info include/*.egg-info dev/*.egg-info .pytest_cache data .airflow

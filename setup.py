@@ -1,6 +1,13 @@
 """Package list of the agent-billing wheel (the rest of the metadata is in pyproject.toml):
-the product package found under include/, plus include/sql shipped as agent_billing.sql_files."""
+the product package found under include/ (its data folders, the migrations and the SQL, are
+listed as namespace packages so setuptools ships them without warning), plus include/sql
+shipped as agent_billing.sql_files."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
-setup(packages=[*find_packages("include", include=["agent_billing", "agent_billing.*"]), "agent_billing.sql_files"])
+SQL_FOLDERS = ("billing", "quality", "sync")
+
+setup(packages=[
+    *find_namespace_packages("include", include=["agent_billing", "agent_billing.*"], exclude=["*.__pycache__"]),
+    "agent_billing.sql_files", *(f"agent_billing.sql_files.{folder}" for folder in SQL_FOLDERS),
+])

@@ -8,6 +8,7 @@ reached the tests that need it are skipped, except under ``CI=true`` where they 
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ forget_deployment_settings(os.environ, keep=("AGENT_BILLING_TEST_", "AGENT_BILLI
 
 # Airflow reads these at import time: set them before anything imports airflow.
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="agent_billing_af_")
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)  # nothing left in /tmp by a test run
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -121,6 +122,8 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
     prepare_home(home)
     progress = Progress(out)
     logging.getLogger().setLevel(logging.WARNING)  # the progress lines tell the story
+    # FastAPI's test client (Airflow's in-process API for dag.test) warns on import: not ours.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
     start = date(2025, 1, 1)
     (home / "airflow").mkdir()
     forget_deployment_settings(os.environ)  # an operator's shell: never its databases or mail
@@ -219,7 +222,7 @@ def summary(engine, home: Path, log_path: Path) -> str:
             "JOIN services s ON s.service_id = uc.service_id GROUP BY s.contract_id ORDER BY s.contract_id"
         )).all()
         for contract_id, n, up, down in rows:
-            lines.append(f"  {contract_id:<22} {n:>3} changes   +{up} / {down} units")
+            lines.append(f"  {contract_id:<22} {n:>3} changes   +{up} / -{abs(down)} units")
         invoices = conn.execute(text(
             "SELECT invoice_id, contract_id, invoice_date, document_type, currency, total FROM invoices "
             "ORDER BY invoice_date, contract_id"
@@ -247,8 +250,10 @@ def summary(engine, home: Path, log_path: Path) -> str:
         f"Warehouse: {home / 'warehouse.db'} (SQLite). Query it, for example:",
         f"  .venv/bin/python -c \"import sqlite3; c = sqlite3.connect('{home / 'warehouse.db'}'); "
         "print(c.execute('SELECT contract_id, total FROM invoices').fetchall())\"",
-        "  or point AIRFLOW_CONN_BILLING_WAREHOUSE at it and run: agent-billing invoices export --month 2025-02 --format csv",
-        f"Airflow task logs of the demo: {log_path}",
+        "  or with the command line:",
+        f"  AIRFLOW_CONN_BILLING_WAREHOUSE=sqlite:///{(home / 'warehouse.db').resolve()} "
+        ".venv/bin/agent-billing invoices export --month 2025-02 --format csv",
+        f"Warnings and task errors of the demo's Airflow runs: {log_path}",
         "Queries finance runs are in docs/data-dictionary.md.",
     ]
     return "\n".join(lines)

@@ -102,6 +102,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, handlers=[handler])
     if args.debug or args.verbose:
         logging.getLogger("alembic").setLevel(level)  # quiet_alembic() leaves it alone then
+        if not args.debug:  # Alembic announces each of its plugins at INFO: not the command's progress
+            logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _require_current_schema() -> None:
