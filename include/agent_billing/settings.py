@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     )
     notify_from: str = Field("agent-billing@localhost", description="Sender of unit-change mail.")
     data_team_emails: str = Field("", description="Comma-separated recipients of data-team alerts.")
+    extra_online_codes: str = Field(
+        "", description="Comma-separated Online status codes beyond VSA's documented ones (a newer "
+        "build's) that the quality gate accepts."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -55,6 +59,18 @@ class Settings(BaseSettings):
             if address and not _ADDRESS.fullmatch(address):
                 raise ValueError(f"{address!r} is not one e-mail address (separate several with commas)")
         return value
+
+    @field_validator("extra_online_codes")
+    @classmethod
+    def _codes(cls, value: str) -> str:
+        for code in (c.strip() for c in value.split(",")):
+            if code and not re.fullmatch(r"-?\d{1,9}", code):
+                raise ValueError(f"{code!r} is not a status code (integers, separated by commas)")
+        return value
+
+    @property
+    def online_codes_added(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.extra_online_codes.split(",") if c.strip())
 
     @property
     def tz(self) -> ZoneInfo:

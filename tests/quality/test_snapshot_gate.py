@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from agent_billing.quality.snapshot_gate import QualityGateFailed
-from agent_billing.settings import Settings
+from agent_billing.errors import ConfigurationError
+from agent_billing.settings import Settings, get_settings
 from agent_billing.sync.pipeline import load_step, validate_step
 
 from ..sync.conftest import AGENT, DAYS, G_SRV, ORG, VIEW, write_landing
@@ -133,6 +134,23 @@ def test_each_broken_agent_rule_fails_with_its_message(warehouse, settings):
     assert "be_in_set(checkin_known) failed on 1 of 7 rows (agent " in message
     status, stored_message = sync_run(warehouse)
     assert status == "failed" and stored_message == message
+
+
+def test_a_status_code_a_newer_vsa_added_fails_until_the_data_team_accepts_it(warehouse, settings, monkeypatch):
+    """One agent with an undocumented Online code fails the night (naming it); the data team
+    checks what it means and accepts it with AGENT_BILLING_EXTRA_ONLINE_CODES, then re-runs."""
+    def new_code(records):
+        records["agents.jsonl.gz"][1]["Online"] = 3
+
+    land_and_load(warehouse, settings, new_code)
+    assert f"be_in_set(online) failed on 1 of 6 rows (agent {AGENT['a2']}: online 3)" in gate_failure(warehouse, settings)
+    monkeypatch.setenv("AGENT_BILLING_EXTRA_ONLINE_CODES", " 3, 14")
+    accepting = get_settings().model_copy(update={"raw_path": settings.raw_path})
+    assert accepting.online_codes_added == (3, 14)
+    assert validate_step(warehouse, accepting, D1).status == "validated"
+    monkeypatch.setenv("AGENT_BILLING_EXTRA_ONLINE_CODES", "3;14")
+    with pytest.raises(ConfigurationError, match=r"AGENT_BILLING_EXTRA_ONLINE_CODES='3;14': '3;14' is not a status code"):
+        get_settings()
 
 
 def test_an_agent_in_a_group_of_another_org_fails(warehouse, settings):

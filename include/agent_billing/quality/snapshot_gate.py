@@ -50,12 +50,15 @@ class ExpectationResult:
         return text_ + (f" ({'; '.join(self.where)})" if self.where else "")
 
 
-def validate_snapshot(engine: Engine, landing: RawLanding) -> list[ExpectationResult]:
-    """Run the gate on the date's snapshot; store the results; raise if any expectation failed."""
+def validate_snapshot(engine: Engine, landing: RawLanding, online_codes_added: tuple[int, ...] = ()) -> list[ExpectationResult]:
+    """Run the gate on the date's snapshot; store the results; raise if any expectation failed.
+    ``online_codes_added``: status codes accepted beyond VSA's documented ones
+    (``AGENT_BILLING_EXTRA_ONLINE_CODES``, for a VSA build that added one)."""
     d = landing.snapshot_date
     with engine.connect() as conn:
         loaded = loaded_rows(conn, d)
-    results = _run_suites(engine, d, _endpoints(landing.manifest(), loaded), loaded.get("agents.jsonl.gz", 0))
+    codes = (*ONLINE_CODES, *online_codes_added)
+    results = _run_suites(engine, d, _endpoints(landing.manifest(), loaded), loaded.get("agents.jsonl.gz", 0), codes)
     with engine.begin() as conn:
         store_results(conn, d, results)
     failed = [r for r in results if not r.success]
@@ -82,14 +85,14 @@ def _endpoints(manifest: dict[str, Any], loaded: dict[str, int]) -> list[dict[st
     return rows
 
 
-def _agent_expectations(gxe) -> list:
+def _agent_expectations(gxe, online_codes: tuple[int, ...]) -> list:
     return [
         gxe.ExpectColumnValuesToNotBeNull(column="agent_id"),
         gxe.ExpectColumnValuesToBeUnique(column="agent_id"),
         gxe.ExpectColumnValuesToBeInSet(column="group_known", value_set=[1]),
         gxe.ExpectColumnPairValuesToBeEqual(column_A="org_id", column_B="group_org_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="online"),  # the in-set check skips nulls
-        gxe.ExpectColumnValuesToBeInSet(column="online", value_set=list(ONLINE_CODES)),
+        gxe.ExpectColumnValuesToBeInSet(column="online", value_set=list(online_codes)),
         gxe.ExpectColumnValuesToBeInSet(column="checkin_known", value_set=[1]),
     ]
 
@@ -103,7 +106,7 @@ def _endpoint_expectations(gxe) -> list:
 
 
 def _run_suites(
-    engine: Engine, d: date, endpoints: list[dict[str, Any]], agents_loaded: int
+    engine: Engine, d: date, endpoints: list[dict[str, Any]], agents_loaded: int, online_codes: tuple[int, ...]
 ) -> list[ExpectationResult]:
     import pandas as pd
 
@@ -120,12 +123,12 @@ def _run_suites(
         # the night's ids; the gate takes about 1.7 s instead of 2.8 s at 1M agents). Each
         # expectation then checked every agent row of the date and found none unexpected.
         # A night that fails is checked again for what failed, on how many rows, with samples.
-        results = _validate(context, agents, "agents", _agent_expectations(gxe), d, "BOOLEAN_ONLY")
+        results = _validate(context, agents, "agents", _agent_expectations(gxe, online_codes), d, "BOOLEAN_ONLY")
         if all(r.success for r in results):
             results = [replace(r, element_count=agents_loaded) for r in results]
         else:
             by_agent = {"result_format": "SUMMARY", "unexpected_index_column_names": ["agent_id"]}
-            results = _validate(context, agents, "agents", _agent_expectations(gxe), d, by_agent, run="detail")
+            results = _validate(context, agents, "agents", _agent_expectations(gxe, online_codes), d, by_agent, run="detail")
     finally:
         dispose(warehouse)
     landed = (

@@ -179,7 +179,7 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
             return held
         require_staging(conn, settings, snapshot_date, "check")
     try:
-        results = validate_snapshot(engine, landing_for(settings, snapshot_date))
+        results = validate_snapshot(engine, landing_for(settings, snapshot_date), settings.online_codes_added)
     except QualityGateFailed as exc:
         with engine.begin() as conn:
             # A complete date keeps its status and data: the failed load never reached them.
