@@ -65,8 +65,9 @@ def fail_fast(function: Callable[..., Any]) -> Callable[..., Any]:
 
 #: What a backstop alert says: the task's own callback would have carried its error.
 KILLED = (
-    "the task ended failed without its own alert: its process was killed before it could "
-    "report an error (out of memory, a lost worker, a timeout's kill); see the task's log"
+    "the task ended failed and the run's watcher found no alert of its own: its process was "
+    "killed before it could report an error (out of memory, a lost worker, a timeout's kill); "
+    "if an alert of the task itself reached you too, that one carries its error. See the task's log"
 )
 
 

@@ -5,6 +5,7 @@ a deadline alert at the configured local time whose callback mails the data team
 from __future__ import annotations
 
 from datetime import date, time, timedelta
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,12 @@ def test_without_warehouse_or_smtp_the_callback_says_both_in_one_line(broken_war
     assert "s3cret-pw" not in str(raised.value) and "\n" not in str(raised.value)
 
 
+def step_of(task_id: str) -> FailedStep:
+    step = FailedStep()
+    step.task_id = task_id
+    return step
+
+
 class FailedStep(FailedTask):
     @staticmethod
     def xcom_pull(task_ids: str) -> str:
@@ -234,20 +241,31 @@ def test_the_backstop_alerts_a_step_killed_on_a_date_an_earlier_run_failed_and_s
             "failure:2026-11-03:load"]
 
     gate = "quality gate failed for snapshot 2026-11-03: agents.expect_column_values_to_be_unique(agent_id)"
+    with warehouse.begin() as conn:  # yesterday's gate failed; today the re-run's count was killed
+        record_run(conn, date(2026, 11, 3), "failed", message=gate)
+    [count] = as_list(dag.get_task("count").on_failure_callback)
+    count({"ti": step_of("count"), "exception": KILLED, "backstop": True})
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT message FROM sync_runs")).scalar() == f"count failed: {KILLED}"
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 2
     with warehouse.begin() as conn:  # a complete date re-run, its gate failed (recorded by the step)
         record_run(conn, date(2026, 11, 3), "complete", message=gate)
-    validate({"ti": FailedStep(), "exception": KILLED, "backstop": True})
+    validate({"ti": step_of("validate"), "exception": KILLED, "backstop": True})
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT status, message FROM sync_runs")).one() == ("complete", gate)
-        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 1
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 2
 
 
-def test_the_backstop_mails_nothing_when_the_warehouse_is_down(dagbag, broken_warehouse, smtp_inbox):
-    """The task's own callback ran first and mailed its alert directly: no second, false one."""
+def test_the_backstop_mails_a_killed_task_when_the_warehouse_is_down(dagbag, broken_warehouse, smtp_inbox):
+    """It cannot tell whether the task mailed its own alert (no outbox): better two mails, the
+    watcher's saying so, than none for a task that was killed."""
     from data_team_alerts import alert_data_team
     from run_states import KILLED
 
     [load] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
     load({"ti": FailedStep(), "exception": KILLED, "backstop": True})
     alert_data_team({"ti": FailedTask(), "exception": KILLED, "backstop": True})
-    assert smtp_inbox.messages == []
+    assert smtp_inbox.subjects() == ["[agent-billing] Sync of 2026-11-03 failed at load",
+                                     "[agent-billing] vsa_asset_sync failed at load"]
+    body = message_from_bytes(smtp_inbox.messages[0].content, policy=policy.default).get_content()
+    assert "if an alert of the task itself reached you too, that one carries its error" in body

@@ -15,8 +15,8 @@ import time
 import pytest
 from sqlalchemy import text
 
-from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.errors import ConfigurationError
+from agent_billing.quality.snapshot_gate import QualityGateFailed
 from agent_billing.settings import Settings, get_settings
 from agent_billing.sync.pipeline import load_step, validate_step
 
@@ -59,9 +59,9 @@ def sync_run(engine):
 def test_a_good_snapshot_passes_and_its_results_are_stored(warehouse, settings):
     land_and_load(warehouse, settings)
     result = validate_step(warehouse, settings, D1)
-    assert result.status == "validated" and result.detail["expectations"] == 10
+    assert result.status == "validated" and result.detail["expectations"] == 9
     results = stored_results(warehouse)
-    assert len(results) == 10 and all(r[0] for r in results.values())
+    assert len(results) == 9 and all(r[0] for r in results.values())
     assert results["agents.expect_column_values_to_be_unique(agent_id)"][1:3] == (6, 0)
     # five landed files: orgs, groups, agents, views, one view's members
     assert results["endpoints.expect_column_pair_values_to_be_equal(loaded, records)"][1:3] == (5, 0)
@@ -88,7 +88,7 @@ def test_a_passing_night_stores_what_a_full_check_would(warehouse, settings, mon
 
     monkeypatch.setattr(snapshot_gate, "_validate", full_check)
     validate_step(warehouse, settings, D1)
-    assert formats[0] == "BOOLEAN_ONLY" and len(full) == 7
+    assert formats[0] == "BOOLEAN_ONLY" and len(full) == 6
     assert full == {name: row for name, row in verdicts_only.items() if name.startswith("agents.")}
 
 
@@ -101,7 +101,6 @@ def test_each_broken_agent_rule_fails_with_its_message(warehouse, settings):
         del agents[3]["Online"]                                        # no status at all
         agents[4]["OrgId"] = "11111111111111111111111111"              # not its group's org
         agents[5]["AgentId"] = None                                    # no id
-        agents[4]["LastCheckInTime"] = "03/02/2024 01:00:00"           # checked in, but unreadable
 
     land_and_load(warehouse, settings, break_snapshot)
     message = gate_failure(warehouse, settings)
@@ -113,7 +112,6 @@ def test_each_broken_agent_rule_fails_with_its_message(warehouse, settings):
         "agents.expect_column_pair_values_to_be_equal(org_id, group_org_id) failed on 1 of 7 rows",
         "agents.expect_column_values_to_be_in_set(online) failed on 1 of 7 rows",
         "agents.expect_column_values_to_not_be_null(online) failed on 1 of 7 rows",
-        "agents.expect_column_values_to_be_in_set(checkin_known) failed on 1 of 7 rows",
     ):
         assert failure in message
     assert "endpoints." not in message  # the landing itself is consistent
@@ -125,13 +123,11 @@ def test_each_broken_agent_rule_fails_with_its_message(warehouse, settings):
         "agents.expect_column_pair_values_to_be_equal(org_id, group_org_id)",
         "agents.expect_column_values_to_be_in_set(online)",
         "agents.expect_column_values_to_not_be_null(online)",
-        "agents.expect_column_values_to_be_in_set(checkin_known)",
     ])
     [bad_status] = json.loads(results["agents.expect_column_values_to_be_in_set(online)"][3])
     assert bad_status == {"agent_id": bad_status["agent_id"], "online": 7} and bad_status["agent_id"]
     # the message names the agents (where to look), with the value that failed
     assert f"be_in_set(online) failed on 1 of 7 rows (agent {bad_status['agent_id']}: online 7)" in message
-    assert "be_in_set(checkin_known) failed on 1 of 7 rows (agent " in message
     status, stored_message = sync_run(warehouse)
     assert status == "failed" and stored_message == message
 
@@ -220,7 +216,7 @@ def test_the_gate_prints_nothing_and_logs_no_gx_chatter(warehouse, settings, cap
     assert out == "" and err == ""  # no tqdm bars on stderr
     assert [r.getMessage() for r in caplog.records if r.name.startswith("great_expectations")] == []
     assert [r.getMessage() for r in caplog.records if r.name.startswith("agent_billing")] == [
-        "quality gate passed for 2024-03-01: 10 expectations on 6 agents"
+        "quality gate passed for 2024-03-01: 9 expectations on 6 agents"
     ]
 
 
@@ -279,7 +275,7 @@ def test_two_gates_of_one_date_store_their_results_one_after_the_other(warehouse
             time.sleep(0.05)
     second.join(timeout=120)
     assert "error" not in outcome, outcome
-    assert len(stored_results(warehouse)) == len(results) == 10
+    assert len(stored_results(warehouse)) == len(results) == 9
 
 
 def _a_session_waits_on_a_lock(engine) -> bool:

@@ -26,8 +26,9 @@ def awkward(records):
     agents[0]["OrgId"] = int(ORG)
     agents[1]["MachineGroupId"] = f"  {G_WS} "
     agents[1]["LastCheckInTime"] = "2024-02-27T23:30:00-05:00"
-    agents[2]["LastCheckInTime"] = "not a time"
-    agents[2]["FirstCheckIn"] = ""
+    agents[2]["LastCheckInTime"] = None  # never checked in, as VSA writes it
+    agents[2]["FirstCheckIn"] = "not a time"  # unreadable: NULL (nothing is counted by it)
+    agents[3]["FirstCheckIn"] = ""
     del agents[3]["Online"]
     agents[4]["LastCheckInTime"] = "2024-02-20T10:00:00"
     agents[4]["AgentName"] = 'quote" back\\slash, comma'
@@ -166,3 +167,21 @@ def assert_refused_naming_the_file(warehouse, landing) -> None:
     message = str(info.value)
     assert message.startswith(f"raw landing file {landing.path / 'agents.jsonl.gz'} cannot be read: ")
     assert "\n" not in message and loaded_agents(warehouse) == []
+
+
+@pytest.mark.parametrize("value", ["03/02/2024 01:00:00", "/Date(1709341200000)/", 1709341200])
+def test_an_unreadable_last_check_in_refuses_the_load_naming_the_file_and_agent(warehouse, tmp_path, value):
+    """NULL means "never checked in", which the offline-days exclusion counts out: read as NULL, a
+    VSA build writing another format would credit every such agent. The load refuses instead."""
+    from agent_billing.sync.load import UnreadableCheckIn
+
+    def other_format(records):
+        records["agents.jsonl.gz"][1]["LastCheckInTime"] = value
+
+    landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=other_format)
+    with pytest.raises(UnreadableCheckIn) as refused:
+        load_snapshot(warehouse, landing)
+    assert str(refused.value) == (
+        f"agents.jsonl.gz: LastCheckInTime {value!r} of agent {AGENT['a2']} is not a timestamp agent-billing "
+        "reads (ISO 8601, as VSA writes it): nothing was loaded")
+    assert loaded_agents(warehouse) == []

@@ -93,7 +93,6 @@ def _agent_expectations(gxe, online_codes: tuple[int, ...]) -> list:
         gxe.ExpectColumnPairValuesToBeEqual(column_A="org_id", column_B="group_org_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="online"),  # the in-set check skips nulls
         gxe.ExpectColumnValuesToBeInSet(column="online", value_set=list(online_codes)),
-        gxe.ExpectColumnValuesToBeInSet(column="checkin_known", value_set=[1]),
     ]
 
 

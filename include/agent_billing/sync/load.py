@@ -1,7 +1,8 @@
 """Load a raw landing into the snapshot tables: one transaction per date, the date's rows replaced.
 
-The load's rules (ids as exact decimal strings, ``Online`` an integer, unreadable timestamps
-NULL, days since check-in from the date written) are written once, in Python: ``clean_agent``,
+The load's rules (ids as exact decimal strings, ``Online`` an integer, an unreadable
+``FirstCheckIn`` NULL, an unreadable ``LastCheckInTime`` refused, days since check-in from the
+date written) are written once, in Python: ``clean_agent``,
 ``agent_row``, ``parse_vsa_timestamp`` and ``landing.parse_record``. SQLite and the small files
 go through them record by record. On PostgreSQL the big files (agents, view members) are read a
 few MB at a time and decoded by msgspec, in C, straight into the values kept when the read has
@@ -22,6 +23,7 @@ from typing import Annotated
 import msgspec
 from sqlalchemy import Connection, Engine, text
 
+from agent_billing.errors import UserError
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.runs import lock_snapshot_date
 from agent_billing.vsa.records import normalise_id
@@ -133,13 +135,26 @@ class CleanMember(msgspec.Struct):
     AgentId: CleanId | None
 
 
+class UnreadableCheckIn(UserError):
+    """An agent's ``LastCheckInTime`` is a value but no timestamp the load reads."""
+
+
 def clean_agent(r: dict) -> CleanAgent:
-    """The load's rules for an agent record (its ids already exact strings: ``parse_record``)."""
-    name = r.get("AgentName")
+    """The load's rules for an agent record (its ids already exact strings: ``parse_record``).
+
+    An unreadable ``LastCheckInTime`` is refused (``UnreadableCheckIn``), not read as NULL: NULL
+    means "never checked in", which the offline-days exclusion counts out, so a VSA build writing
+    another format would credit every such agent (VSA's null stays NULL)."""
+    name, raw_last = r.get("AgentName"), r.get("LastCheckInTime")
+    last = parse_vsa_timestamp(raw_last)
+    if last is None and raw_last not in (None, ""):
+        raise UnreadableCheckIn(
+            f"LastCheckInTime {raw_last!r} of agent {r.get('AgentId')} is not a timestamp agent-billing "
+            "reads (ISO 8601, as VSA writes it)"
+        )
     return CleanAgent(
         r.get("AgentId"), None if name is None else str(name), r.get("OrgId"), r.get("MachineGroupId"),
-        _int(r.get("Online")), parse_vsa_timestamp(r.get("LastCheckInTime")),
-        parse_vsa_timestamp(r.get("FirstCheckIn")),
+        _int(r.get("Online")), last, parse_vsa_timestamp(r.get("FirstCheckIn")),
     )
 
 
@@ -202,7 +217,7 @@ def _load_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, ta
     """Insert one landed file's rows into ``table`` (the kind's table, or its date partition);
     returns how many. SQLite: record by record through the rules."""
     if conn.dialect.name != "postgresql":
-        rows = (kind.row(d, view_id, kind.rules(r)) for r in landing.records(name))
+        rows = (kind.row(d, view_id, _by_rules(kind, name, r)) for r in landing.records(name))
         return bulk_insert(conn, table, kind.columns, rows)
     return _copy_file(conn, landing, name, kind, table, d, view_id)
 
@@ -244,7 +259,15 @@ def clean_reads(landing: RawLanding, name: str, kind: _Kind) -> Iterator[list[ms
                 cut = encoder.encode_lines(raw_decoder.decode_lines(lines))
             except msgspec.DecodeError:  # not JSON: the rules' parser names the file and the error
                 cut = lines
-            yield [kind.rules(r) for r in landing.parse_lines(name, cut)]
+            yield [_by_rules(kind, name, r) for r in landing.parse_lines(name, cut)]
+
+
+def _by_rules(kind: _Kind, name: str, record: dict) -> msgspec.Struct:
+    """The kind's rules for one record; a value they refuse names the landed file."""
+    try:
+        return kind.rules(record)
+    except UnreadableCheckIn as exc:
+        raise UnreadableCheckIn(f"{name}: {exc}: nothing was loaded") from None
 
 
 def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> list[str]:

@@ -371,14 +371,14 @@ def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step
 
     ``backstop``: the run's watcher found the step failed and calls this in case the task was
     killed before its own callback ran; it records nothing when the date's message already
-    tells this step's failure (the task's own record, with its real error, stands) or the
-    quality gate's (recorded, with its own alert, by the validate step itself)."""
+    tells this step's failure (the task's own record, with its real error, stands) or, for the
+    validate step, the quality gate's (recorded, with its own alert, by the step itself)."""
     from agent_billing.quality.snapshot_gate import GATE_FAILED_PREFIX
 
     with engine.begin() as conn:
         if backstop:
             told = (get_run(conn, snapshot_date) or {}).get("message") or ""
-            if told.startswith((f"{step} failed: ", GATE_FAILED_PREFIX)):
+            if told.startswith(f"{step} failed: ") or (step == "validate" and told.startswith(GATE_FAILED_PREFIX)):
                 return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
