@@ -61,19 +61,24 @@ def alerts(warehouse) -> list[tuple[str, str, str | None]]:
             "WHERE kind = 'failure' ORDER BY message_id"))]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_get_units_now_for_an_unknown_service_fails_at_once_alerts_and_fails_the_run(
-        fresh_dag, warehouse, smtp_inbox, monkeypatch):
+def press_for_an_unknown_service(fresh_dag, monkeypatch):
+    """Get Units Now for a service the warehouse does not have, through dag.test: a failed run."""
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
     world = GeneratedScenario(seed=1, orgs=1, agents=5, start=date(2024, 1, 1))
     with run_simulator(world, date=date(2024, 1, 2)) as vsa:
         monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
         run = fresh_dag("get_units_now").test(run_conf={"service_id": "NO-SUCH-SERVICE"})
-
     assert run.state == "failed"
     assert task_states(run) == {
         "count_service_now": "failed", "notify": "success", "fail_if_work_failed": "failed"}
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_get_units_now_for_an_unknown_service_fails_at_once_alerts_and_fails_the_run(
+        fresh_dag, warehouse, smtp_inbox, monkeypatch):
+    run = press_for_an_unknown_service(fresh_dag, monkeypatch)
     assert task_tries(run)["count_service_now"] == 1  # no retry: the default would be 3 tries
     message_id = f"task-failure:get_units_now:{run.run_id}:count_service_now"
     [(got_id, recipients, sent_at)] = alerts(warehouse)
@@ -98,15 +103,7 @@ def test_a_task_killed_before_its_callback_still_alerts_through_the_watcher(
             run_callbacks(task, kind, context, log)
 
     monkeypatch.setattr(task_runner, "_run_task_state_change_callbacks", killed_before_failure_callbacks)
-    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
-    world = GeneratedScenario(seed=1, orgs=1, agents=5, start=date(2024, 1, 1))
-    with run_simulator(world, date=date(2024, 1, 2)) as vsa:
-        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
-        run = fresh_dag("get_units_now").test(run_conf={"service_id": "NO-SUCH-SERVICE"})
-
-    assert run.state == "failed"
-    assert task_states(run) == {
-        "count_service_now": "failed", "notify": "success", "fail_if_work_failed": "failed"}
+    run = press_for_an_unknown_service(fresh_dag, monkeypatch)
     [(message_id, recipients, sent_at)] = alerts(warehouse)
     assert message_id == f"task-failure:get_units_now:{run.run_id}:count_service_now"
     assert recipients == DATA_TEAM and sent_at is not None  # sent by the watcher: notify ran before

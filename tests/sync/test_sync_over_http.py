@@ -109,17 +109,24 @@ def test_nightly_sync_over_http_matches_the_world(warehouse, tmp_path, world, mo
         assert not result.change_recorded
 
 
-def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, world, monkeypatch):
+def org_two_service(warehouse, world, name: str, **scope) -> str:
+    """Contract C2 (mail to it@org2.example) with service ORG2 counting the world's second org;
+    returns the org's id."""
     state = world.state(START)
     org = state.orgs.record(state.orgs.handles[1])["OrgId"]
     apply_contracts(warehouse, {"accounts": [{
         "account_id": "A2", "name": "Org two", "vsa_org_id": org,
         "contracts": [{"contract_id": "C2", "currency": "USD", "start_date": "2024-01-01",
                        "notify_emails": ["it@org2.example"], "services": [
-            {"service_id": "ORG2", "name": "All but never seen", "unit_price": "5",
-             "units_source": "rmm_agent_count", "exclude_never_checked_in": True, "start_date": "2024-01-01"},
+            {"service_id": "ORG2", "name": name, "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01", **scope},
         ]}],
     }]})
+    return org
+
+
+def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, world, monkeypatch):
+    org = org_two_service(warehouse, world, "All but never seen", exclude_never_checked_in=True)
     settings = Settings(raw_path=tmp_path / "raw")
     later = START + timedelta(days=20)
     with run_simulator(world, date=START) as vsa:
@@ -273,16 +280,7 @@ def test_a_second_press_the_same_day_corrects_what_the_first_press_told(warehous
     the first press's mail is replaced or withdrawn; sent, a correction follows."""
     from agent_billing.sync.notify import deliver_outbox
 
-    state = world.state(START)
-    org = state.orgs.record(state.orgs.handles[1])["OrgId"]
-    apply_contracts(warehouse, {"accounts": [{
-        "account_id": "A2", "name": "Org two", "vsa_org_id": org,
-        "contracts": [{"contract_id": "C2", "currency": "USD", "start_date": "2024-01-01",
-                       "notify_emails": ["it@org2.example"], "services": [
-            {"service_id": "ORG2", "name": "All", "unit_price": "5", "units_source": "rmm_agent_count",
-             "start_date": "2024-01-01"},
-        ]}],
-    }]})
+    org = org_two_service(warehouse, world, "All")
     settings = Settings(raw_path=tmp_path / "raw")
     later = START + timedelta(days=20)
     head = f"units-now:ORG2:{later}"

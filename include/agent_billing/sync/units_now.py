@@ -20,14 +20,14 @@ from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
-from agent_billing.sync.changes import record_reading
+from agent_billing.sync.changes import READING, day_change, record_reading
 from agent_billing.sync.load import clean_agent, days_since_checkin
 from agent_billing.sync.notify import queue_units_now_mail
 from agent_billing.vsa.client import VsaClient, id_filter
 from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
-SOURCE = "get_units_now"
+SOURCE = READING  # "get_units_now"
 
 
 @dataclass(frozen=True)
@@ -64,19 +64,13 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
     units = count_scope(engine, client, dict(service), today)
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
     with engine.begin() as conn:
-        earlier = conn.execute(
-            text(
-                "SELECT units_before, units_after FROM unit_changes "
-                "WHERE service_id = :sid AND effective_date = :day AND source = :source"
-            ),
-            {"sid": service_id, "day": today, "source": SOURCE},
-        ).first()
+        earlier = day_change(conn, service_id, today, SOURCE)
         found = record_reading(conn, tz, service_id, now, units)
         mine = [c for c in found if c.service_id == service_id and c.source == SOURCE and c.effective_date == today]
         change = (mine[-1].units_before, mine[-1].units_after) if mine else None
         queue_units_now_mail(conn, service_id, now, today, change)  # also corrects an earlier press's
     return UnitsNow(service_id, change[0] if change else units, units, today, change is not None,
-                    tuple(earlier) if earlier else None)
+                    (earlier.units_before, earlier.units_after) if earlier else None)
 
 
 # About 45 characters per id in a $filter: 30 keep a query under IIS's default 2,048-byte limit.

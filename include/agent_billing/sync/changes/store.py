@@ -206,6 +206,18 @@ def delete_changes(conn: Connection, change_ids: list[str]) -> None:
         conn.execute(text("DELETE FROM unit_changes WHERE change_id = :c"), params)
 
 
+def day_change(conn: Connection, service_id: str, day: date, source: str) -> Change | None:
+    """The service's change of ``source`` effective on ``day`` (there is one at most)."""
+    row = conn.execute(
+        text(
+            "SELECT units_before, units_after, detected_at FROM unit_changes WHERE service_id = :sid "
+            "AND effective_date = :d AND source = :source"
+        ),
+        {"sid": service_id, "d": day, "source": source},
+    ).first()
+    return None if row is None else Change(service_id, day, row[0], row[1], source, as_utc(row[2]))
+
+
 def record_manual_change(
     conn: Connection, service_id: str, effective_date: date, units_before: int, units_after: int,
     *, now: datetime | None = None,
@@ -215,16 +227,8 @@ def record_manual_change(
     A second edit effective the same day replaces the first, from the first one's 'before';
     returns the change written, or None when the units end where the day started.
     """
-    row = conn.execute(
-        text(
-            "SELECT units_before, units_after, detected_at FROM unit_changes WHERE service_id = :sid "
-            "AND effective_date = :d AND source = :source"
-        ),
-        {"sid": service_id, "d": effective_date, "source": MANUAL},
-    ).first()
-    replaced = None
-    if row is not None:
-        replaced = Change(service_id, effective_date, row[0], row[1], MANUAL, as_utc(row[2]))
+    replaced = day_change(conn, service_id, effective_date, MANUAL)
+    if replaced is not None:
         delete_changes(conn, [replaced.change_id])
     change = manual_change(service_id, effective_date, units_before, units_after, replaced, now or datetime.now(UTC))
     if change is not None:
