@@ -185,3 +185,17 @@ def test_an_unreadable_last_check_in_refuses_the_load_naming_the_file_and_agent(
         f"agents.jsonl.gz: LastCheckInTime {value!r} of agent {AGENT['a2']} is not a timestamp agent-billing "
         "reads (ISO 8601, as VSA writes it): nothing was loaded")
     assert loaded_agents(warehouse) == []
+
+
+@pytest.mark.parametrize("agent_id", [None, "  "], ids=["null", "blank"])
+def test_a_view_member_without_an_id_refuses_the_load_naming_the_file(warehouse, tmp_path, agent_id):
+    from agent_billing.sync.load import RefusedRecord
+
+    def no_id(records):
+        records[f"agents_in_view/{VIEW}.jsonl.gz"][0]["AgentId"] = agent_id
+
+    landing = write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=no_id)
+    with pytest.raises(RefusedRecord, match=rf"^agents_in_view/{VIEW}\.jsonl\.gz: a view member without AgentId: "
+                       "nothing was loaded$"):
+        load_snapshot(warehouse, landing)
+    assert loaded_agents(warehouse) == []

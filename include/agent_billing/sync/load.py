@@ -135,7 +135,11 @@ class CleanMember(msgspec.Struct):
     AgentId: CleanId | None
 
 
-class UnreadableCheckIn(UserError):
+class RefusedRecord(UserError):
+    """A landed record the load's rules refuse (the load names the file; nothing is loaded)."""
+
+
+class UnreadableCheckIn(RefusedRecord):
     """An agent's ``LastCheckInTime`` is a value but no timestamp the load reads."""
 
 
@@ -179,7 +183,9 @@ def days_since_checkin(d: date, last_checkin: datetime | None) -> int | None:
 
 
 def member_row(d: date, view_id: str | None, m: CleanMember, tz: tzinfo | None = None) -> tuple:
-    return d, view_id, _id(m.AgentId)
+    if (agent_id := _id(m.AgentId)) is None:
+        raise RefusedRecord("a view member without AgentId")
+    return d, view_id, agent_id
 
 
 def _id(value) -> str | None:
@@ -216,10 +222,13 @@ def _load_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, ta
                view_id: str | None = None) -> int:
     """Insert one landed file's rows into ``table`` (the kind's table, or its date partition);
     returns how many. SQLite: record by record through the rules."""
-    if conn.dialect.name != "postgresql":
-        rows = (kind.row(d, view_id, _by_rules(kind, name, r)) for r in landing.records(name))
-        return bulk_insert(conn, table, kind.columns, rows)
-    return _copy_file(conn, landing, name, kind, table, d, view_id)
+    try:
+        if conn.dialect.name != "postgresql":
+            rows = (kind.row(d, view_id, kind.rules(r)) for r in landing.records(name))
+            return bulk_insert(conn, table, kind.columns, rows)
+        return _copy_file(conn, landing, name, kind, table, d, view_id)
+    except RefusedRecord as exc:
+        raise type(exc)(f"{name}: {exc}: nothing was loaded") from None
 
 
 def _copy_file(conn: Connection, landing: RawLanding, name: str, kind: _Kind, table: str, d: date,
@@ -259,15 +268,7 @@ def clean_reads(landing: RawLanding, name: str, kind: _Kind) -> Iterator[list[ms
                 cut = encoder.encode_lines(raw_decoder.decode_lines(lines))
             except msgspec.DecodeError:  # not JSON: the rules' parser names the file and the error
                 cut = lines
-            yield [_by_rules(kind, name, r) for r in landing.parse_lines(name, cut)]
-
-
-def _by_rules(kind: _Kind, name: str, record: dict) -> msgspec.Struct:
-    """The kind's rules for one record; a value they refuse names the landed file."""
-    try:
-        return kind.rules(record)
-    except UnreadableCheckIn as exc:
-        raise UnreadableCheckIn(f"{name}: {exc}: nothing was loaded") from None
+            yield [kind.rules(r) for r in landing.parse_lines(name, cut)]
 
 
 def delete_snapshot_rows(conn: Connection, snapshot_date: date) -> list[str]:
