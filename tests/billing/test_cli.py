@@ -72,6 +72,39 @@ def test_review_then_post(contoso, run_cli):
     assert run_cli("review")[1].strip() == "no pending lines"
 
 
+def test_post_with_the_reviewed_total_refuses_lines_a_later_run_changed(contoso, run_cli):
+    """Finance reviewed 160.00; the nightly run then refreshed the pending lines (a change from
+    2 to 7 servers on April 2nd): post --expect-total refuses what was not reviewed."""
+    run_cli("bill", "--as-of", "2024-04-01")
+    assert run_cli("review", "--contract", "C-REVIEW")[1].splitlines()[-1].split() == ["C-REVIEW", "2", "160.00", "USD"]
+    contoso.change("S-SRV", "2024-04-02", 2, 7)
+    contoso.concluded("2024-04-02")
+    run_cli("bill", "--as-of", "2024-04-02")
+
+    code, out, err = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "160.00")
+    assert (code, out) == (2, "")
+    assert err.strip().endswith(
+        "the pending lines of contract C-REVIEW total 353.33 USD, not the 160.00 you expect: a billing run "
+        "refreshed them since they were reviewed (`agent-billing review --contract C-REVIEW` shows them now); "
+        "nothing was posted")
+    assert "INV-C-REVIEW-2024-04" not in contoso.invoices()
+    code, _, err = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "about 350")
+    assert code == 2 and "--expect-total 'about 350' is not an amount" in err
+    code, out, _ = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "353.33")
+    assert code == 0 and "total 353.33 USD" in out
+
+
+def test_a_renamed_service_does_not_hold_back_its_reviewed_lines(contoso, run_cli):
+    """A name is in the lines' descriptions, not in what they bill: post them, named anew."""
+    run_cli("bill", "--as-of", "2024-04-01")
+    contoso.contract("C-REVIEW", [{**contoso.rmm("S-SRV", "40.00", "2024-03-01"), "name": "Servers"}],
+                     start="2024-03-01", posting="review")
+    code, out, err = run_cli("post", "--contract", "C-REVIEW")
+    assert code == 0, err
+    lines = contoso.invoice("INV-C-REVIEW-2024-04")["lines"]
+    assert len(lines) == 2 and all("Servers" in x["description"] for x in lines if x["kind"] == "normal")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

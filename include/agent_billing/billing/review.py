@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 
 from sqlalchemy import Engine
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.horizon import check_horizon
+from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import invoice_id, post_invoice
 from agent_billing.billing.reconcile import retarget
@@ -28,12 +31,16 @@ def pending_lines(engine: Engine, contract_id: str | None = None) -> list[dict]:
         return [{**r, "amount": quantize(r["amount"], r["currency"])} for r in rows]
 
 
-def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -> ContractResult:
+def post_reviewed(
+    engine: Engine, contract_id: str, as_of: date | None = None, expect_total: Decimal | None = None
+) -> ContractResult:
     """Post a contract's reviewed pending lines as its invoice for the month of their date.
 
     The lines are reconciled again as of that date (default: the date of the pending lines),
     from the months the contract's last run left unsettled, as that run did, and posted only if
-    they are exactly the lines under review.
+    they are the lines under review (their descriptions aside: a renamed service changes no
+    money). ``expect_total``: the total the reviewer saw; a nightly run may have refreshed the
+    pending lines since, and then nothing is posted.
     """
     with engine.begin() as conn:
         contract = store.lock_contract(conn, contract_id)
@@ -53,10 +60,17 @@ def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -
                 "invoice month"
             )
         lines = plan_lines(conn, contract, as_of)
-        if set(lines) != set(pending):
+        if {_billed(x) for x in lines} != {_billed(x) for x in pending}:
             raise UserError(
                 f"the pending lines of contract {contract_id} are out of date as of {as_of}: "
                 f"run `agent-billing bill --as-of {as_of}` and review them again"
+            )
+        total = sum((x.amount for x in lines), Decimal(0))
+        if expect_total is not None and total != expect_total:
+            raise UserError(
+                f"the pending lines of contract {contract_id} total {total} {contract.currency}, not the "
+                f"{expect_total} you expect: a billing run refreshed them since they were reviewed "
+                f"(`agent-billing review --contract {contract_id}` shows them now); nothing was posted"
             )
         target = invoice_id(contract_id, month)
         invoice = post_invoice(conn, contract, month, as_of, retarget(lines, target))
@@ -64,5 +78,10 @@ def post_reviewed(engine: Engine, contract_id: str, as_of: date | None = None) -
         store.replace_pending(conn, contract_id, as_of, [])
         log.info("posted %s: %d line(s), total %s", invoice.invoice_id, invoice.lines, invoice.total)
         return result(contract, invoice, [], as_of)
+
+
+def _billed(line: Line) -> Line:
+    """What a line bills, without the words that explain it (a service's name is in them)."""
+    return replace(line, description="")
 
 

@@ -6,7 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+
+from agent_billing.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     post.add_argument("--contract", required=True, metavar="ID")
     post.add_argument(
         "--as-of", metavar="YYYY-MM-DD", help="default: the date the pending lines were computed as of"
+    )
+    post.add_argument(
+        "--expect-total", metavar="AMOUNT",
+        help="the total `review` showed: nothing is posted if a billing run has changed the lines since",
     )
     post.set_defaults(handler=_post)
 
@@ -168,13 +175,25 @@ def _review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _amount(raw: str, option: str) -> Decimal:
+    """An amount as typed (``160.00``, ``-12.5``): exact, or refused in one line."""
+    try:
+        amount = Decimal(raw.strip())
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise UserError(f"{option} {raw!r} is not an amount (digits with a decimal point, e.g. 160.00)")
+    return amount
+
+
 def _post(args: argparse.Namespace) -> int:
     from agent_billing.billing import post_reviewed
     from agent_billing.sync.dates import parse_date
     from agent_billing.warehouse import connect_warehouse
 
     as_of = parse_date(args.as_of, "--as-of") if args.as_of else None
-    result = post_reviewed(connect_warehouse(), args.contract, as_of)
+    expect_total = _amount(args.expect_total, "--expect-total") if args.expect_total is not None else None
+    result = post_reviewed(connect_warehouse(), args.contract, as_of, expect_total)
     invoice = result.invoice
     print(
         f"posted {invoice.invoice_id} ({invoice.document_type}, invoice date {invoice.invoice_date}): "
