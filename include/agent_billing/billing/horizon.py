@@ -72,9 +72,8 @@ def _what_concludes(conn: Connection, latest: date, as_of: date) -> str:
         ).bindparams(bindparam("latest", type_=Date()), bindparam("as_of", type_=Date())),
         {"latest": latest, "as_of": as_of},
     ).all()
-    waiting = [(d, status) for d, status in recorded if status in ("quarantined", "failed")]
-    quarantined = [str(as_date(d)) for d, status in waiting if status == "quarantined"]
-    failed = [str(as_date(d)) for d, status in waiting if status == "failed"]
+    quarantined = [str(as_date(d)) for d, status in recorded if status == "quarantined"]
+    failed = [str(as_date(d)) for d, status in recorded if status == "failed"]
     steps = []
     if quarantined:
         steps.append(

@@ -161,7 +161,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
 
 def _latest_version(
     conn: Connection, head: str, recipients: list[str], body: str | None, last_sent: tuple[str, list[str]] | None,
-    subject: str, correction_subject: str, why: str, snapshot_date: date | None,
+    subject: str | None, correction_subject: str, why: str, snapshot_date: date | None,
 ) -> tuple[int, str | None]:
     """Keep what the customer is told about a set of unit changes (message ``head``) true to
     their latest derivation (``body``; None: no change left). While nothing was sent: the
@@ -254,29 +254,27 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
     head = f"units-now:{service_id}:{day}"
     same_head = "(message_id = :head OR SUBSTR(message_id, 1, :n) = :corrections)"
     params = {"head": head, "n": len(head) + 12, "corrections": f"{head}:correction:"}
+    if row is None or not row.notify_emails:  # no recipients (any more): nothing to tell
+        _withdraw_unsent(conn, same_head, params, set())
+        return False
     told = conn.execute(
         text(f"SELECT body, recipients FROM notification_outbox WHERE {same_head} AND {TOLD} ORDER BY {TOLD_ORDER}"),
         {**params, "stale": datetime.now(UTC) - CLAIM_LEASE},
     ).all()
-    last_sent = told[-1] if told else None
-    if row is None or not row.notify_emails:  # no recipients (any more): nothing to tell
-        _withdraw_unsent(conn, same_head, params, set())
-        return False
-    at = observed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    body = None
+    last_sent = (told[-1].body, _recipients(told[-1].recipients)) if told else None
+    body = subject = None
     if change is not None:
         before, after = change
+        at = observed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         body = (
             f"Agent counts changed for contract {row.contract_id} (Get Units Now at {at}).\n\n"
             + _change_line(row.name, service_id, before, after, day)
             + "\nThe change will be prorated from its effective date on the next invoice.\n"
         )
-    contract_id = row.contract_id
+        subject = f"[agent-billing] Unit change for {row.contract_id}: {service_id} now {after}"
     new, kept = _latest_version(
-        conn, head, _recipients(row.notify_emails), body,
-        (last_sent.body, _recipients(last_sent.recipients)) if last_sent else None,
-        f"[agent-billing] Unit change for {contract_id}: {service_id} now {change[1] if change else '?'}",
-        f"[agent-billing] Corrected unit change for {contract_id}: {service_id} on {day}",
+        conn, head, _recipients(row.notify_emails), body, last_sent, subject,
+        f"[agent-billing] Corrected unit change for {row.contract_id}: {service_id} on {day}",
         f"This corrects the Get Units Now change we sent for {service_id} on {day}: a later press "
         "that day replaced it.",
         None,
