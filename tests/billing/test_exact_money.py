@@ -92,7 +92,11 @@ def test_integer_columns_agree_with_the_numeric_ones(books):
     if books.engine.dialect.name == "postgresql":  # and the database refuses a disagreement
         with books.engine.connect() as conn:
             try:
-                conn.execute(text("UPDATE invoices SET total_e4 = total_e4 + 1"))
+                conn.execute(text(  # a posted invoice cannot be updated at all: a new one disagreeing
+                    "INSERT INTO invoices (invoice_id, contract_id, invoice_date, invoice_month, currency, "
+                    "total, total_e4, document_type, as_of, account_name) SELECT 'INV-X', contract_id, "
+                    "invoice_date, DATE '1999-01-01', currency, total, total_e4 + 1, document_type, as_of, "
+                    "account_name FROM invoices LIMIT 1"))
             except Exception as exc:  # noqa: BLE001 - asserted below
                 assert "ck_invoices_e4" in str(exc)
             else:

@@ -202,14 +202,19 @@ def _line_row(line: Line, contract_id: str) -> tuple:
 
 
 def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> None:
-    rows = [(*_line_row(x, invoice["contract_id"]), invoice["invoice_id"]) for x in lines]  # each line checked
+    """Post an invoice and its lines, with the account's and the services' names as they are
+    now (what the customer receives; shows and exports read these, never the current names)."""
+    names = dict(conn.execute(statement("service_names"), {"contract_id": invoice["contract_id"]}).all())
+    rows = [  # each line checked
+        (*_line_row(x, invoice["contract_id"]), invoice["invoice_id"], names[x.service_id]) for x in lines
+    ]
     if abs(invoice["total"]) > AMOUNT_MAX:
         raise UserError(
             f"contract {invoice['contract_id']}: invoice {invoice['invoice_id']} comes to {invoice['total']}, "
             f"more than an amount can be ({AMOUNT_MAX:,f}): check its services' unit_price and units"
         )
     conn.execute(statement("insert_invoice"), {**invoice, "total_e4": to_e4(invoice["total"])})
-    bulk_insert(conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id"), rows)
+    bulk_insert(conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id", "service_name"), rows)
 
 
 def close_cycle(

@@ -1,8 +1,7 @@
--- The lines of one invoice with their service's name, in invoice order.
-SELECT l.line_id, l.service_id, s.name AS service_name, l.kind, l.period_start, l.period_end,
+-- The lines of one invoice with their service's name as posted, in invoice order.
+SELECT l.line_id, l.service_id, l.service_name, l.kind, l.period_start, l.period_end,
        l.units, l.unit_price, l.days, l.days_in_period, l.amount, l.change_id,
        l.adjusts_line_id, l.description
 FROM invoice_lines l
-JOIN services s ON s.service_id = l.service_id
 WHERE l.invoice_id = :invoice_id
 ORDER BY l.service_id, l.period_start, l.kind, l.line_key

@@ -1,0 +1,98 @@
+"""A posted invoice stays what the customer received: renaming the account or a service later
+changes neither its show, its list entry nor its export (the next invoice carries the new
+names), and the database refuses to edit or delete it (migration 0018). Both engines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError
+from tests.billing.conftest import ORG
+
+from agent_billing.contracts import apply_contracts
+from agent_billing.warehouse import upgrade
+from agent_billing.warehouse.migrate import alembic_config
+
+
+def apply_named(books, account_name: str, service_name: str) -> None:
+    """Contract C (one rmm service S at 12.00 from March 2024) under the names given."""
+    apply_contracts(books.engine, {"accounts": [{
+        "account_id": "A-C", "name": account_name, "vsa_org_id": ORG,
+        "contracts": [{"contract_id": "C", "currency": "USD", "start_date": "2024-03-01",
+                       "services": [books.rmm("S", "12.00", "2024-03-01", name=service_name)]}],
+    }]})
+
+
+@pytest.fixture
+def renamed(books):
+    """March posted as "Contoso Ltd" / "Managed workstations"; both renamed before April's invoice."""
+    apply_named(books, "Contoso Ltd", "Managed workstations")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    apply_named(books, "Contoso Holdings plc", "Workstations (managed)")
+    books.bill("2024-04-01")
+    return books
+
+
+def run_json(agent_billing_cli, *args: str):
+    process = agent_billing_cli(*args, "--format", "json")
+    assert process.returncode == 0, process.stderr
+    return json.loads(process.stdout)
+
+
+def test_a_rename_leaves_posted_invoices_as_the_customer_received_them(renamed, agent_billing_cli):
+    march = run_json(agent_billing_cli, "invoices", "show", "INV-C-2024-03")
+    assert march["account_name"] == "Contoso Ltd"
+    assert [line["service_name"] for line in march["lines"]] == ["Managed workstations"]
+    assert [r["account_name"] for r in run_json(agent_billing_cli, "invoices", "list", "--month", "2024-03")] \
+        == ["Contoso Ltd"]
+    exported = agent_billing_cli("invoices", "export", "--month", "2024-03")
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert [(r["account_id"], r["account_name"], r["service_name"]) for r in rows] == [
+        ("A-C", "Contoso Ltd", "Managed workstations")]
+    assert rows[0]["description"].startswith("Managed workstations, ")  # agrees with its own line
+
+    april = run_json(agent_billing_cli, "invoices", "show", "INV-C-2024-04")  # posted after the rename
+    assert april["account_name"] == "Contoso Holdings plc"
+    assert [line["service_name"] for line in april["lines"]] == ["Workstations (managed)"]
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE invoices SET total = 0, total_e4 = 0",
+    "UPDATE invoices SET account_name = 'someone else'",
+    "DELETE FROM invoices",
+    "UPDATE invoice_lines SET amount = 0, amount_e4 = 0",
+    "DELETE FROM invoice_lines",
+])
+def test_the_database_refuses_to_edit_or_delete_a_posted_invoice(renamed, statement):
+    before = renamed.invoices()
+    with pytest.raises(DBAPIError, match="a posted invoice is never edited or deleted"):
+        with renamed.engine.begin() as conn:
+            conn.execute(text(statement))
+    assert renamed.invoices() == before
+
+
+def test_invoices_posted_before_the_upgrade_get_the_names_current_at_the_upgrade(books, agent_billing_cli):
+    apply_named(books, "Contoso Ltd", "Managed workstations")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    command.downgrade(alembic_config(books.engine), "0017")  # as if posted before 0018
+    assert "account_name" not in {c["name"] for c in inspect(books.engine).get_columns("invoices")}
+    assert "service_name" not in {c["name"] for c in inspect(books.engine).get_columns("invoice_lines")}
+    with books.engine.begin() as conn:  # no triggers before 0018: the downgrade removed them
+        conn.execute(text("UPDATE invoices SET as_of = as_of"))
+    apply_named(books, "Contoso Holdings plc", "Workstations (managed)")
+    upgrade(books.engine)
+
+    march = run_json(agent_billing_cli, "invoices", "show", "INV-C-2024-03")
+    assert (march["account_name"], march["lines"][0]["service_name"]) == (
+        "Contoso Holdings plc", "Workstations (managed)")
+    with pytest.raises(DBAPIError, match="a posted invoice is never edited or deleted"):
+        with books.engine.begin() as conn:
+            conn.execute(text("DELETE FROM invoice_lines"))
