@@ -3,6 +3,7 @@ cannot be written, and two extracts of one date racing. Each gives one line nami
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import threading
@@ -112,3 +113,22 @@ def test_two_extracts_of_one_date_both_end_with_the_first_landing(tmp_path):
     assert not errors, errors
     assert len(results) == 2 and results[0] == results[1]
     assert [p.name for p in tmp_path.iterdir()] == [DAY.isoformat()]
+
+
+def test_json_with_carriage_returns_lands_and_reads_back(tmp_path):
+    """VSA behind a .NET server may indent its JSON with CRLF: a record's raw text then holds
+    CRs, which are JSON whitespace. The landing was written (and checksummed), then every load
+    failed to read it ("Expecting property name"), and the landing is immutable: the date was
+    stuck. Written now without the CRs; one landed before (CRs kept) reads as well."""
+    crlf = '{\r\n  "OrgId": "1",\r\n  "OrgName": "Contoso"\r\n}'
+    landing = RawLanding(tmp_path, DAY)
+    with landing.staging() as stage:
+        stage.meta = {"observed_at": NOW.isoformat()}
+        stage.write_lines("orgs.jsonl.gz", [crlf, crlf.replace('"1"', '"2"')], total_records=2)
+    assert [r["OrgId"] for r in landing.records("orgs.jsonl.gz")] == ["1", "2"]
+    assert b"\r" not in gzip.decompress((landing.path / "orgs.jsonl.gz").read_bytes())
+
+    older = landing.path / "kept_with_crs.jsonl.gz"  # as the writer left it: each \n made a space
+    kept = crlf.replace("\n", " ")
+    older.write_bytes(gzip.compress(f"{kept}\n{kept}\n".encode()))
+    assert [r["OrgName"] for r in landing.records("kept_with_crs.jsonl.gz")] == ["Contoso", "Contoso"]

@@ -78,7 +78,9 @@ def test_extract_reads_every_collection_exactly(fresh):
     requests = [r for r in fresh.request_log if r.path == API + "/assetmgmt/agents"]
     assert all(int(r.query["$top"]) <= 100 for r in requests)
     pages = [r for r in requests if r.query["$top"] != "1"]  # not the count
-    assert len(pages) == 3 and all(r.query["$orderby"] == "AgentName asc" for r in pages)
+    assert all(r.query["$orderby"] == "AgentName asc" for r in pages)
+    # each page after the first starts on the last record of the one before
+    assert sorted(int(r.query["$skip"]) for r in pages) == list(range(0, counts["agents"] - 1, 99))
 
 
 def test_records_are_dicts_with_string_ids_and_raw_json(fresh):
@@ -102,7 +104,7 @@ def test_server_page_cap_below_top_is_followed(fresh):
         agents = client.extract("agents", list)
     assert len(agents) == fresh.state().counts()["agents"]
     skips = sorted(int(r.query["$skip"]) for r in fresh.request_log if r.path.endswith("/agents"))
-    assert skips == list(range(0, len(agents), 100))
+    assert skips == list(range(0, len(agents) - 1, 99))  # the server's 100, overlapping by one
 
 
 Rewrite = Callable[[str, dict[str, Any]], None]  # (request target, envelope to edit in place)
@@ -171,7 +173,7 @@ def test_short_page_in_the_middle_is_filled(fresh):
     """A page shorter than the others (same TotalRecords): the gap is fetched, nothing lost."""
 
     def shorten(target: str, envelope: dict[str, Any]) -> None:
-        if "/assetmgmt/agents?" in target and "$skip=100&" in target:
+        if "/assetmgmt/agents?" in target and "$skip=99&" in target:
             envelope["Result"] = envelope["Result"][:30]
 
     with Proxy(fresh, shorten) as proxy:
@@ -179,14 +181,38 @@ def test_short_page_in_the_middle_is_filled(fresh):
         agents = client.extract("agents", list)
     assert len(agents) == len({a["AgentId"] for a in agents}) == fresh.state().counts()["agents"]
     skips = [r.query["$skip"] for r in fresh.request_log if r.path.endswith("/agents")]
-    assert "130" in skips  # the gap after the short page
+    assert "128" in skips  # the gap after the short page (from its last record, 128)
+
+
+def test_an_agent_deleted_behind_the_pages_and_one_added_ahead_is_noticed(fresh):
+    """While a pass pages, an agent already read is deleted and a new one sorts after every
+    other: TotalRecords stays the same, every later page shifts back by one, and without the
+    overlap the agent on the page boundary (position 100) was never read, the deleted one
+    landed instead, on a pass reported consistent."""
+    with make_client(fresh) as client:
+        before = [dict(a) for a in client.extract("agents", list)]
+    after = before[:5] + before[6:] + [{**before[-1], "AgentId": "999999999", "AgentName": "zzz-new"}]
+    first_pages = []
+
+    def delete_and_add(target: str, envelope: dict[str, Any]) -> None:
+        if "/assetmgmt/agents?" not in target:
+            return
+        skip = int(target.split("$skip=")[1].split("&")[0])
+        first_pages.append(skip)
+        if first_pages.count(0) == 1 and skip > 0:  # the first pass only: then VSA is still again
+            envelope["Result"] = after[skip:skip + len(envelope["Result"])]
+
+    with Proxy(fresh, delete_and_add) as proxy:
+        agents = VsaClient(proxy.base_url, fresh.user, fresh.token).extract("agents", list)
+    assert [a["AgentId"] for a in agents] == [a["AgentId"] for a in before]  # the second pass
+    assert first_pages.count(0) == 2
 
 
 def test_consumer_stopping_early_still_gets_a_checked_pass(fresh):
     with make_client(fresh) as client:
         first = client.extract("agents", next)
     assert isinstance(first, VsaRecord)
-    assert calls(fresh, "/assetmgmt/agents") == 3  # the rest was still read and checked
+    assert calls(fresh, "/assetmgmt/agents") == 4  # the rest was still read and checked
 
 
 def test_counts_filters_views_and_single_agents(fresh):
@@ -434,6 +460,7 @@ def test_persistent_drift_raises_inconsistent_extract(fresh):
     text = str(err.value)
     assert "2 passes" in text and "/assetmgmt/agents" in text and "expected" in text
     assert err.value.expected is not None and err.value.seen is not None
+    assert err.value.transient  # VSA settles: an Airflow task keeps its retries (fail_fast)
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -508,3 +535,121 @@ def test_a_hung_vsa_fails_within_the_retry_deadline(fresh, caplog):
         client.count("orgs")
     retries = [r for r in caplog.records if "retry" in r.getMessage()]
     assert 1 <= len(retries) <= 3, len(retries)  # ~1.2 s of 0.5 s attempts, not the 51 allowed
+
+
+# -- answers the simulator does not give: a stand-in server --------------------------------
+
+
+Answer = Callable[[BaseHTTPRequestHandler], None]  # writes the whole answer to one API request
+
+
+class StandIn(ThreadingHTTPServer):
+    """A VSA stand-in over real HTTP: ``/auth`` opens a session, every other request is
+    answered by ``answer``; ``requests`` counts the API requests after ``/auth``."""
+
+    daemon_threads = True
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(("127.0.0.1", 0), _StandInHandler)
+        self.answer = answer
+        self.requests = 0
+
+    def client(self, **options: Any) -> VsaClient:
+        return VsaClient(f"http://127.0.0.1:{self.server_address[1]}", "someone", "tok-secret-77",
+                         backoff_base=0.01, backoff_max=0.01, **options)
+
+    def __enter__(self) -> StandIn:
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _StandInHandler(BaseHTTPRequestHandler):
+    server: StandIn
+
+    def do_GET(self) -> None:
+        if self.path.lower().startswith(API + "/auth"):
+            send(self, 200, {"Result": {"Token": "session-1"}, "ResponseCode": 0, "Status": "OK"})
+            return
+        self.server.requests += 1
+        self.server.answer(self)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        pass
+
+
+def send(handler: BaseHTTPRequestHandler, status: int, payload: Any = None, body: bytes | None = None,
+         **headers: str) -> None:
+    body = json.dumps(payload).encode() if body is None else body
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in headers.items():
+        handler.send_header(name.replace("_", "-"), value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def orgs_page(code: Any = 0) -> dict[str, Any]:
+    return {"TotalRecords": 1, "Result": [{"OrgId": "1", "OrgName": "Contoso"}], "ResponseCode": code,
+            "Status": "OK", "Error": "None"}
+
+
+def test_an_answer_sent_a_byte_at_a_time_gives_up_at_the_retry_deadline():
+    """Each byte arrives within ``timeout``, so only a deadline on the whole answer ends the
+    request: the runbook's "a request gives up after retry_deadline" (it hung for hours)."""
+
+    def drip(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        try:
+            for _ in range(1000):
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+                time.sleep(0.1)
+        except OSError:  # the client gave up
+            pass
+
+    with StandIn(drip) as vsa, vsa.client(timeout=0.5, retry_deadline=1.0, max_retries=5) as client:
+        started = time.monotonic()
+        with pytest.raises(VsaUnreachable, match=r"the answer did not arrive within 1s \(\d+ bytes so far\)"):
+            client.count("orgs")
+        assert time.monotonic() - started < 4
+    assert vsa.requests == 1  # the deadline is spent: no retry
+
+
+@pytest.mark.parametrize("location", ["https://vsa.elsewhere.example/api/v1.0/system/orgs", None])
+def test_a_redirect_is_refused_naming_where_it_leads(location):
+    """``requests`` would follow it and drop the credentials on another host (the user got
+    "authentication refused ... check the token"), or loop until "Exceeded 30 redirects"
+    reported as a landing that cannot be written."""
+
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 302, {}, Location=location or handler.path)
+
+    with StandIn(redirect) as vsa, vsa.client() as client:
+        with pytest.raises(VsaHttpError) as err:
+            client.count("orgs")
+    where = location or "/api/v1.0/system/orgs"
+    assert f"HTTP 302: VSA redirects to {where}" in str(err.value) and "tok-secret-77" not in str(err.value)
+    assert vsa.requests == 1  # not retried: it will not change by itself
+
+
+def test_a_body_its_content_encoding_cannot_decode_is_a_malformed_answer_retried():
+    def bad_gzip(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 200, body=b"this is not gzip", Content_Encoding="gzip")
+
+    with StandIn(bad_gzip) as vsa, vsa.client(max_retries=2) as client:
+        with pytest.raises(VsaMalformedResponse, match="unreadable answer: .*GET /system/orgs"):
+            client.count("orgs")
+    assert vsa.requests == 3
+
+
+@pytest.mark.parametrize("code", [0, "0", 200, "200"])
+def test_response_codes_vsa_reads_as_success_are_success(code):
+    with StandIn(lambda handler: send(handler, 200, orgs_page(code))) as vsa, vsa.client() as client:
+        assert client.count("orgs") == 1

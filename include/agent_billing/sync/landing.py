@@ -119,7 +119,7 @@ class RawLanding:
     def parse_lines(self, name: str, lines: bytes) -> Iterator[dict[str, Any]]:
         """The records of a block of JSON lines of one landed file (``line_blocks``)."""
         try:
-            for line in lines.splitlines():
+            for line in lines.split(b"\n"):  # not splitlines: a CR is JSON whitespace, not a line end
                 if line.strip():
                     yield parse_record(line)
         except ValueError as exc:
@@ -182,7 +182,7 @@ class LandingStage:
         count = 0
         with gzip.open(target, "wt", encoding="utf-8", compresslevel=5) as fh:
             for line in lines:
-                fh.write(line.replace("\n", " ") + "\n")
+                fh.write(line.replace("\r", " ").replace("\n", " ") + "\n")  # JSON whitespace only
                 count += 1
         self.files[name] = {"records": count, "total_records": total_records}
         return count

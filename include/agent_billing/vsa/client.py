@@ -7,9 +7,13 @@ a dict of fields whose ids are exact decimal strings, plus ``.raw``, the server'
 
 Collections are read in passes. A pass pages with ``$skip``/``$top`` in ``$orderby`` order; after
 the first page has told it ``TotalRecords`` and the server's real page size, it fetches the
-remaining pages concurrently in a sliding window and yields them in order. A pass is
-consistent when every page reports the same total and the records hold exactly that many
-distinct ids; otherwise records moved while paging, and :meth:`VsaClient.extract` starts over.
+remaining pages concurrently in a sliding window and yields them in order. Each page after the
+first starts one record early, on the last record of the page before it. A pass is consistent
+when every page reports the same total, each page's first record is the record the page before
+it ended on, and the records hold exactly that many distinct ids; otherwise records moved
+while paging, and :meth:`VsaClient.extract` starts over. (Without the overlap, an agent deleted
+from a page already read and another added further on keep the total, shift the later pages
+back by one, and the agent at the page boundary is never read.)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import requests
 import tenacity
 from requests.adapters import HTTPAdapter
+from urllib3 import exceptions as urllib3_errors
 from urllib3.exceptions import InvalidHeader
 from urllib3.util.retry import Retry
 
@@ -396,37 +401,78 @@ class VsaClient:
         log.debug("authenticated to %s as %s", self.base_url, self.user)
         return str(token), session_expiry(result)
 
-    def _send(self, path: str, params: Mapping[str, Any], authorization: str) -> requests.Response:
+    def _send(self, path: str, params: Mapping[str, Any], authorization: str) -> _Answer:
+        """One GET, its body read within ``retry_deadline`` of the request (``timeout`` bounds
+        each wait for bytes, so a server sending a byte now and then would hold it forever).
+        Redirects are not followed: ``requests`` drops the credentials on a redirect to another
+        host, and one from http to https has already sent them in clear."""
         url = self.base_url + API_PREFIX + path
         if params:
             url += "?" + urlencode(params, quote_via=quote, safe="$'(),")
+        endpoint = _endpoint(path, params)
         with self._slots:
+            deadline = time.monotonic() + self.retry_deadline
             try:
-                return self._session.get(
+                response = self._session.get(
                     url,
                     headers={"Authorization": authorization},
                     timeout=self.timeout,
                     verify=self.verify_ssl,
+                    allow_redirects=False,
+                    stream=True,
                 )
+                try:
+                    body = self._read(response, deadline, endpoint)
+                except BaseException:
+                    response.close()
+                    raise
+                response.raw.release_conn()  # read whole: the connection is kept for the next
+                return _Answer(response.status_code, response.reason, response.headers, body)
             except requests.exceptions.SSLError as exc:
                 raise self._error(
-                    VsaUnreachable,
-                    f"TLS failure: {_reason(exc)}",
-                    _endpoint(path, params),
-                    transient=False,
+                    VsaUnreachable, f"TLS failure: {_reason(exc)}", endpoint, transient=False
                 ) from exc
-            except requests.Timeout as exc:
+            except (requests.Timeout, urllib3_errors.ReadTimeoutError) as exc:
                 raise self._error(
-                    VsaUnreachable, f"no response within {self.timeout:g}s", _endpoint(path, params)
+                    VsaUnreachable, f"no response within {self.timeout:g}s", endpoint
                 ) from exc
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                    urllib3_errors.ProtocolError) as exc:
                 raise self._error(
-                    VsaUnreachable, f"cannot reach VSA: {_reason(exc)}", _endpoint(path, params)
+                    VsaUnreachable, f"cannot reach VSA: {_reason(exc)}", endpoint
+                ) from exc
+            except (requests.RequestException, urllib3_errors.HTTPError) as exc:  # e.g. a body its
+                # Content-Encoding cannot decode
+                raise self._error(
+                    VsaMalformedResponse, f"unreadable answer: {_reason(exc)}", endpoint
                 ) from exc
 
-    def _decode(self, response: requests.Response, endpoint: str) -> dict[str, Any]:
+    def _read(self, response: requests.Response, deadline: float, endpoint: str) -> bytes:
+        """The body, whatever has arrived at each read (``iter_content`` would wait for a whole
+        chunk), until ``deadline``."""
+        body = bytearray()
+        while chunk := response.raw.read1(1 << 16, decode_content=True):
+            body += chunk
+            if time.monotonic() > deadline:
+                raise self._error(
+                    VsaUnreachable,
+                    f"the answer did not arrive within {self.retry_deadline:g}s ({len(body)} bytes so far)",
+                    endpoint,
+                )
+        return bytes(body)
+
+    def _decode(self, response: _Answer, endpoint: str) -> dict[str, Any]:
         """The envelope of a response, or the error it stands for."""
         status = response.status_code
+        if 300 <= status < 400:
+            where = response.headers.get("Location") or "no Location"
+            raise self._error(
+                VsaHttpError,
+                f"HTTP {status}: VSA redirects to {where}; set the connection's host to the address "
+                "VSA answers on (a redirect is not followed: it would drop or expose the credentials)",
+                endpoint,
+                status=status,
+            )
         if status >= 400:
             detail = _error_text(response)
             raise self._error(
@@ -448,7 +494,7 @@ class VsaClient:
                 endpoint,
             ) from None
         code = envelope.get("ResponseCode")
-        if code is not None and str(code).strip() != "0":
+        if code is not None and not _succeeded(code):
             error = str(envelope.get("Error") or envelope.get("Status") or "no error text")
             raise self._error(
                 VsaApiError,
@@ -479,6 +525,16 @@ class VsaClient:
 
     def _error(self, cls: type[E], message: str, endpoint: str | None, **kwargs: Any) -> E:
         return cls(message, host=self.base_url, endpoint=endpoint, user=self.user, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer, its body read whole (named as ``requests.Response`` names them)."""
+
+    status_code: int
+    reason: str | None
+    headers: Mapping[str, str]
+    content: bytes
 
 
 class PassRecords(Iterator[VsaRecord]):
@@ -513,6 +569,8 @@ class _Pass:
         self.endpoint = f"GET {path}"
         self.total = 0
         self.pos = 0  # records up to this position (in $orderby order) have been taken
+        self.last_id: str | None = None  # the id of the record at pos - 1
+        self.overlap = False  # pages start one record early (pages of one record cannot)
         self.pages = 0
         self.seen: set[str] = set()
         self.started = time.monotonic()
@@ -522,6 +580,7 @@ class _Pass:
         self.total = total
         yield from self.take(0, total, records)
         step = len(records)  # the server's real page size, whatever $top asked
+        self.overlap = step > 1
         if step:
             yield from self.rest(step)
         yield from self.fill(total)
@@ -537,8 +596,10 @@ class _Pass:
         )
 
     def rest(self, step: int) -> Iterator[VsaRecord]:
-        """Pages after the first, fetched concurrently and yielded in order."""
-        skips = iter(range(step, self.total, step))
+        """Pages after the first, fetched concurrently and yielded in order, each starting on
+        the last record of the one before (``step - 1`` apart)."""
+        stride = step - 1 if self.overlap else step
+        skips = iter(range(stride, self.total - 1 if self.overlap else self.total, stride))
         window: deque[tuple[int, Future[tuple[int, list[VsaRecord]]]]] = deque()
         pool = ThreadPoolExecutor(self.client.max_concurrency, thread_name_prefix="vsa-page")
 
@@ -556,19 +617,21 @@ class _Pass:
                 skip, future = window.popleft()
                 total, records = future.result()
                 submit()
-                yield from self.fill(skip)
+                yield from self.fill(skip + 1 if self.overlap else skip)  # the page's first record taken
                 yield from self.take(skip, total, records)
         finally:
             # Do not wait for requests in flight: their results are simply dropped.
             pool.shutdown(wait=False, cancel_futures=True)
 
     def fill(self, upto: int) -> Iterator[VsaRecord]:
-        """Fetch ``[pos, upto)`` one page at a time: a page came back shorter than the others."""
+        """Fetch ``[pos, upto)`` one page at a time (overlapping the last record taken): a
+        page came back shorter than the others."""
         while self.pos < upto:
-            total, records = self.fetch(self.pos)
-            if not records:
+            skip = self.pos - 1 if self.overlap else self.pos
+            total, records = self.fetch(skip)
+            if len(records) <= self.pos - skip:
                 raise self.drift(f"no records at $skip={self.pos}")
-            yield from self.take(self.pos, total, records)
+            yield from self.take(skip, total, records)
 
     def take(self, skip: int, total: int, records: list[VsaRecord]) -> Iterator[VsaRecord]:
         """Yield the records of the page at ``skip`` that lie at or after ``pos``."""
@@ -576,7 +639,13 @@ class _Pass:
         if total != self.total:
             raise self.drift(f"TotalRecords changed from {self.total} to {total}")
         id_field = self.resource.id_field
-        for record in records[self.pos - skip :]:
+        before = self.pos - skip  # records of this page already taken (the overlap)
+        if 0 < before <= len(records) and records[before - 1].get(id_field) != self.last_id:
+            raise self.drift(
+                f"the record before $skip={self.pos} is {records[before - 1].get(id_field)}, "
+                f"no longer {self.last_id}"
+            )
+        for record in records[before:]:
             record_id = record.get(id_field)
             if record_id is None:
                 raise self.client._error(
@@ -585,6 +654,7 @@ class _Pass:
             if record_id in self.seen:
                 raise self.drift(f"{id_field} {record_id} came twice")
             self.seen.add(record_id)
+            self.last_id = record_id
             yield record
         self.pos = max(self.pos, skip + len(records))
         if self.pages % PROGRESS_EVERY == 0:
@@ -679,7 +749,7 @@ def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any
     return options
 
 
-def _error_text(response: requests.Response) -> str:
+def _error_text(response: _Answer) -> str:
     """The ``Error`` text of a JSON error body, if any (never an HTML page)."""
     try:
         error = parse_envelope(response.content.decode("utf-8-sig")).get("Error")
@@ -688,7 +758,7 @@ def _error_text(response: requests.Response) -> str:
     return str(error)[:300] if error not in (None, "", "None") else ""
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: _Answer) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -696,6 +766,13 @@ def _retry_after(response: requests.Response) -> float | None:
         return float(Retry(0).parse_retry_after(value))
     except InvalidHeader:
         return None
+
+
+def _succeeded(code: object) -> bool:
+    """Whether an envelope ``ResponseCode`` means success: 0, or 200-299 as VSA's own module
+    decoder reads it (reference §2); the string and the number alike."""
+    text = str(code).strip()
+    return text == "0" or (text.isdigit() and 200 <= int(text) <= 299)
 
 
 def _server_side(code: object) -> bool:

@@ -101,7 +101,10 @@ class VsaUnreachable(VsaError):
 
 
 class InconsistentExtract(VsaError):
-    """Records moved while paging: the pages do not add up to ``TotalRecords`` distinct ids."""
+    """Records moved while paging in every pass: the pages do not join or do not add up to
+    ``TotalRecords`` distinct ids. Transient: VSA settles (a task's retries read it again)."""
+
+    transient = True
 
     def __init__(
         self,
