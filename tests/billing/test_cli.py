@@ -84,9 +84,16 @@ def test_post_with_the_reviewed_total_refuses_lines_a_later_run_changed(contoso,
     code, out, err = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "160.00")
     assert (code, out) == (2, "")
     assert err.strip().endswith(
-        "the pending lines of contract C-REVIEW total 353.33 USD, not the 160.00 you expect: a billing run "
-        "refreshed them since they were reviewed (`agent-billing review --contract C-REVIEW` shows them now); "
-        "nothing was posted")
+        "the pending lines of contract C-REVIEW total 353.33 USD, not the 160.00 you typed: check the figure, "
+        "or a billing run refreshed them since they were reviewed (`agent-billing review --contract C-REVIEW` "
+        "shows them now); nothing was posted")
+    assert "INV-C-REVIEW-2024-04" not in contoso.invoices()
+    # As of the invoice date, before the run that refreshed them: refused with what works (a
+    # run for the earlier date never moves the pending lines back: the advice was a loop).
+    code, out, err = run_cli("post", "--contract", "C-REVIEW", "--as-of", "2024-04-01")
+    assert (code, out) == (2, "") and err.strip().endswith(
+        "the pending lines of contract C-REVIEW are as of 2024-04-02, later than 2024-04-01: post them as of "
+        "2024-04-02 or later (leave out --as-of); the months not invoiced yet go on that invoice")
     assert "INV-C-REVIEW-2024-04" not in contoso.invoices()
     code, _, err = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "about 350")
     assert code == 2 and "--expect-total 'about 350' is not an amount" in err

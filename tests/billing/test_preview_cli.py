@@ -75,6 +75,9 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
         "as of 2024-03-20 (so far; the month's normal lines are added on its invoice date): "
         "1 line(s), total 6.58 USD")
     assert "91000000000000000000000001  ws-new-01   added" in table.stdout
+    so_far = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-20",
+                                          "--format", "json").stdout)
+    assert (so_far["complete"], so_far["document_type"]) == (False, None)  # not yet an invoice or a credit note
     assert warehouse_contents(contoso.engine) == before
 
     review = json.loads(agent_billing_cli(

@@ -62,7 +62,8 @@ def preview_invoice(
         "invoice_date": invoice_date(month, contract.billing_day, contract.start_date),
         # False: the month's normal lines are added on its invoice date, with later changes.
         "complete": complete,
-        "document_type": "credit_note" if total < 0 else "invoice",
+        # None until complete: a total so far below 0 is no credit note (the month's lines come)
+        "document_type": ("credit_note" if total < 0 else "invoice") if complete else None,
         "total": total,
         "lines": [
             {

@@ -45,9 +45,15 @@ def post_reviewed(
     with engine.begin() as conn:
         contract = store.lock_contract(conn, contract_id)
         pending, pending_as_of = store.load_pending(conn, contract)
-        as_of = as_of or pending_as_of
-        if as_of is None or not pending:
+        if pending_as_of is None or not pending:
             raise UserError(f"contract {contract_id} has no pending lines to post")
+        if as_of is not None and as_of < pending_as_of:  # a run for an earlier date never moves them back
+            raise UserError(
+                f"the pending lines of contract {contract_id} are as of {pending_as_of}, later than "
+                f"{as_of}: post them as of {pending_as_of} or later (leave out --as-of); the months "
+                "not invoiced yet go on that invoice"
+            )
+        as_of = as_of or pending_as_of
         check_horizon(conn, as_of, action="post")  # never an invoice for a month the sync has not reached
         month = billing_month(as_of, contract.billing_day, contract.start_date)
         state = store.load_state(conn, contract_id)
@@ -69,8 +75,9 @@ def post_reviewed(
         if expect_total is not None and total != expect_total:
             raise UserError(
                 f"the pending lines of contract {contract_id} total {total} {contract.currency}, not the "
-                f"{expect_total} you expect: a billing run refreshed them since they were reviewed "
-                f"(`agent-billing review --contract {contract_id}` shows them now); nothing was posted"
+                f"{expect_total} you typed: check the figure, or a billing run refreshed them since "
+                f"they were reviewed (`agent-billing review --contract {contract_id}` shows them now); "
+                "nothing was posted"
             )
         target = invoice_id(contract_id, month)
         invoice = post_invoice(conn, contract, month, as_of, retarget(lines, target))

@@ -32,11 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     post = sub.add_parser("post", help="post a contract's reviewed pending lines as its invoice")
     post.add_argument("--contract", required=True, metavar="ID")
     post.add_argument(
-        "--as-of", metavar="YYYY-MM-DD", help="default: the date the pending lines were computed as of"
+        "--as-of", metavar="YYYY-MM-DD",
+        help="default: the date the pending lines were computed as of (an earlier date is refused)"
     )
     post.add_argument(
         "--expect-total", metavar="AMOUNT",
-        help="the total `review` showed: nothing is posted if a billing run has changed the lines since",
+        help="the total `review` showed: nothing is posted if the lines no longer add up to it "
+        "(a billing run refreshed them since, or a typo)",
     )
     post.set_defaults(handler=_post)
 
