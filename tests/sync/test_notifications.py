@@ -178,3 +178,43 @@ def test_a_message_being_sent_when_a_backfill_changes_it_is_corrected_not_rewrit
         conn.execute(text("UPDATE notification_outbox SET sent_at = :now, claimed_at = NULL WHERE message_id = :id"),
                      {"now": datetime.now(UTC), "id": head})  # the delivery finished
     assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 2  # D2's and the correction
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_delivery_claiming_a_message_while_a_backfill_rederives_it_waits_for_the_backfill(
+    contoso, settings, local_smtp, monkeypatch
+):
+    """The race the test above cannot show: the delivery claims D3's unsent message just after
+    the backfill of D2 has read what was told (nothing) and before it withdraws the message.
+    The delivery sent the old text, the withdrawal skipped a claimed message, and no correction
+    followed. The claim now waits for the backfill and finds the message withdrawn."""
+    import threading
+
+    from agent_billing.sync import notify
+
+    d1, d2, d3 = sorted(DAYS)
+    head = f"unit-changes:C-CONTOSO:{d3}"
+    for day, content in ((d1, DAYS[d1]), (d3, DAYS[d2])):
+        write_landing(settings.raw_path, day, *content)
+        for step in (load_step, count_step, diff_step):
+            step(contoso, settings, day)
+    claims: list = []
+    delivery = threading.Thread(target=lambda: claims.append(notify._claim(contoso, head)))
+    told_then = notify._sent_unit_change_mail
+
+    def delivery_claims_right_after_the_read(conn, snapshot_date):
+        told = told_then(conn, snapshot_date)
+        if snapshot_date == d3 and not delivery.is_alive() and not claims:
+            delivery.start()
+            delivery.join(timeout=1.5)  # it claims now, or waits for this transaction
+        return told
+
+    monkeypatch.setattr(notify, "_sent_unit_change_mail", delivery_claims_right_after_the_read)
+    write_landing(settings.raw_path, d2, *DAYS[d2])
+    for step in (load_step, count_step, diff_step):  # the backfill: D3's changes move to D2
+        step(contoso, settings, d2)
+    delivery.join(timeout=30)
+    with contoso.connect() as conn:
+        left = conn.execute(text("SELECT message_id FROM notification_outbox WHERE snapshot_date = :d"),
+                            {"d": d3}).scalars().all()
+    assert claims == [None] and left == []  # nothing of D3 went out, and nothing is left to send

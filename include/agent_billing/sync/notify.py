@@ -130,6 +130,7 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
         )
         for contract_id, lines in by_contract.items()
     }
+    _hold(conn, "snapshot_date = :d AND kind = 'unit_changes'", {"d": snapshot_date})
     sent = _sent_unit_change_mail(conn, snapshot_date)
     queued, keep = 0, set()
     if sent.keys() - emails.keys():  # the recipients now of contracts told of changes now gone
@@ -186,6 +187,20 @@ def _latest_version(
     return new, message_id
 
 
+def _hold(conn: Connection, where: str, params: dict) -> None:
+    """Lock the messages ``where`` until the transaction ends, before reading what was told.
+    A delivery's claim then either came first (and the message counts as told) or waits for
+    this transaction and sends what it leaves (refreshed, or nothing: withdrawn). Without it a
+    claim between the read and the refresh sent the old text, and the refresh, skipping a
+    claimed message, was lost with no correction. SQLite: the derivation already holds the
+    database's write lock, which a claim waits for."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(f"SELECT message_id FROM notification_outbox WHERE {where} ORDER BY message_id FOR UPDATE"),
+            params,
+        )
+
+
 def _withdraw_unsent(conn: Connection, where: str, params: dict, keep: set[str | None]) -> int:
     """Delete the unsent unit-change messages matching ``where`` other than ``keep``: what they
     say is no longer true (a backfill or another press changed it), and a newer version or a
@@ -201,7 +216,9 @@ def _withdraw_unsent(conn: Connection, where: str, params: dict, keep: set[str |
     withdrawn = sorted(m for m in candidates if m not in keep)
     for message_id in withdrawn:
         conn.execute(
-            text("DELETE FROM notification_outbox WHERE message_id = :id AND sent_at IS NULL"), {"id": message_id}
+            text("DELETE FROM notification_outbox WHERE message_id = :id AND sent_at IS NULL "
+                 "AND (claimed_at IS NULL OR claimed_at < :stale)"),
+            {"id": message_id, "stale": stale},
         )
     if withdrawn:
         log.info("outbox: withdrew %d unsent message(s) no longer true: %s", len(withdrawn), ", ".join(withdrawn))
@@ -254,6 +271,7 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
     head = f"units-now:{service_id}:{day}"
     same_head = "(message_id = :head OR SUBSTR(message_id, 1, :n) = :corrections)"
     params = {"head": head, "n": len(head) + 12, "corrections": f"{head}:correction:"}
+    _hold(conn, same_head, params)
     if row is None or not row.notify_emails:  # no recipients (any more): nothing to tell
         _withdraw_unsent(conn, same_head, params, set())
         return False
