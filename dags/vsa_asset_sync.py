@@ -50,7 +50,21 @@ from data_team_alerts import (
 )
 from run_states import fail_fast, fail_run_if_work_failed, run_params
 
-TIMEZONE = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
+
+def sync_timezone() -> str:
+    """``AGENT_BILLING_TIMEZONE``, refused in one line naming it when it is no IANA zone (the
+    DAG's import error; pendulum's own names no setting)."""
+    raw = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
+    try:
+        pendulum.timezone(raw)
+    except ValueError:  # pendulum's InvalidTimezone, or a name no zone file can have
+        raise ValueError(
+            f"AGENT_BILLING_TIMEZONE={raw!r}: expected an IANA timezone such as 'Europe/Amsterdam'"
+        ) from None
+    return raw
+
+
+TIMEZONE = sync_timezone()
 
 
 def sync_schedule() -> str:
