@@ -203,6 +203,35 @@ def test_a_units_edit_dated_before_a_later_one_is_refused(warehouse, contracts_f
         assert conn.execute(text("SELECT units_before, units_after FROM unit_changes")).all() == [(3, 4)]
 
 
+def test_the_plan_of_a_second_edit_the_same_day_says_what_apply_records(warehouse, contracts_file):
+    """A second edit effective the same day replaces the first, from the day's starting units:
+    the plan printed the service's units now (5 → 4) where 3 → 4 was recorded, and '5 → 3'
+    with 'manual unit changes: 1' where the change was cancelled and nothing recorded."""
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    original = contracts_file.read_text()
+
+    def units(n: int) -> list[str]:
+        contracts_file.write_text(original.replace("units: 3", f"units: {n}\n            units_effective_date: 2024-04-20"))
+        return [line.strip() for line in plan_contracts(warehouse, contracts_file).detail_lines(unchanged=False)
+                if "unit change" in line]
+
+    assert units(5) == ["unit change: 3 → 5 effective 2024-04-20"]
+    apply_contracts(warehouse, contracts_file)
+    assert units(4) == ["unit change: 3 → 4 effective 2024-04-20, replacing the change of 2024-04-20 "
+                        "recorded earlier (3 → 5)"]
+    assert apply_contracts(warehouse, contracts_file).unit_changes == 1
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT units_before, units_after FROM unit_changes")).all() == [(3, 4)]
+    assert units(3) == ["unit change: the change of 2024-04-20 recorded earlier (3 → 4) cancelled, the units "
+                        "are back to 3"]
+    plan = apply_contracts(warehouse, contracts_file)
+    assert (plan.unit_changes, plan.summary().endswith("manual unit changes: 0 (1 cancelled)")) == (0, True)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT units_before, units_after FROM unit_changes")).all() == []
+
+
 def test_a_billed_contract_keeps_its_account(warehouse, tmp_path):
     """Invoices name the contract's account: moving a billed contract would re-address them."""
     from agent_billing.billing import run_billing

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -23,6 +23,8 @@ from agent_billing.contracts.schema import (
     ServiceSpec,
 )
 from agent_billing.settings import get_settings
+from agent_billing.sync.changes.history import MANUAL, manual_change
+from agent_billing.sync.changes.store import day_change
 from agent_billing.sync.scopes import ScopeProblem
 from agent_billing.warehouse.values import as_date, as_decimal
 
@@ -48,11 +50,25 @@ class FieldChange:
 
 @dataclass(frozen=True)
 class ManualUnitChange:
-    """A manual service's new units, recorded as a unit change effective ``effective_date``."""
+    """A manual service's new units (``before`` → ``after``: the service's units now and in the
+    file), recorded as a unit change effective ``effective_date``. ``recorded``: the change
+    already recorded that day (before, after), which this edit replaces; ``records``: the
+    change the edit leaves (before, after), None when it cancels ``recorded`` (the units are
+    back where the day started): the rule of ``record_manual_change``, which apply runs."""
 
     before: int
     after: int
     effective_date: date
+    recorded: tuple[int, int] | None = None
+    records: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        earlier = (f"the change of {self.effective_date} recorded earlier "
+                   f"({self.recorded[0]} → {self.recorded[1]})" if self.recorded else "")
+        if self.records is None:
+            return f"unit change: {earlier} cancelled, the units are back to {self.after}"
+        change = f"unit change: {self.records[0]} → {self.records[1]} effective {self.effective_date}"
+        return f"{change}, replacing {earlier}" if earlier else change
 
 
 @dataclass
@@ -101,7 +117,12 @@ class Plan:
 
     @property
     def unit_changes(self) -> int:
-        return sum(1 for e in self.entries if e.unit_change is not None)
+        """Manual unit changes the plan records (a cancelled one records none)."""
+        return sum(1 for e in self.entries if e.unit_change is not None and e.unit_change.records)
+
+    @property
+    def cancelled_unit_changes(self) -> int:
+        return sum(1 for e in self.entries if e.unit_change is not None and not e.unit_change.records)
 
     @property
     def changed(self) -> bool:
@@ -128,7 +149,8 @@ class Plan:
                 if self.of(action, kind):
                     counts.append(f"{len(self.of(action, kind))} {label}")
             parts.append(f"{table}: {', '.join(counts)}")
-        return "; ".join(parts) + f"; manual unit changes: {self.unit_changes}"
+        cancelled = f" ({self.cancelled_unit_changes} cancelled)" if self.cancelled_unit_changes else ""
+        return "; ".join(parts) + f"; manual unit changes: {self.unit_changes}{cancelled}"
 
     def detail_lines(self, *, unchanged: bool = True) -> list[str]:
         """The plan entry by entry, field by field (``--plan``)."""
@@ -140,8 +162,7 @@ class Plan:
                          + (f": {e.reason}" if e.reason else ""))
             lines += [f"      {change}" for change in e.changes]
             if e.unit_change:
-                u = e.unit_change
-                lines.append(f"      unit change: {u.before} → {u.after} effective {u.effective_date}")
+                lines.append(f"      {e.unit_change}")
         return lines
 
 
@@ -280,7 +301,8 @@ def compute_plan(conn: Connection, document: ContractsDocument, *, prune_end_dat
                     if reason := _manual_change_lock(conn, service.service_id, effective):
                         e.action, e.reason = "refuse", reason
                     else:
-                        e.unit_change = ManualUnitChange(current["units"], service.units, effective)
+                        e.unit_change = _manual_unit_change(conn, service.service_id, current["units"],
+                                                            service.units, effective)
     for kind in KINDS:
         for key, current in stored.rows[kind].items():
             if key not in seen[kind]:
@@ -314,6 +336,18 @@ def _account_lock(conn: Connection, stored: _Stored, current: Mapping | None, ro
                 "its exports and corrections would name the other customer; end this contract "
                 "(end_date) and add a new one under the other account")
     return ""
+
+
+def _manual_unit_change(conn: Connection, service_id: str, before: int, after: int,
+                        effective: date) -> ManualUnitChange:
+    """What recording the edit will do, by the writer's own rule (``manual_change``)."""
+    recorded = day_change(conn, service_id, effective, MANUAL)
+    records = manual_change(service_id, effective, before, after, recorded, datetime.now(UTC))
+    return ManualUnitChange(
+        before, after, effective,
+        None if recorded is None else (recorded.units_before, recorded.units_after),
+        None if records is None else (records.units_before, records.units_after),
+    )
 
 
 def _manual_change_lock(conn: Connection, service_id: str, effective: date) -> str:

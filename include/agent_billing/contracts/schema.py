@@ -72,6 +72,17 @@ def _exact_id(value: Any) -> Any:
 def _exact_price(value: Any) -> Any:
     if isinstance(value, float):  # only reachable when called without the Decimal YAML loader
         raise ValueError("unit_price must be a string or an exact decimal, not a binary float")
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a price")
+    if isinstance(value, str) and not value.isascii():  # Decimal reads any script's digits: "１２" as 12
+        raise ValueError(f"{value!r} is not a price: write it with the digits 0-9")
+    return value
+
+
+def _whole_units(value: Any) -> Any:
+    """YAML's true/yes/on would be 1 unit (a price of true is refused)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a number of units")
     return value
 
 
@@ -169,7 +180,7 @@ class ServiceSpec(_Strict):
     vsa_view_id: VsaId | None = None
     exclude_never_checked_in: bool = False
     exclude_offline_days: int | None = Field(None, ge=1)
-    units: int | None = Field(None, ge=0, le=2_147_483_647)
+    units: Annotated[int, BeforeValidator(_whole_units)] | None = Field(None, ge=0, le=2_147_483_647)
     units_effective_date: CalendarDate | None = None
     start_date: CalendarDate
     end_date: CalendarDate | None = None
