@@ -52,16 +52,16 @@ from run_states import fail_fast, fail_run_if_work_failed, run_params
 
 
 def sync_timezone() -> str:
-    """``AGENT_BILLING_TIMEZONE``, refused in one line naming it when it is no IANA zone (the
-    DAG's import error; pendulum's own names no setting)."""
+    """``AGENT_BILLING_TIMEZONE``, refused in one line naming it by the settings' own rule when
+    it is no IANA zone (the DAG's import error; pendulum's names no setting, and it accepts
+    names such as ``utc`` that the tasks' settings refuse)."""
+    from agent_billing.settings import known_timezone
+
     raw = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
     try:
-        pendulum.timezone(raw)
-    except ValueError:  # pendulum's InvalidTimezone, or a name no zone file can have
-        raise ValueError(
-            f"AGENT_BILLING_TIMEZONE={raw!r}: expected an IANA timezone such as 'Europe/Amsterdam'"
-        ) from None
-    return raw
+        return known_timezone(raw)
+    except ValueError as exc:
+        raise ValueError(f"AGENT_BILLING_TIMEZONE={raw!r}: {exc}") from None
 
 
 TIMEZONE = sync_timezone()
@@ -85,7 +85,7 @@ def record_failure(context) -> None:
     """on_failure_callback: the step failed for good (retries spent, or at once for an input
     error); record it in sync_runs and alert the data team."""
     from agent_billing.quality.snapshot_gate import QualityGateFailed
-    from agent_billing.settings import get_settings
+    from agent_billing.settings import mail_settings
     from agent_billing.sync.dates import parse_date
     from agent_billing.sync.pipeline import record_failure as record
     from agent_billing.sync.pipeline import sync_failure_alert
@@ -100,7 +100,7 @@ def record_failure(context) -> None:
         try:
             engine = WarehouseHook().get_conn(check_schema=False)
             try:
-                record(engine, get_settings(), d, ti.task_id, message, backstop=bool(context.get("backstop")))
+                record(engine, mail_settings(), d, ti.task_id, message, backstop=bool(context.get("backstop")))
             finally:
                 engine.dispose()
         except warehouse_unavailable() as exc:  # the alert goes out all the same

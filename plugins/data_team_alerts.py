@@ -36,11 +36,11 @@ def queue_data_team_alert(message_id: str, subject: str, body: str, *, refresh: 
     When the warehouse cannot take it (unreachable, its connection undefined, no outbox table:
     often the very failure being reported), the alert is mailed at once through
     ``smtp_default`` instead, saying so (:func:`mail_data_team_now`)."""
-    from agent_billing.settings import get_settings
+    from agent_billing.settings import mail_settings
     from agent_billing.sync.notify import queue_message
     from warehouse_hook import WarehouseHook
 
-    recipients = get_settings().data_team
+    recipients = mail_settings().data_team  # also when another setting is invalid: that may be the failure
     if not recipients:
         log.warning("AGENT_BILLING_DATA_TEAM_EMAILS is empty: alert %r not queued", message_id)
         return False
@@ -70,11 +70,11 @@ def mail_data_team_now(cause: BaseException, message_id: str, subject: str, body
     """Mail an alert through ``smtp_default`` without the outbox, which ``cause`` kept it from;
     the mail says so. Not deduplicated like the outbox: used only when the outbox cannot be."""
     from agent_billing.errors import ConfigurationError
-    from agent_billing.settings import get_settings
+    from agent_billing.settings import mail_settings
     from agent_billing.sync.notify import send_now
     from airflow_connections import optional_connection_info
 
-    settings = get_settings()
+    settings = mail_settings()
     reason = redacted(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
     if not settings.data_team:
         log.warning("AGENT_BILLING_DATA_TEAM_EMAILS is empty: alert %r not sent (%s)", message_id, reason)

@@ -6,7 +6,7 @@ import re
 from collections.abc import MutableMapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
@@ -19,10 +19,32 @@ from agent_billing.errors import ConfigurationError
 _ADDRESS = re.compile(r"[^\s@;,<>]+@[^\s@;,<>]+")
 
 
-class Settings(BaseSettings):
-    """Every knob of the pipeline; each field is ``AGENT_BILLING_<NAME>`` in the environment."""
+class MailSettings(BaseSettings):
+    """The settings mail needs: its sender and the data team. Read on their own when another
+    setting is invalid (``mail_settings``), so that the failures that setting causes still
+    reach the data team."""
 
     model_config = SettingsConfigDict(env_prefix="AGENT_BILLING_", extra="ignore")
+
+    notify_from: str = Field("agent-billing@localhost", description="Sender of unit-change mail.")
+    data_team_emails: str = Field("", description="Comma-separated recipients of data-team alerts.")
+
+    @field_validator("data_team_emails")
+    @classmethod
+    def _addresses(cls, value: str) -> str:
+        """Comma-separated addresses, each valid (``a;b`` would be one address that never arrives)."""
+        for address in (a.strip() for a in value.split(",")):
+            if address and not _ADDRESS.fullmatch(address):
+                raise ValueError(f"{address!r} is not one e-mail address (separate several with commas)")
+        return value
+
+    @property
+    def data_team(self) -> list[str]:
+        return [e.strip() for e in self.data_team_emails.split(",") if e.strip()]
+
+
+class Settings(MailSettings):
+    """Every knob of the pipeline; each field is ``AGENT_BILLING_<NAME>`` in the environment."""
 
     timezone: str = Field("UTC", description="Billing timezone: snapshot dates are local dates here.")
     late_observation: Literal["refuse", "allow"] = Field(
@@ -35,8 +57,6 @@ class Settings(BaseSettings):
     snapshot_retention_days: int = Field(
         7, ge=0, description="Days of per-date snapshot staging kept before the latest night (history is kept as intervals)."
     )
-    notify_from: str = Field("agent-billing@localhost", description="Sender of unit-change mail.")
-    data_team_emails: str = Field("", description="Comma-separated recipients of data-team alerts.")
     extra_online_codes: str = Field(
         "", description="Comma-separated Online status codes beyond VSA's documented ones (a newer "
         "build's) that the quality gate accepts."
@@ -45,20 +65,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Europe/Amsterdam)") from None
-        return value
-
-    @field_validator("data_team_emails")
-    @classmethod
-    def _addresses(cls, value: str) -> str:
-        """Comma-separated addresses, each valid (``a;b`` would be one address that never arrives)."""
-        for address in (a.strip() for a in value.split(",")):
-            if address and not _ADDRESS.fullmatch(address):
-                raise ValueError(f"{address!r} is not one e-mail address (separate several with commas)")
-        return value
+        return known_timezone(value)
 
     @field_validator("extra_online_codes")
     @classmethod
@@ -76,16 +83,38 @@ class Settings(BaseSettings):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    @property
-    def data_team(self) -> list[str]:
-        return [e.strip() for e in self.data_team_emails.split(",") if e.strip()]
+_Model = TypeVar("_Model", bound=MailSettings)
+
+
+def known_timezone(value: str) -> str:
+    """``value`` if it names an IANA timezone (the billing timezone's rule, also checked by the
+    nightly DAG when it is parsed), else a ``ValueError`` saying what to write."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Europe/Amsterdam)") from None
+    return value
 
 
 def get_settings() -> Settings:
     """Fresh settings from the environment (cheap; no caching so tests and tasks see changes).
     An invalid value is a ``ConfigurationError`` naming each variable, its value and the rule."""
+    return _read(Settings)
+
+
+def mail_settings() -> MailSettings:
+    """The sender and the data team, also when another setting is invalid (the error that
+    setting causes is what the alert reports); a ``ConfigurationError`` only when these two
+    are invalid themselves."""
     try:
-        return Settings()
+        return get_settings()
+    except ConfigurationError:
+        return _read(MailSettings)
+
+
+def _read(model: type[_Model]) -> _Model:
+    try:
+        return model()
     except ValidationError as exc:
         problems = "; ".join(
             f"AGENT_BILLING_{'_'.join(str(p) for p in e['loc']).upper()}={e.get('input')!r}: "

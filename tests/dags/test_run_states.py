@@ -147,6 +147,32 @@ def test_a_configuration_mistake_fails_at_once_instead_of_spending_retries(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("dag_id", ["get_units_now", "vsa_asset_sync"])
+def test_an_invalid_setting_still_reaches_the_data_team(
+        fresh_dag, warehouse, smtp_inbox, monkeypatch, dag_id):
+    """AGENT_BILLING_QUARANTINE_SHARE=20 (meant 20 %) fails every task at once; the alert of that
+    failure read its recipients from the same invalid settings, so it failed too, and the
+    notify task with it: a nightly run red in the UI and nobody told. The sender and the data
+    team are read on their own, and the alert names the setting."""
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    monkeypatch.setenv("AGENT_BILLING_QUARANTINE_SHARE", "20")
+    monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", "http://integrator:token@127.0.0.1:1")
+    dag = fresh_dag(dag_id)
+    if dag_id == "get_units_now":
+        run, step = dag.test(run_conf={"service_id": "S-ANY"}), "count_service_now"
+    else:
+        monkeypatch.setattr(dag, "deadline", None)  # dag.test's deadline artefact (conftest.sync_dag)
+        run, step = dag.test(run_conf={"snapshot_date": "2024-01-02"}), "resolve_snapshot_date"
+    assert run.state == "failed" and task_states(run)[step] == "failed"
+    assert task_states(run)["notify"] == "success"  # the alert went out
+    [mail] = smtp_inbox.messages
+    assert mail.rcpt_tos == [DATA_TEAM]
+    body = message_from_bytes(mail.content, policy=policy.default).get_body().get_content()
+    assert "invalid setting(s): AGENT_BILLING_QUARANTINE_SHARE='20'" in body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_agent_billing_without_a_date_to_bill_fails_at_once_alerts_and_fails_the_run(
         fresh_dag, warehouse, smtp_inbox, monkeypatch):
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)

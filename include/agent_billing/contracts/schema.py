@@ -10,6 +10,7 @@ with its entry and line instead of failing inside the loader.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -79,10 +80,11 @@ def _exact_price(value: Any) -> Any:
     return value
 
 
-def _whole_units(value: Any) -> Any:
-    """YAML's true/yes/on would be 1 unit (a price of true is refused)."""
+def _no_bool(value: Any) -> Any:
+    """YAML's true/yes/on would be the number 1 (a unit, a day of offline cutoff, the 1st): a
+    yes/no where a number belongs is refused (a price of true is refused too)."""
     if isinstance(value, bool):
-        raise ValueError(f"{str(value).lower()} is not a number of units")
+        raise ValueError(f"{str(value).lower()} is a yes/no, not a number")
     return value
 
 
@@ -138,24 +140,37 @@ def _quoted_text(value: Any) -> Any:
     return value
 
 
-def _text(max_length: int) -> AfterValidator:
+def _text(max_length: int, *, key: bool = False) -> AfterValidator:
+    """Text of at most ``max_length`` characters, none of them a control character or an
+    invisible one (a zero-width space pasted from a web page made ``S-WS\u200b`` a second
+    service that prints like ``S-WS``, billed beside it). In a ``key`` (an id), no space but
+    the plain one either (a no-break space looks the same)."""
+
     def bounded(value: str) -> str:
         value = value.strip()
         if not value:
             raise ValueError("must not be empty")
         if len(value) > max_length:
             raise ValueError(f"{len(value)} characters, at most {max_length} allowed")
-        if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):  # newlines, tabs, NUL
-            raise ValueError(f"{value!r} holds a control character (a line break, tab or NUL)")
+        if bad := next((c for c in value if _invisible(c, key)), None):
+            raise ValueError(
+                f"{value!r} holds a control character or an invisible one (U+{ord(bad):04X} "
+                f"{unicodedata.name(bad, 'unnamed')}): retype it"
+            )
         return value
 
     return AfterValidator(bounded)
 
 
+def _invisible(c: str, key: bool) -> bool:
+    category = unicodedata.category(c)  # Cc control, Cf format (zero-width), Zl/Zp separators
+    return category[0] == "C" or category in ("Zl", "Zp") or (key and category == "Zs" and c != " ")
+
+
 VsaId = Annotated[str, BeforeValidator(_exact_id), Field(pattern=rf"^[0-9]{{1,{VSA_ID_MAX_DIGITS}}}$")]
 Price = Annotated[Decimal, BeforeValidator(_exact_price), AfterValidator(_price_limits)]
 CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
-Id = Annotated[str, BeforeValidator(_quoted_text), _text(ID_MAX_LENGTH)]
+Id = Annotated[str, BeforeValidator(_quoted_text), _text(ID_MAX_LENGTH, key=True)]
 Name = Annotated[str, BeforeValidator(_quoted_text), _text(NAME_MAX_LENGTH)]
 
 
@@ -179,8 +194,8 @@ class ServiceSpec(_Strict):
     include_subgroups: bool = True
     vsa_view_id: VsaId | None = None
     exclude_never_checked_in: bool = False
-    exclude_offline_days: int | None = Field(None, ge=1)
-    units: Annotated[int, BeforeValidator(_whole_units)] | None = Field(None, ge=0, le=2_147_483_647)
+    exclude_offline_days: Annotated[int, BeforeValidator(_no_bool)] | None = Field(None, ge=1)
+    units: Annotated[int, BeforeValidator(_no_bool)] | None = Field(None, ge=0, le=2_147_483_647)
     units_effective_date: CalendarDate | None = None
     start_date: CalendarDate
     end_date: CalendarDate | None = None
@@ -216,7 +231,7 @@ class ServiceSpec(_Strict):
 class ContractSpec(_Strict):
     contract_id: Id
     currency: str
-    billing_day: int = Field(1, ge=1, le=28)
+    billing_day: Annotated[int, BeforeValidator(_no_bool)] = Field(1, ge=1, le=28)
     posting: Literal["automatic", "review"] = "automatic"
     start_date: CalendarDate
     end_date: CalendarDate | None = None

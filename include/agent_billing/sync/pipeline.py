@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
-from agent_billing.settings import Settings
+from agent_billing.settings import MailSettings, Settings
 from agent_billing.sync import changes
 from agent_billing.sync.dates import is_late, refuse_future
 from agent_billing.sync.extract import VsaClientLike, land_from_vsa
@@ -363,7 +363,7 @@ SNAPSHOT_ACTIONS: dict[str, Callable[[Engine, Settings, date], StepResult]] = {
 }
 
 
-def record_failure(engine: Engine, settings: Settings, snapshot_date: date, step: str, error: str,
+def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, step: str, error: str,
                    *, backstop: bool = False) -> None:
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
     alert per date and step. A date that already has a final status keeps it (the data of its
