@@ -153,24 +153,61 @@ def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, wor
     assert f"All but never seen (ORG2): {result.units_before} → {expected} units, effective {later}" in body
 
 
-def test_get_units_now_refuses_a_service_outside_its_dates(warehouse, world, monkeypatch):
+def test_get_units_now_refuses_a_service_outside_its_dates_or_its_contract_s(warehouse, world, monkeypatch):
+    """A service open in a contract that ended was pressed: its change was mailed ("prorated on
+    the next invoice") and never billed, since the night counts neither."""
+    from agent_billing.errors import UserError
+
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
+    counted = {"unit_price": "5", "units_source": "rmm_agent_count", "start_date": "2024-01-01"}
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": org,
+        "contracts": [
+            {"contract_id": "C1", "currency": "USD", "start_date": "2024-01-01", "services": [
+                {"service_id": "ENDED", "name": "Ended", **counted, "end_date": "2024-01-31"}]},
+            {"contract_id": "C2", "currency": "USD", "start_date": "2024-01-01", "end_date": "2024-01-20",
+             "services": [{"service_id": "OPEN", "name": "Open in an ended contract", **counted}]},
+        ],
+    }]})
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        with pytest.raises(UserError, match="service ENDED is not active on 2024-02-01 .*2024-01-31"):
+            get_units_now(warehouse, VsaClient.from_env(), "ENDED", tz=Settings().tz, now=night(START))
+        with pytest.raises(UserError, match=r"service OPEN is not active on 2024-02-01 \(it and its contract run "
+                           r"2024-01-01 to 2024-01-20\)"):
+            get_units_now(warehouse, VsaClient.from_env(), "OPEN", tz=Settings().tz, now=night(START))
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
+
+
+def test_get_units_now_waits_for_a_quarantined_night_to_be_decided(warehouse, world, monkeypatch):
+    """The night of yesterday is quarantined (an org's agents vanished in VSA): a press reads the
+    same VSA and recorded the whole-service credit the quarantine holds back, mailed it, and
+    kept it after the night was discarded. Refused, naming the night and what to do."""
     from agent_billing.errors import UserError
 
     state = world.state(START)
     org = state.orgs.record(state.orgs.handles[0])["OrgId"]
     apply_contracts(warehouse, {"accounts": [{
         "account_id": "A1", "name": "Org one", "vsa_org_id": org,
-        "contracts": [{"contract_id": "C1", "currency": "USD", "start_date": "2024-01-01", "services": [
-            {"service_id": "ENDED", "name": "Ended", "unit_price": "5", "units_source": "rmm_agent_count",
-             "start_date": "2024-01-01", "end_date": "2024-01-31"},
-        ]}],
+        "contracts": [{"contract_id": "C1", "currency": "USD", "start_date": "2024-01-01",
+                       "notify_emails": ["it@org1.example"], "services": [
+            {"service_id": "ORG1", "name": "Org", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"}]}],
     }]})
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'quarantined')"),
+                     {"d": START - timedelta(days=1)})
     with run_simulator(world, date=START) as vsa:
         monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
-        with pytest.raises(UserError, match="service ENDED is not active on 2024-02-01 .*2024-01-31"):
-            get_units_now(warehouse, VsaClient.from_env(), "ENDED", tz=Settings().tz, now=night(START))
+        with pytest.raises(UserError, match=rf"the night of {START - timedelta(days=1)} is quarantined .*release "
+                           rf"or discard {START - timedelta(days=1)} first"):
+            get_units_now(warehouse, VsaClient.from_env(), "ORG1", tz=Settings().tz, now=night(START))
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
 
 
 def test_get_units_now_excludes_the_agents_the_night_excludes(warehouse, tmp_path, world, monkeypatch):

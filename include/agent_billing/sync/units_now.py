@@ -46,20 +46,28 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
     with engine.connect() as conn:
         service = conn.execute(
             text(
-                "SELECT s.*, a.vsa_org_id FROM services s JOIN contracts c ON c.contract_id = s.contract_id "
+                "SELECT s.*, a.vsa_org_id, c.start_date AS contract_start, c.end_date AS contract_end "
+                "FROM services s JOIN contracts c ON c.contract_id = s.contract_id "
                 "JOIN accounts a ON a.account_id = c.account_id WHERE s.service_id = :sid"
             ),
             {"sid": service_id},
         ).mappings().first()
+        held = conn.execute(  # the latest night up to today, if the quarantine holds it
+            text("SELECT snapshot_date, status FROM sync_runs WHERE snapshot_date <= :today "
+                 "AND status <> 'failed' ORDER BY snapshot_date DESC LIMIT 1"),
+            {"today": today},
+        ).first()
     if service is None:
         raise UserError(f"service {service_id!r} not found")
     if service["units_source"] != "rmm_agent_count":
         raise UserError(f"service {service_id} is {service['units_source']}: its units are not counted in VSA")
-    start, end = as_date(service["start_date"]), as_date(service["end_date"]) if service["end_date"] else None
-    if today < start or (end is not None and today > end):
+    _refuse_outside_dates(service, today)
+    if held is not None and held.status == "quarantined":
+        night = as_date(held.snapshot_date)
         raise UserError(
-            f"service {service_id} is not active on {today} (runs {start} to {end or 'open end'}): "
-            "Get Units Now records nothing outside its dates"
+            f"the night of {night} is quarantined (VSA reported too many agents gone): a press reads the "
+            f"same VSA and would record the drop the quarantine holds back; release or discard {night} "
+            f"first (agent-billing snapshots release|discard {night})"
         )
     units = count_scope(engine, client, dict(service), today)
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
@@ -71,6 +79,19 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
         queue_units_now_mail(conn, service_id, now, today, change)  # also corrects an earlier press's
     return UnitsNow(service_id, change[0] if change else units, units, today, change is not None,
                     (earlier.units_before, earlier.units_after) if earlier else None)
+
+
+def _refuse_outside_dates(service, today: date) -> None:
+    """A press records nothing outside the dates both the service and its contract run (the
+    night counts neither: its change would be mailed and never billed)."""
+    starts = [as_date(service["start_date"]), as_date(service["contract_start"])]
+    ends = [as_date(d) for d in (service["end_date"], service["contract_end"]) if d]
+    start, end = max(starts), min(ends, default=None)
+    if today < start or (end is not None and today > end):
+        raise UserError(
+            f"service {service['service_id']} is not active on {today} (it and its contract run {start} to "
+            f"{end or 'open end'}): Get Units Now records nothing outside their dates"
+        )
 
 
 # About 45 characters per id in a $filter: 30 keep a query under IIS's default 2,048-byte limit.
