@@ -55,7 +55,7 @@ class Settings(MailSettings):
     quarantine_share: Decimal = Field(Decimal("0.20"), ge=0, le=1)
     quarantine_min_agents: int = Field(5, ge=0)
     snapshot_retention_days: int = Field(
-        7, ge=0, description="Days of per-date snapshot staging kept before the latest night (history is kept as intervals)."
+        7, ge=0, le=36_500, description="Days of per-date snapshot staging kept before the latest night (history is kept as intervals)."
     )
     extra_online_codes: str = Field(
         "", description="Comma-separated Online status codes beyond VSA's documented ones (a newer "

@@ -171,6 +171,9 @@ CASES = [
     Case("settings-share-out-of-range", ("bill", "--as-of", "2025-01-15"), 2,
          r"AGENT_BILLING_QUARANTINE_SHARE='2': Input should be less than or equal to 1",
          SQLITE, env={"AGENT_BILLING_QUARANTINE_SHARE": "2"}),
+    Case("settings-retention-forever", ("sync", "--date", "2025-01-15"), 2,  # "keep forever": every night failed
+         r"AGENT_BILLING_SNAPSHOT_RETENTION_DAYS='999999': Input should be less than or equal to 36500",
+         SQLITE, env={"AGENT_BILLING_SNAPSHOT_RETENTION_DAYS": "999999"}),
     Case("settings-data-team-semicolons", ("bill", "--as-of", "2025-01-15"), 2,
          r"AGENT_BILLING_DATA_TEAM_EMAILS='data@msp\.example;ops@msp\.example': .* is not one e-mail "
          r"address \(separate several with commas\)",

@@ -42,6 +42,59 @@ def test_existing_landing_is_reused_without_calling_vsa(contoso, settings):
     assert result.status == "reused"
 
 
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_killed_extract_s_folder_is_removed_by_the_next_extract_of_any_date(contoso, settings):
+    """An extract killed mid-landing leaves its staging folder; Airflow's retry two minutes later
+    lands the date (the folder is not stale yet) and every later run of it reuses the landing:
+    the partial landing (165 MB per million agents) stayed for good. Any later extract removes it."""
+    import os
+    import time as clock
+
+    from agent_billing.sync.landing import STALE_STAGING
+
+    from .conftest import DAYS, write_landing
+
+    d1, d2 = sorted(DAYS)[:2]
+    settings.raw_path.mkdir(parents=True, exist_ok=True)
+    dead = settings.raw_path / f".{d1.isoformat()}.0123abcd.tmp"
+    dead.mkdir()
+    (dead / "agents.jsonl.gz").write_bytes(b"half a file")
+    old = clock.time() - STALE_STAGING - 60
+    for path in (dead / "agents.jsonl.gz", dead):
+        os.utime(path, (old, old))
+    write_landing(settings.raw_path, d2, *DAYS[d2])
+    assert extract_step(contoso, settings, d2, no_vsa, now=NOW).status == "reused"
+    assert not dead.exists()
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_failed_night_recorded_as_a_gap_leaves_its_staging_to_the_retention(contoso, settings):
+    """A night whose gate failed keeps its staging to be looked at; moved aside past the grace
+    window it becomes a gap, which no run merges: its staging (1.2M rows and two partitions per
+    million agents) was kept for good. The gap settles it, and the retention drops it."""
+    import shutil
+
+    from agent_billing.sync.pipeline import load_step
+    from agent_billing.sync.snapshot_history import prune_staging
+    from agent_billing.warehouse.staging import stage_of
+
+    from .conftest import DAYS, write_landing
+
+    day = sorted(DAYS)[0]
+    write_landing(settings.raw_path, day, *DAYS[day])
+    load_step(contoso, settings, day)  # loaded, never merged (its gate failed, say)
+    shutil.rmtree(settings.raw_path / day.isoformat())  # moved aside, as the runbook says
+    assert extract_step(contoso, settings, day, no_vsa, now=NOW).status == "gap"
+    with contoso.connect() as conn:
+        assert stage_of(conn, day) == "settled"
+        conn.execute(text("INSERT INTO history_dates (snapshot_date) VALUES (:d)"), {"d": NOW.date()})
+        conn.commit()
+    prune_staging(contoso, NOW.date(), 0)
+    with contoso.connect() as conn:
+        assert stage_of(conn, day) == "dropped"
+        assert conn.execute(text("SELECT COUNT(*) FROM vsa_agents WHERE snapshot_date = :d"), {"d": day}).scalar() == 0
+
+
 def test_landing_is_atomic_and_immutable(tmp_path):
     landing = RawLanding(tmp_path, date(2024, 3, 1))
     with pytest.raises(RuntimeError), landing.staging() as stage:

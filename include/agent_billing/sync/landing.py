@@ -133,7 +133,7 @@ class RawLanding:
         tmp = self.path.parent / f".{self.snapshot_date.isoformat()}.{uuid.uuid4().hex}.tmp"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._remove_stale_staging()
+            remove_stale_staging(self.path.parent)
             tmp.mkdir()
         except OSError as exc:
             raise LandingError(f"cannot create the raw landing under {self.path.parent}: {_reason(exc)}") from None
@@ -156,15 +156,6 @@ class RawLanding:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-
-    def _remove_stale_staging(self) -> None:
-        """Remove this date's staging folders that nothing wrote to for ``STALE_STAGING``
-        (extracts that were killed); a live extract writes to its folder continuously."""
-        for folder in self.path.parent.glob(f".{self.snapshot_date.isoformat()}.*.tmp"):
-            newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
-            if time.time() - newest > STALE_STAGING:
-                shutil.rmtree(folder, ignore_errors=True)
-                log.info("removed the staging folder of an extract that died: %s", folder)
 
 
 class LandingStage:
@@ -194,6 +185,25 @@ class LandingStage:
         tmp = self.path / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path / MANIFEST)
+
+
+def remove_stale_staging(root: Path) -> None:
+    """Remove the staging folders under ``root``, of any date, that nothing wrote to for
+    ``STALE_STAGING`` (extracts that were killed; a live extract writes to its folder
+    continuously). Every extract calls it, also one that finds its date landed already: a
+    killed extract's retry 2 minutes later lands the date, and nothing else would come back."""
+    try:
+        folders = list(Path(root).glob(".????-??-??.*.tmp"))
+    except OSError:
+        return  # the landing folder cannot be read: the extract itself says so
+    for folder in folders:
+        try:
+            newest = max((p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime)
+        except OSError:  # removed by another extract meanwhile
+            continue
+        if time.time() - newest > STALE_STAGING:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed the staging folder of an extract that died: %s", folder)
 
 
 def _sha256(path: Path, missing: str | None = None) -> str:

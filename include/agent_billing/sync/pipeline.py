@@ -20,7 +20,7 @@ from agent_billing.settings import MailSettings, Settings
 from agent_billing.sync import changes
 from agent_billing.sync.dates import is_late, refuse_future
 from agent_billing.sync.extract import VsaClientLike, land_from_vsa
-from agent_billing.sync.landing import RawLanding
+from agent_billing.sync.landing import RawLanding, remove_stale_staging
 from agent_billing.sync.load import load_snapshot
 from agent_billing.sync.notify import queue_message, queue_unit_change_mail
 from agent_billing.sync.quarantine import alert_quarantine, complete_held, judge, judge_later_nights
@@ -33,7 +33,7 @@ from agent_billing.sync.runs import (
 )
 from agent_billing.sync.scopes import report_scopes
 from agent_billing.sync.snapshot_history import forget_night, prune_staging
-from agent_billing.warehouse.staging import stage_of
+from agent_billing.warehouse.staging import mark_settled, stage_of
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def extract_step(
         if held := discarded(conn, snapshot_date):
             return held
     landing = landing_for(settings, snapshot_date)
+    remove_stale_staging(landing.root)  # of any date: a killed extract's folder is not this date's business only
     if landing.exists():
         manifest = landing.verify()
         log.info("raw landing for %s exists (%s): reprocessing it, VSA not called", snapshot_date, landing.path)
@@ -124,6 +125,7 @@ def extract_step(
         )
         with engine.begin() as conn:
             record_run(conn, snapshot_date, "gap", message=message)
+            mark_settled(conn, snapshot_date)  # a failed night's staging, if any: never merged now
             if settings.data_team:
                 queue_message(
                     conn, f"gap:{snapshot_date}", "gap", settings.data_team,
