@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import socket
-import time
+import time as clock
+from datetime import UTC, datetime, time
 
 import pytest
 from sqlalchemy import text
@@ -62,9 +63,9 @@ def test_failed_send_stays_queued_and_is_retried(contoso, settings, local_smtp):
         with pytest.raises(DeliveryFailed, match="1 message.*every delivery retries them"):
             deliver_outbox(contoso, dead, settings.notify_from)
     assert deliver_outbox(contoso, smtp, settings.notify_from).sent == 1
-    deadline = time.monotonic() + 5
-    while not inbox.messages and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = clock.monotonic() + 5
+    while not inbox.messages and clock.monotonic() < deadline:
+        clock.sleep(0.05)
     assert len(inbox.messages) == 1
 
 
@@ -94,7 +95,7 @@ def test_two_deliveries_at_once_send_a_message_once(contoso, settings, local_smt
     results = []
     first = threading.Thread(target=lambda: results.append(deliver_outbox(contoso, smtp, settings.notify_from)))
     first.start()
-    time.sleep(0.2)  # the first delivery has claimed the message and is sending it
+    clock.sleep(0.2)  # the first delivery has claimed the message and is sending it
     results.append(deliver_outbox(contoso, smtp, settings.notify_from))
     first.join()
     assert sorted(r.sent for r in results) == [0, 1]
@@ -218,3 +219,53 @@ def test_a_delivery_claiming_a_message_while_a_backfill_rederives_it_waits_for_t
         left = conn.execute(text("SELECT message_id FROM notification_outbox WHERE snapshot_date = :d"),
                             {"d": d3}).scalars().all()
     assert claims == [None] and left == []  # nothing of D3 went out, and nothing is left to send
+
+
+def _outbox(engine, prefix: str) -> list[tuple[str, str, object]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "SELECT message_id, body, sent_at FROM notification_outbox WHERE message_id LIKE :p ORDER BY created_at"),
+            {"p": f"{prefix}%"})]
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_late_night_that_turns_a_quiet_press_into_a_change_mails_it(contoso, settings):
+    """D2's night is missing; on D3 S-WS is pressed at 3, as D1 counted: no change, no mail.
+    D2's night arrives late with 4: the press on D3 is now a change 4 → 3, billed, and it was
+    never mailed (only the night's own changes were)."""
+    from agent_billing.sync.changes import record_reading
+    from agent_billing.sync.notify import queue_mail_for
+
+    d1, d2, d3 = sorted(DAYS)
+    sync_days(contoso, settings, [d1])
+    pressed_at = datetime.combine(d3, time(14), tzinfo=UTC)
+    with contoso.begin() as conn:  # what get_units_now does after counting 3 in VSA
+        found = record_reading(conn, settings.tz, "S-WS", pressed_at, 3)
+        queue_mail_for(conn, found.moved | {(d3, "get_units_now", "S-WS")})
+    assert _outbox(contoso, "units-now:") == []
+    sync_days(contoso, settings, [d2])
+    [(message_id, body, _)] = _outbox(contoso, "units-now:")
+    assert message_id == f"units-now:S-WS:{d3}" and "(S-WS): 4 → 3 units" in body
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_late_night_that_takes_over_a_sent_press_change_corrects_it(contoso, settings):
+    """D2's night is missing; on D3 S-WS is pressed at 4 and the customer told "3 → 4 on D3".
+    D2's night arrives late with the 4: the change is D2's now (mailed with that night), the
+    press on D3 changes nothing, and the customer was told +1 twice: the press's mail is corrected."""
+    from agent_billing.sync.changes import record_reading
+    from agent_billing.sync.notify import queue_mail_for
+
+    d1, d2, d3 = sorted(DAYS)
+    sync_days(contoso, settings, [d1])
+    with contoso.begin() as conn:
+        found = record_reading(conn, settings.tz, "S-WS", datetime.combine(d3, time(14), tzinfo=UTC), 4)
+        queue_mail_for(conn, found.moved | {(d3, "get_units_now", "S-WS")})
+        conn.execute(text("UPDATE notification_outbox SET sent_at = :now"), {"now": datetime.now(UTC)})
+    [(_, told, _)] = _outbox(contoso, "units-now:")
+    assert "(S-WS): 3 → 4 units" in told
+    sync_days(contoso, settings, [d2])
+    corrections = _outbox(contoso, f"units-now:S-WS:{d3}:correction:")
+    assert len(corrections) == 1 and "There is no longer any unit change on that date." in corrections[0][1]
+    [(_, night, _)] = _outbox(contoso, f"unit-changes:C-CONTOSO:{d2}")
+    assert "(S-WS): 3 → 4 units, effective " + str(d2) in night

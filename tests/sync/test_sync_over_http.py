@@ -346,7 +346,7 @@ def test_a_second_press_the_same_day_corrects_what_the_first_press_told(warehous
         undone = press(START, 13)
         [(_, _, sent), (correction, body, unsent)] = outbox(warehouse)
         assert sent and not unsent and correction.startswith(f"{head}:correction:")
-        assert "a later press that day replaced it" in body and "There is no longer any unit change on that date." in body
+        assert "a later press that day, or a night processed since, replaced it" in body and "There is no longer any unit change on that date." in body
 
         assert press(START, 14).units_after == night_units  # still no change: nothing new to tell
         assert [m for m, _, _ in outbox(warehouse)] == [head, correction]

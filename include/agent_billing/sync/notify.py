@@ -14,6 +14,7 @@ import logging
 import smtplib
 import ssl
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
@@ -255,7 +256,31 @@ def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, t
     return latest
 
 
-def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetime, day: date,
+def queue_mail_for(conn: Connection, moved: Iterable[tuple[date, str, str]], nights: Iterable[date] = ()) -> int:
+    """After a re-derivation: what customers were told follows every change it moved, of any
+    day and either source (``Rederived.moved``: effective date, source, service), and each of
+    ``nights`` is mailed in any case (a night's first mail). A night's changes are one message
+    per contract and date; a press's, one per service and day. Returns the messages queued."""
+    from agent_billing.sync.changes import (  # notify is imported by changes' users
+        NIGHTLY,
+        READING,
+        day_change,
+    )
+
+    moved = set(moved)
+    queued = 0
+    for night in sorted({d for d, source, _ in moved if source == NIGHTLY} | set(nights)):
+        queued += queue_unit_change_mail(conn, night)
+    for day, service_id in sorted({(d, sid) for d, source, sid in moved if source == READING}):
+        press = day_change(conn, service_id, day, READING)
+        queued += queue_units_now_mail(
+            conn, service_id, press.detected_at if press else None, day,
+            (press.units_before, press.units_after) if press else None,
+        )
+    return queued
+
+
+def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetime | None, day: date,
                          change: tuple[int, int] | None) -> bool:
     """After a Get Units Now press: the message about the service's press change of ``day``
     (``change``: units before and after, None when the day has none left) kept true as for
@@ -294,7 +319,7 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
         conn, head, _recipients(row.notify_emails), body, last_sent, subject,
         f"[agent-billing] Corrected unit change for {row.contract_id}: {service_id} on {day}",
         f"This corrects the Get Units Now change we sent for {service_id} on {day}: a later press "
-        "that day replaced it.",
+        "that day, or a night processed since, replaced it.",
         None,
     )
     _withdraw_unsent(conn, same_head, params, {kept})

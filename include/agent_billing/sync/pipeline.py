@@ -22,12 +22,11 @@ from agent_billing.sync.dates import is_late, refuse_future
 from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.landing import RawLanding, remove_stale_staging
 from agent_billing.sync.load import load_snapshot
-from agent_billing.sync.notify import queue_message, queue_unit_change_mail
+from agent_billing.sync.notify import queue_mail_for, queue_message
 from agent_billing.sync.quarantine import alert_quarantine, complete_held, judge, judge_later_nights
 from agent_billing.sync.runs import (
     get_run,
     lock_snapshot_date,
-    next_good,
     record_run,
     status_after_failure,
 )
@@ -213,7 +212,7 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
             # A re-run (services may have been added, or their dates changed, since): the date's
             # changes follow its new counts in this transaction, so billing never reads new counts
             # beside changes derived from the old ones.
-            changes.rederive_from(conn, snapshot_date, settings.tz)
+            queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
     prune_staging(engine, snapshot_date, settings.snapshot_retention_days)
     return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
 
@@ -278,18 +277,8 @@ def _after_verdict(conn, settings: Settings, snapshot_date: date) -> tuple[list,
         log.log(logging.WARNING if status == "quarantined" else logging.INFO,
                 "snapshot %s judged again after %s: now %s", night, snapshot_date, status)
     found = changes.rederive_from(conn, snapshot_date, settings.tz, through=max(rejudged, default=None))
-    queued = sum(queue_derived_mail(conn, night) for night in (snapshot_date, *rejudged))
-    return found, queued, {night.isoformat(): status for night, status in rejudged.items()}
-
-
-def queue_derived_mail(conn, snapshot_date: date) -> int:
-    """Unit-change mail for the date and for the next good date, whose changes were derived
-    again against it: mail already sent that the new derivation alters gets a correction."""
-    queued = queue_unit_change_mail(conn, snapshot_date)
-    following = next_good(conn, snapshot_date)
-    if following is not None:
-        queued += queue_unit_change_mail(conn, following)
-    return queued
+    queued = queue_mail_for(conn, found.moved, nights=(snapshot_date, *rejudged))
+    return found.changes, queued, {night.isoformat(): status for night, status in rejudged.items()}
 
 
 def _snapshot_totals(conn, snapshot_date: date) -> dict[str, int]:
@@ -340,7 +329,7 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.clear_counts(conn, snapshot_date)
         forget_night(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
-        changes.rederive_from(conn, snapshot_date, settings.tz)
+        queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
     log.info("discarded snapshot %s", snapshot_date)
     return StepResult(snapshot_date.isoformat(), "discarded", {})
 

@@ -48,16 +48,6 @@ def status_after_failure(conn: Connection, snapshot_date: date) -> str:
     return run["status"] if run and run["status"] in FINAL_STATUSES else "failed"
 
 
-def next_good(conn: Connection, snapshot_date: date) -> date | None:
-    """The earliest complete snapshot date after ``snapshot_date`` (its changes are derived
-    against this date, so they change when this date does)."""
-    value = conn.execute(
-        text("SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'complete' AND snapshot_date > :d"),
-        {"d": snapshot_date},
-    ).scalar()
-    return as_date(value) if value is not None else None
-
-
 def get_run(conn: Connection, snapshot_date: date) -> dict[str, Any] | None:
     row = conn.execute(
         text("SELECT * FROM sync_runs WHERE snapshot_date = :d"), {"d": snapshot_date}

@@ -22,7 +22,7 @@ from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
 from agent_billing.sync.changes import READING, day_change, record_reading
 from agent_billing.sync.load import clean_agent, days_since_checkin
-from agent_billing.sync.notify import queue_units_now_mail
+from agent_billing.sync.notify import queue_mail_for
 from agent_billing.vsa.client import VsaClient, id_filter
 from agent_billing.warehouse.values import as_date
 
@@ -74,9 +74,11 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
     with engine.begin() as conn:
         earlier = day_change(conn, service_id, today, SOURCE)
         found = record_reading(conn, tz, service_id, now, units)
-        mine = [c for c in found if c.service_id == service_id and c.source == SOURCE and c.effective_date == today]
+        mine = [c for c in found.changes
+                if c.service_id == service_id and c.source == SOURCE and c.effective_date == today]
         change = (mine[-1].units_before, mine[-1].units_after) if mine else None
-        queue_units_now_mail(conn, service_id, now, today, change)  # also corrects an earlier press's
+        # This press's mail (also correcting an earlier press's), and of any other change it moved
+        queue_mail_for(conn, found.moved | {(today, SOURCE, service_id)})
     return UnitsNow(service_id, change[0] if change else units, units, today, change is not None,
                     (earlier.units_before, earlier.units_after) if earlier else None)
 

@@ -20,6 +20,7 @@ from agent_billing.sync.changes.history import (
 )
 from agent_billing.sync.changes.store import (
     UNIT_HISTORY_LOCK,
+    Rederived,
     day_change,
     insert_changes,
     lock_unit_history,
@@ -33,7 +34,7 @@ from agent_billing.sync.changes.store import (
 
 __all__ = [
     "MANUAL", "NIGHTLY", "READING", "UNIT_HISTORY_LOCK", "Change", "CountResult", "Observation",
-    "Position", "change_id", "clear_counts", "count_units", "day_change", "day_start", "insert_changes",
+    "Position", "Rederived", "change_id", "clear_counts", "count_units", "day_change", "day_start", "insert_changes",
     "lock_unit_history", "nightly_position", "record_manual_change", "record_reading",
     "refresh_service_units", "rederive_around", "rederive_from", "share_unit_history",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, text
@@ -238,9 +239,20 @@ def record_manual_change(
 
 # -- re-deriving a window
 
+@dataclass(frozen=True)
+class Rederived:
+    """What a re-derivation found, and what it moved: the (effective date, source, service) of
+    every change it wrote or removed, so that what customers were told follows (``notify.
+    queue_mail_for``): a night, a release, a discard or a press can move the changes of other
+    days and of the other source."""
+
+    changes: list[Change]
+    moved: frozenset[tuple[date, str, str]]
+
+
 def rederive_around(
     conn: Connection, tz, position: Position, *, since: Position | None = None
-) -> list[Change]:
+) -> Rederived:
     """Re-derive every change whose 'before' can depend on an observation at ``position``
     (or on any observation from ``since`` up to it), then refresh ``services.units``."""
     lock_unit_history(conn)
@@ -250,7 +262,7 @@ def rederive_around(
     return found
 
 
-def record_reading(conn: Connection, tz, service_id: str, observed_at: datetime, units: int) -> list[Change]:
+def record_reading(conn: Connection, tz, service_id: str, observed_at: datetime, units: int) -> Rederived:
     """A Get Units Now reading joins the unit history. It supersedes any earlier press of its
     day, so the history is re-derived from the snapshot before that day up to the next one."""
     observed_at = as_utc(observed_at)
@@ -265,13 +277,15 @@ def record_reading(conn: Connection, tz, service_id: str, observed_at: datetime,
     return rederive_around(conn, tz, Position(day, observed_at), since=Position(day, day_start(day, tz)))
 
 
-def rederive_from(conn: Connection, snapshot_date: date, tz, *, through: date | None = None) -> list[Change]:
+def rederive_from(conn: Connection, snapshot_date: date, tz, *, through: date | None = None) -> Rederived:
     """After a snapshot date was (re)loaded, completed, quarantined, released or discarded
-    (and, ``through``, the later dates whose verdict that changed); returns the date's changes."""
+    (and, ``through``, the later dates whose verdict that changed): the date's own changes, and
+    every change moved."""
     position = _run_position(conn, snapshot_date, tz)
     last = _run_position(conn, through, tz) if through else position
     found = rederive_around(conn, tz, last, since=position)
-    return [c for c in found if c.effective_date == snapshot_date and c.source == NIGHTLY]
+    own = [c for c in found.changes if c.effective_date == snapshot_date and c.source == NIGHTLY]
+    return Rederived(own, found.moved)
 
 
 def _run_position(conn: Connection, snapshot_date: date, tz) -> Position:
@@ -279,7 +293,7 @@ def _run_position(conn: Connection, snapshot_date: date, tz) -> Position:
     return nightly_position(snapshot_date, as_datetime(run["observed_at"]) if run else None, tz)
 
 
-def _rederive_window(conn: Connection, tz, window: Window) -> list[Change]:
+def _rederive_window(conn: Connection, tz, window: Window) -> Rederived:
     """Derive the window's changes again and write only what differs from the stored ones.
 
     A row whose derivation did not move is left alone: on a re-run or a press most of the
@@ -299,8 +313,8 @@ def _rederive_window(conn: Connection, tz, window: Window) -> list[Change]:
     stored = _stored_window(conn, window)
     derived = {c.change_id for c in changes}
     moved = [c for c in changes if stored.get(c.change_id) != c]
-    delete_changes(conn, [cid for cid in stored if cid not in derived]
-                   + [c.change_id for c in moved if c.change_id in stored])
+    removed = [c for cid, c in stored.items() if cid not in derived]
+    delete_changes(conn, [c.change_id for c in removed] + [c.change_id for c in moved if c.change_id in stored])
     insert_changes(conn, moved)
     kept = (set(stored) & derived) - {c.change_id for c in moved}
     _refresh_change_agents(conn, window, nightly, kept=kept)
@@ -309,7 +323,7 @@ def _rederive_window(conn: Connection, tz, window: Window) -> list[Change]:
         lower.day if lower else "the start", upper.day if upper else "now", len(changes), len(moved),
         len(set(stored) - derived),
     )
-    return changes
+    return Rederived(changes, frozenset((c.effective_date, c.source, c.service_id) for c in (*moved, *removed)))
 
 
 def _stored_window(conn: Connection, window: Window) -> dict[str, Change]:
