@@ -8,7 +8,7 @@ import io
 import json
 
 import pytest
-from tests.billing.conftest import one_line_error, warehouse_contents
+from tests.billing.conftest import ROOT, one_line_error, warehouse_contents
 
 
 def export(agent_billing_cli, month: str, fmt: str = "csv") -> str:
@@ -54,6 +54,43 @@ def test_an_unwritable_path_is_one_line_naming_it(corrected, agent_billing_cli, 
     assert sorted(p.name for p in out.iterdir()) == ["a-directory"]  # nothing left behind
     assert list((out / "a-directory").iterdir()) == []
     assert warehouse_contents(corrected.engine) == before
+
+
+def test_a_read_only_export_is_refused_not_replaced(corrected, tmp_path):
+    """Finance's signed-off export, read-only: the rename of a temporary file replaced it (only
+    the folder's permission counts for a rename). Refused as ``open`` refuses it. Run without
+    root's override of file permissions (the test may run as root: setpriv drops it)."""
+    import os
+    import subprocess
+    import sys
+
+    signed = tmp_path / "signed-off.csv"
+    signed.write_text("the export finance signed off\n")
+    signed.chmod(0o444)
+    without_override = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    process = subprocess.run(
+        [*without_override, sys.executable, "-m", "agent_billing.cli", "invoices", "export", "--month", "2024-05",
+         "--output", str(signed)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "include")},
+    )
+    assert (process.returncode, process.stdout) == (2, "")
+    assert one_line_error(process).endswith(f"cannot write {signed}: Permission denied")
+    assert signed.read_text() == "the export finance signed off\n"
+
+
+def test_an_export_to_a_symlink_writes_through_it(corrected, agent_billing_cli, tmp_path):
+    """``--output link.csv`` where link.csv points into a shared folder: the rename replaced the
+    link with a file of its own, and the shared file stayed as it was (a plain open writes through)."""
+    shared = tmp_path / "share" / "may.csv"
+    shared.parent.mkdir()
+    shared.write_text("last month's export\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(shared)
+    process = agent_billing_cli("invoices", "export", "--month", "2024-05", "--output", str(link))
+    assert process.returncode == 0, process.stderr
+    assert link.is_symlink() and link.resolve() == shared
+    assert shared.read_text().startswith("invoice_id,invoice_date,")
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

@@ -61,8 +61,13 @@ def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
     """Run ``write`` on a temporary file next to ``path``, then rename it over ``path``.
 
     A path that cannot be written (missing directory, no permission, a directory) is a
-    ``UserError`` naming it; nothing is left behind.
+    ``UserError`` naming it; nothing is left behind. As ``open(path, "w")`` would: a symlink is
+    written through (its target replaced, the link kept) and a file the user may not write
+    (read-only: a signed-off export) is refused, not replaced by the rename.
     """
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else path
+    if path.exists() and not path.is_dir() and not os.access(path, os.W_OK):
+        raise UserError(f"cannot write {path}: Permission denied")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
