@@ -30,15 +30,16 @@ class WarehouseHook(BaseHook):
         """A SQLAlchemy Engine (the warehouse is always used through SQLAlchemy) on a warehouse
         at this code's schema: a missing or older schema is ``SchemaOutOfDate``, an input error
         naming ``agent-billing db upgrade`` (one query on Alembic's revision). The failure
-        callbacks and ``notify`` skip the check (``check_schema=False``): the alert about a
-        schema out of date can still be queued and sent with an older one."""
+        callbacks and ``notify`` take any revision (``check_schema=False``): the alert about a
+        schema out of date can still be queued and sent with an older one; a missing warehouse
+        or schema is refused all the same (a notify on a mistyped SQLite path created an empty
+        file there and failed on "no such table", retried)."""
         from agent_billing.warehouse import connect_warehouse
         from agent_billing.warehouse.migrate import require_current_schema
 
         engine = connect_warehouse(self.get_url())
         try:
-            if check_schema:
-                require_current_schema(engine)
+            require_current_schema(engine, any_revision=not check_schema)
         except BaseException:
             engine.dispose()
             raise

@@ -173,6 +173,21 @@ def test_an_invalid_setting_still_reaches_the_data_team(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_mistyped_warehouse_path_fails_notify_at_once_and_creates_nothing(fresh_dag, warehouse, tmp_path, monkeypatch):
+    """The warehouse connection names a SQLite file that is not there: the work fails at once
+    naming `db upgrade`, and so does notify (which takes a schema of any revision): it created
+    an empty file at the mistyped path and failed on "no such table", retried for minutes."""
+    missing = tmp_path / "warehuose.db"
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", f"sqlite:///{missing}")
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    run = fresh_dag("agent_billing").test(run_conf={"as_of": "2024-03-01"})
+    assert run.state == "failed"
+    assert task_states(run)["notify"] == "failed" and task_tries(run)["notify"] == 1
+    assert not missing.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_agent_billing_without_a_date_to_bill_fails_at_once_alerts_and_fails_the_run(
         fresh_dag, warehouse, smtp_inbox, monkeypatch):
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)

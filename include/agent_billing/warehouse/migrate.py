@@ -73,16 +73,18 @@ def known_revisions() -> frozenset[str]:
     return frozenset(s.revision for s in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions())
 
 
-def require_current_schema(engine: Engine) -> None:
+def require_current_schema(engine: Engine, *, any_revision: bool = False) -> None:
     """Refuse (:class:`SchemaOutOfDate`, one line) a warehouse whose schema is missing, older
-    than the code or from a newer version of it. Reads the Alembic revision only: one query."""
+    than the code or from a newer version of it. Reads the Alembic revision only: one query.
+    ``any_revision``: only a missing warehouse or schema is refused (the alerts of a failed run,
+    also one about an older schema, go out with what is there); a SQLite file is never created."""
     where = safe_url(engine)
     path = sqlite_path(engine.url)
     if path is not None and not path.exists():
         raise SchemaOutOfDate(f"the warehouse {path} does not exist: {UPGRADE_HINT} to create it")
     revision = current_revision(engine)
     head = head_revision()
-    if revision == head:
+    if revision == head or (any_revision and revision is not None):
         return
     if revision is None:
         raise SchemaOutOfDate(f"the warehouse {where} has no agent-billing schema: {UPGRADE_HINT}")
