@@ -136,7 +136,9 @@ def _calendar_date(value: Any) -> Any:
 def _quoted_text(value: Any) -> Any:
     """Ids and names are text: ``account_id: 4711`` is read by YAML as a number."""
     if isinstance(value, bool | int | float | Decimal | date):
-        raise ValueError(f"{value} is read as a {type(value).__name__}, not text: quote it (\"{value}\")")
+        written = getattr(value, "written", value)
+        kind = "int" if isinstance(value, int) and not isinstance(value, bool) else type(value).__name__
+        raise ValueError(f"{written} is read as a {kind}, not text: quote it (\"{written}\")")
     return value
 
 
@@ -322,6 +324,16 @@ def _decimal(loader: _ContractsLoader, node: yaml.ScalarNode) -> Decimal | str:
         return raw
 
 
+class _WrittenInt(int):
+    """A YAML integer that remembers how it was written (``00123``): where text was meant, the
+    message quotes what the user wrote, not the number (quoting "123" would lose the zeros)."""
+
+    def __new__(cls, written: str) -> _WrittenInt:
+        number = super().__new__(cls, int(written.replace("_", ""), 10))
+        number.written = written
+        return number
+
+
 def _int(loader: _ContractsLoader, node: yaml.ScalarNode) -> int:
     """A decimal integer, leading zeros and all (``010`` is 10, as in YAML 1.2 and as ``08``
     always was). YAML 1.1 would read ``010`` as octal 8, ``0x10`` as 16, ``0b10`` as 2 and
@@ -330,7 +342,7 @@ def _int(loader: _ContractsLoader, node: yaml.ScalarNode) -> int:
     raw = loader.construct_scalar(node)
     digits = raw.replace("_", "").lstrip("+-")
     if digits.isdigit() and digits.isascii():
-        return int(raw.replace("_", ""), 10)
+        return _WrittenInt(raw)
     raise ContractsFileError(
         f"{node.start_mark.line + 1}: {raw} is not a decimal number (YAML reads 0x as hex, 0b as "
         "binary and a:b as base 60): write it in decimal, or quote it"
