@@ -79,6 +79,24 @@ def test_a_read_only_export_is_refused_not_replaced(corrected, tmp_path):
     assert signed.read_text() == "the export finance signed off\n"
 
 
+def test_an_export_to_a_pipe_writes_into_it(corrected, agent_billing_cli, tmp_path):
+    """``--output /dev/stdout`` or a named pipe: the rename replaced a pipe (or, as root, a
+    device such as /dev/null) with a regular file, and the reader got nothing."""
+    import os
+    import threading
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    process = agent_billing_cli("invoices", "export", "--month", "2024-05", "--output", str(pipe))
+    reader.join(timeout=60)
+    assert process.returncode == 0, process.stderr
+    assert received and received[0].startswith("invoice_id,invoice_date,")
+    assert pipe.is_fifo()
+
+
 def test_an_export_to_a_symlink_writes_through_it(corrected, agent_billing_cli, tmp_path):
     """``--output link.csv`` where link.csv points into a shared folder: the rename replaced the
     link with a file of its own, and the shared file stayed as it was (a plain open writes through)."""

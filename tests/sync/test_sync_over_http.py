@@ -197,13 +197,13 @@ def test_get_units_now_waits_for_a_quarantined_night_to_be_decided(warehouse, wo
             {"service_id": "ORG1", "name": "Org", "unit_price": "5", "units_source": "rmm_agent_count",
              "start_date": "2024-01-01"}]}],
     }]})
-    with warehouse.begin() as conn:
-        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'quarantined')"),
-                     {"d": START - timedelta(days=1)})
+    held = START - timedelta(days=2)
+    with warehouse.begin() as conn:  # the night after it a gap (VSA down, re-run late): no good night since
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'quarantined'), (:g, 'gap')"),
+                     {"d": held, "g": START - timedelta(days=1)})
     with run_simulator(world, date=START) as vsa:
         monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
-        with pytest.raises(UserError, match=rf"the night of {START - timedelta(days=1)} is quarantined .*release "
-                           rf"or discard {START - timedelta(days=1)} first"):
+        with pytest.raises(UserError, match=rf"the night of {held} is quarantined .*release or discard {held} first"):
             get_units_now(warehouse, VsaClient.from_env(), "ORG1", tz=Settings().tz, now=night(START))
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0

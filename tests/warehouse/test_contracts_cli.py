@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent_billing.cli import main
+from agent_billing.contracts import load_contracts_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "contracts.yaml"
 LONG_ID = "S-" + "X" * 63  # 65 characters: one more than the limit
@@ -106,6 +107,10 @@ MISTAKES = [
      'service_id: "S-CONTOSO-WS\u200b"',
      "service_id: 'S-CONTOSO-WS\\u200b' holds a control character or an "
      "invisible one (U+200B ZERO WIDTH SPACE): retype it"),
+    ("a name reordered by a bidirectional override",
+     [("name: Fabrikam GmbH", 'name: "Fabrikam \u202eHbmG"')],
+     'name: "Fabrikam \u202eHbmG"',
+     "holds a control character or an invisible one (U+202E RIGHT-TO-LEFT OVERRIDE): retype it"),
     ("a VSA id in digits that are not 0-9",
      [('vsa_org_id: "73511820644390182275501461"', 'vsa_org_id: "\u0667\u0663\u0665"')],
      'vsa_org_id: "\u0667\u0663\u0665"',
@@ -256,3 +261,11 @@ def test_zero_padded_numbers_are_decimal(tmp_path):
     fabrikam = accounts[1].contracts[0]
     assert (fabrikam.billing_day, fabrikam.services[0].units) == (7, 10)
     assert accounts[0].contracts[0].services[2].units == 8
+
+
+@pytest.mark.parametrize("name", ["شرکت نرم\u200cافزار", "Dev \U0001F469\u200d\U0001F4BB team", "Café Ltd"])
+def test_names_keep_the_joiners_their_spelling_needs(tmp_path, name):
+    """The rule against invisible characters refuses none that spelling needs: Persian's
+    zero-width non-joiner, the joiner of emoji sequences, accents."""
+    path = write_mistake(tmp_path, [("name: Fabrikam GmbH", f'name: "{name}"')])
+    assert any(a.name == name for a in load_contracts_file(path).accounts)

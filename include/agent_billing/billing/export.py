@@ -62,9 +62,16 @@ def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
 
     A path that cannot be written (missing directory, no permission, a directory) is a
     ``UserError`` naming it; nothing is left behind. As ``open(path, "w")`` would: a symlink is
-    written through (its target replaced, the link kept) and a file the user may not write
-    (read-only: a signed-off export) is refused, not replaced by the rename.
+    written through (its target replaced, the link kept), a file the user may not write
+    (read-only: a signed-off export) is refused, not replaced by the rename, and what is no
+    regular file (``/dev/stdout``, a pipe, a device) is written to, never replaced.
     """
+    if path.exists() and not path.is_file() and not path.is_dir():
+        try:
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                return write(handle)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     path = Path(os.path.realpath(path)) if os.path.islink(path) else path
     if path.exists() and not path.is_dir() and not os.access(path, os.W_OK):
         raise UserError(f"cannot write {path}: Permission denied")

@@ -145,8 +145,8 @@ def _quoted_text(value: Any) -> Any:
 def _text(max_length: int, *, key: bool = False) -> AfterValidator:
     """Text of at most ``max_length`` characters, none of them a control character or an
     invisible one (a zero-width space pasted from a web page made ``S-WS\u200b`` a second
-    service that prints like ``S-WS``, billed beside it). In a ``key`` (an id), no space but
-    the plain one either (a no-break space looks the same)."""
+    service that prints like ``S-WS``, billed beside it): ``_invisible``, stricter for a
+    ``key`` (an id) than for a name."""
 
     def bounded(value: str) -> str:
         value = value.strip()
@@ -164,9 +164,20 @@ def _text(max_length: int, *, key: bool = False) -> AfterValidator:
     return AfterValidator(bounded)
 
 
+#: Characters that show nothing and change no letter: a zero-width space, word joiner, BOM, and
+#: the bidirectional embeddings, overrides and isolates (which reorder what an invoice shows).
+_INVISIBLE = frozenset("\u200b\u2060\ufeff") | frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+
+
 def _invisible(c: str, key: bool) -> bool:
-    category = unicodedata.category(c)  # Cc control, Cf format (zero-width), Zl/Zp separators
-    return category[0] == "C" or category in ("Zl", "Zp") or (key and category == "Zs" and c != " ")
+    """In an id, any control, format, unassigned or private character, and any space but the
+    plain one. In a name only controls, line separators and ``_INVISIBLE``: a name's other
+    format characters are spelling (the zero-width non-joiner of Persian, the joiner of Indic
+    scripts and of emoji sequences) and must be kept."""
+    category = unicodedata.category(c)
+    if category == "Cc" or category in ("Zl", "Zp") or c in _INVISIBLE:
+        return True
+    return key and (category[0] == "C" or (category == "Zs" and c != " "))
 
 
 VsaId = Annotated[str, BeforeValidator(_exact_id), Field(pattern=rf"^[0-9]{{1,{VSA_ID_MAX_DIGITS}}}$")]

@@ -52,18 +52,19 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
             ),
             {"sid": service_id},
         ).mappings().first()
-        held = conn.execute(  # the latest night up to today, if the quarantine holds it
-            text("SELECT snapshot_date, status FROM sync_runs WHERE snapshot_date <= :today "
-                 "AND status <> 'failed' ORDER BY snapshot_date DESC LIMIT 1"),
-            {"today": today},
-        ).first()
+        held = conn.execute(  # a night up to today the quarantine holds, after the latest complete one
+            text("SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'quarantined' AND snapshot_date <= :today "
+                 "AND snapshot_date > COALESCE((SELECT MAX(snapshot_date) FROM sync_runs "
+                 "WHERE status = 'complete' AND snapshot_date <= :today), :never)"),
+            {"today": today, "never": date.min},
+        ).scalar()
     if service is None:
         raise UserError(f"service {service_id!r} not found")
     if service["units_source"] != "rmm_agent_count":
         raise UserError(f"service {service_id} is {service['units_source']}: its units are not counted in VSA")
     _refuse_outside_dates(service, today)
-    if held is not None and held.status == "quarantined":
-        night = as_date(held.snapshot_date)
+    if held is not None:  # a gap or a discarded night after it does not make VSA trustworthy again
+        night = as_date(held)
         raise UserError(
             f"the night of {night} is quarantined (VSA reported too many agents gone): a press reads the "
             f"same VSA and would record the drop the quarantine holds back; release or discard {night} "
