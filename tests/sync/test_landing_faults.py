@@ -70,7 +70,8 @@ def test_a_landing_folder_that_cannot_be_created_names_it(tmp_path):
     blocker.write_text("a file where the landing folder should be")
     with pytest.raises(LandingError) as err:
         _land(RawLanding(blocker, DAY))
-    assert str(blocker) in str(err.value)
+    assert str(err.value) == (f"cannot create the raw landing under {blocker}: it, or a folder above it, is a "
+                              "file, not a folder (check AGENT_BILLING_RAW_PATH)")  # not "File exists"
 
 
 class _SlowClient:

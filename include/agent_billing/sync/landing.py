@@ -135,6 +135,11 @@ class RawLanding:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_staging(self.path.parent)
             tmp.mkdir()
+        except FileExistsError:  # mkdir's "File exists" of a file where the folder belongs
+            raise LandingError(
+                f"cannot create the raw landing under {self.path.parent}: it, or a folder above it, is a file, "
+                "not a folder (check AGENT_BILLING_RAW_PATH)"
+            ) from None
         except OSError as exc:
             raise LandingError(f"cannot create the raw landing under {self.path.parent}: {_reason(exc)}") from None
         stage = LandingStage(tmp)
