@@ -175,7 +175,7 @@ def test_a_message_being_sent_when_a_backfill_changes_it_is_corrected_not_rewrit
                             {"id": head}).scalar() == claimed_body  # not rewritten, not withdrawn
         corrections = conn.execute(text(
             "SELECT body FROM notification_outbox WHERE message_id LIKE :p"), {"p": f"{head}:correction:%"}).scalars().all()
-        assert len(corrections) == 1 and "There is no longer any unit change on that date." in corrections[0]
+        assert len(corrections) == 1 and "The snapshot of that date no longer finds any unit change" in corrections[0]
         conn.execute(text("UPDATE notification_outbox SET sent_at = :now, claimed_at = NULL WHERE message_id = :id"),
                      {"now": datetime.now(UTC), "id": head})  # the delivery finished
     assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 2  # D2's and the correction
@@ -266,6 +266,27 @@ def test_a_late_night_that_takes_over_a_sent_press_change_corrects_it(contoso, s
     assert "(S-WS): 3 → 4 units" in told
     sync_days(contoso, settings, [d2])
     corrections = _outbox(contoso, f"units-now:S-WS:{d3}:correction:")
-    assert len(corrections) == 1 and "There is no longer any unit change on that date." in corrections[0][1]
+    assert len(corrections) == 1 and "There is no longer a Get Units Now change of S-WS on that date" in corrections[0][1]
     [(_, night, _)] = _outbox(contoso, f"unit-changes:C-CONTOSO:{d2}")
     assert "(S-WS): 3 → 4 units, effective " + str(d2) in night
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_changes_that_flip_back_twice_are_corrected_each_time(contoso, settings):
+    """Presses of S-WS on D2 at 4, 3, 4, 3 units (each mail sent before the next press): the
+    fourth needs the correction the second already was ("no change left"); its id was the hash
+    of that text, the sent one's, so it was never queued and the customer kept "3 → 4"."""
+    from agent_billing.sync.changes import record_reading
+    from agent_billing.sync.notify import queue_mail_for
+
+    d1, d2, _ = sorted(DAYS)
+    sync_days(contoso, settings, [d1])  # S-WS counts 3
+    for hour, units in ((10, 4), (11, 3), (12, 4), (13, 3)):
+        with contoso.begin() as conn:
+            found = record_reading(conn, settings.tz, "S-WS", datetime.combine(d2, time(hour), tzinfo=UTC), units)
+            queue_mail_for(conn, found.moved | {(d2, "get_units_now", "S-WS")})
+            conn.execute(text("UPDATE notification_outbox SET sent_at = :now WHERE sent_at IS NULL"),
+                         {"now": datetime.combine(d2, time(hour, 30), tzinfo=UTC)})
+    told = _outbox(contoso, "units-now:")
+    assert len(told) == 4  # the message and three corrections, each sent
+    assert "There is no longer a Get Units Now change of S-WS on that date" in told[-1][1]

@@ -103,7 +103,7 @@ def test_a_drop_a_backfill_reveals_is_quarantined_with_the_nights_after_it(conto
     if order[-1] == D2:
         assert all("Judged again" in body for _, body in quarantines)
         corrections = [body for m, body in outbox(contoso, "unit_changes") if ":2024-03-03:correction:" in m]
-        assert len(corrections) == 1 and "There is no longer any unit change on that date." in corrections[0]
+        assert len(corrections) == 1 and "The snapshot of that date no longer finds any unit change" in corrections[0]
 
 
 @pytest.mark.parametrize("order", [(D1, D2, D3), (D1, D3, D2)], ids=["in_order", "d2_backfilled"])

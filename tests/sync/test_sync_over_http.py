@@ -205,6 +205,11 @@ def test_get_units_now_waits_for_a_quarantined_night_to_be_decided(warehouse, wo
         monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
         with pytest.raises(UserError, match=rf"the night of {held} is quarantined .*release or discard {held} first"):
             get_units_now(warehouse, VsaClient.from_env(), "ORG1", tz=Settings().tz, now=night(START))
+        with warehouse.begin() as conn:  # discarded: the drop it showed was judged wrong, still no good night
+            conn.execute(text("UPDATE sync_runs SET status = 'discarded' WHERE snapshot_date = :d"), {"d": held})
+        with pytest.raises(UserError, match=rf"the night of {held} was discarded .*press again after the next "
+                           "complete night"):
+            get_units_now(warehouse, VsaClient.from_env(), "ORG1", tz=Settings().tz, now=night(START))
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM units_now_readings")).scalar() == 0
         assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
@@ -346,7 +351,7 @@ def test_a_second_press_the_same_day_corrects_what_the_first_press_told(warehous
         undone = press(START, 13)
         [(_, _, sent), (correction, body, unsent)] = outbox(warehouse)
         assert sent and not unsent and correction.startswith(f"{head}:correction:")
-        assert "a later press that day, or a night processed since, replaced it" in body and "There is no longer any unit change on that date." in body
+        assert "a later press that day, or a night processed since, replaced it" in body and "There is no longer a Get Units Now change of ORG2 on that date" in body
 
         assert press(START, 14).units_after == night_units  # still no change: nothing new to tell
         assert [m for m, _, _ in outbox(warehouse)] == [head, correction]

@@ -151,6 +151,8 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
             f"This corrects the unit changes we sent for contract {contract_id} in the snapshot of "
             f"{snapshot_date}: the snapshot was processed again (a re-run or a backfill).",
             snapshot_date,
+            "The snapshot of that date no longer finds any unit change (a Get Units Now change of that "
+            "date, if any, has its own mail).",
         )
         queued += new
         keep.add(kept)
@@ -161,28 +163,40 @@ def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
     return queued
 
 
+@dataclass(frozen=True)
+class Told:
+    """The latest version of a message the customer has (or is being sent)."""
+
+    message_id: str
+    body: str
+    recipients: list[str]
+
+
 def _latest_version(
-    conn: Connection, head: str, recipients: list[str], body: str | None, last_sent: tuple[str, list[str]] | None,
-    subject: str | None, correction_subject: str, why: str, snapshot_date: date | None,
+    conn: Connection, head: str, recipients: list[str], body: str | None, last_sent: Told | None,
+    subject: str | None, correction_subject: str, why: str, snapshot_date: date | None, nothing_left: str,
 ) -> tuple[int, str | None]:
     """Keep what the customer is told about a set of unit changes (message ``head``) true to
-    their latest derivation (``body``; None: no change left). While nothing was sent: the
-    message, refreshed while unsent. Once a version was sent: a correction when the changes
-    differ from those last sent (never silence), nothing when they do not. Returns the new
-    messages (0 or 1) and the id that stays queued (the caller withdraws any other unsent one)."""
+    their latest derivation (``body``; None: no change left, which a correction says with
+    ``nothing_left``). While nothing was sent: the message, refreshed while unsent. Once a
+    version was sent: a correction when the changes differ from those last sent (never
+    silence), nothing when they do not. Returns the new messages (0 or 1) and the id that stays
+    queued (the caller withdraws any other unsent one)."""
     if last_sent is None:
         if body is None:
             return 0, None
         return queue_message(conn, head, "unit_changes", recipients, subject, body, snapshot_date=snapshot_date), head
-    last_body, sent_to = last_sent
-    if _changes_part(body or "") == _changes_part(last_body):  # what was last told still holds
+    if _changes_part(body or "") == _changes_part(last_sent.body):  # what was last told still holds
         return 0, None
     correction = (
         f"{why}\n\n"
-        + (_changes_part(body) if body else "There is no longer any unit change on that date.\n")
+        + (_changes_part(body) if body else f"{nothing_left}\n")
         + "\nBilling follows the corrected changes.\n"
     )
-    message_id = f"{head}:correction:{hashlib.sha256(correction.encode()).hexdigest()[:12]}"
+    # The id follows what it corrects too: a text told before (changes that flip back) is new
+    # after another version (by the text alone it hit the sent one and was never queued).
+    version = hashlib.sha256(f"{last_sent.message_id}\n{correction}".encode()).hexdigest()[:12]
+    message_id, sent_to = f"{head}:correction:{version}", last_sent.recipients
     new = queue_message(conn, message_id, "unit_changes", sent_to, correction_subject, correction,
                         snapshot_date=snapshot_date)
     return new, message_id
@@ -238,11 +252,11 @@ TOLD = "(sent_at IS NOT NULL OR claimed_at >= :stale)"
 TOLD_ORDER = "COALESCE(sent_at, claimed_at), created_at"
 
 
-def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, tuple[str, list[str]]]:
+def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, Told]:
     """Per contract, the body and recipients of the latest unit-change message (original or
     correction) told for the date (found by the date's index, migration 0010)."""
     prefix = "unit-changes:"
-    latest: dict[str, tuple[str, list[str]]] = {}
+    latest: dict[str, Told] = {}
     for message_id, body, recipients in conn.execute(
         text(
             "SELECT message_id, body, recipients FROM notification_outbox "
@@ -252,7 +266,7 @@ def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, t
     ):
         head = message_id.split(":correction:")[0]
         if head.endswith(f":{snapshot_date}"):
-            latest[head[len(prefix):-len(f":{snapshot_date}")]] = (body, _recipients(recipients))
+            latest[head[len(prefix):-len(f":{snapshot_date}")]] = Told(message_id, body, _recipients(recipients))
     return latest
 
 
@@ -301,10 +315,11 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
         _withdraw_unsent(conn, same_head, params, set())
         return False
     told = conn.execute(
-        text(f"SELECT body, recipients FROM notification_outbox WHERE {same_head} AND {TOLD} ORDER BY {TOLD_ORDER}"),
+        text(f"SELECT message_id, body, recipients FROM notification_outbox WHERE {same_head} AND {TOLD} "
+             f"ORDER BY {TOLD_ORDER}"),
         {**params, "stale": datetime.now(UTC) - CLAIM_LEASE},
     ).all()
-    last_sent = (told[-1].body, _recipients(told[-1].recipients)) if told else None
+    last_sent = Told(told[-1].message_id, told[-1].body, _recipients(told[-1].recipients)) if told else None
     body = subject = None
     if change is not None:
         before, after = change
@@ -321,6 +336,8 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
         f"This corrects the Get Units Now change we sent for {service_id} on {day}: a later press "
         "that day, or a night processed since, replaced it.",
         None,
+        f"There is no longer a Get Units Now change of {service_id} on that date (a change the snapshot "
+        "of that date found is in that snapshot's own unit-change mail).",
     )
     _withdraw_unsent(conn, same_head, params, {kept})
     return bool(new)

@@ -52,23 +52,30 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
             ),
             {"sid": service_id},
         ).mappings().first()
-        held = conn.execute(  # a night up to today the quarantine holds, after the latest complete one
-            text("SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'quarantined' AND snapshot_date <= :today "
-                 "AND snapshot_date > COALESCE((SELECT MAX(snapshot_date) FROM sync_runs "
-                 "WHERE status = 'complete' AND snapshot_date <= :today), :never)"),
+        held = conn.execute(  # a night up to today the quarantine held, after the latest complete one
+            text("SELECT snapshot_date, status FROM sync_runs WHERE status IN ('quarantined', 'discarded') "
+                 "AND snapshot_date <= :today AND snapshot_date > COALESCE((SELECT MAX(snapshot_date) "
+                 "FROM sync_runs WHERE status = 'complete' AND snapshot_date <= :today), :never) "
+                 "ORDER BY snapshot_date LIMIT 1"),
             {"today": today, "never": date.min},
-        ).scalar()
+        ).first()
     if service is None:
         raise UserError(f"service {service_id!r} not found")
     if service["units_source"] != "rmm_agent_count":
         raise UserError(f"service {service_id} is {service['units_source']}: its units are not counted in VSA")
     _refuse_outside_dates(service, today)
-    if held is not None:  # a gap or a discarded night after it does not make VSA trustworthy again
-        night = as_date(held)
+    if held is not None:  # a gap after it does not make VSA trustworthy again: only a complete night
+        night = as_date(held.snapshot_date)
+        if held.status == "quarantined":
+            raise UserError(
+                f"the night of {night} is quarantined (VSA reported too many agents gone): a press reads the "
+                f"same VSA and would record the drop the quarantine holds back; release or discard {night} "
+                f"first (agent-billing snapshots release|discard {night})"
+            )
         raise UserError(
-            f"the night of {night} is quarantined (VSA reported too many agents gone): a press reads the "
-            f"same VSA and would record the drop the quarantine holds back; release or discard {night} "
-            f"first (agent-billing snapshots release|discard {night})"
+            f"the night of {night} was discarded (VSA's count judged wrong) and no night since is complete: "
+            "a press reads the same VSA and would record the drop that was discarded; press again after the "
+            "next complete night"
         )
     units = count_scope(engine, client, dict(service), today)
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
