@@ -18,6 +18,16 @@ from .conftest import DAYS, write_landing
 D1, D2, _ = sorted(DAYS)
 
 
+def d3_before_d2(engine, settings) -> None:
+    """D2's night missed: D1, then D3 (holding D2's agents) synced against D1, so D3 carries the
+    changes a backfill of D2 will move to D2."""
+    d1, d2, d3 = sorted(DAYS)
+    for day, content in ((d1, DAYS[d1]), (d3, DAYS[d2])):
+        write_landing(settings.raw_path, day, *content)
+        for step in (load_step, count_step, diff_step):
+            step(engine, settings, day)
+
+
 def sync_days(engine, settings, days):
     for day in days:
         write_landing(settings.raw_path, day, *DAYS[day])
@@ -158,10 +168,7 @@ def test_a_message_being_sent_when_a_backfill_changes_it_is_corrected_not_rewrit
 
     d1, d2, d3 = sorted(DAYS)
     head = f"unit-changes:C-CONTOSO:{d3}"
-    for day, content in ((d1, DAYS[d1]), (d3, DAYS[d2])):
-        write_landing(settings.raw_path, day, *content)
-        for step in (load_step, count_step, diff_step):
-            step(contoso, settings, day)
+    d3_before_d2(contoso, settings)
     with contoso.begin() as conn:  # a delivery claims it (and is sending it)
         conn.execute(text("UPDATE notification_outbox SET claimed_at = :now WHERE message_id = :id"),
                      {"now": datetime.now(UTC), "id": head})
@@ -195,10 +202,7 @@ def test_a_delivery_claiming_a_message_while_a_backfill_rederives_it_waits_for_t
 
     d1, d2, d3 = sorted(DAYS)
     head = f"unit-changes:C-CONTOSO:{d3}"
-    for day, content in ((d1, DAYS[d1]), (d3, DAYS[d2])):
-        write_landing(settings.raw_path, day, *content)
-        for step in (load_step, count_step, diff_step):
-            step(contoso, settings, day)
+    d3_before_d2(contoso, settings)
     claims: list = []
     delivery = threading.Thread(target=lambda: claims.append(notify._claim(contoso, head)))
     told_then = notify._sent_unit_change_mail
