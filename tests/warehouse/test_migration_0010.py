@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from alembic import command
 from sqlalchemy import text
 
-from agent_billing.sync.notify import _sent_unit_change_mail
+from agent_billing.sync.notify import Told, _sent_unit_change_mail
 from agent_billing.warehouse import upgrade
 from agent_billing.warehouse.migrate import alembic_config
 
@@ -39,7 +39,9 @@ def test_unit_change_mail_gets_its_date_and_is_found_by_it(warehouse):
         assert {k: (str(v)[:10] if v else None) for k, v in dates.items()} == {
             k: (str(d) if d else None) for k, (_, d) in MESSAGES.items()
         }
-        assert _sent_unit_change_mail(conn, date(2024, 3, 2)) == {"C-1": ("- line 1\n", ["a@b.example"])}
-        assert _sent_unit_change_mail(conn, date(2024, 3, 3)) == {"C:2": ("- line 2\n", ["a@b.example"])}
+        assert _sent_unit_change_mail(conn, date(2024, 3, 2)) == {"C-1": Told(
+            "unit-changes:C-1:2024-03-02:correction:0123456789ab", "- line 1\n", ["a@b.example"])}
+        assert _sent_unit_change_mail(conn, date(2024, 3, 3)) == {"C:2": Told(
+            "unit-changes:C:2:2024-03-03", "- line 2\n", ["a@b.example"])}
     command.downgrade(alembic_config(warehouse), "0009")
     upgrade(warehouse)

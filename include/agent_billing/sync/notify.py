@@ -275,11 +275,8 @@ def queue_mail_for(conn: Connection, moved: Iterable[tuple[date, str, str]], nig
     day and either source (``Rederived.moved``: effective date, source, service), and each of
     ``nights`` is mailed in any case (a night's first mail). A night's changes are one message
     per contract and date; a press's, one per service and day. Returns the messages queued."""
-    from agent_billing.sync.changes import (  # notify is imported by changes' users
-        NIGHTLY,
-        READING,
-        day_change,
-    )
+    # here, not at the top: sync.changes imports sync.scopes, which imports this module
+    from agent_billing.sync.changes import NIGHTLY, READING, day_change
 
     moved = set(moved)
     queued = 0
