@@ -194,7 +194,7 @@ def test_a_discarded_night_stays_discarded_until_a_person_reopens_it(contoso, se
     assert count_step(contoso, settings, D2).status == "discarded"
     assert diff_step(contoso, settings, D2).status == "discarded"
     assert (statuses(contoso), ledger(contoso), unit_counts(contoso)) == kept
-    with pytest.raises(SnapshotStatusError, match="2024-03-03 is complete, not discarded; nothing to reopen"):
+    with pytest.raises(SnapshotStatusError, match=r"2024-03-03 is complete, not discarded \(discarded now: 2024-03-02\); nothing to reopen"):
         reopen_snapshot(contoso, settings, D3)
 
     assert reopen_snapshot(contoso, settings, D2).status == "failed"
@@ -277,3 +277,82 @@ def test_any_order_of_random_nights_ends_as_the_run_in_date_order(contoso, setti
             engine.dispose()
 
     assert run(shuffled) == run(in_order), f"schedule {shuffled}"
+
+
+def test_a_service_that_loses_most_of_its_agents_is_held_while_its_org_barely_falls(contoso, settings):
+    # 2 servers and 7 workstations, then the servers group is hidden: the org falls 22 % (under
+    # 30 %), the servers service 100 % (a narrowed scope, not an offboarding): held, then the
+    # person's release bills it.
+    for night, servers in ((D1, ("a1", "a2")), (D2, ())):
+        agents = {k: (G_SRV if k in servers else G_WS, 1) for k in (*servers, *(f"a{n}" for n in range(3, 10)))}
+        write_landing(settings.raw_path, night, agents, set())
+    for night in (D1, D2):
+        run_day(contoso, settings, night, land=False)
+
+    assert statuses(contoso)["2024-03-02"] == "quarantined"
+    [(message,)] = contoso.connect().execute(
+        text("SELECT message FROM sync_runs WHERE snapshot_date = :d"), {"d": D2}).all()
+    assert "service S-SRV: 2 → 0 agents" in message and "org " not in message
+    assert [c for c in ledger(contoso)[0] if c[1] == "S-SRV" and c[2] == "2024-03-02"] == []
+
+    release_snapshot(contoso, settings, D2)
+    assert [(c[2], c[3], c[4]) for c in ledger(contoso)[0] if c[1] == "S-SRV"] == [("2024-03-02", 2, 0)]
+
+
+def test_a_few_agents_leaving_a_service_is_an_ordinary_night(contoso, tmp_path):
+    # The default thresholds (20 %, at least 5 agents): a service of 2 servers going to 0 is a
+    # customer's offboarding, not a broken integration.
+    settings = Settings(raw_path=tmp_path / "raw")
+    for night, servers in ((D1, ("a1", "a2")), (D2, ())):
+        agents = {k: (G_SRV if k in servers else G_WS, 1) for k in (*servers, *(f"a{n}" for n in range(3, 10)))}
+        write_landing(settings.raw_path, night, agents, set())
+    for night in (D1, D2):
+        run_day(contoso, settings, night, land=False)
+    assert statuses(contoso)["2024-03-02"] == "complete"
+    assert [(c[2], c[3], c[4]) for c in ledger(contoso)[0] if c[1] == "S-SRV"] == [("2024-03-02", 2, 0)]
+
+
+LAB_ORG, LAB_GROUP = "99000000000000000000000001", "99000000000000000000000002"
+
+
+def _with_lab(agents: int):
+    """A second org, the MSP's own lab, that no contract counts: ``agents`` agents in it."""
+    def mutate(records):
+        records["orgs.jsonl.gz"].append({"OrgId": LAB_ORG, "OrgName": "MSP Lab", "OrgRef": "lab", "ParentOrgId": None})
+        records["machine_groups.jsonl.gz"].append(
+            {"MachineGroupId": LAB_GROUP, "MachineGroupName": "lab.root", "ParentMachineGroupId": None, "OrgId": LAB_ORG})
+        records["agents.jsonl.gz"].extend(
+            {"AgentId": f"99000000000000{n}", "AgentName": f"lab{n}.root.lab", "Online": 1, "OrgId": LAB_ORG,
+             "MachineGroupId": LAB_GROUP, "MachineGroup": "root.lab", "ComputerName": f"LAB{n}",
+             "LastCheckInTime": "2024-03-01T01:00:00.000Z", "FirstCheckIn": "2024-03-01T01:00:00.000Z"}
+            for n in range(agents))
+    return mutate
+
+
+def test_an_org_no_service_counts_is_not_judged(contoso, settings):
+    # The lab's 2 machines are retired while Contoso loses one of its 9 (11 %): nothing a
+    # customer is billed for fell sharply, so the night is not held (it held every customer).
+    contoso_agents = {D1: 9, D2: 8}
+    for night, lab in ((D1, 2), (D2, 0)):
+        write_landing(settings.raw_path, night, {f"a{k}": (G_WS, 1) for k in range(1, contoso_agents[night] + 1)},
+                      set(), mutate=_with_lab(lab))
+    for night in (D1, D2):
+        run_day(contoso, settings, night, land=False)
+    assert statuses(contoso) == {"2024-03-01": "complete", "2024-03-02": "complete"}
+    assert ws_changes(contoso) == [("2024-03-02", 9, 8)]
+
+
+def test_a_released_night_run_again_keeps_why_it_was_held(contoso, settings):
+    land(settings, {D1: 9, D2: 2})
+    for night in (D1, D2):
+        run_day(contoso, settings, night, land=False)
+    release_snapshot(contoso, settings, D2)
+
+    def message():
+        with contoso.connect() as conn:
+            return conn.execute(text("SELECT message FROM sync_runs WHERE snapshot_date = :d"), {"d": D2}).scalar_one()
+
+    released = message()
+    assert released.startswith("released after quarantine: snapshot 2024-03-02 quarantined: ")
+    assert run_day(contoso, settings, D2, land=False).status == "complete"
+    assert message() == released

@@ -1,7 +1,13 @@
-"""Quarantine (SPEC 4.5): a snapshot that drops an org's agents sharply is held, not billed.
+"""Quarantine (SPEC 4.5): a snapshot that drops agents sharply is held, not billed.
 
-This guards against mass credits when the integration breaks (a narrowed API user scope
-silently hides orgs). A person releases the snapshot or discards it.
+This guards against mass credits when the integration breaks: a narrowed API user scope
+silently hides orgs, a machine group's agents are hidden, a view's filter is changed. Two
+rules, with the same thresholds (``quarantine_share`` and ``quarantine_min_agents``):
+- an org a service counts falls by more than the share (and at least the minimum), or to zero;
+  an org no service counts is not judged (its drop bills nobody);
+- a counted service falls by more than the share and at least the minimum (a service of a few
+  agents going to zero is a customer's ordinary offboarding; a whole org going is not).
+A person releases the snapshot or discards it.
 
 A night is judged against the good night before it. When that changes (a missed night
 backfilled behind nights that already ran, a night released, or re-judged), the nights after it
@@ -26,13 +32,16 @@ from agent_billing.warehouse.values import as_date
 
 
 @dataclass(frozen=True)
-class OrgDrop:
-    org_id: str
+class Drop:
+    """An org's or a counted service's agents, the good night before and the judged night."""
+
+    kind: str  # "org" or "service"
+    id: str
     before: int
     after: int
 
     def describe(self) -> str:
-        return f"org {self.org_id}: {self.before} → {self.after} agents"
+        return f"{self.kind} {self.id}: {self.before} → {self.after} agents"
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ class Verdict:
 
     night: date
     previous: date | None
-    drops: list[OrgDrop]
+    drops: list[Drop]
 
     @property
     def quarantined(self) -> bool:
@@ -61,7 +70,13 @@ class Verdict:
 def judge(conn: Connection, night: date, settings: Settings) -> Verdict:
     """The night against the latest complete night before it (``sync_runs`` as it stands)."""
     previous = previous_good(conn, night)
-    return Verdict(night, previous, org_drops(conn, night, previous, settings))
+    if previous is None:
+        return Verdict(night, None, [])
+    counted = _counted_services(conn, night)
+    orgs = org_drops(conn, night, previous, settings, set(counted.values()))
+    held = {drop.id for drop in orgs}  # a service of a held org says nothing more
+    services = [d for d in service_drops(conn, night, previous, settings) if counted.get(d.id) not in held]
+    return Verdict(night, previous, orgs + services)
 
 
 def alert_quarantine(conn: Connection, settings: Settings, verdict: Verdict, why: str = "") -> None:
@@ -109,8 +124,8 @@ def judge_later_nights(conn: Connection, settings: Settings, night: date) -> dic
                 queue_message(
                     conn, f"quarantine-lifted:{later}:{verdict.previous}", "quarantine", settings.data_team,
                     f"[agent-billing] Snapshot {later} no longer quarantined",
-                    f"snapshot {later} is complete: against {verdict.previous}, no org's agents dropped "
-                    f"sharply. Its unit changes now count.{why}",
+                    f"snapshot {later} is complete: against {verdict.previous}, no org's or service's agents "
+                    f"dropped sharply. Its unit changes now count.{why}",
                 )
         if (new_status := "quarantined" if verdict.quarantined else "complete") != status:
             changed[later] = new_status
@@ -125,26 +140,50 @@ def complete_held(conn: Connection, settings: Settings, night: date, **fields) -
 
 
 def org_drops(
-    conn: Connection, snapshot_date: date, previous_date: date | None, settings: Settings
-) -> list[OrgDrop]:
-    """Orgs whose agent count falls by more than the configured share (and at least the
-    configured number of agents), or to zero, against the previous good snapshot."""
-    if previous_date is None:
-        return []
+    conn: Connection, snapshot_date: date, previous_date: date, settings: Settings, counted: set[str]
+) -> list[Drop]:
+    """The ``counted`` orgs (a service counts them on the night) whose agents fall by more than
+    the configured share (and at least the configured number of agents), or to zero, against
+    the previous good snapshot."""
     before = _org_counts(conn, previous_date)
     after = _org_counts(conn, snapshot_date)
-    drops = []
-    for org_id, was in sorted(before.items()):
-        now = after.get(org_id, 0)
-        fell = was - now
-        if was > 0 and (
-            now == 0
-            or (fell >= settings.quarantine_min_agents and Decimal(fell) > settings.quarantine_share * was)
-        ):
-            drops.append(OrgDrop(org_id, was, now))
-    return drops
+    return [
+        Drop("org", org_id, was, now)
+        for org_id, was in sorted(before.items())
+        if org_id in counted and was > 0
+        and ((now := after.get(org_id, 0)) == 0 or _sharp(was - now, was, settings))
+    ]
+
+
+def service_drops(conn: Connection, snapshot_date: date, previous_date: date, settings: Settings) -> list[Drop]:
+    """The services counted on both nights whose count falls by more than the configured share
+    and at least the configured number of agents (a scope that stopped seeing most of its
+    agents while its org did not: a hidden machine group, a view whose filter changed)."""
+    before = _service_counts(conn, previous_date)
+    after = _service_counts(conn, snapshot_date)
+    return [
+        Drop("service", service_id, was, after[service_id])
+        for service_id, was in sorted(before.items())
+        if service_id in after and _sharp(was - after[service_id], was, settings)
+    ]
+
+
+def _sharp(fell: int, was: int, settings: Settings) -> bool:
+    return fell >= settings.quarantine_min_agents and Decimal(fell) > settings.quarantine_share * was
 
 
 def _org_counts(conn: Connection, snapshot_date: date) -> dict[str, int]:
     rows = conn.execute(load_sql("sync/org_agent_counts.sql"), {"snapshot_date": snapshot_date})
     return {org_id: int(n) for org_id, n in rows if org_id is not None}
+
+
+def _counted_services(conn: Connection, snapshot_date: date) -> dict[str, str | None]:
+    """The services counted in VSA on the date, with their org."""
+    rows = conn.execute(load_sql("sync/agent_counted_services.sql"), {"snapshot_date": snapshot_date})
+    return {row.service_id: row.vsa_org_id for row in rows}
+
+
+def _service_counts(conn: Connection, snapshot_date: date) -> dict[str, int]:
+    rows = conn.execute(text("SELECT service_id, units FROM service_unit_counts WHERE snapshot_date = :d"),
+                        {"d": snapshot_date})
+    return {service_id: int(units) for service_id, units in rows}

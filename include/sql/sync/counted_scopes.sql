@@ -1,14 +1,8 @@
--- The scope of every service the count counts on :snapshot_date (SPEC 4.1): active
--- rmm_agent_count services of active contracts, with their account's VSA org, minus the
--- services in the temporary table uncounted_services (their scope is broken tonight, or their
--- view was not landed). The count keeps it as the temporary table counted_scopes, which its
--- queries join, and merges it into service_scope_history (sync/changes/counting.py).
-SELECT s.service_id, acc.vsa_org_id, s.vsa_machine_group_id, s.vsa_view_id,
-       s.exclude_never_checked_in, s.exclude_offline_days
-FROM services s
-JOIN contracts c ON c.contract_id = s.contract_id
-JOIN accounts acc ON acc.account_id = c.account_id
-WHERE s.units_source = 'rmm_agent_count'
-  AND s.start_date <= :snapshot_date AND (s.end_date IS NULL OR s.end_date >= :snapshot_date)
-  AND s.service_id NOT IN (SELECT service_id FROM uncounted_services)
-  AND c.start_date <= :snapshot_date AND (c.end_date IS NULL OR c.end_date >= :snapshot_date)
+-- The scope of every service the count counts on :snapshot_date: the services counted in VSA,
+-- minus those in the temporary table uncounted_services (their scope is broken tonight, or
+-- their view was not landed). The count keeps it as the temporary table counted_scopes, which
+-- its queries join, and merges it into service_scope_history (sync/changes/counting.py).
+SELECT service_id, vsa_org_id, vsa_machine_group_id, vsa_view_id,
+       exclude_never_checked_in, exclude_offline_days
+FROM /*include sync/agent_counted_services.sql*/ counted
+WHERE service_id NOT IN (SELECT service_id FROM uncounted_services)
