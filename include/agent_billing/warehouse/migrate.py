@@ -4,6 +4,8 @@ a warehouse's schema is the one this code expects before a command touches it.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -11,10 +13,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from agent_billing.errors import SchemaOutOfDate, UserError
-from agent_billing.warehouse.engine import safe_url, sqlite_path
+from agent_billing.warehouse.engine import connect_warehouse, safe_url, sqlite_path
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 UPGRADE_HINT = "run `agent-billing db upgrade`"
@@ -54,7 +56,32 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             f"agent-billing does not know (newest {head_revision()}): run a release that knows it, or "
             "restore the backup taken before the upgrade (docs/deployment.md, 'Restore')"
         )
-    command.upgrade(alembic_config(engine), revision)
+    with _transactional_ddl(engine) as migrating:
+        command.upgrade(alembic_config(migrating), revision)
+
+
+@contextmanager
+def _transactional_ddl(engine: Engine) -> Iterator[Engine]:
+    """The engine to migrate with. SQLite: one of its own whose transactions hold DDL too. The
+    sqlite3 driver commits before each DDL statement, so a migration interrupted half-way (Ctrl-C,
+    a killed task) left its first tables behind, and every later upgrade failed on them ("table
+    ... already exists"). With SQLAlchemy's recipe for the driver (no implicit transactions,
+    SQLAlchemy sends BEGIN) each migration is one transaction, all or nothing, as on PostgreSQL."""
+    if engine.dialect.name != "sqlite" or sqlite_path(engine.url) is None:
+        yield engine
+        return
+    migrating = connect_warehouse(engine.url.render_as_string(hide_password=False))
+    event.listen(migrating, "connect", _driver_without_transactions)
+    event.listen(migrating, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    try:
+        yield migrating
+    finally:
+        migrating.dispose()
+        engine.dispose()  # its idle connections may hold a read of the schema from before
+
+
+def _driver_without_transactions(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None
 
 
 def current_revision(engine: Engine) -> str | None:
