@@ -199,3 +199,22 @@ def test_a_view_member_without_an_id_refuses_the_load_naming_the_file(warehouse,
                        "nothing was loaded$"):
         load_snapshot(warehouse, landing)
     assert loaded_agents(warehouse) == []
+
+
+@pytest.mark.parametrize("odd", ["\x00", "\ud800"], ids=["NUL", "lone surrogate"])
+def test_a_name_no_database_stores_loads_with_a_replacement_character_on_both_engines(warehouse, tmp_path, odd):
+    """A NUL (PostgreSQL's text refuses it) or a lone surrogate (no UTF-8 database takes it) in
+    a name VSA sends would fail every night while VSA keeps sending it: it is stored as U+FFFD."""
+    def mutate(records):
+        records["agents.jsonl.gz"][0]["AgentName"] = f"pc{odd}x"
+        records["orgs.jsonl.gz"][0]["OrgName"] = f"Contoso{odd}"
+        records["machine_groups.jsonl.gz"][0]["MachineGroupName"] = f"root{odd}"
+        records["views.jsonl.gz"][0]["ViewDefName"] = f"Billable{odd}"
+
+    load_snapshot(warehouse, write_landing(tmp_path / "raw", D1, *DAYS[D1], mutate=mutate))
+    with warehouse.connect() as conn:
+        names = {conn.execute(text(f"SELECT {column} FROM {table} WHERE {column} LIKE :p"), {"p": f"{start}%"}).scalar_one()
+                 for table, column, start in (("vsa_agents", "agent_name", "pc"), ("vsa_orgs", "org_name", "Contoso"),
+                                              ("vsa_machine_groups", "machine_group_name", "root"),
+                                              ("vsa_views", "view_name", "Billable"))}
+    assert names == {"pc\ufffdx", "Contoso\ufffd", "root\ufffd", "Billable\ufffd"}

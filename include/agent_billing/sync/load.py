@@ -13,6 +13,7 @@ rows go to the date's partition by one binary COPY, with nothing left for the se
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,19 +63,19 @@ def load_snapshot(engine: Engine, landing: RawLanding) -> LoadResult:
         target = dict(zip(SNAPSHOT_TABLES, written, strict=True))
         orgs = bulk_insert(
             conn, "vsa_orgs", ("snapshot_date", "org_id", "org_name", "org_ref", "parent_org_id"),
-            ((d, r.get("OrgId"), r.get("OrgName"), r.get("OrgRef"), r.get("ParentOrgId"))
+            ((d, r.get("OrgId"), storable(r.get("OrgName")), storable(r.get("OrgRef")), r.get("ParentOrgId"))
              for r in landing.records("orgs.jsonl.gz")),
         )
         groups = bulk_insert(
             conn, "vsa_machine_groups",
             ("snapshot_date", "machine_group_id", "machine_group_name", "parent_machine_group_id", "org_id"),
-            ((d, r.get("MachineGroupId"), r.get("MachineGroupName"), r.get("ParentMachineGroupId") or None,
+            ((d, r.get("MachineGroupId"), storable(r.get("MachineGroupName")), r.get("ParentMachineGroupId") or None,
               r.get("OrgId")) for r in landing.records("machine_groups.jsonl.gz")),
         )
         agents = _load_file(conn, landing, "agents.jsonl.gz", AGENTS, target["vsa_agents"], d)
         views = bulk_insert(
             conn, "vsa_views", ("snapshot_date", "view_id", "view_name"),
-            ((d, r.get("ViewDefId"), r.get("ViewDefName")) for r in landing.records("views.jsonl.gz")),
+            ((d, r.get("ViewDefId"), storable(r.get("ViewDefName"))) for r in landing.records("views.jsonl.gz")),
         )
         members = 0
         for name in sorted(manifest["files"]):
@@ -169,12 +170,24 @@ def clean_member(r: dict) -> CleanMember:
 def agent_row(d: date, _view_id: str | None, a: CleanAgent, tz: tzinfo | None = None) -> tuple:
     """The ``vsa_agents`` row of an agent. ``tz``: the zone a timestamp written without one is
     in (PostgreSQL's session zone, as when it reads such a timestamp as text)."""
-    last, first = a.LastCheckInTime, a.FirstCheckIn
+    last, first, name = a.LastCheckInTime, a.FirstCheckIn, a.AgentName
+    if name and (not name.isascii() or "\x00" in name):  # two C calls: this runs a million times
+        name = storable(name)
     days = days_since_checkin(d, last)
     if tz is not None:
         last = last.replace(tzinfo=tz) if last is not None and last.tzinfo is None else last
         first = first.replace(tzinfo=tz) if first is not None and first.tzinfo is None else first
-    return d, _id(a.AgentId), a.AgentName, _id(a.OrgId), _id(a.MachineGroupId), a.Online, last, first, days
+    return d, _id(a.AgentId), name, _id(a.OrgId), _id(a.MachineGroupId), a.Online, last, first, days
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value):
+    """A name as both engines store it: NUL (which PostgreSQL's text refuses) and lone UTF-16
+    surrogates (which no UTF-8 database takes; .NET may write them escaped in JSON) become
+    U+FFFD, the replacement character, so one odd name never fails a night, on either engine."""
+    return _UNSTORABLE.sub("\ufffd", value) if value.__class__ is str else value
 
 
 def days_since_checkin(d: date, last_checkin: datetime | None) -> int | None:
