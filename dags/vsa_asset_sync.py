@@ -104,12 +104,13 @@ def record_failure(context) -> None:
         try:
             engine = WarehouseHook().get_conn(check_schema=False)
             try:
-                record(engine, mail_settings(), d, ti.task_id, message, backstop=bool(context.get("backstop")))
+                record(engine, mail_settings(), d, ti.task_id, message, run=ti.run_id,
+                       backstop=bool(context.get("backstop")))
             finally:
                 engine.dispose()
         except warehouse_unavailable() as exc:  # the alert goes out all the same
             status = "not recorded in sync_runs (the warehouse could not be written)"
-            mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, status))
+            mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, status, ti.run_id))
 
 
 @dag(

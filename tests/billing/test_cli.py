@@ -115,7 +115,8 @@ def test_a_renamed_service_does_not_hold_back_its_reviewed_lines(contoso, run_cl
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("bill", "--as-of", "2024-02-30"), "invalid --as-of '2024-02-30': expected YYYY-MM-DD"),
+        (("bill", "--as-of", "2024-02-30"), "invalid --as-of '2024-02-30': day is out of range for month"),
+        (("bill", "--as-of", "2024/03/01"), "invalid --as-of '2024/03/01': expected YYYY-MM-DD"),
         (("bill", "--as-of", "2024-03-01", "--contract", "NOPE"), "unknown contract(s): NOPE"),
         (("review", "--contract", "NOPE"), "unknown contract NOPE"),
         (("post", "--contract", "NOPE"), "unknown contract NOPE"),

@@ -168,6 +168,9 @@ CASES = [
          r"AGENT_BILLING_LATE_GRACE_HOURS='36h': Input should be a valid integer",
          SQLITE, env={"AGENT_BILLING_TIMEZONE": "Mars/Base", "AGENT_BILLING_LATE_OBSERVATION": "yes",
                       "AGENT_BILLING_LATE_GRACE_HOURS": "36h"}),
+    Case("settings-grace-under-a-day", ("sync", "--date", "2025-01-15"), 2,
+         r"AGENT_BILLING_LATE_GRACE_HOURS='1': must be at least 24 \(hours from the date's local midnight",
+         SQLITE, env={"AGENT_BILLING_LATE_GRACE_HOURS": "1"}),
     Case("settings-share-out-of-range", ("bill", "--as-of", "2025-01-15"), 2,
          r"AGENT_BILLING_QUARANTINE_SHARE='2': Input should be less than or equal to 1",
          SQLITE, env={"AGENT_BILLING_QUARANTINE_SHARE": "2"}),
@@ -198,7 +201,7 @@ CASES = [
     Case("discard-unknown-date", ("snapshots", "discard", "2025-01-16"), 2,
          r"snapshot 2025-01-16 is unknown, not quarantined"),
     Case("reopen-not-discarded", ("snapshots", "reopen", "2025-01-15"), 2,
-         r"snapshot 2025-01-15 is complete, not discarded; nothing to reopen"),
+         r"snapshot 2025-01-15 is complete, not discarded \(no snapshot is discarded now\); nothing to reopen"),
     # -- files
     Case("export-directory-missing", ("invoices", "export", "--month", "2025-01", "--output",
                                       "/nonexistent/dir/x.csv"), 2, r"cannot write /nonexistent/dir/x\.csv: No such file or directory"),

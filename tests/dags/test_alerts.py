@@ -191,6 +191,9 @@ def step_of(task_id: str) -> FailedStep:
     return step
 
 
+LOAD_ALERT = f"failure:2026-11-03:load:{FailedTask.run_id}"
+
+
 class FailedStep(FailedTask):
     @staticmethod
     def xcom_pull(task_ids: str) -> str:
@@ -226,11 +229,38 @@ def test_the_watcher_s_backstop_records_a_killed_step_once_and_never_over_its_ow
         return tuple(run), [(m, "killed before" in body) for m, body in mail]
 
     callback({"ti": FailedStep(), "exception": KILLED, "backstop": True})
-    assert state() == (("failed", f"load failed: {KILLED}"), [("failure:2026-11-03:load", True)])
+    assert state() == (("failed", f"load failed: {KILLED}"), [(LOAD_ALERT, True)])
     callback({"ti": FailedStep(), "exception": RuntimeError("out of disk")})  # the step's own, late
-    assert state() == (("failed", "load failed: out of disk"), [("failure:2026-11-03:load", False)])
+    assert state() == (("failed", "load failed: out of disk"), [(LOAD_ALERT, False)])
     callback({"ti": FailedStep(), "exception": KILLED, "backstop": True})  # the backstop, late
-    assert state() == (("failed", "load failed: out of disk"), [("failure:2026-11-03:load", False)])
+    assert state() == (("failed", "load failed: out of disk"), [(LOAD_ALERT, False)])
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_each_run_that_fails_a_step_is_alerted_and_a_cleared_one_once(dagbag, warehouse, monkeypatch):
+    """A re-run (or backfill) of a date failing again at the same step is news to the data team,
+    by the step's own callback or by the backstop of a killed one; the same run cleared and
+    failing again is not."""
+    from run_states import KILLED
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
+
+    def alerts() -> list[str]:
+        with warehouse.connect() as conn:
+            return conn.execute(text("SELECT message_id FROM notification_outbox ORDER BY created_at")).scalars().all()
+
+    callback({"ti": FailedStep(), "exception": RuntimeError("out of disk")})
+    callback({"ti": FailedStep(), "exception": RuntimeError("out of disk")})  # the run cleared, failing again
+    assert alerts() == [LOAD_ALERT]
+    rerun = FailedStep()
+    rerun.run_id = "manual__2026-11-04T08:00:00+00:00"
+    callback({"ti": rerun, "exception": RuntimeError("out of disk")})
+    killed = FailedStep()
+    killed.run_id = "backfill__2026-11-03T02:00:00+00:00"
+    callback({"ti": killed, "exception": KILLED, "backstop": True})  # killed before its own callback
+    assert alerts() == [LOAD_ALERT, "failure:2026-11-03:load:manual__2026-11-04T08:00:00+00:00",
+                        "failure:2026-11-03:load:backfill__2026-11-03T02:00:00+00:00"]
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
@@ -248,8 +278,7 @@ def test_the_backstop_alerts_a_step_killed_on_a_date_an_earlier_run_failed_and_s
     load({"ti": FailedStep(), "exception": KILLED, "backstop": True})
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT message FROM sync_runs")).scalar() == f"load failed: {KILLED}"
-        assert conn.execute(text("SELECT message_id FROM notification_outbox")).scalars().all() == [
-            "failure:2026-11-03:load"]
+        assert conn.execute(text("SELECT message_id FROM notification_outbox")).scalars().all() == [LOAD_ALERT]
 
     gate = "quality gate failed for snapshot 2026-11-03: agents.expect_column_values_to_be_unique(agent_id)"
     with warehouse.begin() as conn:  # yesterday's gate failed; today the re-run's count was killed

@@ -76,7 +76,7 @@ def test_a_step_that_fails_for_good_marks_the_date_failed_and_alerts_the_data_te
         alerts = conn.execute(text("SELECT message_id, recipients, body FROM notification_outbox")).all()
     assert status == "failed"
     assert message.startswith("extract failed: ") and "authentication" in message.lower()
-    assert [(a.message_id, a.recipients) for a in alerts] == [("failure:2024-02-05:extract", "data@msp.example")]
+    assert [(a.message_id, a.recipients) for a in alerts] == [(f"failure:2024-02-05:extract:{run.run_id}", "data@msp.example")]
     assert secret not in message and secret not in alerts[0].body
 
 

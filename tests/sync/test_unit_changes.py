@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -216,9 +217,9 @@ def test_only_a_quarantined_snapshot_can_be_released_or_discarded(contoso, setti
 
     run_day(contoso, settings, D1)
     before = unit_counts(contoso)
-    with pytest.raises(SnapshotStatusError, match="2024-03-01 is complete, not quarantined; nothing to discard"):
+    with pytest.raises(SnapshotStatusError, match=r"2024-03-01 is complete, not quarantined \(no snapshot is quarantined now\); nothing to discard"):
         discard_snapshot(contoso, settings, D1)
-    with pytest.raises(SnapshotStatusError, match="2024-03-02 is unknown, not quarantined; nothing to release"):
+    with pytest.raises(SnapshotStatusError, match=r"2024-03-02 is unknown, not quarantined \(no snapshot is quarantined now\); nothing to release"):
         release_snapshot(contoso, settings, D2)
     assert unit_counts(contoso) == before
 
@@ -249,12 +250,27 @@ def test_quality_failure_stops_the_run_and_says_why(contoso, settings):
     with contoso.connect() as conn:  # the data team is told
         assert conn.execute(text("SELECT recipients FROM notification_outbox WHERE kind = 'quality'")).scalar() == "data@msp.example"
 
+    def alerts() -> int:
+        with contoso.connect() as conn:
+            return conn.execute(text("SELECT COUNT(*) FROM notification_outbox WHERE kind = 'quality'")).scalar()
+
+    with pytest.raises(QualityGateFailed):  # a re-run of the same extract: told already
+        validate_step(contoso, settings, D1)
+    assert alerts() == 1
+    shutil.rmtree(settings.raw_path / str(D1))  # the extract moved aside, VSA's new one fails too
+    write_landing(settings.raw_path, D1, *DAYS[D1], mutate=lambda records: records["agents.jsonl.gz"].append(
+        dict(records["agents.jsonl.gz"][0], AgentName="again")))
+    load_step(contoso, settings, D1)
+    with pytest.raises(QualityGateFailed):
+        validate_step(contoso, settings, D1)
+    assert alerts() == 2
+
 
 def test_clean_snapshot_passes_the_quality_gate(contoso, settings):
     write_landing(settings.raw_path, D1, *DAYS[D1])
     load_step(contoso, settings, D1)
     result = validate_step(contoso, settings, D1)
-    assert result.detail["expectations"] == 9
+    assert result.detail["expectations"] == 10
 
 
 def test_moving_between_billed_groups_is_a_decrement_and_an_increment(contoso, settings):

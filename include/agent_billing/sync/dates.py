@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,10 +19,13 @@ def parse_date(value: str | date, what: str = "date") -> date:
     elif isinstance(value, date):
         parsed = value
     else:
+        text = str(value).strip()
         try:
-            parsed = date.fromisoformat(str(value).strip())
-        except ValueError:
-            raise UserError(f"invalid {what} {value!r}: expected YYYY-MM-DD") from None
+            parsed = date.fromisoformat(text)
+        except ValueError as e:
+            # the right shape but no such day (2024-02-30): say so, not "expected YYYY-MM-DD"
+            why = str(e) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else "expected YYYY-MM-DD"
+            raise UserError(f"invalid {what} {value!r}: {why}") from None
     if not EARLIEST <= parsed <= LATEST:
         raise UserError(f"invalid {what} {value!s}: expected a date from {EARLIEST} to {LATEST}")
     return parsed

@@ -33,6 +33,7 @@ from agent_billing.sync.runs import (
 from agent_billing.sync.scopes import report_scopes
 from agent_billing.sync.snapshot_history import forget_night, prune_staging
 from agent_billing.warehouse.staging import mark_settled, stage_of
+from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
 
@@ -179,15 +180,18 @@ def validate_step(engine: Engine, settings: Settings, snapshot_date: date) -> St
         if held := discarded(conn, snapshot_date):
             return held
         require_staging(conn, settings, snapshot_date, "check")
+    landing = landing_for(settings, snapshot_date)
     try:
-        results = validate_snapshot(engine, landing_for(settings, snapshot_date), settings.online_codes_added)
+        results = validate_snapshot(engine, landing, settings.online_codes_added)
     except QualityGateFailed as exc:
         with engine.begin() as conn:
             # A complete date keeps its status and data: the failed load never reached them.
             _record_failed(conn, snapshot_date, str(exc))
             if settings.data_team:
+                # one alert per landing: the same extract fails the same way on every re-run,
+                # a new extract (the old one moved aside) failing again is news
                 queue_message(
-                    conn, f"quality:{snapshot_date}", "quality", settings.data_team,
+                    conn, f"quality:{snapshot_date}:{landing.digest()[:12]}", "quality", settings.data_team,
                     f"[agent-billing] Snapshot {snapshot_date} failed its quality gate", str(exc),
                 )
         raise
@@ -254,7 +258,9 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
             alert_quarantine(conn, settings, verdict)
             log.warning(verdict.message)
         else:
-            record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=None,
+            # a released night run again keeps why it was held and released (finance reads it)
+            message = existing.get("message") if existing.get("released_at") else None
+            record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=message,
                        landing_sha256=landing_for(settings, snapshot_date).digest(), **stored_scopes, **totals)
         found, queued, rejudged = _after_verdict(conn, settings, snapshot_date)
     if verdict is not None and verdict.quarantined:
@@ -302,7 +308,12 @@ def _run_in(conn, snapshot_date: date, status: str, action: str) -> dict:
     run = get_run(conn, snapshot_date)
     if run is None or run["status"] != status:
         now = run["status"] if run else "unknown"
-        raise SnapshotStatusError(f"snapshot {snapshot_date} is {now}, not {status}; nothing to {action}")
+        dates = conn.execute(
+            text("SELECT snapshot_date FROM sync_runs WHERE status = :s ORDER BY snapshot_date"), {"s": status}
+        ).scalars().all()
+        which = (f"{status} now: {', '.join(str(as_date(d)) for d in dates)}" if dates
+                 else f"no snapshot is {status} now")
+        raise SnapshotStatusError(f"snapshot {snapshot_date} is {now}, not {status} ({which}); nothing to {action}")
     return run
 
 
@@ -355,33 +366,46 @@ SNAPSHOT_ACTIONS: dict[str, Callable[[Engine, Settings, date], StepResult]] = {
 
 
 def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, step: str, error: str,
-                   *, backstop: bool = False) -> None:
+                   *, run: str, backstop: bool = False) -> None:
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
-    alert per date and step. A date that already has a final status keeps it (the data of its
-    last good run stand); the error goes to its message.
+    alert per date, step and ``run`` (the Airflow run id; a command line run names itself): a
+    later run that fails again is news, the same run cleared and failing again is not. A date
+    that already has a final status keeps it (the data of its last good run stand); the error
+    goes to its message.
 
     ``backstop``: the run's watcher found the step failed and calls this in case the task was
-    killed before its own callback ran; it records nothing when the date's message already
-    tells this step's failure (the task's own record, with its real error, stands) or, for the
-    validate step, the quality gate's (recorded, with its own alert, by the step itself)."""
+    killed before its own callback ran; it records nothing when this run's own record is there
+    (its real error stands) or, for the validate step, the quality gate's (recorded, with its
+    own alert, by the step itself)."""
     from agent_billing.quality.snapshot_gate import GATE_FAILED_PREFIX
 
+    message_id, subject, body = sync_failure_alert(snapshot_date, step, error, "", run)
     with engine.begin() as conn:
         if backstop:
             told = (get_run(conn, snapshot_date) or {}).get("message") or ""
-            if told.startswith(f"{step} failed: ") or (step == "validate" and told.startswith(GATE_FAILED_PREFIX)):
+            if step == "validate" and told.startswith(GATE_FAILED_PREFIX):
+                return
+            # this step's failure is told: by this run's own callback, unless the alert of this
+            # run is missing (an earlier run's record: this run's kill is news)
+            if told.startswith(f"{step} failed: ") and (not settings.data_team or _queued(conn, message_id)):
                 return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
-            message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status)
+            message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run)
             queue_message(conn, message_id, "failure", settings.data_team, subject, body, refresh=not backstop)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s)", snapshot_date, step, status)
 
 
-def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str) -> tuple[str, str, str]:
-    """The data team's alert of a failed step (one per date and step): id, subject, body."""
+def _queued(conn, message_id: str) -> bool:
+    return conn.execute(
+        text("SELECT 1 FROM notification_outbox WHERE message_id = :id"), {"id": message_id}
+    ).first() is not None
+
+
+def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, run: str) -> tuple[str, str, str]:
+    """The data team's alert of a failed step (one per date, step and run): id, subject, body."""
     return (
-        f"failure:{snapshot_date}:{step}",
+        f"failure:{snapshot_date}:{step}:{run}",
         f"[agent-billing] Sync of {snapshot_date} failed at {step}",
         f"{step} failed: {error}\n\nStatus of the date: {status}. See docs/runbook.md, "
         "'What each failure alert means'.\n",
@@ -411,6 +435,7 @@ def sync_date(
     from agent_billing.quality.snapshot_gate import QualityGateFailed
 
     refuse_future(snapshot_date, now or datetime.now(UTC), settings.tz)
+    run = f"cli-{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}"  # each command is a run of its own (its alerts)
 
     steps: list[tuple[str, Callable[[], StepResult]]] = [
         ("extract", lambda: extract_step(engine, settings, snapshot_date, client_factory, now=now)),
@@ -426,7 +451,7 @@ def sync_date(
         except QualityGateFailed:
             raise  # validate_step recorded it and queued its own alert
         except Exception as exc:
-            record_failure(engine, settings, snapshot_date, name, str(exc))
+            record_failure(engine, settings, snapshot_date, name, str(exc), run=run)
             raise
         if results[-1].status in ("gap", "discarded"):
             break
