@@ -109,6 +109,34 @@ def test_apply_without_a_snapshot_says_scopes_were_not_checked(warehouse, tmp_pa
     assert "note: no complete VSA snapshot yet; scopes not checked" in err
 
 
+def scope_lines(err: str) -> list[str]:
+    """The stderr lines about scopes (services starting before June are also warned of as billed
+    from their start: test_back_billing_is_warned_of_once)."""
+    return [line for line in err.strip().splitlines() if "first billing run" not in line]
+
+
+def test_back_billing_is_warned_of_once(warehouse, tmp_path, capsys):
+    """A counted service added to start months before the first night synced is billed from its
+    start at the units of its first count: apply says so once, naming the service and line."""
+    load_snapshot(warehouse, counts=False)
+    path = tmp_path / "c.yaml"
+    path.write_text(CONTRACTS)
+    assert main(["contracts", "apply", str(path)]) == 0
+    warned = sorted(line.split(" (line")[0].removeprefix("agent-billing contracts: warning: ")
+                    for line in capsys.readouterr().err.splitlines() if "first billing run" in line)
+    # S-LATER starts after June, S-MANUAL's units are its own: neither is warned of
+    assert warned == [f"service {s}" for s in sorted(
+        ("S-OK", "S-NOGROUP", "S-OTHERGROUP", "S-NOVIEW", "S-VIEW", "S-ZERO", "S-ENDED", "S-GONE", "S-GONE-G"))]
+    assert main(["contracts", "apply", str(path)]) == 0  # nothing added or moved: nothing to warn of
+    assert "first billing run" not in capsys.readouterr().err
+    path.write_text(CONTRACTS.replace(_svc("S-LATER", 'vsa_machine_group_id: "999", ', start="2024-09-01"),
+                                      _svc("S-LATER", 'vsa_machine_group_id: "999", ', start="2024-02-01")))
+    assert main(["contracts", "apply", str(path)]) == 0
+    [line] = [line for line in capsys.readouterr().err.splitlines() if "first billing run" in line]
+    assert line.startswith("agent-billing contracts: warning: service S-LATER (line ")
+    assert "starts 2024-02-01, before the first night synced (2024-06): its first billing run bills every month from 2024-02" in line
+
+
 def test_apply_warns_by_service_and_strict_refuses_and_changes_nothing(warehouse, tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(CONTRACTS)
@@ -120,10 +148,10 @@ def test_apply_warns_by_service_and_strict_refuses_and_changes_nothing(warehouse
         assert "Traceback" not in err
         assert contents(warehouse) == before
     assert "service S-NOGROUP: machine group 999 does not exist in org 10 (Acme Org)" in err
-    assert len(err.strip().splitlines()) == 7  # six services with a missing piece, S-GONE-G twice
+    assert len(scope_lines(err)) == 7  # six services with a missing piece, S-GONE-G twice
 
     assert main(["contracts", "apply", str(path)]) == 0
-    err = capsys.readouterr().err.strip().splitlines()
+    err = scope_lines(capsys.readouterr().err)
     warnings = [line for line in err if line.startswith("agent-billing contracts: warning: service ")]
     assert len(warnings) == 7 and len(err) == 7
     assert "agent-billing contracts: warning: service S-LATER: machine group 999 does not exist in org 10" \

@@ -4,19 +4,20 @@
 computed inside the transaction, refused plans raise before anything is written, and a
 preview (``dry_run``) executes the plan too and rolls back, so it meets every database rule
 the real apply meets. After the plan is executed the services' scopes are checked against the
-latest complete VSA snapshot (warnings; refused with ``strict``).
+latest complete VSA snapshot (warnings; refused with ``strict``), and counted services that
+start months before any night was synced are named (warnings: they are billed from their start).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
@@ -27,8 +28,10 @@ from agent_billing.contracts.schema import (
     parse_contracts,
     read_contracts_file,
 )
+from agent_billing.settings import get_settings
 from agent_billing.sync.changes import lock_unit_history, record_manual_change
 from agent_billing.sync.scopes import latest_complete_snapshot, scope_problems
+from agent_billing.warehouse.values import as_date
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ def run_contracts(
             raise ContractsFileError(plan.refusal_message())
         execute_plan(conn, plan)
         check_scopes(conn, plan)
+        check_back_billing(conn, plan)
         if strict and plan.scope_problems and not dry_run:
             raise ContractsFileError(
                 f"{doc.source}: --strict: "
@@ -139,3 +143,25 @@ def check_scopes(conn: Connection, plan: Plan) -> None:
     plan.scopes_checked = snapshot is not None
     if snapshot is not None:
         plan.scope_problems = scope_problems(conn, snapshot, active_until=date.max)
+
+
+def check_back_billing(conn: Connection, plan: Plan) -> None:
+    """Counted services the plan adds, or whose start it moves, to a month before the first
+    night synced (before this month when none was): the first billing run bills every month
+    from the start, at the units of the service's first count, which no night observed. Right
+    for a contract signed before its machines were synced; wrong for a customer moved over
+    from another billing system, whose past months were billed there."""
+    first = conn.execute(text("SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'complete'")).scalar()
+    reference = as_date(first) if first is not None else datetime.now(get_settings().tz).date()
+    since = "the first night synced" if first is not None else "this month (no night synced yet)"
+    for e in plan.entries:
+        moved = e.action == "update" and any(c.field == "start_date" for c in e.changes)
+        if e.kind != "service" or e.row.get("units_source") != "rmm_agent_count" or not (e.action == "create" or moved):
+            continue
+        start = as_date(e.row["start_date"])
+        if start < reference.replace(day=1):
+            plan.back_billing.append(
+                f"{e.describe()} starts {start}, before {since} ({reference:%Y-%m}): its first billing run "
+                f"bills every month from {start:%Y-%m} at the units of its first count; for a customer "
+                "billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"
+            )
