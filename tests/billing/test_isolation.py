@@ -111,7 +111,7 @@ def test_the_command_prints_the_others_then_fails(three, agent_billing_cli):
     assert "Traceback" not in process.stderr
     last = process.stderr.strip().splitlines()[-1]
     assert last.startswith("agent-billing bill: error: billing as of 2024-03-01 failed for 1 "
-                           "contract(s), the others were billed: C-BAD (")
+                           "contract(s), the other 2 billed: C-BAD (")
     assert sorted(three.invoices()) == ["INV-C-A-2024-03", "INV-C-Z-2024-03"]
 
 

@@ -32,7 +32,7 @@ from agent_billing.billing.reconcile import PENDING, PostedLedger, reconcile
 from agent_billing.errors import UserError
 from agent_billing.settings import get_settings
 from agent_billing.sync.notify import queue_message
-from agent_billing.warehouse.errors import transient_database_error
+from agent_billing.warehouse.errors import permission_denied, transient_database_error
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +81,20 @@ def failure_of(summaries: Sequence[BillingSummary]) -> BillingRunFailed | None:
         return None
     failures = [f for s in failing for f in s.failed]
     transient = all(f.transient for f in failures)
+    billed = sum(len(s.contracts) for s in failing)
+    dry_run = any(s.dry_run for s in failing)
+    others = ("no other contract" if not billed else f"the other {billed}") + (
+        " computed (dry run: nothing written)" if dry_run else " billed")
     if len(failing) == 1:
         names = "; ".join(f"{f.contract_id} ({f.error})" for f in failing[0].failed)
         return BillingRunFailed(
             f"billing as of {failing[0].as_of} failed for {len(failures)} contract(s), "
-            f"the others were billed: {names}", transient=transient,
+            f"{others}: {names}", transient=transient,
         )
     names = "; ".join(f"{s.as_of}: {f.contract_id} ({f.error})" for s in failing for f in s.failed)
     return BillingRunFailed(
         f"billing failed for {len(failures)} contract run(s) on {len(failing)} date(s), "
-        f"the others were billed: {names}", transient=transient,
+        f"{others}: {names}", transient=transient,
     )
 
 
@@ -283,6 +287,8 @@ def _attempt(
     try:
         return bill_contract(engine, contract_id, as_of, dry_run=dry_run, stale=stale)
     except Exception as exc:  # noqa: BLE001 - one contract's failure never blocks the others
+        if permission_denied(exc):  # the role, not the contract: every contract would fail alike
+            raise
         return exc
 
 

@@ -144,12 +144,17 @@ def explain(exc: BaseException) -> tuple[str, int]:
     The only place where library errors are translated; no message carries a password."""
     from sqlalchemy import exc as sa
 
-    from agent_billing.warehouse.errors import driver_error
+    from agent_billing.warehouse.errors import driver_error, permission_denied
 
     if isinstance(exc, UserError):
         # an outside system's passing trouble (VSA 5xx, timeouts) is a failure, not bad input
         code = EXIT_FAILURE if getattr(exc, "transient", False) else exc.exit_code
         message = str(exc)
+    elif permission_denied(exc):
+        message = (f"the warehouse role may not do this: {_one_line(driver_error(exc))} (commands that write, "
+                   "--dry-run and previews included, need the role that owns the schema; "
+                   "check AIRFLOW_CONN_BILLING_WAREHOUSE)")
+        code = EXIT_BAD_INPUT
     elif (kind := _database_error_kind(exc)) == "DataError":
         message = f"a value does not fit the warehouse's columns: {_one_line(driver_error(exc))}"
         code = EXIT_BAD_INPUT

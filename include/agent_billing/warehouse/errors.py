@@ -13,6 +13,8 @@ SQLITE_BUSY = ("database is locked", "database table is locked", "database is bu
 #: A unique key taken by another run of the same work in the meantime (two billing runs racing
 #: for one invoice): run again, it finds the other's rows and does nothing twice.
 UNIQUE_VIOLATION = "23505"
+#: The warehouse role may not read or write a table (a read-only role running a writing command).
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -55,3 +57,9 @@ def transient_database_error(exc: BaseException) -> bool:
     if type(cause).__module__.startswith("sqlite3"):
         return any(message in str(cause) for message in SQLITE_BUSY)
     return True  # psycopg without a SQLSTATE: no session with the server
+
+
+def permission_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL refusing the role a table (SQLSTATE 42501): the setting's
+    role is wrong for the command, the same for every contract and every retry."""
+    return bool(database_error_classes(exc)) and getattr(driver_error(exc), "sqlstate", None) == INSUFFICIENT_PRIVILEGE
