@@ -250,9 +250,11 @@ def summary(engine, home: Path, log_path: Path) -> str:
         f"Warehouse: {home / 'warehouse.db'} (SQLite). Query it, for example:",
         f"  .venv/bin/python -c \"import sqlite3; c = sqlite3.connect('{home / 'warehouse.db'}'); "
         "print(c.execute('SELECT contract_id, total FROM invoices').fetchall())\"",
-        "  or with the command line:",
-        f"  AIRFLOW_CONN_BILLING_WAREHOUSE=sqlite:///{(home / 'warehouse.db').resolve()} "
-        ".venv/bin/agent-billing invoices export --month 2025-02 --format csv",
+        *([
+            "  or with the command line:",
+            f"  AIRFLOW_CONN_BILLING_WAREHOUSE=sqlite:///{(home / 'warehouse.db').resolve()} "
+            f".venv/bin/agent-billing invoices export --month {str(invoices[-1][2])[:7]} --format csv",
+        ] if invoices else []),
         f"Warnings and task errors of the demo's Airflow runs: {log_path}",
         "Queries finance runs are in docs/data-dictionary.md.",
     ]

@@ -205,12 +205,16 @@ CASES = [
     # -- files
     Case("export-directory-missing", ("invoices", "export", "--month", "2025-01", "--output",
                                       "/nonexistent/dir/x.csv"), 2, r"cannot write /nonexistent/dir/x\.csv: No such file or directory"),
+    Case("export-disk-full", ("invoices", "export", "--month", "2025-01", "--output", "/dev/full"), 1,
+         r"cannot write /dev/full: No space left on device", SQLITE),  # the system's trouble: exit 1
     Case("export-empty-output", ("invoices", "export", "--month", "2025-01", "--output", ""), 2,
          r"--output is empty: give a file name, or - \(or nothing\) for the standard output", SQLITE),
     Case("export-to-a-directory", ("invoices", "export", "--month", "2025-01", "--output", "{tmp}"), 2,
          r"Is a directory", SQLITE),
     Case("contracts-file-missing", ("contracts", "apply", "{tmp}/contracts.yaml"), 2,
          r"contracts\.yaml: file not found"),
+    Case("demo-no-orgs", ("demo", "--home", "{tmp}/demo", "--orgs", "0"), 2,
+         r"argument --orgs: expected at least 1, got 0", SQLITE),
     Case("demo-home-not-empty", ("demo", "--home", "{tmp}/home", "--nights", "1"), 2,
          r"--home .*/home is not empty and was not created by the demo", SQLITE,
          setup=_non_empty_home, check=_home_kept),

@@ -99,6 +99,7 @@ def test_the_demo_from_an_operator_s_shell_touches_none_of_its_deployment(tmp_pa
     assert run.code == 0, run.stderr
     assert list(production.iterdir()) == []
     assert (tmp_path / "home" / "warehouse.db").is_file() and (tmp_path / "home" / "airflow" / "airflow.db").is_file()
+    assert "invoices export --month 2025-01 --format csv" in run.stdout  # the month its invoices are of
 
 
 def test_quiet_by_default(tmp_path):

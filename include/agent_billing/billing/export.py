@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from agent_billing.billing import store
 from agent_billing.billing.money import quantize
-from agent_billing.errors import UserError
+from agent_billing.errors import UserError, cannot_write
 
 COLUMNS = (
     "invoice_id", "invoice_date", "document_type", "currency", "invoice_total", "contract_id",
@@ -71,14 +71,14 @@ def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
             with open(path, "w", newline="", encoding="utf-8") as handle:
                 return write(handle)
         except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise cannot_write(path, exc) from None
     path = Path(os.path.realpath(path)) if os.path.islink(path) else path
     if path.exists() and not path.is_dir() and not os.access(path, os.W_OK):
         raise UserError(f"cannot write {path}: Permission denied")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise cannot_write(path, exc) from None
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
             result = write(handle)
@@ -86,7 +86,7 @@ def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise cannot_write(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

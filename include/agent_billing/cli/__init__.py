@@ -25,7 +25,7 @@ import sys
 import traceback
 from importlib.metadata import entry_points
 
-from agent_billing.errors import EXIT_BAD_INPUT, EXIT_FAILURE, UserError
+from agent_billing.errors import EXIT_BAD_INPUT, EXIT_FAILURE, PATH_MISTAKES, UserError
 
 COMMAND_MODULES = (
     "agent_billing.cli.db_cmds",
@@ -36,8 +36,6 @@ COMMAND_MODULES = (
 )
 COMMAND_ENTRY_POINTS = "agent_billing.commands"
 # OSErrors whose fix is a different path or permission (else: a failure, e.g. a full disk).
-PATH_MISTAKES = {errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM,
-                 errno.EROFS, errno.EEXIST, errno.ENAMETOOLONG}
 
 
 class _OneLineErrors(argparse.ArgumentParser):
@@ -118,14 +116,20 @@ def _require_current_schema() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the commands are set up (imports)
+        print("agent-billing: interrupted before it started; nothing was done", file=sys.stderr)
+        return 130
     _configure_logging(args)
     try:
         if args.check_schema:
             _require_current_schema()
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
+        # every write is a transaction, and landings and exports are written aside and renamed
+        print(f"agent-billing {args.command}: interrupted: the step in progress was rolled back, what "
+              "finished before it is kept; run the command again to complete it", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `agent-billing invoices export | head`: the reader had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

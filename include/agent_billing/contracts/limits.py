@@ -16,6 +16,9 @@ VSA_ID_MAX_DIGITS = 26
 UNIT_PRICE_MAX = Decimal("999999999.9999")
 UNIT_PRICE_DECIMALS = PRICE_DECIMALS
 NOTIFY_EMAILS_MAX = 20
+OFFLINE_DAYS_MAX = 36_500
+"""exclude_offline_days: a hundred years (validation only: beyond it no agent is left out, and
+PostgreSQL's INTEGER column refused the value with no file, line or field)."""
 
 TEXT_LIMITS: dict[tuple[str, str], int] = {
     ("accounts", "account_id"): ID_MAX_LENGTH,

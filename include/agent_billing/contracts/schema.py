@@ -37,6 +37,7 @@ from agent_billing.contracts.limits import (
     ID_MAX_LENGTH,
     NAME_MAX_LENGTH,
     NOTIFY_EMAILS_MAX,
+    OFFLINE_DAYS_MAX,
     UNIT_PRICE_DECIMALS,
     UNIT_PRICE_MAX,
     VSA_ID_MAX_DIGITS,
@@ -207,7 +208,7 @@ class ServiceSpec(_Strict):
     include_subgroups: bool = True
     vsa_view_id: VsaId | None = None
     exclude_never_checked_in: bool = False
-    exclude_offline_days: Annotated[int, BeforeValidator(_no_bool)] | None = Field(None, ge=1)
+    exclude_offline_days: Annotated[int, BeforeValidator(_no_bool)] | None = Field(None, ge=1, le=OFFLINE_DAYS_MAX)
     units: Annotated[int, BeforeValidator(_no_bool)] | None = Field(None, ge=0, le=2_147_483_647)
     units_effective_date: CalendarDate | None = None
     start_date: CalendarDate
