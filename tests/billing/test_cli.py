@@ -117,6 +117,8 @@ def test_a_renamed_service_does_not_hold_back_its_reviewed_lines(contoso, run_cl
     [
         (("bill", "--as-of", "2024-02-30"), "invalid --as-of '2024-02-30': day is out of range for month"),
         (("bill", "--as-of", "2024/03/01"), "invalid --as-of '2024/03/01': expected YYYY-MM-DD"),
+        (("bill", "--as-of", "20240301"), "invalid --as-of '20240301': expected YYYY-MM-DD"),  # Python would read it
+        (("invoices", "export", "--month", "2024-3"), "invalid --month '2024-3': expected YYYY-MM"),
         (("bill", "--as-of", "2024-03-01", "--contract", "NOPE"), "unknown contract(s): NOPE"),
         (("review", "--contract", "NOPE"), "unknown contract NOPE"),
         (("post", "--contract", "NOPE"), "unknown contract NOPE"),

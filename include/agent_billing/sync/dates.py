@@ -20,12 +20,12 @@ def parse_date(value: str | date, what: str = "date") -> date:
         parsed = value
     else:
         text = str(value).strip()
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):  # fromisoformat also takes 20250101, 2025-W01-1
+            raise UserError(f"invalid {what} {value!r}: expected YYYY-MM-DD")
         try:
             parsed = date.fromisoformat(text)
-        except ValueError as e:
-            # the right shape but no such day (2024-02-30): say so, not "expected YYYY-MM-DD"
-            why = str(e) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else "expected YYYY-MM-DD"
-            raise UserError(f"invalid {what} {value!r}: {why}") from None
+        except ValueError as e:  # the right shape but no such day (2024-02-30): say so
+            raise UserError(f"invalid {what} {value!r}: {e}") from None
     if not EARLIEST <= parsed <= LATEST:
         raise UserError(f"invalid {what} {value!s}: expected a date from {EARLIEST} to {LATEST}")
     return parsed
