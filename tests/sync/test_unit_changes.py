@@ -270,7 +270,7 @@ def test_clean_snapshot_passes_the_quality_gate(contoso, settings):
     write_landing(settings.raw_path, D1, *DAYS[D1])
     load_step(contoso, settings, D1)
     result = validate_step(contoso, settings, D1)
-    assert result.detail["expectations"] == 10
+    assert result.detail["expectations"] == 9
 
 
 def test_moving_between_billed_groups_is_a_decrement_and_an_increment(contoso, settings):

@@ -419,6 +419,22 @@ def test_malformed_body_is_retried_then_reported(fresh):
     assert "malformed response" in str(err.value) and "/system/views" in str(err.value)
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("OrgId", "not-an-id"), ("OrgId", "-5"), ("OrgId", "4188.5"), ("OrgId", "1" * 27), ("OrgId", -5),
+    ("OrgId", [1, 2]), ("ParentOrgId", {"id": "1"}), ("OrgId", "\u0661\u0662"),
+])
+def test_an_id_that_is_not_a_vsa_id_is_a_malformed_answer(field, value):
+    """VSA ids are decimal strings of up to 26 digits (SPEC 3): an answer with another id is
+    refused at the API's edge, naming the field, so no night lands it."""
+    def answer(handler):
+        send(handler, 200, {"TotalRecords": 1, "ResponseCode": 0, "Status": "OK", "Error": "None",
+                            "Result": [{"OrgId": "1", "OrgName": "Contoso", field: value}]})
+
+    with StandIn(answer) as vsa, vsa.client(max_retries=1) as client, pytest.raises(VsaMalformedResponse) as err:
+        client.extract("orgs", list)
+    assert f"{field}: " in str(err.value) and "not a" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_unreachable_host_is_a_clear_error():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -6,13 +6,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from agent_billing.billing.money import PRICE_DECIMALS
+from agent_billing.vsa.records import VSA_ID_MAX_DIGITS  # noqa: F401 - the contracts file's VSA ids
 
 ID_MAX_LENGTH = 64
 """account_id, contract_id, service_id."""
 NAME_MAX_LENGTH = 200
 """Account and service names."""
-VSA_ID_MAX_DIGITS = 26
-"""VSA ids are decimal strings of up to 26 digits."""
 UNIT_PRICE_MAX = Decimal("999999999.9999")
 UNIT_PRICE_DECIMALS = PRICE_DECIMALS
 NOTIFY_EMAILS_MAX = 20

@@ -89,7 +89,6 @@ def _agent_expectations(gxe, online_codes: tuple[int, ...]) -> list:
     return [
         gxe.ExpectColumnValuesToNotBeNull(column="agent_id"),
         gxe.ExpectColumnValuesToBeUnique(column="agent_id"),
-        gxe.ExpectColumnValuesToBeInSet(column="ids_decimal", value_set=[1]),  # agent, org, group ids
         gxe.ExpectColumnValuesToBeInSet(column="group_known", value_set=[1]),
         gxe.ExpectColumnPairValuesToBeEqual(column_A="org_id", column_B="group_org_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="online"),  # the in-set check skips nulls

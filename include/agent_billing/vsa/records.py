@@ -53,14 +53,28 @@ def normalise_id(value: Any) -> str | None:
         if value != value.to_integral_value():
             raise ValueError(f"not an integral id: {value}")
         return format(value.to_integral_value(), "f")
-    text = str(value).strip()
+    if not isinstance(value, str):  # a list or an object where an id belongs
+        raise ValueError(f"not an id: {value!r}")
+    text = value.strip()
     return text or None
 
 
+#: VSA ids are decimal strings of up to 26 digits (SPEC 3).
+VSA_ID_MAX_DIGITS = 26
+
+
 def make_record(fields: dict[str, Any], raw: str) -> VsaRecord:
+    """A record of VSA's answer, its ids exact decimal strings. An id of another shape is
+    refused here, at the API's edge (the answer is malformed: nothing of it is landed), so that
+    no night stores it and no unit change or customer mail names it."""
     for name in ID_FIELDS:
         if name in fields:
-            fields[name] = normalise_id(fields[name])
+            try:
+                value = fields[name] = normalise_id(fields[name])
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            if value is not None and not (len(value) <= VSA_ID_MAX_DIGITS and value.isascii() and value.isdigit()):
+                raise ValueError(f"{name}: {value!r} is not a VSA id (decimal digits, at most {VSA_ID_MAX_DIGITS})")
     return VsaRecord(fields, raw)
 
 

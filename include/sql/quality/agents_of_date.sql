@@ -6,13 +6,7 @@
 -- /*id_collation*/ is replaced per engine (sources.py): on PostgreSQL ids compare in byte order.
 SELECT a.agent_id /*id_collation*/ AS agent_id, a.org_id, a.machine_group_id, a.online,
        CASE WHEN g.machine_group_id IS NULL THEN 0 ELSE 1 END AS group_known,
-       CASE WHEN g.machine_group_id IS NULL THEN a.org_id ELSE g.org_id END AS group_org_id,
-       -- VSA ids are decimal strings of up to 26 digits (SPEC 3); LTRIM(x, digits) is both engines'
-       CASE WHEN (a.agent_id IS NULL OR (LENGTH(a.agent_id) <= 26 AND LTRIM(a.agent_id, '0123456789') = ''))
-             AND (a.org_id IS NULL OR (LENGTH(a.org_id) <= 26 AND LTRIM(a.org_id, '0123456789') = ''))
-             AND (a.machine_group_id IS NULL
-                  OR (LENGTH(a.machine_group_id) <= 26 AND LTRIM(a.machine_group_id, '0123456789') = ''))
-            THEN 1 ELSE 0 END AS ids_decimal
+       CASE WHEN g.machine_group_id IS NULL THEN a.org_id ELSE g.org_id END AS group_org_id
 FROM (SELECT * FROM vsa_agents WHERE snapshot_date = :d) a
 LEFT JOIN (SELECT * FROM vsa_machine_groups WHERE snapshot_date = :d) g
   ON g.machine_group_id = a.machine_group_id
