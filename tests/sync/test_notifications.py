@@ -13,6 +13,7 @@ from agent_billing.connections import ConnectionInfo
 from agent_billing.sync.notify import DeliveryFailed, deliver_outbox
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
+from ..conftest import LocalSmtp
 from .conftest import DAYS, write_landing
 
 D1, D2, _ = sorted(DAYS)
@@ -294,3 +295,119 @@ def test_changes_that_flip_back_twice_are_corrected_each_time(contoso, settings)
     told = _outbox(contoso, "units-now:")
     assert len(told) == 4  # the message and three corrections, each sent
     assert "There is no longer a Get Units Now change of S-WS on that date" in told[-1][1]
+
+
+def _mails(inbox):
+    from email import message_from_bytes, policy
+
+    deadline = clock.monotonic() + 5
+    while not inbox.messages and clock.monotonic() < deadline:
+        clock.sleep(0.05)
+    return [message_from_bytes(m.content, policy=policy.default) for m in inbox.messages]
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("contract_id", ["C ACME(EU)", "C-MÜLLER"])
+def test_any_contract_id_gives_each_mail_its_own_well_formed_headers(warehouse, settings, local_smtp, contract_id):
+    """A space, a bracket or a non-ASCII letter in a contract id cut the Message-ID short (every
+    mail of the contract had one id: mail stores keep only the first) or failed the send."""
+    from copy import deepcopy
+
+    from agent_billing.contracts import apply_contracts
+
+    from .conftest import CONTRACT
+
+    contract = deepcopy(CONTRACT)
+    contract["accounts"][0]["contracts"][0]["contract_id"] = contract_id
+    apply_contracts(warehouse, contract)
+    sync_days(warehouse, settings, sorted(DAYS))
+    assert deliver_outbox(warehouse, local_smtp.connection, settings.notify_from).sent == 2
+    mails = _mails(local_smtp)
+    ids = [m["Message-ID"] for m in mails]
+    assert len(set(ids)) == 2 and all(i.startswith("<") and i.endswith("@msp.example>") and " " not in i for i in ids)
+    assert all(m["Date"] for m in mails)
+    assert sorted(str(m["X-Agent-Billing-Message"]) for m in mails) == [
+        f"unit-changes:{contract_id}:{d}" for d in sorted(DAYS)[1:]]
+
+
+class RefusingSmtp(LocalSmtp):
+    """A server that refuses some recipients and takes the others."""
+
+    refused: frozenset[str] = frozenset()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's hook
+        if address in self.refused:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_recipient_refused_among_others_is_told_and_the_others_get_it_once(contoso, settings):
+    from copy import deepcopy
+
+    from agent_billing.contracts import apply_contracts
+
+    from .conftest import CONTRACT
+
+    contract = deepcopy(CONTRACT)
+    contract["accounts"][0]["contracts"][0]["notify_emails"] = ["billing@contoso.example", "gone@contoso.example"]
+    apply_contracts(contoso, contract)
+    server = RefusingSmtp().start()
+    server.refused = frozenset({"gone@contoso.example"})
+    try:
+        sync_days(contoso, settings, (D1, D2))
+        with pytest.raises(DeliveryFailed, match=r"1 sent but refused by some recipients .*gone@contoso\.example \(550"):
+            deliver_outbox(contoso, server.connection, settings.notify_from)
+        assert deliver_outbox(contoso, server.connection, settings.notify_from).sent == 0  # never twice
+        assert [m.rcpt_tos for m in server.messages] == [["billing@contoso.example"]]
+    finally:
+        server.stop()
+    with contoso.connect() as conn:
+        sent, error = conn.execute(text("SELECT sent_at IS NOT NULL, last_error FROM notification_outbox")).one()
+    assert sent and "gone@contoso.example (550" in error
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_mute_server_stops_the_delivery_at_the_first_message(contoso, settings, local_smtp):
+    """A server that takes the connection and never greets: each message would wait out the
+    timeout, and a week of mail outlasts the task. The first one tells, the others wait."""
+    sync_days(contoso, settings, sorted(DAYS))  # two messages
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()
+        smtp = ConnectionInfo(**{**local_smtp.connection.__dict__, "port": mute.getsockname()[1],
+                                 "extra": {**local_smtp.extra, "timeout": "1"}})
+        started = clock.monotonic()
+        with pytest.raises(DeliveryFailed, match=r"1 message\(s\) not sent .*\(1 more not tried: the server did not answer\)"):
+            deliver_outbox(contoso, smtp, settings.notify_from)
+        assert clock.monotonic() - started < 10
+    with contoso.connect() as conn:
+        waiting = conn.execute(text("SELECT COUNT(*) FROM notification_outbox WHERE sent_at IS NULL "
+                                    "AND claimed_at IS NULL")).scalar()
+    assert waiting == 2  # no claim is left behind: the next delivery sends both
+    assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 2
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_correction_goes_to_those_told_and_to_the_recipients_now(contoso, settings, local_smtp):
+    """The address told went dead and the contracts file names a new one (the runbook's fix):
+    the correction reaches the new address too, not only the dead one."""
+    from copy import deepcopy
+
+    from agent_billing.contracts import apply_contracts
+
+    from .conftest import CONTRACT
+
+    d1, d2, d3 = sorted(DAYS)
+    sync_days(contoso, settings, [d1, d3])
+    assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 1
+    contract = deepcopy(CONTRACT)
+    contract["accounts"][0]["contracts"][0]["notify_emails"] = ["new@contoso.example"]
+    apply_contracts(contoso, contract)
+    sync_days(contoso, settings, [d2])  # the backfill moves D3's changes: a correction
+    with contoso.connect() as conn:
+        [recipients] = conn.execute(text(
+            "SELECT recipients FROM notification_outbox WHERE message_id LIKE :p"),
+            {"p": f"unit-changes:C-CONTOSO:{d3}:correction:%"}).scalars().all()
+    assert recipients == "billing@contoso.example,new@contoso.example"

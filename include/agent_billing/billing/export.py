@@ -27,6 +27,11 @@ COLUMNS = (
     "invoice_month", "adjusts_invoice_id",
 )
 FORMATS = ("csv", "json")
+#: Columns of free text from the contracts file (names, and descriptions that start with them).
+#: In CSV a cell of them that a spreadsheet would read as a formula (=, +, -, @, tab, CR first)
+#: is written with a leading apostrophe; the ids, dates and amounts never start so but a minus.
+TEXT_COLUMNS = ("account_name", "service_name", "description")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_rows(engine: Engine, month: date) -> list[dict]:
@@ -43,6 +48,11 @@ def export_rows(engine: Engine, month: date) -> list[dict]:
         ]
 
 
+def _inert(value):
+    """A text cell no spreadsheet runs as a formula (OWASP's CSV injection advice)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
 def export_invoice_lines(engine: Engine, month: date, out: TextIO, fmt: str = "csv") -> int:
     """Write the lines of ``month`` to ``out`` as CSV (a header, one row per line) or JSON (a
     list of the same rows; decimals and dates as strings); return the row count."""
@@ -53,7 +63,7 @@ def export_invoice_lines(engine: Engine, month: date, out: TextIO, fmt: str = "c
     else:
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**row, **{c: _inert(row[c]) for c in TEXT_COLUMNS}} for row in rows)
     return len(rows)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
 
 from sqlalchemy import Connection, Engine, text
 
@@ -196,7 +197,10 @@ def _latest_version(
     # The id follows what it corrects too: a text told before (changes that flip back) is new
     # after another version (by the text alone it hit the sent one and was never queued).
     version = hashlib.sha256(f"{last_sent.message_id}\n{correction}".encode()).hexdigest()[:12]
-    message_id, sent_to = f"{head}:correction:{version}", last_sent.recipients
+    # to those told, and to the recipients now (an address that went dead is replaced in the
+    # contracts file: the new one gets the correction too)
+    sent_to = last_sent.recipients + [r for r in recipients if r not in last_sent.recipients]
+    message_id = f"{head}:correction:{version}"
     new = queue_message(conn, message_id, "unit_changes", sent_to, correction_subject, correction,
                         snapshot_date=snapshot_date)
     return new, message_id
@@ -363,40 +367,77 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     if smtp is None:
         log.warning("smtp_default is not configured: %d message(s) wait in notification_outbox", len(pending))
         return DeliveryResult(0, len(pending))
-    sent, errors = 0, []
-    for (message_id,) in pending:
+    sent, errors, refused, unreachable = 0, [], [], None
+    for position, (message_id,) in enumerate(pending):
         if (claimed := _claim(engine, message_id)) is None:
             continue  # another delivery is sending it, or it was withdrawn meanwhile
         recipients, subject, body = claimed
         try:
-            send_now(smtp, sender, message_id, recipients, subject, body)
-        except (OSError, smtplib.SMTPException) as exc:
-            errors.append(f"{message_id}: {type(exc).__name__}: {exc}")
-            _mark(engine, message_id, error=f"{type(exc).__name__}: {exc}")
+            turned_away = send_now(smtp, sender, message_id, recipients, subject, body)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the message waits with its error
+            error = f"{type(exc).__name__}: {exc}"
+            errors.append(f"{message_id}: {error}")
+            _mark(engine, message_id, error=error)  # the claim is released: the next delivery retries
+            if isinstance(exc, OSError | smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected):
+                # the server is down or mute: each other message would wait out the timeout too
+                unreachable = len(pending) - position - 1
+                break
             continue
-        _mark(engine, message_id, error=None)
+        if turned_away:  # delivered to the others: sent (never twice), the refusal told
+            refusal = "refused by " + ", ".join(f"{address} ({code} {_text(why)})" for address, (code, why) in turned_away.items())
+            refused.append(f"{message_id}: {refusal}")
+            _mark(engine, message_id, error=refusal, sent=True)
+        else:
+            _mark(engine, message_id, error=None)
         sent += 1
-    log.info("outbox: %d sent, %d failed", sent, len(errors))
-    if errors:
-        more = len(errors) - ERRORS_SHOWN
-        shown = "; ".join(errors[:ERRORS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+    log.info("outbox: %d sent, %d failed, %d with refused recipients", sent, len(errors), len(refused))
+    if errors or refused:
+        problems = errors + refused
+        more = len(problems) - ERRORS_SHOWN
+        shown = "; ".join(problems[:ERRORS_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+        parts = []
+        if errors:
+            parts.append(f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}"
+                         + (f" ({unreachable} more not tried: the server did not answer)" if unreachable else ""))
+        if refused:
+            parts.append(f"{len(refused)} sent but refused by some recipients (fix their notify_emails)")
         raise DeliveryFailed(
-            f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}: {shown}"
-            " (they stay in notification_outbox and every delivery retries them)"
+            "; ".join(parts) + f": {shown}"
+            + (" (unsent messages stay in notification_outbox and every delivery retries them)" if errors else "")
         )
     return DeliveryResult(sent, 0)
 
 
-def send_now(smtp: ConnectionInfo, sender: str, message_id: str, recipients: str, subject: str, body: str) -> None:
+def send_now(smtp: ConnectionInfo, sender: str, message_id: str, recipients: str, subject: str, body: str) -> dict:
     """Send one message by SMTP (``recipients``: comma-separated, as the outbox keeps them).
-    The outbox's delivery uses it, and an alert that the warehouse cannot take."""
+    The outbox's delivery uses it, and an alert that the warehouse cannot take. Returns the
+    recipients the server refused while it took the others (address: (code, reason))."""
     mail = EmailMessage()
     mail["From"] = smtp.extra.get("from_email") or sender
     mail["To"] = recipients
     mail["Subject"] = subject
-    mail["Message-ID"] = f"<{message_id.replace(':', '.')}@agent-billing>"
+    mail["Date"] = formatdate(usegmt=True)
+    # Header-safe and unique whatever the ids hold (a space or a non-ASCII letter in a contract
+    # id cut the header short: every mail of the contract had one id, or none could be sent);
+    # the outbox id itself travels in its own header, for support.
+    digest = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+    mail["Message-ID"] = f"<{digest}@{_mail_domain(str(mail['From']))}>"
+    mail["X-Agent-Billing-Message"] = message_id
     mail.set_content(body)
-    _send(smtp, mail)
+    return _send(smtp, mail)
+
+
+def _mail_domain(sender: str) -> str:
+    """The sender's domain as ASCII (IDNA), for Message-IDs; a placeholder when there is none."""
+    domain = parseaddr(sender)[1].rpartition("@")[2]
+    try:
+        return domain.encode("idna").decode("ascii") if domain else "agent-billing.invalid"
+    except UnicodeError:
+        return "agent-billing.invalid"
+
+
+def _text(value) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _claim(engine: Engine, message_id: str) -> tuple[str, str, str] | None:
@@ -422,23 +463,26 @@ def _claim(engine: Engine, message_id: str) -> tuple[str, str, str] | None:
         return row.recipients, row.subject, row.body
 
 
-def _mark(engine: Engine, message_id: str, error: str | None) -> None:
+def _mark(engine: Engine, message_id: str, error: str | None, *, sent: bool | None = None) -> None:
+    """Sent (``sent``, by default when there is no error) or waiting with its error; the claim ends."""
+    sent = error is None if sent is None else sent
     with engine.begin() as conn:
         conn.execute(
             text(
                 "UPDATE notification_outbox SET sent_at = :sent_at, last_error = :error, "
                 "claimed_at = NULL WHERE message_id = :id"
             ),
-            {"sent_at": datetime.now(UTC) if error is None else None,
+            {"sent_at": datetime.now(UTC) if sent else None,
              "error": error[:1000] if error else None, "id": message_id},
         )
 
 
-def _send(smtp: ConnectionInfo, mail: EmailMessage) -> None:
+def _send(smtp: ConnectionInfo, mail: EmailMessage) -> dict:
     """Send like Airflow's SMTP provider: SSL unless ``disable_ssl``; STARTTLS unless ``disable_tls``."""
     timeout = float(smtp.extra.get("timeout", 30))
-    port = smtp.port or 465
-    if not as_bool(smtp.extra.get("disable_ssl"), False):
+    plain = as_bool(smtp.extra.get("disable_ssl"), False)
+    port = smtp.port or (25 if plain else 465)  # Airflow's defaults
+    if not plain:
         client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, port, timeout=timeout, context=ssl.create_default_context())
     else:
         client = smtplib.SMTP(smtp.host, port, timeout=timeout)
@@ -447,4 +491,4 @@ def _send(smtp: ConnectionInfo, mail: EmailMessage) -> None:
     with client:
         if smtp.login:
             client.login(smtp.login, smtp.password or "")
-        client.send_message(mail)
+        return client.send_message(mail)
