@@ -85,6 +85,40 @@ def sync_schedule() -> str:
 SCHEDULE = sync_schedule()
 
 
+def late_grace_fits(schedule: str, timezone: str) -> None:
+    """Refuse (the DAG's import error, naming the setting) an ``AGENT_BILLING_LATE_GRACE_HOURS``
+    that the schedule's own runs exceed: lateness counts from the date's local midnight, so with
+    a grace of 1 h every 02:00 run found its date late and recorded a gap, green, every night.
+    A value that is no number is left to the tasks' settings, which name it."""
+    import math
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    raw = os.environ.get("AGENT_BILLING_LATE_GRACE_HOURS", "36")
+    try:
+        grace = int(raw)
+    except ValueError:
+        return
+    zone = ZoneInfo(timezone)
+    runs = croniter(schedule, datetime(2026, 1, 1, tzinfo=zone))
+    latest = max(  # hours from its date's midnight to each run of two weeks (both DST changes aside)
+        (run - run.replace(hour=0, minute=0, second=0)).total_seconds() / 3600
+        for run in (runs.get_next(datetime) for _ in range(14))
+    )
+    least = math.ceil(latest + 1)  # an hour for the run's queueing and retries
+    if grace < least:
+        raise ValueError(
+            f"AGENT_BILLING_LATE_GRACE_HOURS={raw!r}: the nightly run (AGENT_BILLING_SYNC_CRON {schedule!r}) "
+            f"starts {latest:g} h after its date's midnight, so every night would be recorded as a gap; "
+            f"set at least {least} (default 36)"
+        )
+
+
+late_grace_fits(SCHEDULE, TIMEZONE)
+
+
 def record_failure(context) -> None:
     """on_failure_callback: the step failed for good (retries spent, or at once for an input
     error); record it in sync_runs and alert the data team."""

@@ -50,7 +50,7 @@ class Settings(MailSettings):
     late_observation: Literal["refuse", "allow"] = Field(
         "refuse", description="allow: take VSA's present state as an old date's (SPEC 4.6)."
     )
-    late_grace_hours: int = Field(36, description="How old a date may be before it needs a landing.")
+    late_grace_hours: int = Field(36, ge=0, description="How old a date may be before it needs a landing.")
     raw_path: Path = Field(Path("./data/raw"), description="Where raw VSA extracts are landed.")
     quarantine_share: Decimal = Field(Decimal("0.20"), ge=0, le=1)
     quarantine_min_agents: int = Field(5, ge=0)
@@ -61,16 +61,6 @@ class Settings(MailSettings):
         "", description="Comma-separated Online status codes beyond VSA's documented ones (a newer "
         "build's) that the quality gate accepts."
     )
-
-    @field_validator("late_grace_hours")
-    @classmethod
-    def _a_day_at_least(cls, value: int) -> int:
-        # lateness counts from the date's local midnight: under a day, the nightly run (02:00)
-        # or a same-day re-run would find its own date late and record every night as a gap
-        if value < 24:
-            raise ValueError("must be at least 24 (hours from the date's local midnight; under a day, "
-                             "the date's own nightly run would be recorded as a gap)")
-        return value
 
     @field_validator("timezone")
     @classmethod

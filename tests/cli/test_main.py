@@ -190,7 +190,7 @@ def test_sync_succeeds_when_only_mail_fails_and_the_next_delivery_sends_it(wareh
         assert len(run.stderr.splitlines()) == 1, run.stderr
         warning = run.stderr.strip()
         assert re.match(r"agent-billing sync: warning: \d+ message\(s\) not sent via SMTP 127\.0\.0\.1:", warning)
-        assert "they stay in notification_outbox and every delivery retries them" in warning
+        assert "unsent messages stay in notification_outbox and every delivery retries them" in warning
         with warehouse.connect() as conn:
             unsent = conn.execute(text(
                 "SELECT message_id FROM notification_outbox WHERE sent_at IS NULL AND last_error IS NOT NULL"

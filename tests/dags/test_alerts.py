@@ -82,6 +82,24 @@ def test_a_malformed_sync_cron_is_an_import_error_naming_the_setting(airflow_db,
     assert "AGENT_BILLING_SYNC_CRON='nonsense': expected a cron expression such as '0 2 * * *'" in error
 
 
+@pytest.mark.parametrize(("cron", "grace", "refused"), [
+    ("0 2 * * *", "1", "starts 2 h after its date's midnight, so every night would be recorded as a gap; set at least 3"),
+    ("30 23 * * *", "12", "starts 23.5 h after"), ("0 2 * * *", "3", None), ("0 2 * * *", "36", None),
+])
+def test_a_grace_the_nightly_run_exceeds_is_an_import_error_naming_the_setting(airflow_db, monkeypatch, cron, grace,
+                                                                              refused):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AGENT_BILLING_SYNC_CRON", cron)
+    monkeypatch.setenv("AGENT_BILLING_LATE_GRACE_HOURS", grace)
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "vsa_asset_sync.py"))
+    if refused is None:
+        assert not bag.import_errors
+    else:
+        [error] = bag.import_errors.values()
+        assert f"AGENT_BILLING_LATE_GRACE_HOURS='{grace}': the nightly run" in error and refused in error
+
+
 @pytest.mark.parametrize("zone", ["Europe/Amsterdm", "utc"])  # utc: pendulum takes it, the tasks' settings do not
 def test_a_misspelt_timezone_is_an_import_error_naming_the_setting(airflow_db, monkeypatch, zone):
     from airflow.dag_processing.dagbag import DagBag

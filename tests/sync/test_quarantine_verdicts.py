@@ -30,6 +30,7 @@ from agent_billing.sync.pipeline import (
     count_step,
     diff_step,
     discard_snapshot,
+    record_failure,
     release_snapshot,
     reopen_snapshot,
     sync_date,
@@ -357,3 +358,49 @@ def test_a_released_night_run_again_keeps_why_it_was_held(contoso, settings):
     assert released.startswith("released after quarantine: snapshot 2024-03-02 quarantined: ")
     assert run_day(contoso, settings, D2, land=False).status == "complete"
     assert message() == released
+    # a re-run that failed says so in the message; the next good re-run does not keep that error
+    record_failure(contoso, settings, D2, "count", "could not connect to server", run="manual__1")
+    assert message() == "count failed: could not connect to server"
+    assert run_day(contoso, settings, D2, land=False).status == "complete"
+    assert message() is None
+
+
+def test_a_service_leaving_out_offline_agents_is_not_held_for_its_own_rule(warehouse, tmp_path):
+    """The offices closed for a holiday: a service with exclude_offline_days counts 9 → 1 by its
+    own rule while every agent is still in VSA and its scope. Not an integration break."""
+    from copy import deepcopy
+
+    from .conftest import CONTRACT
+
+    settings = Settings(raw_path=tmp_path / "raw", data_team_emails="data@msp.example")
+    contract = deepcopy(CONTRACT)
+    contract["accounts"][0]["contracts"][0]["services"] = [
+        {"service_id": "S-ACTIVE", "name": "Active machines", "unit_price": "10.00",
+         "units_source": "rmm_agent_count", "exclude_offline_days": 30, "start_date": "2024-01-01"}]
+    apply_contracts(warehouse, contract)
+
+    def powered_down(records):  # all but a9 last seen 2024-01-31: past 30 days on D2
+        for record in records["agents.jsonl.gz"]:
+            if record["ComputerName"] != "A9":
+                record["LastCheckInTime"], record["Online"] = "2024-01-31T10:00:00.000Z", 0
+
+    for night in (D1, D2):
+        write_landing(settings.raw_path, night, {f"a{k}": (G_WS, 1) for k in range(1, 10)}, set(), mutate=powered_down)
+        run_day(warehouse, settings, night, land=False)
+    assert statuses(warehouse) == {"2024-03-01": "complete", "2024-03-02": "complete"}
+    assert [(c[2], c[3], c[4]) for c in ledger(warehouse)[0]] == [("2024-03-02", 9, 1)]
+
+
+def test_a_drop_a_get_units_now_press_recorded_is_not_held_again_by_the_night(contoso, settings):
+    """The 2 servers were retired on D1 afternoon and finance pressed Get Units Now (2 → 0): the
+    night of D2 confirms it. Judged against the press, as the unit history is, nothing fell."""
+    servers_on_d1_only = {D1: ("a1", "a2"), D2: ()}
+    for night, servers in servers_on_d1_only.items():
+        write_landing(settings.raw_path, night,
+                      {k: (G_SRV if k in servers else G_WS, 1) for k in (*servers, *(f"a{n}" for n in range(3, 10)))}, set())
+    run_day(contoso, settings, D1, land=False)
+    with contoso.begin() as conn:
+        record_reading(conn, settings.tz, "S-SRV", datetime.combine(D1, time(14), tzinfo=UTC), 0)
+    assert run_day(contoso, settings, D2, land=False).status == "complete"
+    assert [(c[2], c[3], c[4], c[6]) for c in ledger(contoso)[0] if c[1] == "S-SRV"] == [
+        ("2024-03-01", 2, 0, "get_units_now")]

@@ -229,11 +229,15 @@ def test_plan_of_the_applied_example_says_unchanged(warehouse, capsys):
 
 
 def test_prune_needs_an_end_date_and_the_end_date_must_be_a_date(warehouse, capsys):
-    for argv in (["--prune"], ["--end-date", "2024-12-31"], ["--prune", "--end-date", "2024-02-30"]):
+    for argv in (["--prune"], ["--end-date", "2024-12-31"], ["--prune", "--end-date", "2024-02-30"],
+                 ["--prune", "--end-date", "2025-W01-1"], ["--prune", "--end-date", "20250101"]):
         with pytest.raises(SystemExit) as exit_info:
             main(["contracts", "apply", str(EXAMPLE), *argv])
         assert exit_info.value.code == 2
-        assert "Traceback" not in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        if "W01" in argv[-1] or argv[-1] == "20250101":  # Python reads both: ended entries on 2024-12-30
+            assert f"invalid --end-date '{argv[-1]}': expected YYYY-MM-DD" in err
 
 
 @pytest.mark.parametrize("replacements, needle", [

@@ -156,8 +156,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
         message = str(exc)
     elif permission_denied(exc):
         message = (f"the warehouse role may not do this: {_one_line(driver_error(exc))} (commands that write, "
-                   "--dry-run and previews included, need the role that owns the schema; "
-                   "check AIRFLOW_CONN_BILLING_WAREHOUSE)")
+                   "bill --dry-run and contracts apply --plan/--check included, need the role that owns the "
+                   "schema; check AIRFLOW_CONN_BILLING_WAREHOUSE)")
         code = EXIT_BAD_INPUT
     elif (kind := _database_error_kind(exc)) == "DataError":
         message = f"a value does not fit the warehouse's columns: {_one_line(driver_error(exc))}"

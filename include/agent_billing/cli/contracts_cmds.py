@@ -41,10 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _iso_date(value: str) -> date:
+    """The one date rule of the command line (``parse_date``: exactly YYYY-MM-DD; a week date
+    such as 2025-W01-1, which Python reads, ended entries on 2024-12-30)."""
+    from agent_billing.errors import UserError
+    from agent_billing.sync.dates import parse_date
+
     try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a valid date (YYYY-MM-DD)") from None
+        return parse_date(value, "--end-date")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _apply(args: argparse.Namespace) -> int:

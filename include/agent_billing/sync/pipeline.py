@@ -258,8 +258,10 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
             alert_quarantine(conn, settings, verdict)
             log.warning(verdict.message)
         else:
-            # a released night run again keeps why it was held and released (finance reads it)
-            message = existing.get("message") if existing.get("released_at") else None
+            # a released night run again keeps why it was held and released (finance reads it),
+            # not an error a failed re-run left in the message
+            kept = existing.get("message") or ""
+            message = kept if existing.get("released_at") and kept.startswith(RELEASED) else None
             record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=message,
                        landing_sha256=landing_for(settings, snapshot_date).digest(), **stored_scopes, **totals)
         found, queued, rejudged = _after_verdict(conn, settings, snapshot_date)
@@ -317,6 +319,9 @@ def _run_in(conn, snapshot_date: date, status: str, action: str) -> dict:
     return run
 
 
+RELEASED = "released after quarantine: "  # the message of a released night: why it was held
+
+
 def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     """A person accepts a quarantined snapshot: it becomes complete, its changes count, and the
     nights after it are judged against it."""
@@ -324,7 +329,7 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.lock_unit_history(conn)
         run = _run_in(conn, snapshot_date, "quarantined", "release")
         complete_held(conn, settings, snapshot_date, released_at=datetime.now(UTC),
-                      message=f"released after quarantine: {run['message']}")
+                      message=f"{RELEASED}{run['message']}")
         found, _, rejudged = _after_verdict(conn, settings, snapshot_date)
     log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
     return StepResult(snapshot_date.isoformat(), "complete",
