@@ -85,6 +85,10 @@ def sync_schedule() -> str:
 SCHEDULE = sync_schedule()
 
 
+EXTRACT_TIMEOUT, EXTRACT_RETRIES = timedelta(hours=2), 3
+MAX_RETRY_DELAY = timedelta(minutes=30)
+
+
 def late_grace_fits(schedule: str, timezone: str) -> None:
     """Refuse (the DAG's import error, naming the setting) an ``AGENT_BILLING_LATE_GRACE_HOURS``
     that the schedule's own runs exceed: lateness counts from the date's local midnight, so with
@@ -107,11 +111,15 @@ def late_grace_fits(schedule: str, timezone: str) -> None:
         (run - run.replace(hour=0, minute=0, second=0)).total_seconds() / 3600
         for run in (runs.get_next(datetime) for _ in range(14))
     )
-    least = math.ceil(latest + 1)  # an hour for the run's queueing and retries
+    # the extract's last try may start after all the others timed out and waited: a grace the
+    # tries outlast makes a slow night a gap, and a gap is never extracted again
+    tries = (EXTRACT_RETRIES + 1) * EXTRACT_TIMEOUT + EXTRACT_RETRIES * MAX_RETRY_DELAY
+    least = math.ceil(latest + tries.total_seconds() / 3600)
     if grace < least:
         raise ValueError(
             f"AGENT_BILLING_LATE_GRACE_HOURS={raw!r}: the nightly run (AGENT_BILLING_SYNC_CRON {schedule!r}) "
-            f"starts {latest:g} h after its date's midnight, so every night would be recorded as a gap; "
+            f"starts {latest:g} h after its date's midnight and its extract may retry for "
+            f"{tries.total_seconds() / 3600:g} h, so a slow night would be recorded as a gap; "
             f"set at least {least} (default 36)"
         )
 
@@ -161,7 +169,7 @@ def record_failure(context) -> None:
         "retries": 2,
         "retry_delay": timedelta(minutes=2),
         "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
+        "max_retry_delay": MAX_RETRY_DELAY,
         "execution_timeout": timedelta(hours=1),
         "on_failure_callback": alert_data_team,  # the sync steps: record_failure
     },
@@ -201,7 +209,7 @@ def vsa_asset_sync():
         action = get_current_context()["params"].get("quarantine_action")
         return "quarantine_action" if action else "extract"
 
-    @task(execution_timeout=timedelta(hours=2), retries=3, on_failure_callback=record_failure)
+    @task(execution_timeout=EXTRACT_TIMEOUT, retries=EXTRACT_RETRIES, on_failure_callback=record_failure)
     @fail_fast
     def extract(snapshot_date: str) -> dict:
         from agent_billing.settings import get_settings

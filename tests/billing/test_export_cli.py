@@ -10,6 +10,8 @@ import json
 import pytest
 from tests.billing.conftest import ROOT, one_line_error, warehouse_contents
 
+from agent_billing.billing.export import TEXT_COLUMNS
+
 
 def export(agent_billing_cli, month: str, fmt: str = "csv") -> str:
     process = agent_billing_cli("invoices", "export", "--month", month, "--format", fmt)
@@ -137,6 +139,9 @@ def test_a_name_a_spreadsheet_would_run_is_exported_as_text(books, agent_billing
                        start="2024-03-01")
         books.count(f"S-{contract_id}", "2024-03-01", 10)
         books.change(f"S-{contract_id}", "2024-03-15", 10, 9)
+    books.contract("+1+2", [{**books.rmm("=1+1", "12.00", "2024-03-01"), "name": "Plain"}], start="2024-03-01")
+    books.count("=1+1", "2024-03-01", 10)
+    books.change("=1+1", "2024-03-15", 10, 9)  # its change id starts with its service id
     books.bill("2024-03-01")
     books.bill("2024-04-01")
 
@@ -144,9 +149,12 @@ def test_a_name_a_spreadsheet_would_run_is_exported_as_text(books, agent_billing
     assert exported.returncode == 0, exported.stderr
     rows = list(csv.DictReader(io.StringIO(exported.stdout)))
     for row in rows:
-        name = names[row["contract_id"]]
-        assert row["service_name"] == f"'{name}"
-        assert not row["description"].startswith(("=", "+", "-", "@"))  # a description starts with the name
-    assert any(row["amount"].startswith("-") for row in rows)  # a credit's amount is a number, not text
+        assert not any(row[c].startswith(("=", "+", "-", "@")) for c in TEXT_COLUMNS)
+        if row["contract_id"] == "'+1+2":
+            assert row["service_id"] == "'=1+1" and row["invoice_id"].startswith("INV-+1+2-")
+            assert row["change_id"] in ("", "'=1+1:2024-03-15:nightly_sync")
+            continue
+        assert row["service_name"] == f"'{names[row['contract_id']]}"
+    assert any(row["amount"].startswith("-") and row["units"].startswith("-") for row in rows)  # numbers stay numbers
     as_json = json.loads(agent_billing_cli("invoices", "export", "--month", "2024-04", "--format", "json").stdout)
-    assert {row["service_name"] for row in as_json} == set(names.values())
+    assert {row["service_name"] for row in as_json} == {*names.values(), "Plain"}

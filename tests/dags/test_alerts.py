@@ -83,8 +83,10 @@ def test_a_malformed_sync_cron_is_an_import_error_naming_the_setting(airflow_db,
 
 
 @pytest.mark.parametrize(("cron", "grace", "refused"), [
-    ("0 2 * * *", "1", "starts 2 h after its date's midnight, so every night would be recorded as a gap; set at least 3"),
-    ("30 23 * * *", "12", "starts 23.5 h after"), ("0 2 * * *", "3", None), ("0 2 * * *", "36", None),
+    ("0 2 * * *", "1", "starts 2 h after its date's midnight and its extract may retry for 9.5 h, so a slow night "
+     "would be recorded as a gap; set at least 12"),
+    ("0 2 * * *", "11", "set at least 12"), ("30 23 * * *", "24", "starts 23.5 h after"),
+    ("0 2 * * *", "12", None), ("0 2 * * *", "36", None),
 ])
 def test_a_grace_the_nightly_run_exceeds_is_an_import_error_naming_the_setting(airflow_db, monkeypatch, cron, grace,
                                                                               refused):

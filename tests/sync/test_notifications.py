@@ -411,3 +411,23 @@ def test_a_correction_goes_to_those_told_and_to_the_recipients_now(contoso, sett
             "SELECT recipients FROM notification_outbox WHERE message_id LIKE :p"),
             {"p": f"unit-changes:C-CONTOSO:{d3}:correction:%"}).scalars().all()
     assert recipients == "billing@contoso.example,new@contoso.example"
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_message_every_recipient_of_refuses_holds_back_no_other(warehouse):
+    """smtplib's refusals are OSErrors too: one message refused whole (a dead address) is that
+    message's trouble, not a server down. The messages after it go out."""
+    from agent_billing.sync.notify import queue_message
+
+    with warehouse.begin() as conn:
+        queue_message(conn, "unit-changes:C-OLD:2024-03-02", "unit_changes", ["gone@old.example"], "old", "body")
+        queue_message(conn, "unit-changes:C-OK:2024-03-02", "unit_changes", ["ok@ok.example"], "ok", "body")
+        queue_message(conn, "task-failure:x", "failure", ["data@msp.example"], "alert", "body")
+    server = RefusingSmtp().start()
+    server.refused = frozenset({"gone@old.example"})
+    try:
+        with pytest.raises(DeliveryFailed, match=r"^1 message\(s\) not sent via SMTP [^(]*: unit-changes:C-OLD"):
+            deliver_outbox(warehouse, server.connection, "billing@msp.example")
+        assert sorted(address for m in server.messages for address in m.rcpt_tos) == ["data@msp.example", "ok@ok.example"]
+    finally:
+        server.stop()

@@ -27,10 +27,12 @@ COLUMNS = (
     "invoice_month", "adjusts_invoice_id",
 )
 FORMATS = ("csv", "json")
-#: Columns of free text from the contracts file (names, and descriptions that start with them).
-#: In CSV a cell of them that a spreadsheet would read as a formula (=, +, -, @, tab, CR first)
-#: is written with a leading apostrophe; the ids, dates and amounts never start so but a minus.
-TEXT_COLUMNS = ("account_name", "service_name", "description")
+#: Columns of free text from the contracts file: its ids and names, and what starts with them (a
+#: change id with its service id, a description with its service name). In CSV a cell of them
+#: that a spreadsheet would read as a formula (=, +, -, @, tab, CR first) is written with a
+#: leading apostrophe; the generated ids (INV-…, L…), dates and amounts are written as they are.
+TEXT_COLUMNS = ("contract_id", "account_id", "account_name", "service_id", "service_name", "change_id",
+                "description")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -378,7 +378,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
             error = f"{type(exc).__name__}: {exc}"
             errors.append(f"{message_id}: {error}")
             _mark(engine, message_id, error=error)  # the claim is released: the next delivery retries
-            if isinstance(exc, OSError | smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected):
+            if _server_down(exc):
                 # the server is down or mute: each other message would wait out the timeout too
                 unreachable = len(pending) - position - 1
                 break
@@ -406,6 +406,14 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
             + (" (unsent messages stay in notification_outbox and every delivery retries them)" if errors else "")
         )
     return DeliveryResult(sent, 0)
+
+
+def _server_down(exc: BaseException) -> bool:
+    """The server cannot be reached or stopped answering: not one message's refusal (smtplib's
+    errors are OSErrors too: a refused recipient or content is the message's, the others go)."""
+    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
 def send_now(smtp: ConnectionInfo, sender: str, message_id: str, recipients: str, subject: str, body: str) -> dict:

@@ -69,8 +69,10 @@ class Verdict:
         )
 
 
-def judge(conn: Connection, night: date, settings: Settings) -> Verdict:
-    """The night against the latest complete night before it (``sync_runs`` as it stands)."""
+def judge(conn: Connection, night: date, settings: Settings, observed_at: datetime | None = None) -> Verdict:
+    """The night against the latest complete night before it (``sync_runs`` as it stands).
+    ``observed_at``: when the night was observed, while ``sync_runs`` does not say it yet (its
+    first diff); a Get Units Now press before it is the night's units before."""
     previous = previous_good(conn, night)
     if previous is None:
         return Verdict(night, None, [])
@@ -80,7 +82,7 @@ def judge(conn: Connection, night: date, settings: Settings) -> Verdict:
     judged = {  # a service leaving out agents offline for N days drops by its own rule (a holiday)
         row.service_id for row in counted if row.vsa_org_id not in held and row.exclude_offline_days is None
     }
-    return Verdict(night, previous, orgs + service_drops(conn, night, previous, settings, judged))
+    return Verdict(night, previous, orgs + service_drops(conn, night, previous, settings, judged, observed_at))
 
 
 def alert_quarantine(conn: Connection, settings: Settings, verdict: Verdict, why: str = "") -> None:
@@ -160,13 +162,14 @@ def org_drops(
 
 
 def service_drops(
-    conn: Connection, snapshot_date: date, previous_date: date, settings: Settings, judged: set[str]
+    conn: Connection, snapshot_date: date, previous_date: date, settings: Settings, judged: set[str],
+    observed_at: datetime | None = None,
 ) -> list[Drop]:
     """The ``judged`` services whose count falls by more than the configured share and at least
     the configured number of agents against their units before the night (a scope that stopped
     seeing most of its agents while its org did not: a hidden machine group, a view whose
     filter changed)."""
-    before = _units_before(conn, previous_date, snapshot_date)
+    before = _units_before(conn, previous_date, snapshot_date, observed_at)
     after = _service_counts(conn, snapshot_date)
     return [
         Drop("service", service_id, was, after[service_id])
@@ -175,7 +178,7 @@ def service_drops(
     ]
 
 
-def _units_before(conn: Connection, previous_date: date, night: date) -> dict[str, int]:
+def _units_before(conn: Connection, previous_date: date, night: date, night_at: datetime | None) -> dict[str, int]:
     """Each service's units before the night: its count on the good night before, or a Get Units
     Now reading taken since (a person pressed it for a drop the night then confirms; the unit
     history takes the reading as the observation before the night too)."""
@@ -184,7 +187,7 @@ def _units_before(conn: Connection, previous_date: date, night: date) -> dict[st
         text("SELECT snapshot_date, observed_at FROM sync_runs WHERE snapshot_date IN (:p, :n)"),
         {"p": previous_date, "n": night},
     )}
-    since, until = observed.get(previous_date), observed.get(night)  # until: None while it is judged
+    since, until = observed.get(previous_date), observed.get(night) or night_at
     for service_id, observed_at, observed_date, reading in conn.execute(
         text("SELECT service_id, observed_at, observed_date, units FROM units_now_readings "
              "WHERE observed_date >= :p AND observed_date <= :n ORDER BY observed_at"),
