@@ -389,20 +389,3 @@ def test_a_service_leaving_out_offline_agents_is_not_held_for_its_own_rule(wareh
         run_day(warehouse, settings, night, land=False)
     assert statuses(warehouse) == {"2024-03-01": "complete", "2024-03-02": "complete"}
     assert [(c[2], c[3], c[4]) for c in ledger(warehouse)[0]] == [("2024-03-02", 9, 1)]
-
-
-@pytest.mark.parametrize("pressed", [datetime.combine(D1, time(14), tzinfo=UTC), datetime.combine(D2, time(1), tzinfo=UTC)],
-                         ids=["the afternoon before", "the night's own date, before its 02:00 run"])
-def test_a_drop_a_get_units_now_press_recorded_is_not_held_again_by_the_night(contoso, settings, pressed):
-    """The 2 servers were retired and finance pressed Get Units Now (2 → 0): the night of D2
-    confirms it. Judged against the press, as the unit history is, nothing fell."""
-    servers_on_d1_only = {D1: ("a1", "a2"), D2: ()}
-    for night, servers in servers_on_d1_only.items():
-        write_landing(settings.raw_path, night,
-                      {k: (G_SRV if k in servers else G_WS, 1) for k in (*servers, *(f"a{n}" for n in range(3, 10)))}, set())
-    run_day(contoso, settings, D1, land=False)
-    with contoso.begin() as conn:
-        record_reading(conn, settings.tz, "S-SRV", pressed, 0)
-    assert run_day(contoso, settings, D2, land=False).status == "complete"
-    assert [(c[2], c[3], c[4], c[6]) for c in ledger(contoso)[0] if c[1] == "S-SRV"] == [
-        (str(pressed.date()), 2, 0, "get_units_now")]

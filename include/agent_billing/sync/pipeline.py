@@ -251,7 +251,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
         scopes = report_scopes(conn, snapshot_date, settings.data_team)
         stored_scopes = {key: json.dumps(messages) for key, messages in scopes.items()}
         existing = get_run(conn, snapshot_date) or {}
-        verdict = None if existing.get("released_at") else judge(conn, snapshot_date, settings, observed_at)
+        verdict = None if existing.get("released_at") else judge(conn, snapshot_date, settings)
         if verdict is not None and verdict.quarantined:
             record_run(conn, snapshot_date, "quarantined", observed_at=observed_at, message=verdict.message,
                        **stored_scopes, **totals)

@@ -5,10 +5,10 @@ silently hides orgs, a machine group's agents are hidden, a view's filter is cha
 rules, with the same thresholds (``quarantine_share`` and ``quarantine_min_agents``):
 - an org a service counts falls by more than the share (and at least the minimum), or to zero;
   an org no service counts is not judged (its drop bills nobody);
-- a counted service falls by more than the share and at least the minimum against its units
-  before the night (the good night's count, or a Get Units Now press since), unless it leaves
-  out offline agents (its count falls by its own rule when machines stay off); a service of a
-  few agents going to zero is a customer's ordinary offboarding, a whole org going is not.
+- a counted service falls by more than the share and at least the minimum against its count on
+  the good night before, unless it leaves out offline agents (its count falls by its own rule
+  when machines stay off); a service of a few agents going to zero is a customer's ordinary
+  offboarding, a whole org going is not.
 A person releases the snapshot or discards it.
 
 A night is judged against the good night before it. When that changes (a missed night
@@ -20,7 +20,7 @@ date order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import Connection, text
@@ -30,7 +30,7 @@ from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.notify import queue_message
 from agent_billing.sync.runs import previous_good, record_run
-from agent_billing.warehouse.values import as_date, as_datetime
+from agent_billing.warehouse.values import as_date
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,8 @@ class Verdict:
         )
 
 
-def judge(conn: Connection, night: date, settings: Settings, observed_at: datetime | None = None) -> Verdict:
-    """The night against the latest complete night before it (``sync_runs`` as it stands).
-    ``observed_at``: when the night was observed, while ``sync_runs`` does not say it yet (its
-    first diff); a Get Units Now press before it is the night's units before."""
+def judge(conn: Connection, night: date, settings: Settings) -> Verdict:
+    """The night against the latest complete night before it (``sync_runs`` as it stands)."""
     previous = previous_good(conn, night)
     if previous is None:
         return Verdict(night, None, [])
@@ -82,7 +80,7 @@ def judge(conn: Connection, night: date, settings: Settings, observed_at: dateti
     judged = {  # a service leaving out agents offline for N days drops by its own rule (a holiday)
         row.service_id for row in counted if row.vsa_org_id not in held and row.exclude_offline_days is None
     }
-    return Verdict(night, previous, orgs + service_drops(conn, night, previous, settings, judged, observed_at))
+    return Verdict(night, previous, orgs + service_drops(conn, night, previous, settings, judged))
 
 
 def alert_quarantine(conn: Connection, settings: Settings, verdict: Verdict, why: str = "") -> None:
@@ -162,47 +160,21 @@ def org_drops(
 
 
 def service_drops(
-    conn: Connection, snapshot_date: date, previous_date: date, settings: Settings, judged: set[str],
-    observed_at: datetime | None = None,
+    conn: Connection, snapshot_date: date, previous_date: date, settings: Settings, judged: set[str]
 ) -> list[Drop]:
     """The ``judged`` services whose count falls by more than the configured share and at least
-    the configured number of agents against their units before the night (a scope that stopped
-    seeing most of its agents while its org did not: a hidden machine group, a view whose
-    filter changed)."""
-    before = _units_before(conn, previous_date, snapshot_date, observed_at)
+    the configured number of agents against the good night before (a scope that stopped seeing
+    most of its agents while its org did not: a hidden machine group, a view whose filter
+    changed). Counts only, as the org rule: a verdict must not depend on when a Get Units Now
+    press was recorded (a press between the nights would lift a hold that a press recorded
+    after them does not: the nights' verdicts would follow the order work was done in)."""
+    before = _service_counts(conn, previous_date)
     after = _service_counts(conn, snapshot_date)
     return [
         Drop("service", service_id, was, after[service_id])
         for service_id, was in sorted(before.items())
         if service_id in judged and service_id in after and _sharp(was - after[service_id], was, settings)
     ]
-
-
-def _units_before(conn: Connection, previous_date: date, night: date, night_at: datetime | None) -> dict[str, int]:
-    """Each service's units before the night: its count on the good night before, or a Get Units
-    Now reading taken since (a person pressed it for a drop the night then confirms; the unit
-    history takes the reading as the observation before the night too)."""
-    units = _service_counts(conn, previous_date)
-    observed = {as_date(d): as_datetime(at) for d, at in conn.execute(
-        text("SELECT snapshot_date, observed_at FROM sync_runs WHERE snapshot_date IN (:p, :n)"),
-        {"p": previous_date, "n": night},
-    )}
-    since, until = observed.get(previous_date), observed.get(night) or night_at
-    for service_id, observed_at, observed_date, reading in conn.execute(
-        text("SELECT service_id, observed_at, observed_date, units FROM units_now_readings "
-             "WHERE observed_date >= :p AND observed_date <= :n ORDER BY observed_at"),
-        {"p": previous_date, "n": night},
-    ):
-        at = as_datetime(observed_at)
-        after_previous = since is None or _utc(at) > _utc(since)
-        before_night = _utc(at) < _utc(until) if until is not None else as_date(observed_date) < night
-        if after_previous and before_night:
-            units[service_id] = int(reading)
-    return units
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _sharp(fell: int, was: int, settings: Settings) -> bool:
