@@ -35,7 +35,6 @@ COMMAND_MODULES = (
     "agent_billing.cli.billing_cmds",
 )
 COMMAND_ENTRY_POINTS = "agent_billing.commands"
-# OSErrors whose fix is a different path or permission (else: a failure, e.g. a full disk).
 
 
 class _OneLineErrors(argparse.ArgumentParser):

@@ -384,7 +384,6 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
     own alert, by the step itself)."""
     from agent_billing.quality.snapshot_gate import GATE_FAILED_PREFIX
 
-    message_id, subject, body = sync_failure_alert(snapshot_date, step, error, "", run)
     with engine.begin() as conn:
         if backstop:
             told = (get_run(conn, snapshot_date) or {}).get("message") or ""
@@ -392,7 +391,8 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
                 return
             # this step's failure is told: by this run's own callback, unless the alert of this
             # run is missing (an earlier run's record: this run's kill is news)
-            if told.startswith(f"{step} failed: ") and (not settings.data_team or _queued(conn, message_id)):
+            own = failure_alert_id(snapshot_date, step, run)
+            if told.startswith(f"{step} failed: ") and (not settings.data_team or _queued(conn, own)):
                 return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
@@ -407,10 +407,14 @@ def _queued(conn, message_id: str) -> bool:
     ).first() is not None
 
 
+def failure_alert_id(snapshot_date: date, step: str, run: str) -> str:
+    return f"failure:{snapshot_date}:{step}:{run}"
+
+
 def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, run: str) -> tuple[str, str, str]:
     """The data team's alert of a failed step (one per date, step and run): id, subject, body."""
     return (
-        f"failure:{snapshot_date}:{step}:{run}",
+        failure_alert_id(snapshot_date, step, run),
         f"[agent-billing] Sync of {snapshot_date} failed at {step}",
         f"{step} failed: {error}\n\nStatus of the date: {status}. See docs/runbook.md, "
         "'What each failure alert means'.\n",
