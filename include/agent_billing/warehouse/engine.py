@@ -72,6 +72,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _postgres_session(dbapi_conn, _record) -> None:
+    """Every session in UTC, whatever the server's or the role's TimeZone: times read back are
+    the instants VSA sent, and VSA's year-1 "never" (``0001-01-01T00:00:00Z``) falls before
+    year 1 in any zone west of Greenwich, which no Python datetime holds (every read failed)."""
+    with dbapi_conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    dbapi_conn.commit()  # kept when the pool rolls back on return
+
+
 def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
     """Engine for the warehouse; ``url`` defaults to the ``billing_warehouse`` connection.
 
@@ -96,8 +105,7 @@ def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
         engine = create_engine(parsed, future=True, **kwargs)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"{source} ({safe_url(parsed)}) cannot be used: {exc}") from None
-    if backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", _sqlite_pragmas if backend == "sqlite" else _postgres_session)
     return engine
 
 
