@@ -40,6 +40,27 @@ def plans(engine, contract_id: str, as_of: date):
     return out
 
 
+def walked_services(engine, contract_id: str, as_of: date) -> frozenset[str] | None:
+    """The services a run as of ``as_of`` would compute lines for, keeping the others' pending
+    lines (None: it would compute every service's); rolled back."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        contract = billing_store.find_contract(conn, contract_id)
+        walked = plan_contract(conn, contract, as_of, keep_pending=True).walked
+        transaction.rollback()
+    return walked
+
+
+def sorted_lines(lines):
+    return sorted(lines, key=lambda x: x.line_key)
+
+
+def pending_lines(engine, contract_id: str):
+    """The contract's pending lines as stored, and the date they are as of."""
+    with engine.connect() as conn:
+        lines, as_of = billing_store.load_pending(conn, billing_store.find_contract(conn, contract_id))
+    return sorted_lines(lines), as_of
+
+
 def test_a_night_walks_from_the_first_unsettled_month(books):
     books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01", billing_day=5)
     books.count("S", "2024-01-01", 4)
@@ -128,6 +149,47 @@ def test_a_run_never_deletes_a_stale_row_written_after_another_run_consumed_the_
         ("D", books.d("2024-01-20"))]
     books.bill("2024-03-04")
     assert {x["period_start"].month for x in books.pending("D")} == {1, 2, 3}
+
+
+def test_a_night_rewrites_only_the_pending_lines_of_services_that_changed(books):
+    """A nightly run keeps the pending lines of the services nothing changed for (their lines as
+    of the night before still hold) and computes only the others'. What it leaves pending is what
+    a walk of the whole ledger computes: after a sync's change, a change dated ahead that comes
+    into effect (no stale row then), a rename, and a review posting."""
+    services = [books.rmm(s, "10.00", "2024-01-01") for s in ("A", "B", "C")]
+    books.contract("R", services, start="2024-01-01", posting="review")
+    for s in ("A", "B", "C"):
+        books.count(s, "2024-01-01", 4)
+    books.bill("2024-01-01")
+    books.bill("2024-01-02")
+
+    def night(day: str, walked: set[str] | None) -> None:
+        books.concluded(day)
+        assert walked_services(books.engine, "R", books.d(day)) == walked, day
+        whole = plans(books.engine, "R", books.d(day))[1]
+        books.bill(day)
+        assert pending_lines(books.engine, "R") == (
+            sorted_lines(whole[1]), books.d(day) if whole[1] else None), day
+
+    books.change("A", "2024-01-03", 4, 6)
+    books.change("B", "2024-01-20", 4, 5, "manual")  # recorded now, in effect from the 20th
+    night("2024-01-03", {"A", "B"})  # B's stale row: walked, nothing to bill yet
+    night("2024-01-04", set())  # nothing changed: every line kept, dated as of the 4th
+    books.change("C", "2024-01-05", 4, 3)
+    night("2024-01-05", {"C"})
+    night("2024-01-19", set())
+    night("2024-01-20", {"B"})  # no stale row: its change comes into effect
+    assert {x["service_id"] for x in books.pending("R")} == {"A", "B", "C"}
+
+    books.contract("R", [services[0], {**services[1], "name": "Servers"}, services[2]],
+                   start="2024-01-01", posting="review")
+    night("2024-01-21", None)  # a name in the kept lines' descriptions: every service walked
+    assert any("Servers" in x["description"] for x in books.pending("R"))
+    night("2024-01-22", set())
+
+    post_reviewed(books.engine, "R")  # posted: the month may expect something else now
+    night("2024-01-23", None)
+    night("2024-02-01", None)  # a new invoice month
 
 
 def test_new_terms_or_an_earlier_date_walk_the_whole_ledger(books):
@@ -226,6 +288,7 @@ operations = st.one_of(
     st.tuples(st.just("end"), st.integers(0, 1), st.one_of(st.none(), days)),
     st.tuples(st.just("count"), st.integers(0, 1), days, st.integers(0, 9)),
     st.tuples(st.just("post_review"),),
+    st.tuples(st.just("rename"), st.integers(0, 1)),
 )
 _examples = itertools.count()
 
@@ -246,7 +309,8 @@ def test_a_night_from_the_settled_months_bills_what_the_whole_ledger_bills(
     def apply() -> None:
         books.contract(cid, [
             books.rmm(sid, "12.50", t["start"].isoformat(),
-                      **({"end_date": t["end"].isoformat()} if t["end"] else {}))
+                      **({"end_date": t["end"].isoformat()} if t["end"] else {}),
+                      **({"name": t["name"]} if "name" in t else {}))
             for sid, t in terms.items()
         ], start=contract["start"].isoformat(), billing_day=contract["billing_day"], posting=posting)
 
@@ -262,9 +326,14 @@ def test_a_night_from_the_settled_months_bills_what_the_whole_ledger_bills(
             books.concluded(as_of.isoformat())
             incremental, whole = plans(books.engine, cid, as_of)
             assert incremental[1:] == whole[1:], (op, incremental[0])
+            walked = walked_services(books.engine, cid, as_of)
             event(("from a settled month" if incremental[0] else "the whole ledger")
-                  + (", with lines" if incremental[1] else ", no lines"))
+                  + (", with lines" if incremental[1] else ", no lines")
+                  + ("" if walked is None else f", {len(walked)} of 2 services walked"))
             run_billing(books.engine, as_of, contract_ids=[cid]).raise_for_failures()
+            if not whole[2]:  # kept pending: the lines written, kept or not, are the whole ledger's
+                assert pending_lines(books.engine, cid) == (
+                    sorted_lines(whole[1]), whole[4] if whole[1] else None), op
             latest = max(latest, as_of)
         elif kind == "change":
             _, which, day, source, after = op
@@ -283,8 +352,10 @@ def test_a_night_from_the_settled_months_bills_what_the_whole_ledger_bills(
                 "ORDER BY change_id")]
             if ids:
                 books.delete(ids[op[1] % len(ids)])
-        elif kind in ("end", "contract"):
-            if kind == "end":
+        elif kind in ("end", "contract", "rename"):
+            if kind == "rename":
+                terms[sids[op[1]]]["name"] = f"Renamed {op[1]}"
+            elif kind == "end":
                 service = terms[sids[op[1]]]
                 service["end"] = op[2] if op[2] is None or op[2] >= service["start"] else None
             else:

@@ -205,7 +205,8 @@ def run_billing(
 class ContractPlan:
     """What a run as of a date does for one contract: post ``lines`` as the invoice of
     ``month`` (``due``), or keep them pending as of ``lines_as_of``; ``start`` says which
-    months were walked."""
+    months were walked. ``walked``: the services whose lines ``lines`` are, when the pending
+    lines of the others hold (``settled.Start.kept_as_of``); None: every service's."""
 
     contract: Contract
     due: bool
@@ -213,15 +214,18 @@ class ContractPlan:
     lines_as_of: date
     lines: list[Line]
     start: settled.Start
+    walked: frozenset[str] | None = None
 
 
 def plan_contract(
     conn: Connection, contract: Contract, as_of: date, *, walk_all: bool = False,
-    stale: settled.StaleRead | None = None,
+    stale: settled.StaleRead | None = None, keep_pending: bool = False,
 ) -> ContractPlan:
     """The reconciliation of one contract as of ``as_of``, in the caller's transaction: from
     the months its last run left unsettled, or (``walk_all``) its whole ledger. ``stale``: the
-    run's read of the stale rows (``settled.read_stale``; None: the contract's are read now)."""
+    run's read of the stale rows (``settled.read_stale``; None: the contract's are read now).
+    ``keep_pending``: compute only the lines of the services whose pending lines may have
+    changed (``ContractPlan.walked``), for a run that writes them and keeps the others."""
     state = store.load_state(conn, contract.contract_id)
     month = billing_month(as_of, contract.billing_day, contract.start_date)
     due = (
@@ -238,25 +242,20 @@ def plan_contract(
             d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
         )
         target = PENDING
-    lines, begin = _walk(conn, contract, lines_as_of, target, walk_all, stale)
-    return ContractPlan(contract, due, month, lines_as_of, lines, begin)
+    terms = store.service_terms(conn, contract)
+    if walk_all:
+        begin = settled.whole(contract, terms)
+    else:
+        kept = state if keep_pending and not due else None
+        begin = settled.start(conn, contract, lines_as_of, terms, stale, kept)
+    lines, walked = reconcile_contract(conn, contract, lines_as_of, target, terms, begin)
+    return ContractPlan(contract, due, month, lines_as_of, lines, begin, walked)
 
 
 def plan_lines(conn: Connection, contract: Contract, as_of: date) -> list[Line]:
     """The lines a run as of ``as_of`` computes for the contract (its pending lines, when the
     run kept them pending), in the caller's transaction."""
-    return _walk(conn, contract, as_of, PENDING, walk_all=False, stale=None)[0]
-
-
-def _walk(
-    conn: Connection, contract: Contract, as_of: date, target: str, walk_all: bool,
-    stale: settled.StaleRead | None,
-) -> tuple[list[Line], settled.Start]:
-    """The reconciliation from the months the contract's last run left unsettled (or its whole
-    ledger), and where it started."""
-    terms = store.service_terms(conn, contract)
-    begin = settled.whole(contract, terms) if walk_all else settled.start(conn, contract, as_of, terms, stale)
-    return reconcile_contract(conn, contract, as_of, target, terms, begin.since), begin
+    return plan_contract(conn, contract, as_of).lines
 
 
 def bill_contract(
@@ -267,17 +266,21 @@ def bill_contract(
     with ``dry_run`` the same transaction is rolled back. ``stale``: as ``plan_contract``."""
     with engine.connect() as conn, conn.begin() as transaction:
         contract = store.lock_contract(conn, contract_id)
-        plan = plan_contract(conn, contract, as_of, stale=stale)
+        plan = plan_contract(conn, contract, as_of, stale=stale, keep_pending=True)
         month = plan.month
         invoice = post_invoice(conn, contract, month, as_of, plan.lines) if plan.due and plan.lines else None
         if plan.due:  # the month's invoice run happened, even with nothing to post
             store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id if invoice else None)
         pending = [] if plan.due else plan.lines
-        store.replace_pending(conn, contract_id, plan.lines_as_of, pending)
-        settled.record(conn, contract, plan.start, plan.lines_as_of, plan.lines)
+        if plan.walked is None:
+            store.replace_pending(conn, contract_id, plan.lines_as_of, pending)
+            kept = None
+        else:  # the other services' pending lines stay
+            kept = store.refresh_pending(conn, contract, plan.lines_as_of, pending, plan.walked)
+        settled.record(conn, contract, plan.start, plan.lines_as_of, plan.lines, kept and kept.first_day)
         if dry_run:
             transaction.rollback()
-        return result(contract, invoice, pending, plan.lines_as_of)
+        return result(contract, invoice, pending, plan.lines_as_of, kept)
 
 
 def _attempt(
@@ -322,28 +325,39 @@ def _alert_failure(engine: Engine, as_of: date, failure: FailedContract) -> None
 
 
 def reconcile_contract(
-    conn: Connection, contract: Contract, as_of: date, target: str, terms: list[Service], since: date | None
-) -> list[Line]:
+    conn: Connection, contract: Contract, as_of: date, target: str, terms: list[Service],
+    begin: settled.Start,
+) -> tuple[list[Line], frozenset[str] | None]:
     """Expected − posted ledger of one contract as of ``as_of``, in the caller's transaction,
-    over the months from ``since`` (None: the whole ledger); ``terms``: ``store.service_terms``."""
+    over the months from ``begin.since`` (None: the whole ledger), of the services
+    ``begin.walked`` leaves (their ids, or None: every service); ``terms``: ``store.service_terms``."""
+    since = begin.since
     services = store.load_services(conn, contract, as_of, terms, since)
-    posted = store.load_posted_net(conn, contract, since)
+    walked = begin.walked(services)
+    ids = None if walked is None else frozenset(s.service_id for s in walked)
+    if walked is not None:
+        services = walked
+    posted = store.load_posted_net(conn, contract, since, ids)
     expected = ExpectedLedger(contract, services, as_of, posted, since)
-    return reconcile(
-        expected, posted, lambda: PostedLedger(store.load_posted(conn, contract, since)),
+    lines = reconcile(
+        expected, posted, lambda: PostedLedger(store.load_posted(conn, contract, since, ids)),
         contract.currency, target,
     )
+    return lines, ids
 
 
 def result(
-    contract: Contract, invoice: Invoice | None, pending: list[Line], as_of: date
+    contract: Contract, invoice: Invoice | None, pending: list[Line], as_of: date,
+    kept: store.KeptPending | None = None,
 ) -> ContractResult:
+    """A contract's result: its invoice, and its pending lines (``pending`` written and the
+    ``kept`` ones)."""
     return ContractResult(
         contract_id=contract.contract_id,
         posting=contract.posting,
         currency=contract.currency,
         invoice=invoice,
-        pending_lines=len(pending),
-        pending_total=sum((x.amount for x in pending), Decimal(0)),
+        pending_lines=len(pending) + (kept.lines if kept else 0),
+        pending_total=sum((x.amount for x in pending), kept.total if kept else Decimal(0)),
         pending_as_of=as_of,
     )

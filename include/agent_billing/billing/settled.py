@@ -17,6 +17,13 @@ The next run starts at the earliest of the recorded month and the months of its 
 It walks the whole ledger when nothing is recorded, the digest differs, or it runs as of an
 earlier date than the record. ``ENGINE`` is part of the digest: a release that changes the
 engine's rules bumps it, and every contract is walked whole once.
+
+A nightly run also leaves alone the services whose lines cannot have changed since the last
+run (``Start.kept_as_of``): their pending lines are that run's lines and stay. That holds when
+the last run left its lines pending (nothing posted since: a month's posted lines can change
+what it expects), the invoice month is the same, and the service has no stale row and no
+change effective since; its terms, price and name are in the digest. Only the others' lines
+are computed and rewritten: a night's cost follows its changes, not the month's pending lines.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from agent_billing.billing.calendar import billing_month, month_start, next_mont
 from agent_billing.billing.model import Contract, Line, Service
 from agent_billing.billing.money import price_units
 
-ENGINE = "1"
+ENGINE = "2"  # 2: service names in the digest (pending lines kept carry them)
 _DELETE_BATCH = 5_000
 
 
@@ -46,17 +53,35 @@ class Start:
     since: date | None  # the first month walked; None: the whole ledger
     digest: str  # of the contract's terms and services as read
     stale: tuple[int, ...] = ()  # the ``billing_stale`` rows read (their ``seq``)
+    stale_services: frozenset[str] = frozenset()  # the services those rows name
+    # the date the contract's pending lines are as of, when they are still the lines of every
+    # service without a stale row or a change effective after it (None: every service walked)
+    kept_as_of: date | None = None
+
+    def walked(self, services: Sequence[Service]) -> list[Service] | None:
+        """Of ``services`` (with their changes read from ``since``), those whose lines a run
+        keeping the others' pending lines computes; None: it keeps none."""
+        if self.kept_as_of is None:
+            return None
+        return [
+            s for s in services
+            if s.service_id in self.stale_services
+            or any(c.effective_date > self.kept_as_of for c in s.changes)
+        ]
 
 
 @dataclass(slots=True)
 class StaleRows:
-    """A contract's ``billing_stale`` rows as read: their ``seq`` and the dates they name."""
+    """A contract's ``billing_stale`` rows as read: their ``seq`` and the services and dates
+    they name."""
 
     seqs: array = field(default_factory=lambda: array("q"))
     first: date | None = None  # the earliest date named
+    services: set[str] = field(default_factory=set)
 
-    def add(self, seq: int, day: date) -> None:
+    def add(self, seq: int, service_id: str, day: date) -> None:
         self.seqs.append(seq)
+        self.services.add(service_id)
         self.first = day if self.first is None else min(self.first, day)
 
 
@@ -77,8 +102,8 @@ def read_stale(conn: Connection) -> StaleRead:
     found: dict[str, StaleRows] = {}
     through = 0
     rows = conn.execution_options(yield_per=10_000).execute(store.query("stale_rows"))
-    for contract_id, seq, day in rows:
-        found.setdefault(contract_id, StaleRows()).add(seq, day)
+    for contract_id, seq, service_id, day in rows:
+        found.setdefault(contract_id, StaleRows()).add(seq, service_id, day)
         through = max(through, seq)
     return StaleRead(found, through)
 
@@ -93,18 +118,21 @@ def _stale_rows(conn: Connection, contract_id: str, read: StaleRead | None) -> S
     if read is not None and (earlier := read.rows.get(contract_id)) is not None:
         rows.seqs.extend(earlier.seqs)
         rows.first = earlier.first
+        rows.services.update(earlier.services)
     after = -1 if read is None else read.through
-    for seq, day in conn.execute(store.query("stale_changes"), {"contract_id": contract_id, "after": after}):
-        rows.add(seq, day)
+    for seq, service_id, day in conn.execute(
+        store.query("stale_changes"), {"contract_id": contract_id, "after": after}
+    ):
+        rows.add(seq, service_id, day)
     return rows
 
 
 def inputs_digest(contract: Contract, terms: Sequence[Service]) -> str:
     """A digest of every input of the ledger other than the unit changes and the posted lines
-    (names only describe lines: they are not in it)."""
+    (the services' names too: they describe the pending lines a run keeps)."""
     parts = [
         ENGINE, contract.currency, contract.billing_day, contract.start_date, contract.end_date,
-        *((t.service_id, price_units(t.unit_price), t.start_date, t.end_date, t.start_units)
+        *((t.service_id, t.name, price_units(t.unit_price), t.start_date, t.end_date, t.start_units)
           for t in sorted(terms, key=lambda t: t.service_id)),
     ]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
@@ -117,10 +145,11 @@ def whole(contract: Contract, terms: Sequence[Service]) -> Start:
 
 def start(
     conn: Connection, contract: Contract, as_of: date, terms: Sequence[Service],
-    read: StaleRead | None = None,
+    read: StaleRead | None = None, pending: store.ContractState | None = None,
 ) -> Start:
     """Where a run as of ``as_of`` starts, in the contract's transaction once it is locked;
-    ``read``: the run's ``read_stale`` (None: the contract's rows are read here)."""
+    ``read``: the run's ``read_stale`` (None: the contract's rows are read here). ``pending``:
+    the contract's state, given by a run that would keep the pending lines that still hold."""
     digest = inputs_digest(contract, terms)
     stale = _stale_rows(conn, contract.contract_id, read)
     seqs = tuple(stale.seqs)
@@ -128,14 +157,31 @@ def start(
     if record is None or record["inputs_digest"] != digest or as_of < record["as_of"]:
         return Start(None, digest, seqs)
     since = record["settled_before"] if stale.first is None else min(record["settled_before"], month_start(stale.first))
-    return Start(since, digest, seqs)
+    kept = record["as_of"] if pending and _lines_hold(contract, as_of, record["as_of"], pending) else None
+    return Start(since, digest, seqs, frozenset(stale.services), kept)
+
+
+def _lines_hold(contract: Contract, as_of: date, last: date, state: store.ContractState) -> bool:
+    """Whether the pending lines of the contract's last run (as of ``last``) are still the
+    lines as of ``as_of`` of its services that nothing changed for: that run kept its lines
+    pending and nothing was posted since (a month's posted lines can change what it expects,
+    ``expected.absorbed_count``), and ``as_of`` is in the same invoice month (no new month's
+    lines are due)."""
+    return (
+        state.pending_as_of in (None, last)
+        and (state.last_invoice_as_of is None or state.last_invoice_as_of < last)
+        and billing_month(as_of, contract.billing_day, contract.start_date)
+        == billing_month(last, contract.billing_day, contract.start_date)
+    )
 
 
 def record(
-    conn: Connection, contract: Contract, begin: Start, as_of: date, lines: Iterable[Line]
+    conn: Connection, contract: Contract, begin: Start, as_of: date, lines: Iterable[Line],
+    kept_from: date | None = None,
 ) -> date | None:
     """Record what a run as of ``as_of`` settled (in its transaction) and consume the stale rows
-    it read; returns the first unsettled month (None: nothing settled).
+    it read; returns the first unsettled month (None: nothing settled). ``kept_from``: the first
+    day of the pending lines the run kept, if any.
 
     A month with a line of this run stays unsettled, posted or pending: what a month expects
     can depend on its own posted lines (``expected.absorbed_count``), so a month is settled
@@ -145,7 +191,8 @@ def record(
     invoiced = billing_month(as_of, contract.billing_day, contract.start_date)
     if invoiced is None:
         return None
-    boundary = min([next_month(invoiced), month_start(as_of + timedelta(days=1)),
+    kept = [] if kept_from is None else [month_start(kept_from)]
+    boundary = min([next_month(invoiced), month_start(as_of + timedelta(days=1)), *kept,
                     *(month_start(x.period_start) for x in lines)])
     conn.execute(
         store.statement("settle"),

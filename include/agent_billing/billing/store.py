@@ -7,17 +7,19 @@ storage of its own, and the typed columns turn its values back into ``date``/``D
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import date
+from decimal import Decimal
 from functools import cache
+from itertools import islice
 
 from sqlalchemy import Connection, Date, Dialect, Numeric, bindparam
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
 from agent_billing.billing.model import Contract, Line, PostedLine, Service, UnitChange
-from agent_billing.billing.money import AMOUNT_MAX, price_units, to_e4
+from agent_billing.billing.money import AMOUNT_MAX, price_units, quantize, to_e4
 from agent_billing.billing.timeline import ordered, starting_units
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
@@ -33,7 +35,7 @@ _TYPES = {
             "as_of", "start_date", "end_date", "effective_date", "period_start", "period_end",
             "invoice_date", "invoice_month", "last_invoice_month", "last_invoice_as_of",
             "pending_as_of", "snapshot_date", "first_count_date", "first_reading_date",
-            "since", "settled_before", "from_date",
+            "since", "settled_before", "from_date", "first_day",
         )
     },
 }
@@ -127,12 +129,17 @@ def load_services(
 
 
 def load_posted_net(
-    conn: Connection, contract: Contract, since: date | None = None
+    conn: Connection, contract: Contract, since: date | None = None,
+    services: Collection[str] | None = None,
 ) -> dict[str | None, tuple[int, int]]:
     """Net units and amount (ten-thousandths) per posted normal or prorated line key of the
-    months from ``since`` (None: all) (the key None: adjustments whose line is missing)."""
+    months from ``since`` (None: all) (the key None: adjustments whose line is missing), of the
+    ``services`` (None: every service)."""
     rows = _all_rows(conn, "posted_net", {"contract_id": contract.contract_id, "since": since or date.min})
-    return {key: (units, amount_e4) for key, units, amount_e4 in rows}
+    return {
+        key: (units, amount_e4) for key, service_id, units, amount_e4 in rows
+        if services is None or service_id in services
+    }
 
 
 def _all_rows(conn: Connection, name: str, params: dict) -> list:
@@ -154,10 +161,15 @@ def _driver_sql(name: str, dialect: Dialect) -> str:
     return str(query(name).compile(dialect=dialect))
 
 
-def load_posted(conn: Connection, contract: Contract, since: date | None = None) -> list[PostedLine]:
+def load_posted(
+    conn: Connection, contract: Contract, since: date | None = None,
+    services: Collection[str] | None = None,
+) -> list[PostedLine]:
+    """The posted lines of the months from ``since`` (None: all), of the ``services`` (None:
+    every service)."""
     params = {"contract_id": contract.contract_id, "since": since or date.min}
     rows = conn.execute(query("posted_lines"), params).all()
-    return [PostedLine(*row) for row in rows]
+    return [PostedLine(*row) for row in rows if services is None or row.service_id in services]
 
 
 def load_pending(conn: Connection, contract: Contract) -> tuple[list[Line], date | None]:
@@ -232,6 +244,39 @@ def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iter
         conn, "billing_pending", (*_LINE_COLUMNS, "as_of"),
         ((*_line_row(x, contract_id), as_of) for x in lines),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class KeptPending:
+    """The pending lines a run kept (``refresh_pending``): how many, their total, and the first
+    day of the earliest (None: none kept)."""
+
+    lines: int
+    total: Decimal
+    first_day: date | None
+
+
+_DELETE_BATCH = 5_000
+
+
+def refresh_pending(
+    conn: Connection, contract: Contract, as_of: date, lines: Iterable[Line], walked: Collection[str]
+) -> KeptPending:
+    """Replace the pending lines of the services ``walked`` with ``lines`` (theirs), and date the
+    other services' pending lines, which still hold, as of ``as_of``; returns what was kept."""
+    delete = statement("delete_pending_of").bindparams(bindparam("services", expanding=True))
+    walked = iter(sorted(walked))
+    while batch := list(islice(walked, _DELETE_BATCH)):
+        conn.execute(delete, {"contract_id": contract.contract_id, "services": batch})
+    row = conn.execute(query("pending_summary"), {"contract_id": contract.contract_id}).one()
+    if row.lines:
+        conn.execute(statement("date_pending"), {"contract_id": contract.contract_id, "as_of": as_of})
+    bulk_insert(
+        conn, "billing_pending", (*_LINE_COLUMNS, "as_of"),
+        ((*_line_row(x, contract.contract_id), as_of) for x in lines),
+    )
+    total = quantize(Decimal(row.total_e4 or 0).scaleb(-4), contract.currency)
+    return KeptPending(row.lines, total, row.first_day)
 
 
 def _first_observation(row) -> int | None:

@@ -3,4 +3,4 @@
 -- of the whole table at the start of a billing run (``settled.read_stale``): it has no contract
 -- index (migration 0015), so that the trigger's writes only append; each contract's transaction
 -- then reads its rows written since (``stale_changes``).
-SELECT contract_id, seq, from_date FROM billing_stale
+SELECT contract_id, seq, service_id, from_date FROM billing_stale
