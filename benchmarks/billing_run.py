@@ -92,10 +92,12 @@ def _report(results: list[dict]) -> str:
         f" agents, {SERVICES_PER_CONTRACT} per contract, one daily count each (COPY-loaded) and"
         " a unit change every ~2 weeks. *Year* = the twelve runs as of each month's 1st (each"
         f" posts every contract's invoice); *nightly* = one run as of {NIGHTLY} (nothing to"
-        f" post; refreshes `billing_review`), after the night of {MONTHS[-1] + timedelta(days=1)}"
-        " (the night after December's invoice: every night runs in production), and one as of"
-        f" {EARLY_NIGHTLY}, the second night (after January's run), each after the unit changes"
-        " of the night before were written again, as a sync's diff writes them; *backfill* = a"
+        f" post; refreshes `billing_review`), after the run of the night before, as every night runs"
+        f" in production; one as of {EARLY_NIGHTLY}, the second night (after January's run), and"
+        f" one as of {EARLY_SAME_DAY}, after the night before's; each after the unit changes"
+        " effective that day were written again, as that night's sync writes them before its"
+        " billing run (a night's run computes only the lines of the services whose changes are"
+        " new, `billing.settled`); *backfill* = a"
         f" run after the changes of {BACKFILLED} were written again (a backfilled night: its"
         " month and every later one are walked again). Each size runs in"
         " its own process. Each timed run starts settled (VACUUM ANALYZE and a checkpoint just before"
@@ -153,23 +155,25 @@ def _child(services: int) -> None:
             monthly.append(time.perf_counter() - started)
             monthly_cpu += time.process_time() - cpu
             if month == MONTHS[0]:  # the night after the first invoice, before the year piles up
-                _rewrite_night(engine, EARLY_NIGHTLY - timedelta(days=1))
+                _rewrite_night(engine, EARLY_NIGHTLY)
                 settle_postgres(engine)
                 started = time.perf_counter()
                 assert run_billing(engine, EARLY_NIGHTLY).invoices_posted == 0
                 early_seconds = time.perf_counter() - started
-                _rewrite_night(engine, EARLY_SAME_DAY - timedelta(days=1))
+                run_billing(engine, EARLY_SAME_DAY - timedelta(days=1))  # every night runs
+                _rewrite_night(engine, EARLY_SAME_DAY)
                 settle_postgres(engine)
                 started = time.perf_counter()
                 run_billing(engine, EARLY_SAME_DAY)
                 same_day_seconds = time.perf_counter() - started
             if month == MONTHS[-1]:  # the night after December's invoice, as on 2 January
-                _rewrite_night(engine, month)
+                _rewrite_night(engine, month + timedelta(days=1))
                 settle_postgres(engine)
                 started = time.perf_counter()
                 run_billing(engine, month + timedelta(days=1))
                 late_after_invoice_seconds = time.perf_counter() - started
-        _rewrite_night(engine, NIGHTLY - timedelta(days=1))
+        run_billing(engine, NIGHTLY - timedelta(days=1))  # every night runs in production
+        _rewrite_night(engine, NIGHTLY)
         settle_postgres(engine)
         nightly_load = os.getloadavg()
         started, cpu = time.perf_counter(), time.process_time()
