@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
 from datetime import date, timedelta
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from agent_billing.billing import post_reviewed, run_billing
@@ -20,6 +23,7 @@ from agent_billing.billing import store as billing_store
 from agent_billing.billing.run import bill_contract, plan_contract
 from agent_billing.contracts import ContractsFileError
 from agent_billing.errors import UserError
+from agent_billing.sync.changes import lock_unit_history
 
 
 def settled(books, contract_id: str) -> tuple[date, date] | None:
@@ -149,6 +153,66 @@ def test_a_run_never_deletes_a_stale_row_written_after_another_run_consumed_the_
         ("D", books.d("2024-01-20"))]
     books.bill("2024-03-04")
     assert {x["period_start"].month for x in books.pending("D")} == {1, 2, 3}
+
+
+def _until_done_or_waiting(engine, thread: threading.Thread) -> None:
+    """Wait until ``thread`` has finished or a session waits on a lock (PostgreSQL)."""
+    with engine.connect() as watch:
+        for _ in range(600):
+            if not thread.is_alive() or watch.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+                return
+            time.sleep(0.05)
+    raise AssertionError("the thread neither finished nor waited on a lock in 30 s")
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_a_change_by_hand_sql_committed_around_a_sync_and_a_run_s_read_is_billed_that_night(books):
+    """A person's SQL inserts a change (it takes a ``seq``) and commits late: after a sync writes
+    a change of another contract and after a billing run read the stale rows. Rows must commit in
+    ``seq`` order (migration 0019: every writer takes the unit-history lock until it commits), or
+    the hand change's row falls below the range the contract's transaction reads and the night
+    keeps its service's pending lines without it."""
+    services = [books.rmm(s, "10.00", "2024-01-01") for s in ("A", "B")]
+    books.contract("C", services, start="2024-01-01", posting="review")
+    books.contract("D", [books.rmm("T", "10.00", "2024-01-01")], start="2024-01-01")
+    for s in ("A", "B", "T"):
+        books.count(s, "2024-01-01", 4)
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        books.bill(day)
+    books.concluded("2024-01-04")
+
+    outcome: dict = {}
+
+    def sync_writes_a_change() -> None:
+        with books.engine.begin() as conn:
+            lock_unit_history(conn)
+            conn.execute(text(
+                "INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, "
+                "units_after, delta, source) VALUES ('T:2024-01-03', 'T', '2024-01-03', 4, 5, 1, 'nightly_sync')"))
+
+    def run_reads_the_stale_rows() -> None:
+        with books.engine.connect() as conn:
+            outcome["read"] = settled_months.read_stale(conn)
+
+    with books.engine.connect() as hand:
+        hand.execute(text(
+            "INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, "
+            "units_after, delta, source) VALUES ('B:2024-01-02', 'B', '2024-01-02', 4, 6, 2, 'manual')"))
+        sync = threading.Thread(target=sync_writes_a_change)
+        sync.start()
+        _until_done_or_waiting(books.engine, sync)
+        read = threading.Thread(target=run_reads_the_stale_rows)
+        read.start()
+        _until_done_or_waiting(books.engine, read)
+        hand.commit()
+    sync.join(timeout=30)
+    read.join(timeout=30)
+    assert "read" in outcome and not sync.is_alive()
+
+    whole = plans(books.engine, "C", books.d("2024-01-04"))[1]
+    bill_contract(books.engine, "C", books.d("2024-01-04"), stale=outcome["read"])
+    assert pending_lines(books.engine, "C") == (sorted_lines(whole[1]), books.d("2024-01-04"))
+    assert any(x["service_id"] == "B" and x["period_start"] == books.d("2024-01-02") for x in books.pending("C"))
 
 
 def test_a_night_rewrites_only_the_pending_lines_of_services_that_changed(books):

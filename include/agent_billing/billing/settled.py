@@ -33,7 +33,6 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from itertools import islice
 
 from sqlalchemy import Connection, bindparam, text
 
@@ -43,7 +42,6 @@ from agent_billing.billing.model import Contract, Line, Service
 from agent_billing.billing.money import price_units
 
 ENGINE = "2"  # 2: service names in the digest (pending lines kept carry them)
-_DELETE_BATCH = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +108,10 @@ def read_stale(conn: Connection) -> StaleRead:
 
 def _stale_rows(conn: Connection, contract_id: str, read: StaleRead | None) -> StaleRows:
     """The contract's stale rows: those the run read, and those written since, a range of the
-    key (``seq`` is never used twice, and the pipeline's writers, holding the unit-history lock,
-    commit in ``seq`` order). On PostgreSQL a write by hand SQL interleaved with a pipeline
-    writer's can leave either one's row below the range: it is kept and walked by the next
-    run. Without a run's read (the preview, review posting), all of the contract's rows."""
+    key: a ``seq`` is never used twice, and rows commit in ``seq`` order, as every writer of
+    unit changes, a person's SQL included, holds the unit-history lock from before its first
+    row until it commits (migration 0019). Without a run's read (the preview, review posting),
+    all of the contract's rows."""
     rows = StaleRows()
     if read is not None and (earlier := read.rows.get(contract_id)) is not None:
         rows.seqs.extend(earlier.seqs)
@@ -206,6 +204,4 @@ def _delete_stale(conn: Connection, seqs: tuple[int, ...]) -> None:
     """Only the rows read: a change committed since then is walked by the next run."""
     statement = text("DELETE FROM billing_stale WHERE seq IN :seqs").bindparams(
         bindparam("seqs", expanding=True))
-    iterator = iter(seqs)
-    while batch := list(islice(iterator, _DELETE_BATCH)):
-        conn.execute(statement, {"seqs": batch})
+    store.execute_in_batches(conn, statement, "seqs", seqs)

@@ -256,7 +256,15 @@ class KeptPending:
     first_day: date | None
 
 
-_DELETE_BATCH = 5_000
+_IN_BATCH = 5_000  # values bound in one statement's expanding IN list
+
+
+def execute_in_batches(conn: Connection, statement, name: str, values: Iterable, **params) -> None:
+    """Execute ``statement``, whose parameter ``name`` is an expanding IN list, for ``values``
+    a batch at a time (a bound on one statement's parameters)."""
+    iterator = iter(values)
+    while batch := list(islice(iterator, _IN_BATCH)):
+        conn.execute(statement, {**params, name: batch})
 
 
 def refresh_pending(
@@ -265,9 +273,7 @@ def refresh_pending(
     """Replace the pending lines of the services ``walked`` with ``lines`` (theirs), and date the
     other services' pending lines, which still hold, as of ``as_of``; returns what was kept."""
     delete = statement("delete_pending_of").bindparams(bindparam("services", expanding=True))
-    walked = iter(sorted(walked))
-    while batch := list(islice(walked, _DELETE_BATCH)):
-        conn.execute(delete, {"contract_id": contract.contract_id, "services": batch})
+    execute_in_batches(conn, delete, "services", sorted(walked), contract_id=contract.contract_id)
     row = conn.execute(query("pending_summary"), {"contract_id": contract.contract_id}).one()
     if row.lines:
         conn.execute(statement("date_pending"), {"contract_id": contract.contract_id, "as_of": as_of})
