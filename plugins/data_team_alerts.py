@@ -71,7 +71,7 @@ def mail_data_team_now(cause: BaseException, message_id: str, subject: str, body
     the mail says so. Not deduplicated like the outbox: used only when the outbox cannot be."""
     from agent_billing.errors import ConfigurationError
     from agent_billing.settings import mail_settings
-    from agent_billing.sync.notify import send_now
+    from agent_billing.sync.notify import refused_by, send_now
     from airflow_connections import optional_connection_info
 
     settings = mail_settings()
@@ -87,7 +87,10 @@ def mail_data_team_now(cause: BaseException, message_id: str, subject: str, body
         )
     log.warning("alert %r mailed directly: the warehouse could not queue it (%s)", message_id, reason)
     body += f"\nThis alert is not in notification_outbox: the warehouse could not take it ({reason}).\n"
-    send_now(smtp, settings.notify_from, message_id, ",".join(settings.data_team), subject, body)
+    turned_away = send_now(smtp, settings.notify_from, message_id, ",".join(settings.data_team), subject, body)
+    if turned_away:  # the others got it; nothing retries a direct mail, so the log tells
+        log.warning("alert %r mailed to the others but %s: fix AGENT_BILLING_DATA_TEAM_EMAILS",
+                    message_id, refused_by(turned_away))
 
 
 def redacted(text: str) -> str:

@@ -235,6 +235,18 @@ class LocalSmtp:
         return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": self.port, "extra": self.extra})
 
 
+class RefusingSmtp(LocalSmtp):
+    """A real local SMTP server that refuses some recipients (``refused``) and takes the others."""
+
+    refused: frozenset[str] = frozenset()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's hook
+        if address in self.refused:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
 @pytest.fixture
 def local_smtp():
     smtp = LocalSmtp().start()

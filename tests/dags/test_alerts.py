@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from ..conftest import RefusingSmtp
+
 ROOT = Path(__file__).resolve().parents[2]
 DAG_IDS = ["agent_billing", "get_units_now", "vsa_asset_sync"]
 DATA_TEAM = "data@msp.example"
@@ -186,6 +188,25 @@ def test_a_failure_the_warehouse_cannot_record_is_mailed_at_once(broken_warehous
     body = mail.content.decode()
     assert "vsa_asset_sync failed at load" in body and "not in notification_outbox" in body
     assert "s3cret-pw" not in body
+
+
+@pytest.mark.parametrize("broken_warehouse", ["unreachable"], indirect=True)
+def test_a_mailed_alert_names_the_data_team_addresses_the_server_refused(broken_warehouse, monkeypatch, caplog):
+    """Nothing retries an alert mailed without the outbox: a refused address is told in the log
+    (the others get the alert), never passed over in silence."""
+    from data_team_alerts import alert_data_team
+
+    server = RefusingSmtp().start()
+    server.refused = frozenset({"gone@msp.example"})
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", server.connection_json)
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", f"{DATA_TEAM},gone@msp.example")
+    try:
+        alert_data_team({"ti": FailedTask(), "exception": RuntimeError("connection refused")})
+    finally:
+        server.stop()
+    assert [m.rcpt_tos for m in server.messages] == [[DATA_TEAM]]
+    [warning] = [r.getMessage() for r in caplog.records if "refused by" in r.getMessage()]
+    assert "gone@msp.example (550" in warning and "AGENT_BILLING_DATA_TEAM_EMAILS" in warning
 
 
 def test_a_late_run_is_mailed_at_once_when_the_warehouse_is_down(broken_warehouse, smtp_inbox):

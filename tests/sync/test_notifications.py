@@ -13,7 +13,7 @@ from agent_billing.connections import ConnectionInfo
 from agent_billing.sync.notify import DeliveryFailed, deliver_outbox
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
-from ..conftest import LocalSmtp
+from ..conftest import RefusingSmtp
 from .conftest import DAYS, write_landing
 
 D1, D2, _ = sorted(DAYS)
@@ -328,18 +328,6 @@ def test_any_contract_id_gives_each_mail_its_own_well_formed_headers(warehouse, 
     assert all(m["Date"] for m in mails)
     assert sorted(str(m["X-Agent-Billing-Message"]) for m in mails) == [
         f"unit-changes:{contract_id}:{d}" for d in sorted(DAYS)[1:]]
-
-
-class RefusingSmtp(LocalSmtp):
-    """A server that refuses some recipients and takes the others."""
-
-    refused: frozenset[str] = frozenset()
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd's hook
-        if address in self.refused:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

@@ -384,7 +384,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
                 break
             continue
         if turned_away:  # delivered to the others: sent (never twice), the refusal told
-            refusal = "refused by " + ", ".join(f"{address} ({code} {_text(why)})" for address, (code, why) in turned_away.items())
+            refusal = refused_by(turned_away)
             refused.append(f"{message_id}: {refusal}")
             _mark(engine, message_id, error=refusal, sent=True)
         else:
@@ -433,6 +433,11 @@ def send_now(smtp: ConnectionInfo, sender: str, message_id: str, recipients: str
     mail["X-Agent-Billing-Message"] = message_id
     mail.set_content(body)
     return _send(smtp, mail)
+
+
+def refused_by(turned_away: dict) -> str:
+    """``refused by a@x (550 why), …``: the recipients ``send_now`` says the server refused."""
+    return "refused by " + ", ".join(f"{address} ({code} {_text(why)})" for address, (code, why) in turned_away.items())
 
 
 def _mail_domain(sender: str) -> str:
