@@ -378,9 +378,9 @@ def test_a_mute_server_stops_the_delivery_at_the_first_message(contoso, settings
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_a_correction_goes_to_those_told_and_to_the_recipients_now(contoso, settings, local_smtp):
-    """The address told went dead and the contracts file names a new one (the runbook's fix):
-    the correction reaches the new address too, not only the dead one."""
+def test_a_correction_goes_to_the_recipients_now_never_to_an_address_removed(contoso, settings, local_smtp):
+    """The address told was removed from the contracts file (a contact who left, a dead mailbox:
+    the runbook's fix) and a new one named: the correction goes to the new one only."""
     from copy import deepcopy
 
     from agent_billing.contracts import apply_contracts
@@ -398,7 +398,9 @@ def test_a_correction_goes_to_those_told_and_to_the_recipients_now(contoso, sett
         [recipients] = conn.execute(text(
             "SELECT recipients FROM notification_outbox WHERE message_id LIKE :p"),
             {"p": f"unit-changes:C-CONTOSO:{d3}:correction:%"}).scalars().all()
-    assert recipients == "billing@contoso.example,new@contoso.example"
+    assert recipients == "new@contoso.example"
+    assert deliver_outbox(contoso, local_smtp.connection, settings.notify_from).sent == 2  # D2's mail too
+    assert [m.rcpt_tos for m in local_smtp.messages[1:]] == [["new@contoso.example"]] * 2
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

@@ -170,7 +170,6 @@ class Told:
 
     message_id: str
     body: str
-    recipients: list[str]
 
 
 def _latest_version(
@@ -197,11 +196,10 @@ def _latest_version(
     # The id follows what it corrects too: a text told before (changes that flip back) is new
     # after another version (by the text alone it hit the sent one and was never queued).
     version = hashlib.sha256(f"{last_sent.message_id}\n{correction}".encode()).hexdigest()[:12]
-    # to those told, and to the recipients now (an address that went dead is replaced in the
-    # contracts file: the new one gets the correction too)
-    sent_to = last_sent.recipients + [r for r in recipients if r not in last_sent.recipients]
+    # to the contract's recipients now, as every message: an address removed from the contracts
+    # file (a contact who left, a dead mailbox) gets nothing more, its replacement gets this
     message_id = f"{head}:correction:{version}"
-    new = queue_message(conn, message_id, "unit_changes", sent_to, correction_subject, correction,
+    new = queue_message(conn, message_id, "unit_changes", recipients, correction_subject, correction,
                         snapshot_date=snapshot_date)
     return new, message_id
 
@@ -257,20 +255,20 @@ TOLD_ORDER = "COALESCE(sent_at, claimed_at), created_at"
 
 
 def _sent_unit_change_mail(conn: Connection, snapshot_date: date) -> dict[str, Told]:
-    """Per contract, the body and recipients of the latest unit-change message (original or
+    """Per contract, the id and body of the latest unit-change message (original or
     correction) told for the date (found by the date's index, migration 0010)."""
     prefix = "unit-changes:"
     latest: dict[str, Told] = {}
-    for message_id, body, recipients in conn.execute(
+    for message_id, body in conn.execute(
         text(
-            "SELECT message_id, body, recipients FROM notification_outbox "
+            "SELECT message_id, body FROM notification_outbox "
             f"WHERE snapshot_date = :d AND kind = 'unit_changes' AND {TOLD} ORDER BY {TOLD_ORDER}"
         ),
         {"d": snapshot_date, "stale": datetime.now(UTC) - CLAIM_LEASE},
     ):
         head = message_id.split(":correction:")[0]
         if head.endswith(f":{snapshot_date}"):
-            latest[head[len(prefix):-len(f":{snapshot_date}")]] = Told(message_id, body, _recipients(recipients))
+            latest[head[len(prefix):-len(f":{snapshot_date}")]] = Told(message_id, body)
     return latest
 
 
@@ -316,11 +314,11 @@ def queue_units_now_mail(conn: Connection, service_id: str, observed_at: datetim
         _withdraw_unsent(conn, same_head, params, set())
         return False
     told = conn.execute(
-        text(f"SELECT message_id, body, recipients FROM notification_outbox WHERE {same_head} AND {TOLD} "
+        text(f"SELECT message_id, body FROM notification_outbox WHERE {same_head} AND {TOLD} "
              f"ORDER BY {TOLD_ORDER}"),
         {**params, "stale": datetime.now(UTC) - CLAIM_LEASE},
     ).all()
-    last_sent = Told(told[-1].message_id, told[-1].body, _recipients(told[-1].recipients)) if told else None
+    last_sent = Told(told[-1].message_id, told[-1].body) if told else None
     body = subject = None
     if change is not None:
         before, after = change
