@@ -173,12 +173,12 @@ def load_posted(
 
 
 def load_pending(conn: Connection, contract: Contract) -> tuple[list[Line], date | None]:
-    """The contract's pending lines and the date they were computed as of."""
+    """The contract's pending lines and the date they are as of (``billing_pending_runs``)."""
     rows = conn.execute(query("pending_lines"), {"contract_id": contract.contract_id}).mappings()
     lines, as_of = [], None
     for row in rows:
         lines.append(Line(**{name: row[name] for name in _LINE_FIELDS}))
-        as_of = max(as_of or row["as_of"], row["as_of"])
+        as_of = row["as_of"]
     return lines, as_of
 
 
@@ -239,11 +239,19 @@ def close_cycle(
 
 
 def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iterable[Line]) -> None:
+    """The contract's pending lines are ``lines``, as of ``as_of``."""
     conn.execute(statement("delete_pending"), {"contract_id": contract_id})
-    bulk_insert(
-        conn, "billing_pending", (*_LINE_COLUMNS, "as_of"),
-        ((*_line_row(x, contract_id), as_of) for x in lines),
-    )
+    written = bulk_insert(conn, "billing_pending", _LINE_COLUMNS, (_line_row(x, contract_id) for x in lines))
+    _date_pending(conn, contract_id, as_of if written else None)
+
+
+def _date_pending(conn: Connection, contract_id: str, as_of: date | None) -> None:
+    """Record the date the contract's pending lines are as of, one row per contract (migration
+    0020: a line kept by a later run is not rewritten); None: it has none."""
+    if as_of is None:
+        conn.execute(statement("undate_pending"), {"contract_id": contract_id})
+    else:
+        conn.execute(statement("date_pending"), {"contract_id": contract_id, "as_of": as_of})
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,17 +278,14 @@ def execute_in_batches(conn: Connection, statement, name: str, values: Iterable,
 def refresh_pending(
     conn: Connection, contract: Contract, as_of: date, lines: Iterable[Line], walked: Collection[str]
 ) -> KeptPending:
-    """Replace the pending lines of the services ``walked`` with ``lines`` (theirs), and date the
-    other services' pending lines, which still hold, as of ``as_of``; returns what was kept."""
+    """Replace the pending lines of the services ``walked`` with ``lines`` (theirs); the other
+    services' pending lines, which still hold, stay as they are. All are as of ``as_of``;
+    returns what was kept."""
     delete = statement("delete_pending_of").bindparams(bindparam("services", expanding=True))
     execute_in_batches(conn, delete, "services", sorted(walked), contract_id=contract.contract_id)
     row = conn.execute(query("pending_summary"), {"contract_id": contract.contract_id}).one()
-    if row.lines:
-        conn.execute(statement("date_pending"), {"contract_id": contract.contract_id, "as_of": as_of})
-    bulk_insert(
-        conn, "billing_pending", (*_LINE_COLUMNS, "as_of"),
-        ((*_line_row(x, contract.contract_id), as_of) for x in lines),
-    )
+    written = bulk_insert(conn, "billing_pending", _LINE_COLUMNS, (_line_row(x, contract.contract_id) for x in lines))
+    _date_pending(conn, contract.contract_id, as_of if row.lines or written else None)
     total = quantize(Decimal(row.total_e4 or 0).scaleb(-4), contract.currency)
     return KeptPending(row.lines, total, row.first_day)
 

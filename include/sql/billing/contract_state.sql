@@ -6,4 +6,4 @@ SELECT (SELECT MAX(m) FROM (
             SELECT MAX(invoice_month) FROM billing_cycles WHERE contract_id = :contract_id
         ) months) AS last_invoice_month,
        (SELECT MAX(as_of) FROM invoices WHERE contract_id = :contract_id) AS last_invoice_as_of,
-       (SELECT MAX(as_of) FROM billing_pending WHERE contract_id = :contract_id) AS pending_as_of
+       (SELECT as_of FROM billing_pending_runs WHERE contract_id = :contract_id) AS pending_as_of
