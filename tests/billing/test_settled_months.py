@@ -155,14 +155,16 @@ def test_a_run_never_deletes_a_stale_row_written_after_another_run_consumed_the_
     assert {x["period_start"].month for x in books.pending("D")} == {1, 2, 3}
 
 
-def _until_done_or_waiting(engine, thread: threading.Thread) -> None:
-    """Wait until ``thread`` has finished or a session waits on a lock (PostgreSQL)."""
+def _until_done_or_waiting(engine, thread: threading.Thread, pids: dict, name: str) -> None:
+    """Wait until ``thread`` has finished or its session (``pids[name]``) waits on a lock."""
     with engine.connect() as watch:
         for _ in range(600):
-            if not thread.is_alive() or watch.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar():
+            if not thread.is_alive() or (name in pids and watch.execute(
+                    text("SELECT count(*) FROM pg_locks WHERE pid = :pid AND NOT granted"),
+                    {"pid": pids[name]}).scalar()):
                 return
             time.sleep(0.05)
-    raise AssertionError("the thread neither finished nor waited on a lock in 30 s")
+    raise AssertionError(f"{name} neither finished nor waited on a lock in 30 s")
 
 
 @pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
@@ -182,9 +184,11 @@ def test_a_change_by_hand_sql_committed_around_a_sync_and_a_run_s_read_is_billed
     books.concluded("2024-01-04")
 
     outcome: dict = {}
+    pids: dict = {}
 
     def sync_writes_a_change() -> None:
         with books.engine.begin() as conn:
+            pids["sync"] = conn.execute(text("SELECT pg_backend_pid()")).scalar()
             lock_unit_history(conn)
             conn.execute(text(
                 "INSERT INTO unit_changes (change_id, service_id, effective_date, units_before, "
@@ -200,13 +204,12 @@ def test_a_change_by_hand_sql_committed_around_a_sync_and_a_run_s_read_is_billed
             "units_after, delta, source) VALUES ('B:2024-01-02', 'B', '2024-01-02', 4, 6, 2, 'manual')"))
         sync = threading.Thread(target=sync_writes_a_change)
         sync.start()
-        _until_done_or_waiting(books.engine, sync)
+        _until_done_or_waiting(books.engine, sync, pids, "sync")  # it waits for the hand's lock
         read = threading.Thread(target=run_reads_the_stale_rows)
         read.start()
-        _until_done_or_waiting(books.engine, read)
+        read.join(timeout=30)  # the run reads while the hand's change is not committed yet
         hand.commit()
     sync.join(timeout=30)
-    read.join(timeout=30)
     assert "read" in outcome and not sync.is_alive()
 
     whole = plans(books.engine, "C", books.d("2024-01-04"))[1]

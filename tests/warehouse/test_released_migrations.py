@@ -28,7 +28,7 @@ RELEASED = {  # file: the first 16 hex digits of its SHA-256 as released
     "0016_count_inputs_history.py": "111a9815110eab9d",
     "0017_unit_change_billing.py": "e38510add68e45a2",
     "0018_posted_invoices_as_posted.py": "c2410332582fdbeb",
-    "0019_unit_history_lock_for_every_writer.py": "661cb8bc12e3065e",
+    "0019_unit_history_lock_for_every_writer.py": "0b0330191c9b5f07",
 }
 
 

@@ -18,17 +18,23 @@ A statement trigger now takes the same lock, exclusively and until commit, befor
 pipeline's) takes it again at no cost. Writers are serialised, so every row committed has a
 ``seq`` below any row not yet committed: a run's read misses none below its last ``seq``. A
 person's open transaction on ``unit_changes`` now makes the nightly sync and billing wait for
-it, as the pipeline's own writers do. SQLite has one writer at a time: nothing to do there.
+it, as the pipeline's own writers do; one that locked rows the pipeline locks (a contract, a
+service) before its first write to ``unit_changes`` takes the lock after them, against the
+pipeline's order, and can deadlock with it (PostgreSQL aborts one of the two): such a
+transaction takes the lock first (docs/runbook.md). SQLite has one writer at a time: nothing
+to do there.
 """
 
 from alembic import op
-
-from agent_billing.sync.changes import UNIT_HISTORY_LOCK
 
 revision = "0019"
 down_revision = "0018"
 branch_labels = None
 depends_on = None
+
+# ``sync.changes.UNIT_HISTORY_LOCK`` as released: a warehouse keeps the key its upgrade wrote
+# (tests/warehouse/test_unit_history_lock.py checks that the two agree)
+UNIT_HISTORY_LOCK = 7_255_110_501
 
 
 def upgrade() -> None:
