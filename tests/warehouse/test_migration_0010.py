@@ -40,8 +40,8 @@ def test_unit_change_mail_gets_its_date_and_is_found_by_it(warehouse):
             k: (str(d) if d else None) for k, (_, d) in MESSAGES.items()
         }
         assert _sent_unit_change_mail(conn, date(2024, 3, 2)) == {"C-1": Told(
-            "unit-changes:C-1:2024-03-02:correction:0123456789ab", "- line 1\n", ["a@b.example"])}
+            "unit-changes:C-1:2024-03-02:correction:0123456789ab", "- line 1\n")}
         assert _sent_unit_change_mail(conn, date(2024, 3, 3)) == {"C:2": Told(
-            "unit-changes:C:2:2024-03-03", "- line 2\n", ["a@b.example"])}
+            "unit-changes:C:2:2024-03-03", "- line 2\n")}
     command.downgrade(alembic_config(warehouse), "0009")
     upgrade(warehouse)
