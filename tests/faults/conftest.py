@@ -43,7 +43,7 @@ PG_PASSWORD = "fault-suite-pg-pw-52f1"
 # Columns that say when something happened (wall-clock), not what: left out of comparisons.
 WHEN_COLUMNS = {
     "updated_at", "created_at", "sent_at", "claimed_at", "checked_at", "computed_at", "posted_at",
-    "closed_at", "observed_at", "detected_at", "released_at", "attempts", "last_error",
+    "closed_at", "observed_at", "detected_at", "released_at", "ran_at", "attempts", "last_error",
     "message",  # sync_runs.message: the latest attempt's words (a failed re-run leaves its error)
     "landing_sha256",  # the digest of a manifest, which records when the night was observed
     "loads",  # staged_dates.loads: how many times a night was loaded (a recovery re-runs the load)

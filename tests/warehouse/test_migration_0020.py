@@ -4,6 +4,7 @@ goes on from there; a downgrade puts the date back on the lines. Both engines.""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
@@ -54,3 +55,19 @@ def test_pending_lines_keep_their_date_through_the_upgrade_and_back(warehouse):
     post_reviewed(warehouse, "R")
     assert rows(warehouse, "SELECT contract_id FROM billing_pending_runs") == [("A",)]
     assert {r[0] for r in rows(warehouse, REVIEW)} == {"A"}
+
+
+@pytest.mark.parametrize("warehouse_url", ["postgresql"], indirect=True)
+def test_the_review_view_keeps_its_grants_and_the_views_built_on_it(warehouse):
+    """On PostgreSQL the upgrade replaces ``billing_review`` in place: dropping it would take
+    finance's grants with it, and a view of theirs built on it would stop the upgrade."""
+    command.downgrade(alembic_config(warehouse), "0019")
+    with warehouse.begin() as conn:
+        conn.execute(text("GRANT SELECT ON billing_review TO PUBLIC"))
+        conn.execute(text("CREATE VIEW finance_pending AS SELECT contract_id, as_of FROM billing_review"))
+        granted = conn.execute(text("SELECT relacl::text FROM pg_class WHERE relname = 'billing_review'")).scalar()
+    assert "=r/" in granted  # PUBLIC may select
+    upgrade(warehouse)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT relacl::text FROM pg_class WHERE relname = 'billing_review'")).scalar() == granted
+        assert conn.execute(text("SELECT COUNT(*) FROM finance_pending")).scalar() == 0

@@ -10,7 +10,8 @@ Issue 10. A nightly run keeps the pending lines of the services nothing changed 
 of a fortnight of lines, about half of what that night cost more than 2 January. The date now
 has one row per contract with pending lines (``billing_pending_runs``: ``as_of`` and when that
 run ran), written by the run that writes or keeps them; ``billing_pending.as_of`` is dropped.
-``billing_review`` keeps its columns: its ``as_of`` comes from the new table.
+``billing_review`` keeps its columns: its ``as_of`` comes from the new table. On PostgreSQL the
+view is replaced in place (``CREATE OR REPLACE``), so its grants and the views built on it stay.
 """
 
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ branch_labels = None
 depends_on = None
 
 REVIEW_VIEW = """
-CREATE VIEW billing_review AS
+CREATE {replace}VIEW billing_review AS
 SELECT p.line_id, p.contract_id, c.posting, p.service_id, p.kind, p.period_start,
        p.period_end, p.units, p.unit_price, p.days, p.days_in_period, p.amount,
        p.change_id, p.adjusts_line_id, p.description, {as_of} AS as_of, p.computed_at,
@@ -44,15 +45,12 @@ def upgrade() -> None:
         "INSERT INTO billing_pending_runs (contract_id, as_of, ran_at) "
         "SELECT contract_id, MAX(as_of), MAX(computed_at) FROM billing_pending GROUP BY contract_id"
     )
-    op.execute("DROP VIEW billing_review")
-    op.execute("ALTER TABLE billing_pending DROP COLUMN as_of")
     # LEFT: a line without its contract's date would still show (as_of NULL), never vanish
-    op.execute(REVIEW_VIEW.format(
-        as_of="r.as_of", join="\nLEFT JOIN billing_pending_runs r ON r.contract_id = p.contract_id"))
+    _review_view("r.as_of", "\nLEFT JOIN billing_pending_runs r ON r.contract_id = p.contract_id")
+    op.execute("ALTER TABLE billing_pending DROP COLUMN as_of")
 
 
 def downgrade() -> None:
-    op.execute("DROP VIEW billing_review")
     op.add_column("billing_pending", sa.Column("as_of", sa.Date))
     op.execute(
         "UPDATE billing_pending SET as_of = (SELECT r.as_of FROM billing_pending_runs r "
@@ -60,5 +58,15 @@ def downgrade() -> None:
     )
     if op.get_bind().dialect.name == "postgresql":
         op.alter_column("billing_pending", "as_of", nullable=False)
-    op.execute(REVIEW_VIEW.format(as_of="p.as_of", join=""))
+    _review_view("p.as_of", "")
     op.drop_table("billing_pending_runs")
+
+
+def _review_view(as_of: str, join: str) -> None:
+    """``billing_review`` with the same columns, its ``as_of`` from ``as_of``. PostgreSQL replaces
+    it in place (its grants and dependent views stay); SQLite has no ``OR REPLACE``."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(REVIEW_VIEW.format(replace="OR REPLACE ", as_of=as_of, join=join))
+        return
+    op.execute("DROP VIEW billing_review")
+    op.execute(REVIEW_VIEW.format(replace="", as_of=as_of, join=join))
