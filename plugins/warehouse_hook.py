@@ -40,10 +40,29 @@ class WarehouseHook(BaseHook):
         engine = connect_warehouse(self.get_url())
         try:
             require_current_schema(engine, any_revision=not check_schema)
+        except Exception as exc:
+            engine.dispose()
+            self._refuse_wrong_setting(engine, exc)
+            raise
         except BaseException:
             engine.dispose()
             raise
         return engine
+
+    def _refuse_wrong_setting(self, engine, exc: Exception) -> None:
+        """A refused login, a database that does not exist or a file that is no SQLite database
+        is the connection's mistake, the same on every try: an input error (no retries), as
+        the command line's exit code 2."""
+        from agent_billing.errors import ConfigurationError
+        from agent_billing.warehouse.engine import safe_url
+        from agent_billing.warehouse.errors import driver_error, wrong_setting
+
+        if wrong_setting(exc):
+            cause = " ".join(part.strip() for part in str(driver_error(exc)).splitlines() if part.strip())
+            raise ConfigurationError(
+                f"cannot use the warehouse {safe_url(engine.url)}: {cause} (fix the Airflow connection "
+                f"{self.warehouse_conn_id!r}; README 'Configuration')"
+            ) from None
 
     def test_connection(self) -> tuple[bool, str]:
         from sqlalchemy import text

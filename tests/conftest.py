@@ -247,6 +247,35 @@ class RefusingSmtp(LocalSmtp):
         return "250 OK"
 
 
+class AuthSmtp(LocalSmtp):
+    """A real local SMTP server that requires a login and takes only ``user`` with ``password``;
+    ``logins`` counts every attempt (servers lock an account after a few failed ones)."""
+
+    user, password = "mailer", "Right-Smtp-PW"
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        super().__init__()
+        self.logins = 0
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, authenticator=self._check,
+                                      auth_required=True, auth_require_tls=False)
+
+    def _check(self, server, session, envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        self.logins += 1
+        given = (auth_data.login, auth_data.password) if isinstance(auth_data, LoginPassword) else None
+        return AuthResult(success=given == (self.user.encode(), self.password.encode()), handled=False)
+
+    def connection_with(self, password: str):
+        """As ``smtp_default`` with this server's user and ``password``."""
+        from agent_billing.connections import ConnectionInfo
+
+        return ConnectionInfo(conn_id="smtp_default", conn_type="smtp", host="127.0.0.1", port=self.port,
+                              login=self.user, password=password, extra=self.extra)
+
+
 @pytest.fixture
 def local_smtp():
     smtp = LocalSmtp().start()

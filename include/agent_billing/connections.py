@@ -122,7 +122,13 @@ def is_secret_key(name: str) -> bool:
 
 
 def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # never echo it: urlsplit's message quotes the host part, password included
+        raise ValueError(
+            "the host part holds a character that Unicode normalisation turns into / ? # @ or : "
+            "(such as a full-width @; a password holding one must be percent-encoded)"
+        ) from None
     if parts.netloc.count("@") > 1:  # never echo it: readers split it at different '@'s
         raise ValueError("the host part holds more than one '@' (a password holding / # ? @ or : must be percent-encoded)")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))

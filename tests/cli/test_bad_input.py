@@ -147,6 +147,20 @@ CASES = [
     Case("warehouse-password-with-an-at", ("review",), 2,  # readers split it at different '@'s
          rf"{WAREHOUSE_VAR} is not a valid connection: the host part holds more than one '@' .* must be "
          "percent-encoded", SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:p@{SECRET}@127.0.0.1:5432/billing"}),
+    Case("warehouse-password-normalising-to-an-at", ("review",), 2,  # urlsplit's own message quotes it
+         rf"{WAREHOUSE_VAR} is not a valid connection: the host part holds a character that Unicode "
+         "normalisation turns into", SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}\u2100x@127.0.0.1:5432/billing"}),
+    Case("warehouse-unknown-url-parameter", ("review",), 2,
+         r"invalid warehouse setting: .*bogusopt.* \(check AIRFLOW_CONN_BILLING_WAREHOUSE\)",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:5432/billing?bogusopt=1"}),
+    Case("warehouse-unreadable-url-parameter", ("review",), 2,
+         r"invalid warehouse setting: .*connect_timeout",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:5432/billing?connect_timeout=abc"}),
+    Case("warehouse-bad-sslmode", ("review",), 2, r"cannot use the warehouse .*invalid sslmode value",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:5432/billing?sslmode=bogus"}),
+    Case("warehouse-other-driver", ("review",), 2,
+         r"names the driver 'asyncpg' .*: the warehouse takes postgresql:// or postgresql\+psycopg://",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql+asyncpg://billing:{SECRET}@127.0.0.1:5432/billing"}),
     Case("warehouse-secret-url-parameters", ("review",), 1,
          r"cannot use the warehouse .*127\.0\.0\.1:1/billing\?password=\*\*\*&sslpassword=\*\*\*: ",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing@127.0.0.1:1/billing?password={SECRET}&sslpassword={SECRET}x"}),

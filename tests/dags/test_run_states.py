@@ -118,6 +118,10 @@ def test_a_task_killed_before_its_callback_still_alerts_through_the_watcher(
     ("no VSA connection", "the Airflow connection 'vsa_default' is not defined: add it"),
     ("an invalid setting", "invalid setting(s): AGENT_BILLING_LATE_OBSERVATION='yes'"),
     ("a warehouse never upgraded", "empty.db has no agent-billing schema: run `agent-billing db upgrade`"),
+    # Airflow calls a connection it cannot parse undefined (its reason logged at DEBUG only)
+    ("a malformed VSA connection", "AIRFLOW_CONN_VSA_DEFAULT is not valid JSON"),
+    ("a warehouse that is no database", "notes.txt: file is not a database (fix the Airflow connection "
+                                        "'billing_warehouse'"),
 ])
 def test_a_configuration_mistake_fails_at_once_instead_of_spending_retries(
         fresh_dag, warehouse, tmp_path, monkeypatch, capfd, mistake, message):
@@ -130,6 +134,12 @@ def test_a_configuration_mistake_fails_at_once_instead_of_spending_retries(
         monkeypatch.delenv("AIRFLOW_CONN_VSA_DEFAULT")
     elif mistake == "an invalid setting":
         monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "yes")
+    elif mistake == "a malformed VSA connection":
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", '{"conn_type": "http", "host": "http://127.0.0.1:1", '
+                           '"extra": {"max_retries": 1,}}')
+    elif mistake == "a warehouse that is no database":  # the same on every try, as a refused login
+        (tmp_path / "notes.txt").write_text("minutes of the meeting\n" * 200)
+        monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", f"sqlite:///{tmp_path}/notes.txt")
     else:
         empty = f"sqlite:///{tmp_path}/empty.db"  # a database file, without the schema
         engine = connect_warehouse(empty)

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from agent_billing.errors import EXIT_BAD_INPUT, EXIT_FAILURE
 from agent_billing.sync.extract import land_from_vsa
 from agent_billing.sync.landing import STALE_STAGING, LandingError, RawLanding
 
@@ -62,6 +63,7 @@ def test_a_full_disk_names_the_landing_and_leaves_nothing(tmp_path):
         (stage.path / "agents.jsonl.gz").symlink_to("/dev/full")
         stage.write_lines("agents.jsonl.gz", (json.dumps({"AgentId": str(n)}) for n in range(100_000)))
     assert "No space left on device" in str(err.value) and str(tmp_path) in str(err.value)
+    assert err.value.exit_code == EXIT_FAILURE  # the system's trouble, not a setting to fix (README)
     assert not landing.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -72,6 +74,7 @@ def test_a_landing_folder_that_cannot_be_created_names_it(tmp_path):
         _land(RawLanding(blocker, DAY))
     assert str(err.value) == (f"cannot create the raw landing under {blocker}: it, or a folder above it, is a "
                               "file, not a folder (check AGENT_BILLING_RAW_PATH)")  # not "File exists"
+    assert err.value.exit_code == EXIT_BAD_INPUT
 
 
 class _SlowClient:

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from agent_billing.connections import ConnectionInfo
+from agent_billing.errors import ConfigurationError
 from agent_billing.sync.notify import DeliveryFailed, deliver_outbox
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
-from ..conftest import RefusingSmtp
+from ..conftest import AuthSmtp, RefusingSmtp
 from .conftest import DAYS, write_landing
 
 D1, D2, _ = sorted(DAYS)
@@ -419,5 +420,27 @@ def test_a_message_every_recipient_of_refuses_holds_back_no_other(warehouse):
         with pytest.raises(DeliveryFailed, match=r"^1 message\(s\) not sent via SMTP [^(]*: unit-changes:C-OLD"):
             deliver_outbox(warehouse, server.connection, "billing@msp.example")
         assert sorted(address for m in server.messages for address in m.rcpt_tos) == ["data@msp.example", "ok@ok.example"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_refused_login_stops_the_delivery_at_once_and_names_the_setting(contoso, settings):
+    """A wrong SMTP password: one failed login, not one per waiting message and per retry (a
+    server locks the account after a few), and an error to fix, not a delivery to retry."""
+    sync_days(contoso, settings, sorted(DAYS))  # two messages
+    server = AuthSmtp().start()
+    try:
+        with pytest.raises(ConfigurationError, match=r"the SMTP server 127\.0\.0\.1:\d+ refused the login of "
+                           r"smtp_default as 'mailer': 535 .*fix its login and password") as refused:
+            deliver_outbox(contoso, server.connection_with("Wrong-Smtp-PW"), settings.notify_from)
+        assert "Wrong-Smtp-PW" not in str(refused.value)
+        assert server.logins == 2  # one login, which smtplib tries with each mechanism offered (PLAIN, LOGIN)
+        with contoso.connect() as conn:
+            waiting = conn.execute(text("SELECT COUNT(*) FROM notification_outbox WHERE sent_at IS NULL "
+                                        "AND claimed_at IS NULL")).scalar()
+        assert waiting == 2  # nothing lost, no claim left: the next delivery sends both
+        assert deliver_outbox(contoso, server.connection_with(AuthSmtp.password), settings.notify_from).sent == 2
+        assert len(server.messages) == 2
     finally:
         server.stop()

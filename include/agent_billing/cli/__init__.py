@@ -147,7 +147,7 @@ def explain(exc: BaseException) -> tuple[str, int]:
     The only place where library errors are translated; no message carries a password."""
     from sqlalchemy import exc as sa
 
-    from agent_billing.warehouse.errors import driver_error, permission_denied
+    from agent_billing.warehouse.errors import driver_error, permission_denied, wrong_setting
 
     if isinstance(exc, UserError):
         # an outside system's passing trouble (VSA 5xx, timeouts) is a failure, not bad input
@@ -163,14 +163,13 @@ def explain(exc: BaseException) -> tuple[str, int]:
         code = EXIT_BAD_INPUT
     elif kind in ("OperationalError", "DatabaseError"):
         cause = driver_error(exc)
-        sqlstate = str(getattr(cause, "sqlstate", None) or "")
-        # 28xxx: authentication; 3D000: no such database; a refused login or a file that is no
-        # SQLite database (no SQLSTATE before a session exists) -> the setting is wrong, not the server
-        wrong_setting = (sqlstate.startswith("28") or sqlstate == "3D000"
-                         or any(s in str(cause) for s in WRONG_SETTING_MESSAGES))
-        code = EXIT_BAD_INPUT if wrong_setting else EXIT_FAILURE
+        code = EXIT_BAD_INPUT if wrong_setting(exc) else EXIT_FAILURE
         message = (f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(cause)} "
                    "(check AIRFLOW_CONN_BILLING_WAREHOUSE and that the database is up)")
+    elif wrong_setting(exc):  # a URL parameter psycopg refuses before connecting
+        message = (f"invalid warehouse setting: {_one_line(driver_error(exc))} "
+                   "(check AIRFLOW_CONN_BILLING_WAREHOUSE)")
+        code = EXIT_BAD_INPUT
     elif isinstance(exc, OverflowError):  # e.g. sqlite3 binding an int beyond 64 bits
         message, code = f"a value is out of range: {_one_line(exc)}", EXIT_BAD_INPUT
     elif isinstance(exc, sa.ArgumentError):
@@ -187,12 +186,6 @@ def explain(exc: BaseException) -> tuple[str, int]:
 
 #: What the drivers say, before a session exists, when the warehouse setting names a database,
 #: role or password the server does not know, or a file that is no SQLite database.
-WRONG_SETTING_MESSAGES = (
-    "does not exist", "password authentication failed", "no password supplied",
-    "file is not a database", "unable to open database file",
-)
-
-
 def _database_error_kind(exc: BaseException) -> str | None:
     """"DataError" or "OperationalError" (PEP 249 classes) for a database error, wrapped by
     SQLAlchemy or raised by the driver itself, or "DatabaseError" for one of that base class

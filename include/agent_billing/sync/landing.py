@@ -37,7 +37,7 @@ from typing import Any
 
 from isal import isal_zlib
 
-from agent_billing.errors import UserError
+from agent_billing.errors import UserError, cannot_write
 from agent_billing.vsa.records import ID_FIELDS, normalise_id
 
 log = logging.getLogger(__name__)
@@ -141,14 +141,14 @@ class RawLanding:
                 "not a folder (check AGENT_BILLING_RAW_PATH)"
             ) from None
         except OSError as exc:
-            raise LandingError(f"cannot create the raw landing under {self.path.parent}: {_reason(exc)}") from None
+            raise _write_error(f"cannot create the raw landing under {self.path.parent}", exc) from None
         stage = LandingStage(tmp)
         try:
             try:
                 yield stage
                 stage.finish(self.snapshot_date)
             except OSError as exc:  # a full disk, a folder that became read-only
-                raise LandingError(f"cannot write the raw landing {tmp}: {_reason(exc)}") from None
+                raise _write_error(f"cannot write the raw landing {tmp}", exc) from None
             try:
                 os.rename(tmp, self.path)  # atomic; refused when a landing appeared meanwhile
             except OSError:
@@ -247,6 +247,14 @@ def _inflate(path: Path, size: int) -> Iterator[bytes]:
 
 def _unreadable(path: Path, exc: BaseException) -> LandingError:
     return LandingError(f"raw landing file {path} cannot be read: {_reason(exc)}")
+
+
+def _write_error(what: str, exc: OSError) -> LandingError:
+    """``what: why``, with the exit code of its cause (``errors.cannot_write``): a path to fix
+    is bad input (2), a full disk or an I/O error the system's trouble (1)."""
+    error = LandingError(f"{what}: {_reason(exc)}")
+    error.exit_code = cannot_write(what, exc).exit_code
+    return error
 
 
 def _reason(exc: BaseException) -> str:

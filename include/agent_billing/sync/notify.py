@@ -23,7 +23,7 @@ from email.utils import formatdate, parseaddr
 from sqlalchemy import Connection, Engine, text
 
 from agent_billing.connections import ConnectionInfo, as_bool
-from agent_billing.errors import UserError
+from agent_billing.errors import ConfigurationError, UserError
 
 log = logging.getLogger(__name__)
 CLAIM_LEASE = timedelta(minutes=10)  # far beyond one SMTP send (30 s timeout)
@@ -372,6 +372,13 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
         recipients, subject, body = claimed
         try:
             turned_away = send_now(smtp, sender, message_id, recipients, subject, body)
+        except LoginRefused as exc:  # every message would fail the same way, one login each
+            _mark(engine, message_id, error=str(exc))
+            raise ConfigurationError(
+                f"{exc}: fix its login and password (README 'Configuration'); no other message was "
+                "tried, as servers lock an account after repeated failed logins, and every unsent "
+                "message stays in notification_outbox"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - whatever it is, the message waits with its error
             error = f"{type(exc).__name__}: {exc}"
             errors.append(f"{message_id}: {error}")
@@ -501,5 +508,21 @@ def _send(smtp: ConnectionInfo, mail: EmailMessage) -> dict:
             client.starttls(context=ssl.create_default_context())
     with client:
         if smtp.login:
-            client.login(smtp.login, smtp.password or "")
+            try:
+                client.login(smtp.login, smtp.password or "")
+            except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError) as exc:
+                raise LoginRefused(
+                    f"the SMTP server {smtp.host}:{port} refused the login of smtp_default as "
+                    f"{smtp.login!r}: {_smtp_reply(exc)}"
+                ) from None
         return client.send_message(mail)
+
+
+class LoginRefused(Exception):
+    """The SMTP server refused the connection's login: a setting to fix, not one message's fault."""
+
+
+def _smtp_reply(exc: smtplib.SMTPException) -> str:
+    """The server's reply (code and text), or smtplib's own reason (no AUTH offered)."""
+    code, why = getattr(exc, "smtp_code", None), getattr(exc, "smtp_error", None)
+    return f"{code} {_text(why)}" if code is not None else str(exc)

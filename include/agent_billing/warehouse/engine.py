@@ -16,6 +16,8 @@ from agent_billing.errors import ConfigurationError
 
 WAREHOUSE_CONN_ID = "billing_warehouse"
 EXPECTED_URL = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+#: The drivers the warehouse works with, per backend (SQLAlchemy's default first).
+DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 POSTGRES_TYPES = ("", "postgres", "postgresql")  # "": a JSON connection without conn_type
 
 # sqlite3 cannot bind Decimal; its text form keeps every digit (SQLite's NUMERIC affinity then
@@ -98,6 +100,11 @@ def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
         raise ConfigurationError(
             f"{source} names a {backend!r} database ({safe_url(parsed)}): "
             f"the warehouse is SQLite or PostgreSQL, expected {EXPECTED_URL}"
+        )
+    if parsed.get_driver_name() not in DRIVERS[backend]:  # the bulk paths use psycopg 3's COPY
+        raise ConfigurationError(
+            f"{source} names the driver {parsed.get_driver_name()!r} ({safe_url(parsed)}): the warehouse "
+            f"takes {backend}:// or {backend}+{DRIVERS[backend][0]}://, expected {EXPECTED_URL}"
         )
     if backend == "sqlite":
         _require_sqlite_directory(parsed, source)

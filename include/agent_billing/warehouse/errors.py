@@ -15,6 +15,17 @@ SQLITE_BUSY = ("database is locked", "database table is locked", "database is bu
 UNIQUE_VIOLATION = "23505"
 #: The warehouse role may not read or write a table (a read-only role running a writing command).
 INSUFFICIENT_PRIVILEGE = "42501"
+#: A warehouse setting that cannot work, the same on every retry: PostgreSQL's authentication
+#: (class 28) or no such database (3D000); before a session exists there is no SQLSTATE, so
+#: also the messages of a refused login and of a SQLite file that is no database.
+WRONG_SETTING_SQLSTATES = ("28", "3D000")
+WRONG_SETTING_MESSAGES = (
+    "does not exist", "password authentication failed", "no password supplied",
+    "file is not a database", "unable to open database file",
+)
+#: What psycopg says, before connecting, of a URL parameter it does not take or cannot read.
+BAD_PARAMETER_MESSAGES = ("invalid URI query parameter", "invalid connection option", "bad value for",
+                          "invalid sslmode value", "invalid integer value")
 
 
 def driver_error(exc: BaseException) -> BaseException:
@@ -63,3 +74,17 @@ def permission_denied(exc: BaseException) -> bool:
     """Whether ``exc`` is PostgreSQL refusing the role a table (SQLSTATE 42501): the setting's
     role is wrong for the command, the same for every contract and every retry."""
     return bool(database_error_classes(exc)) and getattr(driver_error(exc), "sqlstate", None) == INSUFFICIENT_PRIVILEGE
+
+
+def wrong_setting(exc: BaseException) -> bool:
+    """Whether ``exc`` says the warehouse setting itself is wrong (a refused login, no such
+    database, a file that is no SQLite database): an input error, not the server's trouble."""
+    names = database_error_classes(exc)
+    cause = driver_error(exc)
+    sqlstate = str(getattr(cause, "sqlstate", None) or "")
+    if not sqlstate and names & {"OperationalError", "ProgrammingError"} and any(
+            s in str(cause) for s in BAD_PARAMETER_MESSAGES):
+        return True  # a URL parameter, refused before any session
+    if "OperationalError" not in names and type(cause).__name__ != "DatabaseError":
+        return False  # "does not exist" of a missing table is another class (ProgrammingError)
+    return sqlstate.startswith(WRONG_SETTING_SQLSTATES) or any(s in str(cause) for s in WRONG_SETTING_MESSAGES)
