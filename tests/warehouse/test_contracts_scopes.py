@@ -3,6 +3,7 @@ warned by ``contracts apply`` (refused with --strict); a scope that counts 0 is 
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import sqlalchemy as sa
@@ -111,8 +112,10 @@ def test_apply_without_a_snapshot_says_scopes_were_not_checked(warehouse, tmp_pa
 
 def scope_lines(err: str) -> list[str]:
     """The stderr lines about scopes (services starting before June are also warned of as billed
-    from their start: test_back_billing_is_warned_of_once)."""
-    return [line for line in err.strip().splitlines() if "first billing run" not in line]
+    from their start: test_back_billing_is_warned_of_once; and as active on the night synced
+    before the file was applied: tests/sync/test_contract_changes_on_synced_nights.py)."""
+    return [line for line in err.strip().splitlines()
+            if "first billing run" not in line and "synced night(s) that did not count it" not in line]
 
 
 def test_back_billing_is_warned_of_once(warehouse, tmp_path, capsys):
@@ -151,7 +154,10 @@ def test_apply_warns_by_service_and_strict_refuses_and_changes_nothing(warehouse
     assert len(scope_lines(err)) == 7  # six services with a missing piece, S-GONE-G twice
 
     assert main(["contracts", "apply", str(path)]) == 0
-    err = scope_lines(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert re.search(r"^agent-billing contracts: warning: service S-OK \(line \d+\) is now active on 1 synced "
+                     r"night\(s\) that did not count it \(2024-06-01 to 2024-06-01\): re-run them", err, re.M)
+    err = scope_lines(err)
     warnings = [line for line in err if line.startswith("agent-billing contracts: warning: service ")]
     assert len(warnings) == 7 and len(err) == 7
     assert "agent-billing contracts: warning: service S-LATER: machine group 999 does not exist in org 10" \

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ def run_contracts(
         execute_plan(conn, plan)
         check_scopes(conn, plan)
         check_back_billing(conn, plan)
+        check_uncounted_nights(conn, plan)
         if strict and plan.scope_problems and not dry_run:
             raise ContractsFileError(
                 f"{doc.source}: --strict: "
@@ -165,3 +166,50 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
                 f"bills every month from {start:%Y-%m} at the units of its first count; for a customer "
                 "billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"
             )
+
+
+def check_uncounted_nights(conn: Connection, plan: Plan) -> None:
+    """Counted services that the plan makes active on nights already synced without them: a
+    new service starting in the past, a start moved earlier, an end moved later or removed.
+    Those nights' landings could count it, but nothing re-reads them: until they are re-run,
+    billing takes each such day at the units of the service's nearest count, another night's."""
+    for e in plan.entries:
+        if e.kind != "service" or e.row.get("units_source") != "rmm_agent_count":
+            continue
+        for since, until in _newly_active(e):
+            first, last, nights = conn.execute(
+                text(
+                    "SELECT MIN(r.snapshot_date), MAX(r.snapshot_date), COUNT(*) FROM sync_runs r "
+                    "WHERE r.status = 'complete' AND r.snapshot_date >= :since AND r.snapshot_date <= :until "
+                    "AND NOT EXISTS (SELECT 1 FROM service_unit_counts c "
+                    "WHERE c.service_id = :service AND c.snapshot_date = r.snapshot_date)"
+                ),
+                {"since": since, "until": until or date.max, "service": e.key},
+            ).one()
+            if nights:
+                first, last = as_date(first), as_date(last)
+                plan.uncounted.append(
+                    f"{e.describe()} is now active on {nights} synced night(s) that did not count it "
+                    f"({first} to {last}): re-run them (agent-billing sync --date D for each, or an Airflow "
+                    "backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract') before its next "
+                    "billing run, which otherwise bills those days at the units of another night"
+                )
+
+
+def _newly_active(e: PlanEntry) -> list[tuple[date, date | None]]:
+    """The days a service entry becomes active on (``None``: no end)."""
+    start, end = as_date(e.row["start_date"]), e.row.get("end_date")
+    end = as_date(end) if end is not None else None
+    if e.action == "create":
+        return [(start, end)]
+    if e.action != "update":
+        return []
+    changed = {c.field: c for c in e.changes}
+    if "units_source" in changed:  # counted from now on: every active day is new to the counts
+        return [(start, end)]
+    spans = []
+    if "start_date" in changed and (old := changed["start_date"].old) is not None and as_date(old) > start:
+        spans.append((start, as_date(old) - timedelta(days=1)))
+    if "end_date" in changed and (old := changed["end_date"].old) is not None and (end is None or as_date(old) < end):
+        spans.append((as_date(old) + timedelta(days=1), end))
+    return spans

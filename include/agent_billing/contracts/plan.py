@@ -96,6 +96,7 @@ class Plan:
     scope_problems: list[ScopeProblem] = field(default_factory=list)
     scopes_checked: bool = False
     back_billing: list[str] = field(default_factory=list)  # counted services billed from before any night
+    uncounted: list[str] = field(default_factory=list)  # counted services active on synced nights not counting them
 
     def of(self, action: Action, kind: Kind | None = None) -> list[PlanEntry]:
         return [e for e in self.entries if e.action == action and (kind is None or e.kind == kind)]
