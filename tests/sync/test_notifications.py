@@ -424,6 +424,7 @@ def test_a_message_every_recipient_of_refuses_holds_back_no_other(warehouse):
         server.stop()
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # 127.0.0.1, the test's own server
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_a_refused_login_stops_the_delivery_at_once_and_names_the_setting(contoso, settings):
     """A wrong SMTP password: one failed login, not one per waiting message and per retry (a
