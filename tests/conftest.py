@@ -252,6 +252,7 @@ class AuthSmtp(LocalSmtp):
     ``logins`` counts every attempt (servers lock an account after a few failed ones)."""
 
     user, password = "mailer", "Right-Smtp-PW"
+    busy = False  # answers every login with 454 (a passing trouble) while set
 
     def __init__(self) -> None:
         from aiosmtpd.controller import Controller
@@ -265,6 +266,8 @@ class AuthSmtp(LocalSmtp):
         from aiosmtpd.smtp import AuthResult, LoginPassword
 
         self.logins += 1
+        if self.busy:
+            return AuthResult(success=False, handled=False, message="454 4.7.0 Temporary authentication failure")
         given = (auth_data.login, auth_data.password) if isinstance(auth_data, LoginPassword) else None
         return AuthResult(success=given == (self.user.encode(), self.password.encode()), handled=False)
 

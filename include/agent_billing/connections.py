@@ -125,6 +125,11 @@ def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
     try:
         parts = urlsplit(raw)
     except ValueError:  # never echo it: urlsplit's message quotes the host part, password included
+        if raw.isascii():  # "Invalid IPv6 URL": a bracket outside an IPv6 host
+            raise ValueError(
+                "the host part holds [ or ] outside an IPv6 address (a password holding one must be "
+                "percent-encoded)"
+            ) from None
         raise ValueError(
             "the host part holds a character that Unicode normalisation turns into / ? # @ or : "
             "(such as a full-width @; a password holding one must be percent-encoded)"

@@ -150,6 +150,9 @@ CASES = [
     Case("warehouse-password-normalising-to-an-at", ("review",), 2,  # urlsplit's own message quotes it
          rf"{WAREHOUSE_VAR} is not a valid connection: the host part holds a character that Unicode "
          "normalisation turns into", SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}\u2100x@127.0.0.1:5432/billing"}),
+    Case("warehouse-password-with-a-bracket", ("review",), 2,
+         rf"{WAREHOUSE_VAR} is not a valid connection: the host part holds \[ or \] outside an IPv6 address",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}[x@127.0.0.1:5432/billing"}),
     Case("warehouse-unknown-url-parameter", ("review",), 2,
          r"invalid warehouse setting: .*bogusopt.* \(check AIRFLOW_CONN_BILLING_WAREHOUSE\)",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:5432/billing?bogusopt=1"}),

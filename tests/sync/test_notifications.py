@@ -445,3 +445,21 @@ def test_a_refused_login_stops_the_delivery_at_once_and_names_the_setting(contos
         assert len(server.messages) == 2
     finally:
         server.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # 127.0.0.1, the test's own server
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_login_the_server_cannot_take_now_keeps_the_retries(contoso, settings):
+    """454 (temporary authentication failure): the server's passing trouble, not the password.
+    The delivery stops at the first message and is retried, as for a server that does not answer."""
+    sync_days(contoso, settings, sorted(DAYS))  # two messages
+    server = AuthSmtp().start()
+    server.busy = True
+    try:
+        with pytest.raises(DeliveryFailed, match=r"1 message\(s\) not sent .*\(1 more not tried: the server could not take a login\): .*454") as failed:
+            deliver_outbox(contoso, server.connection_with(AuthSmtp.password), settings.notify_from)
+        assert failed.value.transient and server.logins == 2  # one login (PLAIN, then LOGIN)
+        server.busy = False
+        assert deliver_outbox(contoso, server.connection_with(AuthSmtp.password), settings.notify_from).sent == 2
+    finally:
+        server.stop()

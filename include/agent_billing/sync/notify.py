@@ -365,7 +365,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     if smtp is None:
         log.warning("smtp_default is not configured: %d message(s) wait in notification_outbox", len(pending))
         return DeliveryResult(0, len(pending))
-    sent, errors, refused, unreachable = 0, [], [], None
+    sent, errors, refused, unreachable, why = 0, [], [], None, ""
     for position, (message_id,) in enumerate(pending):
         if (claimed := _claim(engine, message_id)) is None:
             continue  # another delivery is sending it, or it was withdrawn meanwhile
@@ -383,7 +383,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
             error = f"{type(exc).__name__}: {exc}"
             errors.append(f"{message_id}: {error}")
             _mark(engine, message_id, error=error)  # the claim is released: the next delivery retries
-            if _server_down(exc):
+            if why := _server_down(exc):
                 # the server is down or mute: each other message would wait out the timeout too
                 unreachable = len(pending) - position - 1
                 break
@@ -403,7 +403,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
         parts = []
         if errors:
             parts.append(f"{len(errors)} message(s) not sent via SMTP {smtp.host}:{smtp.port}"
-                         + (f" ({unreachable} more not tried: the server did not answer)" if unreachable else ""))
+                         + (f" ({unreachable} more not tried: {why})" if unreachable else ""))
         if refused:
             parts.append(f"{len(refused)} sent but refused by some recipients (fix their notify_emails)")
         raise DeliveryFailed(
@@ -413,12 +413,17 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     return DeliveryResult(sent, 0)
 
 
-def _server_down(exc: BaseException) -> bool:
-    """The server cannot be reached or stopped answering: not one message's refusal (smtplib's
-    errors are OSErrors too: a refused recipient or content is the message's, the others go)."""
-    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected):
-        return True
-    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+def _server_down(exc: BaseException) -> str:
+    """Why no other message can go now (empty when the others may): the server cannot be
+    reached or stopped answering, or cannot take a login for now (4xx; 5xx is ``LoginRefused``).
+    Not one message's refusal (smtplib's errors are OSErrors too: a refused recipient or content
+    is the message's, the others go)."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return "the server could not take a login"
+    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected) or (
+            isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)):
+        return "the server did not answer"
+    return ""
 
 
 def send_now(smtp: ConnectionInfo, sender: str, message_id: str, recipients: str, subject: str, body: str) -> dict:
@@ -511,6 +516,8 @@ def _send(smtp: ConnectionInfo, mail: EmailMessage) -> dict:
             try:
                 client.login(smtp.login, smtp.password or "")
             except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError) as exc:
+                if not str(getattr(exc, "smtp_code", 500)).startswith("5"):
+                    raise  # 454, 421: the server's passing trouble; the delivery retries it
                 raise LoginRefused(
                     f"the SMTP server {smtp.host}:{port} refused the login of smtp_default as "
                     f"{smtp.login!r}: {_smtp_reply(exc)}"
@@ -519,7 +526,8 @@ def _send(smtp: ConnectionInfo, mail: EmailMessage) -> dict:
 
 
 class LoginRefused(Exception):
-    """The SMTP server refused the connection's login: a setting to fix, not one message's fault."""
+    """The SMTP server refused the connection's login for good (5xx, or no login offered): a
+    setting to fix, not one message's fault."""
 
 
 def _smtp_reply(exc: smtplib.SMTPException) -> str:
