@@ -5,7 +5,7 @@ shipped as agent_billing.sql_files."""
 
 from setuptools import find_namespace_packages, setup
 
-SQL_FOLDERS = ("billing", "quality", "sync")
+SQL_FOLDERS = ("billing", "contracts", "quality", "sync")
 
 setup(packages=[
     *find_namespace_packages("include", include=["agent_billing", "agent_billing.*"], exclude=["*.__pycache__"]),

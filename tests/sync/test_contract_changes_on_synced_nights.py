@@ -1,6 +1,8 @@
-"""A counted service made active on nights already synced (a new service starting in the past,
-a start moved earlier, an end moved later or removed) has no count on them: apply names those
-nights, and re-running them counts the service as if it had been active all along."""
+"""A counted service made countable on nights already synced (a new service starting in the
+past, a start moved earlier, an end moved later or removed, the same for its contract) has no
+count on them: apply names those nights, and re-running them counts the service as if it had
+been active all along; nights that a re-run cannot count (no landing, no extract of the view)
+are named as such."""
 
 from __future__ import annotations
 
@@ -11,104 +13,148 @@ import pytest
 from sqlalchemy import text
 
 from agent_billing.contracts import run_contracts
+from agent_billing.contracts.apply import uncounted_nights
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 
-from .conftest import CONTRACT, DAYS, write_landing
+from .conftest import CONTRACT, DAYS, VIEW, write_landing
 
 D1, D2, D3 = sorted(DAYS)
 
 
-def services(contract: dict) -> list[dict]:
-    return contract["accounts"][0]["contracts"][0]["services"]
+def the_contract(contract: dict) -> dict:
+    return contract["accounts"][0]["contracts"][0]
 
 
 def service(contract: dict, service_id: str) -> dict:
-    return next(s for s in services(contract) if s["service_id"] == service_id)
+    return next(s for s in the_contract(contract)["services"] if s["service_id"] == service_id)
 
 
-def sync(engine, settings, days) -> None:
+def sync(engine, settings, days, *, mutate=None) -> None:
     for day in days:
         if not (settings.raw_path / day.isoformat()).exists():
-            write_landing(settings.raw_path, day, *DAYS[day])
+            write_landing(settings.raw_path, day, *DAYS[day], mutate=mutate)
         for step in (load_step, count_step, diff_step):
             step(engine, settings, day)
 
 
 def counts(engine, service_id: str) -> dict:
     with engine.connect() as conn:
-        return {str(d): u for d, u in conn.execute(text(
+        return {str(d)[:10]: u for d, u in conn.execute(text(
             "SELECT snapshot_date, units FROM service_unit_counts WHERE service_id = :s ORDER BY 1"),
             {"s": service_id})}
 
 
-def added_in_the_past(contract: dict) -> tuple[dict, str]:
-    twin = {**service(contract, "S-WS"), "service_id": "S-WS2", "name": "Workstations again",
-            "start_date": D1.isoformat()}
-    services(contract).append(twin)
-    return contract, "S-WS2"
-
-
-def start_moved_earlier(contract: dict) -> tuple[dict, str]:
-    service(contract, "S-WS")["start_date"] = D1.isoformat()
-    return contract, "S-WS"
-
-
-def end_removed(contract: dict) -> tuple[dict, str]:
-    service(contract, "S-WS").pop("end_date")
-    return contract, "S-WS"
-
-
 def with_reference(contract: dict) -> dict:
-    """The contract with S-REF: S-WS's scope, active all along (what S-WS counts when active)."""
-    services(contract).append({**service(contract, "S-WS"), "service_id": "S-REF", "name": "Reference",
-                               "start_date": "2024-01-01"})
+    """The contract with S-REF: S-WS's scope, active all along (what S-WS counts when active).
+    It belongs to another contract, so that changing C-CONTOSO's dates leaves it counted."""
+    reference = deepcopy(the_contract(contract))
+    reference.update(contract_id="C-REF", start_date="2024-01-01", notify_emails=[],
+                     services=[{**service(contract, "S-WS"), "service_id": "S-REF", "name": "Reference"}])
+    reference.pop("end_date", None)
+    contract["accounts"][0]["contracts"].append(reference)
     return contract
 
 
-def synced_with_ws_from_d3(contract: dict) -> dict:
-    service(contract, "S-WS")["start_date"] = D3.isoformat()
+def as_is(contract: dict) -> dict:
     return contract
 
 
-def synced_with_ws_ended_d1(contract: dict) -> dict:
-    service(contract, "S-WS")["end_date"] = D1.isoformat()
-    return contract
+def ws_from(day):
+    def change(contract: dict) -> dict:
+        service(contract, "S-WS")["start_date"] = day.isoformat()
+        return contract
+    return change
 
 
-#: (the contract the nights were synced with, the change applied afterwards, the nights it names)
+def ws_until(day):
+    def change(contract: dict) -> dict:
+        if day is None:
+            service(contract, "S-WS").pop("end_date", None)
+        else:
+            service(contract, "S-WS")["end_date"] = day.isoformat()
+        return contract
+    return change
+
+
+def contract_until(day):
+    def change(contract: dict) -> dict:
+        if day is None:
+            the_contract(contract).pop("end_date", None)
+        else:
+            the_contract(contract)["end_date"] = day.isoformat()
+        return contract
+    return change
+
+
+def ws_twin_from(day):
+    def change(contract: dict) -> dict:
+        the_contract(contract)["services"].append(
+            {**service(contract, "S-WS"), "service_id": "S-WS2", "name": "Workstations again",
+             "start_date": day.isoformat()})
+        return contract
+    return change
+
+
+#: (the contract the nights were synced with, the change applied afterwards, the service, the nights named)
 CASES = {
-    "a new service starting in the past": (lambda c: c, added_in_the_past, (D1, D3)),
-    "a start moved earlier": (synced_with_ws_from_d3, start_moved_earlier, (D1, D2)),
-    "an end removed": (synced_with_ws_ended_d1, end_removed, (D2, D3)),
+    "a new service starting in the past": (as_is, ws_twin_from(D1), "S-WS2", (D1, D3)),
+    "a start moved earlier": (ws_from(D3), ws_from(D1), "S-WS", (D1, D2)),
+    "an end removed": (ws_until(D1), ws_until(None), "S-WS", (D2, D3)),
+    "a window moved earlier, named where it is now": (ws_from(D3), lambda c: ws_until(D1)(ws_from(D1)(c)), "S-WS",
+                                                      (D1, D1)),
+    "the contract's end removed": (contract_until(D1), contract_until(None), "S-WS", (D2, D3)),
 }
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("case", CASES)
-def test_nights_synced_before_a_service_was_active_are_named_and_a_re_run_counts_them(warehouse, settings, case):
-    synced_with, change, (first, last) = CASES[case]
+def test_nights_synced_before_a_service_was_countable_are_named_and_a_re_run_counts_them(
+        warehouse, settings, monkeypatch, case):
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    synced_with, change, service_id, (first, last) = CASES[case]
     run_contracts(warehouse, synced_with(with_reference(deepcopy(CONTRACT))))
     sync(warehouse, settings, (D1, D2, D3))
     assert len(counts(warehouse, "S-REF")) == 3
 
-    contract, service_id = change(synced_with(with_reference(deepcopy(CONTRACT))))
+    contract = change(synced_with(with_reference(deepcopy(CONTRACT))))
     plan = run_contracts(warehouse, contract)
 
     nights = (last - first).days + 1
-    [warning] = plan.uncounted
-    assert warning.startswith(f"service {service_id}")
+    named = [w for w in plan.uncounted if w.startswith(f"service {service_id}")]
+    assert len(named) == 1 and len(plan.uncounted) == (4 if "contract" in case else 1), plan.uncounted
     assert f"is now active on {nights} synced night(s) that did not count it ({first} to {last}): re-run them" \
-        in warning
-    assert run_contracts(warehouse, contract).uncounted == []  # applied again: nothing newly active
+        in named[0]
+    assert run_contracts(warehouse, contract).uncounted == []  # applied again: nothing newly countable
 
     sync(warehouse, settings, [first + timedelta(days=n) for n in range(nights)])  # the runbook's remedy
-    assert counts(warehouse, service_id) == counts(warehouse, "S-REF")  # counted as if active all along
+    reference = counts(warehouse, "S-REF")
+    assert counts(warehouse, service_id) == {d: u for d, u in reference.items() if d in counts(warehouse, service_id)}
+    assert {str(first + timedelta(days=n)) for n in range(nights)} <= counts(warehouse, service_id).keys()
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_a_service_starting_after_the_last_synced_night_is_not_warned_of(warehouse, settings):
-    run_contracts(warehouse, CONTRACT)
-    sync(warehouse, settings, (D1, D2))
+def test_nights_whose_landing_has_no_extract_of_the_view_are_named_as_not_recountable(warehouse, settings, monkeypatch):
+    """The extract lands only the views of services active that night: a view-scoped service
+    added in the past cannot be counted by a re-run of those nights."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
     contract = deepcopy(CONTRACT)
-    services(contract).append({**service(contract, "S-WS"), "service_id": "S-NEW", "start_date": D3.isoformat()})
-    assert run_contracts(warehouse, contract).uncounted == []
+    the_contract(contract)["services"] = [s for s in the_contract(contract)["services"] if s["service_id"] != "S-VIEW"]
+    run_contracts(warehouse, contract)
+    sync(warehouse, settings, (D1, D2, D3), mutate=lambda records: records.pop(f"agents_in_view/{VIEW}.jsonl.gz"))
+
+    [warning] = run_contracts(warehouse, CONTRACT).uncounted
+    assert warning.startswith("service S-VIEW is now active on 3 synced night(s) that did not count it "
+                              f"({D1} to {D3}); all of them cannot be recounted ({D1} to {D3}: their landing is "
+                              f"gone or holds no extract of view {VIEW}")
+    assert "re-run them" not in warning
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_the_night_of_today_is_not_named(warehouse, settings):
+    """Today's night was taken before the change, as for any service added today: the first count
+    of a service is always the next night's."""
+    run_contracts(warehouse, CONTRACT)
+    sync(warehouse, settings, (D1, D2, D3))
+    run_contracts(warehouse, ws_twin_from(D1)(deepcopy(CONTRACT)))
+    with warehouse.connect() as conn:
+        assert {night for _, _, night in uncounted_nights(conn, ["S-WS2"], D3)} == {D1, D2}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,9 @@ from agent_billing.contracts.schema import (
     read_contracts_file,
 )
 from agent_billing.settings import get_settings
+from agent_billing.sql import sql_source
 from agent_billing.sync.changes import lock_unit_history, record_manual_change
+from agent_billing.sync.landing import LandingError, RawLanding
 from agent_billing.sync.scopes import latest_complete_snapshot, scope_problems
 from agent_billing.warehouse.values import as_date
 
@@ -75,10 +77,12 @@ def run_contracts(
                 transaction.rollback()
                 return plan
             raise ContractsFileError(plan.refusal_message())
+        today = datetime.now(get_settings().tz).date()
+        uncounted = uncounted_nights(conn, touched_services(conn, plan), today)
         execute_plan(conn, plan)
         check_scopes(conn, plan)
         check_back_billing(conn, plan)
-        check_uncounted_nights(conn, plan)
+        check_uncounted_nights(conn, plan, uncounted, today)
         if strict and plan.scope_problems and not dry_run:
             raise ContractsFileError(
                 f"{doc.source}: --strict: "
@@ -168,48 +172,65 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
             )
 
 
-def check_uncounted_nights(conn: Connection, plan: Plan) -> None:
-    """Counted services that the plan makes active on nights already synced without them: a
-    new service starting in the past, a start moved earlier, an end moved later or removed.
-    Those nights' landings could count it, but nothing re-reads them: until they are re-run,
-    billing takes each such day at the units of the service's nearest count, another night's."""
-    for e in plan.entries:
-        if e.kind != "service" or e.row.get("units_source") != "rmm_agent_count":
-            continue
-        for since, until in _newly_active(e):
-            first, last, nights = conn.execute(
-                text(
-                    "SELECT MIN(r.snapshot_date), MAX(r.snapshot_date), COUNT(*) FROM sync_runs r "
-                    "WHERE r.status = 'complete' AND r.snapshot_date >= :since AND r.snapshot_date <= :until "
-                    "AND NOT EXISTS (SELECT 1 FROM service_unit_counts c "
-                    "WHERE c.service_id = :service AND c.snapshot_date = r.snapshot_date)"
-                ),
-                {"since": since, "until": until or date.max, "service": e.key},
-            ).one()
-            if nights:
-                first, last = as_date(first), as_date(last)
-                plan.uncounted.append(
-                    f"{e.describe()} is now active on {nights} synced night(s) that did not count it "
-                    f"({first} to {last}): re-run them (agent-billing sync --date D for each, or an Airflow "
-                    "backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract') before its next "
-                    "billing run, which otherwise bills those days at the units of another night"
-                )
+def uncounted_nights(conn: Connection, services: list[str], today: date) -> set[tuple[str, str | None, date]]:
+    """(service, its view, night): the complete nights before ``today`` on which each of
+    ``services`` was to be counted and has no count (``contracts/uncounted_nights.sql``)."""
+    if not services:
+        return set()
+    rule = sql_source("sync/agent_counted_services.sql").replace(":snapshot_date", "r.snapshot_date")
+    query = text(sql_source(UNCOUNTED_NIGHTS).replace("/*counted_services_of_the_night*/", rule))
+    rows = conn.execute(query.bindparams(sa.bindparam("services", expanding=True)),
+                        {"services": services, "today": today})
+    return {(service, view, as_date(night)) for service, view, night in rows}
 
 
-def _newly_active(e: PlanEntry) -> list[tuple[date, date | None]]:
-    """The days a service entry becomes active on (``None``: no end)."""
-    start, end = as_date(e.row["start_date"]), e.row.get("end_date")
-    end = as_date(end) if end is not None else None
-    if e.action == "create":
-        return [(start, end)]
-    if e.action != "update":
-        return []
-    changed = {c.field: c for c in e.changes}
-    if "units_source" in changed:  # counted from now on: every active day is new to the counts
-        return [(start, end)]
-    spans = []
-    if "start_date" in changed and (old := changed["start_date"].old) is not None and as_date(old) > start:
-        spans.append((start, as_date(old) - timedelta(days=1)))
-    if "end_date" in changed and (old := changed["end_date"].old) is not None and (end is None or as_date(old) < end):
-        spans.append((as_date(old) + timedelta(days=1), end))
-    return spans
+UNCOUNTED_NIGHTS = "contracts/uncounted_nights.sql"
+
+
+def touched_services(conn: Connection, plan: Plan) -> list[str]:
+    """The services a plan adds or changes, and those of the contracts it adds or changes."""
+    services = {e.key for e in plan.entries if e.kind == "service" and e.action in ("create", "update")}
+    contracts = [e.key for e in plan.entries if e.kind == "contract" and e.action in ("create", "update")]
+    if contracts:
+        services |= set(conn.execute(
+            text("SELECT service_id FROM services WHERE contract_id IN :c").bindparams(
+                sa.bindparam("c", expanding=True)), {"c": contracts}).scalars())
+    return sorted(services)
+
+
+def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, str | None, date]],
+                           today: date) -> None:
+    """Warn of the synced nights on which the plan made a counted service countable (a service
+    or its contract starting earlier or ending later) without a count: until they are re-run,
+    billing takes those days at the units of the service's nearest count, another night's. A
+    night is named from yesterday back: the night of today was taken before the change, as for
+    any service added today. ``before``: ``uncounted_nights`` before the plan was written."""
+    added = sorted(uncounted_nights(conn, touched_services(conn, plan), today) - before)
+    settings = get_settings()
+    entries = {e.key: e for e in plan.entries if e.kind == "service"}
+    by_service: dict[tuple[str, str | None], list[date]] = {}
+    for service, view, night in added:
+        by_service.setdefault((service, view), []).append(night)
+    for (service, view), nights in by_service.items():
+        lost = [d for d in nights if not _recountable(settings.raw_path, d, view)]
+        what = entries[service].describe() if service in entries else f"service {service}"
+        warning = f"{what} is now active on {len(nights)} synced night(s) that did not count it ({nights[0]} to {nights[-1]})"
+        if len(lost) < len(nights):
+            warning += (": re-run them (agent-billing sync --date D for each, or an Airflow backfill of "
+                        "vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract') before its next billing run, "
+                        "which otherwise bills those days at the units of another night")
+        if lost:
+            warning += (f"; {'all' if len(lost) == len(nights) else len(lost)} of them cannot be recounted "
+                        f"({lost[0]} to {lost[-1]}: their landing is gone"
+                        + (f" or holds no extract of view {view}, which no active service used that night" if view else "")
+                        + "), so those days bill at the units of another night")
+        plan.uncounted.append(warning)
+
+
+def _recountable(raw_path: Path, night: date, view: str | None) -> bool:
+    """Whether a re-run of the night can count a service: its landing is there, with the view."""
+    landing = RawLanding(raw_path, night)
+    try:
+        return landing.exists() and (view is None or f"agents_in_view/{view}.jsonl.gz" in landing.manifest()["files"])
+    except LandingError:
+        return False
