@@ -66,24 +66,22 @@ def ws_from(day):
     return change
 
 
-def ws_until(day):
+def ending(entry, day):
+    """A change that ends ``entry(contract)`` on ``day`` (None: open-ended)."""
     def change(contract: dict) -> dict:
-        if day is None:
-            service(contract, "S-WS").pop("end_date", None)
-        else:
-            service(contract, "S-WS")["end_date"] = day.isoformat()
+        entry(contract).pop("end_date", None)
+        if day is not None:
+            entry(contract)["end_date"] = day.isoformat()
         return contract
     return change
+
+
+def ws_until(day):
+    return ending(lambda contract: service(contract, "S-WS"), day)
 
 
 def contract_until(day):
-    def change(contract: dict) -> dict:
-        if day is None:
-            the_contract(contract).pop("end_date", None)
-        else:
-            the_contract(contract)["end_date"] = day.isoformat()
-        return contract
-    return change
+    return ending(the_contract, day)
 
 
 def ws_twin_from(day):
