@@ -184,8 +184,6 @@ def explain(exc: BaseException) -> tuple[str, int]:
     return _without_secrets(message), code
 
 
-#: What the drivers say, before a session exists, when the warehouse setting names a database,
-#: role or password the server does not know, or a file that is no SQLite database.
 def _database_error_kind(exc: BaseException) -> str | None:
     """"DataError" or "OperationalError" (PEP 249 classes) for a database error, wrapped by
     SQLAlchemy or raised by the driver itself, or "DatabaseError" for one of that base class

@@ -384,7 +384,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
             errors.append(f"{message_id}: {error}")
             _mark(engine, message_id, error=error)  # the claim is released: the next delivery retries
             if why := _server_down(exc):
-                # the server is down or mute: each other message would wait out the timeout too
+                # down, mute or taking no login now: each other message would fail the same way
                 unreachable = len(pending) - position - 1
                 break
             continue
