@@ -1,8 +1,8 @@
 """A counted service made countable on nights already synced (a new service starting in the
 past, a start moved earlier, an end moved later or removed, the same for its contract) has no
-count on them: apply names those nights, and re-running them counts the service as if it had
-been active all along; nights that a re-run cannot count (no landing, no extract of the view)
-are named as such."""
+count on them: apply names those nights and records them, no invoice of the contract is posted
+until they are re-run, and re-running them counts the service as if it had been active all
+along; nights that a re-run cannot count (no landing, no extract of the view) are named as such."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from agent_billing.billing import run_billing
+from agent_billing.billing.post import NightsNotCounted
+from agent_billing.billing.review import post_reviewed
 from agent_billing.contracts import run_contracts
 from agent_billing.contracts.apply import uncounted_nights
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
@@ -42,6 +45,12 @@ def counts(engine, service_id: str) -> dict:
         return {str(d)[:10]: u for d, u in conn.execute(text(
             "SELECT snapshot_date, units FROM service_unit_counts WHERE service_id = :s ORDER BY 1"),
             {"s": service_id})}
+
+
+def to_recount(engine) -> dict:
+    with engine.connect() as conn:
+        return {(s, str(d)[:10]) for s, d in conn.execute(text(
+            "SELECT service_id, snapshot_date FROM nights_to_recount"))}
 
 
 def with_reference(contract: dict) -> dict:
@@ -122,9 +131,13 @@ def test_nights_synced_before_a_service_was_countable_are_named_and_a_re_run_cou
     assert len(named) == 1 and len(plan.uncounted) == (4 if "contract" in case else 1), plan.uncounted
     assert f"is now active on {nights} synced night(s) that did not count it ({first} to {last}): re-run them" \
         in named[0]
+    named_nights = {(service_id, str(first + timedelta(days=n))) for n in range(nights)}
+    assert {(s, d) for s, d in to_recount(warehouse) if s == service_id} == named_nights
     assert run_contracts(warehouse, contract).uncounted == []  # applied again: nothing newly countable
+    assert {(s, d) for s, d in to_recount(warehouse) if s == service_id} == named_nights  # and still recorded
 
     sync(warehouse, settings, [first + timedelta(days=n) for n in range(nights)])  # the runbook's remedy
+    assert to_recount(warehouse) == set()
     reference = counts(warehouse, "S-REF")
     assert counts(warehouse, service_id) == {d: u for d, u in reference.items() if d in counts(warehouse, service_id)}
     assert {str(first + timedelta(days=n)) for n in range(nights)} <= counts(warehouse, service_id).keys()
@@ -156,3 +169,66 @@ def test_the_night_of_today_is_not_named(warehouse, settings):
     run_contracts(warehouse, ws_twin_from(D1)(deepcopy(CONTRACT)))
     with warehouse.connect() as conn:
         assert {night for _, _, night in uncounted_nights(conn, ["S-WS2"], D3)} == {D1, D2}
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("posting", ["automatic", "review"])
+def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, monkeypatch, posting):
+    """Posting is where a wrong amount becomes permanent: the run fails the contract (the others
+    are billed) and a reviewer's post is refused, naming the nights; once they are re-run the
+    invoice bills the new service at the units the nights counted."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    contract = with_reference(deepcopy(CONTRACT))
+    the_contract(contract)["posting"] = posting
+    run_contracts(warehouse, contract)
+    sync(warehouse, settings, (D1, D2, D3))
+    run_contracts(warehouse, ws_twin_from(D1)(contract))
+
+    summary = run_billing(warehouse, D3)
+    refusal = (f"cannot post INV-C-CONTOSO-2024-03: a contracts change made services active on synced nights "
+               f"that did not count them (service S-WS2 on 3 night(s), {D1} to {D3}); re-run those nights")
+    if posting == "automatic":
+        [failed] = summary.failed
+        assert failed.contract_id == "C-CONTOSO" and not failed.transient
+        assert failed.error.startswith(f"NightsNotCounted: {refusal}"), failed.error
+        assert [c.contract_id for c in summary.contracts] == ["C-REF"]  # the other contract billed
+    else:
+        assert not summary.failed
+        with pytest.raises(NightsNotCounted, match=refusal.replace("(", r"\(").replace(")", r"\)")):
+            post_reviewed(warehouse, "C-CONTOSO")
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM invoices WHERE contract_id = 'C-CONTOSO'")).scalar() == 0
+
+    sync(warehouse, settings, (D1, D2, D3))
+    summary = run_billing(warehouse, D3)
+    assert not summary.failed
+    if posting == "review":
+        post_reviewed(warehouse, "C-CONTOSO")
+    with warehouse.connect() as conn:
+        amounts = dict(conn.execute(text(
+            "SELECT service_id, amount FROM invoice_lines WHERE service_id IN ('S-WS2', 'S-REF') AND kind = 'normal'")).all())
+    assert amounts["S-WS2"] == amounts["S-REF"] > 0
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_change_undone_and_a_scope_that_points_at_nothing_hold_nothing(warehouse, settings, monkeypatch):
+    """A change undone leaves no night to recount; a night re-run on which the service's scope
+    points at nothing is counted as well as it can be (no count: the scope report says why)."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    run_contracts(warehouse, CONTRACT)
+    sync(warehouse, settings, (D1, D2, D3))
+    run_contracts(warehouse, ws_from(D1)(ws_twin_from(D2)(deepcopy(CONTRACT))))
+    assert to_recount(warehouse) == {("S-WS2", str(D2)), ("S-WS2", str(D3))}
+    run_contracts(warehouse, ws_twin_from(D3)(deepcopy(CONTRACT)))  # its start moved to the last night
+    assert to_recount(warehouse) == {("S-WS2", str(D3))}
+
+    def and_nowhere(contract: dict) -> dict:  # a service whose machine group VSA does not have
+        the_contract(contract)["services"].append(
+            {**service(contract, "S-WS"), "service_id": "S-NOWHERE", "vsa_machine_group_id": "999",
+             "start_date": D3.isoformat()})
+        return contract
+    run_contracts(warehouse, and_nowhere(ws_twin_from(D3)(deepcopy(CONTRACT))))
+    assert to_recount(warehouse) == {("S-WS2", str(D3)), ("S-NOWHERE", str(D3))}
+    sync(warehouse, settings, (D3,))
+    assert to_recount(warehouse) == set() and counts(warehouse, "S-NOWHERE") == {}
+    assert not run_billing(warehouse, D3).failed

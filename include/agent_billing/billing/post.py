@@ -12,6 +12,12 @@ from sqlalchemy import Connection
 from agent_billing.billing import store
 from agent_billing.billing.calendar import invoice_date, month_label
 from agent_billing.billing.model import Contract, Line
+from agent_billing.errors import UserError
+
+
+class NightsNotCounted(UserError):
+    """An invoice refused: a contracts change made one of its services countable on synced
+    nights that have not been re-run, and those days would bill at another night's units."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +41,11 @@ def post_invoice(
     """Insert the invoice of ``month`` with ``lines``; a negative total makes a credit note.
 
     Runs inside the caller's transaction; a concurrent run that posted the same month first
-    makes this fail on the unique keys instead of billing twice.
+    makes this fail on the unique keys instead of billing twice. Refused (``NightsNotCounted``)
+    while a service of the contract has nights to recount up to ``as_of``: an invoice is never
+    edited, so it waits for the counts.
     """
+    refuse_nights_to_recount(conn, contract, month, as_of)
     total = sum((x.amount for x in lines), Decimal(0))
     invoice = Invoice(
         invoice_id=invoice_id(contract.contract_id, month),
@@ -61,3 +70,17 @@ def post_invoice(
         lines,
     )
     return invoice
+
+
+def refuse_nights_to_recount(conn: Connection, contract: Contract, month: date, as_of: date) -> None:
+    """Raise ``NightsNotCounted`` naming each service with nights to recount up to ``as_of``."""
+    waiting = store.nights_to_recount(conn, contract.contract_id, as_of)
+    if not waiting:
+        return
+    services = "; ".join(
+        f"service {w.service_id} on {w.nights} night(s), {w.first_night} to {w.last_night}" for w in waiting)
+    raise NightsNotCounted(
+        f"cannot post {invoice_id(contract.contract_id, month)}: a contracts change made services active on "
+        f"synced nights that did not count them ({services}); re-run those nights (agent-billing sync --date D "
+        "for each, or an Airflow backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'), then bill again"
+    )

@@ -4,8 +4,10 @@
 computed inside the transaction, refused plans raise before anything is written, and a
 preview (``dry_run``) executes the plan too and rolls back, so it meets every database rule
 the real apply meets. After the plan is executed the services' scopes are checked against the
-latest complete VSA snapshot (warnings; refused with ``strict``), and counted services that
-start months before any night was synced are named (warnings: they are billed from their start).
+latest complete VSA snapshot (warnings; refused with ``strict``), counted services that
+start months before any night was synced are named (warnings: they are billed from their start),
+and so are the synced nights the plan made a counted service countable on, which are recorded
+in ``nights_to_recount`` until they are re-run (no invoice of the contract is posted till then).
 """
 
 from __future__ import annotations
@@ -201,30 +203,56 @@ def touched_services(conn: Connection, plan: Plan) -> list[str]:
 def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, str | None, date]],
                            today: date) -> None:
     """Warn of the synced nights on which the plan made a counted service countable (a service
-    or its contract starting earlier or ending later) without a count: until they are re-run,
-    billing takes those days at the units of the service's nearest count, another night's. A
-    night is named from yesterday back: the night of today was taken before the change, as for
-    any service added today. ``before``: ``uncounted_nights`` before the plan was written."""
-    added = sorted(uncounted_nights(conn, touched_services(conn, plan), today) - before)
+    or its contract starting earlier or ending later) without a count, and record in
+    ``nights_to_recount`` those a re-run can count: until they are re-run (the night's count
+    deletes them), no invoice of the service's contract is posted (``billing.post``), which
+    would bill those days at the units of another night. A night is named from yesterday back:
+    the night of today was taken before the change, as for any service added today.
+    ``before``: ``uncounted_nights`` before the plan was written."""
+    touched = touched_services(conn, plan)
+    after = uncounted_nights(conn, touched, today)
     settings = get_settings()
     entries = {e.key: e for e in plan.entries if e.kind == "service"}
     by_service: dict[tuple[str, str | None], list[date]] = {}
-    for service, view, night in added:
+    for service, view, night in sorted(after - before):
         by_service.setdefault((service, view), []).append(night)
+    recount = []
     for (service, view), nights in by_service.items():
         lost = [d for d in nights if not _recountable(settings.raw_path, d, view)]
+        recount += [{"service_id": service, "snapshot_date": d} for d in nights if d not in lost]
         what = entries[service].describe() if service in entries else f"service {service}"
         warning = f"{what} is now active on {len(nights)} synced night(s) that did not count it ({nights[0]} to {nights[-1]})"
         if len(lost) < len(nights):
             warning += (": re-run them (agent-billing sync --date D for each, or an Airflow backfill of "
-                        "vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract') before its next billing run, "
-                        "which otherwise bills those days at the units of another night")
+                        "vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'): until then no invoice "
+                        "of its contract is posted, as it would bill those days at the units of another night")
         if lost:
             warning += (f"; {'all' if len(lost) == len(nights) else len(lost)} of them cannot be recounted "
                         f"({lost[0]} to {lost[-1]}: their landing is gone"
                         + (f" or holds no extract of view {view}, which no active service used that night" if view else "")
                         + "), so those days bill at the units of another night")
         plan.uncounted.append(warning)
+    _record_nights_to_recount(conn, touched, after, recount)
+
+
+def _record_nights_to_recount(conn: Connection, services: list[str], uncounted: set[tuple[str, str | None, date]],
+                              recount: list[dict]) -> None:
+    """Add ``recount`` to ``nights_to_recount``; drop the nights of ``services`` that are no
+    longer ``uncounted`` (a change undone: the service is not to be counted there any more)."""
+    if not services:
+        return
+    still = {(service, night) for service, _, night in uncounted}
+    recorded = {(s, as_date(d)) for s, d in conn.execute(
+        sa.select(NIGHTS_TO_RECOUNT.c.service_id, NIGHTS_TO_RECOUNT.c.snapshot_date)
+        .where(NIGHTS_TO_RECOUNT.c.service_id.in_(services)))}
+    key = (NIGHTS_TO_RECOUNT.c.service_id == sa.bindparam("s")) & (NIGHTS_TO_RECOUNT.c.snapshot_date == sa.bindparam("d"))
+    if gone := [{"s": s, "d": d} for s, d in recorded - still]:
+        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(key), gone)
+    if new := [r for r in recount if (r["service_id"], r["snapshot_date"]) not in recorded]:
+        conn.execute(sa.insert(NIGHTS_TO_RECOUNT), new)
+
+
+NIGHTS_TO_RECOUNT = sa.table("nights_to_recount", sa.column("service_id", sa.Text), sa.column("snapshot_date", sa.Date))
 
 
 def _recountable(raw_path: Path, night: date, view: str | None) -> bool:

@@ -135,5 +135,8 @@ def _uncounted(conn: Connection, snapshot_date: date, landed_views: set[str] | N
 
 
 def clear_counts(conn: Connection, snapshot_date: date) -> None:
-    """Drop the date's counts (its service agents leave the history with the date: ``forget_night``)."""
+    """Drop the date's counts (its service agents leave the history with the date: ``forget_night``),
+    and what ``contracts apply`` asked to recount on it: the date is counted again with the
+    contracts as they are now, or discarded."""
     conn.execute(text("DELETE FROM service_unit_counts WHERE snapshot_date = :d"), {"d": snapshot_date})
+    conn.execute(text("DELETE FROM nights_to_recount WHERE snapshot_date = :d"), {"d": snapshot_date})
