@@ -14,10 +14,12 @@ from sqlalchemy import text
 
 from agent_billing.billing import run_billing
 from agent_billing.billing.post import NightsNotCounted
-from agent_billing.billing.review import post_reviewed
+from agent_billing.billing.review import held_by_uncounted_nights, pending_lines, post_reviewed
 from agent_billing.contracts import run_contracts
 from agent_billing.contracts.apply import uncounted_nights
-from agent_billing.sync.pipeline import count_step, diff_step, load_step
+from agent_billing.contracts.recount import accept_uncounted
+from agent_billing.errors import UserError
+from agent_billing.sync.pipeline import count_step, diff_step, load_step, release_snapshot
 
 from .conftest import CONTRACT, DAYS, VIEW, write_landing
 
@@ -129,8 +131,8 @@ def test_nights_synced_before_a_service_was_countable_are_named_and_a_re_run_cou
     nights = (last - first).days + 1
     named = [w for w in plan.uncounted if w.startswith(f"service {service_id}")]
     assert len(named) == 1 and len(plan.uncounted) == (4 if "contract" in case else 1), plan.uncounted
-    assert f"is now active on {nights} synced night(s) that did not count it ({first} to {last}): re-run them" \
-        in named[0]
+    span = f"{first} to {last}" if nights > 1 else f"{first}"
+    assert f"is now active on {nights} synced night(s) that did not count it ({span}): re-run them" in named[0]
     named_nights = {(service_id, str(first + timedelta(days=n))) for n in range(nights)}
     assert {(s, d) for s, d in to_recount(warehouse) if s == service_id} == named_nights
     assert run_contracts(warehouse, contract).uncounted == []  # applied again: nothing newly countable
@@ -186,7 +188,7 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
 
     summary = run_billing(warehouse, D3)
     refusal = (f"cannot post INV-C-CONTOSO-2024-03: a contracts change made services active on synced nights "
-               f"that did not count them (service S-WS2 on 3 night(s), {D1} to {D3}); re-run those nights")
+               f"that did not count them (service S-WS2 on {D1} to {D3}); re-run those nights")
     if posting == "automatic":
         [failed] = summary.failed
         assert failed.contract_id == "C-CONTOSO" and not failed.transient
@@ -194,6 +196,9 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
         assert [c.contract_id for c in summary.contracts] == ["C-REF"]  # the other contract billed
     else:
         assert not summary.failed
+        assert held_by_uncounted_nights(warehouse, pending_lines(warehouse)) == [
+            f"contract C-CONTOSO cannot be posted until these nights are re-run: service S-WS2 on {D1} to {D3} "
+            "(docs/runbook.md, 'Fix a wrong contract')"]
         with pytest.raises(NightsNotCounted, match=refusal.replace("(", r"\(").replace(")", r"\)")):
             post_reviewed(warehouse, "C-CONTOSO")
     with warehouse.connect() as conn:
@@ -231,4 +236,68 @@ def test_a_change_undone_and_a_scope_that_points_at_nothing_hold_nothing(warehou
     assert to_recount(warehouse) == {("S-WS2", str(D3)), ("S-NOWHERE", str(D3))}
     sync(warehouse, settings, (D3,))
     assert to_recount(warehouse) == set() and counts(warehouse, "S-NOWHERE") == {}
+    assert not run_billing(warehouse, D3).failed
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("later", ["released after the apply", "diffed after the apply"])
+def test_a_night_that_bills_only_after_the_apply_is_held_too(warehouse, settings, monkeypatch, later):
+    """A night counted before the apply but not complete then (quarantined and released later,
+    or counted and diffed later: a failed diff task cleared) bills without a new count: it is
+    recorded as the complete nights are, and the remedy gives the service the reference's units."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    contract = with_reference(deepcopy(CONTRACT))
+    run_contracts(warehouse, contract)
+    sync(warehouse, settings, (D1,))
+    if later == "released after the apply":  # the org loses most of its agents: D2 is quarantined
+        write_landing(settings.raw_path, D2, *DAYS[D2], mutate=lambda r: r.update({"agents.jsonl.gz": r["agents.jsonl.gz"][:1]}))
+        sync(warehouse, settings, (D2,))
+    else:
+        write_landing(settings.raw_path, D2, *DAYS[D2])
+        load_step(warehouse, settings, D2)
+        count_step(warehouse, settings, D2)
+    sync(warehouse, settings, (D3,))
+
+    [warning] = run_contracts(warehouse, ws_twin_from(D1)(contract)).uncounted
+    assert f"3 synced night(s) that did not count it ({D1} to {D3})" in warning
+    (release_snapshot if later.startswith("released") else diff_step)(warehouse, settings, D2)
+    assert "S-WS2" in str(run_billing(warehouse, D3).failed)
+
+    sync(warehouse, settings, (D1, D2, D3))
+    assert to_recount(warehouse) == set() and counts(warehouse, "S-WS2") == counts(warehouse, "S-REF")
+    assert not run_billing(warehouse, D3).failed
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_service_pruned_from_the_file_keeps_only_the_nights_it_still_needs(warehouse, settings, monkeypatch):
+    """``--prune`` ends what the file no longer has: the nights after its end need no count."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    run_contracts(warehouse, CONTRACT)
+    sync(warehouse, settings, (D1, D2, D3))
+    run_contracts(warehouse, ws_twin_from(D1)(deepcopy(CONTRACT)))
+    assert {d for _, d in to_recount(warehouse)} == {str(D1), str(D2), str(D3)}
+    run_contracts(warehouse, CONTRACT, prune_end_date=D1)
+    assert to_recount(warehouse) == {("S-WS2", str(D1))}
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_night_whose_landing_is_gone_is_accepted_by_a_person_or_recorded_when_apply_cannot_see_the_landings(
+        warehouse, settings, monkeypatch, tmp_path):
+    """Apply on a machine without the raw folder cannot tell which nights a re-run can count: it
+    records them all (the hold errs on the side of a correct invoice) and says so. A night that
+    cannot be re-run is accepted by a person, and holds nothing any more."""
+    run_contracts(warehouse, CONTRACT)
+    sync(warehouse, settings, (D1, D2, D3))
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "not-mounted"))
+    [warning] = run_contracts(warehouse, ws_twin_from(D2)(deepcopy(CONTRACT))).uncounted
+    assert f"not-mounted is not on this machine, AGENT_BILLING_RAW_PATH: whether their landings are kept was not checked" \
+        in warning and "cannot be recounted" not in warning
+    assert to_recount(warehouse) == {("S-WS2", str(D2)), ("S-WS2", str(D3))}
+
+    accept_uncounted(warehouse, "S-WS2", D2)
+    with pytest.raises(UserError, match=f"service S-WS2 has no night {D2} to recount: its nights to recount are {D3}"):
+        accept_uncounted(warehouse, "S-WS2", D2)
+    [failed] = run_billing(warehouse, D3).failed
+    assert f"(service S-WS2 on {D3});" in failed.error and "accept-uncounted" in failed.error
+    accept_uncounted(warehouse, "S-WS2", D3)
     assert not run_billing(warehouse, D3).failed

@@ -13,6 +13,7 @@ from agent_billing.billing import store
 from agent_billing.billing.calendar import invoice_date, month_label
 from agent_billing.billing.model import Contract, Line
 from agent_billing.errors import UserError
+from agent_billing.sync.dates import date_runs
 
 
 class NightsNotCounted(UserError):
@@ -77,10 +78,15 @@ def refuse_nights_to_recount(conn: Connection, contract: Contract, month: date, 
     waiting = store.nights_to_recount(conn, contract.contract_id, as_of)
     if not waiting:
         return
-    services = "; ".join(
-        f"service {w.service_id} on {w.nights} night(s), {w.first_night} to {w.last_night}" for w in waiting)
+    services = nights_in_words(waiting)
     raise NightsNotCounted(
         f"cannot post {invoice_id(contract.contract_id, month)}: a contracts change made services active on "
         f"synced nights that did not count them ({services}); re-run those nights (agent-billing sync --date D "
-        "for each, or an Airflow backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'), then bill again"
+        "for each, or an Airflow backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'), or accept a "
+        "night whose landing is gone (agent-billing snapshots accept-uncounted D --service S), then bill again"
     )
+
+
+def nights_in_words(waiting: dict[str, list[date]]) -> str:
+    """``store.nights_to_recount`` in words: ``service S on D1 to D3; service T on D2``."""
+    return "; ".join(f"service {service} on {date_runs(nights)}" for service, nights in waiting.items())

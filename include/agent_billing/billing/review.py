@@ -14,7 +14,7 @@ from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.horizon import check_horizon
 from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import invoice_id, post_invoice
+from agent_billing.billing.post import invoice_id, nights_in_words, post_invoice
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_lines, result
 from agent_billing.errors import UserError
@@ -29,6 +29,18 @@ def pending_lines(engine: Engine, contract_id: str | None = None) -> list[dict]:
             raise UserError(f"unknown contract {contract_id}")
         rows = conn.execute(store.query("review"), {"contract_id": contract_id}).mappings()
         return [{**r, "amount": quantize(r["amount"], r["currency"])} for r in rows]
+
+
+def held_by_uncounted_nights(engine: Engine, pending: list[dict]) -> list[str]:
+    """One line per contract of the ``pending_lines`` rows that cannot be posted until nights a
+    contracts change left uncounted are re-run (``post.refuse_nights_to_recount``)."""
+    as_of = {r["contract_id"]: r["as_of"] for r in pending}
+    with engine.connect() as conn:
+        return [
+            f"contract {contract_id} cannot be posted until these nights are re-run: {nights_in_words(waiting)} "
+            "(docs/runbook.md, 'Fix a wrong contract')"
+            for contract_id, day in as_of.items() if (waiting := store.nights_to_recount(conn, contract_id, day))
+        ]
 
 
 def post_reviewed(

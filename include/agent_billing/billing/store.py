@@ -35,7 +35,7 @@ _TYPES = {
             "as_of", "start_date", "end_date", "effective_date", "period_start", "period_end",
             "invoice_date", "invoice_month", "last_invoice_month", "last_invoice_as_of",
             "pending_as_of", "snapshot_date", "first_count_date", "first_reading_date",
-            "since", "settled_before", "from_date", "first_day", "first_night", "last_night",
+            "since", "settled_before", "from_date", "first_day",
         )
     },
 }
@@ -73,19 +73,13 @@ def contract_ids(conn: Connection) -> list[str]:
     return list(conn.execute(query("contract_ids")).scalars().all())
 
 
-@dataclass(frozen=True, slots=True)
-class NightsToRecount:
-    service_id: str
-    nights: int
-    first_night: date
-    last_night: date
-
-
-def nights_to_recount(conn: Connection, contract_id: str, as_of: date) -> list[NightsToRecount]:
+def nights_to_recount(conn: Connection, contract_id: str, as_of: date) -> dict[str, list[date]]:
     """The contract's services with nights up to ``as_of`` that ``contracts apply`` asked to
-    recount and no count has taken since (``nights_to_recount``)."""
-    rows = conn.execute(query("nights_to_recount"), {"contract_id": contract_id, "as_of": as_of}).mappings()
-    return [NightsToRecount(**row) for row in rows]
+    recount and no count has taken since (``nights_to_recount``), each with its nights."""
+    nights: dict[str, list[date]] = defaultdict(list)
+    for row in conn.execute(query("nights_to_recount"), {"contract_id": contract_id, "as_of": as_of}):
+        nights[row.service_id].append(row.snapshot_date)
+    return dict(nights)
 
 
 def find_contract(conn: Connection, contract_id: str) -> Contract | None:

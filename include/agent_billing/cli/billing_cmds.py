@@ -145,9 +145,11 @@ def _review(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     from agent_billing.billing import pending_lines
+    from agent_billing.billing.review import held_by_uncounted_nights
     from agent_billing.warehouse import connect_warehouse
 
-    rows = pending_lines(connect_warehouse(), args.contract)
+    engine = connect_warehouse()
+    rows = pending_lines(engine, args.contract)
     if not rows:
         print("no pending lines" + (f" for contract {args.contract}" if args.contract else ""))
         return 0
@@ -174,6 +176,8 @@ def _review(args: argparse.Namespace) -> int:
         ("contract", "lines", "total", "currency"),
         [(contract, n, total, currency) for (contract, currency), (n, total) in totals.items()],
     ))
+    for held in held_by_uncounted_nights(engine, rows):
+        print(f"\n{held}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``agent-billing sync``, ``units get`` and ``snapshots release|discard``: the nightly sync by hand."""
+"""``agent-billing sync``, ``units get`` and ``snapshots release|discard|reopen|accept-uncounted``:
+the nightly sync by hand."""
 
 from __future__ import annotations
 
@@ -21,13 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     get.add_argument("--service", required=True, help="service_id")
     get.set_defaults(handler=_units_get)
 
-    snapshots = sub.add_parser("snapshots", help="quarantined and discarded snapshots")
+    snapshots = sub.add_parser("snapshots", help="quarantined, discarded and uncounted snapshots")
     s_sub = snapshots.add_subparsers(dest="snapshots_command", required=True)
     for action, text in (("release", "accept a quarantined snapshot"), ("discard", "reject a quarantined snapshot"),
                          ("reopen", "take a discarded snapshot up again (then run its night)")):
         p = s_sub.add_parser(action, help=text)
         p.add_argument("date", help="snapshot date YYYY-MM-DD")
         p.set_defaults(handler=_snapshot_action, action=action)
+    accept = s_sub.add_parser(
+        "accept-uncounted", help="bill a service's days of a night a contracts change left uncounted, whose "
+        "landing is gone, at the units of another night (the night then holds no invoice)")
+    accept.add_argument("date", help="snapshot date YYYY-MM-DD")
+    accept.add_argument("--service", required=True, help="service_id")
+    accept.set_defaults(handler=_accept_uncounted)
 
 
 def _context():
@@ -114,4 +121,15 @@ def _snapshot_action(args: argparse.Namespace) -> int:
     for night, status in result.detail.get("rejudged", {}).items():
         print(f"snapshot {night}: {status} (judged again against the nights before it)")
     _deliver_after_success(args, engine, settings)  # its unit-change mail and re-judged nights' alerts
+    return 0
+
+
+def _accept_uncounted(args: argparse.Namespace) -> int:
+    from agent_billing.contracts.recount import accept_uncounted
+    from agent_billing.sync.dates import parse_date
+
+    night = parse_date(args.date, "snapshot date")
+    engine, _ = _context()
+    accept_uncounted(engine, args.service, night)
+    print(f"service {args.service}: night {night} accepted uncounted (its days bill at the units of another night)")
     return 0

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
+from agent_billing.contracts.recount import record_nights_to_recount
 from agent_billing.contracts.schema import (
     ContractsDocument,
     ContractsFile,
@@ -33,6 +34,7 @@ from agent_billing.contracts.schema import (
 from agent_billing.settings import get_settings
 from agent_billing.sql import sql_source
 from agent_billing.sync.changes import lock_unit_history, record_manual_change
+from agent_billing.sync.dates import date_runs
 from agent_billing.sync.landing import LandingError, RawLanding
 from agent_billing.sync.scopes import latest_complete_snapshot, scope_problems
 from agent_billing.warehouse.values import as_date
@@ -190,9 +192,11 @@ UNCOUNTED_NIGHTS = "contracts/uncounted_nights.sql"
 
 
 def touched_services(conn: Connection, plan: Plan) -> list[str]:
-    """The services a plan adds or changes, and those of the contracts it adds or changes."""
-    services = {e.key for e in plan.entries if e.kind == "service" and e.action in ("create", "update")}
-    contracts = [e.key for e in plan.entries if e.kind == "contract" and e.action in ("create", "update")]
+    """The services a plan adds, changes or ends, and those of the contracts it adds, changes or
+    ends (an end written by ``--prune`` undoes a change as an edited date does)."""
+    writes = ("create", "update", "end")
+    services = {e.key for e in plan.entries if e.kind == "service" and e.action in writes}
+    contracts = [e.key for e in plan.entries if e.kind == "contract" and e.action in writes]
     if contracts:
         services |= set(conn.execute(
             text("SELECT service_id FROM services WHERE contract_id IN :c").bindparams(
@@ -217,42 +221,26 @@ def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, 
     for service, view, night in sorted(after - before):
         by_service.setdefault((service, view), []).append(night)
     recount = []
+    raw_here = settings.raw_path.is_dir()
     for (service, view), nights in by_service.items():
-        lost = [d for d in nights if not _recountable(settings.raw_path, d, view)]
+        lost = [d for d in nights if not _recountable(settings.raw_path, d, view)] if raw_here else []
         recount += [{"service_id": service, "snapshot_date": d} for d in nights if d not in lost]
         what = entries[service].describe() if service in entries else f"service {service}"
-        warning = f"{what} is now active on {len(nights)} synced night(s) that did not count it ({nights[0]} to {nights[-1]})"
+        warning = f"{what} is now active on {len(nights)} synced night(s) that did not count it ({date_runs(nights)})"
         if len(lost) < len(nights):
             warning += (": re-run them (agent-billing sync --date D for each, or an Airflow backfill of "
                         "vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'): until then no invoice "
                         "of its contract is posted, as it would bill those days at the units of another night")
+        if not raw_here:
+            warning += (f" (the raw folder {settings.raw_path} is not on this machine, AGENT_BILLING_RAW_PATH: "
+                        "whether their landings are kept was not checked)")
         if lost:
             warning += (f"; {'all' if len(lost) == len(nights) else len(lost)} of them cannot be recounted "
-                        f"({lost[0]} to {lost[-1]}: their landing is gone"
+                        f"({date_runs(lost)}: their landing is gone"
                         + (f" or holds no extract of view {view}, which no active service used that night" if view else "")
                         + "), so those days bill at the units of another night")
         plan.uncounted.append(warning)
-    _record_nights_to_recount(conn, touched, after, recount)
-
-
-def _record_nights_to_recount(conn: Connection, services: list[str], uncounted: set[tuple[str, str | None, date]],
-                              recount: list[dict]) -> None:
-    """Add ``recount`` to ``nights_to_recount``; drop the nights of ``services`` that are no
-    longer ``uncounted`` (a change undone: the service is not to be counted there any more)."""
-    if not services:
-        return
-    still = {(service, night) for service, _, night in uncounted}
-    recorded = {(s, as_date(d)) for s, d in conn.execute(
-        sa.select(NIGHTS_TO_RECOUNT.c.service_id, NIGHTS_TO_RECOUNT.c.snapshot_date)
-        .where(NIGHTS_TO_RECOUNT.c.service_id.in_(services)))}
-    key = (NIGHTS_TO_RECOUNT.c.service_id == sa.bindparam("s")) & (NIGHTS_TO_RECOUNT.c.snapshot_date == sa.bindparam("d"))
-    if gone := [{"s": s, "d": d} for s, d in recorded - still]:
-        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(key), gone)
-    if new := [r for r in recount if (r["service_id"], r["snapshot_date"]) not in recorded]:
-        conn.execute(sa.insert(NIGHTS_TO_RECOUNT), new)
-
-
-NIGHTS_TO_RECOUNT = sa.table("nights_to_recount", sa.column("service_id", sa.Text), sa.column("snapshot_date", sa.Date))
+    record_nights_to_recount(conn, touched, {(service, night) for service, _, night in after}, recount)
 
 
 def _recountable(raw_path: Path, night: date, view: str | None) -> bool:

@@ -51,3 +51,14 @@ def is_late(snapshot_date: date, now: datetime, tz: ZoneInfo, grace_hours: int) 
     """True when the date's local midnight is more than the grace window in the past."""
     start = datetime.combine(snapshot_date, time.min, tzinfo=tz)
     return now - start > timedelta(hours=grace_hours)
+
+
+def date_runs(dates: list[date]) -> str:
+    """Sorted dates as runs of consecutive days: ``2024-03-01 to 2024-03-02, 2024-03-05``."""
+    runs: list[list[date]] = []
+    for d in dates:
+        if runs and d - runs[-1][-1] == timedelta(days=1):
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]} to {r[-1]}" for r in runs)

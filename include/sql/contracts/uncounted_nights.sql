@@ -1,12 +1,14 @@
--- The complete nights before :today on which a counted service was to be counted and has no
--- count: contracts apply runs it before and after writing a plan, and warns of the nights the
--- plan added (a service or contract starting earlier or ending later). "Was to be counted" is
+-- The counted nights before :today (history_dates: complete, or quarantined until discarded, or
+-- counted and not yet diffed: each may bill later without being counted again) on which a
+-- counted service was to be counted and has no count: contracts apply runs it before and after
+-- writing a plan, and warns of the nights the plan added (a service or contract starting
+-- earlier or ending later). "Was to be counted" is
 -- the count's own rule, sync/agent_counted_services.sql, put in place of the marker below with
 -- the night as its date (contracts/apply.py), so the two never differ.
 -- :services: the services to look at (those the plan touched).
 SELECT t.service_id, t.vsa_view_id, r.snapshot_date
 FROM services t
-JOIN sync_runs r ON r.status = 'complete' AND r.snapshot_date < :today
+JOIN history_dates r ON r.snapshot_date < :today
 WHERE t.service_id IN :services
   AND EXISTS (/*counted_services_of_the_night*/ AND s.service_id = t.service_id)
   AND NOT EXISTS (SELECT 1 FROM service_unit_counts u

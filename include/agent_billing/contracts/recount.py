@@ -1,0 +1,60 @@
+"""``nights_to_recount`` (migration 0021): the synced nights a contracts change made a counted
+service countable on, which hold its contract's invoices until they are counted again.
+
+``contracts apply`` records them (``record_nights_to_recount``); the night's count deletes them
+(``sync.changes.counting.clear_counts``); a person accepts a night that cannot be re-run
+(``accept_uncounted``: its days then bill at the units of another night); posting reads them
+(``billing.post``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from agent_billing.errors import UserError
+from agent_billing.sync.dates import date_runs
+from agent_billing.warehouse.values import as_date
+
+NIGHTS_TO_RECOUNT = sa.table("nights_to_recount", sa.column("service_id", sa.Text), sa.column("snapshot_date", sa.Date))
+
+
+def recorded_nights(conn: Connection, services: list[str]) -> set[tuple[str, date]]:
+    """(service, night) of ``services`` in ``nights_to_recount``."""
+    return {(s, as_date(d)) for s, d in conn.execute(
+        sa.select(NIGHTS_TO_RECOUNT.c.service_id, NIGHTS_TO_RECOUNT.c.snapshot_date)
+        .where(NIGHTS_TO_RECOUNT.c.service_id.in_(services)))}
+
+
+def record_nights_to_recount(conn: Connection, services: list[str], uncounted: set[tuple[str, date]],
+                             recount: list[dict]) -> None:
+    """Add ``recount`` (rows: service_id, snapshot_date); drop the nights of ``services`` that are
+    no longer ``uncounted`` (a change undone: the service is not to be counted there any more)."""
+    if not services:
+        return
+    recorded = recorded_nights(conn, services)
+    if gone := [{"s": s, "d": d} for s, d in recorded - uncounted]:
+        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), gone)
+    if new := [r for r in recount if (r["service_id"], r["snapshot_date"]) not in recorded]:
+        conn.execute(sa.insert(NIGHTS_TO_RECOUNT), new)
+
+
+def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
+    """A person accepts that ``service_id`` stays uncounted on ``night`` (its landing is gone, so
+    no re-run can count it): its days then bill at the units of another night, and the night no
+    longer holds the contract's invoices."""
+    with engine.begin() as conn:
+        deleted = conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), {"s": service_id, "d": night}).rowcount
+        if deleted:
+            return
+        left = sorted(d for _, d in recorded_nights(conn, [service_id]))
+        raise UserError(
+            f"service {service_id} has no night {night} to recount"
+            + (f": its nights to recount are {date_runs(left)}" if left else ": it has none")
+        )
+
+
+def _key() -> sa.ColumnElement[bool]:
+    return (NIGHTS_TO_RECOUNT.c.service_id == sa.bindparam("s")) & (NIGHTS_TO_RECOUNT.c.snapshot_date == sa.bindparam("d"))
