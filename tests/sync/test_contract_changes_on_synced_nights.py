@@ -6,8 +6,12 @@ along; nights that a re-run cannot count (no landing, no extract of the view) ar
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from copy import deepcopy
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -22,6 +26,8 @@ from agent_billing.errors import UserError
 from agent_billing.sync.pipeline import count_step, diff_step, load_step, release_snapshot
 
 from .conftest import CONTRACT, DAYS, VIEW, write_landing
+
+ROOT = Path(__file__).resolve().parents[2]
 
 D1, D2, D3 = sorted(DAYS)
 
@@ -47,6 +53,12 @@ def counts(engine, service_id: str) -> dict:
         return {str(d)[:10]: u for d, u in conn.execute(text(
             "SELECT snapshot_date, units FROM service_unit_counts WHERE service_id = :s ORDER BY 1"),
             {"s": service_id})}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The real command line on the test's warehouse (``AIRFLOW_CONN_BILLING_WAREHOUSE``)."""
+    return subprocess.run([sys.executable, "-m", "agent_billing.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "include")}, timeout=120, check=False)
 
 
 def to_recount(engine) -> dict:
@@ -189,6 +201,9 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
     summary = run_billing(warehouse, D3)
     refusal = (f"cannot post INV-C-CONTOSO-2024-03: a contracts change made services active on synced nights "
                f"that did not count them (service S-WS2 on {D1} to {D3}); re-run those nights")
+    refusal_line = (refusal + " (agent-billing sync --date D for each, or an Airflow backfill of vsa_asset_sync; "
+                    "docs/runbook.md, 'Fix a wrong contract'), or accept a night whose landing is gone "
+                    "(agent-billing snapshots accept-uncounted D --service S), then bill again")
     if posting == "automatic":
         [failed] = summary.failed
         assert failed.contract_id == "C-CONTOSO" and not failed.transient
@@ -199,6 +214,10 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
         assert held_by_uncounted_nights(warehouse, pending_lines(warehouse)) == [
             f"contract C-CONTOSO cannot be posted until these nights are re-run: service S-WS2 on {D1} to {D3} "
             "(docs/runbook.md, 'Fix a wrong contract')"]
+        review = cli("review")
+        assert review.returncode == 0 and held_by_uncounted_nights(warehouse, pending_lines(warehouse))[0] in review.stdout
+        post = cli("post", "--contract", "C-CONTOSO")
+        assert post.returncode == 2 and post.stderr.strip().splitlines() == [f"agent-billing post: error: {refusal_line}"], post.stderr
         with pytest.raises(NightsNotCounted, match=refusal.replace("(", r"\(").replace(")", r"\)")):
             post_reviewed(warehouse, "C-CONTOSO")
     with warehouse.connect() as conn:
