@@ -202,6 +202,22 @@ class Warehouses:
             self.databases.append(name)
         return self.url(name)
 
+    def restore(self, name: str, backup_of: str, folder: Path) -> str:
+        """The documented backup and restore (docs/deployment.md, "Backups" and "Restore"): on
+        PostgreSQL ``pg_dump -Fc`` of ``backup_of``, then ``pg_restore --no-owner --exit-on-error``
+        into a new empty database ``name``; on SQLite a copy of the file."""
+        if self.kind == "sqlite":
+            return self.create(name, copy_of=backup_of)
+        libpq = lambda db: self.url(db).replace("postgresql+psycopg://", "postgresql://", 1)  # noqa: E731
+        dump = folder / f"{backup_of}.dump"
+        subprocess.run(["pg_dump", "-Fc", "-f", str(dump), "-d", libpq(backup_of)], check=True, capture_output=True)
+        with self._admin() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+        self.databases.append(name)
+        subprocess.run(["pg_restore", "--no-owner", "--exit-on-error", "-d", libpq(name), str(dump)],
+                       check=True, capture_output=True)
+        return self.url(name)
+
     def drop_all(self) -> None:
         if self.databases:
             with self._admin() as conn:
@@ -231,6 +247,8 @@ class Reference:
     base_raw: Path
     expected: dict[str, list[tuple]]
     night: date
+    before_nights: str  # the warehouse with the contracts applied, before the first night
+    all_raw: Path  # the landings of every night, the last one included
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -245,6 +263,9 @@ def reference(request, tmp_path_factory, simulator) -> Reference:
     raw = folder / "raw-base"
     op = Operator(url, raw, simulator, connect_warehouse(url))
     apply_contracts(op.engine, contracts(simulator.state()))
+    op.engine.dispose()  # a PostgreSQL template is copied only while nobody is connected to it
+    before_nights = f"ab_fault_before_{suffix}"
+    warehouses.create(before_nights, copy_of=base)
     for day in NIGHTS[:-1]:
         assert op.sync(day).returncode == 0, op.outputs[-1]
         assert op.bill(day).returncode == 0, op.outputs[-1]
@@ -257,7 +278,7 @@ def reference(request, tmp_path_factory, simulator) -> Reference:
     assert op.bill(NIGHTS[-1]).returncode == 0, op.outputs[-1]
     expected = warehouse_contents(op.engine)
     op.engine.dispose()
-    yield Reference(warehouses, base, raw, expected, NIGHTS[-1])
+    yield Reference(warehouses, base, raw, expected, NIGHTS[-1], before_nights, ref_raw)
     warehouses.drop_all()
 
 

@@ -140,7 +140,9 @@ def test_back_billing_is_warned_of_once(warehouse, tmp_path, capsys):
     assert "starts 2024-02-01, before the first night synced (2024-06): its first billing run bills every month from 2024-02" in line
 
 
-def test_apply_warns_by_service_and_strict_refuses_and_changes_nothing(warehouse, tmp_path, capsys):
+def test_apply_warns_by_service_and_strict_refuses_and_changes_nothing(warehouse, tmp_path, capsys, monkeypatch):
+    (tmp_path / "raw").mkdir()  # the raw folder is there, without the night's landing
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))
     path = tmp_path / "c.yaml"
     path.write_text(CONTRACTS)
     load_snapshot(warehouse, counts=False)
@@ -157,8 +159,8 @@ def test_apply_warns_by_service_and_strict_refuses_and_changes_nothing(warehouse
     err = capsys.readouterr().err
     # the night was loaded without a landing (load_snapshot): a re-run cannot count it
     assert re.search(r"^agent-billing contracts: warning: service S-OK \(line \d+\) is now active on 1 synced "
-                     r"night\(s\) that did not count it \(2024-06-01 to 2024-06-01\); all of them cannot be "
-                     r"recounted \(2024-06-01 to 2024-06-01: their landing is gone\)", err, re.M)
+                     r"night\(s\) that did not count it \(2024-06-01\); all of them cannot be "
+                     r"recounted \(2024-06-01: their landing is gone\)", err, re.M), err
     err = scope_lines(err)
     warnings = [line for line in err if line.startswith("agent-billing contracts: warning: service ")]
     assert len(warnings) == 7 and len(err) == 7

@@ -1,5 +1,5 @@
--- The counted nights before :today (history_dates: complete, or quarantined until discarded, or
--- counted and not yet diffed: each may bill later without being counted again) on which a
+-- The counted nights before :today (complete, and those in history_dates: quarantined until
+-- discarded, or counted and not yet diffed, which may bill later without being counted again) on which a
 -- counted service was to be counted and has no count: contracts apply runs it before and after
 -- writing a plan, and warns of the nights the plan added (a service or contract starting
 -- earlier or ending later). "Was to be counted" is
@@ -8,7 +8,8 @@
 -- :services: the services to look at (those the plan touched).
 SELECT t.service_id, t.vsa_view_id, r.snapshot_date
 FROM services t
-JOIN history_dates r ON r.snapshot_date < :today
+JOIN (SELECT snapshot_date FROM history_dates
+      UNION SELECT snapshot_date FROM sync_runs WHERE status = 'complete') r ON r.snapshot_date < :today
 WHERE t.service_id IN :services
   AND EXISTS (/*counted_services_of_the_night*/ AND s.service_id = t.service_id)
   AND NOT EXISTS (SELECT 1 FROM service_unit_counts u
