@@ -47,12 +47,11 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(autouse=True)
-def _own_raw_folder(tmp_path, monkeypatch):
+def _own_raw_folder(tmp_path_factory, monkeypatch):
     """Each test's own empty raw folder (``AGENT_BILLING_RAW_PATH``): the default, ./data/raw,
     depends on where pytest runs, and ``contracts apply`` reads it to tell which synced nights a
     re-run can count (a missing folder means it cannot tell). A test that lands sets its own."""
-    (tmp_path / "raw-default").mkdir()
-    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw-default"))
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path_factory.mktemp("raw")))  # beside tmp_path, not in it
 
 
 def _pg_admin_engine():
