@@ -299,11 +299,13 @@ def vsa_asset_sync():
     def publish(snapshot_date: str) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from agent_billing.billing.trigger import BILLABLE
+
         ctx = get_current_context()
         outcome = next(
             (x for x in ctx["ti"].xcom_pull(task_ids=["diff", "quarantine_action"]) or [] if x), None
         )
-        if outcome is None or outcome["status"] not in ("complete", "discarded"):
+        if outcome is None or outcome["status"] not in BILLABLE:
             raise AirflowSkipException(f"snapshot {snapshot_date} is not billable: {outcome}")
         ctx["outlet_events"][SNAPSHOT_ASSET].extra = {"snapshot_date": snapshot_date}
         return outcome

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from agent_billing.billing import run_billing
 from agent_billing.billing.post import NightsNotCounted
 from agent_billing.billing.review import held_by_uncounted_nights, pending_lines, post_reviewed
+from agent_billing.cli.sync_cmds import _bill_the_night
 from agent_billing.contracts import run_contracts
 from agent_billing.contracts.apply import uncounted_nights
 from agent_billing.contracts.recount import accept_uncounted
@@ -171,7 +172,30 @@ def test_nights_whose_landing_has_no_extract_of_the_view_are_named_as_not_recoun
     assert warning.startswith("service S-VIEW is now active on 3 synced night(s) that did not count it "
                               f"({D1} to {D3}); all of them cannot be recounted ({D1} to {D3}: their landing is "
                               f"gone or holds no extract of view {VIEW}")
-    assert "re-run them" not in warning
+    assert "re-run them" not in warning and to_recount(warehouse) == set()
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_re_run_that_still_cannot_count_the_service_keeps_its_night_for_a_person(warehouse, settings, monkeypatch,
+                                                                                   tmp_path):
+    """Recorded by an apply that could not see the landings, a night whose landing has no
+    extract of the service's view is re-run without a count: it stays held until a person
+    accepts it. A night a re-run can count is not accepted: it is re-run."""
+    contract = deepcopy(CONTRACT)
+    the_contract(contract)["services"] = [s for s in the_contract(contract)["services"] if s["service_id"] != "S-VIEW"]
+    run_contracts(warehouse, contract)
+    sync(warehouse, settings, (D1, D2, D3), mutate=lambda records: records.pop(f"agents_in_view/{VIEW}.jsonl.gz"))
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "not-mounted"))
+    run_contracts(warehouse, ws_twin_from(D2)(deepcopy(CONTRACT)))
+    assert to_recount(warehouse) == {("S-VIEW", str(d)) for d in (D1, D2, D3)} | {("S-WS2", str(d)) for d in (D2, D3)}
+
+    sync(warehouse, settings, (D2,))
+    assert to_recount(warehouse) == {("S-VIEW", str(D1)), ("S-VIEW", str(D2)), ("S-VIEW", str(D3)), ("S-WS2", str(D3))}
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    with pytest.raises(UserError, match=f"night {D3}'s landing can count service S-WS2: re-run it"):
+        accept_uncounted(warehouse, "S-WS2", D3)
+    accept_uncounted(warehouse, "S-VIEW", D2)  # its landing has no extract of the view
+    assert ("S-VIEW", str(D2)) not in to_recount(warehouse)
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
@@ -260,7 +284,7 @@ def test_a_change_undone_and_a_scope_that_points_at_nothing_hold_nothing(warehou
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("later", ["released after the apply", "diffed after the apply"])
-def test_a_night_that_bills_only_after_the_apply_is_held_too(warehouse, settings, monkeypatch, later):
+def test_a_night_that_bills_only_after_the_apply_is_held_too(warehouse, settings, monkeypatch, later, capsys):
     """A night counted before the apply but not complete then (quarantined and released later,
     or counted and diffed later: a failed diff task cleared) bills without a new count: it is
     recorded as the complete nights are, and the remedy gives the service the reference's units."""
@@ -279,6 +303,9 @@ def test_a_night_that_bills_only_after_the_apply_is_held_too(warehouse, settings
 
     [warning] = run_contracts(warehouse, ws_twin_from(D1)(contract)).uncounted
     assert f"3 synced night(s) that did not count it ({D1} to {D3})" in warning
+    if later.startswith("released"):  # `sync --bill` bills what the nightly DAG bills: not this night
+        assert _bill_the_night(warehouse, D2) is None
+        assert f"snapshot {D2} is quarantined: not billed" in capsys.readouterr().out
     (release_snapshot if later.startswith("released") else diff_step)(warehouse, settings, D2)
     assert "S-WS2" in str(run_billing(warehouse, D3).failed)
 
@@ -309,7 +336,7 @@ def test_a_night_whose_landing_is_gone_is_accepted_by_a_person_or_recorded_when_
     sync(warehouse, settings, (D1, D2, D3))
     monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "not-mounted"))
     [warning] = run_contracts(warehouse, ws_twin_from(D2)(deepcopy(CONTRACT))).uncounted
-    assert f"not-mounted is not on this machine, AGENT_BILLING_RAW_PATH: whether their landings are kept was not checked" \
+    assert "not-mounted is not on this machine, AGENT_BILLING_RAW_PATH: whether their landings are kept was not checked" \
         in warning and "cannot be recounted" not in warning
     assert to_recount(warehouse) == {("S-WS2", str(D2)), ("S-WS2", str(D3))}
 

@@ -9,6 +9,10 @@ from typing import Any
 from agent_billing.errors import UserError
 from agent_billing.sync.dates import parse_date
 
+BILLABLE = ("complete", "discarded")
+"""The nights a nightly sync hands to billing (``vsa_asset_sync``'s ``publish``, ``sync --bill``):
+a quarantined night waits for a person, a gap or a failed night bills nothing."""
+
 
 def billing_dates(as_of: str | None, events: Iterable[Any]) -> list[date]:
     """The ``as_of`` param if given, else every triggering asset event's ``snapshot_date``.

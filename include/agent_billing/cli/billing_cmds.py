@@ -16,11 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     bill = sub.add_parser("bill", help="bill every contract as of a date (idempotent)")
     bill.add_argument("--as-of", required=True, metavar="YYYY-MM-DD", help="the billing date")
     bill.add_argument(
-        "--from", dest="from_date", metavar="YYYY-MM-DD",
-        help="bill every date from this one to --as-of, in order, as the nightly runs do (a replay "
-        "after a restore: docs/deployment.md, 'Restore')",
-    )
-    bill.add_argument(
         "--contract", action="append", dest="contracts", metavar="ID",
         help="only this contract (repeatable)",
     )
@@ -100,37 +95,20 @@ def print_json(value: object) -> None:
 
 
 def _bill(args: argparse.Namespace) -> int:
-    from datetime import timedelta
-
-    from agent_billing.billing import failure_of, run_billing
-    from agent_billing.billing.horizon import check_horizon
-    from agent_billing.errors import UserError
+    from agent_billing.billing import run_billing
     from agent_billing.sync.dates import parse_date
     from agent_billing.warehouse import connect_warehouse
 
     as_of = parse_date(args.as_of, "--as-of")
-    first = parse_date(args.from_date, "--from") if args.from_date else as_of
-    if first > as_of:
-        raise UserError(f"--from {first} is after --as-of {as_of}: give the first date to bill, then the last")
-    if args.dry_run and first < as_of:
-        raise UserError("--dry-run computes one date (each date's run would be rolled back before the next): "
-                        "leave out --from")
-    engine = connect_warehouse()
-    with engine.connect() as conn:  # the last date first: a replay never stops half-way at the horizon
-        check_horizon(conn, as_of)
-    summaries = []
-    for n in range((as_of - first).days + 1):
-        # every contract on every date, even when one failed (as the DAG's run of several dates)
-        summaries.append(summary := run_billing(engine, first + timedelta(days=n), contract_ids=args.contracts,
-                                                dry_run=args.dry_run))
-        _print_summary(args, summary)
+    summary = run_billing(connect_warehouse(), as_of, contract_ids=args.contracts, dry_run=args.dry_run)
+    print_billing_summary(summary)
     sys.stdout.flush()
-    if failure := failure_of(summaries):
-        raise failure
+    summary.raise_for_failures()
     return 0
 
 
-def _print_summary(args: argparse.Namespace, summary) -> None:
+def print_billing_summary(summary) -> None:
+    """A billing run's contracts, failures and totals, as ``bill`` prints them."""
     as_of = summary.as_of
     active = [c for c in summary.contracts if c.invoice or c.pending_lines]
     if active:
@@ -155,7 +133,7 @@ def _print_summary(args: argparse.Namespace, summary) -> None:
     if summary.failed:
         print(table(("failed contract", "error"), [(f.contract_id, f.error) for f in summary.failed]))
         print()
-    if args.dry_run:
+    if summary.dry_run:
         print(
             f"dry run as of {as_of}, nothing written: {len(summary.contracts)} contract(s) would "
             f"post {summary.invoices_posted} invoice(s) with {summary.lines_posted} line(s), "

@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     sync = sub.add_parser("sync", help="run the nightly sync for one snapshot date (no Airflow)")
     sync.add_argument("--date", required=True, help="snapshot date YYYY-MM-DD")
+    sync.add_argument(
+        "--bill", action="store_true",
+        help="then bill the night as of its date, as the nightly DAG does (only a complete or discarded "
+        "night); night by night, this replays the nights after a restore (docs/deployment.md, 'Restore')")
     sync.set_defaults(handler=_sync)
 
     units = sub.add_parser("units", help="units of a service")
@@ -61,8 +65,30 @@ def _sync(args: argparse.Namespace) -> int:
         raise
     for result in results:
         print(json.dumps(result.to_xcom(), default=str))
+    billing = _bill_the_night(engine, snapshot_date) if args.bill else None
     _deliver_after_success(args, engine, settings)
+    if billing is not None:
+        billing.raise_for_failures()
     return 0
+
+
+def _bill_the_night(engine, snapshot_date):
+    """``sync --bill``: the night's billing run, as the DAG's ``publish`` hands it to billing;
+    None when the night is not billable (its status says why)."""
+    from agent_billing.billing import run_billing
+    from agent_billing.billing.trigger import BILLABLE
+    from agent_billing.cli.billing_cmds import print_billing_summary
+    from agent_billing.sync.runs import get_run
+
+    with engine.connect() as conn:
+        status = (get_run(conn, snapshot_date) or {}).get("status")
+    if status not in BILLABLE:
+        print(f"snapshot {snapshot_date} is {status or 'not recorded'}: not billed (a nightly run bills only "
+              f"a complete or discarded night)")
+        return None
+    summary = run_billing(engine, snapshot_date)
+    print_billing_summary(summary)
+    return summary
 
 
 def _deliver(engine, settings) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
-from agent_billing.contracts.recount import record_nights_to_recount
+from agent_billing.contracts.recount import record_nights_to_recount, recountable
 from agent_billing.contracts.schema import (
     ContractsDocument,
     ContractsFile,
@@ -35,7 +35,6 @@ from agent_billing.settings import get_settings
 from agent_billing.sql import sql_source
 from agent_billing.sync.changes import lock_unit_history, record_manual_change
 from agent_billing.sync.dates import date_runs
-from agent_billing.sync.landing import LandingError, RawLanding
 from agent_billing.sync.scopes import latest_complete_snapshot, scope_problems
 from agent_billing.warehouse.values import as_date
 
@@ -223,7 +222,7 @@ def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, 
     recount = []
     raw_here = settings.raw_path.is_dir()
     for (service, view), nights in by_service.items():
-        lost = [d for d in nights if not _recountable(settings.raw_path, d, view)] if raw_here else []
+        lost = [d for d in nights if not recountable(settings.raw_path, d, view)] if raw_here else []
         recount += [{"service_id": service, "snapshot_date": d} for d in nights if d not in lost]
         what = entries[service].describe() if service in entries else f"service {service}"
         warning = f"{what} is now active on {len(nights)} synced night(s) that did not count it ({date_runs(nights)})"
@@ -241,12 +240,3 @@ def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, 
                         + "), so those days bill at the units of another night")
         plan.uncounted.append(warning)
     record_nights_to_recount(conn, touched, {(service, night) for service, _, night in after}, recount)
-
-
-def _recountable(raw_path: Path, night: date, view: str | None) -> bool:
-    """Whether a re-run of the night can count a service: its landing is there, with the view."""
-    landing = RawLanding(raw_path, night)
-    try:
-        return landing.exists() and (view is None or f"agents_in_view/{view}.jsonl.gz" in landing.manifest()["files"])
-    except LandingError:
-        return False

@@ -10,12 +10,15 @@ service countable on, which hold its contract's invoices until they are counted 
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from agent_billing.errors import UserError
+from agent_billing.settings import get_settings
 from agent_billing.sync.dates import date_runs
+from agent_billing.sync.landing import LandingError, RawLanding
 from agent_billing.warehouse.values import as_date
 
 NIGHTS_TO_RECOUNT = sa.table("nights_to_recount", sa.column("service_id", sa.Text), sa.column("snapshot_date", sa.Date))
@@ -46,6 +49,11 @@ def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
     no re-run can count it): its days then bill at the units of another night, and the night no
     longer holds the contract's invoices."""
     with engine.begin() as conn:
+        view = conn.execute(sa.text("SELECT vsa_view_id FROM services WHERE service_id = :s"), {"s": service_id}).scalar()
+        if get_settings().raw_path.is_dir() and recountable(get_settings().raw_path, night, view):
+            raise UserError(
+                f"night {night}'s landing can count service {service_id}: re-run it (agent-billing sync --date "
+                f"{night}) rather than accept it uncounted")
         deleted = conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), {"s": service_id, "d": night}).rowcount
         if deleted:
             return
@@ -54,6 +62,15 @@ def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
             f"service {service_id} has no night {night} to recount"
             + (f": its nights to recount are {date_runs(left)}" if left else ": it has none")
         )
+
+
+def recountable(raw_path: Path, night: date, view: str | None) -> bool:
+    """Whether a re-run of the night can count a service: its landing is there, with the view."""
+    landing = RawLanding(raw_path, night)
+    try:
+        return landing.exists() and (view is None or f"agents_in_view/{view}.jsonl.gz" in landing.manifest()["files"])
+    except LandingError:
+        return False
 
 
 def _key() -> sa.ColumnElement[bool]:

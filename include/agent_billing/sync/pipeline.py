@@ -343,6 +343,7 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.lock_unit_history(conn)
         run = _run_in(conn, snapshot_date, "quarantined", "discard")
         changes.clear_counts(conn, snapshot_date)
+        changes.recounted(conn, snapshot_date)  # a discarded night never bills
         forget_night(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
         queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)

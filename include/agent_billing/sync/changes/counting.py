@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from agent_billing.sql import load_sql, sql_source
 from agent_billing.sync.intervals import (
@@ -63,6 +64,7 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     _temporary(conn, "changed_agents", "(agent_id TEXT PRIMARY KEY)")
     merge_night(conn, snapshot_date, changed_agents="changed_agents" if scopes_known else None)
     uncounted = _uncounted(conn, snapshot_date, landed_views)
+    recounted(conn, snapshot_date, _views_not_landed(conn, landed_views))
     _temporary(conn, "uncounted_services", "(service_id TEXT PRIMARY KEY)")
     if uncounted:
         conn.execute(text("INSERT INTO uncounted_services (service_id) VALUES (:s)"), [{"s": s} for s in uncounted])
@@ -120,13 +122,7 @@ def _many_changed(conn: Connection, snapshot_date: date) -> bool:
 
 def _uncounted(conn: Connection, snapshot_date: date, landed_views: set[str] | None) -> dict[str, str]:
     """The services that get no count on the date, each with the reason (logged)."""
-    uncounted: dict[str, str] = {}
-    if landed_views is not None:
-        for sid, view in conn.execute(
-            text("SELECT service_id, vsa_view_id FROM services WHERE vsa_view_id IS NOT NULL")
-        ):
-            if view not in landed_views:
-                uncounted[sid] = f"view {view} of service {sid} was not extracted for this date"
+    uncounted = _views_not_landed(conn, landed_views)
     for problem in scope_problems(conn, snapshot_date):
         uncounted.setdefault(problem.service_id, problem.message())
     for service_id in sorted(uncounted):
@@ -134,9 +130,33 @@ def _uncounted(conn: Connection, snapshot_date: date, landed_views: set[str] | N
     return uncounted
 
 
+def _views_not_landed(conn: Connection, landed_views: set[str] | None) -> dict[str, str]:
+    """The services whose view has no extract in the date's landing, each with the reason."""
+    missing: dict[str, str] = {}
+    if landed_views is not None:
+        for sid, view in conn.execute(
+            text("SELECT service_id, vsa_view_id FROM services WHERE vsa_view_id IS NOT NULL")
+        ):
+            if view not in landed_views:
+                missing[sid] = f"view {view} of service {sid} was not extracted for this date"
+    return missing
+
+
 def clear_counts(conn: Connection, snapshot_date: date) -> None:
-    """Drop the date's counts (its service agents leave the history with the date: ``forget_night``),
-    and what ``contracts apply`` asked to recount on it: the date is counted again with the
-    contracts as they are now, or discarded."""
+    """Drop the date's counts (its service agents leave the history with the date: ``forget_night``)."""
     conn.execute(text("DELETE FROM service_unit_counts WHERE snapshot_date = :d"), {"d": snapshot_date})
-    conn.execute(text("DELETE FROM nights_to_recount WHERE snapshot_date = :d"), {"d": snapshot_date})
+
+
+def recounted(conn: Connection, snapshot_date: date, still_uncountable: Collection[str] = ()) -> None:
+    """What ``contracts apply`` asked to recount on the date is done: it was counted again with
+    the contracts as they are now (a scope that points at nothing included: the scope report
+    says why it has no count), or discarded. ``still_uncountable``: services whose view the
+    date's landing holds no extract of; no re-run can count them, so their nights stay until a
+    person accepts them (``contracts.recount.accept_uncounted``)."""
+    keep = sorted(still_uncountable)
+    conn.execute(
+        text("DELETE FROM nights_to_recount WHERE snapshot_date = :d"
+             + (" AND service_id NOT IN :keep" if keep else ""))
+        .bindparams(*([bindparam("keep", expanding=True)] if keep else [])),
+        {"d": snapshot_date, **({"keep": keep} if keep else {})},
+    )
