@@ -2,7 +2,8 @@
 service countable on, which hold its contract's invoices until they are counted again.
 
 ``contracts apply`` records them (``record_nights_to_recount``); the night's count deletes them
-(``sync.changes.counting.clear_counts``); a person accepts a night that cannot be re-run
+(``sync.changes.counting.recounted``, except a service whose view the night's landing has no
+extract of); a person accepts a night that cannot be re-run
 (``accept_uncounted``: its days then bill at the units of another night); posting reads them
 (``billing.post``).
 """
