@@ -83,7 +83,8 @@ def refuse_nights_to_recount(conn: Connection, contract: Contract, month: date, 
         f"cannot post {invoice_id(contract.contract_id, month)}: a contracts change made services active on "
         f"synced nights that did not count them ({services}); re-run those nights (agent-billing sync --date D "
         "for each, or an Airflow backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'), or accept a "
-        "night whose landing is gone (agent-billing snapshots accept-uncounted D --service S), then bill again"
+        "night whose landing is gone or damaged (agent-billing snapshots accept-uncounted D --service S), then "
+        "bill again"
     )
 
 

@@ -65,8 +65,10 @@ def _sync(args: argparse.Namespace) -> int:
         raise
     for result in results:
         print(json.dumps(result.to_xcom(), default=str))
-    billing = _bill_the_night(engine, snapshot_date) if args.bill else None
-    _deliver_after_success(args, engine, settings)
+    try:
+        billing = _bill_the_night(engine, snapshot_date) if args.bill else None
+    finally:
+        _deliver_after_success(args, engine, settings)
     if billing is not None:
         billing.raise_for_failures()
     return 0
@@ -74,14 +76,21 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _bill_the_night(engine, snapshot_date):
     """``sync --bill``: the night's billing run, as the DAG's ``publish`` hands it to billing;
-    None when the night is not billable (its status says why)."""
+    None when the night bills nothing (a gap). A quarantined night fails the command (exit 1):
+    a replay stops there, for the decision a person takes."""
     from agent_billing.billing import run_billing
     from agent_billing.billing.trigger import BILLABLE
     from agent_billing.cli.billing_cmds import print_billing_summary
+    from agent_billing.errors import OperationFailed
     from agent_billing.sync.runs import get_run
 
     with engine.connect() as conn:
         status = (get_run(conn, snapshot_date) or {}).get("status")
+    if status == "quarantined":  # the nights after it wait for a person's decision, as billing's horizon does
+        raise OperationFailed(
+            f"snapshot {snapshot_date} is quarantined: not billed; decide on it (agent-billing snapshots release "
+            f"{snapshot_date}, or discard), bill it (agent-billing bill --as-of {snapshot_date}), then go on with "
+            "the next night")
     if status not in BILLABLE:
         print(f"snapshot {snapshot_date} is {status or 'not recorded'}: not billed (a nightly run bills only "
               f"a complete or discarded night)")

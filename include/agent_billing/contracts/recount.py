@@ -46,12 +46,12 @@ def record_nights_to_recount(conn: Connection, services: list[str], uncounted: s
 
 
 def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
-    """A person accepts that ``service_id`` stays uncounted on ``night`` (its landing is gone, so
-    no re-run can count it): its days then bill at the units of another night, and the night no
-    longer holds the contract's invoices."""
+    """A person accepts that ``service_id`` stays uncounted on ``night`` (its landing is gone or
+    damaged, so no re-run can count it): its days then bill at the units of another night, and
+    the night no longer holds the contract's invoices."""
     with engine.begin() as conn:
         view = conn.execute(sa.text("SELECT vsa_view_id FROM services WHERE service_id = :s"), {"s": service_id}).scalar()
-        if get_settings().raw_path.is_dir() and recountable(get_settings().raw_path, night, view):
+        if get_settings().raw_path.is_dir() and recountable(get_settings().raw_path, night, view, verify=True):
             raise UserError(
                 f"night {night}'s landing can count service {service_id}: re-run it (agent-billing sync --date "
                 f"{night}) rather than accept it uncounted")
@@ -65,13 +65,16 @@ def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
         )
 
 
-def recountable(raw_path: Path, night: date, view: str | None) -> bool:
-    """Whether a re-run of the night can count a service: its landing is there, with the view."""
+def recountable(raw_path: Path, night: date, view: str | None, *, verify: bool = False) -> bool:
+    """Whether a re-run of the night can count a service: its landing is there, with the view;
+    ``verify``: and every file matches its checksum (a damaged landing is refused by a re-run;
+    reading every file is for one night, not for the many nights an apply may name)."""
     landing = RawLanding(raw_path, night)
     try:
-        return landing.exists() and (view is None or f"agents_in_view/{view}.jsonl.gz" in landing.manifest()["files"])
+        manifest = (landing.verify() if verify else landing.manifest()) if landing.exists() else None
     except LandingError:
         return False
+    return manifest is not None and (view is None or f"agents_in_view/{view}.jsonl.gz" in manifest["files"])
 
 
 def _key() -> sa.ColumnElement[bool]:
