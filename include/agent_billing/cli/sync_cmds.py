@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("date", help="snapshot date YYYY-MM-DD")
         p.set_defaults(handler=_snapshot_action, action=action)
     accept = s_sub.add_parser(
-        "accept-uncounted", help="bill a service's days of a night a contracts change left uncounted, whose "
-        "landing is gone, at the units of another night (the night then holds no invoice)")
+        "accept-uncounted", help="bill a service's days of a night a contracts change left uncounted, which "
+        "no re-run can count (its landing gone, damaged or without the service's view), at the units of "
+        "another night (the night then holds no invoice)")
     accept.add_argument("date", help="snapshot date YYYY-MM-DD")
     accept.add_argument("--service", required=True, help="service_id")
     accept.set_defaults(handler=_accept_uncounted)
