@@ -51,7 +51,8 @@ def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
     the night no longer holds the contract's invoices."""
     with engine.begin() as conn:
         view = conn.execute(sa.text("SELECT vsa_view_id FROM services WHERE service_id = :s"), {"s": service_id}).scalar()
-        if get_settings().raw_path.is_dir() and recountable(get_settings().raw_path, night, view, verify=True):
+        raw_path = get_settings().raw_path
+        if raw_path.is_dir() and recountable(raw_path, night, view, verify=True):
             raise UserError(
                 f"night {night}'s landing can count service {service_id}: re-run it (agent-billing sync --date "
                 f"{night}) rather than accept it uncounted")

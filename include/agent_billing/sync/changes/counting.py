@@ -63,8 +63,9 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     ).first() is not None
     _temporary(conn, "changed_agents", "(agent_id TEXT PRIMARY KEY)")
     merge_night(conn, snapshot_date, changed_agents="changed_agents" if scopes_known else None)
-    uncounted = _uncounted(conn, snapshot_date, landed_views)
-    recounted(conn, snapshot_date, _views_not_landed(conn, landed_views))
+    views_not_landed = _views_not_landed(conn, landed_views)
+    uncounted = _uncounted(conn, snapshot_date, views_not_landed)
+    recounted(conn, snapshot_date, views_not_landed)
     _temporary(conn, "uncounted_services", "(service_id TEXT PRIMARY KEY)")
     if uncounted:
         conn.execute(text("INSERT INTO uncounted_services (service_id) VALUES (:s)"), [{"s": s} for s in uncounted])
@@ -120,9 +121,10 @@ def _many_changed(conn: Connection, snapshot_date: date) -> bool:
     return 4 * changed_services > services or 4 * changed_agents > agents
 
 
-def _uncounted(conn: Connection, snapshot_date: date, landed_views: set[str] | None) -> dict[str, str]:
-    """The services that get no count on the date, each with the reason (logged)."""
-    uncounted = _views_not_landed(conn, landed_views)
+def _uncounted(conn: Connection, snapshot_date: date, views_not_landed: dict[str, str]) -> dict[str, str]:
+    """The services that get no count on the date, each with the reason (logged):
+    ``views_not_landed`` (``_views_not_landed``) and the scopes that point at nothing."""
+    uncounted = dict(views_not_landed)
     for problem in scope_problems(conn, snapshot_date):
         uncounted.setdefault(problem.service_id, problem.message())
     for service_id in sorted(uncounted):
