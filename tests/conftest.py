@@ -183,6 +183,24 @@ def warehouse_url(request):
 
 
 @pytest.fixture
+def second_warehouse(request, warehouse_url, tmp_path):
+    """An engine on another fresh warehouse of the same engine as ``warehouse``: to compare
+    two orders of the same work."""
+    from agent_billing.warehouse import connect_warehouse
+
+    name = None
+    if warehouse_url.startswith("sqlite"):
+        url = copy_sqlite_template(request.getfixturevalue("sqlite_template"), tmp_path / "second.db")
+    else:
+        name, url = clone_pg_template(request.getfixturevalue("pg_admin"), request.getfixturevalue("pg_template"))
+    engine = connect_warehouse(url)
+    yield engine
+    engine.dispose()
+    if name is not None:
+        request.getfixturevalue("drop_pg_database")(name)
+
+
+@pytest.fixture
 def warehouse(warehouse_url, monkeypatch):
     """An engine on a fresh warehouse, also exported as ``AIRFLOW_CONN_BILLING_WAREHOUSE``."""
     from agent_billing.warehouse import connect_warehouse

@@ -148,15 +148,17 @@ def test_a_service_starting_and_one_ending_inside_the_month(books):
     books.bill("2024-03-01")
     books.bill("2024-04-01")
 
+    # S-NEW is first counted on its start, after March's invoice date: April's invoice carries
+    # its first days (the run of March 1st knew no count of it).
     march = {x["service_id"]: x for x in books.invoice("INV-C-2024-03")["lines"]}
-    assert (march["S-NEW"]["amount"], march["S-NEW"]["days"], march["S-NEW"]["period_start"]) == (
-        Decimal("88.00"), 22, books.d("2024-03-10"))
+    assert list(march) == ["S-OLD"]
     assert (march["S-OLD"]["amount"], march["S-OLD"]["period_end"]) == (
         Decimal("40.00"), books.d("2024-03-20"))
     april = books.invoice("INV-C-2024-04")["lines"]
-    assert [(x["service_id"], x["kind"], x["amount"], x["period_end"]) for x in april] == [
-        ("S-NEW", "normal", Decimal("124.00"), books.d("2024-04-30")),
-        ("S-OLD", "prorated", Decimal("10.00"), books.d("2024-03-20")),
+    assert [(x["service_id"], x["kind"], x["amount"], x["days"], x["period_start"], x["period_end"]) for x in april] == [
+        ("S-NEW", "normal", Decimal("88.00"), 22, books.d("2024-03-10"), books.d("2024-03-31")),
+        ("S-NEW", "normal", Decimal("124.00"), 30, books.d("2024-04-01"), books.d("2024-04-30")),
+        ("S-OLD", "prorated", Decimal("10.00"), 10, books.d("2024-03-11"), books.d("2024-03-20")),
     ]
 
 

@@ -242,7 +242,7 @@ def plan_contract(
             d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
         )
         target = PENDING
-    terms = store.service_terms(conn, contract)
+    terms = store.service_terms(conn, contract, lines_as_of)
     if walk_all:
         begin = settled.whole(contract, terms)
     else:

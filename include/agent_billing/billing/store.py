@@ -98,17 +98,19 @@ def lock_contract(conn: Connection, contract_id: str) -> Contract:
     return Contract(**row)
 
 
-def service_terms(conn: Connection, contract: Contract) -> list[Service]:
-    """The contract's services, sorted by id, with their starting units (their units before
-    their first change, ``timeline.starting_units``) and no changes yet."""
+def service_terms(conn: Connection, contract: Contract, as_of: date) -> list[Service]:
+    """The contract's services, sorted by id, with their starting units as a run as of
+    ``as_of`` knows them (``timeline.starting_units`` of the observations and changes on or
+    before it: ``services.sql``) and no changes yet."""
     if conn.dialect.name == "postgresql":
         conn.execute(statement("no_jit"))
-    rows = conn.execute(query("services"), {"contract_id": contract.contract_id}).mappings()
+    rows = conn.execute(query("services"), {"contract_id": contract.contract_id, "as_of": as_of}).mappings()
     return [
         Service(
             service_id=row["service_id"], name=row["name"], unit_price=row["unit_price"],
             start_date=row["start_date"], end_date=row["end_date"],
-            start_units=starting_units(_first_observation(row), row["first_change_before"], row["units"]),
+            start_units=starting_units(
+                _first_observation(row), row["first_change_before"], row["configured_units"]),
         )
         for row in sorted(rows, key=lambda r: r["service_id"])
     ]

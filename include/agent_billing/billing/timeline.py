@@ -28,11 +28,14 @@ _effective_date = attrgetter("effective_date")
 
 
 def starting_units(first_observation: int | None, first_change_before: int | None, configured_units: int) -> int:
-    """Units before the first change: what the first change (of any date) started from, which
-    the unit history made from its first observation, in its own order of readings and counts;
-    without changes, the first observation (a count or a reading: every observation has the
-    same units then); else the service's configured units (a manual service without changes).
-    ``services.units`` alone would not do: a future-dated manual change has already set it."""
+    """Units before the first change: what the first change started from, which the unit
+    history made from its first observation, in its own order of readings and counts; without
+    changes, the first observation (a count or a reading: every observation has the same units
+    then); else the configured units (a manual service without changes; 0 for an rmm service
+    not observed yet). The caller reads them as of the run's date (``billing/services.sql``):
+    a manual service's changes of any date (``services.units`` alone would not do: a
+    future-dated manual change has already set it), an rmm service's observations and changes
+    on or before that date."""
     if first_change_before is not None:
         return first_change_before
     if first_observation is not None:

@@ -1,24 +1,30 @@
--- The contract's services with their first observations: the first count of a good snapshot
--- and the first Get Units Now reading, which is the last press of the first day pressed (a
--- later press the same day supersedes an earlier one, as in the unit history:
--- ``changes.history.last_press_per_day``) (the earlier of the two sets an rmm service's starting
--- units), and the units before its first unit change, whatever its date (a manual service's
--- starting units: services.units already holds a future-dated change's units). Index probes
+-- The contract's services as of :as_of, with their first observations on or before it: the
+-- first count of a good (complete) snapshot and the first Get Units Now reading, which is the
+-- last press of the first day pressed (a later press the same day supersedes an earlier one, as
+-- in the unit history: ``changes.history.last_press_per_day``) (the earlier of the two sets an
+-- rmm service's starting units), and the units before its first unit change (an rmm service's:
+-- on or before :as_of; a manual service's: whatever its date, as services.units already holds
+-- a future-dated change's units). Bounded by :as_of, a run bills what a run on that night
+-- would have known: synced ahead (coalesced asset events, a backfill) it does not start a
+-- service at a count of a later night. An rmm service with no observation by then starts at 0
+-- (its services.units is a later observation). Index probes
 -- on the primary and unique keys: the daily history is never scanned. The snapshot's status
 -- is a scalar subquery per count, walked in date order, so the first good count costs one or
 -- two probes (as a join the planner would probe every snapshot date of the service). The date
 -- of the first good count only matters beside a reading: it is looked up only then (each
 -- lookup is a walk of its own).
 -- Unordered: the caller sorts (an ORDER BY here makes PostgreSQL walk every service).
-SELECT s.service_id, s.name, s.unit_price, s.units, s.start_date, s.end_date,
+SELECT s.service_id, s.name, s.unit_price, s.start_date, s.end_date,
+       CASE WHEN s.units_source = 'manual' THEN s.units ELSE 0 END AS configured_units,
        (SELECT u.units FROM service_unit_counts u
-         WHERE u.service_id = s.service_id
+         WHERE u.service_id = s.service_id AND u.snapshot_date <= :as_of
            AND (SELECT r.status FROM sync_runs r WHERE r.snapshot_date = u.snapshot_date) = 'complete'
          ORDER BY u.snapshot_date
          LIMIT 1) AS first_count,
-       CASE WHEN EXISTS (SELECT 1 FROM units_now_readings g WHERE g.service_id = s.service_id)
+       CASE WHEN EXISTS (SELECT 1 FROM units_now_readings g
+                         WHERE g.service_id = s.service_id AND g.observed_date <= :as_of)
        THEN (SELECT u.snapshot_date FROM service_unit_counts u
-              WHERE u.service_id = s.service_id
+              WHERE u.service_id = s.service_id AND u.snapshot_date <= :as_of
                 AND (SELECT r.status FROM sync_runs r WHERE r.snapshot_date = u.snapshot_date) = 'complete'
               ORDER BY u.snapshot_date
               LIMIT 1)
@@ -26,12 +32,14 @@ SELECT s.service_id, s.name, s.unit_price, s.units, s.start_date, s.end_date,
        (SELECT g.units FROM units_now_readings g
          WHERE g.service_id = s.service_id
            AND g.observed_date = (SELECT MIN(f.observed_date) FROM units_now_readings f
-                                   WHERE f.service_id = s.service_id)
+                                   WHERE f.service_id = s.service_id AND f.observed_date <= :as_of)
          ORDER BY g.observed_at DESC LIMIT 1) AS first_reading,
        (SELECT g.observed_date FROM units_now_readings g
-         WHERE g.service_id = s.service_id ORDER BY g.observed_at LIMIT 1) AS first_reading_date,
+         WHERE g.service_id = s.service_id AND g.observed_date <= :as_of
+         ORDER BY g.observed_at LIMIT 1) AS first_reading_date,
        (SELECT c.units_before FROM unit_changes c
          WHERE c.service_id = s.service_id
+           AND (s.units_source = 'manual' OR c.effective_date <= :as_of)
          ORDER BY c.effective_date, c.detected_at, c.change_id LIMIT 1) AS first_change_before
 FROM services s
 WHERE s.contract_id = :contract_id
