@@ -288,6 +288,33 @@ def test_new_terms_or_an_earlier_date_walk_the_whole_ledger(books):
     assert incremental[0] is None and incremental[1:] == whole[1:] and incremental[1]
 
 
+def test_a_new_services_first_count_walks_only_the_unsettled_months(books):
+    """A service starting in a month left unsettled has no line in a settled month: its first
+    count (its starting units) walks the unsettled months of every service, not the ledger."""
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01")], start="2024-01-01")
+    books.count("S", "2024-01-01", 4)
+    for day in ("2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01", "2024-04-02"):
+        books.bill(day)
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01"), books.rmm("N", "10.00", "2024-04-10")],
+                   start="2024-01-01")
+    assert plans(books.engine, "C", books.d("2024-04-09"))[0][0] is None  # a service added
+    books.bill("2024-04-09")
+    assert walked_services(books.engine, "C", books.d("2024-04-10")) == frozenset()
+    books.count("N", "2024-04-10", 3)
+    incremental, whole = plans(books.engine, "C", books.d("2024-04-10"))
+    assert incremental[0] == books.d("2024-04-01") and incremental[1:] == whole[1:]
+    assert [(x.service_id, x.units) for x in incremental[1]] == [("N", 3)]
+    assert walked_services(books.engine, "C", books.d("2024-04-10")) is None  # every service
+    books.bill("2024-04-10")
+    books.concluded("2024-04-11")
+    assert walked_services(books.engine, "C", books.d("2024-04-11")) == frozenset()  # kept again
+    # Moved to start in a settled month, its terms are the settled months' again: the ledger.
+    books.contract("C", [books.rmm("S", "10.00", "2024-01-01"), books.rmm("N", "10.00", "2024-03-20")],
+                   start="2024-01-01")
+    incremental, whole = plans(books.engine, "C", books.d("2024-04-11"))
+    assert incremental[0] is None and incremental[1:] == whole[1:]
+
+
 def detected(books, at: str, *change_ids: str) -> None:
     """Set when the changes were observed (the order of changes effective on one day)."""
     for change_id in change_ids:

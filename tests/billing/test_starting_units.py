@@ -26,15 +26,15 @@ def test_counts_of_snapshots_that_are_not_complete_do_not_set_the_starting_units
         ("normal", 7, Decimal("70.00")), ("normal", 7, Decimal("70.00"))]
 
 
-# A service started on a night that was discarded and first observed on the next day, by
-# that night's count or by a Get Units Now press on a day whose night was discarded too. Billed
+# A service started on a night that did not count it (discarded, or a gap) and first observed
+# on the next day, by that night's count or by a Get Units Now press (the night a gap too). Billed
 # night by night, the run as of May 1st (May's invoice date) knows no observation and posts
 # nothing for it; when the nights were synced ahead of billing (coalesced asset events, a
 # backfill, a restore's replay) that run must post the same, not May at a later observation.
 FIRST_SEEN = {  # (day, status, S1's count, a press's units that day)
     "count": (("2025-05-01", "discarded", None, None), ("2025-05-02", "complete", 7, None),
               ("2025-05-03", "complete", 9, None), ("2025-06-01", "complete", 9, None)),
-    "press": (("2025-05-01", "discarded", None, None), ("2025-05-02", "discarded", None, 7),
+    "press": (("2025-05-01", "gap", None, None), ("2025-05-02", "gap", None, 7),
               ("2025-05-03", "complete", 9, None), ("2025-06-01", "complete", 9, None)),
 }
 BILLING_TABLES = ("invoices", "invoice_lines", "billing_cycles", "billing_review")

@@ -3,7 +3,11 @@
 A run records per contract (``billing_settled``) the first month it left unsettled: before it,
 the posted ledger equals the expected one, and stays equal while none of the contract's inputs
 change. Those inputs are
-- its terms and its services' prices, dates and starting units: their digest is recorded;
+- its terms and its services' names, prices, dates and starting units: two digests are
+  recorded, of the services starting before the first unsettled month and of them all. A
+  service starting later has no line in a settled month: when only the second digest differs
+  (a new service's first count sets its starting units), the run walks the unsettled months
+  of every service, not the whole ledger;
 - its unit changes: a trigger on ``unit_changes`` (migration 0014) writes the contract, service
   and date of every insert, delete and update to ``billing_stale``, whoever writes (a service
   never moves to another contract: another trigger refuses it);
@@ -22,7 +26,8 @@ A nightly run also leaves alone the services whose lines cannot have changed sin
 run (``Start.kept_as_of``): their pending lines are that run's lines and stay. That holds when
 the last run left its lines pending (nothing posted since: a month's posted lines can change
 what it expects), the invoice month is the same, and the service has no stale row and no
-change effective since; its terms, price and name are in the digest. Only the others' lines
+change effective since, and both digests are the same (its terms, price and name are in
+them). Only the others' lines
 are computed and rewritten: a night's cost follows its changes, not the month's pending lines.
 """
 
@@ -41,7 +46,8 @@ from agent_billing.billing.calendar import billing_month, month_start, next_mont
 from agent_billing.billing.model import Contract, Line, Service
 from agent_billing.billing.money import price_units
 
-ENGINE = "2"  # 2: service names in the digest (pending lines kept carry them)
+ENGINE = "3"  # 2: service names in the digest (pending lines kept carry them); 3: only the
+# services starting before the first unsettled month in full (``inputs_digest``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +55,7 @@ class Start:
     """Where a run walks from, and what it read to decide."""
 
     since: date | None  # the first month walked; None: the whole ledger
-    digest: str  # of the contract's terms and services as read
+    terms: tuple[Service, ...]  # the contract's services as read (``store.service_terms``)
     stale: tuple[int, ...] = ()  # the ``billing_stale`` rows read (their ``seq``)
     stale_services: frozenset[str] = frozenset()  # the services those rows name
     # the date the contract's pending lines are as of, when they are still the lines of every
@@ -125,20 +131,27 @@ def _stale_rows(conn: Connection, contract_id: str, read: StaleRead | None) -> S
     return rows
 
 
-def inputs_digest(contract: Contract, terms: Sequence[Service]) -> str:
-    """A digest of every input of the ledger other than the unit changes and the posted lines
-    (the services' names too: they describe the pending lines a run keeps)."""
+def inputs_digest(contract: Contract, terms: Sequence[Service], unsettled_from: date | None = None) -> str:
+    """A digest of every input of the ledger other than the unit changes and the posted lines:
+    the contract's terms, and each service's id, name (it describes the pending lines a run
+    keeps), price, dates and starting units; with ``unsettled_from``, of the settled months
+    only: a service starting on or after it has no line in them, and only its id is taken."""
+
+    def service(t: Service) -> tuple:
+        if unsettled_from is not None and t.start_date >= unsettled_from:
+            return (t.service_id,)
+        return t.service_id, t.name, price_units(t.unit_price), t.start_date, t.end_date, t.start_units
+
     parts = [
         ENGINE, contract.currency, contract.billing_day, contract.start_date, contract.end_date,
-        *((t.service_id, t.name, price_units(t.unit_price), t.start_date, t.end_date, t.start_units)
-          for t in sorted(terms, key=lambda t: t.service_id)),
+        *(service(t) for t in sorted(terms, key=lambda t: t.service_id)),
     ]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
 def whole(contract: Contract, terms: Sequence[Service]) -> Start:
     """Walk the whole ledger (``plan_contract(walk_all=True)``: what the tests compare with)."""
-    return Start(None, inputs_digest(contract, terms))
+    return Start(None, tuple(terms))
 
 
 def start(
@@ -148,15 +161,19 @@ def start(
     """Where a run as of ``as_of`` starts, in the contract's transaction once it is locked;
     ``read``: the run's ``read_stale`` (None: the contract's rows are read here). ``pending``:
     the contract's state, given by a run that would keep the pending lines that still hold."""
-    digest = inputs_digest(contract, terms)
+    terms = tuple(terms)
     stale = _stale_rows(conn, contract.contract_id, read)
     seqs = tuple(stale.seqs)
     record = conn.execute(store.query("settled"), {"contract_id": contract.contract_id}).mappings().first()
-    if record is None or record["inputs_digest"] != digest or as_of < record["as_of"]:
-        return Start(None, digest, seqs)
+    if record is None or as_of < record["as_of"]:
+        return Start(None, terms, seqs)
+    recorded = record["inputs_digest"].split(" ")
+    if recorded[0] != inputs_digest(contract, terms, record["settled_before"]):
+        return Start(None, terms, seqs)
     since = record["settled_before"] if stale.first is None else min(record["settled_before"], month_start(stale.first))
-    kept = record["as_of"] if pending and _lines_hold(contract, as_of, record["as_of"], pending) else None
-    return Start(since, digest, seqs, frozenset(stale.services), kept)
+    holds = recorded[1:] == [inputs_digest(contract, terms)]  # else a later-starting service changed
+    kept = record["as_of"] if holds and pending and _lines_hold(contract, as_of, record["as_of"], pending) else None
+    return Start(since, terms, seqs, frozenset(stale.services), kept)
 
 
 def _lines_hold(contract: Contract, as_of: date, last: date, state: store.ContractState) -> bool:
@@ -195,7 +212,7 @@ def record(
     conn.execute(
         store.statement("settle"),
         {"contract_id": contract.contract_id, "settled_before": boundary, "as_of": as_of,
-         "inputs_digest": begin.digest},
+         "inputs_digest": f"{inputs_digest(contract, begin.terms, boundary)} {inputs_digest(contract, begin.terms)}"},
     )
     return boundary
 
