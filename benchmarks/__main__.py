@@ -24,6 +24,14 @@ def _sections(text: str) -> dict[str, str]:
     return found
 
 
+def with_notes(figures: str, old_section: str) -> str:
+    """A section's new figures followed by the notes written under its old ones (from its
+    first ``###`` heading on): a run rewrites the figures, never the history of what was
+    measured and why."""
+    at = old_section.find("\n### ")
+    return figures if at < 0 else f"{figures}\n\n{old_section[at:].strip()}"
+
+
 def main(argv: list[str]) -> int:
     names = argv or list(BENCHMARKS)
     unknown = sorted(set(names) - set(BENCHMARKS))
@@ -34,8 +42,9 @@ def main(argv: list[str]) -> int:
     for name in names:
         print(f"== benchmark {name}", flush=True)
         module = importlib.import_module(f"benchmarks.{name}")
-        sections[name] = module.run().rstrip()
-        print(sections[name], flush=True)
+        figures = module.run().rstrip()
+        print(figures, flush=True)
+        sections[name] = with_notes(figures, sections.get(name, ""))
     header = (
         "# Benchmarks\n\n"
         "Written by `make bench` (`python -m benchmarks [name ...]`). Machine: "

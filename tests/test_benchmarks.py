@@ -46,3 +46,13 @@ def test_a_benchmark_runs_at_a_small_size_and_leaves_no_database(name, pg_admin,
     else:
         assert re.search(r"\| postgresql \| diff \|", section) and re.search(r"\| sqlite \| press \|", section), section
     assert _databases(pg_admin) == before
+
+
+def test_a_run_rewrites_a_sections_figures_and_keeps_the_notes_under_them():
+    from benchmarks.__main__ import with_notes
+
+    old = "## Billing run\n\n| old figures |\n\n### Stop 28: why\n\nnotes\n\n### Stop 27\n\nmore"
+    assert with_notes("## Billing run\n\n| new figures |", old) == (
+        "## Billing run\n\n| new figures |\n\n### Stop 28: why\n\nnotes\n\n### Stop 27\n\nmore")
+    assert with_notes("## Billing run\n\n| new |", "## Billing run\n\n| old |") == "## Billing run\n\n| new |"
+    assert with_notes("## Billing run\n\n| new |", "") == "## Billing run\n\n| new |"
