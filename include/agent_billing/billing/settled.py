@@ -18,8 +18,8 @@ change. Those inputs are
   line for it.
 
 The next run starts at the earliest of the recorded month and the months of its stale rows.
-It walks the whole ledger when nothing is recorded, the digest differs, or it runs as of an
-earlier date than the record. ``ENGINE`` is part of the digest: a release that changes the
+It walks the whole ledger when nothing is recorded, the first digest differs (a service added
+too: the ids are in it), or it runs as of an earlier date than the record. ``ENGINE`` is part of the digest: a release that changes the
 engine's rules bumps it, and every contract is walked whole once.
 
 A nightly run also leaves alone the services whose lines cannot have changed since the last
