@@ -19,16 +19,17 @@ change. Those inputs are
 
 The next run starts at the earliest of the recorded month and the months of its stale rows.
 It walks the whole ledger when nothing is recorded, the first digest differs (a service added
-too: the ids are in it), or it runs as of an earlier date than the record. ``ENGINE`` is part of the digest: a release that changes the
-engine's rules bumps it, and every contract is walked whole once.
+too: the ids are in it), or it runs as of an earlier date than the record. ``ENGINE`` is part
+of the digests: a release that changes the engine's rules bumps it, and every contract is
+walked whole once.
 
 A nightly run also leaves alone the services whose lines cannot have changed since the last
 run (``Start.kept_as_of``): their pending lines are that run's lines and stay. That holds when
 the last run left its lines pending (nothing posted since: a month's posted lines can change
 what it expects), the invoice month is the same, and the service has no stale row and no
 change effective since, and both digests are the same (its terms, price and name are in
-them). Only the others' lines
-are computed and rewritten: a night's cost follows its changes, not the month's pending lines.
+them). Only the others' lines are computed and rewritten: a night's cost follows its changes,
+not the month's pending lines.
 """
 
 from __future__ import annotations
