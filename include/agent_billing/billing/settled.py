@@ -150,6 +150,12 @@ def inputs_digest(contract: Contract, terms: Sequence[Service], unsettled_from: 
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+def _digests(contract: Contract, terms: Sequence[Service], unsettled_from: date) -> tuple[str, str]:
+    """The two digests ``billing_settled.inputs_digest`` holds, space-separated: of the settled
+    months' inputs (before ``unsettled_from``) and of every service."""
+    return inputs_digest(contract, terms, unsettled_from), inputs_digest(contract, terms)
+
+
 def whole(contract: Contract, terms: Sequence[Service]) -> Start:
     """Walk the whole ledger (``plan_contract(walk_all=True)``: what the tests compare with)."""
     return Start(None, tuple(terms))
@@ -169,10 +175,11 @@ def start(
     if record is None or as_of < record["as_of"]:
         return Start(None, terms, seqs)
     recorded = record["inputs_digest"].split(" ")
-    if recorded[0] != inputs_digest(contract, terms, record["settled_before"]):
+    settled_inputs, every_service = _digests(contract, terms, record["settled_before"])
+    if recorded[0] != settled_inputs:
         return Start(None, terms, seqs)
     since = record["settled_before"] if stale.first is None else min(record["settled_before"], month_start(stale.first))
-    holds = recorded[1:] == [inputs_digest(contract, terms)]  # else a later-starting service changed
+    holds = recorded[1:] == [every_service]  # else a later-starting service changed
     kept = record["as_of"] if holds and pending and _lines_hold(contract, as_of, record["as_of"], pending) else None
     return Start(since, terms, seqs, frozenset(stale.services), kept)
 
@@ -213,7 +220,7 @@ def record(
     conn.execute(
         store.statement("settle"),
         {"contract_id": contract.contract_id, "settled_before": boundary, "as_of": as_of,
-         "inputs_digest": f"{inputs_digest(contract, begin.terms, boundary)} {inputs_digest(contract, begin.terms)}"},
+         "inputs_digest": " ".join(_digests(contract, begin.terms, boundary))},
     )
     return boundary
 
