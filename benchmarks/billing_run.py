@@ -9,7 +9,8 @@ night after December's invoice (2 December) and one at year end (15 December)
 (nothing to post), each after its night's unit changes were written again as a sync's diff
 writes them; and one after a backfill of a March night (its changes written again).
 Targets: doubling the services at most 2.3 × the time; the nightly run at 20,000 services
-within 5 s, and at year end at most 1.2 × the second night's.
+within 5 s, and at year end at most 1.2 × the second night's. Each timed night runs
+``REPEATS`` times and reports the median (``BENCH_BILLING_REPEATS``).
 
 ``python -m benchmarks.billing_run SERVICES`` is one size (prints one JSON line); ``run()``
 drives both sizes (``BENCH_BILLING_SERVICES``, default 20000,40000) and returns the report section.
@@ -21,6 +22,7 @@ import json
 import os
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +50,9 @@ BACKFILLED = date(2024, 3, 14)  # a night backfilled after the year end: its mon
 MAX_GROWTH = 2.3
 MAX_HISTORY_GROWTH = 1.2  # the year-end night against the second night (issue 10)
 NIGHTLY_TARGET = 5.0  # seconds, the nightly run at 20,000 services (issue 10)
+# Each timed night runs this many times (its changes written again before each); the median is
+# reported: a 3-second run on a shared 2-core machine moves by a third from one run to the next.
+REPEATS = int(os.environ.get("BENCH_BILLING_REPEATS", "3"))
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,13 +76,14 @@ def _report(results: list[dict]) -> str:
     history = small["nightly_seconds"] / small["early_nightly_seconds"]
     same_day = small["nightly_seconds"] / small["same_day_seconds"]
     after_invoice = small["late_after_invoice_seconds"] / small["early_nightly_seconds"]
+    history_cpu = small["nightly_cpu_seconds"] / small["early_nightly_cpu_seconds"]
     met = (monthly <= MAX_GROWTH and nightly <= MAX_GROWTH and small["nightly_seconds"] <= NIGHTLY_TARGET
            and history <= MAX_HISTORY_GROWTH)
     rows = [
         f"| {r['services']:,} | {r['contracts']:,} | {r['changes']:,} | {r['counts']:,} "
         f"| {r['lines']:,} | {r['monthly_seconds']:.1f} s ({r['monthly_cpu_seconds']:.1f} s) "
         f"| {r['slowest_month_seconds']:.1f} s "
-        f"| {r['early_nightly_seconds']:.2f} s | {r['same_day_seconds']:.2f} s "
+        f"| {r['early_nightly_seconds']:.2f} s ({r['early_nightly_cpu_seconds']:.2f} s) | {r['same_day_seconds']:.2f} s "
         f"| {r['late_after_invoice_seconds']:.2f} s "
         f"| {r['nightly_seconds']:.2f} s ({r['nightly_cpu_seconds']:.2f} s) "
         f"| {r['backfill_seconds']:.2f} s "
@@ -99,7 +105,8 @@ def _report(results: list[dict]) -> str:
         " billing run (a night's run computes only the lines of the services whose changes are"
         " new, `billing.settled`); *backfill* = a"
         f" run after the changes of {BACKFILLED} were written again (a backfilled night: its"
-        " month and every later one are walked again). Each size runs in"
+        " month and every later one are walked again). Each nightly figure is the median of"
+        f" {REPEATS} runs of that night (its changes written again before each). Each size runs in"
         " its own process. Each timed run starts settled (VACUUM ANALYZE and a checkpoint just before"
         " it: the benchmark writes a year in minutes). Wall time, with the billing process's own CPU time in brackets"
         " (PostgreSQL's is not in it; on PostgreSQL two contracts are billed at a time,"
@@ -119,7 +126,9 @@ def _report(results: list[dict]) -> str:
         "",
         f"History: at {small['services']:,} services the run as of {NIGHTLY} takes {history:.2f} ×"
         f" the run as of {EARLY_NIGHTLY} (the second night, one invoice posted; target ≤"
-        f" {MAX_HISTORY_GROWTH} ×) and {same_day:.2f} × the run as of {EARLY_SAME_DAY}, the same"
+        f" {MAX_HISTORY_GROWTH} ×); its own CPU time {history_cpu:.2f} × (the wall-time ratio"
+        " moves with the machine's load, the CPU time less so);"
+        f" {same_day:.2f} × the run as of {EARLY_SAME_DAY}, the same"
         " day of its month: a month's unit changes wait pending for the next invoice, so a"
         " night's lines grow through each month whatever the history. The night after"
         f" December's invoice takes {after_invoice:.2f} × the night after January's. A run walks only the months its contract's last run left"
@@ -155,31 +164,14 @@ def _child(services: int) -> None:
             monthly.append(time.perf_counter() - started)
             monthly_cpu += time.process_time() - cpu
             if month == MONTHS[0]:  # the night after the first invoice, before the year piles up
-                _rewrite_night(engine, EARLY_NIGHTLY)
-                settle_postgres(engine)
-                started = time.perf_counter()
-                assert run_billing(engine, EARLY_NIGHTLY).invoices_posted == 0
-                early_seconds = time.perf_counter() - started
+                early = _night(engine, EARLY_NIGHTLY)
                 run_billing(engine, EARLY_SAME_DAY - timedelta(days=1))  # every night runs
-                _rewrite_night(engine, EARLY_SAME_DAY)
-                settle_postgres(engine)
-                started = time.perf_counter()
-                run_billing(engine, EARLY_SAME_DAY)
-                same_day_seconds = time.perf_counter() - started
+                same_day = _night(engine, EARLY_SAME_DAY)
             if month == MONTHS[-1]:  # the night after December's invoice, as on 2 January
-                _rewrite_night(engine, month + timedelta(days=1))
-                settle_postgres(engine)
-                started = time.perf_counter()
-                run_billing(engine, month + timedelta(days=1))
-                late_after_invoice_seconds = time.perf_counter() - started
+                late_after_invoice = _night(engine, month + timedelta(days=1))
         run_billing(engine, NIGHTLY - timedelta(days=1))  # every night runs in production
-        _rewrite_night(engine, NIGHTLY)
-        settle_postgres(engine)
         nightly_load = os.getloadavg()
-        started, cpu = time.perf_counter(), time.process_time()
-        nightly = run_billing(engine, NIGHTLY)
-        nightly_seconds, nightly_cpu = time.perf_counter() - started, time.process_time() - cpu
-        assert nightly.invoices_posted == 0
+        nightly = _night(engine, NIGHTLY)
         backfilled_changes = _rewrite_night(engine, BACKFILLED)
         settle_postgres(engine)
         started = time.perf_counter()
@@ -195,14 +187,36 @@ def _child(services: int) -> None:
     print(json.dumps({
         "services": services, **sizes, "lines": lines, "generate_seconds": generate_seconds,
         "monthly_seconds": sum(monthly), "slowest_month_seconds": max(monthly),
-        "monthly_cpu_seconds": monthly_cpu, "nightly_seconds": nightly_seconds,
-        "nightly_cpu_seconds": nightly_cpu, "nightly_load": nightly_load, "base_rss_mb": base_rss,
-        "early_nightly_seconds": early_seconds, "same_day_seconds": same_day_seconds,
-        "late_after_invoice_seconds": late_after_invoice_seconds,
+        "monthly_cpu_seconds": monthly_cpu, "nightly_load": nightly_load, "base_rss_mb": base_rss,
+        **nightly.figures("nightly"), **early.figures("early_nightly"), **same_day.figures("same_day"),
+        **late_after_invoice.figures("late_after_invoice"),
         "backfill_seconds": backfill_seconds,
         "backfilled_changes": backfilled_changes,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
+
+
+class _Night(NamedTuple):
+    seconds: float  # the median of the repeats, wall time
+    cpu_seconds: float  # the billing process's own CPU time, median
+
+    def figures(self, name: str) -> dict:
+        return {f"{name}_seconds": self.seconds, f"{name}_cpu_seconds": self.cpu_seconds}
+
+
+def _night(engine, day: date) -> _Night:
+    """Time the nightly run as of ``day`` ``REPEATS`` times, each after the night's unit changes
+    were written again and the database settled; nothing is posted (a night, not an invoice day)."""
+    from agent_billing.billing import run_billing
+
+    runs = []
+    for _ in range(REPEATS):
+        _rewrite_night(engine, day)
+        settle_postgres(engine)
+        started, cpu = time.perf_counter(), time.process_time()
+        assert run_billing(engine, day).invoices_posted == 0
+        runs.append((time.perf_counter() - started, time.process_time() - cpu))
+    return _Night(statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
 
 
 def _rewrite_night(engine, day: date) -> int:
