@@ -262,6 +262,41 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
     assert amounts["S-WS2"] == amounts["S-REF"] > 0
 
 
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_new_contract_whose_services_were_all_uncounted_keeps_its_first_invoice(warehouse, settings, monkeypatch):
+    """A contract added after its first nights were synced has no line yet on its invoice date
+    (nothing counted its services). Its month is not closed without an invoice: the run fails
+    the contract, naming the nights, and once they are re-run the month's invoice is posted."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    contract = with_reference(deepcopy(CONTRACT))
+    run_contracts(warehouse, contract)
+    sync(warehouse, settings, (D1, D2, D3))
+    new = deepcopy(the_contract(contract))
+    new.update(contract_id="C-NEW", start_date=D1.isoformat(), notify_emails=[],
+               services=[{**service(contract, "S-WS"), "service_id": "S-NEW", "name": "New", "start_date": D1.isoformat()}])
+    contract["accounts"][0]["contracts"].append(new)
+    run_contracts(warehouse, contract)
+
+    summary = run_billing(warehouse, D3)
+    [failed] = summary.failed
+    assert failed.contract_id == "C-NEW" and failed.error.startswith(
+        f"NightsNotCounted: cannot post INV-C-NEW-2024-03: a contracts change made services active on synced "
+        f"nights that did not count them (service S-NEW on {D1} to {D3})"), failed.error
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM billing_cycles WHERE contract_id = 'C-NEW'")).scalar() == 0
+
+    sync(warehouse, settings, (D1, D2, D3))
+    summary = run_billing(warehouse, D3)
+    assert not summary.failed
+    with warehouse.connect() as conn:
+        [(invoice, amount)] = conn.execute(text(
+            "SELECT invoice_id, amount FROM invoice_lines WHERE service_id = 'S-NEW' AND kind = 'normal'")).all()
+        reference = conn.execute(text(
+            "SELECT amount FROM invoice_lines WHERE service_id = 'S-REF' AND kind = 'normal' AND period_start = :d"),
+            {"d": D1}).scalar_one()
+    assert invoice == "INV-C-NEW-2024-03" and amount == reference > 0
+
+
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_a_change_undone_and_a_scope_that_points_at_nothing_hold_nothing(warehouse, settings, monkeypatch):
     """A change undone leaves no night to recount; a night re-run on which the service's scope

@@ -36,17 +36,28 @@ def invoice_id(contract_id: str, month: date) -> str:
     return f"INV-{contract_id}-{month_label(month)}"
 
 
-def post_invoice(
+def close_month(
     conn: Connection, contract: Contract, month: date, as_of: date, lines: Sequence[Line]
-) -> Invoice:
-    """Insert the invoice of ``month`` with ``lines``; a negative total makes a credit note.
+) -> Invoice | None:
+    """The invoice run of ``month``: its invoice with ``lines`` (none without lines), and the
+    month recorded as invoiced (``billing_cycles``), in the caller's transaction.
 
-    Runs inside the caller's transaction; a concurrent run that posted the same month first
-    makes this fail on the unique keys instead of billing twice. Refused (``NightsNotCounted``)
-    while a service of the contract has nights to recount up to ``as_of``: an invoice is never
-    edited, so it waits for the counts.
+    Refused (``NightsNotCounted``) while a service of the contract has nights to recount up to
+    ``as_of``, with lines or without: an invoice is never edited, and a month closed without
+    one would never post the lines those nights hold (a new contract whose services were all
+    uncounted would lose its first invoice). A concurrent run that closed the same month first
+    makes this fail on the unique keys instead of billing twice.
     """
     refuse_nights_to_recount(conn, contract, month, as_of)
+    invoice = _post_invoice(conn, contract, month, as_of, lines) if lines else None
+    store.close_cycle(conn, contract.contract_id, month, as_of, invoice.invoice_id if invoice else None)
+    return invoice
+
+
+def _post_invoice(
+    conn: Connection, contract: Contract, month: date, as_of: date, lines: Sequence[Line]
+) -> Invoice:
+    """Insert the invoice of ``month`` with ``lines``; a negative total makes a credit note."""
     total = sum((x.amount for x in lines), Decimal(0))
     invoice = Invoice(
         invoice_id=invoice_id(contract.contract_id, month),

@@ -14,7 +14,7 @@ from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.horizon import check_horizon
 from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import invoice_id, nights_in_words, post_invoice
+from agent_billing.billing.post import close_month, invoice_id, nights_in_words
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_lines, result
 from agent_billing.errors import UserError
@@ -92,8 +92,7 @@ def post_reviewed(
                 "nothing was posted"
             )
         target = invoice_id(contract_id, month)
-        invoice = post_invoice(conn, contract, month, as_of, retarget(lines, target))
-        store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id)
+        invoice = close_month(conn, contract, month, as_of, retarget(lines, target))
         store.replace_pending(conn, contract_id, as_of, [])
         log.info("posted %s: %d line(s), total %s", invoice.invoice_id, invoice.lines, invoice.total)
         return result(contract, invoice, [], as_of)

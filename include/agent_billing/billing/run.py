@@ -27,7 +27,7 @@ from agent_billing.billing.calendar import billing_month
 from agent_billing.billing.expected import ExpectedLedger
 from agent_billing.billing.horizon import check_horizon
 from agent_billing.billing.model import Contract, Line, Service
-from agent_billing.billing.post import Invoice, invoice_id, post_invoice
+from agent_billing.billing.post import Invoice, close_month, invoice_id
 from agent_billing.billing.reconcile import PENDING, PostedLedger, reconcile
 from agent_billing.errors import UserError
 from agent_billing.settings import get_settings
@@ -268,9 +268,8 @@ def bill_contract(
         contract = store.lock_contract(conn, contract_id)
         plan = plan_contract(conn, contract, as_of, stale=stale, keep_pending=True)
         month = plan.month
-        invoice = post_invoice(conn, contract, month, as_of, plan.lines) if plan.due and plan.lines else None
-        if plan.due:  # the month's invoice run happened, even with nothing to post
-            store.close_cycle(conn, contract_id, month, as_of, invoice.invoice_id if invoice else None)
+        # the month's invoice run happens even with nothing to post
+        invoice = close_month(conn, contract, month, as_of, plan.lines) if plan.due else None
         pending = [] if plan.due else plan.lines
         if plan.walked is None:
             store.replace_pending(conn, contract_id, plan.lines_as_of, pending)
