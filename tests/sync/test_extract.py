@@ -43,6 +43,34 @@ def test_existing_landing_is_reused_without_calling_vsa(contoso, settings):
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("folder", ["absent", "empty"])
+def test_a_raw_volume_that_is_not_mounted_is_refused_before_vsa_is_called(contoso, settings, tmp_path, folder):
+    """Once the warehouse holds a landed night, a raw folder that is absent or holds no landing
+    is a volume that is not mounted (a container's own empty folder): a night landed there would
+    be lost with the container. A first night on a fresh install creates the folder."""
+    from agent_billing.sync.pipeline import RawFolderMissing, count_step, diff_step, load_step
+
+    from .conftest import DAYS, write_landing
+
+    d1, d2 = sorted(DAYS)[:2]
+    write_landing(settings.raw_path, d1, *DAYS[d1])
+    for step in (load_step, count_step, diff_step):
+        step(contoso, settings, d1)
+    unmounted = tmp_path / "unmounted"
+    if folder == "empty":
+        unmounted.mkdir()
+    moved = Settings(raw_path=unmounted, data_team_emails="data@msp.example")
+    with pytest.raises(RawFolderMissing) as refused:
+        extract_step(contoso, moved, d2, no_vsa, now=datetime(2024, 3, 2, 12, tzinfo=UTC))
+    state = "does not exist" if folder == "absent" else "holds no landing"
+    assert str(refused.value) == (
+        f"the raw landing folder {unmounted} {state}, but the warehouse has nights synced up to {d1}: is the raw "
+        "volume mounted there? (AGENT_BILLING_RAW_PATH; docs/deployment.md, 'The raw landing volume must be "
+        "shared by every worker'); nothing was extracted")
+    assert not RawLanding(unmounted, d2).exists()
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_a_killed_extract_s_folder_is_removed_by_the_next_extract_of_any_date(contoso, settings):
     """An extract killed mid-landing leaves its staging folder; Airflow's retry two minutes later
     lands the date (the folder is not stale yet) and every later run of it reuses the landing:

@@ -37,7 +37,7 @@ from agent_billing.sync.pipeline import (
 )
 from agent_billing.warehouse import connect_warehouse
 
-from .conftest import CONTRACT, G_ROOT, G_SRV, G_SUB, G_WS, VIEW, write_landing
+from .conftest import CONTRACT, G_ROOT, G_SRV, G_SUB, G_WS, ORG, VIEW, write_landing
 from .test_unit_changes import ledger, run_day, unit_counts
 
 D1, D2, D3, D4 = (date(2024, 3, day) for day in (1, 2, 3, 4))
@@ -126,6 +126,9 @@ def test_releasing_a_night_judges_the_nights_after_it_against_it(contoso, settin
     for night in (D1, D2, D3):
         run_day(contoso, settings, night, land=False)
     assert statuses(contoso)["2024-03-03"] == "quarantined"
+    with contoso.connect() as conn:
+        held = conn.execute(text("SELECT message FROM sync_runs WHERE snapshot_date = :d"), {"d": D3}).scalar_one()
+    assert f"org {ORG} (Contoso Ltd): 9 → 2 agents" in held, held  # named as the person judging it knows it
 
     env = {**os.environ, "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url,
            "AGENT_BILLING_RAW_PATH": str(settings.raw_path), "AGENT_BILLING_QUARANTINE_SHARE": "0.30",
@@ -298,7 +301,8 @@ def test_a_service_that_loses_most_of_its_agents_is_held_while_its_org_barely_fa
     assert statuses(contoso)["2024-03-02"] == "quarantined"
     with contoso.connect() as conn:
         message = conn.execute(text("SELECT message FROM sync_runs WHERE snapshot_date = :d"), {"d": D2}).scalar_one()
-    assert "service S-SRV: 2 → 0 agents" in message and "org " not in message
+    # named as the person who judges it knows it
+    assert "service S-SRV (Servers): 2 → 0 agents" in message and "org " not in message
     assert [c for c in ledger(contoso)[0] if c[1] == "S-SRV" and c[2] == "2024-03-02"] == []
 
     release_snapshot(contoso, settings, D2)
@@ -356,6 +360,7 @@ def test_a_released_night_run_again_keeps_why_it_was_held(contoso, settings):
 
     released = message()
     assert released.startswith("released after quarantine: snapshot 2024-03-02 quarantined: ")
+    assert "Release it" not in released  # the question the person answered is not asked again
     assert run_day(contoso, settings, D2, land=False).status == "complete"
     assert message() == released
     # a re-run that failed says so in the message; the next good re-run does not keep that error

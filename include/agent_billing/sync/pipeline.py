@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -23,7 +24,15 @@ from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.landing import RawLanding, remove_stale_staging
 from agent_billing.sync.load import load_snapshot
 from agent_billing.sync.notify import queue_mail_for, queue_message
-from agent_billing.sync.quarantine import alert_quarantine, complete_held, judge, judge_later_nights
+from agent_billing.sync.quarantine import (
+    DISCARDED,
+    RELEASED,
+    alert_quarantine,
+    complete_held,
+    decided,
+    judge,
+    judge_later_nights,
+)
 from agent_billing.sync.runs import (
     get_run,
     lock_snapshot_date,
@@ -63,6 +72,31 @@ class StepResult:
 
     def to_xcom(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class RawFolderMissing(UserError):
+    """The raw folder is not where the landings are: absent, or holding none of the landings
+    the warehouse was loaded from (a volume that is not mounted)."""
+
+
+def refuse_missing_raw_folder(engine: Engine, root: Path) -> None:
+    """A new landing is written only where the warehouse's landings are. Once a night was
+    landed, a raw folder that is absent or holds no landing is a volume that is not mounted
+    (an image's own empty folder, a mount point's bare directory): a night landed there goes
+    with its container or node, and no restore, recount or re-run would find it."""
+    if root.exists() and (not root.is_dir() or any(root.glob("????-??-??"))):
+        return  # landings are there (or a file is in its place: the landing names it)
+    with engine.connect() as conn:
+        latest = conn.execute(text(
+            "SELECT MAX(snapshot_date) FROM sync_runs WHERE status IN ('complete', 'quarantined')"
+        )).scalar()
+    if latest is not None:
+        raise RawFolderMissing(
+            f"the raw landing folder {root} {'holds no landing' if root.exists() else 'does not exist'}, but the "
+            f"warehouse has nights synced up to {as_date(latest)}: is the raw volume mounted there? "
+            "(AGENT_BILLING_RAW_PATH; docs/deployment.md, 'The raw landing volume must be shared by every "
+            "worker'); nothing was extracted"
+        )
 
 
 def landing_for(settings: Settings, snapshot_date: date) -> RawLanding:
@@ -133,6 +167,7 @@ def extract_step(
                 )
         log.warning(message)
         return StepResult(snapshot_date.isoformat(), "gap", {"message": message})
+    refuse_missing_raw_folder(engine, Path(landing.root))
     views = active_view_ids(engine, snapshot_date)
     client = client_factory()
     try:
@@ -319,9 +354,6 @@ def _run_in(conn, snapshot_date: date, status: str, action: str) -> dict:
     return run
 
 
-RELEASED = "released after quarantine: "  # the message of a released night: why it was held
-
-
 def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
     """A person accepts a quarantined snapshot: it becomes complete, its changes count, and the
     nights after it are judged against it."""
@@ -329,7 +361,7 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.lock_unit_history(conn)
         run = _run_in(conn, snapshot_date, "quarantined", "release")
         complete_held(conn, settings, snapshot_date, released_at=datetime.now(UTC),
-                      message=f"{RELEASED}{run['message']}")
+                      message=decided(RELEASED, run["message"], snapshot_date))
         found, _, rejudged = _after_verdict(conn, settings, snapshot_date)
     log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
     return StepResult(snapshot_date.isoformat(), "complete",
@@ -345,7 +377,7 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.clear_counts(conn, snapshot_date)
         changes.recounted(conn, snapshot_date)  # a discarded night never bills
         forget_night(conn, snapshot_date)
-        record_run(conn, snapshot_date, "discarded", message=f"discarded after quarantine: {run['message']}")
+        record_run(conn, snapshot_date, "discarded", message=decided(DISCARDED, run["message"], snapshot_date))
         queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
     log.info("discarded snapshot %s", snapshot_date)
     return StepResult(snapshot_date.isoformat(), "discarded", {})

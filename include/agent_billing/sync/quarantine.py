@@ -19,7 +19,7 @@ date order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 
@@ -41,9 +41,11 @@ class Drop:
     id: str
     before: int
     after: int
+    name: str = ""  # the org's accounts or the service's name, for the person who judges it
 
     def describe(self) -> str:
-        return f"{self.kind} {self.id}: {self.before} → {self.after} agents"
+        named = f" ({self.name})" if self.name else ""
+        return f"{self.kind} {self.id}{named}: {self.before} → {self.after} agents"
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,22 @@ class Verdict:
             return None
         return (
             f"snapshot {self.night} quarantined: against {self.previous}, "
-            + "; ".join(d.describe() for d in self.drops)
-            + f". Release it (agent-billing snapshots release {self.night}) or discard it."
+            + "; ".join(d.describe() for d in self.drops) + "." + _asked(self.night)
         )
+
+
+def _asked(night: date) -> str:
+    """What a quarantined night's message asks of a person (dropped once they decided)."""
+    return f" Release it (agent-billing snapshots release {night}) or discard it."
+
+
+RELEASED, DISCARDED = "released after quarantine: ", "discarded after quarantine: "
+
+
+def decided(how: str, message: str, night: date) -> str:
+    """The message of a night a person released or discarded (``how``: ``RELEASED`` or
+    ``DISCARDED``): why it was held, without the question they answered."""
+    return how + message.removesuffix(_asked(night))
 
 
 def judge(conn: Connection, night: date, settings: Settings) -> Verdict:
@@ -80,7 +95,19 @@ def judge(conn: Connection, night: date, settings: Settings) -> Verdict:
     judged = {  # a service leaving out agents offline for N days drops by its own rule (a holiday)
         row.service_id for row in counted if row.vsa_org_id not in held and row.exclude_offline_days is None
     }
-    return Verdict(night, previous, orgs + service_drops(conn, night, previous, settings, judged))
+    return Verdict(night, previous, _named(conn, orgs + service_drops(conn, night, previous, settings, judged)))
+
+
+def _named(conn: Connection, drops: list[Drop]) -> list[Drop]:
+    """The drops with the names a person knows them by: an org by its accounts, a service by its own."""
+    if not drops:
+        return drops
+    names: dict[tuple[str, str], list[str]] = {}
+    for kind, key, name in conn.execute(text(
+        "SELECT 'org', vsa_org_id, name FROM accounts UNION ALL SELECT 'service', service_id, name FROM services"
+    )):
+        names.setdefault((kind, key), []).append(name)
+    return [replace(d, name=", ".join(sorted(names.get((d.kind, d.id), [])))) for d in drops]
 
 
 def alert_quarantine(conn: Connection, settings: Settings, verdict: Verdict, why: str = "") -> None:
