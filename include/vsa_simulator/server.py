@@ -184,8 +184,10 @@ class SimulatorServer:
 
     def connection_json(self) -> str:
         """The ``AIRFLOW_CONN_VSA_DEFAULT`` value (JSON form) for a client of this server."""
-        return json.dumps({"conn_type": "http", "host": self.base_url,
-                           "login": self.user, "password": self.token})
+        connection = {"conn_type": "http", "host": self.base_url, "login": self.user, "password": self.token}
+        if self._host not in ("127.0.0.1", "localhost", "::1"):  # the client takes plain HTTP elsewhere only so
+            connection["extra"] = {"allow_plain_http": True}
+        return json.dumps(connection)
 
     # -- simulated world and faults ------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent_billing.connections import parse_connection
+from agent_billing.errors import ConfigurationError
 from agent_billing.vsa import (
     InconsistentExtract,
     VsaApiError,
@@ -504,6 +505,32 @@ def test_from_connection_uri_and_json_forms():
         )
     )
     assert bare.base_url == "https://vsa.example.com:8443"
+
+
+@pytest.mark.parametrize("connection", [
+    '{"conn_type": "http", "host": "vsa.example.com", "login": "u", "password": "tok-secret-77"}',
+    '{"conn_type": "http", "host": "http://10.1.2.3:8080", "login": "u", "password": "tok-secret-77"}',
+    "http://u:tok-secret-77@vsa.example.com",
+])
+def test_plain_http_to_another_machine_is_refused_before_the_token_is_sent(connection):
+    """The token goes out on the first request: over plain HTTP to another machine it would
+    cross the network in clear (a host written without https:// takes its scheme from
+    ``conn_type``, and Airflow's HTTP connection type is ``http``)."""
+    with pytest.raises(ConfigurationError, match=r"is plain HTTP: the personal access token would cross the "
+                                                 r"network unencrypted; use https://") as refused:
+        VsaClient.from_connection(parse_connection("vsa_default", connection))
+    assert "tok-secret-77" not in str(refused.value)
+
+
+def test_plain_http_is_taken_on_this_machine_or_when_allowed_in_so_many_words():
+    for host in ("http://127.0.0.1:8765", "http://localhost:8765", "http://[::1]:8765"):
+        assert VsaClient(host, "u", "p").base_url == host
+    allowed = parse_connection("vsa_default", '{"conn_type": "http", "host": "http://vsa-sim:8765", "login": "u",'
+                                              ' "password": "p", "extra": {"allow_plain_http": "true"}}')
+    assert VsaClient.from_connection(allowed).base_url == "http://vsa-sim:8765"
+    # what the simulator prints when it listens beyond this machine is taken as it is
+    with run_simulator(GeneratedScenario(seed=7, orgs=1, agents=5), host="0.0.0.0") as sim:
+        assert VsaClient.from_connection(parse_connection("vsa_default", sim.connection_json())).count("agents") == 5
 
 
 def test_from_env_against_the_simulator(fresh, monkeypatch):

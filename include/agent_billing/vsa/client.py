@@ -18,6 +18,7 @@ back by one, and the agent at the page boundary is never read.)
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -135,6 +136,7 @@ class VsaClient:
         max_concurrency: int = 8,
         timeout: float = 30.0,
         verify_ssl: bool = True,
+        allow_plain_http: bool = False,
         max_retries: int = 4,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -149,7 +151,7 @@ class VsaClient:
             )
         if timeout <= 0 or retry_deadline <= 0 or backoff_base < 0 or backoff_max < 0:
             raise ConfigurationError("timeout and retry_deadline must be > 0 and backoff times ≥ 0")
-        self.base_url = _normalise_base_url(base_url)
+        self.base_url = _normalise_base_url(base_url, allow_plain_http)
         self.user = user
         self.page_size = min(page_size, MAX_PAGE_SIZE)
         self.max_concurrency = max_concurrency
@@ -193,7 +195,8 @@ class VsaClient:
 
         A host without a scheme (URI form ``http://user:pat@127.0.0.1:8765``) is rebuilt from
         ``conn_type`` (``http``/``https``; anything else means https) and ``port``. Extras:
-        ``page_size``, ``max_concurrency``, ``timeout``, ``verify_ssl`` and the retry settings
+        ``page_size``, ``max_concurrency``, ``timeout``, ``verify_ssl``, ``allow_plain_http`` (plain
+        HTTP to a host other than this machine: the token is sent unencrypted) and the retry settings
         ``max_retries``, ``backoff_base``, ``backoff_max``, ``extract_attempts``. Keyword
         ``overrides`` take precedence over the extras.
         """
@@ -704,7 +707,7 @@ def _endpoint(path: str, params: Mapping[str, Any]) -> str:
     return f"GET {path}" + (f"?{query}" if query else "")
 
 
-def _normalise_base_url(base_url: str) -> str:
+def _normalise_base_url(base_url: str, allow_plain_http: bool = False) -> str:
     url = base_url.strip().rstrip("/")
     if url.lower().endswith(API_PREFIX):
         url = url[: -len(API_PREFIX)]
@@ -717,7 +720,23 @@ def _normalise_base_url(base_url: str) -> str:
         raise ConfigurationError(
             f"VSA base URL {base_url!r} must look like https://vsa.example.com"
         )
+    if parts.scheme == "http" and not allow_plain_http and not _on_this_machine(parts.hostname):
+        raise ConfigurationError(
+            f"VSA base URL {url} is plain HTTP: the personal access token would cross the network "
+            "unencrypted; use https:// (plain HTTP is taken on this machine only, 127.0.0.1 or localhost, "
+            "as for the simulator, or with the connection extra allow_plain_http=true)"
+        )
     return url
+
+
+def _on_this_machine(host: str | None) -> bool:
+    """A loopback address: what is sent there never leaves the machine."""
+    if not host:
+        return False
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another name
+        return False
 
 
 def _base_url_from_connection(conn: ConnectionInfo) -> str:
@@ -746,6 +765,8 @@ def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any
             ) from None
     if "verify_ssl" in extra:
         options["verify_ssl"] = as_bool(extra["verify_ssl"], True)
+    if "allow_plain_http" in extra:
+        options["allow_plain_http"] = as_bool(extra["allow_plain_http"], False)
     return options
 
 
