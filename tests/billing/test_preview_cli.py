@@ -91,7 +91,7 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
     assert listing.returncode == 0, listing.stderr
     assert [(r["invoice_id"], r["lines"], r["total"], r["document_type"])
             for r in json.loads(listing.stdout)] == [("INV-C-AUTO-2024-03", 1, "120.00", "invoice")]
-    assert rows_of(agent_billing_cli("invoices", "list", "--month", "2024-03").stdout) == [
+    assert rows_of(agent_billing_cli("invoices", "list", "--month", " 2024-03").stdout) == [
         ["INV-C-AUTO-2024-03", "C-AUTO", "Account", "C-AUTO", "2024-03-01", "invoice", "1",
          "120.00", "USD"]]
     assert agent_billing_cli("invoices", "list", "--month", "2030-01").stdout == "no invoices for 2030-01\n"
@@ -100,7 +100,7 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
     [line] = show["lines"]
     assert (show["total"], line["kind"], line["units"], line["amount"]) == ("120.00", "normal", 10, "120.00")
     assert line["line_id"] == contoso.lines()[0]["line_id"]
-    text_show = agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-03")
+    text_show = agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-03 ")  # as pasted from a spreadsheet
     assert text_show.stdout.startswith("INV-C-AUTO-2024-03 (invoice) for contract C-AUTO")
     assert line["line_id"] in text_show.stdout
     assert line["description"] and line["description"] in text_show.stdout  # what the line is, in words
@@ -119,6 +119,10 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
          "contract C-AUTO was billed as of 2024-03-15 already, and its next invoice is never computed "
          "as of an earlier date: preview it as of 2024-03-15 or later (--as-of 2024-03-15), not 2024-03-10"),
         (("bill", "--as-of", "2024-04-01", "--dry-run", "--contract", "NOPE"), "unknown contract(s): NOPE"),
+        (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2099-01-01"), "cannot preview as of 2099-01-01"),
+        # an exponent or a digit separator is not read as some other amount
+        (("post", "--contract", "C-AUTO", "--expect-total", "1e3"), "--expect-total '1e3' is not an amount"),
+        (("post", "--contract", "C-AUTO", "--expect-total", "2_167.94"), "--expect-total '2_167.94' is not an amount"),
     ],
 )
 def test_mistakes_are_one_line_and_change_nothing(contoso, agent_billing_cli, args, message):

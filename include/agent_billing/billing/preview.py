@@ -34,7 +34,7 @@ def preview_invoice(
     with engine.connect() as conn, conn.begin() as transaction:
         share_unit_history(conn)  # the unit history as one state, as a billing run reads it
         as_of = as_of or billing_horizon(conn, today) or billing_today(today)
-        check_horizon(conn, as_of, today)
+        check_horizon(conn, as_of, today, action="preview")
         contract = store.find_contract(conn, contract_id)
         if contract is None:
             raise UserError(f"unknown contract {contract_id}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 from agent_billing.errors import UserError
@@ -188,14 +189,11 @@ def _review(args: argparse.Namespace) -> int:
 
 
 def _amount(raw: str, option: str) -> Decimal:
-    """An amount as typed (``160.00``, ``-12.5``): exact, or refused in one line."""
-    try:
-        amount = Decimal(raw.strip())
-    except InvalidOperation:
-        amount = None
-    if amount is None or not amount.is_finite():
+    """An amount as typed (``160.00``, ``-12.5``): exact, or refused in one line (an exponent, a
+    digit separator or a currency sign is refused, not read as something else)."""
+    if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", raw.strip()):
         raise UserError(f"{option} {raw!r} is not an amount (digits with a decimal point, e.g. 160.00)")
-    return amount
+    return Decimal(raw.strip())
 
 
 def _post(args: argparse.Namespace) -> int:
@@ -237,7 +235,7 @@ def _show(args: argparse.Namespace) -> int:
     from agent_billing.billing.invoices import show_invoice
     from agent_billing.warehouse import connect_warehouse
 
-    invoice = show_invoice(connect_warehouse(), args.invoice_id)
+    invoice = show_invoice(connect_warehouse(), args.invoice_id.strip())  # as pasted from a spreadsheet
     if args.format == "json":
         print_json(invoice)
         return 0
