@@ -48,6 +48,14 @@ def test_dry_run_prints_what_it_would_post_and_writes_nothing(contoso, agent_bil
     assert real.returncode == 0 and rows_of(real.stdout) == rows_of(dry.stdout)
     assert contoso.invoice("INV-C-AUTO-2024-04")["total"] == Decimal("138.58")
 
+    # once posted, the invoice still shows the machines behind its prorated line (a dispute)
+    shown = json.loads(agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-04", "--format", "json").stdout)
+    assert [(x["kind"], x["agents"]) for x in shown["lines"]] == [
+        ("prorated", [{"agent_id": "91000000000000000000000001", "agent_name": "ws-new-01", "event": "added"}]),
+        ("normal", [])]
+    text_show = agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-04").stdout
+    assert f"{shown['lines'][0]['line_id']}  91000000000000000000000001  ws-new-01   added" in text_show, text_show
+
 
 def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(contoso, agent_billing_cli):
     before = warehouse_contents(contoso.engine)

@@ -19,14 +19,17 @@ def list_invoices(engine: Engine, month: date) -> list[dict]:
 
 
 def show_invoice(engine: Engine, invoice_id: str) -> dict:
-    """One invoice with its lines (``lines``); an unknown id is a ``UserError``."""
+    """One invoice with its lines (``lines``), each prorated line with the agents behind its
+    unit change (``agents``); an unknown id is a ``UserError``."""
     with engine.connect() as conn:
         head = conn.execute(store.query("invoice"), {"invoice_id": invoice_id}).mappings().first()
         if head is None:
             raise UserError(f"unknown invoice {invoice_id} (see `agent-billing invoices list --month YYYY-MM`)")
         currency = head["currency"]
+        agents = store.change_agents(conn, head["contract_id"])
         lines = [
-            {**r, "amount": quantize(r["amount"], currency)}
+            {**r, "amount": quantize(r["amount"], currency),
+             "agents": agents.get(r["change_id"], []) if r["change_id"] else []}
             for r in conn.execute(store.query("invoice_lines"), {"invoice_id": invoice_id}).mappings()
         ]
     return {**head, "total": quantize(head["total"], currency), "lines": lines}

@@ -9,7 +9,6 @@ carry, together with that month's normal lines.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import date
 from decimal import Decimal
 
@@ -46,7 +45,7 @@ def preview_invoice(
                 f"{plan.lines_as_of} or later (--as-of {plan.lines_as_of}), not {asked}"
             )
         state = store.load_state(conn, contract_id)
-        agents = _agents(conn, contract_id)
+        agents = store.change_agents(conn, contract_id)
         transaction.rollback()
     month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
     target = invoice_id(contract_id, month)
@@ -86,12 +85,3 @@ def _next_month(month: date | None, last_invoiced: date | None, start: date) -> 
         return month, True
     after = next_month(last_invoiced) if last_invoiced else month_start(start)
     return after, False
-
-
-def _agents(conn, contract_id: str) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
-    for row in conn.execute(store.query("change_agents"), {"contract_id": contract_id}).mappings():
-        out[row["change_id"]].append(
-            {"agent_id": row["agent_id"], "agent_name": row["agent_name"], "event": row["event"]}
-        )
-    return out

@@ -311,3 +311,14 @@ def _first_observation(row) -> int | None:
         row["first_count_date"] is None or row["first_reading_date"] < row["first_count_date"]
     )
     return row["first_reading"] if reading_first else row["first_count"]
+
+
+def change_agents(conn: Connection, contract_id: str) -> dict[str, list[dict]]:
+    """The agents behind each unit change of the contract's services (``unit_change_agents``),
+    by change id: what a prorated line bills, machine by machine."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for row in conn.execute(query("change_agents"), {"contract_id": contract_id}).mappings():
+        out[row["change_id"]].append(
+            {"agent_id": row["agent_id"], "agent_name": row["agent_name"], "event": row["event"]}
+        )
+    return out

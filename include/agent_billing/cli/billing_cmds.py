@@ -246,6 +246,7 @@ def _show(args: argparse.Namespace) -> int:
     )
     print()
     print(_lines_table(invoice["lines"]))
+    _print_agents(invoice["lines"])
     return 0
 
 
@@ -271,12 +272,16 @@ def _preview(args: argparse.Namespace) -> int:
     if invoice["lines"]:
         print()
         print(_lines_table(invoice["lines"]))
-    agents = [(x["line_id"], a["agent_id"], a["agent_name"], a["event"])
-              for x in invoice["lines"] for a in x["agents"]]
+    _print_agents(invoice["lines"])
+    return 0
+
+
+def _print_agents(lines: list[dict]) -> None:
+    """The agents behind the prorated lines, one row each (what a customer asks about)."""
+    agents = [(x["line_id"], a["agent_id"], a["agent_name"], a["event"]) for x in lines for a in x["agents"]]
     if agents:
         print()
         print(table(("line id", "agent id", "agent name", "event"), agents))
-    return 0
 
 
 def _lines_table(lines: list[dict]) -> str:
