@@ -4,8 +4,9 @@ Each size runs in its own process on a scratch database (created on the test ser
 after): a few hundred contracts (70 services each), a year of daily ``service_unit_counts``
 (COPY), a unit change every ~2 weeks per service. Timed: the twelve monthly runs of the year
 (each posts every contract's invoice: normal lines plus the month's prorations), one nightly
-run on the second night (as of 2 January, after January's invoice), one on 15 January, the
-night after December's invoice (2 December) and one at year end (15 December)
+run on the second night (as of 2 January, after January's invoice, on a copy of the database
+kept at that night), one on 15 January, the night after December's invoice (2 December) and
+one at year end (15 December, timed in turn with the second night)
 (nothing to post), each after its night's unit changes were written again as a sync's diff
 writes them; and one after a backfill of a March night (its changes written again).
 Targets: doubling the services at most 2.3 × the time; the nightly run at 20,000 services
@@ -106,7 +107,10 @@ def _report(results: list[dict]) -> str:
         " new, `billing.settled`); *backfill* = a"
         f" run after the changes of {BACKFILLED} were written again (a backfilled night: its"
         " month and every later one are walked again). Each nightly figure is the median of"
-        f" {REPEATS} runs of that night (its changes written again before each). Each size runs in"
+        f" {REPEATS} runs of that night (its changes written again before each); the runs as of"
+        f" {EARLY_NIGHTLY} and {NIGHTLY} alternate, each on its own copy of the database (the"
+        " first holds January's invoice only), so that a change in the machine's speed falls on"
+        " both. Each size runs in"
         " its own process. Each timed run starts settled (VACUUM ANALYZE and a checkpoint just before"
         " it: the benchmark writes a year in minutes). Wall time, with the billing process's own CPU time in brackets"
         " (PostgreSQL's is not in it; on PostgreSQL two contracts are billed at a time,"
@@ -126,8 +130,7 @@ def _report(results: list[dict]) -> str:
         "",
         f"History: at {small['services']:,} services the run as of {NIGHTLY} takes {history:.2f} ×"
         f" the run as of {EARLY_NIGHTLY} (the second night, one invoice posted; target ≤"
-        f" {MAX_HISTORY_GROWTH} ×); its own CPU time {history_cpu:.2f} × (the wall-time ratio"
-        " moves with the machine's load, the CPU time less so);"
+        f" {MAX_HISTORY_GROWTH} ×; its own CPU time {history_cpu:.2f} ×);"
         f" {same_day:.2f} × the run as of {EARLY_SAME_DAY}, the same"
         " day of its month: a month's unit changes wait pending for the next invoice, so a"
         " night's lines grow through each month whatever the history. The night after"
@@ -146,6 +149,7 @@ def _child(services: int) -> None:
 
     admin = connect_warehouse(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"ab_bench_{uuid.uuid4().hex[:10]}"
+    second_night = f"{name}_n2"  # a copy that stays on the second night, timed beside the year end
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
@@ -156,6 +160,13 @@ def _child(services: int) -> None:
         started = time.perf_counter()
         sizes = _generate(engine, services)
         generate_seconds = time.perf_counter() - started
+        engine.dispose()  # a template has no other session
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{second_night}" TEMPLATE "{name}"'))
+        early_engine = connect_warehouse(
+            make_url(PG_ADMIN_URL).set(database=second_night).render_as_string(hide_password=False)
+        )
+        run_billing(early_engine, MONTHS[0])  # January's invoice: the state of the second night
         base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         monthly, monthly_cpu = [], 0.0
         for month in MONTHS:
@@ -163,15 +174,22 @@ def _child(services: int) -> None:
             run_billing(engine, month)
             monthly.append(time.perf_counter() - started)
             monthly_cpu += time.process_time() - cpu
-            if month == MONTHS[0]:  # the night after the first invoice, before the year piles up
-                early = _night(engine, EARLY_NIGHTLY)
+            if month == MONTHS[0]:  # mid-month, before the year piles up
                 run_billing(engine, EARLY_SAME_DAY - timedelta(days=1))  # every night runs
                 same_day = _night(engine, EARLY_SAME_DAY)
             if month == MONTHS[-1]:  # the night after December's invoice, as on 2 January
                 late_after_invoice = _night(engine, month + timedelta(days=1))
         run_billing(engine, NIGHTLY - timedelta(days=1))  # every night runs in production
         nightly_load = os.getloadavg()
-        nightly = _night(engine, NIGHTLY)
+        # The second night and the year end alternate, each on its own database, so that a change
+        # in the machine's speed while they run falls on both (one after the other, a shared
+        # machine moved their ratio between 0.9 and 1.5 with the same code and data).
+        early_runs, late_runs = [], []
+        for _ in range(REPEATS):
+            early_runs.append(_timed(early_engine, EARLY_NIGHTLY))
+            late_runs.append(_timed(engine, NIGHTLY))
+        early, nightly = _Night.median(early_runs), _Night.median(late_runs)
+        early_engine.dispose()
         backfilled_changes = _rewrite_night(engine, BACKFILLED)
         settle_postgres(engine)
         started = time.perf_counter()
@@ -182,7 +200,8 @@ def _child(services: int) -> None:
         engine.dispose()
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for database in (second_night, name):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
     print(json.dumps({
         "services": services, **sizes, "lines": lines, "generate_seconds": generate_seconds,
@@ -200,23 +219,29 @@ class _Night(NamedTuple):
     seconds: float  # the median of the repeats, wall time
     cpu_seconds: float  # the billing process's own CPU time, median
 
+    @classmethod
+    def median(cls, runs: list[tuple[float, float]]) -> _Night:
+        return cls(statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+
     def figures(self, name: str) -> dict:
         return {f"{name}_seconds": self.seconds, f"{name}_cpu_seconds": self.cpu_seconds}
 
 
-def _night(engine, day: date) -> _Night:
-    """Time the nightly run as of ``day`` ``REPEATS`` times, each after the night's unit changes
-    were written again and the database settled; nothing is posted (a night, not an invoice day)."""
+def _timed(engine, day: date) -> tuple[float, float]:
+    """One nightly run as of ``day`` (wall and CPU seconds), after the night's unit changes were
+    written again and the database settled; nothing is posted (a night, not an invoice day)."""
     from agent_billing.billing import run_billing
 
-    runs = []
-    for _ in range(REPEATS):
-        _rewrite_night(engine, day)
-        settle_postgres(engine)
-        started, cpu = time.perf_counter(), time.process_time()
-        assert run_billing(engine, day).invoices_posted == 0
-        runs.append((time.perf_counter() - started, time.process_time() - cpu))
-    return _Night(statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+    _rewrite_night(engine, day)
+    settle_postgres(engine)
+    started, cpu = time.perf_counter(), time.process_time()
+    assert run_billing(engine, day).invoices_posted == 0
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _night(engine, day: date) -> _Night:
+    """The median of ``REPEATS`` runs of the night as of ``day`` (``_timed``)."""
+    return _Night.median([_timed(engine, day) for _ in range(REPEATS)])
 
 
 def _rewrite_night(engine, day: date) -> int:
