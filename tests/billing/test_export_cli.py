@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 from tests.billing.conftest import ROOT, one_line_error, warehouse_contents
 
 from agent_billing.billing.export import TEXT_COLUMNS
+from agent_billing.warehouse.values import as_utc
 
 
 def export(agent_billing_cli, month: str, fmt: str = "csv") -> str:
@@ -158,3 +161,35 @@ def test_a_name_a_spreadsheet_would_run_is_exported_as_text(books, agent_billing
     assert any(row["amount"].startswith("-") and row["units"].startswith("-") for row in rows)  # numbers stay numbers
     as_json = json.loads(agent_billing_cli("invoices", "export", "--month", "2024-04", "--format", "json").stdout)
     assert {row["service_name"] for row in as_json} == {*names.values(), "Plain"}
+
+
+def test_each_line_says_when_its_invoice_was_posted_in_utc(corrected, agent_billing_cli):
+    """A dispute asks "what had we sent by then": ``posted_at`` is the invoice's posting instant,
+    one ISO form in UTC on both engines."""
+    with corrected.engine.connect() as conn:
+        posted = {i: as_utc(at) for i, at in conn.execute(text("SELECT invoice_id, posted_at FROM invoices"))}
+    rows = list(csv.DictReader(io.StringIO(export(agent_billing_cli, "2024-05"))))
+    assert {r["posted_at"] for r in rows} == {posted["INV-C-2024-05"].isoformat(timespec="seconds")}
+    assert datetime.fromisoformat(rows[0]["posted_at"]).utcoffset() == timedelta(0)
+    assert list(rows[0])[-1] == "posted_at"  # added at the end: imports reading by position keep working
+
+
+def test_an_export_for_excel_starts_with_a_byte_order_mark(books, agent_billing_cli, tmp_path):
+    """Excel reads a UTF-8 CSV without a byte-order mark as the local code page: "Müller" shows
+    as "MÃ¼ller". ``--for-excel`` writes the mark; the plain CSV stays without it."""
+    books.contract("C", [{**books.rmm("S", "12.00", "2024-03-01"), "name": "Überwachung Müller"}],
+                   start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    target = tmp_path / "march.csv"
+    process = agent_billing_cli("invoices", "export", "--month", "2024-03", "--for-excel", "--output", str(target))
+    assert process.returncode == 0, process.stderr
+    raw = target.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfinvoice_id,")
+    [row] = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    assert row["service_name"] == "Überwachung Müller"
+    assert not export(agent_billing_cli, "2024-03").startswith("\ufeff")
+    refused = agent_billing_cli("invoices", "export", "--month", "2024-03", "--format", "json", "--for-excel")
+    assert refused.returncode == 2
+    assert one_line_error(refused) == ("agent-billing invoices export: error: --for-excel is for --format csv: "
+                                       "JSON has no byte-order mark")

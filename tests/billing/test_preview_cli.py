@@ -117,7 +117,7 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("invoices", "show", "INV-NOPE"), "agent-billing invoices: error: unknown invoice INV-NOPE"),
+        (("invoices", "show", "INV-NOPE"), "agent-billing invoices show: error: unknown invoice INV-NOPE"),
         (("invoices", "preview", "--contract", "NOPE"), "unknown contract NOPE"),
         (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-04-31"),
          "invalid --as-of '2024-04-31'"),

@@ -79,3 +79,22 @@ def test_example_4_late_change_to_an_invoiced_month(books):
     assert (prorated["days"], prorated["days_in_period"], prorated["units"]) == (1, 31, 1)
     assert prorated["change_id"] == change_id
     assert february["total"] == Decimal("361.29")
+
+
+def test_a_line_of_one_unit_reads_one_unit(books):
+    """The descriptions are read out in disputes: "1 unit", never "1 units"."""
+    books.contract("C", [books.rmm("S", "10.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 1)
+    books.bill("2024-03-01")
+    [march] = books.invoice("INV-C-2024-03")["lines"]
+    assert march["description"].endswith(", 2024-03: 1 unit")
+    books.change("S", "2024-03-21", 1, 2)
+    books.bill("2024-03-21")
+    books.bill("2024-04-01")
+    books.change("S", "2024-04-11", 2, 1)
+    books.bill("2024-04-11")
+    books.bill("2024-05-01")
+    said = {month: sorted(x["description"].split(": ", 1)[1] for x in books.invoice(f"INV-C-{month}")["lines"])
+            for month in ("2024-04", "2024-05")}
+    assert said == {"2024-04": ["1 -> 2 units from 2024-03-21, 11/31 days", "2 units"],
+                    "2024-05": ["1 unit", "2 -> 1 unit from 2024-04-11, 20/30 days"]}

@@ -262,7 +262,7 @@ def test_a_mistake_is_one_line_and_changes_nothing(case: Case, seeded: str, tmp_
     assert "Traceback" not in run.stderr + run.stdout
     assert run.stdout == ""
     [line] = run.stderr_lines
-    assert re.match(r"agent-billing [\w-]+: error: ", line), line
+    assert re.match(r"agent-billing [\w-]+( [\w-]+)?: error: ", line), line  # the command as typed
     assert re.search(case.message, line), line
     assert SECRET not in line
     assert warehouse_contents(seeded) == before

@@ -27,6 +27,6 @@ def test_ctrl_c_says_what_was_left_in_one_line(sqlite_warehouse_url):
         out, err = command.communicate(timeout=60)
         connection.close()
     assert command.returncode == 130
-    assert err.splitlines() == ["agent-billing vsa: interrupted: the step in progress was rolled back, what "
+    assert err.splitlines() == ["agent-billing vsa probe: interrupted: the step in progress was rolled back, what "
                                 "finished before it is kept; run the command again to complete it"]
     assert out == ""

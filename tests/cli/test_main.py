@@ -44,12 +44,12 @@ def test_a_bug_fails_with_one_line_and_the_traceback_only_with_debug(monkeypatch
     assert cli.main(["db", "upgrade"]) == 1
     err = capsys.readouterr().err
     assert err.splitlines() == [
-        "agent-billing db: error: unexpected KeyError: 'missing' (re-run with --debug for the traceback)"
+        "agent-billing db upgrade: error: unexpected KeyError: 'missing' (re-run with --debug for the traceback)"
     ]
     assert cli.main(["db", "upgrade", "--debug"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and "KeyError" in err
-    assert err.splitlines()[-1].startswith("agent-billing db: error: unexpected KeyError")
+    assert err.splitlines()[-1].startswith("agent-billing db upgrade: error: unexpected KeyError")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ along; nights that a re-run cannot count (no landing, no extract of the view) ar
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from copy import deepcopy
@@ -24,7 +25,13 @@ from agent_billing.contracts import run_contracts
 from agent_billing.contracts.apply import uncounted_nights
 from agent_billing.contracts.recount import accept_uncounted
 from agent_billing.errors import OperationFailed, UserError
-from agent_billing.sync.pipeline import count_step, diff_step, load_step, release_snapshot
+from agent_billing.sync.pipeline import (
+    RawFolderMissing,
+    count_step,
+    diff_step,
+    load_step,
+    release_snapshot,
+)
 
 from .conftest import CONTRACT, DAYS, VIEW, write_landing
 
@@ -370,7 +377,8 @@ def test_a_night_whose_landing_is_gone_is_accepted_by_a_person_or_recorded_when_
         warehouse, settings, monkeypatch, tmp_path):
     """Apply on a machine without the raw folder cannot tell which nights a re-run can count: it
     records them all (the hold errs on the side of a correct invoice) and says so. A night that
-    cannot be re-run is accepted by a person, and holds nothing any more."""
+    cannot be re-run is accepted by a person, and holds nothing any more; but not on a machine
+    that cannot see the landings either, as a re-run may still count it."""
     run_contracts(warehouse, CONTRACT)
     sync(warehouse, settings, (D1, D2, D3))
     monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "not-mounted"))
@@ -378,7 +386,15 @@ def test_a_night_whose_landing_is_gone_is_accepted_by_a_person_or_recorded_when_
     assert "not-mounted is not on this machine, AGENT_BILLING_RAW_PATH: whether their landings are kept was not checked" \
         in warning and "cannot be recounted" not in warning
     assert to_recount(warehouse) == {("S-WS2", str(D2)), ("S-WS2", str(D3))}
+    with pytest.raises(RawFolderMissing, match=(
+            f"the raw landing folder {tmp_path / 'not-mounted'} does not exist, but the warehouse has nights "
+            f"synced up to {D3}: is the raw volume mounted there.*; nothing was accepted$")):
+        accept_uncounted(warehouse, "S-WS2", D2)
+    assert to_recount(warehouse) == {("S-WS2", str(D2)), ("S-WS2", str(D3))}
 
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))  # where the landings are
+    for night in (D2, D3):  # lost: no re-run can count them
+        shutil.rmtree(settings.raw_path / str(night))
     accept_uncounted(warehouse, "S-WS2", D2)
     with pytest.raises(UserError, match=f"service S-WS2 has no night {D2} to recount: its nights to recount are {D3}"):
         accept_uncounted(warehouse, "S-WS2", D2)

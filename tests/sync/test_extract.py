@@ -166,3 +166,28 @@ def test_a_future_date_is_refused(contoso, settings):
 
     with pytest.raises(UserError, match="snapshot date 2024-03-11 is in the future"):
         extract_step(contoso, settings, date(2024, 3, 11), no_vsa, now=NOW)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("delivered", [False, True], ids=["unsent", "sent"])
+def test_a_gap_filled_from_a_restored_landing_withdraws_its_unsent_gap_alert(contoso, settings, delivered):
+    """A night recorded as a gap while mail was down, then filled (its landing restored from
+    backup and the night re-run): the alert waiting in the outbox says "recorded as a gap", no
+    longer true, and is withdrawn. An alert already sent stays, as the record of what was told."""
+    from agent_billing.sync.pipeline import count_step, diff_step, load_step
+
+    from .conftest import DAYS, write_landing
+
+    day = sorted(DAYS)[0]
+    assert extract_step(contoso, settings, day, no_vsa, now=NOW).status == "gap"
+    if delivered:
+        with contoso.begin() as conn:
+            conn.execute(text("UPDATE notification_outbox SET sent_at = CURRENT_TIMESTAMP"))
+    write_landing(settings.raw_path, day, *DAYS[day])
+    assert extract_step(contoso, settings, day, no_vsa, now=NOW).status == "reused"
+    for step in (load_step, count_step):
+        step(contoso, settings, day)
+    assert diff_step(contoso, settings, day).status == "complete"
+    with contoso.connect() as conn:
+        gap_alerts = conn.execute(text("SELECT message_id FROM notification_outbox WHERE kind = 'gap'")).scalars().all()
+    assert gap_alerts == ([f"gap:{day}"] if delivered else [])

@@ -13,6 +13,7 @@ from agent_billing.connections import ConnectionInfo
 from agent_billing.errors import ConfigurationError
 from agent_billing.sync.notify import DeliveryFailed, deliver_outbox
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
+from agent_billing.wording import units_text
 
 from ..conftest import AuthSmtp, RefusingSmtp
 from .conftest import DAYS, write_landing
@@ -53,7 +54,7 @@ def test_one_mail_per_contract_per_run_never_twice(contoso, settings, local_smtp
     assert "Unit changes for C-CONTOSO on 2024-03-02" in body
     assert "Workstations (S-WS): 3 → 4 units, effective 2024-03-02" in body
     assert "a7.laptops.workstations.root.contoso (added)" in body
-    assert "Servers (S-SRV): 2 → 1 units" in body
+    assert "Servers (S-SRV): 2 → 1 unit," in body
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
@@ -137,7 +138,7 @@ def test_a_sent_change_that_a_later_derivation_alters_gets_a_correction(contoso,
     (_, subject, body), = rows
     assert subject == f"[agent-billing] Corrected unit changes for C-CONTOSO on {d3}"
     for service_id, before, after in changes:
-        assert f"({service_id}): {before} → {after} units" in body
+        assert f"({service_id}): {before} → {units_text(after)}" in body
     assert deliver_outbox(contoso, smtp, settings.notify_from).sent >= 1
     assert any(b"Corrected unit changes" in m.content for m in inbox.messages)
 

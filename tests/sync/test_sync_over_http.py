@@ -13,6 +13,7 @@ from agent_billing.sync.landing import RawLanding
 from agent_billing.sync.pipeline import sync_date
 from agent_billing.sync.units_now import get_units_now
 from agent_billing.vsa.client import VsaClient
+from agent_billing.wording import units_text
 from vsa_simulator.generated import GeneratedScenario
 from vsa_simulator.testing import run_simulator
 
@@ -150,7 +151,7 @@ def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, wor
     assert units == expected
     [(recipients, body)] = mail  # the account manager hears of it
     assert recipients == "it@org2.example"
-    assert f"All but never seen (ORG2): {result.units_before} → {expected} units, effective {later}" in body
+    assert f"All but never seen (ORG2): {result.units_before} → {units_text(expected)}, effective {later}" in body
 
 
 def test_get_units_now_refuses_a_service_outside_its_dates_or_its_contract_s(warehouse, world, monkeypatch):
@@ -361,4 +362,4 @@ def test_a_second_press_the_same_day_corrects_what_the_first_press_told(warehous
         third = press(other, 15)
         [(_, _, _), (newer, body, _)] = outbox(warehouse)  # the unsent correction is replaced
         assert newer != correction
-        assert f"(ORG2): {night_units} → {third.units_after} units, effective {later}" in body
+        assert f"(ORG2): {night_units} → {units_text(third.units_after)}, effective {later}" in body

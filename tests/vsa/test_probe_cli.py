@@ -46,7 +46,7 @@ def test_probe_with_bad_credentials_fails_clearly(sim):
     done = probe(json.dumps(conn))
     assert done.returncode != 0 and done.stdout == ""
     (line,) = done.stderr.splitlines()
-    assert line.startswith("agent-billing vsa: error: authentication refused")
+    assert line.startswith("agent-billing vsa probe: error: authentication refused")
     assert sim.base_url in line and sim.user in line and secret not in line
 
 

@@ -192,7 +192,7 @@ def test_every_mistake_is_one_line_naming_file_line_and_entry_and_changes_nothin
             assert len(lines) == 1, (what, mode, err)
             if "refused" in lines[0] and mode:  # a lock in a preview: the plan names it on stdout
                 continue
-            assert lines[0].startswith(f"agent-billing contracts: error: {path}:{line_of(path, needle)}: "), (what, err)
+            assert lines[0].startswith(f"agent-billing contracts apply: error: {path}:{line_of(path, needle)}: "), (what, err)
             assert expected in lines[0], (what, err)
             assert "Traceback" not in err
         assert contents(warehouse) == before, what
@@ -208,7 +208,7 @@ def test_a_refusal_in_a_preview_is_printed_in_the_plan(warehouse, tmp_path, caps
     line = line_of(path, "service_id: S-CONTOSO-WS")
     assert out.splitlines()[0].startswith(f"! REFUSED   service S-CONTOSO-WS (line {line}): unit_price cannot change")
     assert "= unchanged" not in out and "1 refused" in out.splitlines()[-1]
-    assert err.strip() == "agent-billing contracts: error: 1 entry refused; nothing would be applied"
+    assert err.strip() == "agent-billing contracts apply: error: 1 entry refused; nothing would be applied"
     assert main(["contracts", "apply", str(path), "--plan"]) == 2
     out = capsys.readouterr().out
     assert "= unchanged account CONTOSO (line 10)" in out and "      unit_price: 12.5 → 13" in out

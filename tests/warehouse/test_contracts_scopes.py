@@ -125,7 +125,7 @@ def test_back_billing_is_warned_of_once(warehouse, tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(CONTRACTS)
     assert main(["contracts", "apply", str(path)]) == 0
-    warned = sorted(line.split(" (line")[0].removeprefix("agent-billing contracts: warning: ")
+    warned = sorted(line.split(" (line")[0].removeprefix("agent-billing contracts apply: warning: ")
                     for line in capsys.readouterr().err.splitlines() if "first billing run" in line)
     # S-LATER starts after June, S-MANUAL's units are its own: neither is warned of
     assert warned == [f"service {s}" for s in sorted(
@@ -136,7 +136,7 @@ def test_back_billing_is_warned_of_once(warehouse, tmp_path, capsys):
                                       _svc("S-LATER", 'vsa_machine_group_id: "999", ', start="2024-02-01")))
     assert main(["contracts", "apply", str(path)]) == 0
     [line] = [line for line in capsys.readouterr().err.splitlines() if "first billing run" in line]
-    assert line.startswith("agent-billing contracts: warning: service S-LATER (line ")
+    assert line.startswith("agent-billing contracts apply: warning: service S-LATER (line ")
     assert "starts 2024-02-01, before the first night synced (2024-06): its first billing run bills every month from 2024-02" in line
 
 
@@ -158,13 +158,13 @@ def test_apply_warns_by_service_and_strict_refuses_and_changes_nothing(warehouse
     assert main(["contracts", "apply", str(path)]) == 0
     err = capsys.readouterr().err
     # the night was loaded without a landing (load_snapshot): a re-run cannot count it
-    assert re.search(r"^agent-billing contracts: warning: service S-OK \(line \d+\) is now active on 1 synced "
+    assert re.search(r"^agent-billing contracts apply: warning: service S-OK \(line \d+\) is now active on 1 synced "
                      r"night\(s\) that did not count it \(2024-06-01\); all of them cannot be "
                      r"recounted \(2024-06-01: their landing is gone\)", err, re.M), err
     err = scope_lines(err)
-    warnings = [line for line in err if line.startswith("agent-billing contracts: warning: service ")]
+    warnings = [line for line in err if line.startswith("agent-billing contracts apply: warning: service ")]
     assert len(warnings) == 7 and len(err) == 7
-    assert "agent-billing contracts: warning: service S-LATER: machine group 999 does not exist in org 10" \
+    assert "agent-billing contracts apply: warning: service S-LATER: machine group 999 does not exist in org 10" \
         " (Acme Org) in the VSA snapshot of 2024-06-01" in err
     with warehouse.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM services")).scalar() == 11

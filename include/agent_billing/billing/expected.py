@@ -36,6 +36,7 @@ from agent_billing.billing.model import (
     prorated_key,
 )
 from agent_billing.billing.money import line_amount, line_amount_e4, minor_units, price_units
+from agent_billing.wording import units_text
 
 PostedNet = Mapping[str | None, tuple[int, int]]
 """The posted ledger as the expected one reads it: per posted normal or prorated line key, its
@@ -209,7 +210,7 @@ def _normal_line(
         days=days,
         days_in_period=dim,
         amount=line_amount(units, service.unit_price, days, dim, contract.currency),
-        description=f"{service.name}, {month_label(month)}: {units} units{partial}",
+        description=f"{service.name}, {month_label(month)}: {units_text(units)}{partial}",
     )
 
 
@@ -229,7 +230,7 @@ def _prorated_line(contract: Contract, service: Service, change: UnitChange, las
         amount=line_amount(change.delta, service.unit_price, days, dim, contract.currency),
         change_id=change.change_id,
         description=(
-            f"{service.name}: {change.units_before} -> {change.units_after} units "
+            f"{service.name}: {change.units_before} -> {units_text(change.units_after)} "
             f"from {change.effective_date}, {days}/{dim} days"
         ),
     )

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from agent_billing.billing import store
 from agent_billing.billing.money import quantize
 from agent_billing.errors import UserError, cannot_write
+from agent_billing.warehouse.values import as_utc
 
 COLUMNS = (
     "invoice_id", "invoice_date", "document_type", "currency", "invoice_total", "contract_id",
@@ -24,9 +25,12 @@ COLUMNS = (
     "period_start", "period_end", "units", "unit_price", "days", "days_in_period", "amount",
     "change_id", "adjusts_line_id", "description",
     # added later, at the end, so that an import reading columns by position keeps working
-    "invoice_month", "adjusts_invoice_id",
+    "invoice_month", "adjusts_invoice_id", "posted_at",
 )
 FORMATS = ("csv", "json")
+#: What Excel needs to read a UTF-8 CSV's accented names right (``--for-excel``); other readers
+#: (Python's csv, PostgreSQL's COPY) would take it for part of the first column's name.
+BYTE_ORDER_MARK = "\ufeff"
 #: Columns of free text from the contracts file: its ids and names, and what starts with them (a
 #: change id with its service id, a description with its service name). In CSV a cell of them
 #: that a spreadsheet would read as a formula (=, +, -, @, tab, CR first) is written with a
@@ -45,6 +49,8 @@ def export_rows(engine: Engine, month: date) -> list[dict]:
                 **{name: row[name] for name in COLUMNS},
                 "amount": quantize(row["amount"], row["currency"]),
                 "invoice_total": quantize(row["invoice_total"], row["currency"]),
+                # an instant in UTC, one form on both engines (SQLite hands back naive text)
+                "posted_at": as_utc(row["posted_at"]).isoformat(timespec="seconds"),
             }
             for row in rows
         ]
@@ -55,14 +61,18 @@ def _inert(value):
     return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
-def export_invoice_lines(engine: Engine, month: date, out: TextIO, fmt: str = "csv") -> int:
-    """Write the lines of ``month`` to ``out`` as CSV (a header, one row per line) or JSON (a
-    list of the same rows; decimals and dates as strings); return the row count."""
+def export_invoice_lines(engine: Engine, month: date, out: TextIO, fmt: str = "csv",
+                         for_excel: bool = False) -> int:
+    """Write the lines of ``month`` to ``out`` as CSV (a header, one row per line; ``for_excel``:
+    after a byte-order mark) or JSON (a list of the same rows; decimals and dates as strings);
+    return the row count."""
     rows = export_rows(engine, month)
     if fmt == "json":
         json.dump(rows, out, default=str, indent=2)
         out.write("\n")
     else:
+        if for_excel:
+            out.write(BYTE_ORDER_MARK)
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows({**row, **{c: _inert(row[c]) for c in TEXT_COLUMNS}} for row in rows)

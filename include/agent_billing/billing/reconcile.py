@@ -15,6 +15,7 @@ from decimal import Decimal
 from agent_billing.billing.expected import ExpectedLedger, PostedNet
 from agent_billing.billing.model import Line, PostedLine, adjustment_key
 from agent_billing.billing.money import quantize
+from agent_billing.wording import units_text
 
 PENDING = "pending"  # adjustment target of lines not on an invoice yet
 _KIND_ORDER = {"normal": 0, "prorated": 1, "adjustment": 2}
@@ -107,7 +108,7 @@ def _adjustment(
         return None
     ref: Line | PostedLine = now or base
     expected_text = (
-        f"now {units} units, {quantize(amount, currency)}" if now else "no longer applies"
+        f"now {units_text(units)}, {quantize(amount, currency)}" if now else "no longer applies"
     )
     return Line(
         line_key=adjustment_key(base.line_id, target),
@@ -124,6 +125,6 @@ def _adjustment(
         adjusts_line_id=base.line_id,
         description=(
             f"correction of {key} (line {base.line_id} on {base.invoice_id}): {expected_text}; "
-            f"billed {billed_units} units, {quantize(billed_amount, currency)}"
+            f"billed {units_text(billed_units)}, {quantize(billed_amount, currency)}"
         ),
     )

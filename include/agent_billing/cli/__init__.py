@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         # every write is a transaction, and landings and exports are written aside and renamed
-        print(f"agent-billing {args.command}: interrupted: the step in progress was rolled back, what "
+        print(f"agent-billing {command_name(args)}: interrupted: the step in progress was rolled back, what "
               "finished before it is kept; run the command again to complete it", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `agent-billing invoices export | head`: the reader had enough
@@ -137,8 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         message, code = explain(exc)
         if args.debug:
             traceback.print_exc()
-        print(f"agent-billing {args.command}: error: {message}", file=sys.stderr)
+        print(f"agent-billing {command_name(args)}: error: {message}", file=sys.stderr)
         return code
+
+
+def command_name(args: argparse.Namespace) -> str:
+    """The command as typed, nested subcommand included (``invoices show``): the prefix of its
+    errors and warnings. A group's subcommand is in ``<group>_command`` (``register``)."""
+    nested = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {nested}" if isinstance(nested, str) else args.command
 
 
 def explain(exc: BaseException) -> tuple[str, int]:

@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--month", required=True, metavar="YYYY-MM", help="the invoice month")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--output", metavar="FILE", help="default (or -): standard output")
+    export.add_argument(
+        "--for-excel", action="store_true",
+        help="CSV that Excel opens with accented names intact (starts with a UTF-8 byte-order mark)",
+    )
     export.set_defaults(handler=_export)
 
 
@@ -307,12 +311,14 @@ def _export(args: argparse.Namespace) -> int:
     month = parse_month(args.month, "--month")
     if args.output is not None and not args.output.strip():
         raise UserError("--output is empty: give a file name, or - (or nothing) for the standard output")
+    if args.for_excel and args.format != "csv":
+        raise UserError("--for-excel is for --format csv: JSON has no byte-order mark")
     engine = connect_warehouse()
     if args.output in (None, "-"):
-        export_invoice_lines(engine, month, sys.stdout, args.format)
+        export_invoice_lines(engine, month, sys.stdout, args.format, args.for_excel)
         return 0
     count = write_atomically(
-        Path(args.output), lambda out: export_invoice_lines(engine, month, out, args.format)
+        Path(args.output), lambda out: export_invoice_lines(engine, month, out, args.format, args.for_excel)
     )
     print(f"wrote {count} line(s) of {args.month} to {args.output}", file=sys.stderr)
     return 0

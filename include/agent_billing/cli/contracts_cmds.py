@@ -77,9 +77,9 @@ def _apply(args: argparse.Namespace) -> int:
     print(f"{args.file}: {verb}: {plan.summary()}" + ("" if plan.changed else " (no changes)"))
     _report_scopes(plan, strict=args.strict)
     for warning in plan.back_billing + plan.uncounted:
-        print(f"agent-billing contracts: warning: {warning}", file=sys.stderr)
+        print(f"agent-billing contracts apply: warning: {warning}", file=sys.stderr)
     if plan.refused:
-        print(f"agent-billing contracts: error: {len(plan.refused)} entr{'y' if len(plan.refused) == 1 else 'ies'} "
+        print(f"agent-billing contracts apply: error: {len(plan.refused)} entr{'y' if len(plan.refused) == 1 else 'ies'} "
               f"refused; nothing would be applied", file=sys.stderr)
         return EXIT_REFUSED
     if preview and args.strict and plan.scope_problems:
@@ -91,9 +91,9 @@ def _report_scopes(plan, *, strict: bool) -> None:
     """Scopes that point at nothing: one stderr line per service (refused with --strict)."""
     if not plan.scopes_checked:
         if not plan.refused:
-            print("agent-billing contracts: note: no complete VSA snapshot yet; scopes not checked",
+            print("agent-billing contracts apply: note: no complete VSA snapshot yet; scopes not checked",
                   file=sys.stderr)
         return
     level = "error" if strict else "warning"
     for problem in plan.scope_problems:
-        print(f"agent-billing contracts: {level}: {problem.message()}", file=sys.stderr)
+        print(f"agent-billing contracts apply: {level}: {problem.message()}", file=sys.stderr)

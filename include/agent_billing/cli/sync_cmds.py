@@ -115,15 +115,16 @@ def _deliver(engine, settings) -> None:
 def _deliver_after_success(args: argparse.Namespace, engine, settings) -> None:
     """Send the queued mail. A delivery failure is not the command's failure: the work is
     done and committed, and the messages stay in the outbox for the next delivery."""
+    from agent_billing.cli import command_name
     from agent_billing.errors import ConfigurationError
     from agent_billing.sync.notify import DeliveryFailed
 
     try:
         _deliver(engine, settings)
     except DeliveryFailed as exc:  # says that the messages stay and are retried
-        print(f"agent-billing {args.command}: warning: {exc}", file=sys.stderr)
+        print(f"agent-billing {command_name(args)}: warning: {exc}", file=sys.stderr)
     except ConfigurationError as exc:  # a malformed AIRFLOW_CONN_SMTP_DEFAULT
-        print(f"agent-billing {args.command}: warning: mail not sent: {exc}; it stays in "
+        print(f"agent-billing {command_name(args)}: warning: mail not sent: {exc}; it stays in "
               "notification_outbox for the next delivery", file=sys.stderr)
 
 

@@ -48,22 +48,26 @@ def record_nights_to_recount(conn: Connection, services: list[str], uncounted: s
 def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
     """A person accepts that ``service_id`` stays uncounted on ``night`` (its landing is gone or
     damaged, so no re-run can count it): its days then bill at the units of another night, and
-    the night no longer holds the contract's invoices."""
-    with engine.begin() as conn:
-        view = conn.execute(sa.text("SELECT vsa_view_id FROM services WHERE service_id = :s"), {"s": service_id}).scalar()
-        raw_path = get_settings().raw_path
-        if raw_path.is_dir() and recountable(raw_path, night, view, verify=True):
-            raise UserError(
-                f"night {night}'s landing can count service {service_id}: re-run it (agent-billing sync --date "
-                f"{night}) rather than accept it uncounted")
-        deleted = conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), {"s": service_id, "d": night}).rowcount
-        if deleted:
-            return
+    the night no longer holds the contract's invoices. Refused where the landings cannot be
+    seen (the raw volume not mounted): whether a re-run can count the night is not known there."""
+    from agent_billing.sync.pipeline import refuse_missing_raw_folder
+
+    raw_path = get_settings().raw_path
+    with engine.connect() as conn:
         left = sorted(d for _, d in recorded_nights(conn, [service_id]))
+    if night not in left:
         raise UserError(
             f"service {service_id} has no night {night} to recount"
             + (f": its nights to recount are {date_runs(left)}" if left else ": it has none")
         )
+    refuse_missing_raw_folder(engine, raw_path, "nothing was accepted")
+    with engine.begin() as conn:
+        view = conn.execute(sa.text("SELECT vsa_view_id FROM services WHERE service_id = :s"), {"s": service_id}).scalar()
+        if raw_path.is_dir() and recountable(raw_path, night, view, verify=True):
+            raise UserError(
+                f"night {night}'s landing can count service {service_id}: re-run it (agent-billing sync --date "
+                f"{night}) rather than accept it uncounted")
+        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), {"s": service_id, "d": night})
 
 
 def recountable(raw_path: Path, night: date, view: str | None, *, verify: bool = False) -> bool:

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, text
 
 from agent_billing.connections import ConnectionInfo, as_bool
 from agent_billing.errors import ConfigurationError, UserError
+from agent_billing.wording import units_text
 
 log = logging.getLogger(__name__)
 CLAIM_LEASE = timedelta(minutes=10)  # far beyond one SMTP send (30 s timeout)
@@ -77,7 +78,7 @@ def _recipients(notify_emails: str) -> list[str]:
 
 
 def _change_line(name: str, service_id: str, before: int, after: int, effective: date) -> str:
-    return f"- {name} ({service_id}): {before} → {after} units, effective {effective}\n"
+    return f"- {name} ({service_id}): {before} → {units_text(after)}, effective {effective}\n"
 
 
 def queue_unit_change_mail(conn: Connection, snapshot_date: date) -> int:
@@ -218,10 +219,17 @@ def _hold(conn: Connection, where: str, params: dict) -> None:
         )
 
 
+def withdraw_unsent(conn: Connection, message_id: str) -> int:
+    """Withdraw one message if it is still unsent: what it says is no longer true (the gap
+    alert of a night since filled). A message already sent stays, as the record of what was told."""
+    return _withdraw_unsent(conn, "message_id = :message_id", {"message_id": message_id}, set())
+
+
 def _withdraw_unsent(conn: Connection, where: str, params: dict, keep: set[str | None]) -> int:
-    """Delete the unsent unit-change messages matching ``where`` other than ``keep``: what they
-    say is no longer true (a backfill or another press changed it), and a newer version or a
-    correction replaces them. A message a delivery is sending right now is left to it."""
+    """Delete the unsent messages matching ``where`` other than ``keep``: what they say is no
+    longer true (a backfill or another press changed a unit-change message, a gap was filled),
+    and a newer version or a correction replaces them. A message a delivery is sending right
+    now is left to it."""
     stale = datetime.now(UTC) - CLAIM_LEASE
     candidates = conn.execute(
         text(

@@ -23,7 +23,7 @@ from agent_billing.sync.dates import is_late, refuse_future
 from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.landing import RawLanding, remove_stale_staging
 from agent_billing.sync.load import load_snapshot
-from agent_billing.sync.notify import queue_mail_for, queue_message
+from agent_billing.sync.notify import queue_mail_for, queue_message, withdraw_unsent
 from agent_billing.sync.quarantine import (
     DISCARDED,
     RELEASED,
@@ -79,11 +79,12 @@ class RawFolderMissing(UserError):
     the warehouse was loaded from (a volume that is not mounted)."""
 
 
-def refuse_missing_raw_folder(engine: Engine, root: Path) -> None:
+def refuse_missing_raw_folder(engine: Engine, root: Path, refused: str = "nothing was extracted") -> None:
     """A new landing is written only where the warehouse's landings are. Once a night was
     landed, a raw folder that is absent or holds no landing is a volume that is not mounted
     (an image's own empty folder, a mount point's bare directory): a night landed there goes
-    with its container or node, and no restore, recount or re-run would find it."""
+    with its container or node, and no restore, recount or re-run would find it; nor can a
+    machine without the volume tell which landings are kept. ``refused``: what was not done."""
     if root.exists() and (not root.is_dir() or any(root.glob("????-??-??"))):
         return  # landings are there (or a file is in its place: the landing names it)
     with engine.connect() as conn:
@@ -95,8 +96,12 @@ def refuse_missing_raw_folder(engine: Engine, root: Path) -> None:
             f"the raw landing folder {root} {'holds no landing' if root.exists() else 'does not exist'}, but the "
             f"warehouse has nights synced up to {as_date(latest)}: is the raw volume mounted there? "
             "(AGENT_BILLING_RAW_PATH; docs/deployment.md, 'The raw landing volume must be shared by every "
-            "worker'); nothing was extracted"
+            f"worker'); {refused}"
         )
+
+
+def gap_alert_id(snapshot_date: date) -> str:
+    return f"gap:{snapshot_date}"
 
 
 def landing_for(settings: Settings, snapshot_date: date) -> RawLanding:
@@ -162,7 +167,7 @@ def extract_step(
             mark_settled(conn, snapshot_date)  # a failed night's staging, if any: never merged now
             if settings.data_team:
                 queue_message(
-                    conn, f"gap:{snapshot_date}", "gap", settings.data_team,
+                    conn, gap_alert_id(snapshot_date), "gap", settings.data_team,
                     f"[agent-billing] Snapshot {snapshot_date} recorded as a gap", message,
                 )
         log.warning(message)
@@ -299,6 +304,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
             message = kept if existing.get("released_at") and kept.startswith(RELEASED) else None
             record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=message,
                        landing_sha256=landing_for(settings, snapshot_date).digest(), **stored_scopes, **totals)
+        withdraw_unsent(conn, gap_alert_id(snapshot_date))  # a gap since filled: no longer a gap
         found, queued, rejudged = _after_verdict(conn, settings, snapshot_date)
     if verdict is not None and verdict.quarantined:
         return StepResult(snapshot_date.isoformat(), "quarantined",
