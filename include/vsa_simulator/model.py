@@ -108,10 +108,13 @@ class AgentTable(Table):
     presorted = "AgentName"
     _INDEXED = ("OrgId", "MachineGroupId")
 
-    def __init__(self, facts: AgentFacts, handles: Sequence[int], *, complete: bool) -> None:
+    def __init__(self, facts: AgentFacts, handles: Sequence[int], *, complete: bool,
+                 hidden_orgs: frozenset[str] = frozenset()) -> None:
         self.facts = facts
         self._handles = handles
-        self._complete = complete  # every live agent of the date (so AgentId lookups are exact)
+        # every live agent of the date but those of hidden_orgs (so AgentId lookups are exact)
+        self._complete = complete
+        self._hidden_orgs = hidden_orgs
         self._indexes: dict[str, dict[str, list[int]]] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +135,7 @@ class AgentTable(Table):
     def lookup(self, field: str, key: str) -> Sequence[int] | None:
         if field == "AgentId" and self._complete:
             h = self.facts.find(key)
-            return [] if h is None else [h]
+            return [] if h is None or self.facts.group(h).org_id in self._hidden_orgs else [h]
         if field not in self._INDEXED:
             return None
         with self._lock:  # built once per date, on first use
@@ -155,6 +158,12 @@ class AgentTable(Table):
 
     def subset(self, handles: Sequence[int]) -> AgentTable:
         return AgentTable(self.facts, handles, complete=False)
+
+    def without_orgs(self, orgs: frozenset[str]) -> AgentTable:
+        """The same agents but those of ``orgs``, as VSA answers once they are gone."""
+        group = self.facts.group
+        return AgentTable(self.facts, [h for h in self._handles if group(h).org_id not in orgs],
+                          complete=self._complete, hidden_orgs=self._hidden_orgs | orgs)
 
 
 class _Chain(Sequence[int]):
@@ -246,6 +255,22 @@ class WorldState:
                     [h for h in self.agents.handles if keep(h)]
                 )
         return table
+
+    def without_orgs(self, orgs: frozenset[str]) -> WorldState:
+        """This date as VSA reports it when the agents of ``orgs`` are gone (an outage drill)."""
+        return WorldState(self.date, self.orgs, self.groups, self.views, self.agents.without_orgs(orgs),
+                          self._view_filters)
+
+    def org_ids(self, names: Sequence[str]) -> frozenset[str]:
+        """The ids of the orgs named by id or by OrgRef; a name matching neither is a ValueError."""
+        known = {}
+        for h in self.orgs.handles:
+            record = self.orgs.record(h)
+            known[record["OrgId"]] = known[record["OrgRef"]] = record["OrgId"]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown org(s) {', '.join(unknown)}: give an OrgId or OrgRef of GET /system/orgs")
+        return frozenset(known[n] for n in names)
 
     def counts(self) -> dict[str, int]:
         return {

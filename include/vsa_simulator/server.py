@@ -121,6 +121,8 @@ class SimulatorServer:
         self._lock = threading.RLock()
         self._sessions = SessionStore(session_minutes, offset_minutes)
         self._extras: list[dict[str, Any]] = []
+        self._hidden_orgs: frozenset[str] = frozenset()  # their agents are not reported (set_hidden_orgs)
+        self._hidden_state: WorldState | None = None
         self._cache: OrderedDict[tuple[Any, ...], Sequence[int]] = OrderedDict()
         self._query_lock = threading.Lock()
         self._log: deque[RequestRecord] = deque(maxlen=_LOG_SIZE)
@@ -202,7 +204,22 @@ class SimulatorServer:
         with self._lock:
             self._date = day
             self._extras = []
+            self._hidden_state = None
             self._faults.new_day()
+        with self._query_lock:
+            self._cache.clear()
+
+    @property
+    def hidden_orgs(self) -> frozenset[str]:
+        return self._hidden_orgs
+
+    def set_hidden_orgs(self, orgs: Sequence[str]) -> None:
+        """Stop reporting the agents of ``orgs`` (OrgId or OrgRef), from the date served now on
+        until changed (``[]``: report every agent again): a customer's agents vanishing from VSA,
+        as a sync quarantines it. The orgs themselves, their groups and views stay."""
+        hidden = self.world.state(self._date).org_ids(list(orgs))
+        with self._lock:
+            self._hidden_orgs, self._hidden_state = hidden, None
         with self._query_lock:
             self._cache.clear()
 
@@ -218,7 +235,13 @@ class SimulatorServer:
         self._sessions.expire_all()
 
     def state(self) -> WorldState:
-        return self.world.state(self._date)
+        state = self.world.state(self._date)
+        if not self._hidden_orgs:
+            return state
+        with self._lock:
+            if self._hidden_state is None or self._hidden_state.date != state.date:
+                self._hidden_state = state.without_orgs(self._hidden_orgs)
+            return self._hidden_state
 
     def status(self) -> dict[str, Any]:
         """What ``GET /_sim/state`` answers."""
@@ -228,6 +251,7 @@ class SimulatorServer:
                 "date": state.date.isoformat(),
                 **state.counts(),
                 "inserted_agents": len(self._extras),
+                "hidden_orgs": sorted(self._hidden_orgs),
                 "api_requests": sum(self._counts.values()),
                 "auth_calls": self.auth_calls,
                 "faults": self.faults.to_dict(),
@@ -345,7 +369,7 @@ class SimulatorServer:
 
     def _select(self, route: str, table: Table, filter_text: str, orderby: str) -> Sequence[int]:
         """Query results are cached: clients page through the same query a hundred at a time."""
-        key = (self._date, len(self._extras), route, filter_text, orderby)
+        key = (self._date, len(self._extras), self._hidden_orgs, route, filter_text, orderby)
         with self._query_lock:
             rows = self._cache.get(key)
             if rows is None:
@@ -438,6 +462,12 @@ class SimulatorServer:
                 return _Reply(200, self.status())
             if (method, path) == ("POST", "/_sim/faults"):
                 self.set_faults(FaultConfig.from_dict(_json_body(body)))
+                return _Reply(200, self.status())
+            if (method, path) == ("POST", "/_sim/hidden-orgs"):
+                orgs = _json_body(body)["orgs"]
+                if not isinstance(orgs, list) or not all(isinstance(o, str) for o in orgs):
+                    raise TypeError('"orgs" must be a list of OrgId or OrgRef strings')
+                self.set_hidden_orgs(orgs)
                 return _Reply(200, self.status())
             if (method, path) == ("POST", "/_sim/sessions/expire"):
                 self.expire_sessions()

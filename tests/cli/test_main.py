@@ -15,6 +15,7 @@ from agent_billing import cli
 from agent_billing.cli import db_cmds
 from agent_billing.contracts import apply_contracts
 from agent_billing.errors import UserError
+from agent_billing.wording import units_text
 from agent_billing_demo.demo import HOME_MARKER, prepare_home
 
 from .conftest import run_cli
@@ -292,9 +293,9 @@ def test_units_get_prints_the_change_recorded_and_an_earlier_press_withdrawn(war
             printed.append(run.stdout.strip())
     today = printed[0].rsplit(" ", 1)[1].rstrip(")")
     assert printed == [
-        f"ALL: {count(later)} units (unit change {count(start)} → {count(later)} effective {today})",
-        f"ALL: {count(other)} units (unit change {count(start)} → {count(other)} effective {today})",
-        f"ALL: {count(start)} units (no change from the last count; today's earlier change {count(start)} → "
+        f"ALL: {units_text(count(later))} (unit change {count(start)} → {count(later)} effective {today})",
+        f"ALL: {units_text(count(other))} (unit change {count(start)} → {count(other)} effective {today})",
+        f"ALL: {units_text(count(start))} (no change from the last count; today's earlier change {count(start)} → "
         f"{count(other)} is withdrawn)",
     ]
 

@@ -363,3 +363,28 @@ def test_a_second_press_the_same_day_corrects_what_the_first_press_told(warehous
         [(_, _, _), (newer, body, _)] = outbox(warehouse)  # the unsent correction is replaced
         assert newer != correction
         assert f"(ORG2): {night_units} → {units_text(third.units_after)}, effective {later}" in body
+
+
+def test_the_quarantine_drill_a_hidden_org_quarantines_the_next_night(warehouse, tmp_path, world, monkeypatch):
+    """The runbook's drill against the simulator: a night synced, an org's agents hidden in VSA
+    (POST /_sim/hidden-orgs), the next night is quarantined naming the org by its account; shown
+    again, the night after is complete."""
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[0])
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": org["OrgId"],
+        "contracts": [{"contract_id": "C1", "currency": "EUR", "start_date": "2024-01-01", "services": [
+            {"service_id": "ORG", "name": "All", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"}]}],
+    }]})
+    settings = Settings(raw_path=tmp_path / "raw")
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        statuses = {}
+        for day in DAYS:
+            vsa.set_date(day)
+            vsa.set_hidden_orgs([org["OrgRef"]] if day == DAYS[1] else [])
+            statuses[day] = sync_date(warehouse, settings, day, VsaClient.from_env, now=night(day))[-1]
+    assert [statuses[d].status for d in DAYS] == ["complete", "quarantined", "complete"]
+    assert f"org {org['OrgId']} (Org one): {truth(state, org['OrgId'])} → 0 agents" in \
+        statuses[DAYS[1]].detail["message"]

@@ -501,3 +501,44 @@ def test_date_moves_shift_world_and_drop_inserted_agents():
         assert vsa.status()["inserted_agents"] == 1
         vsa.set_date(date(2024, 1, 1) + timedelta(days=1))
         assert vsa.status()["inserted_agents"] == 0
+
+
+def test_a_hidden_org_s_agents_vanish_from_every_answer_until_shown_again(vsa):
+    """The quarantine drill (runbook): POST /_sim/hidden-orgs makes a customer's agents vanish
+    from VSA, on this date and the next ones, until shown again."""
+    session = login(vsa)
+    agents, total = extract(session, vsa)
+    per_org: dict[str, int] = {}
+    for a in agents:
+        per_org[a["OrgId"]] = per_org.get(a["OrgId"], 0) + 1
+    org_id = max(per_org, key=per_org.get)
+    [ref] = [o["OrgRef"] for o in get(session, vsa, "/system/orgs").json()["Result"] if o["OrgId"] == org_id]
+    servers_view = {v["ViewDefName"]: v["ViewDefId"] for v in get(session, vsa, "/system/views").json()["Result"]}[
+        "Billable - Servers"]
+    servers, _ = extract(session, vsa, f"/assetmgmt/agentsinview/{servers_view}")
+    hidden_agent = next(a["AgentId"] for a in agents if a["OrgId"] == org_id)
+    kept_agent = next(a["AgentId"] for a in agents if a["OrgId"] != org_id)
+
+    reply = requests.post(f"{vsa.base_url}/_sim/hidden-orgs", json={"orgs": [ref]}, timeout=10)
+    assert reply.status_code == 200 and reply.json()["hidden_orgs"] == [org_id]
+    first = vsa.date
+    for day in (first, first + timedelta(days=1)):
+        vsa.set_date(day)
+        now, now_total = extract(session, vsa)
+        assert now_total == len(now)
+        if day == first:
+            assert now_total == total - per_org[org_id]
+        assert all(a["OrgId"] != org_id for a in now)
+        in_view, _ = extract(session, vsa, f"/assetmgmt/agentsinview/{servers_view}")
+        assert all(a["OrgId"] != org_id for a in in_view)
+        assert get(session, vsa, f"/assetmgmt/agents/{hidden_agent}").status_code == 404
+        assert org_id in {o["OrgId"] for o in get(session, vsa, "/system/orgs").json()["Result"]}  # the org stays
+    vsa.set_date(first)
+    assert get(session, vsa, f"/assetmgmt/agents/{kept_agent}").status_code == 200
+
+    unknown = requests.post(f"{vsa.base_url}/_sim/hidden-orgs", json={"orgs": ["NOPE"]}, timeout=10)
+    assert unknown.status_code == 400 and "unknown org(s) NOPE" in unknown.json()["error"]
+    assert vsa.hidden_orgs == {org_id}  # a refused request changes nothing
+    assert requests.post(f"{vsa.base_url}/_sim/hidden-orgs", json={"orgs": []}, timeout=10).json()["hidden_orgs"] == []
+    assert extract(session, vsa)[1] == total
+    assert len(extract(session, vsa, f"/assetmgmt/agentsinview/{servers_view}")[0]) == len(servers)

@@ -131,6 +131,7 @@ def _deliver_after_success(args: argparse.Namespace, engine, settings) -> None:
 def _units_get(args: argparse.Namespace) -> int:
     from agent_billing.sync.units_now import get_units_now
     from agent_billing.vsa.client import VsaClient
+    from agent_billing.wording import units_text
 
     engine, settings = _context()
     with VsaClient.from_env() as client:
@@ -142,7 +143,7 @@ def _units_get(args: argparse.Namespace) -> int:
         change = f"no change from the last count; today's earlier change {before} → {after} is withdrawn"
     else:
         change = "no change"
-    print(f"{result.service_id}: {result.units_after} units ({change})")
+    print(f"{result.service_id}: {units_text(result.units_after)} ({change})")
     _deliver_after_success(args, engine, settings)  # the change's mail
     return 0
 
