@@ -308,3 +308,34 @@ def test_db_upgrade_hides_secret_url_parameters(warehouse, warehouse_url):
     assert run.code == 0, run.stderr
     assert "password=***&sslpassword=***" in run.stdout
     assert "Qu3ryPassw0rd" not in run.stdout + run.stderr and "KeyPassphrase99" not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_replay_reprocesses_landings_and_refuses_a_night_without_one(warehouse, warehouse_url, tmp_path):
+    """The replay after a restore (deployment.md, "Restore"): a night whose landing is missing
+    would become a gap, or with LATE_OBSERVATION=allow today's VSA as that night, and its month's
+    invoice would be posted again with other lines than were sent. ``--replay`` refuses it."""
+    from vsa_simulator.generated import GeneratedScenario
+    from vsa_simulator.testing import run_simulator
+
+    start = date(2024, 2, 1)
+    world = GeneratedScenario(seed=7, orgs=2, agents=100, start=date(2024, 1, 1), daily_churn=0.05)
+    raw = tmp_path / "raw"
+    env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url, "AGENT_BILLING_RAW_PATH": str(raw),
+           "AGENT_BILLING_LATE_OBSERVATION": "allow", "AIRFLOW_CONN_SMTP_DEFAULT": None}
+    with run_simulator(world, date=start) as vsa:
+        env["AIRFLOW_CONN_VSA_DEFAULT"] = vsa.connection_json()
+        assert run_cli("sync", "--date", str(start), env=env).code == 0
+        calls = vsa.count()
+        again = run_cli("sync", "--replay", "--date", str(start), env=env)
+        assert again.code == 0 and '"reused"' in again.stdout, again.stderr
+        missing = start + timedelta(days=1)
+        refused = run_cli("sync", "--replay", "--bill", "--date", str(missing), env=env)
+        assert vsa.count() == calls  # VSA never called
+    assert refused.code == 2 and refused.stdout == ""
+    assert refused.stderr_lines == [
+        f"agent-billing sync: error: --replay: snapshot {missing} has no landing at {raw / str(missing)}: restore "
+        "that folder from the backup of the raw folder (is the raw volume mounted? AGENT_BILLING_RAW_PATH); if "
+        "the night was a gap in the lost warehouse too, run it once without --replay; nothing was done"]
+    with warehouse.connect() as conn:
+        assert [str(d)[:10] for d in conn.execute(text("SELECT snapshot_date FROM sync_runs")).scalars()] == [str(start)]

@@ -68,6 +68,15 @@ def test_a_raw_volume_that_is_not_mounted_is_refused_before_vsa_is_called(contos
         "volume mounted there? (AGENT_BILLING_RAW_PATH; docs/deployment.md, 'The raw landing volume must be "
         "shared by every worker'); nothing was extracted")
     assert not RawLanding(unmounted, d2).exists()
+    # A replay after a restore on that volume: a late night is not recorded as a gap, and the
+    # complete night is not sent to be restored into the container's own folder.
+    for night in (d2, d1):
+        with pytest.raises(RawFolderMissing, match="is the raw volume mounted there"):
+            extract_step(contoso, moved, night, no_vsa, now=NOW)
+    with contoso.connect() as conn:
+        assert [(str(d), s) for d, s in conn.execute(text("SELECT snapshot_date, status FROM sync_runs"))] == [
+            (str(d1), "complete")]
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox WHERE kind = 'gap'")).scalar() == 0
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

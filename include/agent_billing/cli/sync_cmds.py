@@ -18,6 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bill", action="store_true",
         help="then bill the night as of its date, as the nightly DAG does (only a complete or discarded "
         "night); night by night, this replays the nights after a restore (docs/deployment.md, 'Restore')")
+    sync.add_argument(
+        "--replay", action="store_true",
+        help="only reprocess the night's landing: a night without one is refused (exit 2), never recorded "
+        "as a gap nor extracted from VSA's present state (the replay after a restore)")
     sync.set_defaults(handler=_sync)
 
     units = sub.add_parser("units", help="units of a service")
@@ -56,6 +60,8 @@ def _sync(args: argparse.Namespace) -> int:
 
     snapshot_date = parse_date(args.date, "--date")
     engine, settings = _context()
+    if args.replay:
+        _refuse_replay_without_landing(settings, snapshot_date)
     try:
         results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
     except Exception:
@@ -73,6 +79,21 @@ def _sync(args: argparse.Namespace) -> int:
     if billing is not None:
         billing.raise_for_failures()
     return 0
+
+
+def _refuse_replay_without_landing(settings, snapshot_date) -> None:
+    """A replay rebuilds what the lost warehouse held from the landings it was loaded from. A
+    night without its landing would become a gap (or, allowed late, today's VSA as that night),
+    and its invoice would be posted again with other lines than the customer received."""
+    from agent_billing.errors import UserError
+    from agent_billing.sync.landing import RawLanding
+
+    landing = RawLanding(settings.raw_path, snapshot_date)
+    if not landing.exists():
+        raise UserError(
+            f"--replay: snapshot {snapshot_date} has no landing at {landing.path}: restore that folder from the "
+            "backup of the raw folder (is the raw volume mounted? AGENT_BILLING_RAW_PATH); if the night was a "
+            "gap in the lost warehouse too, run it once without --replay; nothing was done")
 
 
 def _bill_the_night(engine, snapshot_date):

@@ -139,6 +139,9 @@ def extract_step(
         manifest = landing.verify()
         log.info("raw landing for %s exists (%s): reprocessing it, VSA not called", snapshot_date, landing.path)
         return StepResult(snapshot_date.isoformat(), "reused", {"observed_at": manifest["observed_at"]})
+    # Before anything is concluded from the landing's absence (restore it, a gap, extract now):
+    # on a volume that is not mounted every landing is absent.
+    refuse_missing_raw_folder(engine, Path(landing.root))
     with engine.connect() as conn:
         run = get_run(conn, snapshot_date)
     if run and run["status"] in ("complete", "quarantined"):
@@ -172,7 +175,6 @@ def extract_step(
                 )
         log.warning(message)
         return StepResult(snapshot_date.isoformat(), "gap", {"message": message})
-    refuse_missing_raw_folder(engine, Path(landing.root))
     views = active_view_ids(engine, snapshot_date)
     client = client_factory()
     try:
