@@ -277,3 +277,37 @@ def test_names_keep_the_joiners_their_spelling_needs(tmp_path, name):
     zero-width non-joiner, the joiner of emoji sequences, accents."""
     path = write_mistake(tmp_path, [("name: Fabrikam GmbH", f'name: "{name}"')])
     assert any(a.name == name for a in load_contracts_file(path).accounts)
+
+
+@pytest.mark.parametrize(("old_id", "new_id", "after"), [("S-CONTOSO-WS", "S-CONTOSO-WS-NEW", " "),
+                                                     ("S-CONTOSO-SUP", "S-SUP-2", "\n")], ids=["counted", "manual"])
+def test_a_renamed_service_id_is_refused_not_billed_twice(warehouse, tmp_path, capsys, old_id, new_id, after):
+    """Renaming a service_id in the file adds a service and leaves the old one, not in the file,
+    billing as it was: the customer would pay twice for the same agents (or the same manual
+    line). Refused, naming both and the way out; pruning the old one (ended the day before), or
+    keeping both in the file (two products on the same agents), is applied."""
+    assert main(["contracts", "apply", str(EXAMPLE)]) == 0
+    capsys.readouterr()
+    before = contents(warehouse)
+    renamed = write_mistake(tmp_path, [(f"service_id: {old_id}{after}", f"service_id: {new_id}{after}")])
+    assert main(["contracts", "apply", str(renamed)]) == 2
+    out, err = capsys.readouterr()
+    line = line_of(renamed, f"service_id: {new_id}")
+    refusal = next(x for x in err.splitlines() if ": error: " in x)
+    bills = "the same agents" if old_id == "S-CONTOSO-WS" else "the same name (Support block)"
+    assert refusal.startswith(f"agent-billing contracts apply: error: {renamed}:{line}: service {new_id}: bills {bills} "
+                              f"as service {old_id}, which is not in the file and still bills from 2024-03-01"), refusal
+    assert "the customer would pay twice" in refusal and "--prune --end-date D" in refusal
+    assert contents(warehouse) == before
+
+    text = renamed.read_text()
+    at = text.index(f"service_id: {new_id}")
+    moved = text[at:].replace("start_date: 2024-03-01", "start_date: 2024-04-11", 1)
+    if after == "\n":  # the manual service's units take effect within its dates
+        moved = moved.replace("units_effective_date: 2024-04-01", "units_effective_date: 2024-04-11", 1)
+    renamed.write_text(text[:at] + moved)
+    assert main(["contracts", "apply", str(renamed), "--prune", "--end-date", "2024-04-10"]) == 0, capsys.readouterr()
+    with warehouse.connect() as conn:
+        ends = dict(conn.execute(sa.text("SELECT service_id, end_date FROM services WHERE service_id IN (:a, :b)"),
+                                 {"a": old_id, "b": new_id}).all())
+    assert {k: None if v is None else str(v)[:10] for k, v in ends.items()} == {old_id: "2024-04-10", new_id: None}

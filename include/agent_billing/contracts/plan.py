@@ -309,7 +309,53 @@ def compute_plan(conn: Connection, document: ContractsDocument, *, prune_end_dat
         for key, current in stored.rows[kind].items():
             if key not in seen[kind]:
                 plan.entries.append(_absent(kind, key, current, prune_end_date))
+    _refuse_double_billing(plan, stored, document)
     return plan
+
+
+def _refuse_double_billing(plan: Plan, stored: _Stored, document: ContractsDocument) -> None:
+    """A service the file adds or changes must not bill what a service left out of the file
+    still bills: the same agents (org, machine group, view), or for a manual service the same
+    name in the same contract. Left out of the file, that service is kept as it is, so renaming
+    a service_id, or applying an older copy of the file, would bill the customer twice. Two
+    services that the file names both may count the same agents (two products per agent)."""
+    orgs = {a.account_id: a.vsa_org_id for a in document.spec.accounts}
+    contracts = stored.rows["contract"]
+
+    def org_of(contract_id: str, account_id: str | None = None) -> str | None:
+        account = account_id or contracts[contract_id]["account_id"]
+        return orgs.get(account, (stored.rows["account"].get(account) or {}).get("vsa_org_id"))
+
+    def what(row: Mapping[str, Any], org: str | None) -> tuple:
+        if row["units_source"] == "manual":
+            return ("manual", row["contract_id"], row["name"])
+        return ("agents", org, row.get("vsa_machine_group_id"), row.get("vsa_view_id"))
+
+    left_out = []  # (what it bills, its first and last day once this apply is done, its id)
+    for e in [*plan.of("absent", "service"), *plan.of("end", "service")]:
+        current = stored.rows["service"][e.key]
+        end = normalise(current["end_date"])
+        if e.row.get("end_date") is not None:
+            end = e.row["end_date"]
+        left_out.append((what(current, org_of(current["contract_id"])), normalise(current["start_date"]), end,
+                         e.key))
+    if not left_out:
+        return
+    accounts = {c.contract_id: a.account_id for a in document.spec.accounts for c in a.contracts}
+    for e in [*plan.of("create", "service"), *plan.of("update", "service")]:
+        mine = what(e.row, org_of(e.row["contract_id"], accounts.get(e.row["contract_id"])))
+        start, end = e.row["start_date"], e.row["end_date"]
+        for theirs, other_start, other_end, other in left_out:
+            if theirs != mine or (end is not None and end < other_start) or \
+                    (other_end is not None and other_end < start):
+                continue
+            bills = "the same agents" if mine[0] == "agents" else f"the same name ({e.row['name']})"
+            e.action, e.reason = "refuse", (
+                f"bills {bills} as service {other}, which is not in the file and still bills "
+                f"from {max(start, other_start)}: the customer would pay twice. If it replaces {other}, end "
+                f"{other} the day before (--prune --end-date D, or put it back in the file with an end_date); "
+                f"if both are wanted, put {other} back in the file")
+            break
 
 
 def _org_lock(stored: _Stored, current: Mapping | None, row: Mapping) -> str:
