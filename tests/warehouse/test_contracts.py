@@ -135,10 +135,24 @@ def test_cli_apply_reports_and_fails_cleanly(sqlite_warehouse_url, contracts_fil
     assert "Traceback" not in missing.stderr
 
 
-def test_price_change_is_refused_because_it_would_reprice_sent_invoices(warehouse, contracts_file):
+def test_a_price_typed_wrong_is_corrected_until_an_invoice_bills_it(warehouse, contracts_file):
+    """1250 typed for 12.50 on a service just added: corrected before its first invoice, the
+    invoice bills the right price; once an invoice billed it, a change would re-price it: refused."""
+    from agent_billing.billing import run_billing
+
+    contracts_file.write_text(contracts_file.read_text().replace('unit_price: "99.00"', 'unit_price: "9900"'))
     apply_contracts(warehouse, contracts_file)
+    contracts_file.write_text(contracts_file.read_text().replace('unit_price: "9900"', 'unit_price: "99.00"'))
+    assert apply_contracts(warehouse, contracts_file).updated["services"] == 1
+    with warehouse.begin() as conn:  # the night of the first invoice date concluded
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'gap')"))
+    run_billing(warehouse, date(2024, 3, 1))
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT amount FROM invoice_lines WHERE service_id = 'S-CONTOSO-SUP'")).scalar() \
+            == Decimal("297")
     contracts_file.write_text(contracts_file.read_text().replace('unit_price: "99.00"', 'unit_price: "120.00"'))
-    with pytest.raises(ContractsFileError, match=r"service S-CONTOSO-SUP: unit_price cannot change .*99 → 120"):
+    with pytest.raises(ContractsFileError, match=r"service S-CONTOSO-SUP: unit_price cannot change once an invoice "
+                       r"bills the service \(99 → 120\)"):
         apply_contracts(warehouse, contracts_file)
 
 

@@ -148,10 +148,10 @@ MISTAKES = [
      [("units: 4\n", "units: 4\n            units: 5\n")],
      "units: 5",
      "'units' appears twice in the same entry"),
-    ("a locked change: the unit price of a saved service",
-     [('unit_price: "12.50"', 'unit_price: "13.00"')],
-     "service_id: S-CONTOSO-WS",
-     "service S-CONTOSO-WS: unit_price cannot change once the service is saved (12.5 → 13)"),
+    ("a locked change: the view of a saved service",
+     [('vsa_view_id: "55120913"', 'vsa_view_id: "55120914"')],
+     "service_id: S-CONTOSO-SRV",
+     "service S-CONTOSO-SRV: vsa_view_id cannot change once the service is saved"),
 ]
 
 
@@ -200,18 +200,18 @@ def test_every_mistake_is_one_line_naming_file_line_and_entry_and_changes_nothin
 
 def test_a_refusal_in_a_preview_is_printed_in_the_plan(warehouse, tmp_path, capsys):
     assert main(["contracts", "apply", str(EXAMPLE)]) == 0
-    path = write_mistake(tmp_path, [('unit_price: "12.50"', 'unit_price: "13.00"')])
+    path = write_mistake(tmp_path, [('vsa_view_id: "55120913"', 'vsa_view_id: "55120914"')])
     capsys.readouterr()
     before = contents(warehouse)
     assert main(["contracts", "apply", str(path), "--check"]) == 2
     out, err = capsys.readouterr()
-    line = line_of(path, "service_id: S-CONTOSO-WS")
-    assert out.splitlines()[0].startswith(f"! REFUSED   service S-CONTOSO-WS (line {line}): unit_price cannot change")
+    line = line_of(path, "service_id: S-CONTOSO-SRV")
+    assert out.splitlines()[0].startswith(f"! REFUSED   service S-CONTOSO-SRV (line {line}): vsa_view_id cannot change")
     assert "= unchanged" not in out and "1 refused" in out.splitlines()[-1]
     assert err.strip() == "agent-billing contracts apply: error: 1 entry refused; nothing would be applied"
     assert main(["contracts", "apply", str(path), "--plan"]) == 2
     out = capsys.readouterr().out
-    assert "= unchanged account CONTOSO (line 10)" in out and "      unit_price: 12.5 → 13" in out
+    assert "= unchanged account CONTOSO (line 10)" in out and "      vsa_view_id: 55120913 → 55120914" in out
     assert contents(warehouse) == before
 
 

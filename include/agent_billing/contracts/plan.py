@@ -296,7 +296,7 @@ def compute_plan(conn: Connection, document: ContractsDocument, *, prune_end_dat
             for service in contract.services:
                 row = service_row(contract, service)
                 current = stored.rows["service"].get(service.service_id)
-                e = entry("service", row, _service_locks(current, row))
+                e = entry("service", row, _service_locks(conn, current, row))
                 if current is not None and e.action == "update" and service.units_source == "manual" \
                         and current["units"] != service.units:
                     effective = service.units_effective_date or datetime.now(get_settings().tz).date()
@@ -427,7 +427,7 @@ def _currency_lock(conn: Connection, current: Mapping | None, row: Mapping) -> s
             f"contract (end_date) and start a new one in {row['currency']}")
 
 
-def _service_locks(current: Mapping | None, row: Mapping) -> list[str]:
+def _service_locks(conn: Connection, current: Mapping | None, row: Mapping) -> list[str]:
     if current is None:
         return []
     reasons = []
@@ -439,8 +439,11 @@ def _service_locks(current: Mapping | None, row: Mapping) -> list[str]:
         reasons.append(f"{', '.join(locked)} cannot change once the service is saved (locked "
                        "derivation); end this service (end_date) and add a new one")
     old, new = normalise(current["unit_price"]), normalise(row["unit_price"])
-    if old != new:
-        reasons.append(f"unit_price cannot change once the service is saved ({old:f} → {new:f}): it "
+    # A price typed wrong is corrected until an invoice bills it (pending lines are computed
+    # again: the price is in the billing digests, billing.settled).
+    if old != new and conn.execute(text("SELECT EXISTS (SELECT 1 FROM invoice_lines WHERE service_id = :s)"),
+                                   {"s": row["service_id"]}).scalar():
+        reasons.append(f"unit_price cannot change once an invoice bills the service ({old:f} → {new:f}): it "
                        "would re-price months already invoiced; end this service (end_date) and "
                        "add a new one at the new price")
     return reasons
