@@ -278,3 +278,39 @@ def test_a_billed_contract_keeps_its_account(warehouse, tmp_path):
     with pytest.raises(ContractsFileError, match=r"contract C-SUP: account_id cannot change \(CONTOSO → FABRIKAM\) "
                        r"once the contract has invoices"):
         apply_contracts(warehouse, path)
+
+
+def test_a_units_edit_effective_in_invoiced_months_is_told(warehouse, contracts_file):
+    """A units_effective_date left in the file from an earlier edit puts the new units back in
+    months already invoiced: the next invoice re-bills them. Applied (a late change can be
+    agreed), but told, naming the months; an edit from today is not."""
+    from agent_billing.billing import run_billing
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'gap'), "
+                          "('2024-04-01', 'gap')"))
+    for day in (date(2024, 3, 1), date(2024, 4, 1)):
+        run_billing(warehouse, day)
+    text_ = contracts_file.read_text()
+    contracts_file.write_text(text_.replace("units: 3\n", "units: 5\n            units_effective_date: 2024-03-15\n"))
+    plan = plan_contracts(warehouse, contracts_file)
+    assert plan.backdated == [
+        "service S-CONTOSO-SUP (line 21): units 3 → 5 take effect 2024-03-15, in months already invoiced "
+        "(2024-03, 2024-04): the next invoice corrects them; for a change from today, give today's date as "
+        "units_effective_date (or leave it out)"]
+    contracts_file.write_text(text_.replace("units: 3\n", "units: 5\n"))
+    assert plan_contracts(warehouse, contracts_file).backdated == []
+
+
+def test_the_back_billing_warning_names_the_month_billing_starts(warehouse, contracts_file):
+    """A service starting before its contract bills from the contract's start, as the warning says."""
+    apply_contracts(warehouse, contracts_file)
+    contracts_file.write_text(contracts_file.read_text().replace(
+        "            vsa_view_id: null\n            start_date: 2024-03-01",
+        "            vsa_view_id: null\n            start_date: 2024-03-01\n"
+        "          - service_id: S-CONTOSO-BKP\n            name: Backup\n            unit_price: 2\n"
+        "            units_source: rmm_agent_count\n            start_date: 2023-12-01"))
+    [warning] = apply_contracts(warehouse, contracts_file).back_billing
+    assert "service S-CONTOSO-BKP" in warning and "starts 2024-03-01," in warning and "every month from 2024-03" in warning

@@ -76,7 +76,7 @@ def _apply(args: argparse.Namespace) -> int:
     verb = "would apply" if preview else "applied"
     print(f"{args.file}: {verb}: {plan.summary()}" + ("" if plan.changed else " (no changes)"))
     _report_scopes(plan, strict=args.strict)
-    for warning in plan.back_billing + plan.uncounted:
+    for warning in plan.back_billing + plan.backdated + plan.uncounted:
         print(f"agent-billing contracts apply: warning: {warning}", file=sys.stderr)
     if plan.refused:
         print(f"agent-billing contracts apply: error: {len(plan.refused)} entr{'y' if len(plan.refused) == 1 else 'ies'} "

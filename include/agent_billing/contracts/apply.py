@@ -85,6 +85,7 @@ def run_contracts(
         execute_plan(conn, plan)
         check_scopes(conn, plan)
         check_back_billing(conn, plan)
+        check_backdated_units(conn, plan)
         check_uncounted_nights(conn, plan, uncounted, today)
         if strict and plan.scope_problems and not dry_run:
             raise ContractsFileError(
@@ -166,12 +167,34 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
         moved = e.action == "update" and any(c.field == "start_date" for c in e.changes)
         if e.kind != "service" or e.row.get("units_source") != "rmm_agent_count" or not (e.action == "create" or moved):
             continue
-        start = as_date(e.row["start_date"])
+        contract_start = conn.execute(text("SELECT start_date FROM contracts WHERE contract_id = :c"),
+                                      {"c": e.row["contract_id"]}).scalar()
+        start = max(as_date(e.row["start_date"]), as_date(contract_start))  # billing starts with both
         if start < reference.replace(day=1):
             plan.back_billing.append(
                 f"{e.describe()} starts {start}, before {since} ({reference:%Y-%m}): its first billing run "
                 f"bills every month from {start:%Y-%m} at the units of its first count; for a customer "
                 "billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"
+            )
+
+
+def check_backdated_units(conn: Connection, plan: Plan) -> None:
+    """Manual unit changes effective in periods already invoiced: the next invoice corrects them.
+    Right for a change agreed late; wrong for a units_effective_date left in the file from an
+    earlier edit (the example file has one), which re-bills months the customer paid."""
+    for e in plan.entries:
+        change = e.unit_change
+        if change is None or change.records is None:
+            continue
+        invoiced = sorted({as_date(d).strftime("%Y-%m") for d in conn.execute(text(
+            "SELECT period_start FROM invoice_lines WHERE service_id = :s AND period_end >= :d"),
+            {"s": e.key, "d": change.effective_date}).scalars()})
+        if invoiced:
+            before, after = change.records
+            plan.backdated.append(
+                f"{e.describe()}: units {before} → {after} take effect {change.effective_date}, in months "
+                f"already invoiced ({', '.join(invoiced)}): the next invoice corrects them; for a change from "
+                "today, give today's date as units_effective_date (or leave it out)"
             )
 
 

@@ -97,6 +97,7 @@ class Plan:
     scopes_checked: bool = False
     back_billing: list[str] = field(default_factory=list)  # counted services billed from before any night
     uncounted: list[str] = field(default_factory=list)  # counted services active on synced nights not counting them
+    backdated: list[str] = field(default_factory=list)  # manual unit changes effective in invoiced periods
 
     def of(self, action: Action, kind: Kind | None = None) -> list[PlanEntry]:
         return [e for e in self.entries if e.action == action and (kind is None or e.kind == kind)]
@@ -309,42 +310,29 @@ def compute_plan(conn: Connection, document: ContractsDocument, *, prune_end_dat
         for key, current in stored.rows[kind].items():
             if key not in seen[kind]:
                 plan.entries.append(_absent(kind, key, current, prune_end_date))
-    _refuse_double_billing(plan, stored, document)
+    _refuse_double_billing(plan, stored)
     return plan
 
 
-def _refuse_double_billing(plan: Plan, stored: _Stored, document: ContractsDocument) -> None:
-    """A service the file adds or changes must not bill what a service left out of the file
-    still bills: the same agents (org, machine group, view), or for a manual service the same
-    name in the same contract. Left out of the file, that service is kept as it is, so renaming
-    a service_id, or applying an older copy of the file, would bill the customer twice. Two
+def _refuse_double_billing(plan: Plan, stored: _Stored) -> None:
+    """A service the file adds or changes must not bill what a service of its contract left out
+    of the file still bills: the same agents (machine group and view), or for a manual service
+    the same name. Left out of the file, that service is kept as it is, so renaming a
+    service_id, or applying an older copy of the file, would bill the customer twice. Two
     services that the file names both may count the same agents (two products per agent)."""
-    orgs = {a.account_id: a.vsa_org_id for a in document.spec.accounts}
-    contracts = stored.rows["contract"]
 
-    def org_of(contract_id: str, account_id: str | None = None) -> str | None:
-        account = account_id or contracts[contract_id]["account_id"]
-        return orgs.get(account, (stored.rows["account"].get(account) or {}).get("vsa_org_id"))
-
-    def what(row: Mapping[str, Any], org: str | None) -> tuple:
+    def what(row: Mapping[str, Any]) -> tuple:
         if row["units_source"] == "manual":
             return ("manual", row["contract_id"], row["name"])
-        return ("agents", org, row.get("vsa_machine_group_id"), row.get("vsa_view_id"))
+        return ("agents", row["contract_id"], row.get("vsa_machine_group_id"), row.get("vsa_view_id"))
 
     left_out = []  # (what it bills, its first and last day once this apply is done, its id)
     for e in [*plan.of("absent", "service"), *plan.of("end", "service")]:
         current = stored.rows["service"][e.key]
-        end = normalise(current["end_date"])
-        if e.row.get("end_date") is not None:
-            end = e.row["end_date"]
-        left_out.append((what(current, org_of(current["contract_id"])), normalise(current["start_date"]), end,
-                         e.key))
-    if not left_out:
-        return
-    accounts = {c.contract_id: a.account_id for a in document.spec.accounts for c in a.contracts}
+        end = e.row["end_date"] if e.row.get("end_date") is not None else normalise(current["end_date"])
+        left_out.append((what(current), normalise(current["start_date"]), end, e.key))
     for e in [*plan.of("create", "service"), *plan.of("update", "service")]:
-        mine = what(e.row, org_of(e.row["contract_id"], accounts.get(e.row["contract_id"])))
-        start, end = e.row["start_date"], e.row["end_date"]
+        mine, start, end = what(e.row), e.row["start_date"], e.row["end_date"]
         for theirs, other_start, other_end, other in left_out:
             if theirs != mine or (end is not None and end < other_start) or \
                     (other_end is not None and other_end < start):
