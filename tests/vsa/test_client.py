@@ -696,3 +696,13 @@ def test_a_body_its_content_encoding_cannot_decode_is_a_malformed_answer_retried
 def test_response_codes_vsa_reads_as_success_are_success(code):
     with StandIn(lambda handler: send(handler, 200, orgs_page(code))) as vsa, vsa.client() as client:
         assert client.count("orgs") == 1
+
+
+def test_a_server_fault_inside_http_200_on_auth_is_retried_not_called_a_bad_token(fresh):
+    """VSA's passing trouble on /auth (ResponseCode 500 inside HTTP 200) is retried like on any
+    other endpoint: it is not "authentication refused", which sends on-call to rotate a token
+    that works."""
+    fresh.set_faults(FaultConfig(fail_next=["error_in_200"], fail_path="/auth"))
+    with make_client(fresh) as client:
+        assert client.count("orgs") == fresh.state().counts()["orgs"]
+    assert calls(fresh, "/auth") == 2

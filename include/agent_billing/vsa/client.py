@@ -392,6 +392,8 @@ class VsaClient:
         try:
             envelope = self._decode(response, endpoint)
         except VsaApiError as exc:
+            if exc.transient:  # a server fault or throttling inside HTTP 200: retried, not a bad token
+                raise
             raise self._error(
                 VsaAuthError, f"authentication refused: {exc.error}", endpoint
             ) from None
