@@ -113,6 +113,7 @@ def test_a_drop_a_backfill_explains_is_completed(contoso, settings, order):
     land(settings, {D1: 9, D2: 7, D3: 5})
     for night in order:
         run_day(contoso, settings, night, land=False)
+        mark_mail_sent(contoso)  # the data team was told D3 was held: it is told the hold was lifted
 
     assert set(statuses(contoso).values()) == {"complete"}
     assert ws_changes(contoso) == [("2024-03-02", 9, 7), ("2024-03-03", 7, 5)]
@@ -129,6 +130,7 @@ def test_releasing_a_night_judges_the_nights_after_it_against_it(contoso, settin
     with contoso.connect() as conn:
         held = conn.execute(text("SELECT message FROM sync_runs WHERE snapshot_date = :d"), {"d": D3}).scalar_one()
     assert f"org {ORG} (Contoso Ltd): 9 → 2 agents" in held, held  # named as the person judging it knows it
+    mark_mail_sent(contoso)  # the data team was told both nights were held
 
     env = {**os.environ, "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url,
            "AGENT_BILLING_RAW_PATH": str(settings.raw_path), "AGENT_BILLING_QUARANTINE_SHARE": "0.30",
@@ -150,6 +152,31 @@ def test_releasing_a_night_judges_the_nights_after_it_against_it(contoso, settin
     with contoso.connect() as conn:
         assert conn.execute(text("SELECT landing_sha256 FROM sync_runs WHERE snapshot_date = :d"),
                             {"d": D3}).scalar() is not None
+
+
+@pytest.mark.parametrize("decision", ["release", "discard", "judged again"])
+def test_an_unsent_quarantine_alert_is_withdrawn_once_the_night_is_decided(contoso, settings, decision):
+    """Mail was down while D2 and D3 were held; a person then decides D2 (or a backfill of D2's
+    landing makes both ordinary nights): the alerts still waiting would ask the data team, once
+    mail is back, to decide nights already decided. They are withdrawn, with no "no longer
+    quarantined" mail for a hold never told. A night still held keeps its alert."""
+    land(settings, {D1: 9, D2: 2, D3: 2})
+    for night in (D1, D2, D3):
+        run_day(contoso, settings, night, land=False)
+    assert [m for m, _ in outbox(contoso, "quarantine")] == [
+        "quarantine:2024-03-02:2024-03-01", "quarantine:2024-03-03:2024-03-01"]
+    if decision == "release":
+        release_snapshot(contoso, settings, D2)  # D3 is judged against D2 now: complete
+        left = []
+    elif decision == "discard":
+        discard_snapshot(contoso, settings, D2)  # D3 is still judged against D1: still held
+        left = ["quarantine:2024-03-03:2024-03-01"]
+    else:
+        shutil.rmtree(settings.raw_path / str(D2))  # its landing was short: landed again, the night runs again
+        land(settings, {D2: 8})
+        run_day(contoso, settings, D2, land=False)  # complete; D3 is held against D2 now
+        left = ["quarantine:2024-03-03:2024-03-02"]
+    assert [m for m, _ in outbox(contoso, "quarantine")] == left
 
 
 def test_a_released_night_is_not_judged_again_by_a_backfill(contoso, settings):
@@ -394,3 +421,18 @@ def test_a_service_leaving_out_offline_agents_is_not_held_for_its_own_rule(wareh
         run_day(warehouse, settings, night, land=False)
     assert statuses(warehouse) == {"2024-03-01": "complete", "2024-03-02": "complete"}
     assert [(c[2], c[3], c[4]) for c in ledger(warehouse)[0]] == [("2024-03-02", 9, 1)]
+
+
+def test_reopen_says_what_the_night_waits_for(contoso, settings, warehouse_url, monkeypatch, capsys):
+    from agent_billing.cli import main
+
+    land(settings, {D1: 9, D2: 2})
+    for night in (D1, D2):
+        run_day(contoso, settings, night, land=False)
+    discard_snapshot(contoso, settings, D2)
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_WAREHOUSE", warehouse_url)
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
+    assert main(["snapshots", "reopen", str(D2)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"snapshot {D2}: failed (waiting for its night: agent-billing sync --date {D2})"]

@@ -176,7 +176,8 @@ def _snapshot_action(args: argparse.Namespace) -> int:
     snapshot_date = parse_date(args.date, "snapshot date")
     engine, settings = _context()
     result = SNAPSHOT_ACTIONS[args.action](engine, settings, snapshot_date)
-    print(f"snapshot {snapshot_date}: {result.status}")
+    waits = f" (waiting for its night: agent-billing sync --date {snapshot_date})" if args.action == "reopen" else ""
+    print(f"snapshot {snapshot_date}: {result.status}{waits}")
     for night, status in result.detail.get("rejudged", {}).items():
         print(f"snapshot {night}: {status} (judged again against the nights before it)")
     _deliver_after_success(args, engine, settings)  # its unit-change mail and re-judged nights' alerts

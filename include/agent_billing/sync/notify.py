@@ -219,10 +219,19 @@ def _hold(conn: Connection, where: str, params: dict) -> None:
         )
 
 
-def withdraw_unsent(conn: Connection, message_id: str) -> int:
-    """Withdraw one message if it is still unsent: what it says is no longer true (the gap
-    alert of a night since filled). A message already sent stays, as the record of what was told."""
-    return _withdraw_unsent(conn, "message_id = :message_id", {"message_id": message_id}, set())
+def withdraw_unsent(conn: Connection, message_ids: str, keep: Iterable[str] = ()) -> int:
+    """Withdraw the messages whose id matches ``message_ids`` (a LIKE pattern: ``%`` for any
+    text) but ``keep``, if they are still unsent: what they say is no longer true (the gap alert
+    of a night since filled, the quarantine alert of a night since released). A message already
+    sent stays, as the record of what was told."""
+    return _withdraw_unsent(conn, "message_id LIKE :message_ids", {"message_ids": message_ids}, set(keep))
+
+
+def was_sent(conn: Connection, message_ids: str) -> bool:
+    """Whether a message whose id matches ``message_ids`` (a LIKE pattern) was sent."""
+    return conn.execute(text(
+        "SELECT EXISTS (SELECT 1 FROM notification_outbox WHERE message_id LIKE :m AND sent_at IS NOT NULL)"
+    ), {"m": message_ids}).scalar() in (True, 1)
 
 
 def _withdraw_unsent(conn: Connection, where: str, params: dict, keep: set[str | None]) -> int:

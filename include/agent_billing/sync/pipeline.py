@@ -32,6 +32,7 @@ from agent_billing.sync.quarantine import (
     decided,
     judge,
     judge_later_nights,
+    withdraw_quarantine_alerts,
 )
 from agent_billing.sync.runs import (
     get_run,
@@ -306,6 +307,7 @@ def diff_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepRe
             message = kept if existing.get("released_at") and kept.startswith(RELEASED) else None
             record_run(conn, snapshot_date, "complete", observed_at=observed_at, message=message,
                        landing_sha256=landing_for(settings, snapshot_date).digest(), **stored_scopes, **totals)
+            withdraw_quarantine_alerts(conn, snapshot_date)  # held before (a discard reopened): no longer
         withdraw_unsent(conn, gap_alert_id(snapshot_date))  # a gap since filled: no longer a gap
         found, queued, rejudged = _after_verdict(conn, settings, snapshot_date)
     if verdict is not None and verdict.quarantined:
@@ -386,6 +388,7 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         changes.recounted(conn, snapshot_date)  # a discarded night never bills
         forget_night(conn, snapshot_date)
         record_run(conn, snapshot_date, "discarded", message=decided(DISCARDED, run["message"], snapshot_date))
+        withdraw_quarantine_alerts(conn, snapshot_date)  # decided: nobody is to be asked any more
         queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
     log.info("discarded snapshot %s", snapshot_date)
     return StepResult(snapshot_date.isoformat(), "discarded", {})

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, text
 from agent_billing.settings import Settings
 from agent_billing.sql import load_sql
 from agent_billing.sync.landing import RawLanding
-from agent_billing.sync.notify import queue_message
+from agent_billing.sync.notify import queue_message, was_sent, withdraw_unsent
 from agent_billing.sync.runs import previous_good, record_run
 from agent_billing.warehouse.values import as_date
 
@@ -112,12 +112,24 @@ def _named(conn: Connection, drops: list[Drop]) -> list[Drop]:
 
 def alert_quarantine(conn: Connection, settings: Settings, verdict: Verdict, why: str = "") -> None:
     """One message per night and the night it was judged against: a night judged again
-    against another night is news, the same verdict again is not."""
+    against another night is news, the same verdict again is not. The night's earlier alerts
+    not sent yet are withdrawn: this one replaces them."""
+    message_id = f"quarantine:{verdict.night}:{verdict.previous}"
+    withdraw_quarantine_alerts(conn, verdict.night, keep=message_id)
     if settings.data_team:
         queue_message(
-            conn, f"quarantine:{verdict.night}:{verdict.previous}", "quarantine", settings.data_team,
+            conn, message_id, "quarantine", settings.data_team,
             f"[agent-billing] Snapshot {verdict.night} quarantined", verdict.message + why,
         )
+
+
+def withdraw_quarantine_alerts(conn: Connection, night: date, keep: str = "") -> bool:
+    """Withdraw the night's quarantine alerts (and those saying it was lifted) not sent yet, but
+    ``keep``: the night is no longer held as they say (released, discarded, judged complete, or
+    held against another night). Returns whether the data team was told it was quarantined."""
+    for kind in ("quarantine", "quarantine-lifted"):
+        withdraw_unsent(conn, f"{kind}:{night}:%", keep=[keep])
+    return was_sent(conn, f"quarantine:{night}:%")
 
 
 def judge_later_nights(conn: Connection, settings: Settings, night: date) -> dict[date, str]:
@@ -151,7 +163,7 @@ def judge_later_nights(conn: Connection, settings: Settings, night: date) -> dic
             break
         else:
             complete_held(conn, settings, later, message=None)
-            if settings.data_team:
+            if settings.data_team and was_sent(conn, f"quarantine:{later}:%"):  # else nothing to take back
                 queue_message(
                     conn, f"quarantine-lifted:{later}:{verdict.previous}", "quarantine", settings.data_team,
                     f"[agent-billing] Snapshot {later} no longer quarantined",
@@ -168,6 +180,7 @@ def complete_held(conn: Connection, settings: Settings, night: date, **fields) -
     the digest of its landing is recorded, as a diff does, to guard its later re-runs."""
     landing = RawLanding(settings.raw_path, night)
     record_run(conn, night, "complete", landing_sha256=landing.digest() if landing.exists() else None, **fields)
+    withdraw_quarantine_alerts(conn, night)
 
 
 def org_drops(
