@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent_billing.cli import main
-from agent_billing.contracts import load_contracts_file
+from agent_billing.contracts import ContractsFileError, load_contracts_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "contracts.yaml"
 LONG_ID = "S-" + "X" * 63  # 65 characters: one more than the limit
@@ -114,7 +114,26 @@ MISTAKES = [
     ("a VSA id in digits that are not 0-9",
      [('vsa_org_id: "73511820644390182275501461"', 'vsa_org_id: "\u0667\u0663\u0665"')],
      'vsa_org_id: "\u0667\u0663\u0665"',
-     "accounts[0] (CONTOSO) > vsa_org_id: String should match pattern"),
+     "accounts[0] (CONTOSO) > vsa_org_id: '٧٣٥' is not a VSA id: decimal digits only, at most 26, "
+     "without spaces (copy it from VSA)"),
+    ("a VSA id with a space, as a person groups digits",
+     [('vsa_org_id: "73511820644390182275501461"', 'vsa_org_id: "7351 1820"')],
+     'vsa_org_id: "7351 1820"',
+     "accounts[0] (CONTOSO) > vsa_org_id: '7351 1820' is not a VSA id: decimal digits only"),
+    ("a service id YAML reads as no",
+     [("service_id: S-FABRIKAM-BACKUP", "service_id: NO")],
+     "service_id: NO",
+     'service_id: a yes/no word (yes, no, on, off, true, false) is read as a bool, not text: quote it as you '
+     'wrote it ("NO")'),
+    ("a price with a decimal comma",
+     [('unit_price: "12.50"', 'unit_price: "12,50"')],
+     'unit_price: "12,50"',
+     "services[0] (S-CONTOSO-WS) > unit_price: '12,50' is not a price: write digits with a dot before the "
+     'decimals, without a currency sign, spaces or thousands separators ("12.50")'),
+    ("a price with a currency sign",
+     [('unit_price: "12.50"', 'unit_price: "$12.50"')],
+     'unit_price: "$12.50"',
+     "unit_price: '$12.50' is not a price: write digits with a dot"),
     ("units written as YAML's yes, which would be 1 unit",
      [("units: 4\n", "units: yes\n")],
      "units: yes",
@@ -256,6 +275,20 @@ def test_a_separate_process_prints_one_line_and_no_traceback(sqlite_warehouse_ur
     assert len(errors) == 1 and str(path) in errors[0]
     line = line_of(path, needle)
     assert f"{path}:{line}: " in errors[0] or f"on line {line})" in errors[0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "cp1252"])
+def test_a_file_saved_in_another_encoding_says_to_save_it_as_utf8(tmp_path, encoding):
+    """Excel's "Unicode text" is UTF-16; Notepad's "ANSI" is the local code page."""
+    path = tmp_path / "contracts.yaml"
+    path.write_bytes(EXAMPLE.read_text().replace("Fabrikam GmbH", "Fabrikam Müller GmbH").encode(encoding))
+    with pytest.raises(ContractsFileError) as refused:
+        load_contracts_file(path)
+    line = 1 if encoding == "utf-16" else line_of(EXAMPLE, "name: Fabrikam GmbH")
+    kind = "UTF-16" if encoding == "utf-16" else "not UTF-8"
+    assert str(refused.value).startswith(f"{path}:{line}: the file is {kind} (byte ")
+    assert str(refused.value).endswith("save it as UTF-8 (Excel: Save As, CSV UTF-8 or text; Notepad: Save As, "
+                                       "Encoding UTF-8)")
 
 
 def test_zero_padded_numbers_are_decimal(tmp_path):

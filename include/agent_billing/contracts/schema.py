@@ -78,6 +78,19 @@ def _exact_price(value: Any) -> Any:
         raise ValueError(f"{str(value).lower()} is not a price")
     if isinstance(value, str) and not value.isascii():  # Decimal reads any script's digits: "１２" as 12
         raise ValueError(f"{value!r} is not a price: write it with the digits 0-9")
+    if isinstance(value, str) and not _PRICE_TEXT.fullmatch(value.strip()):  # 12,50  $12.50  1,250.00  1e3
+        raise ValueError(f"{value!r} is not a price: write digits with a dot before the decimals, without a "
+                         "currency sign, spaces or thousands separators (\"12.50\")")
+    return value
+
+
+_PRICE_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def _vsa_digits(value: str) -> str:
+    if not re.fullmatch(rf"[0-9]{{1,{VSA_ID_MAX_DIGITS}}}", value):
+        raise ValueError(f"{value!r} is not a VSA id: decimal digits only, at most {VSA_ID_MAX_DIGITS}, "
+                         "without spaces (copy it from VSA)")
     return value
 
 
@@ -136,9 +149,14 @@ def _calendar_date(value: Any) -> Any:
 
 def _quoted_text(value: Any) -> Any:
     """Ids and names are text: ``account_id: 4711`` is read by YAML as a number."""
+    if isinstance(value, bool):  # YAML's yes/no/on/off/true/false, any case: what was written is gone
+        raise ValueError("a yes/no word (yes, no, on, off, true, false) is read as a bool, not text: quote it "
+                         "as you wrote it (\"NO\")")
     if isinstance(value, bool | int | float | Decimal | date):
         written = getattr(value, "written", value)
-        kind = "int" if isinstance(value, int) and not isinstance(value, bool) else type(value).__name__
+        kind = "int" if isinstance(value, int) else type(value).__name__
+        if kind != "int":  # YAML rewrote it (.5 as 0.5): what was written is not known
+            raise ValueError(f"{written} is read as a {kind}, not text: quote it as you wrote it")
         raise ValueError(f"{written} is read as a {kind}, not text: quote it (\"{written}\")")
     return value
 
@@ -181,7 +199,7 @@ def _invisible(c: str, key: bool) -> bool:
     return key and (category[0] == "C" or (category == "Zs" and c != " "))
 
 
-VsaId = Annotated[str, BeforeValidator(_exact_id), Field(pattern=rf"^[0-9]{{1,{VSA_ID_MAX_DIGITS}}}$")]
+VsaId = Annotated[str, BeforeValidator(_exact_id), AfterValidator(_vsa_digits)]
 Price = Annotated[Decimal, BeforeValidator(_exact_price), AfterValidator(_price_limits)]
 CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 Id = Annotated[str, BeforeValidator(_quoted_text), _text(ID_MAX_LENGTH, key=True)]
@@ -399,7 +417,13 @@ def read_contracts_file(path: str | Path) -> ContractsDocument:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ContractsFileError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")
+        raise ContractsFileError(
+            f"{path}:{line}: the file is {'UTF-16' if utf16 else 'not UTF-8'} (byte {exc.start + 1}); save it as "
+            "UTF-8 (Excel: Save As, CSV UTF-8 or text; Notepad: Save As, Encoding UTF-8)") from None
+    except OSError as exc:
         raise ContractsFileError(f"{path}: cannot read the file: {exc}") from None
     try:
         raw = yaml.load(text, Loader=_ContractsLoader)  # noqa: S506 - a SafeLoader subclass
