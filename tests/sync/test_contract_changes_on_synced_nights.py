@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from agent_billing.billing import run_billing
 from agent_billing.billing.post import NightsNotCounted
+from agent_billing.billing.preview import preview_invoice
 from agent_billing.billing.review import held_by_uncounted_nights, pending_lines, post_reviewed
 from agent_billing.cli.sync_cmds import _bill_the_night
 from agent_billing.contracts import run_contracts
@@ -257,8 +258,15 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
             post_reviewed(warehouse, "C-CONTOSO")
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM invoices WHERE contract_id = 'C-CONTOSO'")).scalar() == 0
+    preview = cli("invoices", "preview", "--contract", "C-CONTOSO")  # the hold is told where the invoice is shown
+    assert preview.returncode == 0, preview.stderr
+    assert preview.stdout.splitlines()[1] == (
+        f"not posted until these nights are re-run: service S-WS2 on {D1} to {D3} (docs/runbook.md, "
+        "'Fix a wrong contract')")
+    assert preview_invoice(warehouse, "C-CONTOSO")["held_until_recounted"] == {"S-WS2": [str(D1), str(D2), str(D3)]}
 
     sync(warehouse, settings, (D1, D2, D3))
+    assert preview_invoice(warehouse, "C-CONTOSO")["held"] is None
     summary = run_billing(warehouse, D3)
     assert not summary.failed
     if posting == "review":

@@ -18,7 +18,7 @@ from agent_billing.billing import store
 from agent_billing.billing.calendar import invoice_date, month_start, next_month
 from agent_billing.billing.horizon import billing_horizon, billing_today, check_horizon
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import invoice_id
+from agent_billing.billing.post import invoice_id, nights_in_words
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import plan_contract
 from agent_billing.errors import UserError
@@ -46,6 +46,7 @@ def preview_invoice(
             )
         state = store.load_state(conn, contract_id)
         agents = store.change_agents(conn, contract_id)
+        waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of)
         transaction.rollback()
     month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
     target = invoice_id(contract_id, month)
@@ -64,6 +65,10 @@ def preview_invoice(
         # None until complete: a total so far below 0 is no credit note (the month's lines come)
         "document_type": ("credit_note" if total < 0 else "invoice") if complete else None,
         "total": total,
+        # not posted until these nights are re-run (billing.post.close_month refuses it)
+        "held_until_recounted": {service: [str(d) for d in nights] for service, nights in waiting.items()},
+        "held": f"not posted until these nights are re-run: {nights_in_words(waiting)} (docs/runbook.md, "
+                "'Fix a wrong contract')" if waiting else None,
         "lines": [
             {
                 "line_id": x.line_id, "service_id": x.service_id, "kind": x.kind,

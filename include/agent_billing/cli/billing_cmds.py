@@ -273,6 +273,8 @@ def _preview(args: argparse.Namespace) -> int:
         f"({invoice['posting']}), invoice date {invoice['invoice_date']}, as of {invoice['as_of']} "
         f"({state}): {len(invoice['lines'])} line(s), total {invoice['total']} {invoice['currency']}"
     )
+    if invoice["held"]:
+        print(invoice["held"])
     if invoice["lines"]:
         print()
         print(_lines_table(invoice["lines"]))
