@@ -409,6 +409,13 @@ def load_contracts_file(path: str | Path) -> ContractsFile:
     return read_contracts_file(path).spec
 
 
+#: What to do about YAML's most common complaints, in the words of a person editing the file.
+_YAML_HINTS = (
+    ("mapping values are not allowed here", ": a value holding ': ' must be quoted (name: \"Backup: offsite\")"),
+    ("cannot start any token", ": indent with spaces, not tabs (a value starting with @ or ` must be quoted)"),
+)
+
+
 def read_contracts_file(path: str | Path) -> ContractsDocument:
     """Parse and validate a contracts file whole; raise ``ContractsFileError`` (one line,
     naming the file, line, entry and field of every problem) when anything is wrong."""
@@ -433,7 +440,8 @@ def read_contracts_file(path: str | Path) -> ContractsDocument:
         context = exc.context_mark
         started = (f" ({exc.context} on line {context.line + 1})"
                    if exc.context and context and mark and context.line != mark.line else "")
-        raise ContractsFileError(f"{path}:{where}: {exc.problem}{started}") from None
+        hint = next((h for problem, h in _YAML_HINTS if problem in (exc.problem or "")), "")
+        raise ContractsFileError(f"{path}:{where}: {exc.problem}{started}{hint}") from None
     except ContractsFileError as exc:  # a key twice in one mapping, a number YAML would misread: "LINE: why"
         raise ContractsFileError(f"{path}:{exc}") from None
     return ContractsDocument(parse_contracts(raw, source=str(path)), str(path), entry_lines(raw))
