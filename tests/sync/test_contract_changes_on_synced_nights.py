@@ -261,8 +261,8 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
     preview = cli("invoices", "preview", "--contract", "C-CONTOSO")  # the hold is told where the invoice is shown
     assert preview.returncode == 0, preview.stderr
     assert preview.stdout.splitlines()[1] == (
-        f"not posted until these nights are re-run: service S-WS2 on {D1} to {D3} (docs/runbook.md, "
-        "'Fix a wrong contract')")
+        f"contract C-CONTOSO cannot be posted until these nights are re-run: service S-WS2 on {D1} to {D3} "
+        "(docs/runbook.md, 'Fix a wrong contract')")
     assert preview_invoice(warehouse, "C-CONTOSO")["held_until_recounted"] == {"S-WS2": [str(D1), str(D2), str(D3)]}
 
     sync(warehouse, settings, (D1, D2, D3))

@@ -99,6 +99,12 @@ def refuse_nights_to_recount(conn: Connection, contract: Contract, month: date, 
     )
 
 
+def held_in_words(contract_id: str, waiting: dict[str, list[date]]) -> str:
+    """What ``review`` and ``preview`` say of a contract held by ``store.nights_to_recount``."""
+    return (f"contract {contract_id} cannot be posted until these nights are re-run: {nights_in_words(waiting)} "
+            "(docs/runbook.md, 'Fix a wrong contract')")
+
+
 def nights_in_words(waiting: dict[str, list[date]]) -> str:
     """``store.nights_to_recount`` in words: ``service S on D1 to D3; service T on D2``."""
     return "; ".join(f"service {service} on {date_runs(nights)}" for service, nights in waiting.items())

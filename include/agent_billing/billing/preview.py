@@ -18,7 +18,7 @@ from agent_billing.billing import store
 from agent_billing.billing.calendar import invoice_date, month_start, next_month
 from agent_billing.billing.horizon import billing_horizon, billing_today, check_horizon
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import invoice_id, nights_in_words
+from agent_billing.billing.post import held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import plan_contract
 from agent_billing.errors import UserError
@@ -67,8 +67,7 @@ def preview_invoice(
         "total": total,
         # not posted until these nights are re-run (billing.post.close_month refuses it)
         "held_until_recounted": {service: [str(d) for d in nights] for service, nights in waiting.items()},
-        "held": f"not posted until these nights are re-run: {nights_in_words(waiting)} (docs/runbook.md, "
-                "'Fix a wrong contract')" if waiting else None,
+        "held": held_in_words(contract_id, waiting) if waiting else None,
         "lines": [
             {
                 "line_id": x.line_id, "service_id": x.service_id, "kind": x.kind,

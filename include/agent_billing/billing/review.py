@@ -14,7 +14,7 @@ from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.horizon import check_horizon
 from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import close_month, invoice_id, nights_in_words
+from agent_billing.billing.post import close_month, held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_lines, result
 from agent_billing.errors import UserError
@@ -37,8 +37,7 @@ def held_by_uncounted_nights(engine: Engine, pending: list[dict]) -> list[str]:
     as_of = {r["contract_id"]: r["as_of"] for r in pending}
     with engine.connect() as conn:
         return [
-            f"contract {contract_id} cannot be posted until these nights are re-run: {nights_in_words(waiting)} "
-            "(docs/runbook.md, 'Fix a wrong contract')"
+            held_in_words(contract_id, waiting)
             for contract_id, day in as_of.items() if (waiting := store.nights_to_recount(conn, contract_id, day))
         ]
 
