@@ -86,6 +86,16 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
     so_far = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-20",
                                           "--format", "json").stdout)
     assert (so_far["complete"], so_far["document_type"]) == (False, None)  # not yet an invoice or a credit note
+    # the forecast is the invoice of 2024-04-01 with the units as counted until the 20th: 11 units for April
+    assert so_far["forecast"]["total"] == "138.58" == preview["total"]
+    assert [(x["kind"], x["period_start"], x["units"], x["amount"]) for x in so_far["forecast"]["added_lines"]] == [
+        ("normal", "2024-04-01", 11, "132.00")]
+    assert preview["forecast"] is None  # complete: the invoice itself
+    assert ("forecast for 2024-04-01, with the units as counted until 2024-03-20: total 138.58 USD, "
+            "adding 1 line(s)") in table.stdout
+    assert rows_of(table.stdout.split("adding 1 line(s)\n")[1])[0][:8] == [
+        so_far["forecast"]["added_lines"][0]["line_id"], "S-WS", "normal", "2024-04-01..2024-04-30", "11",
+        "12.0000", "30/30", "132.00"]
     assert warehouse_contents(contoso.engine) == before
 
     review = json.loads(agent_billing_cli(

@@ -4,7 +4,9 @@ The lines are those of the real reconciliation (``run.plan_contract``) as of a d
 the billing horizon, in a transaction that is rolled back. When the contract's invoice for
 that date's month is due (automatic, or a review contract not yet posted for the month) they
 are that invoice; otherwise they are the lines known so far that the next invoice run will
-carry, together with that month's normal lines.
+carry, and the forecast is the same reconciliation as of the invoice date: the lines so far,
+the month's normal lines, and what the contracts date between the two, with the units as last
+counted (a night not counted yet changes nothing in it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import Engine
 from agent_billing.billing import store
 from agent_billing.billing.calendar import invoice_date, month_start, next_month
 from agent_billing.billing.horizon import billing_horizon, billing_today, check_horizon
+from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
@@ -47,11 +50,13 @@ def preview_invoice(
         state = store.load_state(conn, contract_id)
         agents = store.change_agents(conn, contract_id)
         waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of)
+        month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
+        due_on = invoice_date(month, contract.billing_day, contract.start_date)
+        forecast = None if complete else plan_contract(conn, contract, due_on).lines
         transaction.rollback()
-    month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
     target = invoice_id(contract_id, month)
     lines = retarget(plan.lines, target)
-    total = quantize(sum((x.amount for x in lines), Decimal(0)), contract.currency)
+    total = _total(lines, contract.currency)
     return {
         "contract_id": contract_id,
         "posting": contract.posting,
@@ -59,7 +64,7 @@ def preview_invoice(
         "as_of": plan.lines_as_of,
         "invoice_id": target,
         "invoice_month": month,
-        "invoice_date": invoice_date(month, contract.billing_day, contract.start_date),
+        "invoice_date": due_on,
         # False: the month's normal lines are added on its invoice date, with later changes.
         "complete": complete,
         # None until complete: a total so far below 0 is no credit note (the month's lines come)
@@ -68,17 +73,33 @@ def preview_invoice(
         # not posted until these nights are re-run (billing.post.close_month refuses it)
         "held_until_recounted": {service: [str(d) for d in nights] for service, nights in waiting.items()},
         "held": held_in_words(contract_id, waiting) if waiting else None,
-        "lines": [
-            {
-                "line_id": x.line_id, "service_id": x.service_id, "kind": x.kind,
-                "period_start": x.period_start, "period_end": x.period_end, "units": x.units,
-                "unit_price": x.unit_price, "days": x.days, "days_in_period": x.days_in_period,
-                "amount": quantize(x.amount, contract.currency), "change_id": x.change_id,
-                "adjusts_line_id": x.adjusts_line_id, "description": x.description,
-                "agents": agents.get(x.change_id, []) if x.change_id else [],
-            }
-            for x in lines
-        ],
+        "lines": [_line(x, contract.currency, agents) for x in lines],
+        # None when complete; else the invoice on its invoice date if nothing is counted after as_of
+        "forecast": None if forecast is None else _forecast(retarget(forecast, target), lines, contract.currency, agents),
+    }
+
+
+def _forecast(forecast: list[Line], so_far: list[Line], currency: str, agents: dict) -> dict:
+    """The forecast's total and the lines it adds to those so far (the month's normal lines)."""
+    known = {x.line_key for x in so_far}
+    return {
+        "total": _total(forecast, currency),
+        "added_lines": [_line(x, currency, agents) for x in forecast if x.line_key not in known],
+    }
+
+
+def _total(lines: list[Line], currency: str) -> Decimal:
+    return quantize(sum((x.amount for x in lines), Decimal(0)), currency)
+
+
+def _line(x: Line, currency: str, agents: dict) -> dict:
+    return {
+        "line_id": x.line_id, "service_id": x.service_id, "kind": x.kind,
+        "period_start": x.period_start, "period_end": x.period_end, "units": x.units,
+        "unit_price": x.unit_price, "days": x.days, "days_in_period": x.days_in_period,
+        "amount": quantize(x.amount, currency), "change_id": x.change_id,
+        "adjusts_line_id": x.adjusts_line_id, "description": x.description,
+        "agents": agents.get(x.change_id, []) if x.change_id else [],
     }
 
 

@@ -279,6 +279,14 @@ def _preview(args: argparse.Namespace) -> int:
         print()
         print(_lines_table(invoice["lines"]))
     _print_agents(invoice["lines"])
+    if forecast := invoice["forecast"]:
+        print()
+        print(
+            f"forecast for {invoice['invoice_date']}, with the units as counted until {invoice['as_of']}: "
+            f"total {forecast['total']} {invoice['currency']}, adding {len(forecast['added_lines'])} line(s)"
+        )
+        if forecast["added_lines"]:
+            print(_lines_table(forecast["added_lines"]))
     return 0
 
 
