@@ -129,6 +129,11 @@ MISTAKES = [
      [("name: Fabrikam GmbH", "name: Fabrikam: GmbH")],
      "name: Fabrikam: GmbH",
      "mapping values are not allowed here: a value holding ': ' must be quoted"),
+    ("a name holding ' #', which YAML reads as the start of a comment (the example's '# up to' is one)",
+     [("name: Fabrikam GmbH", "name: Fabrikam #2 GmbH")],
+     "name: Fabrikam #2 GmbH",
+     "YAML reads this name as 'Fabrikam' and '#2 GmbH' as a comment: if it is part of the name, quote the "
+     'whole name (name: "Fabrikam #2 GmbH"); a comment goes on a line of its own'),
     ("a tab where YAML wants spaces",
      [("    name: Fabrikam GmbH", "\tname: Fabrikam GmbH")],
      "\tname: Fabrikam GmbH",

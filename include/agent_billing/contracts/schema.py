@@ -343,7 +343,24 @@ def _mapping(loader: _ContractsLoader, node: yaml.MappingNode) -> LinedDict:
             raise ContractsFileError(f"{line}: {key!r} appears twice in the same entry")
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[key] = line
+        if key == "name":
+            _refuse_comment_after_name(value_node, mapping[key])
     return mapping
+
+
+def _refuse_comment_after_name(node: yaml.Node, name: Any) -> None:
+    """``name: Backup #2 offsite`` is the name ``Backup`` and a comment to YAML: the rest would be
+    lost from every invoice line without a word. A comment written as one (``# text``, with a
+    space after the hash) is left alone; ``#2`` or ``#offsite`` reads as part of the name."""
+    end = node.end_mark
+    if not isinstance(node, yaml.ScalarNode) or node.style is not None or end.buffer is None:
+        return
+    rest = end.buffer[end.pointer:].split("\n", 1)[0].strip()
+    if rest.startswith("#") and rest[1:2].strip():
+        raise ContractsFileError(
+            f"{end.line + 1}: YAML reads this name as {name!r} and {rest!r} as a comment: if it is part "
+            f"of the name, quote the whole name (name: \"{name} {rest}\"); a comment goes on a line of its own"
+        )
 
 
 def _decimal(loader: _ContractsLoader, node: yaml.ScalarNode) -> Decimal | str:
