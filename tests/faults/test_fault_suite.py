@@ -8,6 +8,7 @@ Every output is scanned for secrets.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 
@@ -179,7 +180,10 @@ def test_a_hung_vsa_fails_within_the_deadline_then_rerun(operator, reference, si
     conn = json.loads(operator.env()["AIRFLOW_CONN_VSA_DEFAULT"])
     conn["extra"].update(extra)
     run = operator.run("sync", "--date", reference.night.isoformat(), AIRFLOW_CONN_VSA_DEFAULT=json.dumps(conn))
-    assert "no response within 0.5s" in one_line_error(run)
+    night = reference.night.isoformat()
+    assert re.search(  # what to do is on the same line
+        rf"no response within 0\.5s \(host [^)]+\); snapshot {night} is failed; re-run it once VSA answers "
+        rf"\(agent-billing sync --date {night}\)$", one_line_error(run))
     simulator.set_faults(FaultConfig())
     night_and_bill(operator, reference)
     assert_recovered(operator, reference, alerts=(f"failure:{reference.night}:extract",))

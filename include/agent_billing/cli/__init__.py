@@ -159,7 +159,7 @@ def explain(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, UserError):
         # an outside system's passing trouble (VSA 5xx, timeouts) is a failure, not bad input
         code = EXIT_FAILURE if getattr(exc, "transient", False) else exc.exit_code
-        message = str(exc)
+        message = "; ".join([str(exc), *getattr(exc, "__notes__", ())])  # a command's note: what to do next
     elif permission_denied(exc):
         message = (f"the warehouse role may not do this: {_one_line(driver_error(exc))} (commands that write, "
                    "bill --dry-run and contracts apply --plan/--check included, need the role that owns the "

@@ -57,6 +57,7 @@ def _sync(args: argparse.Namespace) -> int:
     from agent_billing.sync.dates import parse_date
     from agent_billing.sync.pipeline import sync_date
     from agent_billing.vsa.client import VsaClient
+    from agent_billing.vsa.errors import VsaError
 
     snapshot_date = parse_date(args.date, "--date")
     engine, settings = _context()
@@ -64,7 +65,14 @@ def _sync(args: argparse.Namespace) -> int:
         _refuse_replay_without_landing(settings, snapshot_date)
     try:
         results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
-    except Exception:
+    except Exception as failure:
+        if isinstance(failure, VsaError):  # the night is failed: say how to run it again
+            failure.add_note(
+                f"snapshot {snapshot_date} is failed; re-run it once VSA answers "
+                f"(agent-billing sync --date {snapshot_date})" if failure.transient else
+                f"snapshot {snapshot_date} is failed; once this is fixed, re-run it "
+                f"(agent-billing sync --date {snapshot_date})"
+            )
         try:
             _deliver(engine, settings)  # the failure's alert goes out too
         except Exception as exc:  # noqa: BLE001 - the sync's own error is the one to report
