@@ -154,6 +154,28 @@ def test_releasing_a_night_judges_the_nights_after_it_against_it(contoso, settin
                             {"d": D3}).scalar() is not None
 
 
+@pytest.mark.parametrize("action", ["release", "discard"])
+def test_a_decision_names_the_later_nights_still_waiting_for_theirs(contoso, settings, warehouse_url, local_smtp,
+                                                                    action):
+    # 9 agents, 5, 1: D2 falls 44 % and is held; D3 is held against D1, and against D2 once released
+    land(settings, {D1: 9, D2: 5, D3: 1})
+    for night in (D1, D2, D3):
+        run_day(contoso, settings, night, land=False)
+    env = {**os.environ, "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url,
+           "AGENT_BILLING_RAW_PATH": str(settings.raw_path), "AGENT_BILLING_QUARANTINE_SHARE": "0.30",
+           "AGENT_BILLING_QUARANTINE_MIN_AGENTS": "1", "AIRFLOW_CONN_SMTP_DEFAULT": local_smtp.connection_json}
+    run = subprocess.run([sys.executable, "-m", "agent_billing.cli", "snapshots", action, "2024-03-02"],
+                         env=env, capture_output=True, text=True, timeout=120)
+
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout.splitlines() == [
+        f"snapshot 2024-03-02: {'complete' if action == 'release' else 'discarded'}",
+        "snapshot 2024-03-03: still quarantined, waiting for its own decision "
+        "(agent-billing snapshots release 2024-03-03, or discard 2024-03-03)",
+    ]
+    assert statuses(contoso)["2024-03-03"] == "quarantined"
+
+
 @pytest.mark.parametrize("decision", ["release", "discard", "judged again"])
 def test_an_unsent_quarantine_alert_is_withdrawn_once_the_night_is_decided(contoso, settings, decision):
     """Mail was down while D2 and D3 were held; a person then decides D2 (or a backfill of D2's

@@ -186,8 +186,12 @@ def _snapshot_action(args: argparse.Namespace) -> int:
     result = SNAPSHOT_ACTIONS[args.action](engine, settings, snapshot_date)
     waits = f" (waiting for its night: agent-billing sync --date {snapshot_date})" if args.action == "reopen" else ""
     print(f"snapshot {snapshot_date}: {result.status}{waits}")
-    for night, status in result.detail.get("rejudged", {}).items():
+    rejudged = result.detail.get("rejudged", {})
+    for night, status in rejudged.items():
         print(f"snapshot {night}: {status} (judged again against the nights before it)")
+    for night in (x for x in result.detail.get("still_quarantined", []) if x not in rejudged):
+        print(f"snapshot {night}: still quarantined, waiting for its own decision "
+              f"(agent-billing snapshots release {night}, or discard {night})")
     _deliver_after_success(args, engine, settings)  # its unit-change mail and re-judged nights' alerts
     return 0
 

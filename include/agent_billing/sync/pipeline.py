@@ -373,9 +373,10 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         complete_held(conn, settings, snapshot_date, released_at=datetime.now(UTC),
                       message=decided(RELEASED, run["message"], snapshot_date))
         found, _, rejudged = _after_verdict(conn, settings, snapshot_date)
+        held = _held_after(conn, snapshot_date)
     log.info("released snapshot %s: %d unit changes", snapshot_date, len(found))
     return StepResult(snapshot_date.isoformat(), "complete",
-                      {"unit_changes": len(found), "released": True, "rejudged": rejudged})
+                      {"unit_changes": len(found), "released": True, "rejudged": rejudged, "still_quarantined": held})
 
 
 def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
@@ -390,8 +391,16 @@ def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
         record_run(conn, snapshot_date, "discarded", message=decided(DISCARDED, run["message"], snapshot_date))
         withdraw_quarantine_alerts(conn, snapshot_date)  # decided: nobody is to be asked any more
         queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
+        held = _held_after(conn, snapshot_date)
     log.info("discarded snapshot %s", snapshot_date)
-    return StepResult(snapshot_date.isoformat(), "discarded", {})
+    return StepResult(snapshot_date.isoformat(), "discarded", {"still_quarantined": held})
+
+
+def _held_after(conn, snapshot_date: date) -> list[str]:
+    """The nights after a decided one still quarantined: each waits for its own decision."""
+    return [as_date(d).isoformat() for d in conn.execute(
+        text("SELECT snapshot_date FROM sync_runs WHERE snapshot_date > :d AND status = 'quarantined' "
+             "ORDER BY snapshot_date"), {"d": snapshot_date}).scalars()]
 
 
 def reopen_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
