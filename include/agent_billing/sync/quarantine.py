@@ -123,13 +123,12 @@ def alert_quarantine(conn: Connection, settings: Settings, verdict: Verdict, why
         )
 
 
-def withdraw_quarantine_alerts(conn: Connection, night: date, keep: str = "") -> bool:
+def withdraw_quarantine_alerts(conn: Connection, night: date, keep: str = "") -> None:
     """Withdraw the night's quarantine alerts (and those saying it was lifted) not sent yet, but
     ``keep``: the night is no longer held as they say (released, discarded, judged complete, or
-    held against another night). Returns whether the data team was told it was quarantined."""
+    held against another night)."""
     for kind in ("quarantine", "quarantine-lifted"):
         withdraw_unsent(conn, f"{kind}:{night}:%", keep=[keep])
-    return was_sent(conn, f"quarantine:{night}:%")
 
 
 def judge_later_nights(conn: Connection, settings: Settings, night: date) -> dict[date, str]:
