@@ -91,9 +91,11 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
     assert [(x["kind"], x["period_start"], x["units"], x["amount"]) for x in so_far["forecast"]["added_lines"]] == [
         ("normal", "2024-04-01", 11, "132.00")]
     assert preview["forecast"] is None  # complete: the invoice itself
-    assert ("forecast for 2024-04-01, with the units as counted until 2024-03-20: total 138.58 USD, "
-            "adding 1 line(s)") in table.stdout
-    assert rows_of(table.stdout.split("adding 1 line(s)\n")[1])[0][:8] == [
+    assert table.stdout.splitlines()[1] == (  # the nights synced after the preview's date count too
+        "forecast for 2024-04-01, with the nights counted until 2024-04-01: total 138.58 USD, "
+        "adding 1 line(s) (below the lines so far)")
+    assert so_far["forecast"]["counted_until"] == "2024-04-01"
+    assert rows_of(table.stdout.split("the forecast adds:\n")[1])[0][:8] == [
         so_far["forecast"]["added_lines"][0]["line_id"], "S-WS", "normal", "2024-04-01..2024-04-30", "11",
         "12.0000", "30/30", "132.00"]
     assert warehouse_contents(contoso.engine) == before
@@ -158,5 +160,13 @@ def test_preview_of_a_contract_without_changes_or_syncs(books, agent_billing_cli
     assert "no nightly sync has concluded yet" in one_line_error(process)
     with books.engine.begin() as conn:
         conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-02-20', 'gap')"))
-    preview = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C", "--format", "json").stdout)
+    process = agent_billing_cli("invoices", "preview", "--contract", "C", "--format", "json")
+    assert process.returncode == 0, process.stderr
+    preview = json.loads(process.stdout)
     assert (preview["invoice_id"], preview["complete"], preview["lines"]) == ("INV-C-2024-03", False, [])
+    # the forecast bills S at 0 units, as a run would, and says that S was never counted
+    assert {k: preview["forecast"][k] for k in ("total", "counted_until", "uncounted_services")} == {
+        "total": "0.00", "counted_until": "2024-02-20", "uncounted_services": ["S"]}
+    table = agent_billing_cli("invoices", "preview", "--contract", "C").stdout
+    assert table.splitlines()[2] == (
+        "not counted yet, so at 0 units in the forecast: S (their first count sets their units)")

@@ -5,8 +5,9 @@ the billing horizon, in a transaction that is rolled back. When the contract's i
 that date's month is due (automatic, or a review contract not yet posted for the month) they
 are that invoice; otherwise they are the lines known so far that the next invoice run will
 carry, and the forecast is the same reconciliation as of the invoice date: the lines so far,
-the month's normal lines, and what the contracts date between the two, with the units as last
-counted (a night not counted yet changes nothing in it).
+the month's normal lines, and what the contracts date between the two, with the units of the
+nights counted by then (a night not synced yet changes nothing in it; a service never counted
+yet is billed 0 units in it, and named).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from sqlalchemy import Engine
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import invoice_date, month_start, next_month
-from agent_billing.billing.horizon import billing_horizon, billing_today, check_horizon
+from agent_billing.billing.horizon import (
+    billing_horizon,
+    billing_today,
+    check_horizon,
+    latest_concluded_date,
+)
 from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import held_in_words, invoice_id
@@ -52,7 +58,11 @@ def preview_invoice(
         waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of)
         month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
         due_on = invoice_date(month, contract.billing_day, contract.start_date)
-        forecast = None if complete else plan_contract(conn, contract, due_on).lines
+        forecast = None
+        if not complete:  # the nights counted by then, whatever the preview's date (a later one too)
+            counted_until = min(latest_concluded_date(conn), due_on)
+            forecast = (plan_contract(conn, contract, due_on).lines, counted_until,
+                        store.uncounted_services(conn, contract, due_on, month))
         transaction.rollback()
     target = invoice_id(contract_id, month)
     lines = retarget(plan.lines, target)
@@ -75,16 +85,20 @@ def preview_invoice(
         "held": held_in_words(contract_id, waiting) if waiting else None,
         "lines": [_line(x, contract.currency, agents) for x in lines],
         # None when complete; else the invoice on its invoice date if nothing is counted after as_of
-        "forecast": None if forecast is None else _forecast(retarget(forecast, target), lines, contract.currency, agents),
+        "forecast": None if forecast is None else _forecast(*forecast, target, lines, contract.currency, agents),
     }
 
 
-def _forecast(forecast: list[Line], so_far: list[Line], currency: str, agents: dict) -> dict:
-    """The forecast's total and the lines it adds to those so far (the month's normal lines)."""
+def _forecast(forecast: list[Line], counted_until: date, uncounted: list[str], target: str,
+              so_far: list[Line], currency: str, agents: dict) -> dict:
+    """The forecast's total, the nights it counts, the services it bills at 0 for want of a
+    count, and the lines it adds to those so far (the month's normal lines)."""
     known = {x.line_key for x in so_far}
     return {
         "total": _total(forecast, currency),
-        "added_lines": [_line(x, currency, agents) for x in forecast if x.line_key not in known],
+        "counted_until": counted_until,
+        "uncounted_services": uncounted,
+        "added_lines": [_line(x, currency, agents) for x in retarget(forecast, target) if x.line_key not in known],
     }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Date, Dialect, Numeric, bindparam
 from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TextualSelect
 
+from agent_billing.billing.calendar import month_end
 from agent_billing.billing.model import Contract, Line, PostedLine, Service, UnitChange
 from agent_billing.billing.money import AMOUNT_MAX, price_units, quantize, to_e4
 from agent_billing.billing.timeline import ordered, starting_units
@@ -114,6 +115,18 @@ def service_terms(conn: Connection, contract: Contract, as_of: date) -> list[Ser
         )
         for row in sorted(rows, key=lambda r: r["service_id"])
     ]
+
+
+def uncounted_services(conn: Connection, contract: Contract, as_of: date, month: date) -> list[str]:
+    """The contract's counted services active in ``month`` that no good night nor Get Units Now
+    press has observed on or before ``as_of``: a run bills them 0 units until their first count."""
+    rows = conn.execute(query("services"), {"contract_id": contract.contract_id, "as_of": as_of}).mappings()
+    return sorted(
+        row["service_id"] for row in rows
+        if row["units_source"] == "rmm_agent_count" and _first_observation(row) is None
+        and row["first_change_before"] is None
+        and row["start_date"] <= month_end(month) and (row["end_date"] is None or row["end_date"] >= month)
+    )
 
 
 def load_services(

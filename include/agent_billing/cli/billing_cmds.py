@@ -273,20 +273,25 @@ def _preview(args: argparse.Namespace) -> int:
         f"({invoice['posting']}), invoice date {invoice['invoice_date']}, as of {invoice['as_of']} "
         f"({state}): {len(invoice['lines'])} line(s), total {invoice['total']} {invoice['currency']}"
     )
+    if forecast := invoice["forecast"]:
+        print(
+            f"forecast for {invoice['invoice_date']}, with the nights counted until {forecast['counted_until']}: "
+            f"total {forecast['total']} {invoice['currency']}, adding {len(forecast['added_lines'])} line(s) "
+            "(below the lines so far)"
+        )
+        if forecast["uncounted_services"]:
+            print(f"not counted yet, so at 0 units in the forecast: {', '.join(forecast['uncounted_services'])} "
+                  "(their first count sets their units)")
     if invoice["held"]:
         print(invoice["held"])
     if invoice["lines"]:
         print()
         print(_lines_table(invoice["lines"]))
     _print_agents(invoice["lines"])
-    if forecast := invoice["forecast"]:
+    if forecast and forecast["added_lines"]:
         print()
-        print(
-            f"forecast for {invoice['invoice_date']}, with the units as counted until {invoice['as_of']}: "
-            f"total {forecast['total']} {invoice['currency']}, adding {len(forecast['added_lines'])} line(s)"
-        )
-        if forecast["added_lines"]:
-            print(_lines_table(forecast["added_lines"]))
+        print("the forecast adds:")
+        print(_lines_table(forecast["added_lines"]))
     return 0
 
 

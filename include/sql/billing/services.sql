@@ -14,7 +14,7 @@
 -- of the first good count only matters beside a reading: it is looked up only then (each
 -- lookup is a walk of its own).
 -- Unordered: the caller sorts (an ORDER BY here makes PostgreSQL walk every service).
-SELECT s.service_id, s.name, s.unit_price, s.start_date, s.end_date,
+SELECT s.service_id, s.name, s.unit_price, s.start_date, s.end_date, s.units_source,
        CASE WHEN s.units_source = 'manual' THEN s.units ELSE 0 END AS configured_units,
        (SELECT u.units FROM service_unit_counts u
          WHERE u.service_id = s.service_id AND u.snapshot_date <= :as_of
