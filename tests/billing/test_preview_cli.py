@@ -114,7 +114,7 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
     assert rows_of(agent_billing_cli("invoices", "list", "--month", " 2024-03").stdout) == [
         ["INV-C-AUTO-2024-03", "C-AUTO", "Account", "C-AUTO", "2024-03-01", "invoice", "1",
          "120.00", "USD"]]
-    assert agent_billing_cli("invoices", "list", "--month", "2030-01").stdout == "no invoices for 2030-01\n"
+    assert agent_billing_cli("invoices", "list", "--month", "2024-02").stdout == "no invoices for 2024-02\n"
 
     show = json.loads(agent_billing_cli("invoices", "show", "INV-C-AUTO-2024-03", "--format", "json").stdout)
     [line] = show["lines"]
@@ -134,6 +134,10 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
         (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-04-31"),
          "invalid --as-of '2024-04-31'"),
         (("invoices", "list", "--month", "April"), "invalid --month 'April': expected YYYY-MM"),
+        # a month billing has not reached is no month without invoices (a typo for 2024-03, say)
+        (("invoices", "list", "--month", "2024-05"), "no invoice of 2024-05 can exist yet: billing reaches "
+         "2024-04-01 (the billing horizon: the latest concluded sync date, or today); check --month"),
+        (("invoices", "export", "--month", "2034-03", "--format", "csv"), "no invoice of 2034-03 can exist yet"),
         # C-AUTO was billed as of 2024-03-15: a preview as of the 10th would silently be the 15th's
         (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-10"),
          "contract C-AUTO was billed as of 2024-03-15 already, and its next invoice is never computed "

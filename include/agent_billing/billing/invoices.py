@@ -7,6 +7,7 @@ from datetime import date
 from sqlalchemy import Engine
 
 from agent_billing.billing import store
+from agent_billing.billing.horizon import BillingHorizonError, billing_horizon
 from agent_billing.billing.money import quantize
 from agent_billing.errors import UserError
 
@@ -16,6 +17,17 @@ def list_invoices(engine: Engine, month: date) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(store.query("invoices_of_month"), {"invoice_month": month}).mappings()
         return [{**r, "total": quantize(r["total"], r["currency"])} for r in rows]
+
+
+def check_month_reached(engine: Engine, month: date, today: date | None = None) -> None:
+    """Refuse a month that billing has not reached (a typo, or nights not synced yet): its empty
+    list or export would read as a month without invoices."""
+    with engine.connect() as conn:
+        horizon = billing_horizon(conn, today)
+    if horizon is None or month > horizon:
+        reach = ("no nightly sync has concluded yet" if horizon is None
+                 else f"billing reaches {horizon} (the billing horizon: the latest concluded sync date, or today)")
+        raise BillingHorizonError(f"no invoice of {month:%Y-%m} can exist yet: {reach}; check --month")
 
 
 def show_invoice(engine: Engine, invoice_id: str) -> dict:

@@ -218,10 +218,12 @@ def _post(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from agent_billing.billing.calendar import parse_month
-    from agent_billing.billing.invoices import list_invoices
+    from agent_billing.billing.invoices import check_month_reached, list_invoices
     from agent_billing.warehouse import connect_warehouse
 
-    rows = list_invoices(connect_warehouse(), parse_month(args.month, "--month"))
+    month, engine = parse_month(args.month, "--month"), connect_warehouse()
+    check_month_reached(engine, month)
+    rows = list_invoices(engine, month)
     if args.format == "json":
         print_json(rows)
     elif not rows:
@@ -320,6 +322,7 @@ def _export(args: argparse.Namespace) -> int:
     from agent_billing.billing import export_invoice_lines
     from agent_billing.billing.calendar import parse_month
     from agent_billing.billing.export import write_atomically
+    from agent_billing.billing.invoices import check_month_reached
     from agent_billing.errors import UserError
     from agent_billing.warehouse import connect_warehouse
 
@@ -329,6 +332,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.for_excel and args.format != "csv":
         raise UserError("--for-excel is for --format csv: JSON has no byte-order mark")
     engine = connect_warehouse()
+    check_month_reached(engine, month)  # before the file is written
     if args.output in (None, "-"):
         export_invoice_lines(engine, month, sys.stdout, args.format, args.for_excel)
         return 0
