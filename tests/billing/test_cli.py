@@ -97,8 +97,11 @@ def test_post_with_the_reviewed_total_refuses_lines_a_later_run_changed(contoso,
     assert "INV-C-REVIEW-2024-04" not in contoso.invoices()
     code, _, err = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "about 350")
     assert code == 2 and "--expect-total 'about 350' is not an amount" in err
-    code, out, _ = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "353.33")
+    code, out, _ = run_cli("post", "--contract", " C-REVIEW ", "--expect-total", "353.33")  # as pasted
     assert code == 0 and "total 353.33 USD" in out
+    code, out, err = run_cli("post", "--contract", "C-REVIEW", "--expect-total", "353.33")  # posted twice
+    assert (code, out) == (2, "") and err.strip().endswith(
+        "contract C-REVIEW has no pending lines to post (its latest invoice is INV-C-REVIEW-2024-04)")
 
 
 def test_a_renamed_service_does_not_hold_back_its_reviewed_lines(contoso, run_cli):

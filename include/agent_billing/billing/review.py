@@ -57,7 +57,9 @@ def post_reviewed(
         contract = store.lock_contract(conn, contract_id)
         pending, pending_as_of = store.load_pending(conn, contract)
         if pending_as_of is None or not pending:
-            raise UserError(f"contract {contract_id} has no pending lines to post")
+            last = store.load_state(conn, contract_id).last_invoice_month
+            latest = f" (its latest invoice is {invoice_id(contract_id, last)})" if last else ""
+            raise UserError(f"contract {contract_id} has no pending lines to post{latest}")
         if as_of is not None and as_of < pending_as_of:  # a run for an earlier date never moves them back
             raise UserError(
                 f"the pending lines of contract {contract_id} are as of {pending_as_of}, later than "

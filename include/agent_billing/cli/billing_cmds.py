@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bill = sub.add_parser("bill", help="bill every contract as of a date (idempotent)")
     bill.add_argument("--as-of", required=True, metavar="YYYY-MM-DD", help="the billing date")
     bill.add_argument(
-        "--contract", action="append", dest="contracts", metavar="ID",
+        "--contract", action="append", dest="contracts", metavar="ID", type=str.strip,  # as pasted
         help="only this contract (repeatable)",
     )
     bill.add_argument(
@@ -27,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     bill.set_defaults(handler=_bill)
 
     review = sub.add_parser("review", help="list the lines waiting in billing_review")
-    review.add_argument("--contract", metavar="ID", help="only this contract")
+    review.add_argument("--contract", metavar="ID", type=str.strip, help="only this contract")
     review.set_defaults(handler=_review)
 
     post = sub.add_parser("post", help="post a contract's reviewed pending lines as its invoice")
-    post.add_argument("--contract", required=True, metavar="ID")
+    post.add_argument("--contract", required=True, metavar="ID", type=str.strip)
     post.add_argument(
         "--as-of", metavar="YYYY-MM-DD",
         help="default: the date the pending lines were computed as of (an earlier date is refused)"
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     preview = i_sub.add_parser(
         "preview", help="the next invoice of a contract, with the agents behind each change"
     )
-    preview.add_argument("--contract", required=True, metavar="ID")
+    preview.add_argument("--contract", required=True, metavar="ID", type=str.strip)
     preview.add_argument(
         "--as-of", metavar="YYYY-MM-DD",
         help="default: the latest date within the billing horizon (latest concluded sync, not after today)",

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     units = sub.add_parser("units", help="units of a service")
     u_sub = units.add_subparsers(dest="units_command", required=True)
     get = u_sub.add_parser("get", help="Get Units Now: count a service's agents in VSA now")
-    get.add_argument("--service", required=True, help="service_id")
+    get.add_argument("--service", required=True, type=str.strip, help="service_id")
     get.set_defaults(handler=_units_get)
 
     snapshots = sub.add_parser("snapshots", help="quarantined, discarded and uncounted snapshots")
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "no re-run can count (its landing gone, damaged or without the service's view), at the units of "
         "another night (the night then holds no invoice)")
     accept.add_argument("date", help="snapshot date YYYY-MM-DD")
-    accept.add_argument("--service", required=True, help="service_id")
+    accept.add_argument("--service", required=True, type=str.strip, help="service_id")
     accept.set_defaults(handler=_accept_uncounted)
 
 
