@@ -104,6 +104,10 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
         "invoices", "preview", "--contract", "C-REVIEW", "--format", "json").stdout)
     assert (review["invoice_id"], review["total"], len(review["lines"])) == (
         "INV-C-REVIEW-2024-04", "160.00", 2)  # March's line is still not posted: it comes too
+    assert (review["post_before"], preview["post_before"]) == ("2024-05-01", None)  # automatic: posts itself
+    assert agent_billing_cli("invoices", "preview", "--contract", "C-REVIEW").stdout.splitlines()[1] == (
+        "a review contract: post it before 2024-05-01 (agent-billing post --contract C-REVIEW), or its lines go "
+        "on the next month's invoice")
 
 
 def test_list_and_show_posted_invoices(contoso, agent_billing_cli):

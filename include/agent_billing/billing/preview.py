@@ -83,6 +83,9 @@ def preview_invoice(
         # not posted until these nights are re-run (billing.post.close_month refuses it)
         "held_until_recounted": {service: [str(d) for d in nights] for service, nights in waiting.items()},
         "held": held_in_words(contract_id, waiting) if waiting else None,
+        # a review invoice not posted by the next invoice date goes on the next month's invoice
+        "post_before": (invoice_date(next_month(month), contract.billing_day, contract.start_date)
+                        if complete and contract.posting == "review" else None),
         "lines": [_line(x, contract.currency, agents) for x in lines],
         # None when complete; else the invoice on its invoice date if nothing is counted after as_of
         "forecast": None if forecast is None else _forecast(*forecast, target, lines, contract.currency, agents),
