@@ -77,8 +77,12 @@ def sync_schedule() -> str:
     from croniter import croniter  # Airflow's cron timetables import it already
 
     raw = os.environ.get("AGENT_BILLING_SYNC_CRON", "0 2 * * *")
-    if not croniter.is_valid(raw):
-        raise ValueError(f"AGENT_BILLING_SYNC_CRON={raw!r}: expected a cron expression such as '0 2 * * *'")
+    # five fields: croniter reads a sixth as seconds, and '0 2 * * * *' would run every second
+    if not croniter.is_valid(raw) or (len(raw.split()) != 5 and not raw.startswith("@")):
+        raise ValueError(
+            f"AGENT_BILLING_SYNC_CRON={raw!r}: expected a cron expression of five fields (minute hour "
+            "day month weekday) such as '0 2 * * *'"
+        )
     return raw
 
 

@@ -163,10 +163,18 @@ def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
     )
 
 
-def as_bool(value: Any, default: bool) -> bool:
-    """Interpret a connection extra as a boolean ("false", "0", False ... are false)."""
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def as_bool(value: Any, default: bool, what: str = "a yes/no extra") -> bool:
+    """A connection extra as a boolean (true/false, 1/0, yes/no, on/off; a JSON bool). Any other
+    value is refused, naming ``what``: read as true, ``allow_plain_http: "nope"`` sent the VSA
+    token in clear text."""
     if value is None or value == "":
         return default
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() not in {"false", "0", "no", "off"}
+    word = str(value).strip().lower()
+    if word not in _TRUE | _FALSE:
+        raise ConfigurationError(f"{what}={value!r} is neither true nor false (write true or false)")
+    return word in _TRUE

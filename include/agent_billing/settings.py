@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from decimal import Decimal
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +21,16 @@ from agent_billing.errors import ConfigurationError
 _ADDRESS = re.compile(r"[^\s@;,<>]+@[^\s@;,<>]+")
 
 
+#: The longest ``AGENT_BILLING_LATE_GRACE_HOURS``: a larger value (days typed as hours) would
+#: store VSA's present state as a night weeks old, as if on time.
+LATE_GRACE_HOURS_MAX = 168
+
+#: ``AGENT_BILLING_*`` names that are no field of ``Settings``: the DAG files' own settings,
+#: and the test suite's and benchmarks' (prefixes).
+OTHER_NAMES = ("AGENT_BILLING_SYNC_CRON", "AGENT_BILLING_SYNC_DEADLINE")
+OTHER_PREFIXES = ("AGENT_BILLING_TEST_", "AGENT_BILLING_BENCH_")
+
+
 class MailSettings(BaseSettings):
     """The settings mail needs: its sender and the data team. Read on their own when another
     setting is invalid (``mail_settings``), so that the failures that setting causes still
@@ -28,6 +40,14 @@ class MailSettings(BaseSettings):
 
     notify_from: str = Field("agent-billing@localhost", description="Sender of unit-change mail.")
     data_team_emails: str = Field("", description="Comma-separated recipients of data-team alerts.")
+
+    @field_validator("notify_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        """One address (empty or ``billing`` would fail every delivery with a relay's error)."""
+        if not _ADDRESS.fullmatch(value.strip()):
+            raise ValueError("the sender must be one e-mail address, such as billing@msp.example")
+        return value.strip()
 
     @field_validator("data_team_emails")
     @classmethod
@@ -50,7 +70,10 @@ class Settings(MailSettings):
     late_observation: Literal["refuse", "allow"] = Field(
         "refuse", description="allow: take VSA's present state as an old date's (SPEC 4.6)."
     )
-    late_grace_hours: int = Field(36, ge=0, description="How old a date may be before it needs a landing.")
+    late_grace_hours: int = Field(
+        36, ge=0, le=LATE_GRACE_HOURS_MAX, description="How old a date may be before it needs a landing "
+        "(hours, at most a week: VSA's present state is never an older night's)."
+    )
     raw_path: Path = Field(Path("./data/raw"), description="Where raw VSA extracts are landed.")
     quarantine_share: Decimal = Field(Decimal("0.20"), ge=0, le=1)
     quarantine_min_agents: int = Field(5, ge=0)
@@ -66,6 +89,14 @@ class Settings(MailSettings):
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         return known_timezone(value)
+
+    @field_validator("raw_path", mode="before")
+    @classmethod
+    def _a_path(cls, value: object) -> object:
+        """An empty value would be the working directory: landings scattered wherever a process runs."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty: give the raw volume's path (the landings are the only record of what VSA said)")
+        return value
 
     @field_validator("extra_online_codes")
     @classmethod
@@ -98,8 +129,24 @@ def known_timezone(value: str) -> str:
 
 def get_settings() -> Settings:
     """Fresh settings from the environment (cheap; no caching so tests and tasks see changes).
-    An invalid value is a ``ConfigurationError`` naming each variable, its value and the rule."""
+    An invalid value, or an ``AGENT_BILLING_*`` name that is no setting (a misspelt one would be
+    ignored: ``AGENT_BILLING_TIME_ZONE`` left the billing timezone UTC), is a
+    ``ConfigurationError`` naming each variable and what to write."""
+    _refuse_unknown_names(os.environ)
     return _read(Settings)
+
+
+def _refuse_unknown_names(environ: Mapping[str, str]) -> None:
+    known = {f"AGENT_BILLING_{name.upper()}" for name in Settings.model_fields} | set(OTHER_NAMES)
+    unknown = sorted(n for n in environ if n.startswith("AGENT_BILLING_") and n not in known
+                     and not n.startswith(OTHER_PREFIXES))
+    if unknown:
+        problems = "; ".join(
+            f"{name} is no setting of agent-billing"
+            + (f" (did you mean {close[0]}?)" if (close := get_close_matches(name, sorted(known), 1, 0.8)) else "")
+            for name in unknown
+        )
+        raise ConfigurationError(f"invalid setting(s): {problems}; the settings are listed in README.md (Settings)")
 
 
 def mail_settings() -> MailSettings:

@@ -195,6 +195,21 @@ CASES = [
          r"AGENT_BILLING_DATA_TEAM_EMAILS='data@msp\.example;ops@msp\.example': .* is not one e-mail "
          r"address \(separate several with commas\)",
          SQLITE, env={"AGENT_BILLING_DATA_TEAM_EMAILS": "data@msp.example;ops@msp.example"}),
+    # days typed as hours: VSA's present state would be stored as a night weeks old, as on time
+    Case("settings-grace-beyond-a-week", ("sync", "--date", "2025-01-15"), 2,
+         r"AGENT_BILLING_LATE_GRACE_HOURS='2160': Input should be less than or equal to 168",
+         SQLITE, env={"AGENT_BILLING_LATE_GRACE_HOURS": "2160"}),
+    # a misspelt name was ignored: the billing timezone stayed UTC, for good
+    Case("settings-misspelt-name", ("sync", "--date", "2025-01-15"), 2,
+         r"invalid setting\(s\): AGENT_BILLING_TIME_ZONE is no setting of agent-billing \(did you mean "
+         r"AGENT_BILLING_TIMEZONE\?\); the settings are listed in README\.md",
+         SQLITE, env={"AGENT_BILLING_TIME_ZONE": "Europe/Amsterdam"}),
+    Case("settings-empty-sender", ("bill", "--as-of", "2025-01-15"), 2,
+         r"AGENT_BILLING_NOTIFY_FROM='': the sender must be one e-mail address, such as billing@msp\.example",
+         SQLITE, env={"AGENT_BILLING_NOTIFY_FROM": ""}),
+    Case("settings-empty-raw-path", ("sync", "--date", "2025-01-15"), 2,
+         r"AGENT_BILLING_RAW_PATH='': empty: give the raw volume's path",
+         SQLITE, env={"AGENT_BILLING_RAW_PATH": ""}),
     # -- arguments
     Case("usage-missing-option", ("bill",), 2, r"required: --as-of \(see agent-billing bill --help\)",
          SQLITE),

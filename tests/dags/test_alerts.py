@@ -75,13 +75,15 @@ def test_a_malformed_deadline_is_an_import_error_naming_the_setting(airflow_db, 
     assert "AGENT_BILLING_SYNC_DEADLINE='6am': expected HH:MM" in error
 
 
-def test_a_malformed_sync_cron_is_an_import_error_naming_the_setting(airflow_db, monkeypatch):
+@pytest.mark.parametrize("cron", ["nonsense", "0 2 * * * *"])  # six fields: croniter reads seconds, every second
+def test_a_malformed_sync_cron_is_an_import_error_naming_the_setting(airflow_db, monkeypatch, cron):
     from airflow.dag_processing.dagbag import DagBag
 
-    monkeypatch.setenv("AGENT_BILLING_SYNC_CRON", "nonsense")
+    monkeypatch.setenv("AGENT_BILLING_SYNC_CRON", cron)
     bag = DagBag(dag_folder=str(ROOT / "dags" / "vsa_asset_sync.py"))
     [error] = bag.import_errors.values()
-    assert "AGENT_BILLING_SYNC_CRON='nonsense': expected a cron expression such as '0 2 * * *'" in error
+    assert (f"AGENT_BILLING_SYNC_CRON={cron!r}: expected a cron expression of five fields (minute hour day month "
+            "weekday) such as '0 2 * * *'") in error
 
 
 @pytest.mark.parametrize(("cron", "grace", "refused"), [
@@ -320,6 +322,9 @@ def test_the_backstop_alerts_a_step_killed_on_a_date_an_earlier_run_failed_and_s
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT message FROM sync_runs")).scalar() == f"load failed: {KILLED}"
         assert conn.execute(text("SELECT message_id FROM notification_outbox")).scalars().all() == [LOAD_ALERT]
+        body = conn.execute(text("SELECT body FROM notification_outbox")).scalar()
+    assert ("run the night again: clear the failed task of its vsa_asset_sync run, or "  # the way back
+            "`agent-billing sync --date 2026-11-03`") in body
 
     gate = "quality gate failed for snapshot 2026-11-03: agents.expect_column_values_to_be_unique(agent_id)"
     with warehouse.begin() as conn:  # yesterday's gate failed; today the re-run's count was killed

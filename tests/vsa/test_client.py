@@ -528,6 +528,12 @@ def test_plain_http_is_taken_on_this_machine_or_when_allowed_in_so_many_words():
     allowed = parse_connection("vsa_default", '{"conn_type": "http", "host": "http://vsa-sim:8765", "login": "u",'
                                               ' "password": "p", "extra": {"allow_plain_http": "true"}}')
     assert VsaClient.from_connection(allowed).base_url == "http://vsa-sim:8765"
+    # a word that is neither yes nor no is refused, not read as yes
+    unclear = parse_connection("vsa_default", '{"conn_type": "http", "host": "http://10.1.2.3", "login": "u",'
+                                              ' "password": "tok-secret-77", "extra": {"allow_plain_http": "nope"}}')
+    with pytest.raises(ConfigurationError, match=r"^connection 'vsa_default': extra allow_plain_http='nope' is "
+                                                 r"neither true nor false \(write true or false\)$"):
+        VsaClient.from_connection(unclear)
     # what the simulator prints when it listens beyond this machine is taken as it is
     with run_simulator(GeneratedScenario(seed=7, orgs=1, agents=5), host="0.0.0.0") as sim:
         assert VsaClient.from_connection(parse_connection("vsa_default", sim.connection_json())).count("agents") == 5

@@ -520,13 +520,13 @@ def _mark(engine: Engine, message_id: str, error: str | None, *, sent: bool | No
 def _send(smtp: ConnectionInfo, mail: EmailMessage) -> dict:
     """Send like Airflow's SMTP provider: SSL unless ``disable_ssl``; STARTTLS unless ``disable_tls``."""
     timeout = float(smtp.extra.get("timeout", 30))
-    plain = as_bool(smtp.extra.get("disable_ssl"), False)
+    plain = as_bool(smtp.extra.get("disable_ssl"), False, f"connection {smtp.conn_id!r}: extra disable_ssl")
     port = smtp.port or (25 if plain else 465)  # Airflow's defaults
     if not plain:
         client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, port, timeout=timeout, context=ssl.create_default_context())
     else:
         client = smtplib.SMTP(smtp.host, port, timeout=timeout)
-        if not as_bool(smtp.extra.get("disable_tls"), False):
+        if not as_bool(smtp.extra.get("disable_tls"), False, f"connection {smtp.conn_id!r}: extra disable_tls"):
             client.starttls(context=ssl.create_default_context())
     with client:
         if smtp.login:

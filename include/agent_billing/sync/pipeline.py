@@ -451,7 +451,8 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
         if settings.data_team:
             message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run)
             queue_message(conn, message_id, "failure", settings.data_team, subject, body, refresh=not backstop)
-    log.info("recorded in sync_runs: the sync of %s failed at %s (%s)", snapshot_date, step, status)
+    log.info("recorded in sync_runs: the sync of %s failed at %s (%s); once the cause is fixed, clear the "
+             "failed task or run `agent-billing sync --date %s`", snapshot_date, step, status, snapshot_date)
 
 
 def _queued(conn, message_id: str) -> bool:
@@ -469,8 +470,9 @@ def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, 
     return (
         failure_alert_id(snapshot_date, step, run),
         f"[agent-billing] Sync of {snapshot_date} failed at {step}",
-        f"{step} failed: {error}\n\nStatus of the date: {status}. See docs/runbook.md, "
-        "'What each failure alert means'.\n",
+        f"{step} failed: {error}\n\nStatus of the date: {status}. Once the cause is fixed (or VSA answers "
+        f"again), run the night again: clear the failed task of its vsa_asset_sync run, or "
+        f"`agent-billing sync --date {snapshot_date}`. See docs/runbook.md, 'What each failure alert means'.\n",
     )
 
 

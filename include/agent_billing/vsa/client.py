@@ -765,10 +765,9 @@ def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any
             raise ConfigurationError(
                 f"connection {conn_id!r}: extra {name}={value!r} is not a number"
             ) from None
-    if "verify_ssl" in extra:
-        options["verify_ssl"] = as_bool(extra["verify_ssl"], True)
-    if "allow_plain_http" in extra:
-        options["allow_plain_http"] = as_bool(extra["allow_plain_http"], False)
+    for name, default in (("verify_ssl", True), ("allow_plain_http", False)):
+        if name in extra:
+            options[name] = as_bool(extra[name], default, f"connection {conn_id!r}: extra {name}")
     return options
 
 
