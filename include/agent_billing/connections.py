@@ -97,6 +97,8 @@ def _from_json(conn_id: str, data: Any) -> ConnectionInfo:
     extra = _json_object(data.get("extra") or {}, "extra")
     port = data.get("port")
     if port not in (None, ""):
+        if isinstance(port, bool) or not str(port).strip().isdigit():
+            raise ValueError(f"port {port!r} is not a number")
         port = int(port)
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is out of range 1-65535")

@@ -173,6 +173,13 @@ CASES = [
     Case("warehouse-json-extra-not-an-object", ("review",), 2,
          rf"{WAREHOUSE_VAR} is not a valid connection: extra must be a JSON object, not list",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "extra": [1]}'}),
+    Case("warehouse-json-port-not-a-number", ("review",), 2,
+         rf"{WAREHOUSE_VAR} is not a valid connection: port 'abc' is not a number",
+         SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "port": "abc"}'}),
+    Case("vsa-host-without-scheme", ("vsa", "probe"), 2,
+         r"connection 'vsa_default' has no host \(the VSA base URL\): write it as a URI with its scheme, "
+         r"https://user:token@vsa\.example\.com, or in JSON form",
+         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": "vsa.example.com"}),
     Case("warehouse-json-port-out-of-range", ("review",), 2,
          rf"{WAREHOUSE_VAR} is not a valid connection: port 99999 is out of range",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "port": 99999}'}),

@@ -201,7 +201,12 @@ class VsaClient:
         ``overrides`` take precedence over the extras.
         """
         if not conn.host:
-            raise ConfigurationError(f"connection {conn.conn_id!r} has no host (the VSA base URL)")
+            bare = conn.uri is not None and "://" not in conn.uri  # a host name alone reads as a path
+            raise ConfigurationError(
+                f"connection {conn.conn_id!r} has no host (the VSA base URL)"
+                + (": write it as a URI with its scheme, https://user:token@vsa.example.com, or in JSON form"
+                   if bare else "")
+            )
         if not conn.login or not conn.password:
             raise ConfigurationError(
                 f"connection {conn.conn_id!r} needs a login (the VSA user) and a password "
