@@ -26,8 +26,8 @@ failed (**fail_if_work_failed**). A run still unfinished at `AGENT_BILLING_SYNC_
 (default 06:00, billing timezone) alerts the data team (Airflow deadline alert).
 
 Snapshot date = the logical date's local date, or the param `snapshot_date`.
-Param `quarantine_action` (`release` / `discard`) acts on a quarantined snapshot instead of
-syncing; `reopen` takes a discarded one up again (a run of a discarded night does nothing
+Param `quarantine_action` (`release` / `discard`) acts on the quarantined snapshot of
+`snapshot_date` (required with it) instead of syncing; `reopen` takes a discarded one up again (a run of a discarded night does nothing
 until then). Backfills: `airflow backfill create --dag-id vsa_asset_sync --from-date … --to-date …`
 (see docs/runbook.md).
 """
@@ -200,6 +200,11 @@ def vsa_asset_sync():
 
         ctx = get_current_context()
         params = run_params(ctx)
+        if params.get("quarantine_action") and not params.get("snapshot_date"):  # never a default night
+            from agent_billing.errors import UserError
+
+            raise UserError(f"quarantine_action {params['quarantine_action']!r} needs the snapshot_date of the "
+                            "night it decides (YYYY-MM-DD); none was given")
         if params.get("snapshot_date"):
             snapshot_date = parse_date(params["snapshot_date"], "snapshot_date")
             refuse_future(snapshot_date, datetime.now(UTC), get_settings().tz)  # before any step

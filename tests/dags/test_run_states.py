@@ -280,6 +280,24 @@ def test_releasing_a_snapshot_that_is_not_quarantined_fails_at_once_and_alerts(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_quarantine_decision_without_its_night_fails_at_once_never_on_a_default_date(
+        fresh_dag, warehouse, smtp_inbox, monkeypatch):
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    run = fresh_dag("vsa_asset_sync").test(run_conf={"quarantine_action": "release"})
+
+    assert run.state == "failed"
+    states = task_states(run)
+    assert states["resolve_snapshot_date"] == "failed" and task_tries(run)["resolve_snapshot_date"] == 1
+    assert states["quarantine_action"] != "success" and states["extract"] != "success"
+    assert [a[0] for a in alerts(warehouse)] == [f"task-failure:vsa_asset_sync:{run.run_id}:resolve_snapshot_date"]
+    with warehouse.connect() as conn:
+        body = conn.execute(text("SELECT body FROM notification_outbox WHERE kind = 'failure'")).scalar()
+        assert conn.execute(text("SELECT COUNT(*) FROM sync_runs")).scalar() == 0
+    assert "quarantine_action 'release' needs the snapshot_date of the night it decides" in body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_a_discarded_night_run_again_is_a_green_run_that_changes_nothing_until_reopened(
         sync_dag, fresh_dag, warehouse, tmp_path, monkeypatch):
     monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))  # nothing landed: VSA never asked
