@@ -176,6 +176,15 @@ CASES = [
     Case("warehouse-json-port-not-a-number", ("review",), 2,
          rf"{WAREHOUSE_VAR} is not a valid connection: port 'abc' is not a number",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "port": "abc"}'}),
+    Case("vsa-extra-misspelt", ("vsa", "probe"), 2,  # was ignored: 8 requests in flight, not the 2 asked
+         r"connection 'vsa_default': extra 'max_concurency' is not an option of the VSA client \(did you mean "
+         r"max_concurrency\?\)",
+         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa.example.com", '
+                      '"login": "u", "password": "p", "extra": {"max_concurency": 2}}'}),
+    Case("vsa-extra-milliseconds", ("vsa", "probe"), 2,
+         r"connection 'vsa_default': extra timeout=30000 is out of range \(from 0\.001 to 600 seconds\)",
+         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa.example.com", '
+                      '"login": "u", "password": "p", "extra": {"timeout": 30000}}'}),
     Case("vsa-host-without-scheme", ("vsa", "probe"), 2,
          r"connection 'vsa_default' has no host \(the VSA base URL\): write it as a URI with its scheme, "
          r"https://user:token@vsa\.example\.com, or in JSON form",

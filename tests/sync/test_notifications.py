@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time
 import pytest
 from sqlalchemy import text
 
-from agent_billing.connections import ConnectionInfo
+from agent_billing.connections import ConnectionInfo, parse_connection
 from agent_billing.errors import ConfigurationError
 from agent_billing.sync.notify import DeliveryFailed, deliver_outbox
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
@@ -65,6 +65,10 @@ def test_failed_send_stays_queued_and_is_retried(contoso, settings, local_smtp):
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
     dead = ConnectionInfo(**{**smtp.__dict__, "port": dead_port})
+    bare = parse_connection("smtp_default", "mail.example.com")  # the host without smtp://: read as a path
+    with pytest.raises(ConfigurationError, match=r"^connection 'smtp_default' has no host: write it as "
+                                                 r"smtp://mail\.example\.com:587 .*1 message\(s\) wait"):
+        deliver_outbox(contoso, bare, settings.notify_from)
     with pytest.raises(DeliveryFailed, match="1 message"):
         deliver_outbox(contoso, dead, settings.notify_from)
     with contoso.connect() as conn:

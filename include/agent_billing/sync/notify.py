@@ -382,6 +382,11 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
     if smtp is None:
         log.warning("smtp_default is not configured: %d message(s) wait in notification_outbox", len(pending))
         return DeliveryResult(0, len(pending))
+    if not smtp.host:  # a host name alone (mail.example.com) reads as a URI's path, and no host
+        raise ConfigurationError(
+            f"connection {smtp.conn_id!r} has no host: write it as smtp://mail.example.com:587 (or in JSON "
+            f"form); {len(pending)} message(s) wait in notification_outbox"
+        )
     sent, errors, refused, unreachable, why = 0, [], [], None, ""
     for position, (message_id,) in enumerate(pending):
         if (claimed := _claim(engine, message_id)) is None:

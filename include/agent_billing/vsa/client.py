@@ -27,6 +27,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from difflib import get_close_matches
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -90,6 +91,12 @@ RESOURCES: dict[str, Resource] = {
 
 _INT_OPTIONS = ("page_size", "max_concurrency", "max_retries", "extract_attempts")
 _FLOAT_OPTIONS = ("timeout", "backoff_base", "backoff_max", "retry_deadline")
+#: The range of each numeric extra (seconds for the times: 30000 is milliseconds typed as seconds).
+_OPTION_RANGES = {
+    "page_size": (1, None), "max_concurrency": (1, 64), "max_retries": (0, 20), "extract_attempts": (1, 10),
+    "timeout": (0.001, 600), "backoff_base": (0, 60), "backoff_max": (0, 600), "retry_deadline": (0.001, 3600),
+}
+_BOOL_OPTIONS = {"verify_ssl": True, "allow_plain_http": False}
 
 
 def id_filter(field: str, ids: Iterable[str | int]) -> str:
@@ -758,7 +765,17 @@ def _base_url_from_connection(conn: ConnectionInfo) -> str:
 
 
 def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Typed client options from connection extras (URI-form extras arrive as strings)."""
+    """Typed client options from connection extras (URI-form extras arrive as strings). An
+    unknown extra (a misspelt ``max_concurency`` would be ignored) or a value out of its range
+    is refused, naming the connection and the extra."""
+    known = [*_INT_OPTIONS, *_FLOAT_OPTIONS, *_BOOL_OPTIONS]
+    for name in extra:
+        if name not in known:
+            close = get_close_matches(str(name), known, 1, 0.6)
+            raise ConfigurationError(
+                f"connection {conn_id!r}: extra {name!r} is not an option of the VSA client"
+                + (f" (did you mean {close[0]}?)" if close else f" (options: {', '.join(known)})")
+            )
     options: dict[str, Any] = {}
     for name in (*_INT_OPTIONS, *_FLOAT_OPTIONS):
         value = extra.get(name)
@@ -770,7 +787,14 @@ def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any
             raise ConfigurationError(
                 f"connection {conn_id!r}: extra {name}={value!r} is not a number"
             ) from None
-    for name, default in (("verify_ssl", True), ("allow_plain_http", False)):
+        low, high = _OPTION_RANGES[name]
+        if options[name] < low or (high is not None and options[name] > high) or options[name] != options[name]:
+            span = f"at least {low:g}" if high is None else f"from {low:g} to {high:g}"
+            raise ConfigurationError(
+                f"connection {conn_id!r}: extra {name}={value!r} is out of range ({span}"
+                + (" seconds)" if name in _FLOAT_OPTIONS else ")")
+            )
+    for name, default in _BOOL_OPTIONS.items():
         if name in extra:
             options[name] = as_bool(extra[name], default, f"connection {conn_id!r}: extra {name}")
     return options
