@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -76,6 +77,17 @@ def parse_connection(conn_id: str, raw: str) -> ConnectionInfo:
         ) from None
 
 
+def _whole_number(value: Any, what: str) -> int:
+    """A JSON number or a string of one (5432, 5432.0, "5432"), else a ``ValueError`` naming it."""
+    try:
+        number = None if isinstance(value, bool) else Decimal(str(value).strip())
+    except InvalidOperation:
+        number = None
+    if number is None or not number.is_finite() or number != number.to_integral_value():
+        raise ValueError(f"{what} {value!r} is not a whole number")
+    return int(number)
+
+
 def _json_object(value: Any, what: str) -> dict[str, Any]:
     if isinstance(value, str):
         value = json.loads(value) if value.strip() else {}
@@ -97,9 +109,7 @@ def _from_json(conn_id: str, data: Any) -> ConnectionInfo:
     extra = _json_object(data.get("extra") or {}, "extra")
     port = data.get("port")
     if port not in (None, ""):
-        if isinstance(port, bool) or not str(port).strip().isdigit():
-            raise ValueError(f"port {port!r} is not a number")
-        port = int(port)
+        port = _whole_number(port, "port")
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is out of range 1-65535")
     return ConnectionInfo(

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping, MutableMapping
 from decimal import Decimal
 from difflib import get_close_matches
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,9 +45,12 @@ class MailSettings(BaseSettings):
     @field_validator("notify_from")
     @classmethod
     def _sender(cls, value: str) -> str:
-        """One address (empty or ``billing`` would fail every delivery with a relay's error)."""
-        if not _ADDRESS.fullmatch(value.strip()):
-            raise ValueError("the sender must be one e-mail address, such as billing@msp.example")
+        """One address, with or without a display name (``Billing <billing@msp.example>``); empty
+        or ``billing`` would fail every delivery with a relay's error."""
+        addresses = getaddresses([value.strip()])
+        if len(addresses) != 1 or not _ADDRESS.fullmatch(addresses[0][1]):
+            raise ValueError("the sender must be one e-mail address, such as billing@msp.example "
+                             "or Billing <billing@msp.example>")
         return value.strip()
 
     @field_validator("data_team_emails")

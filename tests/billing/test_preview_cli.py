@@ -129,6 +129,13 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
     assert line["line_id"] in text_show.stdout
     assert line["description"] and line["description"] in text_show.stdout  # what the line is, in words
 
+    # the horizon moves back before March (its nights reopened): March's invoices still list and export
+    with contoso.engine.begin() as conn:
+        conn.execute(text("UPDATE sync_runs SET status = 'failed' WHERE snapshot_date >= '2024-03-01'"))
+    assert rows_of(agent_billing_cli("invoices", "list", "--month", "2024-03").stdout)[0][0] == "INV-C-AUTO-2024-03"
+    export = agent_billing_cli("invoices", "export", "--month", "2024-03", "--format", "csv")
+    assert export.returncode == 0 and "INV-C-AUTO-2024-03" in export.stdout, export.stderr
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

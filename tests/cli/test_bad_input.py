@@ -174,7 +174,7 @@ CASES = [
          rf"{WAREHOUSE_VAR} is not a valid connection: extra must be a JSON object, not list",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "extra": [1]}'}),
     Case("warehouse-json-port-not-a-number", ("review",), 2,
-         rf"{WAREHOUSE_VAR} is not a valid connection: port 'abc' is not a number",
+         rf"{WAREHOUSE_VAR} is not a valid connection: port 'abc' is not a whole number",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "port": "abc"}'}),
     Case("vsa-extra-misspelt", ("vsa", "probe"), 2,  # was ignored: 8 requests in flight, not the 2 asked
          r"connection 'vsa_default': extra 'max_concurency' is not an option of the VSA client \(did you mean "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import re
 import socket
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -339,3 +339,28 @@ def test_a_replay_reprocesses_landings_and_refuses_a_night_without_one(warehouse
         "the night was a gap in the lost warehouse too, run it once without --replay; nothing was done"]
     with warehouse.connect() as conn:
         assert [str(d)[:10] for d in conn.execute(text("SELECT snapshot_date FROM sync_runs")).scalars()] == [str(start)]
+
+
+def test_a_night_vsa_failed_says_how_and_by_when_to_run_it_again(warehouse, warehouse_url, tmp_path):
+    """A failed extract leaves no landing: once the grace window is over, a re-run records a gap.
+    The error line says so, with the moment in the billing timezone."""
+    today = datetime.now(UTC).date()
+    nobody = '{"conn_type": "http", "host": "http://127.0.0.1:9", "login": "u", "password": "p", ' \
+             '"extra": {"max_retries": 0, "retry_deadline": 1, "timeout": 0.5}}'
+    env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url, "AGENT_BILLING_RAW_PATH": str(tmp_path / "raw"),
+           "AGENT_BILLING_LATE_OBSERVATION": "refuse", "AGENT_BILLING_TIMEZONE": "UTC",
+           "AIRFLOW_CONN_SMTP_DEFAULT": None, "AIRFLOW_CONN_VSA_DEFAULT": nobody,
+           "AGENT_BILLING_DATA_TEAM_EMAILS": "data@msp.example"}
+    failed = run_cli("sync", "--date", str(today), env=env)
+    assert failed.code == 1 and failed.stdout == ""
+    [line] = [x for x in failed.stderr_lines if ": error: " in x]
+    late = today + timedelta(days=1)
+    assert line.endswith(
+        f"; snapshot {today} is failed; re-run it once VSA answers (agent-billing sync --date {today}) before "
+        f"{late} 12:00 UTC: later, with no landing, it becomes a gap"), line
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "failed"
+        body = conn.execute(text("SELECT body FROM notification_outbox WHERE kind = 'failure'")).scalar()
+    # the alert of a command-line run names the command, not a task to clear
+    assert (f"run the night again: `agent-billing sync --date {today}` (with no landing, a night run after "
+            "AGENT_BILLING_LATE_GRACE_HOURS from its start becomes a gap)") in body

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from agent_billing.connections import ConnectionInfo, parse_connection
 from agent_billing.errors import ConfigurationError
+from agent_billing.settings import get_settings
 from agent_billing.sync.notify import DeliveryFailed, deliver_outbox
 from agent_billing.sync.pipeline import count_step, diff_step, load_step
 from agent_billing.wording import units_text
@@ -58,6 +59,23 @@ def test_one_mail_per_contract_per_run_never_twice(contoso, settings, local_smtp
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_sender_with_a_display_name_is_taken_as_written(contoso, settings, local_smtp, monkeypatch):
+    monkeypatch.setenv("AGENT_BILLING_NOTIFY_FROM", "Agent Billing <billing@msp.example>")
+    sender = get_settings().notify_from  # one address with its name: valid (a list of two is not)
+    sync_days(contoso, settings, (D1, D2))
+    smtp = local_smtp.connection
+    without_from = ConnectionInfo(**{**smtp.__dict__, "extra": {k: v for k, v in smtp.extra.items() if k != "from_email"}})
+    assert deliver_outbox(contoso, without_from, sender).sent == 1
+    deadline = clock.monotonic() + 5
+    while not local_smtp.messages and clock.monotonic() < deadline:
+        clock.sleep(0.05)
+    assert b"From: Agent Billing <billing@msp.example>" in local_smtp.messages[0].content
+    monkeypatch.setenv("AGENT_BILLING_NOTIFY_FROM", "billing@msp.example, ops@msp.example")
+    with pytest.raises(ConfigurationError, match="the sender must be one e-mail address"):
+        get_settings()
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_failed_send_stays_queued_and_is_retried(contoso, settings, local_smtp):
     inbox, smtp = local_smtp, local_smtp.connection
     sync_days(contoso, settings, (D1, D2))
@@ -69,6 +87,11 @@ def test_failed_send_stays_queued_and_is_retried(contoso, settings, local_smtp):
     with pytest.raises(ConfigurationError, match=r"^connection 'smtp_default' has no host: write it as "
                                                  r"smtp://mail\.example\.com:587 .*1 message\(s\) wait"):
         deliver_outbox(contoso, bare, settings.notify_from)
+    unclear = ConnectionInfo(**{**smtp.__dict__, "extra": {**smtp.extra, "disable_ssl": "maybe"}})
+    with pytest.raises(ConfigurationError, match=r"^connection 'smtp_default': extra disable_ssl='maybe' is neither"):
+        deliver_outbox(contoso, unclear, settings.notify_from)  # refused once, before any message is tried
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT attempts FROM notification_outbox")).scalar() == 0
     with pytest.raises(DeliveryFailed, match="1 message"):
         deliver_outbox(contoso, dead, settings.notify_from)
     with contoso.connect() as conn:

@@ -20,9 +20,12 @@ def list_invoices(engine: Engine, month: date) -> list[dict]:
 
 
 def check_month_reached(engine: Engine, month: date, today: date | None = None) -> None:
-    """Refuse a month that billing has not reached (a typo, or nights not synced yet): its empty
-    list or export would read as a month without invoices."""
+    """Refuse a month without invoices that billing has not reached (a typo, or nights not
+    synced yet): its empty list or export would read as a month without invoices. A month with
+    invoices is never refused (the horizon can move back: a reopened night, a timezone)."""
     with engine.connect() as conn:
+        if conn.execute(store.query("invoices_of_month"), {"invoice_month": month}).first() is not None:
+            return
         horizon = billing_horizon(conn, today)
     if horizon is None or month > horizon:
         reach = ("no nightly sync has concluded yet" if horizon is None

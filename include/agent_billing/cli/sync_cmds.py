@@ -66,13 +66,8 @@ def _sync(args: argparse.Namespace) -> int:
     try:
         results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
     except Exception as failure:
-        if isinstance(failure, VsaError):  # the night is failed: say how to run it again
-            failure.add_note(
-                f"snapshot {snapshot_date} is failed; re-run it once VSA answers "
-                f"(agent-billing sync --date {snapshot_date})" if failure.transient else
-                f"snapshot {snapshot_date} is failed; once this is fixed, re-run it "
-                f"(agent-billing sync --date {snapshot_date})"
-            )
+        if isinstance(failure, VsaError):  # the way back, when the night is failed (not a final status kept)
+            _add_rerun_note(failure, engine, settings, snapshot_date)
         try:
             _deliver(engine, settings)  # the failure's alert goes out too
         except Exception as exc:  # noqa: BLE001 - the sync's own error is the one to report
@@ -87,6 +82,26 @@ def _sync(args: argparse.Namespace) -> int:
     if billing is not None:
         billing.raise_for_failures()
     return 0
+
+
+def _add_rerun_note(failure, engine, settings, snapshot_date) -> None:
+    """Say how to run a night VSA failed again, and by when it can still be extracted."""
+    from agent_billing.sync.dates import late_after
+    from agent_billing.sync.runs import get_run
+
+    try:
+        with engine.connect() as conn:
+            status = (get_run(conn, snapshot_date) or {}).get("status")
+    except Exception:  # noqa: BLE001 - the warehouse's own trouble is not this error's
+        return
+    if status != "failed":
+        return
+    when = "once VSA answers" if failure.transient else "once this is fixed"
+    note = f"snapshot {snapshot_date} is failed; re-run it {when} (agent-billing sync --date {snapshot_date})"
+    if settings.late_observation == "refuse":
+        late = late_after(snapshot_date, settings.tz, settings.late_grace_hours)
+        note += f" before {late:%Y-%m-%d %H:%M} {settings.timezone}: later, with no landing, it becomes a gap"
+    failure.add_note(note)
 
 
 def _refuse_replay_without_landing(settings, snapshot_date) -> None:

@@ -47,10 +47,15 @@ def refuse_future(snapshot_date: date, now: datetime, tz: ZoneInfo) -> None:
         )
 
 
+def late_after(snapshot_date: date, tz: ZoneInfo, grace_hours: int) -> datetime:
+    """When the date becomes late: its local midnight plus the grace window (after it, a night
+    without a landing is a gap unless late observations are allowed)."""
+    return datetime.combine(snapshot_date, time.min, tzinfo=tz) + timedelta(hours=grace_hours)
+
+
 def is_late(snapshot_date: date, now: datetime, tz: ZoneInfo, grace_hours: int) -> bool:
     """True when the date's local midnight is more than the grace window in the past."""
-    start = datetime.combine(snapshot_date, time.min, tzinfo=tz)
-    return now - start > timedelta(hours=grace_hours)
+    return now > late_after(snapshot_date, tz, grace_hours)
 
 
 def date_runs(dates: list[date]) -> str:

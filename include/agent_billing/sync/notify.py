@@ -387,6 +387,7 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
             f"connection {smtp.conn_id!r} has no host: write it as smtp://mail.example.com:587 (or in JSON "
             f"form); {len(pending)} message(s) wait in notification_outbox"
         )
+    _security(smtp)  # a yes/no extra that is neither: refused once, not once per message
     sent, errors, refused, unreachable, why = 0, [], [], None, ""
     for position, (message_id,) in enumerate(pending):
         if (claimed := _claim(engine, message_id)) is None:
@@ -522,16 +523,23 @@ def _mark(engine: Engine, message_id: str, error: str | None, *, sent: bool | No
         )
 
 
+def _security(smtp: ConnectionInfo) -> tuple[bool, bool]:
+    """(plain: no SSL, ``disable_ssl``; STARTTLS on a plain connection, unless ``disable_tls``)."""
+    what = f"connection {smtp.conn_id!r}: extra"
+    plain = as_bool(smtp.extra.get("disable_ssl"), False, f"{what} disable_ssl")
+    return plain, not as_bool(smtp.extra.get("disable_tls"), False, f"{what} disable_tls")
+
+
 def _send(smtp: ConnectionInfo, mail: EmailMessage) -> dict:
     """Send like Airflow's SMTP provider: SSL unless ``disable_ssl``; STARTTLS unless ``disable_tls``."""
     timeout = float(smtp.extra.get("timeout", 30))
-    plain = as_bool(smtp.extra.get("disable_ssl"), False, f"connection {smtp.conn_id!r}: extra disable_ssl")
+    plain, starttls = _security(smtp)
     port = smtp.port or (25 if plain else 465)  # Airflow's defaults
     if not plain:
         client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, port, timeout=timeout, context=ssl.create_default_context())
     else:
         client = smtplib.SMTP(smtp.host, port, timeout=timeout)
-        if not as_bool(smtp.extra.get("disable_tls"), False, f"connection {smtp.conn_id!r}: extra disable_tls"):
+        if starttls:
             client.starttls(context=ssl.create_default_context())
     with client:
         if smtp.login:

@@ -455,6 +455,10 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
              "failed task or run `agent-billing sync --date %s`", snapshot_date, step, status, snapshot_date)
 
 
+#: The run id of a command-line sync starts so (an Airflow run id never does).
+CLI_RUN_PREFIX = "cli-"
+
+
 def _queued(conn, message_id: str) -> bool:
     return conn.execute(
         text("SELECT 1 FROM notification_outbox WHERE message_id = :id"), {"id": message_id}
@@ -471,8 +475,12 @@ def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, 
         failure_alert_id(snapshot_date, step, run),
         f"[agent-billing] Sync of {snapshot_date} failed at {step}",
         f"{step} failed: {error}\n\nStatus of the date: {status}. Once the cause is fixed (or VSA answers "
-        f"again), run the night again: clear the failed task of its vsa_asset_sync run, or "
-        f"`agent-billing sync --date {snapshot_date}`. See docs/runbook.md, 'What each failure alert means'.\n",
+        f"again), run the night again: "
+        + ("" if run.startswith(CLI_RUN_PREFIX) else "clear the failed task of its vsa_asset_sync run, or ")
+        + f"`agent-billing sync --date {snapshot_date}`"
+        + (" (with no landing, a night run after AGENT_BILLING_LATE_GRACE_HOURS from its start becomes a gap)"
+           if step == "extract" else "")
+        + ". See docs/runbook.md, 'What each failure alert means'.\n",
     )
 
 
@@ -499,7 +507,7 @@ def sync_date(
     from agent_billing.quality.snapshot_gate import QualityGateFailed
 
     refuse_future(snapshot_date, now or datetime.now(UTC), settings.tz)
-    run = f"cli-{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}"  # each command is a run of its own (its alerts)
+    run = f"{CLI_RUN_PREFIX}{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}"  # each command is a run of its own (its alerts)
 
     steps: list[tuple[str, Callable[[], StepResult]]] = [
         ("extract", lambda: extract_step(engine, settings, snapshot_date, client_factory, now=now)),
