@@ -120,6 +120,8 @@ def service_terms(conn: Connection, contract: Contract, as_of: date) -> list[Ser
 def uncounted_services(conn: Connection, contract: Contract, as_of: date, month: date) -> list[str]:
     """The contract's counted services active in ``month`` that no good night nor Get Units Now
     press has observed on or before ``as_of``: a run bills them 0 units until their first count."""
+    if contract.end_date is not None and contract.end_date < month:
+        return []  # an ended contract bills no service of the month
     rows = conn.execute(query("services"), {"contract_id": contract.contract_id, "as_of": as_of}).mappings()
     return sorted(
         row["service_id"] for row in rows
