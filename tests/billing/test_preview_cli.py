@@ -155,6 +155,10 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
          "as of an earlier date: preview it as of 2024-03-15 or later (--as-of 2024-03-15), not 2024-03-10"),
         (("bill", "--as-of", "2024-04-01", "--dry-run", "--contract", "NOPE"), "unknown contract(s): NOPE"),
         (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2099-01-01"), "cannot preview as of 2099-01-01"),
+        # past the horizon: the way out names the dates a preview takes (not "or earlier": before
+        # 2024-03-15, the date C-AUTO was billed as of, is refused too)
+        (("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-04-05"),
+         "or preview as of a date from 2024-03-15 to 2024-04-01"),
         # an exponent or a digit separator is not read as some other amount
         (("post", "--contract", "C-AUTO", "--expect-total", "1e3"), "--expect-total '1e3' is not an amount"),
         (("post", "--contract", "C-AUTO", "--expect-total", "2_167.94"), "--expect-total '2_167.94' is not an amount"),

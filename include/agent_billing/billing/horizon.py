@@ -40,9 +40,12 @@ def billing_horizon(conn: Connection, today: date | None = None) -> date | None:
     return None if latest is None else min(latest, billing_today(today))
 
 
-def check_horizon(conn: Connection, as_of: date, today: date | None = None, *, action: str = "bill") -> None:
+def check_horizon(
+    conn: Connection, as_of: date, today: date | None = None, *, action: str = "bill", earliest: date | None = None
+) -> None:
     """Raise ``BillingHorizonError`` unless ``as_of`` is within the billing horizon; ``action``
-    names what was refused (``bill``, ``post``)."""
+    names what was refused (``bill``, ``post``); ``earliest``: the first date the action takes
+    (a preview: the date the contract was billed as of), so the way out it names is one."""
     latest = latest_concluded_date(conn)
     now = billing_today(today)
     if latest is None:
@@ -58,8 +61,14 @@ def check_horizon(conn: Connection, as_of: date, today: date | None = None, *, a
     if as_of > latest:
         raise BillingHorizonError(
             f"cannot {action} as of {as_of}: the latest concluded sync date is {latest}; "
-            f"{_what_concludes(conn, latest, as_of)}, or {action} as of {latest} or earlier"
+            f"{_what_concludes(conn, latest, as_of)}, or {action} as of {_dates_taken(latest, earliest)}"
         )
+
+
+def _dates_taken(latest: date, earliest: date | None) -> str:
+    if earliest is None:
+        return f"{latest} or earlier"
+    return str(latest) if earliest >= latest else f"a date from {earliest} to {latest}"
 
 
 def _what_concludes(conn: Connection, latest: date, as_of: date) -> str:

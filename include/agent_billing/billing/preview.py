@@ -41,11 +41,13 @@ def preview_invoice(
     asked = as_of
     with engine.connect() as conn, conn.begin() as transaction:
         share_unit_history(conn)  # the unit history as one state, as a billing run reads it
-        as_of = as_of or billing_horizon(conn, today) or billing_today(today)
-        check_horizon(conn, as_of, today, action="preview")
         contract = store.find_contract(conn, contract_id)
         if contract is None:
             raise UserError(f"unknown contract {contract_id}")
+        state = store.load_state(conn, contract_id)
+        as_of = as_of or billing_horizon(conn, today) or billing_today(today)
+        billed = max((d for d in (state.last_invoice_as_of, state.pending_as_of) if d is not None), default=None)
+        check_horizon(conn, as_of, today, action="preview", earliest=billed)
         plan = plan_contract(conn, contract, as_of)
         if asked is not None and plan.lines_as_of > asked:  # never a preview of another date, silently
             raise UserError(
@@ -53,7 +55,6 @@ def preview_invoice(
                 f"invoice is never computed as of an earlier date: preview it as of "
                 f"{plan.lines_as_of} or later (--as-of {plan.lines_as_of}), not {asked}"
             )
-        state = store.load_state(conn, contract_id)
         agents = store.change_agents(conn, contract_id)
         waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of)
         month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
