@@ -284,11 +284,11 @@ def _preview(args: argparse.Namespace) -> int:
         if forecast["uncounted_services"]:
             print(f"not counted yet, so at 0 units in the forecast: {', '.join(forecast['uncounted_services'])} "
                   "(their first count sets their units)")
+    if invoice["held"]:
+        print(invoice["held"])
     if invoice["post_before"]:
         print(f"a review contract: post it before {invoice['post_before']} (agent-billing post --contract "
               f"{invoice['contract_id']}), or its lines go on the next month's invoice")
-    if invoice["held"]:
-        print(invoice["held"])
     if invoice["lines"]:
         print()
         print(_lines_table(invoice["lines"]))
