@@ -242,10 +242,16 @@ def summary(engine, home: Path, log_path: Path) -> str:
                     f" x {days:>2}/{dip:<2} = {quantize(as_decimal(amount), pick[4]):>10,}"
                 )
             lines.append(f"  {'total':<70} {quantize(as_decimal(pick[5]), pick[4]):>7,}")
-        pending = conn.execute(text("SELECT COUNT(*) FROM billing_review")).scalar()
+        pending = dict(conn.execute(text("SELECT posting, COUNT(*) FROM billing_review GROUP BY posting")).all())
+        reviewed = conn.execute(text(
+            "SELECT contract_id FROM contracts WHERE posting = 'review' ORDER BY contract_id")).scalars().all()
     lines += [
         "",
-        f"Pending lines awaiting the next invoice or review: {pending} (view billing_review)",
+        "Pending lines (view billing_review): "
+        f"{pending.get('automatic', 0)} waiting for their contract's next invoice date, "
+        f"{pending.get('review', 0)} waiting for a person to post them",
+        *([f"  review contracts ({len(reviewed)}, no invoice until posted): {', '.join(reviewed)}; "
+           "see them with `agent-billing review`, post with `agent-billing post --contract C`"] if reviewed else []),
         "",
         f"Warehouse: {home / 'warehouse.db'} (SQLite). Query it, for example:",
         f"  .venv/bin/python -c \"import sqlite3; c = sqlite3.connect('{home / 'warehouse.db'}'); "
