@@ -110,6 +110,20 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
         "on the next month's invoice")
 
 
+def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cli):
+    """A quarantined night before the forecast's last night counts for nothing until a person
+    decides it: the forecast says so rather than pass for the invoice to come."""
+    with contoso.engine.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-25', 'quarantined')"))
+    process = agent_billing_cli("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-20",
+                                "--format", "json")
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout)["forecast"]["nights_not_counted"] == ["2024-03-25"]
+    table = agent_billing_cli("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-20").stdout
+    assert table.splitlines()[2] == (
+        "not in the forecast, quarantined or failed: the nights of 2024-03-25 (release, discard or re-run them)")
+
+
 def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
     listing = agent_billing_cli("invoices", "list", "--month", "2024-03", "--format", "json")
     assert listing.returncode == 0, listing.stderr

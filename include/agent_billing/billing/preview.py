@@ -12,7 +12,7 @@ yet is billed 0 units in it, and named).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Engine
@@ -56,14 +56,16 @@ def preview_invoice(
                 f"{plan.lines_as_of} or later (--as-of {plan.lines_as_of}), not {asked}"
             )
         agents = store.change_agents(conn, contract_id)
-        waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of)
         month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
         due_on = invoice_date(month, contract.billing_day, contract.start_date)
+        waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of)
         forecast = None
         if not complete:  # the nights counted by then, whatever the preview's date (a later one too)
             counted_until = min(latest_concluded_date(conn), due_on)
+            since = state.last_invoice_as_of or contract.start_date - timedelta(days=1)
             forecast = (plan_contract(conn, contract, due_on).lines, counted_until,
-                        store.uncounted_services(conn, contract, due_on, month))
+                        store.uncounted_services(conn, contract, due_on, month),
+                        store.nights_not_counted(conn, since, counted_until))
         transaction.rollback()
     target = invoice_id(contract_id, month)
     lines = retarget(plan.lines, target)
@@ -93,14 +95,16 @@ def preview_invoice(
     }
 
 
-def _forecast(forecast: list[Line], counted_until: date, uncounted: list[str], target: str,
-              so_far: list[Line], currency: str, agents: dict) -> dict:
-    """The forecast's total, the nights it counts, the services it bills at 0 for want of a
-    count, and the lines it adds to those so far (the month's normal lines)."""
+def _forecast(forecast: list[Line], counted_until: date, uncounted: list[str], not_counted: list[date],
+              target: str, so_far: list[Line], currency: str, agents: dict) -> dict:
+    """The forecast's total, the nights it counts (and those before it that it cannot: held or
+    failed), the services it bills at 0 for want of a count, and the lines it adds to those so
+    far (the month's normal lines)."""
     known = {x.line_key for x in so_far}
     return {
         "total": _total(forecast, currency),
         "counted_until": counted_until,
+        "nights_not_counted": not_counted,
         "uncounted_services": uncounted,
         "added_lines": [_line(x, currency, agents) for x in retarget(forecast, target) if x.line_key not in known],
     }

@@ -131,6 +131,11 @@ def uncounted_services(conn: Connection, contract: Contract, as_of: date, month:
     )
 
 
+def nights_not_counted(conn: Connection, since: date, as_of: date) -> list[date]:
+    """The nights after ``since`` through ``as_of`` that are quarantined or failed."""
+    return list(conn.execute(query("nights_not_counted"), {"since": since, "as_of": as_of}).scalars())
+
+
 def load_services(
     conn: Connection, contract: Contract, as_of: date, terms: list[Service], since: date | None = None
 ) -> list[Service]:

@@ -281,6 +281,9 @@ def _preview(args: argparse.Namespace) -> int:
             f"total {forecast['total']} {invoice['currency']}, adding {len(forecast['added_lines'])} line(s) "
             "(below the lines so far)"
         )
+        if forecast["nights_not_counted"]:
+            print(f"not in the forecast, quarantined or failed: the nights of "
+                  f"{', '.join(str(d) for d in forecast['nights_not_counted'])} (release, discard or re-run them)")
         if forecast["uncounted_services"]:
             print(f"not counted yet, so at 0 units in the forecast: {', '.join(forecast['uncounted_services'])} "
                   "(their first count sets their units)")
