@@ -178,7 +178,7 @@ def _from_uri(conn_id: str, raw: str) -> ConnectionInfo:
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def as_bool(value: Any, default: bool, what: str = "a yes/no extra") -> bool:
+def as_bool(value: Any, default: bool, what: str) -> bool:
     """A connection extra as a boolean (true/false, 1/0, yes/no, on/off; a JSON bool). Any other
     value is refused, naming ``what``: read as true, ``allow_plain_http: "nope"`` sent the VSA
     token in clear text."""

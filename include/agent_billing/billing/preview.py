@@ -29,7 +29,7 @@ from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
-from agent_billing.billing.run import plan_contract
+from agent_billing.billing.run import billed_as_of, plan_contract
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import share_unit_history
 
@@ -46,8 +46,7 @@ def preview_invoice(
             raise UserError(f"unknown contract {contract_id}")
         state = store.load_state(conn, contract_id)
         as_of = as_of or billing_horizon(conn, today) or billing_today(today)
-        billed = max((d for d in (state.last_invoice_as_of, state.pending_as_of) if d is not None), default=None)
-        check_horizon(conn, as_of, today, action="preview", earliest=billed)
+        check_horizon(conn, as_of, today, action="preview", earliest=billed_as_of(state))
         plan = plan_contract(conn, contract, as_of)
         if asked is not None and plan.lines_as_of > asked:  # never a preview of another date, silently
             raise UserError(

@@ -238,9 +238,7 @@ def plan_contract(
     else:
         # Pending lines never go back in time: a backfill run for an old date refreshes
         # the review as of the latest date the contract was billed or reviewed at.
-        lines_as_of = max(
-            d for d in (as_of, state.last_invoice_as_of, state.pending_as_of) if d is not None
-        )
+        lines_as_of = max(as_of, billed_as_of(state) or as_of)
         target = PENDING
     terms = store.service_terms(conn, contract, lines_as_of)
     if walk_all:
@@ -250,6 +248,12 @@ def plan_contract(
         begin = settled.start(conn, contract, lines_as_of, terms, stale, kept)
     lines, walked = reconcile_contract(conn, contract, lines_as_of, target, terms, begin)
     return ContractPlan(contract, due, month, lines_as_of, lines, begin, walked)
+
+
+def billed_as_of(state: store.ContractState) -> date | None:
+    """The latest date the contract was billed or reviewed as of: its lines are never computed
+    as of an earlier one."""
+    return max((d for d in (state.last_invoice_as_of, state.pending_as_of) if d is not None), default=None)
 
 
 def plan_lines(conn: Connection, contract: Contract, as_of: date) -> list[Line]:

@@ -222,8 +222,9 @@ def _list(args: argparse.Namespace) -> int:
     from agent_billing.warehouse import connect_warehouse
 
     month, engine = parse_month(args.month, "--month"), connect_warehouse()
-    check_month_reached(engine, month)
     rows = list_invoices(engine, month)
+    if not rows:  # no month without invoices, unless billing has reached it
+        check_month_reached(engine, month)
     if args.format == "json":
         print_json(rows)
     elif not rows:

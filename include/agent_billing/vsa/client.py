@@ -89,12 +89,11 @@ RESOURCES: dict[str, Resource] = {
     "agents_in_view": Resource("/assetmgmt/agentsinview/{view_id}", "AgentId", "AgentName asc"),
 }
 
-_INT_OPTIONS = ("page_size", "max_concurrency", "max_retries", "extract_attempts")
-_FLOAT_OPTIONS = ("timeout", "backoff_base", "backoff_max", "retry_deadline")
-#: The range of each numeric extra (seconds for the times: 30000 is milliseconds typed as seconds).
-_OPTION_RANGES = {
-    "page_size": (1, None), "max_concurrency": (1, 64), "max_retries": (0, 20), "extract_attempts": (1, 10),
-    "timeout": (0.001, 600), "backoff_base": (0, 60), "backoff_max": (0, 600), "retry_deadline": (0.001, 3600),
+#: Each numeric extra: its type and range (floats are seconds: 30000 is milliseconds typed as seconds).
+_NUMBER_OPTIONS: dict[str, tuple[type, float, float | None]] = {
+    "page_size": (int, 1, None), "max_concurrency": (int, 1, 64), "max_retries": (int, 0, 20),
+    "extract_attempts": (int, 1, 10), "timeout": (float, 0.001, 600), "backoff_base": (float, 0, 60),
+    "backoff_max": (float, 0, 600), "retry_deadline": (float, 0.001, 3600),
 }
 _BOOL_OPTIONS = {"verify_ssl": True, "allow_plain_http": False}
 
@@ -768,7 +767,7 @@ def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any
     """Typed client options from connection extras (URI-form extras arrive as strings). An
     unknown extra (a misspelt ``max_concurency`` would be ignored) or a value out of its range
     is refused, naming the connection and the extra."""
-    known = [*_INT_OPTIONS, *_FLOAT_OPTIONS, *_BOOL_OPTIONS]
+    known = [*_NUMBER_OPTIONS, *_BOOL_OPTIONS]
     for name in extra:
         if name not in known:
             close = get_close_matches(str(name), known, 1, 0.6)
@@ -777,22 +776,21 @@ def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any
                 + (f" (did you mean {close[0]}?)" if close else f" (options: {', '.join(known)})")
             )
     options: dict[str, Any] = {}
-    for name in (*_INT_OPTIONS, *_FLOAT_OPTIONS):
+    for name, (kind, low, high) in _NUMBER_OPTIONS.items():
         value = extra.get(name)
         if value in (None, ""):
             continue
         try:
-            options[name] = int(value) if name in _INT_OPTIONS else float(value)
+            options[name] = kind(value)
         except (TypeError, ValueError):
             raise ConfigurationError(
                 f"connection {conn_id!r}: extra {name}={value!r} is not a number"
             ) from None
-        low, high = _OPTION_RANGES[name]
         if options[name] < low or (high is not None and options[name] > high) or options[name] != options[name]:
             span = f"at least {low:g}" if high is None else f"from {low:g} to {high:g}"
             raise ConfigurationError(
                 f"connection {conn_id!r}: extra {name}={value!r} is out of range ({span}"
-                + (" seconds)" if name in _FLOAT_OPTIONS else ")")
+                + (" seconds)" if kind is float else ")")
             )
     for name, default in _BOOL_OPTIONS.items():
         if name in extra:
