@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from copy import deepcopy
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -410,3 +410,20 @@ def test_a_night_whose_landing_is_gone_is_accepted_by_a_person_or_recorded_when_
     assert f"(service S-WS2 on {D3});" in failed.error and "accept-uncounted" in failed.error
     accept_uncounted(warehouse, "S-WS2", D3)
     assert not run_billing(warehouse, D3).failed
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_forecast_is_held_by_every_night_to_recount_up_to_its_invoice_date(warehouse, settings, monkeypatch):
+    """A preview as of an earlier date than the nights synced since forecasts an invoice that
+    its invoice date's run posts: every night to recount up to that date holds it, not only
+    those up to the preview's date."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    contract = with_reference(deepcopy(CONTRACT))
+    run_contracts(warehouse, contract)
+    sync(warehouse, settings, (D1, D2, D3))
+    assert not run_billing(warehouse, D1).failed  # March posted; April's invoice is due on 04-01
+    run_contracts(warehouse, ws_twin_from(D1)(contract))
+    for as_of in (D1, D3):
+        preview = preview_invoice(warehouse, "C-CONTOSO", as_of)
+        assert preview["forecast"] is not None and preview["invoice_date"] == date(2024, 4, 1)
+        assert preview["held_until_recounted"] == {"S-WS2": [str(D1), str(D2), str(D3)]}, as_of

@@ -57,7 +57,8 @@ def preview_invoice(
         agents = store.change_agents(conn, contract_id)
         month, complete = _next_month(plan.month, state.last_invoice_month, contract.start_date)
         due_on = invoice_date(month, contract.billing_day, contract.start_date)
-        waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of)
+        # the nights that hold the run posting it: as of the preview's date, or the invoice date's
+        waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of if complete else due_on)
         forecast = None
         if not complete:  # the nights counted by then, whatever the preview's date (a later one too)
             counted_until = min(latest_concluded_date(conn), due_on)
