@@ -105,9 +105,19 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
     assert (review["invoice_id"], review["total"], len(review["lines"])) == (
         "INV-C-REVIEW-2024-04", "160.00", 2)  # March's line is still not posted: it comes too
     assert (review["post_before"], preview["post_before"]) == ("2024-05-01", None)  # automatic: posts itself
+    # its pending lines are those of the run as of 03-15, March's: `post` alone would post March's
+    assert (review["bill_first"], preview["bill_first"]) == ("2024-04-01", None)
+    assert agent_billing_cli("invoices", "preview", "--contract", "C-REVIEW").stdout.splitlines()[1] == (
+        "a review contract whose pending lines are not this invoice's yet: bill as of 2024-04-01 first "
+        "(agent-billing bill --as-of 2024-04-01 --contract C-REVIEW), then post it before 2024-05-01 "
+        "(agent-billing post --contract C-REVIEW)")
+    assert agent_billing_cli("bill", "--as-of", "2024-04-01", "--contract", "C-REVIEW").returncode == 0
     assert agent_billing_cli("invoices", "preview", "--contract", "C-REVIEW").stdout.splitlines()[1] == (
         "a review contract: post it before 2024-05-01 (agent-billing post --contract C-REVIEW), or its lines go "
         "on the next month's invoice")
+    posted = agent_billing_cli("post", "--contract", "C-REVIEW")  # what the preview showed is what is posted
+    assert posted.returncode == 0, posted.stderr
+    assert contoso.invoice("INV-C-REVIEW-2024-04")["total"] == Decimal(review["total"])
 
 
 def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cli):

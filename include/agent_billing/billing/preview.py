@@ -18,7 +18,7 @@ from decimal import Decimal
 from sqlalchemy import Engine
 
 from agent_billing.billing import store
-from agent_billing.billing.calendar import invoice_date, month_start, next_month
+from agent_billing.billing.calendar import billing_month, invoice_date, month_start, next_month
 from agent_billing.billing.horizon import (
     billing_horizon,
     billing_today,
@@ -59,6 +59,11 @@ def preview_invoice(
         due_on = invoice_date(month, contract.billing_day, contract.start_date)
         # the nights that hold the run posting it: as of the preview's date, or the invoice date's
         waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of if complete else due_on)
+        bill_first = None
+        if complete and contract.posting == "review":  # `post` posts the pending lines of the last run
+            _, pending_as_of = store.load_pending(conn, contract)
+            if pending_as_of is None or billing_month(pending_as_of, contract.billing_day, contract.start_date) != month:
+                bill_first = plan.lines_as_of  # they are another month's: a run as of this date makes them this one
         forecast = None
         if not complete:  # the nights counted by then, whatever the preview's date (a later one too)
             counted_until = min(latest_concluded_date(conn), due_on)
@@ -89,6 +94,9 @@ def preview_invoice(
         # a review invoice not posted by the next invoice date goes on the next month's invoice
         "post_before": (invoice_date(next_month(month), contract.billing_day, contract.start_date)
                         if complete and contract.posting == "review" else None),
+        # a review invoice whose pending lines are another month's (no billing run since its
+        # invoice date): `post` would post those, so a run as of this date comes first
+        "bill_first": bill_first,
         "lines": [_line(x, contract.currency, agents) for x in lines],
         # None when complete; else the invoice on its invoice date if nothing is counted after as_of
         "forecast": None if forecast is None else _forecast(*forecast, target, lines, contract.currency, agents),

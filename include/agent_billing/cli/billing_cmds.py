@@ -290,7 +290,11 @@ def _preview(args: argparse.Namespace) -> int:
                   "(their first count sets their units)")
     if invoice["held"]:
         print(invoice["held"])
-    if invoice["post_before"]:
+    if invoice["bill_first"]:
+        print(f"a review contract whose pending lines are not this invoice's yet: bill as of {invoice['bill_first']} "
+              f"first (agent-billing bill --as-of {invoice['bill_first']} --contract {invoice['contract_id']}), then "
+              f"post it before {invoice['post_before']} (agent-billing post --contract {invoice['contract_id']})")
+    elif invoice["post_before"]:
         print(f"a review contract: post it before {invoice['post_before']} (agent-billing post --contract "
               f"{invoice['contract_id']}), or its lines go on the next month's invoice")
     if invoice["lines"]:
