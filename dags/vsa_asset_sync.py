@@ -137,8 +137,8 @@ def record_failure(context) -> None:
     from agent_billing.quality.snapshot_gate import QualityGateFailed
     from agent_billing.settings import mail_settings
     from agent_billing.sync.dates import parse_date
+    from agent_billing.sync.pipeline import gap_deadline, sync_failure_alert
     from agent_billing.sync.pipeline import record_failure as record
-    from agent_billing.sync.pipeline import sync_failure_alert
     from warehouse_hook import WarehouseHook
 
     ti, error = context["ti"], context.get("exception")
@@ -146,17 +146,18 @@ def record_failure(context) -> None:
         return  # a failed quality gate was recorded, with its own alert, by the step itself
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:
-        d, message = parse_date(snapshot_date), redacted(str(error))
+        d, message, settings = parse_date(snapshot_date), redacted(str(error)), mail_settings()
         try:
             engine = WarehouseHook().get_conn(check_schema=False)
             try:
-                record(engine, mail_settings(), d, ti.task_id, message, run=ti.run_id,
+                record(engine, settings, d, ti.task_id, message, run=ti.run_id,
                        backstop=bool(context.get("backstop")))
             finally:
                 engine.dispose()
         except warehouse_unavailable() as exc:  # the alert goes out all the same
             status = "not recorded in sync_runs (the warehouse could not be written)"
-            mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, status, ti.run_id))
+            mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, status, ti.run_id,
+                                                        gap_after=gap_deadline(settings, d)))
 
 
 @dag(

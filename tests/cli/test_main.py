@@ -362,5 +362,5 @@ def test_a_night_vsa_failed_says_how_and_by_when_to_run_it_again(warehouse, ware
         assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "failed"
         body = conn.execute(text("SELECT body FROM notification_outbox WHERE kind = 'failure'")).scalar()
     # the alert of a command-line run names the command, not a task to clear
-    assert (f"run the night again: `agent-billing sync --date {today}` (with no landing, a night run after "
-            "AGENT_BILLING_LATE_GRACE_HOURS from its start becomes a gap)") in body
+    assert (f"run the night again: `agent-billing sync --date {today}`, before {late} 12:00 UTC: later, with no "
+            "landing, the night becomes a gap.") in body

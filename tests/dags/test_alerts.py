@@ -255,6 +255,32 @@ def test_a_failed_sync_step_the_warehouse_cannot_record_is_mailed_at_once(dagbag
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("late_observation", "by_when"), [
+    ("refuse", ", before 2026-11-04 12:00 UTC: later, with no landing, the night becomes a gap."),
+    ("allow", ". See docs/runbook.md"),  # a late run takes VSA's present state: no gap to fear
+])
+def test_a_failed_extract_s_alert_says_by_when_to_run_the_night_again(dagbag, warehouse, monkeypatch,
+                                                                       late_observation, by_when):
+    """An extract that failed left no landing: the alert names the moment the night turns into a
+    gap (its date's midnight plus AGENT_BILLING_LATE_GRACE_HOURS, 36 h), not only the rule."""
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", late_observation)
+    [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("extract").on_failure_callback)
+    callback({"ti": step_of("extract"), "exception": RuntimeError("VSA answered 503 five times")})
+    with warehouse.connect() as conn:
+        body = conn.execute(text("SELECT body FROM notification_outbox")).scalar()
+    assert ("run the night again: clear the failed task of its vsa_asset_sync run, or "
+            f"`agent-billing sync --date 2026-11-03`{by_when}") in body, body
+
+
+def test_a_failed_extract_the_warehouse_cannot_record_still_says_by_when(dagbag, broken_warehouse, smtp_inbox):
+    [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("extract").on_failure_callback)
+    callback({"ti": step_of("extract"), "exception": RuntimeError("VSA answered 503 five times")})
+    body = message_from_bytes(smtp_inbox.messages[0].content, policy=policy.default).get_content()
+    assert "before 2026-11-04 12:00 UTC: later, with no landing, the night becomes a gap" in body, body
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_the_watcher_s_backstop_records_a_killed_step_once_and_never_over_its_own_record(
         dagbag, warehouse, monkeypatch):
     """The watcher calls a failed step's callback as a backstop (the step was killed before it

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from agent_billing.errors import UserError
 from agent_billing.settings import MailSettings, Settings
 from agent_billing.sync import changes
-from agent_billing.sync.dates import is_late, refuse_future
+from agent_billing.sync.dates import is_late, late_after, refuse_future
 from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.landing import RawLanding, remove_stale_staging
 from agent_billing.sync.load import load_snapshot
@@ -449,7 +449,8 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
                 return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
-            message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run)
+            message_id, subject, body = sync_failure_alert(
+                snapshot_date, step, error, status, run, gap_after=gap_deadline(settings, snapshot_date))
             queue_message(conn, message_id, "failure", settings.data_team, subject, body, refresh=not backstop)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s); once the cause is fixed, clear the "
              "failed task or run `agent-billing sync --date %s`", snapshot_date, step, status, snapshot_date)
@@ -469,8 +470,19 @@ def failure_alert_id(snapshot_date: date, step: str, run: str) -> str:
     return f"failure:{snapshot_date}:{step}:{run}"
 
 
-def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, run: str) -> tuple[str, str, str]:
-    """The data team's alert of a failed step (one per date, step and run): id, subject, body."""
+def gap_deadline(settings: MailSettings, snapshot_date: date) -> str | None:
+    """The moment, in the billing timezone, after which a night that has no landing is no
+    longer extracted but recorded as a gap (``extract_step``); None when late observations are
+    allowed, or when only the mail settings could be read."""
+    if not isinstance(settings, Settings) or settings.late_observation != "refuse":
+        return None
+    return f"{late_after(snapshot_date, settings.tz, settings.late_grace_hours):%Y-%m-%d %H:%M} {settings.timezone}"
+
+
+def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, run: str,
+                       *, gap_after: str | None = None) -> tuple[str, str, str]:
+    """The data team's alert of a failed step (one per date, step and run): id, subject, body.
+    ``gap_after``: ``gap_deadline``, said for a failed extract (it left no landing)."""
     return (
         failure_alert_id(snapshot_date, step, run),
         f"[agent-billing] Sync of {snapshot_date} failed at {step}",
@@ -478,8 +490,8 @@ def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, 
         f"again), run the night again: "
         + ("" if run.startswith(CLI_RUN_PREFIX) else "clear the failed task of its vsa_asset_sync run, or ")
         + f"`agent-billing sync --date {snapshot_date}`"
-        + (" (with no landing, a night run after AGENT_BILLING_LATE_GRACE_HOURS from its start becomes a gap)"
-           if step == "extract" else "")
+        + (f", before {gap_after}: later, with no landing, the night becomes a gap"
+           if step == "extract" and gap_after else "")
         + ". See docs/runbook.md, 'What each failure alert means'.\n",
     )
 
