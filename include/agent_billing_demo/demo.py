@@ -238,7 +238,7 @@ def summary(engine, home: Path, log_path: Path) -> str:
                 "FROM invoice_lines WHERE invoice_id = :i ORDER BY kind, service_id, period_start"
             ), {"i": pick[0]}):
                 lines.append(
-                    f"  {kind:<10} {sid:<20} {str(start)[:10]}..{str(end)[:10]} {units:>4} x {as_decimal(price):>8}"
+                    f"  {kind:<10} {sid:<20} {str(start)[:10]}..{str(end)[:10]} {units:>4} x {as_decimal(price):>8.4f}"
                     f" x {days:>2}/{dip:<2} = {quantize(as_decimal(amount), pick[4]):>10,}"
                 )
             lines.append(f"  {'total':<70} {quantize(as_decimal(pick[5]), pick[4]):>7,}")
