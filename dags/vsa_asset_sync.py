@@ -137,7 +137,7 @@ def record_failure(context) -> None:
     from agent_billing.quality.snapshot_gate import QualityGateFailed
     from agent_billing.settings import mail_settings
     from agent_billing.sync.dates import parse_date
-    from agent_billing.sync.pipeline import gap_deadline, sync_failure_alert
+    from agent_billing.sync.pipeline import gap_warning, sync_failure_alert
     from agent_billing.sync.pipeline import record_failure as record
     from warehouse_hook import WarehouseHook
 
@@ -157,7 +157,7 @@ def record_failure(context) -> None:
         except warehouse_unavailable() as exc:  # the alert goes out all the same
             status = "not recorded in sync_runs (the warehouse could not be written)"
             mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, status, ti.run_id,
-                                                        gap_after=gap_deadline(settings, d)))
+                                                        gap=gap_warning(settings, d)))
 
 
 @dag(

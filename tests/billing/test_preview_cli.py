@@ -108,9 +108,9 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
     # its pending lines are those of the run as of 03-15, March's: `post` alone would post March's
     assert (review["bill_first"], preview["bill_first"]) == ("2024-04-01", None)
     assert agent_billing_cli("invoices", "preview", "--contract", "C-REVIEW").stdout.splitlines()[1] == (
-        "a review contract whose pending lines are not this invoice's yet: bill as of 2024-04-01 first "
-        "(agent-billing bill --as-of 2024-04-01 --contract C-REVIEW), then post it before 2024-05-01 "
-        "(agent-billing post --contract C-REVIEW)")
+        "a review contract: `post` would post the pending lines of its last billing run, not these: bill as of "
+        "2024-04-01 first (agent-billing bill --as-of 2024-04-01 --contract C-REVIEW), then post it before "
+        "2024-05-01 (agent-billing post --contract C-REVIEW)")
     assert agent_billing_cli("bill", "--as-of", "2024-04-01", "--contract", "C-REVIEW").returncode == 0
     assert agent_billing_cli("invoices", "preview", "--contract", "C-REVIEW").stdout.splitlines()[1] == (
         "a review contract: post it before 2024-05-01 (agent-billing post --contract C-REVIEW), or its lines go "
@@ -118,6 +118,42 @@ def test_preview_shows_the_next_invoice_with_the_agents_behind_each_change(conto
     posted = agent_billing_cli("post", "--contract", "C-REVIEW")  # what the preview showed is what is posted
     assert posted.returncode == 0, posted.stderr
     assert contoso.invoice("INV-C-REVIEW-2024-04")["total"] == Decimal(review["total"])
+
+
+def test_a_review_invoice_a_later_night_changed_says_to_bill_before_posting(books, agent_billing_cli):
+    """Billing stalled within the month: the pending lines are April's but miss the change of the
+    10th, so `post` alone would post 80.00 where the preview shows 108.00."""
+    books.contract("C-R", [books.rmm("S", "40.00", "2024-03-01")], start="2024-03-01", posting="review")
+    books.count("S", "2024-03-01", 2)
+    books.bill("2024-03-01")
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    books.bill("2024-04-01")
+    books.change("S", "2024-04-10", 2, 3)
+    books.concluded("2024-04-20")
+    preview = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
+    assert (preview["invoice_id"], preview["total"], preview["bill_first"]) == ("INV-C-R-2024-04", "108.00", "2024-04-20")
+    assert agent_billing_cli("bill", "--as-of", "2024-04-20", "--contract", "C-R").returncode == 0
+    again = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
+    assert (again["total"], again["bill_first"], again["post_before"]) == ("108.00", None, "2024-05-01")
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    assert books.invoice("INV-C-R-2024-04")["total"] == Decimal("108.00")
+
+
+def test_a_review_invoice_without_lines_asks_for_no_post(books, agent_billing_cli):
+    """Its only service ended in March: April's invoice has nothing to post, so the preview sends
+    nobody to `bill` or `post` (which would say there is nothing)."""
+    books.contract("C-R", [books.rmm("S", "40.00", "2024-03-01", end_date="2024-03-31")], start="2024-03-01",
+                   posting="review")
+    books.count("S", "2024-03-01", 2)
+    books.bill("2024-03-01")
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    books.bill("2024-04-01")
+    books.concluded("2024-04-02")
+    table = agent_billing_cli("invoices", "preview", "--contract", "C-R")
+    assert table.returncode == 0 and "0 line(s), total 0.00 USD" in table.stdout, table.stdout
+    assert "post" not in table.stdout.split("USD", 1)[1], table.stdout
+    preview = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
+    assert (preview["bill_first"], preview["post_before"]) == (None, None)
 
 
 def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cli):

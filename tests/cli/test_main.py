@@ -357,10 +357,10 @@ def test_a_night_vsa_failed_says_how_and_by_when_to_run_it_again(warehouse, ware
     late = today + timedelta(days=1)
     assert line.endswith(
         f"; snapshot {today} is failed; re-run it once VSA answers (agent-billing sync --date {today}) before "
-        f"{late} 12:00 UTC: later, with no landing, it becomes a gap"), line
+        f"{late} 12:00 UTC: later, with no landing, the night becomes a gap"), line
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "failed"
         body = conn.execute(text("SELECT body FROM notification_outbox WHERE kind = 'failure'")).scalar()
     # the alert of a command-line run names the command, not a task to clear
-    assert (f"run the night again: `agent-billing sync --date {today}`, before {late} 12:00 UTC: later, with no "
+    assert (f"run the night again: `agent-billing sync --date {today}` before {late} 12:00 UTC: later, with no "
             "landing, the night becomes a gap.") in body

@@ -255,16 +255,29 @@ def test_a_failed_sync_step_the_warehouse_cannot_record_is_mailed_at_once(dagbag
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-@pytest.mark.parametrize(("late_observation", "by_when"), [
-    ("refuse", ", before 2026-11-04 12:00 UTC: later, with no landing, the night becomes a gap."),
-    ("allow", ". See docs/runbook.md"),  # a late run takes VSA's present state: no gap to fear
+@pytest.mark.parametrize(("setting", "kept", "by_when"), [
+    ({}, None, " before 2026-11-04 12:00 UTC: later, with no landing, the night becomes a gap."),
+    # a late run takes VSA's present state: no gap to fear
+    ({"AGENT_BILLING_LATE_OBSERVATION": "allow"}, None, ". See docs/runbook.md"),
+    # a night that keeps its status never turns into a gap (its landing is refused if missing)
+    ({}, "complete", ". See docs/runbook.md"),
+    # another setting is invalid: the settings that name the moment cannot be read, the rule is said
+    ({"AGENT_BILLING_QUARANTINE_SHARE": "lots"}, None,
+     " before AGENT_BILLING_LATE_GRACE_HOURS after the night's midnight: later, with no landing, the night "
+     "becomes a gap."),
 ])
 def test_a_failed_extract_s_alert_says_by_when_to_run_the_night_again(dagbag, warehouse, monkeypatch,
-                                                                       late_observation, by_when):
+                                                                       setting, kept, by_when):
     """An extract that failed left no landing: the alert names the moment the night turns into a
     gap (its date's midnight plus AGENT_BILLING_LATE_GRACE_HOURS, 36 h), not only the rule."""
+    from agent_billing.sync.runs import record_run
+
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
-    monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", late_observation)
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    if kept:
+        with warehouse.begin() as conn:
+            record_run(conn, date(2026, 11, 3), kept)
     [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("extract").on_failure_callback)
     callback({"ti": step_of("extract"), "exception": RuntimeError("VSA answered 503 five times")})
     with warehouse.connect() as conn:

@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 
 from agent_billing.settings import Settings
 from agent_billing.sync.landing import RawLanding
-from agent_billing.sync.pipeline import extract_step
+from agent_billing.sync.pipeline import extract_step, gap_warning
 
 NOW = datetime(2024, 3, 10, 12, tzinfo=UTC)
 
 
 def no_vsa():
     raise AssertionError("VSA must not be called")
+
+
+class VsaCalled(Exception):
+    pass
+
+
+def vsa_called():
+    raise VsaCalled
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("night", "grace", "named", "turns"), [
+    (date(2026, 11, 3), 36, "2026-11-04 12:00 Europe/Amsterdam", datetime(2026, 11, 4, 11, tzinfo=UTC)),
+    # the clock skips 02:00-03:00: the moment is named as the clock shows it
+    (date(2026, 3, 28), 26, "2026-03-29 03:00 Europe/Amsterdam", datetime(2026, 3, 29, 1, tzinfo=UTC)),
+    # the clock shows 02:00-03:00 twice: the offset says which
+    (date(2026, 10, 24), 26, "2026-10-25 02:00 Europe/Amsterdam (UTC+0200)", datetime(2026, 10, 25, tzinfo=UTC)),
+])
+def test_the_moment_a_failed_night_s_warning_names_is_when_it_turns_into_a_gap(contoso, settings, night, grace,
+                                                                               named, turns):
+    """The data team's alert and the command line say by when a night whose extract failed must
+    be run again: a minute before that moment the night is still extracted from VSA, a minute
+    after it is recorded as a gap."""
+    settings = settings.model_copy(update={"timezone": "Europe/Amsterdam", "late_grace_hours": grace})
+    assert gap_warning(settings, night) == f"before {named}: later, with no landing, the night becomes a gap"
+    with pytest.raises(VsaCalled):
+        extract_step(contoso, settings, night, vsa_called, now=turns - timedelta(minutes=1))
+    assert extract_step(contoso, settings, night, no_vsa, now=turns + timedelta(minutes=1)).status == "gap"
+    allowed = settings.model_copy(update={"late_observation": "allow"})
+    assert gap_warning(allowed, night) is None  # a late run takes VSA's present state: never a gap
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

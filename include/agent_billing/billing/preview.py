@@ -18,7 +18,7 @@ from decimal import Decimal
 from sqlalchemy import Engine
 
 from agent_billing.billing import store
-from agent_billing.billing.calendar import billing_month, invoice_date, month_start, next_month
+from agent_billing.billing.calendar import invoice_date, month_start, next_month
 from agent_billing.billing.horizon import (
     billing_horizon,
     billing_today,
@@ -29,6 +29,7 @@ from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
+from agent_billing.billing.review import posts_as_previewed
 from agent_billing.billing.run import billed_as_of, plan_contract
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import share_unit_history
@@ -60,10 +61,9 @@ def preview_invoice(
         # the nights that hold the run posting it: as of the preview's date, or the invoice date's
         waiting = store.nights_to_recount(conn, contract_id, plan.lines_as_of if complete else due_on)
         bill_first = None
-        if complete and contract.posting == "review":  # `post` posts the pending lines of the last run
-            _, pending_as_of = store.load_pending(conn, contract)
-            if pending_as_of is None or billing_month(pending_as_of, contract.billing_day, contract.start_date) != month:
-                bill_first = plan.lines_as_of  # they are another month's: a run as of this date makes them this one
+        if complete and contract.posting == "review" and plan.lines:  # `post` posts the last run's lines
+            if not posts_as_previewed(contract, month, plan.lines, *store.load_pending(conn, contract)):
+                bill_first = plan.lines_as_of  # a run as of this date makes them the lines shown
         forecast = None
         if not complete:  # the nights counted by then, whatever the preview's date (a later one too)
             counted_until = min(latest_concluded_date(conn), due_on)
@@ -93,9 +93,10 @@ def preview_invoice(
         "held": held_in_words(contract_id, waiting) if waiting else None,
         # a review invoice not posted by the next invoice date goes on the next month's invoice
         "post_before": (invoice_date(next_month(month), contract.billing_day, contract.start_date)
-                        if complete and contract.posting == "review" else None),
-        # a review invoice whose pending lines are another month's (no billing run since its
-        # invoice date): `post` would post those, so a run as of this date comes first
+                        if complete and contract.posting == "review" and lines else None),
+        # a review invoice whose pending lines are not these (no billing run as of a date of this
+        # invoice month, or since a night that changed them): `post` would post those, so a run
+        # as of this date comes first
         "bill_first": bill_first,
         "lines": [_line(x, contract.currency, agents) for x in lines],
         # None when complete; else the invoice on its invoice date if nothing is counted after as_of

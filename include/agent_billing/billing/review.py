@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.horizon import check_horizon
-from agent_billing.billing.model import Line
+from agent_billing.billing.model import Contract, Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import close_month, held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
@@ -79,7 +79,7 @@ def post_reviewed(
                 "invoice month"
             )
         lines = plan_lines(conn, contract, as_of)
-        if {_billed(x) for x in lines} != {_billed(x) for x in pending}:
+        if not same_lines(lines, pending):
             raise UserError(
                 f"the pending lines of contract {contract_id} are out of date as of {as_of}: "
                 f"run `agent-billing bill --as-of {as_of}` and review them again"
@@ -97,6 +97,21 @@ def post_reviewed(
         store.replace_pending(conn, contract_id, as_of, [])
         log.info("posted %s: %d line(s), total %s", invoice.invoice_id, invoice.lines, invoice.total)
         return result(contract, invoice, [], as_of)
+
+
+def posts_as_previewed(contract: Contract, month: date, lines: list[Line], pending: list[Line],
+                       pending_as_of: date | None) -> bool:
+    """Whether ``post_reviewed`` (the pending lines, as of their date) would post ``lines`` as
+    the invoice of ``month``: not when the last billing run was as of another invoice month, or
+    computed other lines (a later night changed a unit; ``bill`` refreshes them)."""
+    return (pending_as_of is not None and same_lines(lines, pending)
+            and billing_month(pending_as_of, contract.billing_day, contract.start_date) == month)
+
+
+def same_lines(lines: list[Line], others: list[Line]) -> bool:
+    """Whether two sets of lines bill the same, their descriptions aside (a renamed service
+    changes no money)."""
+    return {_billed(x) for x in lines} == {_billed(x) for x in others}
 
 
 def _billed(line: Line) -> Line:

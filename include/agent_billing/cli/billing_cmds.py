@@ -291,9 +291,10 @@ def _preview(args: argparse.Namespace) -> int:
     if invoice["held"]:
         print(invoice["held"])
     if invoice["bill_first"]:
-        print(f"a review contract whose pending lines are not this invoice's yet: bill as of {invoice['bill_first']} "
-              f"first (agent-billing bill --as-of {invoice['bill_first']} --contract {invoice['contract_id']}), then "
-              f"post it before {invoice['post_before']} (agent-billing post --contract {invoice['contract_id']})")
+        print(f"a review contract: `post` would post the pending lines of its last billing run, not these: bill as "
+              f"of {invoice['bill_first']} first (agent-billing bill --as-of {invoice['bill_first']} --contract "
+              f"{invoice['contract_id']}), then post it before {invoice['post_before']} (agent-billing post "
+              f"--contract {invoice['contract_id']})")
     elif invoice["post_before"]:
         print(f"a review contract: post it before {invoice['post_before']} (agent-billing post --contract "
               f"{invoice['contract_id']}), or its lines go on the next month's invoice")

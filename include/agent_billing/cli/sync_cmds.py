@@ -86,7 +86,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _add_rerun_note(failure, engine, settings, snapshot_date) -> None:
     """Say how to run a night VSA failed again, and by when it can still be extracted."""
-    from agent_billing.sync.pipeline import gap_deadline
+    from agent_billing.sync.pipeline import gap_warning
     from agent_billing.sync.runs import get_run
 
     try:
@@ -98,8 +98,8 @@ def _add_rerun_note(failure, engine, settings, snapshot_date) -> None:
         return
     when = "once VSA answers" if failure.transient else "once this is fixed"
     note = f"snapshot {snapshot_date} is failed; re-run it {when} (agent-billing sync --date {snapshot_date})"
-    if deadline := gap_deadline(settings, snapshot_date):
-        note += f" before {deadline}: later, with no landing, it becomes a gap"
+    if gap := gap_warning(settings, snapshot_date):
+        note += f" {gap}"
     failure.add_note(note)
 
 

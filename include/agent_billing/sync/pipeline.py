@@ -449,8 +449,8 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
                 return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
-            message_id, subject, body = sync_failure_alert(
-                snapshot_date, step, error, status, run, gap_after=gap_deadline(settings, snapshot_date))
+            gap = gap_warning(settings, snapshot_date) if status == "failed" else None  # a kept night never is one
+            message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run, gap=gap)
             queue_message(conn, message_id, "failure", settings.data_team, subject, body, refresh=not backstop)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s); once the cause is fixed, clear the "
              "failed task or run `agent-billing sync --date %s`", snapshot_date, step, status, snapshot_date)
@@ -470,19 +470,25 @@ def failure_alert_id(snapshot_date: date, step: str, run: str) -> str:
     return f"failure:{snapshot_date}:{step}:{run}"
 
 
-def gap_deadline(settings: MailSettings, snapshot_date: date) -> str | None:
-    """The moment, in the billing timezone, after which a night that has no landing is no
-    longer extracted but recorded as a gap (``extract_step``); None when late observations are
-    allowed, or when only the mail settings could be read."""
-    if not isinstance(settings, Settings) or settings.late_observation != "refuse":
+def gap_warning(settings: MailSettings, snapshot_date: date) -> str | None:
+    """By when a night left without a landing (its extract failed) must be run again: after that
+    moment, in the billing timezone, a run records it as a gap (``extract_step``). None when late
+    observations are allowed; the rule alone when only the mail settings could be read."""
+    if not isinstance(settings, Settings):
+        moment = "AGENT_BILLING_LATE_GRACE_HOURS after the night's midnight"
+    elif settings.late_observation != "refuse":
         return None
-    return f"{late_after(snapshot_date, settings.tz, settings.late_grace_hours):%Y-%m-%d %H:%M} {settings.timezone}"
+    else:  # through UTC: a time that a clock change skips or repeats is named as the clock shows it
+        late = late_after(snapshot_date, settings.tz, settings.late_grace_hours).astimezone(UTC).astimezone(settings.tz)
+        repeated = late.replace(fold=1 - late.fold).utcoffset() != late.utcoffset()
+        moment = f"{late:%Y-%m-%d %H:%M} {settings.timezone}" + (f" (UTC{late:%z})" if repeated else "")
+    return f"before {moment}: later, with no landing, the night becomes a gap"
 
 
 def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, run: str,
-                       *, gap_after: str | None = None) -> tuple[str, str, str]:
+                       *, gap: str | None = None) -> tuple[str, str, str]:
     """The data team's alert of a failed step (one per date, step and run): id, subject, body.
-    ``gap_after``: ``gap_deadline``, said for a failed extract (it left no landing)."""
+    ``gap``: ``gap_warning``, said for a failed extract (it left no landing)."""
     return (
         failure_alert_id(snapshot_date, step, run),
         f"[agent-billing] Sync of {snapshot_date} failed at {step}",
@@ -490,8 +496,7 @@ def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, 
         f"again), run the night again: "
         + ("" if run.startswith(CLI_RUN_PREFIX) else "clear the failed task of its vsa_asset_sync run, or ")
         + f"`agent-billing sync --date {snapshot_date}`"
-        + (f", before {gap_after}: later, with no landing, the night becomes a gap"
-           if step == "extract" and gap_after else "")
+        + (f" {gap}" if step == "extract" and gap else "")
         + ". See docs/runbook.md, 'What each failure alert means'.\n",
     )
 
