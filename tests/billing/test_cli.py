@@ -125,7 +125,8 @@ def test_a_renamed_service_does_not_hold_back_its_reviewed_lines(contoso, run_cl
         (("bill", "--as-of", "2024-03-01", "--contract", "NOPE"), "unknown contract(s): NOPE"),
         (("review", "--contract", "NOPE"), "unknown contract NOPE"),
         (("post", "--contract", "NOPE"), "unknown contract NOPE"),
-        (("post", "--contract", "C-AUTO"), "contract C-AUTO has no pending lines to post"),
+        (("post", "--contract", "C-AUTO"), "contract C-AUTO posts automatically: the billing run posts each of its "
+                                            "invoices on its invoice date"),
         (("post", "--contract", "C-AUTO", "--as-of", "soon"), "invalid --as-of 'soon'"),
         (("invoices", "export", "--month", "2024-3-1"), "invalid --month '2024-3-1': expected YYYY-MM"),
     ],

@@ -137,6 +137,11 @@ def test_a_review_invoice_a_later_night_changed_says_to_bill_before_posting(book
     assert (again["total"], again["bill_first"], again["post_before"]) == ("108.00", None, "2024-05-01")
     assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
     assert books.invoice("INV-C-R-2024-04")["total"] == Decimal("108.00")
+    # dated 04-01, it bills the change of the 10th: the listing and the invoice say why
+    assert rows_of(agent_billing_cli("invoices", "list", "--month", "2024-04").stdout)[0][4:6] == [
+        "2024-04-01", "2024-04-20"]
+    assert agent_billing_cli("invoices", "show", "INV-C-R-2024-04").stdout.splitlines()[1] == (
+        "posted as of 2024-04-20: its lines bill the unit changes up to that date")
 
 
 def test_a_review_invoice_without_lines_asks_for_no_post(books, agent_billing_cli):
@@ -154,6 +159,25 @@ def test_a_review_invoice_without_lines_asks_for_no_post(books, agent_billing_cl
     assert "post" not in table.stdout.split("USD", 1)[1], table.stdout
     preview = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
     assert (preview["bill_first"], preview["post_before"]) == (None, None)
+
+
+def test_review_says_when_its_pending_lines_are_out_of_date(books, agent_billing_cli):
+    """A price typed wrong is corrected in the contracts file before an invoice bills it: the
+    pending lines of the last run still carry it until a run computes them again, and `review`
+    says so rather than show a total no invoice will carry."""
+    books.contract("C-R", [books.rmm("S", "4500", "2024-03-01")], start="2024-03-01", posting="review")
+    books.count("S", "2024-03-01", 2)
+    books.bill("2024-03-01")
+    books.contract("C-R", [books.rmm("S", "45.00", "2024-03-01")], start="2024-03-01", posting="review")
+    stale = agent_billing_cli("review")
+    assert stale.returncode == 0 and "9000.00" in stale.stdout, stale.stdout
+    assert stale.stdout.splitlines()[-1] == (
+        "contract C-R: these pending lines are out of date (something they bill changed since the billing run "
+        "as of 2024-03-01: a contracts change, a night re-run): `agent-billing bill --as-of 2024-03-01 "
+        "--contract C-R` computes them again")
+    assert agent_billing_cli("bill", "--as-of", "2024-03-01", "--contract", "C-R").returncode == 0
+    fresh = agent_billing_cli("review")
+    assert "90.00" in fresh.stdout and "out of date" not in fresh.stdout, fresh.stdout
 
 
 def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cli):
@@ -176,7 +200,7 @@ def test_list_and_show_posted_invoices(contoso, agent_billing_cli):
     assert [(r["invoice_id"], r["lines"], r["total"], r["document_type"])
             for r in json.loads(listing.stdout)] == [("INV-C-AUTO-2024-03", 1, "120.00", "invoice")]
     assert rows_of(agent_billing_cli("invoices", "list", "--month", " 2024-03").stdout) == [
-        ["INV-C-AUTO-2024-03", "C-AUTO", "Account", "C-AUTO", "2024-03-01", "invoice", "1",
+        ["INV-C-AUTO-2024-03", "C-AUTO", "Account", "C-AUTO", "2024-03-01", "2024-03-01", "invoice", "1",
          "120.00", "USD"]]
     assert agent_billing_cli("invoices", "list", "--month", "2024-02").stdout == "no invoices for 2024-02\n"
 

@@ -18,6 +18,7 @@ from agent_billing.billing.post import close_month, held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_lines, result
 from agent_billing.errors import UserError
+from agent_billing.sync.changes import share_unit_history
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,26 @@ def held_by_uncounted_nights(engine: Engine, pending: list[dict]) -> list[str]:
         ]
 
 
+def out_of_date(engine: Engine, pending: list[dict]) -> list[str]:
+    """One line per contract of the ``pending_lines`` rows whose lines a run as of their date
+    would no longer compute (a contracts change since that run: a price corrected, a service
+    added or ended), so that nobody reviews figures no invoice will carry. Read-only: each
+    reconciliation runs in a transaction that is rolled back."""
+    as_of = {r["contract_id"]: r["as_of"] for r in pending}
+    stale = []
+    with engine.connect() as conn, conn.begin() as transaction:
+        share_unit_history(conn)  # the unit history as one state, as a billing run reads it
+        for contract_id, day in as_of.items():
+            contract = store.find_contract(conn, contract_id)
+            if not same_lines(plan_lines(conn, contract, day), store.load_pending(conn, contract)[0]):
+                stale.append(
+                    f"contract {contract_id}: these pending lines are out of date (something they bill changed "
+                    f"since the billing run as of {day}: a contracts change, a night re-run): `agent-billing bill "
+                    f"--as-of {day} --contract {contract_id}` computes them again")
+        transaction.rollback()
+    return stale
+
+
 def post_reviewed(
     engine: Engine, contract_id: str, as_of: date | None = None, expect_total: Decimal | None = None
 ) -> ContractResult:
@@ -55,6 +76,11 @@ def post_reviewed(
     """
     with engine.begin() as conn:
         contract = store.lock_contract(conn, contract_id)
+        if contract.posting != "review":
+            raise UserError(
+                f"contract {contract_id} posts automatically: the billing run posts each of its invoices on "
+                "its invoice date (`agent-billing invoices preview --contract "
+                f"{contract_id}` shows the next one); `post` is for contracts with posting: review")
         pending, pending_as_of = store.load_pending(conn, contract)
         if pending_as_of is None or not pending:
             last = store.load_state(conn, contract_id).last_invoice_month

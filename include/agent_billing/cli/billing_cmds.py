@@ -156,7 +156,7 @@ def _review(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     from agent_billing.billing import pending_lines
-    from agent_billing.billing.review import held_by_uncounted_nights
+    from agent_billing.billing.review import held_by_uncounted_nights, out_of_date
     from agent_billing.warehouse import connect_warehouse
 
     engine = connect_warehouse()
@@ -189,6 +189,8 @@ def _review(args: argparse.Namespace) -> int:
     ))
     for held in held_by_uncounted_nights(engine, rows):
         print(f"\n{held}")
+    for stale in out_of_date(engine, rows):
+        print(f"\n{stale}")
     return 0
 
 
@@ -231,8 +233,8 @@ def _list(args: argparse.Namespace) -> int:
         print(f"no invoices for {args.month}")
     else:
         print(table(
-            ("invoice", "contract", "account", "invoice date", "type", "lines", "total", "currency"),
-            [(r["invoice_id"], r["contract_id"], r["account_name"], r["invoice_date"],
+            ("invoice", "contract", "account", "invoice date", "as of", "type", "lines", "total", "currency"),
+            [(r["invoice_id"], r["contract_id"], r["account_name"], r["invoice_date"], r["as_of"],
               r["document_type"], r["lines"], r["total"], r["currency"]) for r in rows],
         ))
     return 0
@@ -251,6 +253,8 @@ def _show(args: argparse.Namespace) -> int:
         f"{invoice['account_name']}: invoice date {invoice['invoice_date']}, "
         f"total {invoice['total']} {invoice['currency']}"
     )
+    if invoice["as_of"] > invoice["invoice_date"]:  # a review invoice posted late: why its lines go on
+        print(f"posted as of {invoice['as_of']}: its lines bill the unit changes up to that date")
     print()
     print(_lines_table(invoice["lines"]))
     _print_agents(invoice["lines"])
