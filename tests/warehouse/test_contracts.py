@@ -304,6 +304,47 @@ def test_a_units_edit_effective_in_invoiced_months_is_told(warehouse, contracts_
     assert plan_contracts(warehouse, contracts_file).backdated == []
 
 
+def test_dates_that_bill_or_credit_invoiced_months_are_told(warehouse, contracts_file):
+    """A service added, ended or moved into months already invoiced makes the next invoice bill or
+    credit those days. Applied (a late change can be agreed), but told, naming the months, as a
+    units edit is; dates from today on are not."""
+    from agent_billing.billing import run_billing
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'gap'), "
+                          "('2024-04-01', 'gap'), ('2024-05-01', 'gap')"))
+    for day in (date(2024, 3, 1), date(2024, 4, 1)):
+        run_billing(warehouse, day)
+    original = contracts_file.read_text()
+    support = "units: 3\n            start_date: 2024-03-01\n"
+    backup = textwrap.indent("- service_id: S-CONTOSO-BKP\n  name: Backup\n  unit_price: 2\n  units_source: manual\n"
+                             "  units: 4\n  start_date: 2024-04-10\n", " " * 10)
+    contracts_file.write_text(original.replace(support, support + "            end_date: 2024-03-20\n" + backup))
+    plan = plan_contracts(warehouse, contracts_file)
+    assert plan.backdated == [
+        "service S-CONTOSO-SUP (line 21): end_date: (none) → 2024-03-20, in months already invoiced (2024-03, "
+        "2024-04): the next invoice credits those days; for a change from today, give today's date",
+        "service S-CONTOSO-BKP (line 28): starts 2024-04-10, in months already invoiced (2024-04): the next "
+        "invoice bills those days; for a change from today, give today's date"], plan.backdated
+    # from the month not invoiced yet: nothing to tell
+    contracts_file.write_text(original.replace(support, support + "            end_date: 2024-05-20\n"))
+    assert plan_contracts(warehouse, contracts_file).backdated == []
+
+    # what the warning says is what the next invoice does
+    contracts_file.write_text(original.replace(support, support + "            end_date: 2024-03-20\n"))
+    apply_contracts(warehouse, contracts_file)
+    run_billing(warehouse, date(2024, 5, 1))
+    with warehouse.connect() as conn:
+        credited = conn.execute(text(
+            "SELECT period_start, amount FROM invoice_lines WHERE invoice_id = 'INV-C-CONTOSO-2024-05' "
+            "AND service_id = 'S-CONTOSO-SUP' ORDER BY period_start")).all()
+    # March: 3 × 99.00 × 11/31 days after the 20th; April: the whole month
+    assert [(str(d)[:10], round(Decimal(str(a)), 2)) for d, a in credited] == [
+        ("2024-03-01", Decimal("-105.39")), ("2024-04-01", Decimal("-297.00"))]
+
+
 def test_the_back_billing_warning_names_the_month_billing_starts(warehouse, contracts_file):
     """A service starting before its contract bills from the contract's start, as the warning says."""
     apply_contracts(warehouse, contracts_file)

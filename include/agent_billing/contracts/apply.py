@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from agent_billing.billing.calendar import month_start, next_month
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
 from agent_billing.contracts.recount import record_nights_to_recount, recountable
 from agent_billing.contracts.schema import (
@@ -86,6 +87,7 @@ def run_contracts(
         check_scopes(conn, plan)
         check_back_billing(conn, plan)
         check_backdated_units(conn, plan)
+        check_invoiced_periods(conn, plan)
         check_uncounted_nights(conn, plan, uncounted, today)
         if strict and plan.scope_problems and not dry_run:
             raise ContractsFileError(
@@ -176,6 +178,51 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
                 f"bills every month from {start:%Y-%m} at the units of its first count; for a customer "
                 "billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"
             )
+
+
+def check_invoiced_periods(conn: Connection, plan: Plan) -> None:
+    """Services and contracts the plan adds, or whose dates it moves, so that days of months
+    already invoiced start or stop being billed: the next invoice bills or credits them. Right
+    for a change agreed late; a surprise on a customer's invoice when the dates were meant from
+    today (the months are named, as for a manual units change: ``check_backdated_units``)."""
+    for e in plan.entries:
+        if e.kind not in ("service", "contract") or e.action not in ("create", "update", "end"):
+            continue
+        moved = {c.field: c for c in e.changes if c.field in ("start_date", "end_date")}
+        if e.action != "create" and not moved:
+            continue
+        table, key = TABLES[e.kind]
+        row = conn.execute(text(f"SELECT start_date, end_date, {'contract_id' if e.kind == 'service' else key} "
+                                f"FROM {table} WHERE {key} = :k"), {"k": e.key}).one()
+        start, end, contract_id = as_date(row[0]), as_date(row[1]) if row[1] is not None else None, row[2]
+        now = _days(start, end)
+        if e.action == "create":
+            before: set[date] = set()
+        else:
+            old_start = as_date(moved["start_date"].old) if "start_date" in moved else start
+            old_end = moved["end_date"].old if "end_date" in moved else end
+            before = _days(old_start, as_date(old_end) if old_end is not None else None)
+        invoiced = {as_date(m) for m in conn.execute(
+            text("SELECT invoice_month FROM invoices WHERE contract_id = :c"), {"c": contract_id}).scalars()}
+        added = {month_start(d) for d in now - before} & invoiced
+        removed = {month_start(d) for d in before - now} & invoiced
+        if not (added or removed):
+            continue
+        what = (f"starts {start}" if e.action == "create"
+                else ", ".join(str(c) for c in moved.values()))
+        verb = "bills and credits" if added and removed else "bills" if added else "credits"
+        plan.backdated.append(
+            f"{e.describe()}: {what}, in months already invoiced ({', '.join(f'{m:%Y-%m}' for m in sorted(added | removed))}): "
+            f"the next invoice {verb} those days; for a change from today, give today's date"
+        )
+
+
+def _days(start: date, end: date | None) -> set[date]:
+    """The days from ``start`` to ``end``, up to the end of the month after today (as far as
+    any invoice can reach), one set to compare two periods by."""
+    reach = next_month(next_month(month_start(datetime.now(get_settings().tz).date()))) - timedelta(days=1)
+    last = min(end or reach, reach)
+    return {start + timedelta(days=n) for n in range((last - start).days + 1)}
 
 
 def check_backdated_units(conn: Connection, plan: Plan) -> None:
