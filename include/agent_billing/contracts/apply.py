@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agent_billing.billing.calendar import month_start, next_month
+from agent_billing.billing.calendar import next_month
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
 from agent_billing.contracts.recount import record_nights_to_recount, recountable
 from agent_billing.contracts.schema import (
@@ -185,44 +185,48 @@ def check_invoiced_periods(conn: Connection, plan: Plan) -> None:
     already invoiced start or stop being billed: the next invoice bills or credits them. Right
     for a change agreed late; a surprise on a customer's invoice when the dates were meant from
     today (the months are named, as for a manual units change: ``check_backdated_units``)."""
+    invoiced: dict[str, list[date]] = {}
+    for contract_id, month in conn.execute(text("SELECT contract_id, invoice_month FROM invoices")):
+        invoiced.setdefault(contract_id, []).append(as_date(month))
     for e in plan.entries:
-        if e.kind not in ("service", "contract") or e.action not in ("create", "update", "end"):
-            continue
         moved = {c.field: c for c in e.changes if c.field in ("start_date", "end_date")}
-        if e.action != "create" and not moved:
+        if e.kind not in ("service", "contract") or not (e.action == "create" or moved):
             continue
         table, key = TABLES[e.kind]
-        row = conn.execute(text(f"SELECT start_date, end_date, {'contract_id' if e.kind == 'service' else key} "
-                                f"FROM {table} WHERE {key} = :k"), {"k": e.key}).one()
-        start, end, contract_id = as_date(row[0]), as_date(row[1]) if row[1] is not None else None, row[2]
-        now = _days(start, end)
-        if e.action == "create":
-            before: set[date] = set()
-        else:
-            old_start = as_date(moved["start_date"].old) if "start_date" in moved else start
-            old_end = moved["end_date"].old if "end_date" in moved else end
-            before = _days(old_start, as_date(old_end) if old_end is not None else None)
-        invoiced = {as_date(m) for m in conn.execute(
-            text("SELECT invoice_month FROM invoices WHERE contract_id = :c"), {"c": contract_id}).scalars()}
-        added = {month_start(d) for d in now - before} & invoiced
-        removed = {month_start(d) for d in before - now} & invoiced
+        start, end, contract_id = conn.execute(text(
+            f"SELECT start_date, end_date, {'contract_id' if e.kind == 'service' else key} FROM {table} "
+            f"WHERE {key} = :k"), {"k": e.key}).one()
+        new = (as_date(start), as_date(end) if end is not None else date.max)
+        old = None if e.action == "create" else tuple(
+            (as_date(moved[f].old) if moved[f].old is not None else date.max) if f in moved else now
+            for f, now in zip(("start_date", "end_date"), new, strict=True))
+        added, removed = [], []
+        for month in sorted(invoiced.get(contract_id, ())):
+            month_days = (month, next_month(month) - timedelta(days=1))
+            before, after = _within(old, month_days), _within(new, month_days)
+            if not _covers(before, after):
+                added.append(month)
+            if not _covers(after, before):
+                removed.append(month)
         if not (added or removed):
             continue
-        what = (f"starts {start}" if e.action == "create"
-                else ", ".join(str(c) for c in moved.values()))
+        what = f"starts {new[0]}" if e.action == "create" else ", ".join(str(c) for c in moved.values())
         verb = "bills and credits" if added and removed else "bills" if added else "credits"
-        plan.backdated.append(
-            f"{e.describe()}: {what}, in months already invoiced ({', '.join(f'{m:%Y-%m}' for m in sorted(added | removed))}): "
-            f"the next invoice {verb} those days; for a change from today, give today's date"
-        )
+        months = ", ".join(f"{m:%Y-%m}" for m in sorted(set(added + removed)))
+        plan.backdated.append(f"{e.describe()}: {what}, in months already invoiced ({months}): the next invoice "
+                              f"{verb} those days; for a change from today, give today's date")
 
 
-def _days(start: date, end: date | None) -> set[date]:
-    """The days from ``start`` to ``end``, up to the end of the month after today (as far as
-    any invoice can reach), one set to compare two periods by."""
-    reach = next_month(next_month(month_start(datetime.now(get_settings().tz).date()))) - timedelta(days=1)
-    last = min(end or reach, reach)
-    return {start + timedelta(days=n) for n in range((last - start).days + 1)}
+def _within(period: tuple[date, date] | None, month: tuple[date, date]) -> tuple[date, date] | None:
+    """The days of ``month`` within ``period`` (None: no day)."""
+    if period is None or period[0] > month[1] or period[1] < month[0]:
+        return None
+    return max(period[0], month[0]), min(period[1], month[1])
+
+
+def _covers(days: tuple[date, date] | None, others: tuple[date, date] | None) -> bool:
+    """Whether the days ``days`` hold every day of ``others``."""
+    return others is None or (days is not None and days[0] <= others[0] and others[1] <= days[1])
 
 
 def check_backdated_units(conn: Connection, plan: Plan) -> None:
