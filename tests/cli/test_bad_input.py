@@ -220,6 +220,13 @@ CASES = [
          r"invalid setting\(s\): AGENT_BILLING_TIME_ZONE is no setting of agent-billing \(did you mean "
          r"AGENT_BILLING_TIMEZONE\?\); the settings are listed in README\.md",
          SQLITE, env={"AGENT_BILLING_TIME_ZONE": "Europe/Amsterdam"}),
+    # read-only commands too: the timezone typed wrong would otherwise surface only at the next sync
+    Case("settings-misspelt-name-review", ("review",), 2,
+         r"invalid setting\(s\): AGENT_BILLING_TIME_ZONE is no setting of agent-billing \(did you mean "
+         r"AGENT_BILLING_TIMEZONE\?\)",
+         SQLITE, env={"AGENT_BILLING_TIME_ZONE": "UTC"}),
+    Case("settings-unknown-zone-invoices-list", ("invoices", "list", "--month", "2025-01"), 2,
+         r"AGENT_BILLING_TIMEZONE='Europe/Amsterdm'", SQLITE, env={"AGENT_BILLING_TIMEZONE": "Europe/Amsterdm"}),
     Case("settings-empty-sender", ("bill", "--as-of", "2025-01-15"), 2,
          r"AGENT_BILLING_NOTIFY_FROM='': the sender must be one e-mail address, such as billing@msp\.example",
          SQLITE, env={"AGENT_BILLING_NOTIFY_FROM": ""}),

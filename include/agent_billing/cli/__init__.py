@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     parser.add_argument("--debug", action="store_true",
                         help="log everything (DEBUG) and print the traceback of an error")
-    parser.set_defaults(check_schema=True)
+    parser.set_defaults(check_schema=True, check_settings=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_CommandParser)
     for name in COMMAND_MODULES:
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         before = set(sub.choices)
         entry_point.load()(sub)
         for name in set(sub.choices) - before:
-            sub.choices[name].set_defaults(check_schema=False)
+            sub.choices[name].set_defaults(check_schema=False, check_settings=False)  # dev tools set their own
     return parser
 
 
@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     _configure_logging(args)
     try:
+        if args.check_settings:  # a wrong setting is refused by every command, also one that does not read it
+            from agent_billing.settings import get_settings
+
+            get_settings()
         if args.check_schema:
             _require_current_schema()
         return int(args.handler(args) or 0)
