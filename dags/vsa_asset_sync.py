@@ -12,7 +12,8 @@ Every night (cron `AGENT_BILLING_SYNC_CRON`, default `0 2 * * *`, in the billing
 3. **validate** — the Great Expectations quality gate; a failure stops everything;
 4. **count** — units per `rmm_agent_count` service (`service_unit_counts`);
 5. **diff** — unit changes against the previous good snapshot, or **quarantine** when an
-   org's agents drop sharply;
+   org's agents drop sharply: **quarantine_recorded** then runs (green, named for the grid:
+   the night waits for a person's release or discard), and publish is skipped;
 6. **notify** — sends queued mail (unit changes to contracts, alerts to the data team);
 7. **publish** — emits the `vsa_snapshot` asset event (`extra.snapshot_date`) that
    triggers `agent_billing`.
@@ -288,6 +289,22 @@ def vsa_asset_sync():
 
     @task
     @fail_fast
+    def quarantine_recorded(diffed: dict) -> dict:
+        """Runs only for a night the quarantine holds, so that the grid shows it waits for a
+        person (sync_runs says `quarantined`; the data team is mailed); skipped otherwise."""
+        import logging
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if diffed["status"] != "quarantined":
+            raise AirflowSkipException(f"snapshot {diffed['snapshot_date']} is {diffed['status']}, not quarantined")
+        logging.getLogger(__name__).warning(
+            "%s; it waits for a decision: trigger this DAG with snapshot_date %s and quarantine_action release "
+            "or discard (docs/runbook.md, 'Release or discard a quarantined snapshot')", diffed["detail"]["message"], diffed["snapshot_date"])
+        return diffed
+
+    @task
+    @fail_fast
     def quarantine_action(snapshot_date: str) -> dict:
         from agent_billing.settings import get_settings
         from agent_billing.sync.dates import parse_date
@@ -332,6 +349,7 @@ def vsa_asset_sync():
     validated = validate(snapshot_date, loaded)
     counted = count(snapshot_date, validated)
     diffed = diff(snapshot_date, counted)
+    quarantine_recorded(diffed)
     # Mail never holds back billing: publish and notify both follow whichever branch ran.
     published = publish(snapshot_date)
     delivered = notify()

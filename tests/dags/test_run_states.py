@@ -251,6 +251,42 @@ def test_a_gap_night_is_a_green_run_with_gap_recorded_and_sync_runs_gap(sync_dag
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_quarantined_night_is_a_green_run_with_quarantine_recorded(fresh_dag, warehouse, tmp_path, monkeypatch):
+    """A night the quarantine holds is no failure (nothing broke; a person decides), but the grid
+    names it, as it names a gap: quarantine_recorded runs, publish is skipped. On a complete
+    night quarantine_recorded is skipped."""
+    from agent_billing.contracts import apply_contracts
+
+    world = GeneratedScenario(seed=3, orgs=1, agents=30, start=date(2024, 1, 1))
+    first, second = date(2024, 2, 1), date(2024, 2, 2)
+    org = world.state(first).orgs.record(world.state(first).orgs.handles[0])
+    apply_contracts(warehouse, {"accounts": [{"account_id": "A1", "name": "Org one", "vsa_org_id": org["OrgId"],
+        "contracts": [{"contract_id": "C1", "currency": "EUR", "start_date": "2024-01-01", "services": [
+            {"service_id": "ORG", "name": "All", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"}]}]}]})
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))
+    monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "allow")  # nights of 2024, run today
+    dag = fresh_dag("vsa_asset_sync")
+    monkeypatch.setattr(dag, "deadline", None)  # see the sync_dag fixture
+    with run_simulator(world, date=first) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        complete = dag.test(logical_date=pendulum.datetime(2024, 2, 1, 2, tz="UTC"))
+        vsa.set_date(second)
+        vsa.set_hidden_orgs([org["OrgRef"]])
+        held = dag.test(logical_date=pendulum.datetime(2024, 2, 2, 2, tz="UTC"))
+    assert (complete.state, held.state) == ("success", "success")
+    states = task_states(complete)
+    assert (states["diff"], states["publish"], states["quarantine_recorded"]) == ("success", "success", "skipped")
+    states = task_states(held)
+    assert (states["diff"], states["quarantine_recorded"], states["notify"]) == ("success",) * 3
+    assert states["publish"] == "skipped" and states["fail_if_work_failed"] == "skipped"
+    with warehouse.connect() as conn:
+        statuses = {str(d)[:10]: v for d, v in conn.execute(text("SELECT snapshot_date, status FROM sync_runs"))}
+    assert statuses == {str(first): "complete", str(second): "quarantined"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_releasing_a_snapshot_that_is_not_quarantined_fails_at_once_and_alerts(
         fresh_dag, warehouse, smtp_inbox, monkeypatch):
     from airflow.models.deadline import Deadline
