@@ -103,6 +103,15 @@ def test_the_demo_from_an_operator_s_shell_touches_none_of_its_deployment(tmp_pa
     assert "invoices export --month 2025-01 --format csv" in run.stdout  # the month its invoices are of
 
 
+def test_the_schema_is_upgraded_whatever_the_settings(tmp_path):
+    """A deployment's first step migrates the warehouse; a bad setting stops the commands that
+    read settings, not the migration that reads none (the stack would wait on it forever)."""
+    env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": f"sqlite:///{tmp_path / 'w.db'}", "AGENT_BILLING_NOTIFY_FROM": ""}
+    assert run_cli("db", "upgrade", env=env).code == 0
+    refused = run_cli("review", env=env)
+    assert refused.code == 2 and "AGENT_BILLING_NOTIFY_FROM=''" in refused.stderr
+
+
 def test_quiet_by_default(tmp_path):
     env = {"AIRFLOW_CONN_BILLING_WAREHOUSE": f"sqlite:///{tmp_path / 'w.db'}"}
     created = run_cli("db", "upgrade", env=env)

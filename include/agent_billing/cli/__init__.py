@@ -11,7 +11,9 @@ user can make is one line on stderr naming what to fix, exit 2; a failure of an 
 is one line, exit 1; anything else is a bug, one line saying to re-run with ``--debug``, exit 1.
 Before a command runs, the warehouse's schema revision is checked (one query) unless the
 command opts out with ``set_defaults(check_schema=False)`` (``db upgrade``, ``vsa probe`` and
-the development tools, which bring their own warehouse if any).
+the development tools, which bring their own warehouse if any); the ``AGENT_BILLING_*``
+settings likewise (``check_settings``), so that a bad one is refused even by a command that
+does not read it; those three read none and opt out.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     _configure_logging(args)
     try:
-        if args.check_settings:  # a wrong setting is refused by every command, also one that does not read it
+        if args.check_settings:  # refused by every command that reads settings, also by one not using the bad one
             from agent_billing.settings import get_settings
 
             get_settings()

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="authenticate with AIRFLOW_CONN_VSA_DEFAULT and print the record counts as JSON",
     )
     probe.add_argument("--conn-id", default="vsa_default", help="connection id (vsa_default)")
-    probe.set_defaults(handler=_probe, check_schema=False)  # VSA only, no warehouse
+    probe.set_defaults(handler=_probe, check_schema=False, check_settings=False)  # VSA only: no warehouse, no setting
 
 
 def _probe(args: argparse.Namespace) -> int:
