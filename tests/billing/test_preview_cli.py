@@ -161,23 +161,31 @@ def test_a_review_invoice_without_lines_asks_for_no_post(books, agent_billing_cl
     assert (preview["bill_first"], preview["post_before"]) == (None, None)
 
 
-def test_review_says_when_its_pending_lines_are_out_of_date(books, agent_billing_cli):
-    """A price typed wrong is corrected in the contracts file before an invoice bills it: the
-    pending lines of the last run still carry it until a run computes them again, and `review`
-    says so rather than show a total no invoice will carry."""
-    books.contract("C-R", [books.rmm("S", "4500", "2024-03-01")], start="2024-03-01", posting="review")
-    books.count("S", "2024-03-01", 2)
+@pytest.mark.parametrize("posting", ["review", "automatic"])
+def test_review_says_when_its_pending_lines_are_out_of_date(books, agent_billing_cli, posting):
+    """A price typed wrong on a new service is corrected in the contracts file before an invoice
+    bills it: the pending lines of the last run still carry it until a run computes them again,
+    and `review` says so rather than show a total no invoice will carry (a review contract's to
+    post, an automatic one's waiting for its invoice date)."""
+    base = books.rmm("S", "10.00", "2024-03-01")
+    books.contract("C-R", [base], start="2024-03-01", posting=posting)
+    books.count("S", "2024-03-01", 1)
     books.bill("2024-03-01")
-    books.contract("C-R", [books.rmm("S", "45.00", "2024-03-01")], start="2024-03-01", posting="review")
+    if posting == "review":
+        assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    books.contract("C-R", [base, books.rmm("T", "4500", "2024-03-17")], start="2024-03-01", posting=posting)
+    books.count("T", "2024-03-17", 2)
+    books.bill("2024-03-17")
+    books.contract("C-R", [base, books.rmm("T", "45.00", "2024-03-17")], start="2024-03-01", posting=posting)
     stale = agent_billing_cli("review")
-    assert stale.returncode == 0 and "9000.00" in stale.stdout, stale.stdout
+    assert stale.returncode == 0 and "4354.84" in stale.stdout, stale.stdout  # 2 × 4500 × 15/31
     assert stale.stdout.splitlines()[-1] == (
         "contract C-R: these pending lines are out of date (something they bill changed since the billing run "
-        "as of 2024-03-01: a contracts change, a night re-run): `agent-billing bill --as-of 2024-03-01 "
+        "as of 2024-03-17: a contracts change, a night re-run): `agent-billing bill --as-of 2024-03-17 "
         "--contract C-R` computes them again")
-    assert agent_billing_cli("bill", "--as-of", "2024-03-01", "--contract", "C-R").returncode == 0
+    assert agent_billing_cli("bill", "--as-of", "2024-03-17", "--contract", "C-R").returncode == 0
     fresh = agent_billing_cli("review")
-    assert "90.00" in fresh.stdout and "out of date" not in fresh.stdout, fresh.stdout
+    assert "43.55" in fresh.stdout and "out of date" not in fresh.stdout, fresh.stdout  # 2 × 45 × 15/31
 
 
 def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cli):
