@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -343,6 +343,67 @@ def test_dates_that_bill_or_credit_invoiced_months_are_told(warehouse, contracts
     # March: 3 × 99.00 × 11/31 days after the 20th; April: the whole month
     assert [(str(d)[:10], round(Decimal(str(a)), 2)) for d, a in credited] == [
         ("2024-03-01", Decimal("-105.39")), ("2024-04-01", Decimal("-297.00"))]
+
+
+def test_dates_and_units_from_today_in_an_invoiced_month_are_not_told(warehouse, contracts_file):
+    """The month of today is invoiced in advance: a service ended, added or re-counted from today
+    is the everyday change, not one that reaches back into what the customer paid."""
+    from agent_billing.billing import run_billing
+    from agent_billing.contracts import plan_contracts
+    from agent_billing.settings import get_settings
+
+    today = datetime.now(get_settings().tz).date()
+    this_month = today.replace(day=1)
+    last_month = (this_month - timedelta(days=1)).replace(day=1)
+    original = contracts_file.read_text().replace("2024-03-01", str(last_month))
+    contracts_file.write_text(original)
+    apply_contracts(warehouse, contracts_file)
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:a, 'gap'), (:b, 'gap')"),
+                     {"a": last_month, "b": this_month})
+    for day in (last_month, this_month):
+        run_billing(warehouse, day)
+    support = f"units: 3\n            start_date: {last_month}\n"
+    backup = textwrap.indent(f"- service_id: S-CONTOSO-BKP\n  name: Backup\n  unit_price: 2\n  units_source: manual\n"
+                             f"  units: 4\n  start_date: {today}\n", " " * 10)
+    contracts_file.write_text(original.replace(support, support + f"            end_date: {today}\n" + backup))
+    assert plan_contracts(warehouse, contracts_file).backdated == []
+    contracts_file.write_text(original.replace("units: 3\n", "units: 5\n"))  # effective today
+    assert plan_contracts(warehouse, contracts_file).backdated == []
+    # a day before today is in what the customer paid
+    contracts_file.write_text(original.replace(support, support + f"            end_date: {last_month}\n"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        f"service S-CONTOSO-SUP (line 21): end_date: (none) → {last_month}, in months already invoiced "
+        f"({last_month:%Y-%m}, {this_month:%Y-%m}): the next invoice credits those days; for a change from today, "
+        "give today's date"] if today > this_month else [
+        f"service S-CONTOSO-SUP (line 21): end_date: (none) → {last_month}, in months already invoiced "
+        f"({last_month:%Y-%m}): the next invoice credits those days; for a change from today, give today's date"]
+
+
+def test_a_service_s_dates_are_judged_within_its_contract_s(warehouse, contracts_file):
+    """Billing counts a service's days within its contract's: moving a service's end past the
+    contract's end changes no invoice, so nothing is told; moving the contract's end is."""
+    from agent_billing.billing import run_billing
+    from agent_billing.contracts import plan_contracts
+
+    ending = contracts_file.read_text().replace("start_date: 2024-03-01\n        notify_emails",
+                                                "start_date: 2024-03-01\n        end_date: 2024-04-15\n"
+                                                "        notify_emails")
+    assert "end_date: 2024-04-15" in ending
+    contracts_file.write_text(ending)
+    apply_contracts(warehouse, contracts_file)
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'gap'), "
+                          "('2024-04-01', 'gap')"))
+    for day in (date(2024, 3, 1), date(2024, 4, 1)):
+        run_billing(warehouse, day)
+    support = "units: 3\n            start_date: 2024-03-01\n"
+    contracts_file.write_text(ending.replace(support, support + "            end_date: 2024-04-25\n"))
+    assert plan_contracts(warehouse, contracts_file).backdated == []
+    contracts_file.write_text(ending.replace("end_date: 2024-04-15", "end_date: 2024-04-10"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        "contract C-CONTOSO (line 6): end_date: 2024-04-15 → 2024-04-10, in months already invoiced (2024-04): "
+        "the next invoice credits those days; for a change from today, give today's date"]
 
 
 def test_the_back_billing_warning_names_the_month_billing_starts(warehouse, contracts_file):

@@ -13,7 +13,7 @@ in ``nights_to_recount`` until they are re-run (no invoice of the contract is po
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -181,47 +181,110 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
 
 
 def check_invoiced_periods(conn: Connection, plan: Plan) -> None:
-    """Services and contracts the plan adds, or whose dates it moves, so that days of months
-    already invoiced start or stop being billed: the next invoice bills or credits them. Right
-    for a change agreed late; a surprise on a customer's invoice when the dates were meant from
-    today (the months are named, as for a manual units change: ``check_backdated_units``)."""
+    """Services and contracts the plan adds, or whose dates it moves, so that days before today
+    of months already invoiced start or stop being billed: the next invoice bills or credits
+    them. Right for a change agreed late; a surprise on a customer's invoice when the dates
+    were meant from today. Billing counts a service's days within its contract's: a service's
+    own move is judged within its contract's dates before the plan, a contract's within its
+    services' dates after it (the two add up to the whole move, each told once)."""
+    today = datetime.now(get_settings().tz).date()
+    invoiced = _invoiced_months(conn)
+    after = {c: (as_date(s), _end(e)) for c, s, e in conn.execute(
+        text("SELECT contract_id, start_date, end_date FROM contracts"))}
+    before = dict(after)
+    for e in plan.entries:
+        if e.kind == "contract" and e.action != "create" and (moved := _moved_dates(e)):
+            before[e.key] = _dates_before(after[e.key], moved)
+    for e in plan.entries:
+        moved = _moved_dates(e)
+        if e.kind == "service" and (e.action == "create" or moved):
+            start, end, contract_id = conn.execute(text(
+                "SELECT start_date, end_date, contract_id FROM services WHERE service_id = :s"), {"s": e.key}).one()
+            now = (as_date(start), _end(end))
+            was = None if e.action == "create" else _dates_before(now, moved)
+            within = before[contract_id]
+            pairs = [(_within(was, within), _within(now, within))]
+        elif e.kind == "contract" and e.action != "create" and moved:
+            contract_id = e.key
+            services = [(as_date(s), _end(x)) for s, x in conn.execute(text(
+                "SELECT start_date, end_date FROM services WHERE contract_id = :c"), {"c": e.key})]
+            pairs = [(_within(s, before[e.key]), _within(s, after[e.key])) for s in services]
+        else:
+            continue
+        added, removed = set(), set()
+        for days in _past_days(invoiced.get(contract_id, ()), today):
+            for was, now in pairs:
+                if not _covers(_within(was, days), _within(now, days)):
+                    added.add(days[0])
+                if not _covers(_within(now, days), _within(was, days)):
+                    removed.add(days[0])
+        if added or removed:
+            what = f"starts {e.row['start_date']}" if e.action == "create" else ", ".join(map(str, moved.values()))
+            verb = "bills and credits" if added and removed else "bills" if added else "credits"
+            plan.backdated.append(
+                f"{e.describe()}: {what}, in months already invoiced ({_months(added | removed)}): the next "
+                f"invoice {verb} those days; for a change from today, give today's date")
+
+
+def check_backdated_units(conn: Connection, plan: Plan) -> None:
+    """Manual unit changes effective before today in months already invoiced: the next invoice
+    corrects them. Right for a change agreed late; wrong for a units_effective_date left in the
+    file from an earlier edit (the example file has one), which re-bills months the customer
+    paid."""
+    today = datetime.now(get_settings().tz).date()
+    invoiced = _invoiced_months(conn)
+    for e in plan.entries:
+        change = e.unit_change
+        if change is None or change.records is None:
+            continue
+        months = {days[0] for days in _past_days(invoiced.get(e.row["contract_id"], ()), today)
+                  if days[1] >= change.effective_date}
+        if months:
+            before, after = change.records
+            plan.backdated.append(
+                f"{e.describe()}: units {before} → {after} take effect {change.effective_date}, in months "
+                f"already invoiced ({_months(months)}): the next invoice corrects them; for a change from "
+                "today, give today's date as units_effective_date (or leave it out)"
+            )
+
+
+def _invoiced_months(conn: Connection) -> dict[str, list[date]]:
+    """Each contract's invoice months: months whose days its invoices billed (in advance)."""
     invoiced: dict[str, list[date]] = {}
     for contract_id, month in conn.execute(text("SELECT contract_id, invoice_month FROM invoices")):
         invoiced.setdefault(contract_id, []).append(as_date(month))
-    for e in plan.entries:
-        moved = {c.field: c for c in e.changes if c.field in ("start_date", "end_date")}
-        if e.kind not in ("service", "contract") or not (e.action == "create" or moved):
-            continue
-        table, key = TABLES[e.kind]
-        start, end, contract_id = conn.execute(text(
-            f"SELECT start_date, end_date, {'contract_id' if e.kind == 'service' else key} FROM {table} "
-            f"WHERE {key} = :k"), {"k": e.key}).one()
-        new = (as_date(start), as_date(end) if end is not None else date.max)
-        old = None if e.action == "create" else tuple(
-            (as_date(moved[f].old) if moved[f].old is not None else date.max) if f in moved else now
-            for f, now in zip(("start_date", "end_date"), new, strict=True))
-        added, removed = [], []
-        for month in sorted(invoiced.get(contract_id, ())):
-            month_days = (month, next_month(month) - timedelta(days=1))
-            before, after = _within(old, month_days), _within(new, month_days)
-            if not _covers(before, after):
-                added.append(month)
-            if not _covers(after, before):
-                removed.append(month)
-        if not (added or removed):
-            continue
-        what = f"starts {new[0]}" if e.action == "create" else ", ".join(str(c) for c in moved.values())
-        verb = "bills and credits" if added and removed else "bills" if added else "credits"
-        months = ", ".join(f"{m:%Y-%m}" for m in sorted(set(added + removed)))
-        plan.backdated.append(f"{e.describe()}: {what}, in months already invoiced ({months}): the next invoice "
-                              f"{verb} those days; for a change from today, give today's date")
+    return invoiced
 
 
-def _within(period: tuple[date, date] | None, month: tuple[date, date]) -> tuple[date, date] | None:
-    """The days of ``month`` within ``period`` (None: no day)."""
-    if period is None or period[0] > month[1] or period[1] < month[0]:
+def _past_days(months: Iterable[date], today: date) -> Iterator[tuple[date, date]]:
+    """The days before ``today`` of each of ``months``, as (first, last): what a change from
+    today leaves as billed."""
+    for month in sorted(months):
+        if month < today:
+            yield month, min(next_month(month) - timedelta(days=1), today - timedelta(days=1))
+
+
+def _moved_dates(e: PlanEntry) -> dict[str, Any]:
+    return {c.field: c for c in e.changes if c.field in ("start_date", "end_date")}
+
+
+def _dates_before(now: tuple[date, date], moved: dict[str, Any]) -> tuple[date, date]:
+    """A (start, end) period as it was before the plan moved the dates in ``moved``."""
+    start = as_date(moved["start_date"].old) if "start_date" in moved else now[0]
+    end = _end(moved["end_date"].old) if "end_date" in moved else now[1]
+    return start, end
+
+
+def _end(value) -> date:
+    """An end date, open-ended (NULL) as the last date there is."""
+    return as_date(value) if value is not None else date.max
+
+
+def _within(period: tuple[date, date] | None, days: tuple[date, date]) -> tuple[date, date] | None:
+    """The days of ``days`` within ``period`` (None: no day)."""
+    if period is None or period[0] > days[1] or period[1] < days[0]:
         return None
-    return max(period[0], month[0]), min(period[1], month[1])
+    return max(period[0], days[0]), min(period[1], days[1])
 
 
 def _covers(days: tuple[date, date] | None, others: tuple[date, date] | None) -> bool:
@@ -229,24 +292,8 @@ def _covers(days: tuple[date, date] | None, others: tuple[date, date] | None) ->
     return others is None or (days is not None and days[0] <= others[0] and others[1] <= days[1])
 
 
-def check_backdated_units(conn: Connection, plan: Plan) -> None:
-    """Manual unit changes effective in periods already invoiced: the next invoice corrects them.
-    Right for a change agreed late; wrong for a units_effective_date left in the file from an
-    earlier edit (the example file has one), which re-bills months the customer paid."""
-    for e in plan.entries:
-        change = e.unit_change
-        if change is None or change.records is None:
-            continue
-        invoiced = sorted({as_date(d).strftime("%Y-%m") for d in conn.execute(text(
-            "SELECT period_start FROM invoice_lines WHERE service_id = :s AND period_end >= :d"),
-            {"s": e.key, "d": change.effective_date}).scalars()})
-        if invoiced:
-            before, after = change.records
-            plan.backdated.append(
-                f"{e.describe()}: units {before} → {after} take effect {change.effective_date}, in months "
-                f"already invoiced ({', '.join(invoiced)}): the next invoice corrects them; for a change from "
-                "today, give today's date as units_effective_date (or leave it out)"
-            )
+def _months(months: set[date]) -> str:
+    return ", ".join(f"{m:%Y-%m}" for m in sorted(months))
 
 
 def uncounted_nights(conn: Connection, services: list[str], today: date) -> set[tuple[str, str | None, date]]:
