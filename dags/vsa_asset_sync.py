@@ -13,7 +13,8 @@ Every night (cron `AGENT_BILLING_SYNC_CRON`, default `0 2 * * *`, in the billing
 4. **count** — units per `rmm_agent_count` service (`service_unit_counts`);
 5. **diff** — unit changes against the previous good snapshot, or **quarantine** when an
    org's agents drop sharply: **quarantine_recorded** then runs (green, named for the grid:
-   the night waits for a person's release or discard), and publish is skipped;
+   the night waits for a person's release or discard; also when a later night judged again
+   is held), and publish is skipped;
 6. **notify** — sends queued mail (unit changes to contracts, alerts to the data team);
 7. **publish** — emits the `vsa_snapshot` asset event (`extra.snapshot_date`) that
    triggers `agent_billing`.
@@ -138,7 +139,7 @@ def record_failure(context) -> None:
     from agent_billing.quality.snapshot_gate import QualityGateFailed
     from agent_billing.settings import mail_settings
     from agent_billing.sync.dates import parse_date
-    from agent_billing.sync.pipeline import gap_warning, sync_failure_alert
+    from agent_billing.sync.pipeline import STATUS_NOT_RECORDED, sync_failure_alert
     from agent_billing.sync.pipeline import record_failure as record
     from warehouse_hook import WarehouseHook
 
@@ -156,9 +157,8 @@ def record_failure(context) -> None:
             finally:
                 engine.dispose()
         except warehouse_unavailable() as exc:  # the alert goes out all the same
-            status = "not recorded in sync_runs (the warehouse could not be written)"
-            mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, status, ti.run_id,
-                                                        gap=gap_warning(settings, d)))
+            mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, STATUS_NOT_RECORDED, ti.run_id,
+                                                        settings))
 
 
 @dag(
@@ -287,21 +287,28 @@ def vsa_asset_sync():
 
         return diff_step(WarehouseHook().get_conn(), get_settings(), parse_date(snapshot_date)).to_xcom()
 
-    @task
+    @task(trigger_rule="none_failed_min_one_success")
     @fail_fast
-    def quarantine_recorded(diffed: dict) -> dict:
-        """Runs only for a night the quarantine holds, so that the grid shows it waits for a
-        person (sync_runs says `quarantined`; the data team is mailed); skipped otherwise."""
+    def quarantine_recorded(snapshot_date: str) -> list[str]:
+        """Runs only when the quarantine holds a night, so that the grid shows a night waiting for
+        a person (sync_runs says `quarantined`; the data team is mailed): this night, or a later
+        one this run's diff or decision judged again; skipped otherwise."""
         import logging
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if diffed["status"] != "quarantined":
-            raise AirflowSkipException(f"snapshot {diffed['snapshot_date']} is {diffed['status']}, not quarantined")
+        outcome = next((x for x in get_current_context()["ti"].xcom_pull(
+            task_ids=["diff", "quarantine_action"]) or [] if x), None) or {}
+        held = [snapshot_date] if outcome.get("status") == "quarantined" else []
+        held += [night for night, status in (outcome.get("detail") or {}).get("rejudged", {}).items()
+                 if status == "quarantined"]
+        if not held:
+            raise AirflowSkipException(f"no night is quarantined by this run of {snapshot_date}")
         logging.getLogger(__name__).warning(
-            "%s; it waits for a decision: trigger this DAG with snapshot_date %s and quarantine_action release "
-            "or discard (docs/runbook.md, 'Release or discard a quarantined snapshot')", diffed["detail"]["message"], diffed["snapshot_date"])
-        return diffed
+            "quarantined, waiting for a decision: %s; trigger this DAG with snapshot_date and quarantine_action "
+            "release or discard for each (docs/runbook.md, 'Release or discard a quarantined snapshot')",
+            ", ".join(held))
+        return held
 
     @task
     @fail_fast
@@ -349,11 +356,11 @@ def vsa_asset_sync():
     validated = validate(snapshot_date, loaded)
     counted = count(snapshot_date, validated)
     diffed = diff(snapshot_date, counted)
-    quarantine_recorded(diffed)
     # Mail never holds back billing: publish and notify both follow whichever branch ran.
     published = publish(snapshot_date)
     delivered = notify()
     [diffed, acted] >> published
+    [diffed, acted] >> quarantine_recorded(snapshot_date)
     [diffed, acted, gap] >> delivered
     fail_run_if_work_failed()  # last: downstream of every task above
 

@@ -449,8 +449,7 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
                 return
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
-            gap = gap_warning(settings, snapshot_date) if status == "failed" else None  # a kept night never is one
-            message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run, gap=gap)
+            message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run, settings)
             queue_message(conn, message_id, "failure", settings.data_team, subject, body, refresh=not backstop)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s); once the cause is fixed, clear the "
              "failed task or run `agent-billing sync --date %s`", snapshot_date, step, status, snapshot_date)
@@ -485,10 +484,17 @@ def gap_warning(settings: MailSettings, snapshot_date: date) -> str | None:
     return f"before {moment}: later, with no landing, the night becomes a gap"
 
 
+#: The status an alert gives when the warehouse could not be written (nor read) to record it.
+STATUS_NOT_RECORDED = "not recorded in sync_runs (the warehouse could not be written)"
+
+
 def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, run: str,
-                       *, gap: str | None = None) -> tuple[str, str, str]:
+                       settings: MailSettings) -> tuple[str, str, str]:
     """The data team's alert of a failed step (one per date, step and run): id, subject, body.
-    ``gap``: ``gap_warning``, said for a failed extract (it left no landing)."""
+    A failed extract left no landing: by when to run the night again (``gap_warning``), unless
+    the night keeps a status (complete, quarantined: never a gap)."""
+    may_turn_into_gap = step == "extract" and status in ("failed", STATUS_NOT_RECORDED)
+    gap = gap_warning(settings, snapshot_date) if may_turn_into_gap else None
     return (
         failure_alert_id(snapshot_date, step, run),
         f"[agent-billing] Sync of {snapshot_date} failed at {step}",
@@ -496,7 +502,7 @@ def sync_failure_alert(snapshot_date: date, step: str, error: str, status: str, 
         f"again), run the night again: "
         + ("" if run.startswith(CLI_RUN_PREFIX) else "clear the failed task of its vsa_asset_sync run, or ")
         + f"`agent-billing sync --date {snapshot_date}`"
-        + (f" {gap}" if step == "extract" and gap else "")
+        + (f" {gap}" if gap else "")
         + ". See docs/runbook.md, 'What each failure alert means'.\n",
     )
 
