@@ -280,19 +280,25 @@ def test_a_billed_contract_keeps_its_account(warehouse, tmp_path):
         apply_contracts(warehouse, path)
 
 
+def invoice_months(warehouse, *days: date) -> None:
+    """Bill as of each of ``days`` (each a night recorded as a gap: no count), as the nightly run
+    would: the months whose invoice dates they are get their invoices."""
+    from agent_billing.billing import run_billing
+
+    for day in days:
+        with warehouse.begin() as conn:
+            conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'gap')"), {"d": day})
+        run_billing(warehouse, day)
+
+
 def test_a_units_edit_effective_in_invoiced_months_is_told(warehouse, contracts_file):
     """A units_effective_date left in the file from an earlier edit puts the new units back in
     months already invoiced: the next invoice re-bills them. Applied (a late change can be
     agreed), but told, naming the months; an edit from today is not."""
-    from agent_billing.billing import run_billing
     from agent_billing.contracts import plan_contracts
 
     apply_contracts(warehouse, contracts_file)
-    with warehouse.begin() as conn:
-        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'gap'), "
-                          "('2024-04-01', 'gap')"))
-    for day in (date(2024, 3, 1), date(2024, 4, 1)):
-        run_billing(warehouse, day)
+    invoice_months(warehouse, date(2024, 3, 1), date(2024, 4, 1))
     text_ = contracts_file.read_text()
     contracts_file.write_text(text_.replace("units: 3\n", "units: 5\n            units_effective_date: 2024-03-15\n"))
     plan = plan_contracts(warehouse, contracts_file)
@@ -308,15 +314,10 @@ def test_dates_that_bill_or_credit_invoiced_months_are_told(warehouse, contracts
     """A service added, ended or moved into months already invoiced makes the next invoice bill or
     credit those days. Applied (a late change can be agreed), but told, naming the months, as a
     units edit is; dates from today on are not."""
-    from agent_billing.billing import run_billing
     from agent_billing.contracts import plan_contracts
 
     apply_contracts(warehouse, contracts_file)
-    with warehouse.begin() as conn:
-        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'gap'), "
-                          "('2024-04-01', 'gap'), ('2024-05-01', 'gap')"))
-    for day in (date(2024, 3, 1), date(2024, 4, 1)):
-        run_billing(warehouse, day)
+    invoice_months(warehouse, date(2024, 3, 1), date(2024, 4, 1))
     original = contracts_file.read_text()
     support = "units: 3\n            start_date: 2024-03-01\n"
     backup = textwrap.indent("- service_id: S-CONTOSO-BKP\n  name: Backup\n  unit_price: 2\n  units_source: manual\n"
@@ -335,7 +336,7 @@ def test_dates_that_bill_or_credit_invoiced_months_are_told(warehouse, contracts
     # what the warning says is what the next invoice does
     contracts_file.write_text(original.replace(support, support + "            end_date: 2024-03-20\n"))
     apply_contracts(warehouse, contracts_file)
-    run_billing(warehouse, date(2024, 5, 1))
+    invoice_months(warehouse, date(2024, 5, 1))
     with warehouse.connect() as conn:
         credited = conn.execute(text(
             "SELECT period_start, amount FROM invoice_lines WHERE invoice_id = 'INV-C-CONTOSO-2024-05' "
@@ -348,7 +349,6 @@ def test_dates_that_bill_or_credit_invoiced_months_are_told(warehouse, contracts
 def test_dates_and_units_from_today_in_an_invoiced_month_are_not_told(warehouse, contracts_file):
     """The month of today is invoiced in advance: a service ended, added or re-counted from today
     is the everyday change, not one that reaches back into what the customer paid."""
-    from agent_billing.billing import run_billing
     from agent_billing.contracts import plan_contracts
     from agent_billing.settings import get_settings
 
@@ -358,11 +358,7 @@ def test_dates_and_units_from_today_in_an_invoiced_month_are_not_told(warehouse,
     original = contracts_file.read_text().replace("2024-03-01", str(last_month))
     contracts_file.write_text(original)
     apply_contracts(warehouse, contracts_file)
-    with warehouse.begin() as conn:
-        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:a, 'gap'), (:b, 'gap')"),
-                     {"a": last_month, "b": this_month})
-    for day in (last_month, this_month):
-        run_billing(warehouse, day)
+    invoice_months(warehouse, last_month, this_month)
     support = f"units: 3\n            start_date: {last_month}\n"
     backup = textwrap.indent(f"- service_id: S-CONTOSO-BKP\n  name: Backup\n  unit_price: 2\n  units_source: manual\n"
                              f"  units: 4\n  start_date: {today}\n", " " * 10)
@@ -383,7 +379,6 @@ def test_dates_and_units_from_today_in_an_invoiced_month_are_not_told(warehouse,
 def test_a_service_s_dates_are_judged_within_its_contract_s(warehouse, contracts_file):
     """Billing counts a service's days within its contract's: moving a service's end past the
     contract's end changes no invoice, so nothing is told; moving the contract's end is."""
-    from agent_billing.billing import run_billing
     from agent_billing.contracts import plan_contracts
 
     ending = contracts_file.read_text().replace("start_date: 2024-03-01\n        notify_emails",
@@ -392,11 +387,7 @@ def test_a_service_s_dates_are_judged_within_its_contract_s(warehouse, contracts
     assert "end_date: 2024-04-15" in ending
     contracts_file.write_text(ending)
     apply_contracts(warehouse, contracts_file)
-    with warehouse.begin() as conn:
-        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-03-01', 'gap'), "
-                          "('2024-04-01', 'gap')"))
-    for day in (date(2024, 3, 1), date(2024, 4, 1)):
-        run_billing(warehouse, day)
+    invoice_months(warehouse, date(2024, 3, 1), date(2024, 4, 1))
     support = "units: 3\n            start_date: 2024-03-01\n"
     contracts_file.write_text(ending.replace(support, support + "            end_date: 2024-04-25\n"))
     assert plan_contracts(warehouse, contracts_file).backdated == []
