@@ -142,15 +142,18 @@ def get_settings() -> Settings:
 
 def _refuse_unknown_names(environ: Mapping[str, str]) -> None:
     known = {f"AGENT_BILLING_{name.upper()}" for name in Settings.model_fields} | set(OTHER_NAMES)
-    unknown = sorted(n for n in environ if n.startswith("AGENT_BILLING_") and n not in known
-                     and not n.startswith(OTHER_PREFIXES))
+    # read as pydantic reads them: AGENT_BILLING_timezone is AGENT_BILLING_TIMEZONE
+    unknown = sorted(n for n in environ if n.upper().startswith("AGENT_BILLING_") and n.upper() not in known
+                     and not n.upper().startswith(OTHER_PREFIXES))
     if unknown:
         problems = "; ".join(
             f"{name} is no setting of agent-billing"
-            + (f" (did you mean {close[0]}?)" if (close := get_close_matches(name, sorted(known), 1, 0.8)) else "")
+            + (f" (did you mean {close[0]}?)" if (close := get_close_matches(name.upper(), sorted(known), 1, 0.8))
+               else "")
             for name in unknown
         )
-        raise ConfigurationError(f"invalid setting(s): {problems}; the settings are listed in README.md (Settings)")
+        raise ConfigurationError(f"invalid setting(s): {problems}; the settings are listed in README.md, "
+                                 "'Configuration'")
 
 
 def mail_settings() -> MailSettings:

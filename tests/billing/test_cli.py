@@ -59,7 +59,11 @@ def test_review_then_post(contoso, run_cli):
                            "2024-03-01..2024-03-31", "2", "40.0000", "31/31", "80.00", "USD",
                            "2024-03-01"]
     assert line_id == contoso.pending("C-REVIEW")[0]["line_id"]
-    assert [x.split() for x in lines[lines.index("") + 3:]] == [["C-REVIEW", "1", "80.00", "USD"]]
+    assert lines[lines.index("") + 3].split() == ["C-REVIEW", "1", "80.00", "USD"]
+    # the sync has reached April's invoice date since: posting these lines as of April's takes a run first
+    assert lines[-1] == ("contract C-REVIEW: these lines are as of 2024-03-01; its invoice of 2024-04 is due: bill "
+                         "as of 2024-04-01 first (`agent-billing bill --as-of 2024-04-01 --contract C-REVIEW`), "
+                         "then post it")
 
     # A month the nightly sync has not reached is refused before anything is posted.
     code, out, err = run_cli("post", "--contract", "C-REVIEW", "--as-of", "2024-05-01")

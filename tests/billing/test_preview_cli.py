@@ -144,6 +144,31 @@ def test_a_review_invoice_a_later_night_changed_says_to_bill_before_posting(book
         "posted as of 2024-04-20: its lines bill the unit changes up to that date")
 
 
+def test_post_and_review_say_to_bill_first_when_the_next_invoice_is_due(books, agent_billing_cli):
+    """March is posted; a change of the 20th waits in March's pending lines; April's invoice date
+    has passed without a billing run: `post` cannot post those lines as March's, and both it and
+    `review` say what to run, rather than "wait"."""
+    books.contract("C-R", [books.rmm("S", "40.00", "2024-03-01")], start="2024-03-01", posting="review")
+    books.count("S", "2024-03-01", 2)
+    books.bill("2024-03-01")
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    books.change("S", "2024-03-20", 2, 3)
+    books.bill("2024-03-20")
+    books.concluded("2024-04-01")
+    way = ("its invoice of 2024-04 is due: bill as of 2024-04-01 first (`agent-billing bill --as-of 2024-04-01 "
+           "--contract C-R`), then post it")
+    post = agent_billing_cli("post", "--contract", "C-R")
+    assert post.returncode == 2 and post.stderr.strip() == (
+        "agent-billing post: error: contract C-R already has an invoice for 2024-03; its pending lines wait for "
+        f"the next invoice month; {way}"), post.stderr
+    review = agent_billing_cli("review")
+    assert review.stdout.splitlines()[-1] == f"contract C-R: these lines are as of 2024-03-20; {way}", review.stdout
+    assert agent_billing_cli("bill", "--as-of", "2024-04-01", "--contract", "C-R").returncode == 0
+    assert "is due" not in agent_billing_cli("review").stdout
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    assert books.invoice("INV-C-R-2024-04")["total"] == Decimal("135.48")  # 3 × 40 + 1 × 40 × 12/31
+
+
 def test_a_review_invoice_without_lines_asks_for_no_post(books, agent_billing_cli):
     """Its only service ended in March: April's invoice has nothing to post, so the preview sends
     nobody to `bill` or `post` (which would say there is nothing)."""

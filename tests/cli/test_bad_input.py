@@ -225,6 +225,10 @@ CASES = [
          r"invalid setting\(s\): AGENT_BILLING_TIME_ZONE is no setting of agent-billing \(did you mean "
          r"AGENT_BILLING_TIMEZONE\?\)",
          SQLITE, env={"AGENT_BILLING_TIME_ZONE": "UTC"}),
+    Case("settings-misspelt-lowercase", ("review",), 2,
+         r"AGENT_BILLING_time_zone is no setting of agent-billing \(did you mean AGENT_BILLING_TIMEZONE\?\); the "
+         r"settings are listed in README\.md, 'Configuration'",
+         SQLITE, env={"AGENT_BILLING_time_zone": "UTC"}),
     Case("settings-unknown-zone-invoices-list", ("invoices", "list", "--month", "2025-01"), 2,
          r"AGENT_BILLING_TIMEZONE='Europe/Amsterdm'", SQLITE, env={"AGENT_BILLING_TIMEZONE": "Europe/Amsterdm"}),
     Case("settings-empty-sender", ("bill", "--as-of", "2025-01-15"), 2,

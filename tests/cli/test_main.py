@@ -110,6 +110,9 @@ def test_the_schema_is_upgraded_whatever_the_settings(tmp_path):
     assert run_cli("db", "upgrade", env=env).code == 0
     refused = run_cli("review", env=env)
     assert refused.code == 2 and "AGENT_BILLING_NOTIFY_FROM=''" in refused.stderr
+    # a name in lower case is the setting, as it is read (case does not matter)
+    lower = run_cli("review", env={**env, "AGENT_BILLING_NOTIFY_FROM": None, "AGENT_BILLING_timezone": "UTC"})
+    assert (lower.code, lower.stderr) == (0, ""), lower.stderr
 
 
 def test_quiet_by_default(tmp_path):

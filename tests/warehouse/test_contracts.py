@@ -346,6 +346,30 @@ def test_dates_that_bill_or_credit_invoiced_months_are_told(warehouse, contracts
         ("2024-03-01", Decimal("-105.39")), ("2024-04-01", Decimal("-297.00"))]
 
 
+def test_months_a_first_invoice_billed_and_a_cancelled_units_change_are_told(warehouse, contracts_file):
+    """A first invoice bills every month from the contract's start: those months are invoiced too.
+    A units change taken back after an invoice billed it is corrected on the next one: told."""
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    invoice_months(warehouse, date(2024, 4, 1))  # no run on 03-01: April's invoice bills March too
+    original = contracts_file.read_text()
+    support = "units: 3\n            start_date: 2024-03-01\n"
+    contracts_file.write_text(original.replace(support, "units: 3\n            start_date: 2024-03-15\n"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        "service S-CONTOSO-SUP (line 21): start_date: 2024-03-01 → 2024-03-15, in months already invoiced "
+        "(2024-03): the next invoice credits those days; for a change from today, give today's date"]
+
+    contracts_file.write_text(original.replace("units: 3\n", "units: 5\n            units_effective_date: 2024-03-20\n"))
+    apply_contracts(warehouse, contracts_file)
+    invoice_months(warehouse, date(2024, 5, 1))  # bills the change
+    contracts_file.write_text(original.replace("units: 3\n", "units: 3\n            units_effective_date: 2024-03-20\n"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        "service S-CONTOSO-SUP (line 21): the change of 2024-03-20 recorded earlier (units 3 → 5) is cancelled, in "
+        "months already invoiced (2024-03, 2024-04, 2024-05): the next invoice corrects them; for a change from "
+        "today, give today's date as units_effective_date (or leave it out)"]
+
+
 def test_dates_and_units_from_today_in_an_invoiced_month_are_not_told(warehouse, contracts_file):
     """The month of today is invoiced in advance: a service ended, added or re-counted from today
     is the everyday change, not one that reaches back into what the customer paid."""

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_label
-from agent_billing.billing.horizon import check_horizon
+from agent_billing.billing.horizon import billing_horizon, check_horizon
 from agent_billing.billing.model import Contract, Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import close_month, held_in_words, invoice_id
@@ -74,6 +74,38 @@ def out_of_date(engine: Engine, pending: list[dict]) -> list[str]:
     return lines
 
 
+def due_to_bill(engine: Engine, pending: list[dict]) -> list[str]:
+    """One line per review contract of the ``pending_lines`` rows whose next invoice is due but
+    whose pending lines are of an earlier month (no billing run since its invoice date): `post`
+    would refuse them; a run as of the horizon makes them that invoice's."""
+    lines = []
+    with engine.connect() as conn:
+        for contract_id, (posting, day) in _pending_runs(pending).items():
+            if posting != "review":
+                continue
+            contract = store.find_contract(conn, contract_id)
+            last = store.load_state(conn, contract_id).last_invoice_month
+            due = _due_invoice(conn, contract, last)
+            if due and billing_month(day, contract.billing_day, contract.start_date) != due[0]:
+                lines.append(f"contract {contract_id}: these lines are as of {day}; {_bill_then_post(contract_id, *due)}")
+    return lines
+
+
+def _due_invoice(conn, contract: Contract, last_invoiced: date | None) -> tuple[date, date] | None:
+    """(month, horizon) when a run as of the billing horizon reaches an invoice month after
+    ``last_invoiced``; None otherwise."""
+    horizon = billing_horizon(conn)
+    month = billing_month(horizon, contract.billing_day, contract.start_date) if horizon else None
+    if month is None or (last_invoiced is not None and month <= last_invoiced):
+        return None
+    return month, horizon
+
+
+def _bill_then_post(contract_id: str, month: date, horizon: date) -> str:
+    return (f"its invoice of {month_label(month)} is due: bill as of {horizon} first "
+            f"({refresh_command(contract_id, horizon)}), then post it")
+
+
 def refresh_command(contract_id: str, as_of: date) -> str:
     """The command that computes a contract's pending lines again as of their date."""
     return f"`agent-billing bill --as-of {as_of} --contract {contract_id}`"
@@ -120,10 +152,11 @@ def post_reviewed(
         if month is None:
             raise UserError(f"contract {contract_id} has no invoice date on or before {as_of}")
         if state.last_invoice_month is not None and month <= state.last_invoice_month:
+            due = _due_invoice(conn, contract, state.last_invoice_month)
             raise UserError(
                 f"contract {contract_id} already has an invoice for "
                 f"{month_label(state.last_invoice_month)}; its pending lines wait for the next "
-                "invoice month"
+                "invoice month" + (f"; {_bill_then_post(contract_id, *due)}" if due else "")
             )
         lines = plan_lines(conn, contract, as_of)
         if not same_lines(lines, pending):

@@ -156,7 +156,7 @@ def _review(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     from agent_billing.billing import pending_lines
-    from agent_billing.billing.review import held_by_uncounted_nights, out_of_date
+    from agent_billing.billing.review import due_to_bill, held_by_uncounted_nights, out_of_date
     from agent_billing.warehouse import connect_warehouse
 
     engine = connect_warehouse()
@@ -189,7 +189,7 @@ def _review(args: argparse.Namespace) -> int:
     ))
     for held in held_by_uncounted_nights(engine, rows):
         print(f"\n{held}")
-    for stale in out_of_date(engine, rows):
+    for stale in out_of_date(engine, rows) + due_to_bill(engine, rows):
         print(f"\n{stale}")
     return 0
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agent_billing.billing.calendar import next_month
+from agent_billing.billing.calendar import month_start, next_month
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
 from agent_billing.contracts.recount import record_nights_to_recount, recountable
 from agent_billing.contracts.schema import (
@@ -235,24 +235,37 @@ def check_backdated_units(conn: Connection, plan: Plan) -> None:
     invoiced = _invoiced_months(conn)
     for e in plan.entries:
         change = e.unit_change
-        if change is None or change.records is None:
+        if change is None or (change.records is None and change.recorded is None):
             continue
         months = {days[0] for days in _past_days(invoiced.get(e.row["contract_id"], ()), today)
                   if days[1] >= change.effective_date}
-        if months:
+        if not months:
+            continue
+        if change.records is None:  # the edit takes back a change recorded that day, billed since
+            before, after = change.recorded
+            what = f"the change of {change.effective_date} recorded earlier (units {before} → {after}) is cancelled"
+        else:
             before, after = change.records
-            plan.backdated.append(
-                f"{e.describe()}: units {before} → {after} take effect {change.effective_date}, in months "
-                f"already invoiced ({_months(months)}): the next invoice corrects them; for a change from "
-                "today, give today's date as units_effective_date (or leave it out)"
-            )
+            what = f"units {before} → {after} take effect {change.effective_date}"
+        plan.backdated.append(
+            f"{e.describe()}: {what}, in months already invoiced ({_months(months)}): the next invoice corrects "
+            "them; for a change from today, give today's date as units_effective_date (or leave it out)"
+        )
 
 
 def _invoiced_months(conn: Connection) -> dict[str, list[date]]:
-    """Each contract's invoice months: months whose days its invoices billed (in advance)."""
+    """Each invoiced contract's months from its start to its latest invoice month: an invoice
+    bills its month and every earlier one not invoiced yet (a first invoice, a review invoice
+    posted late), so a change in any of them goes on the next invoice."""
     invoiced: dict[str, list[date]] = {}
-    for contract_id, month in conn.execute(text("SELECT contract_id, invoice_month FROM invoices")):
-        invoiced.setdefault(contract_id, []).append(as_date(month))
+    for contract_id, start, last in conn.execute(text(
+            "SELECT c.contract_id, c.start_date, MAX(i.invoice_month) FROM contracts c "
+            "JOIN invoices i ON i.contract_id = c.contract_id GROUP BY c.contract_id, c.start_date")):
+        month, months = month_start(as_date(start)), []
+        while month <= as_date(last):
+            months.append(month)
+            month = next_month(month)
+        invoiced[contract_id] = months
     return invoiced
 
 
