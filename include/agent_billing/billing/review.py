@@ -77,7 +77,8 @@ def out_of_date(engine: Engine, pending: list[dict]) -> list[str]:
 def due_to_bill(engine: Engine, pending: list[dict]) -> list[str]:
     """One line per review contract of the ``pending_lines`` rows whose next invoice is due but
     whose pending lines are of an earlier month (no billing run since its invoice date): `post`
-    would refuse them; a run as of the horizon makes them that invoice's."""
+    would post them as that earlier month's invoice, or refuse them when it has one; a run as of
+    the horizon makes them the due invoice's (the rule of a review invoice not posted in time)."""
     lines = []
     with engine.connect() as conn:
         for contract_id, (posting, day) in _pending_runs(pending).items():
