@@ -72,7 +72,7 @@ def test_review_then_post(contoso, run_cli):
 
     code, out, _ = run_cli("post", "--contract", "C-REVIEW")
     assert (code, out.strip()) == (0, "posted INV-C-REVIEW-2024-03 (invoice, invoice date "
-                                      "2024-03-01): 1 line(s), total 80.00 USD")
+                                      "2024-03-01, as of 2024-03-01): 1 line(s), total 80.00 USD")
     assert run_cli("review")[1].strip() == "no pending lines"
 
 

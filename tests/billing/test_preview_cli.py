@@ -135,7 +135,9 @@ def test_a_review_invoice_a_later_night_changed_says_to_bill_before_posting(book
     assert agent_billing_cli("bill", "--as-of", "2024-04-20", "--contract", "C-R").returncode == 0
     again = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
     assert (again["total"], again["bill_first"], again["post_before"]) == ("108.00", None, "2024-05-01")
-    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    posted = agent_billing_cli("post", "--contract", "C-R")
+    assert posted.stdout == ("posted INV-C-R-2024-04 (invoice, invoice date 2024-04-01, as of 2024-04-20): 2 line(s), "
+                             "total 108.00 USD\n"), posted.stdout
     assert books.invoice("INV-C-R-2024-04")["total"] == Decimal("108.00")
     # dated 04-01, it bills the change of the 10th: the listing and the invoice say why
     assert rows_of(agent_billing_cli("invoices", "list", "--month", "2024-04").stdout)[0][4:6] == [
@@ -181,6 +183,9 @@ def test_a_review_invoice_without_lines_asks_for_no_post(books, agent_billing_cl
     books.concluded("2024-04-02")
     table = agent_billing_cli("invoices", "preview", "--contract", "C-R")
     assert table.returncode == 0 and "0 line(s), total 0.00 USD" in table.stdout, table.stdout
+    assert agent_billing_cli("review", "--contract", "C-R").stdout == (
+        "no pending lines for contract C-R as of its last billing run (its next invoice now, with any change since: "
+        "agent-billing invoices preview --contract C-R)\n")
     assert "post" not in table.stdout.split("USD", 1)[1], table.stdout
     preview = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
     assert (preview["bill_first"], preview["post_before"]) == (None, None)

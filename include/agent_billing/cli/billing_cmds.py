@@ -161,8 +161,10 @@ def _review(args: argparse.Namespace) -> int:
 
     engine = connect_warehouse()
     rows = pending_lines(engine, args.contract)
-    if not rows:
-        print("no pending lines" + (f" for contract {args.contract}" if args.contract else ""))
+    if not rows:  # a change since the last run is in them after the next run; preview shows it now
+        print("no pending lines" + (
+            f" for contract {args.contract} as of its last billing run (its next invoice now, with any change "
+            f"since: agent-billing invoices preview --contract {args.contract})" if args.contract else ""))
         return 0
     print(table(
         ("contract", "posting", "line id", "service", "kind", "period", "units", "unit price",
@@ -212,8 +214,8 @@ def _post(args: argparse.Namespace) -> int:
     result = post_reviewed(connect_warehouse(), args.contract, as_of, expect_total)
     invoice = result.invoice
     print(
-        f"posted {invoice.invoice_id} ({invoice.document_type}, invoice date {invoice.invoice_date}): "
-        f"{invoice.lines} line(s), total {invoice.total} {result.currency}"
+        f"posted {invoice.invoice_id} ({invoice.document_type}, invoice date {invoice.invoice_date}, as of "
+        f"{result.pending_as_of}): {invoice.lines} line(s), total {invoice.total} {result.currency}"
     )
     return 0
 
