@@ -81,21 +81,21 @@ def due_to_bill(engine: Engine, pending: list[dict]) -> list[str]:
     the horizon makes them the due invoice's (the rule of a review invoice not posted in time)."""
     lines = []
     with engine.connect() as conn:
+        horizon = billing_horizon(conn)
         for contract_id, (posting, day) in _pending_runs(pending).items():
             if posting != "review":
                 continue
             contract = store.find_contract(conn, contract_id)
             last = store.load_state(conn, contract_id).last_invoice_month
-            due = _due_invoice(conn, contract, last)
+            due = _due_invoice(contract, last, horizon)
             if due and billing_month(day, contract.billing_day, contract.start_date) != due[0]:
                 lines.append(f"contract {contract_id}: these lines are as of {day}; {_bill_then_post(contract_id, *due)}")
     return lines
 
 
-def _due_invoice(conn, contract: Contract, last_invoiced: date | None) -> tuple[date, date] | None:
-    """(month, horizon) when a run as of the billing horizon reaches an invoice month after
+def _due_invoice(contract: Contract, last_invoiced: date | None, horizon: date | None) -> tuple[date, date] | None:
+    """(month, horizon) when a run as of the billing ``horizon`` reaches an invoice month after
     ``last_invoiced``; None otherwise."""
-    horizon = billing_horizon(conn)
     month = billing_month(horizon, contract.billing_day, contract.start_date) if horizon else None
     if month is None or (last_invoiced is not None and month <= last_invoiced):
         return None
@@ -153,7 +153,7 @@ def post_reviewed(
         if month is None:
             raise UserError(f"contract {contract_id} has no invoice date on or before {as_of}")
         if state.last_invoice_month is not None and month <= state.last_invoice_month:
-            due = _due_invoice(conn, contract, state.last_invoice_month)
+            due = _due_invoice(contract, state.last_invoice_month, billing_horizon(conn))
             raise UserError(
                 f"contract {contract_id} already has an invoice for "
                 f"{month_label(state.last_invoice_month)}; its pending lines wait for the next "

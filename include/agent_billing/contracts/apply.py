@@ -86,8 +86,9 @@ def run_contracts(
         execute_plan(conn, plan)
         check_scopes(conn, plan)
         check_back_billing(conn, plan)
-        check_backdated_units(conn, plan)
-        check_invoiced_periods(conn, plan)
+        invoiced = _invoiced_months(conn)  # both checks below: what a change from today leaves alone
+        check_backdated_units(plan, invoiced, today)
+        check_invoiced_periods(conn, plan, invoiced, today)
         check_uncounted_nights(conn, plan, uncounted, today)
         if strict and plan.scope_problems and not dry_run:
             raise ContractsFileError(
@@ -180,17 +181,21 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
             )
 
 
-def check_invoiced_periods(conn: Connection, plan: Plan) -> None:
+def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, list[date]], today: date) -> None:
     """Services and contracts the plan adds, or whose dates it moves, so that days before today
     of months already invoiced start or stop being billed: the next invoice bills or credits
     them. Right for a change agreed late; a surprise on a customer's invoice when the dates
     were meant from today. Billing counts a service's days within its contract's: a service's
     own move is judged within its contract's dates before the plan, a contract's within its
-    services' dates after it (the two add up to the whole move, each told once)."""
-    today = datetime.now(get_settings().tz).date()
-    invoiced = _invoiced_months(conn)
+    services' dates after it (the two add up to the whole move, each told once). ``invoiced``:
+    ``_invoiced_months``."""
+    if not invoiced:  # a first apply: nothing to reach back into
+        return
     after = {c: (as_date(s), _end(e)) for c, s, e in conn.execute(
         text("SELECT contract_id, start_date, end_date FROM contracts"))}
+    services: dict[str, tuple[str, tuple[date, date]]] = {
+        service_id: (contract_id, (as_date(s), _end(e))) for service_id, contract_id, s, e in conn.execute(
+            text("SELECT service_id, contract_id, start_date, end_date FROM services"))}
     before = dict(after)
     for e in plan.entries:
         if e.kind == "contract" and e.action != "create" and (moved := _moved_dates(e)):
@@ -198,17 +203,14 @@ def check_invoiced_periods(conn: Connection, plan: Plan) -> None:
     for e in plan.entries:
         moved = _moved_dates(e)
         if e.kind == "service" and (e.action == "create" or moved):
-            start, end, contract_id = conn.execute(text(
-                "SELECT start_date, end_date, contract_id FROM services WHERE service_id = :s"), {"s": e.key}).one()
-            now = (as_date(start), _end(end))
+            contract_id, now = services[e.key]
             was = None if e.action == "create" else _dates_before(now, moved)
             within = before[contract_id]
             pairs = [(_within(was, within), _within(now, within))]
         elif e.kind == "contract" and e.action != "create" and moved:
             contract_id = e.key
-            services = [(as_date(s), _end(x)) for s, x in conn.execute(text(
-                "SELECT start_date, end_date FROM services WHERE contract_id = :c"), {"c": e.key})]
-            pairs = [(_within(s, before[e.key]), _within(s, after[e.key])) for s in services]
+            pairs = [(_within(s, before[e.key]), _within(s, after[e.key]))
+                     for owner, s in services.values() if owner == e.key]
         else:
             continue
         added, removed = set(), set()
@@ -226,13 +228,11 @@ def check_invoiced_periods(conn: Connection, plan: Plan) -> None:
                 f"invoice {verb} those days; for a change from today, give today's date")
 
 
-def check_backdated_units(conn: Connection, plan: Plan) -> None:
+def check_backdated_units(plan: Plan, invoiced: dict[str, list[date]], today: date) -> None:
     """Manual unit changes effective before today in months already invoiced: the next invoice
     corrects them. Right for a change agreed late; wrong for a units_effective_date left in the
     file from an earlier edit (the example file has one), which re-bills months the customer
-    paid."""
-    today = datetime.now(get_settings().tz).date()
-    invoiced = _invoiced_months(conn)
+    paid. ``invoiced``: ``_invoiced_months``."""
     for e in plan.entries:
         change = e.unit_change
         if change is None or (change.records is None and change.recorded is None):
