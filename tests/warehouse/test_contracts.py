@@ -418,6 +418,16 @@ def test_a_service_s_dates_are_judged_within_its_contract_s(warehouse, contracts
     contracts_file.write_text(ending.replace("end_date: 2024-04-15", "end_date: 2024-04-10"))
     assert plan_contracts(warehouse, contracts_file).backdated == [
         "contract C-CONTOSO (line 6): end_date: 2024-04-15 → 2024-04-10, in months already invoiced (2024-04): "
+        "the next invoice credits those days of services S-CONTOSO-SUP, S-CONTOSO-WS; for a change from today, "
+        "give today's date"]
+    # A service the same edit ends before both of the contract's ends is told once, as its own
+    # move: the contract's names only the services whose days it moves.
+    contracts_file.write_text(ending.replace("end_date: 2024-04-15", "end_date: 2024-04-10").replace(
+        support, support + "            end_date: 2024-04-05\n"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        "contract C-CONTOSO (line 6): end_date: 2024-04-15 → 2024-04-10, in months already invoiced (2024-04): "
+        "the next invoice credits those days of service S-CONTOSO-WS; for a change from today, give today's date",
+        "service S-CONTOSO-SUP (line 22): end_date: (none) → 2024-04-05, in months already invoiced (2024-04): "
         "the next invoice credits those days; for a change from today, give today's date"]
 
 

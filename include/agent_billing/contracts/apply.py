@@ -206,26 +206,29 @@ def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, lis
             contract_id, now = services[e.key]
             was = None if e.action == "create" else _dates_before(now, moved)
             within = before[contract_id]
-            pairs = [(_within(was, within), _within(now, within))]
+            pairs = [(e.key, _within(was, within), _within(now, within))]
         elif e.kind == "contract" and e.action != "create" and moved:
             contract_id = e.key
-            pairs = [(_within(s, before[e.key]), _within(s, after[e.key]))
-                     for owner, s in services.values() if owner == e.key]
+            pairs = [(service_id, _within(s, before[e.key]), _within(s, after[e.key]))
+                     for service_id, (owner, s) in services.items() if owner == e.key]
         else:
             continue
-        added, removed = set(), set()
+        added, removed, billed = set(), set(), set()
         for days in _past_days(invoiced.get(contract_id, ()), today):
-            for was, now in pairs:
+            for service_id, was, now in pairs:
                 if not _covers(_within(was, days), _within(now, days)):
                     added.add(days[0])
+                    billed.add(service_id)
                 if not _covers(_within(now, days), _within(was, days)):
                     removed.add(days[0])
+                    billed.add(service_id)
         if added or removed:
             what = f"starts {e.row['start_date']}" if e.action == "create" else ", ".join(map(str, moved.values()))
             verb = "bills and credits" if added and removed else "bills" if added else "credits"
+            whose = f" of {_some_services(billed)}" if e.kind == "contract" else ""
             plan.backdated.append(
                 f"{e.describe()}: {what}, in months already invoiced ({_months(added | removed)}): the next "
-                f"invoice {verb} those days; for a change from today, give today's date")
+                f"invoice {verb} those days{whose}; for a change from today, give today's date")
 
 
 def check_backdated_units(plan: Plan, invoiced: dict[str, list[date]], today: date) -> None:
@@ -303,6 +306,15 @@ def _within(period: tuple[date, date] | None, days: tuple[date, date]) -> tuple[
 def _covers(days: tuple[date, date] | None, others: tuple[date, date] | None) -> bool:
     """Whether the days ``days`` hold every day of ``others``."""
     return others is None or (days is not None and days[0] <= others[0] and others[1] <= days[1])
+
+
+SERVICES_NAMED = 5  # a contract's back-dated services a warning names before "and N more"
+
+
+def _some_services(service_ids: set[str]) -> str:
+    named = sorted(service_ids)[:SERVICES_NAMED]
+    more = f" and {len(service_ids) - len(named)} more" if len(service_ids) > len(named) else ""
+    return f"service{'s' if len(service_ids) > 1 else ''} {', '.join(named)}{more}"
 
 
 def _months(months: set[date]) -> str:
