@@ -187,6 +187,12 @@ def _report(results: list[dict], growth: dict) -> str:
         f" backfill of {BACKFILLED} ({small['backfilled_changes']:,} changes written again) walks"
         f" from March: {small['backfill_seconds']:.2f} s.",
         "",
+        f"Review: after the nightly run as of {YEAR[-1]}, what `agent-billing review` computes for every"
+        " contract (its pending lines, and the checks beside them: lines out of date, an invoice due,"
+        " lines a run would give a contract that has none) takes "
+        + "; ".join(f"{r['review_seconds']:.1f} s at {r['services']:,} services ({r['review_pending']:,} pending"
+                    f" lines, {r['review_notes']:,} notes)" for r in results) + ".",
+        "",
         f"target met: {'yes' if met else 'no'}",
     ])
 
@@ -247,6 +253,7 @@ def _child(services: int) -> None:
         started = time.perf_counter()
         run_billing(engine, NIGHTLY + timedelta(days=1))
         backfill_seconds = time.perf_counter() - started
+        review_seconds, pending_count, review_notes = _review(engine, YEAR[-1])
         with engine.connect() as conn:
             lines = conn.execute(text("SELECT COUNT(*) FROM invoice_lines")).scalar_one()
         engine.dispose()
@@ -263,9 +270,25 @@ def _child(services: int) -> None:
         **nightly.figures("nightly"), **alone.figures("nightly_alone"), **early.figures("early_nightly"), **same_day.figures("same_day"),
         **late_after_invoice.figures("late_after_invoice"),
         "backfill_seconds": backfill_seconds,
+        "review_seconds": review_seconds, "review_pending": pending_count, "review_notes": review_notes,
         "backfilled_changes": backfilled_changes,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
+
+
+def _review(engine, as_of: date) -> tuple[float, int, int]:
+    """What `agent-billing review` computes for every contract (the pending lines and the checks
+    beside them: out of date, due, lines a run would give a contract with none), after the
+    nightly run as of ``as_of``, the horizon: seconds, pending lines, notes."""
+    from agent_billing.billing import pending_lines, run_billing
+    from agent_billing.billing.review import review_notes
+
+    run_billing(engine, as_of)
+    settle_postgres(engine)
+    started = time.perf_counter()
+    pending = pending_lines(engine)
+    notes = review_notes(engine, pending)
+    return time.perf_counter() - started, len(pending), len(notes)
 
 
 class _Night(NamedTuple):

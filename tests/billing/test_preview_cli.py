@@ -218,6 +218,33 @@ def test_review_says_when_its_pending_lines_are_out_of_date(books, agent_billing
     assert "43.55" in fresh.stdout and "out of date" not in fresh.stdout, fresh.stdout  # 2 × 45 × 15/31
 
 
+def test_review_names_a_contract_a_billing_run_would_give_lines_it_has_none_of(books, agent_billing_cli):
+    """March is posted and nothing is pending; a service is then added from the 17th, after that
+    night's billing run. `review` showed "no pending lines" as if nothing waited: it now names the
+    contract and the run that gives it the lines; once run, the lines are pending and the note goes."""
+    base = books.rmm("S", "10.00", "2024-03-01")
+    books.contract("C-R", [base], start="2024-03-01", posting="review")
+    books.contract("C-Q", [books.rmm("Q", "10.00", "2024-03-01")], start="2024-03-01")  # nothing changes
+    books.count("S", "2024-03-01", 1)
+    books.count("Q", "2024-03-01", 1)
+    books.bill("2024-03-01")
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    books.count("S", "2024-03-17", 1)
+    books.bill("2024-03-17")
+    assert agent_billing_cli("review").stdout == "no pending lines\n"
+    books.contract("C-R", [base, {"service_id": "T", "name": "Support", "unit_price": "45.00",
+                                   "units_source": "manual", "units": 2, "start_date": "2024-03-17"}],
+                   start="2024-03-01", posting="review")
+    note = ("contract C-R: no pending lines, but a billing run as of 2024-03-17 gives it 1 line(s) (a contracts "
+            "change, a night or an invoice date since its last run): `agent-billing bill --as-of 2024-03-17 "
+            "--contract C-R` computes them")
+    assert agent_billing_cli("review").stdout == f"no pending lines\n\n{note}\n"
+    assert agent_billing_cli("review", "--contract", "C-R").stdout.endswith(f"\n\n{note}\n")
+    assert agent_billing_cli("bill", "--as-of", "2024-03-17", "--contract", "C-R").returncode == 0
+    after = agent_billing_cli("review").stdout
+    assert "43.55" in after and "no pending lines" not in after, after  # 2 × 45 × 15/31
+
+
 def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cli):
     """A quarantined night before the forecast's last night counts for nothing until a person
     decides it: the forecast says so rather than pass for the invoice to come."""

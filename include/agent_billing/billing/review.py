@@ -32,6 +32,14 @@ def pending_lines(engine: Engine, contract_id: str | None = None) -> list[dict]:
         return [{**r, "amount": quantize(r["amount"], r["currency"])} for r in rows]
 
 
+def review_notes(engine: Engine, pending: list[dict], contract_id: str | None = None) -> list[str]:
+    """What a reviewer of the ``pending_lines`` rows (of every contract, or ``contract_id``'s)
+    must know beside them, one line each: nights that hold them, lines out of date, an invoice
+    due, lines a run would give a contract that has none."""
+    return (held_by_uncounted_nights(engine, pending) + out_of_date(engine, pending)
+            + due_to_bill(engine, pending) + unbilled(engine, pending, contract_id))
+
+
 def held_by_uncounted_nights(engine: Engine, pending: list[dict]) -> list[str]:
     """One line per contract of the ``pending_lines`` rows that cannot be posted until nights a
     contracts change left uncounted are re-run (``post.refuse_nights_to_recount``)."""
@@ -53,25 +61,61 @@ def out_of_date(engine: Engine, pending: list[dict]) -> list[str]:
     lines = []
     for contract_id, (_, day) in _pending_runs(pending).items():
         try:
-            with engine.connect() as conn, conn.begin() as transaction:
-                share_unit_history(conn)  # the unit history as one state, as a billing run reads it
-                contract = store.find_contract(conn, contract_id)
-                plan = plan_contract(conn, contract, day, keep_pending=True)
-                kept = store.load_pending(conn, contract)[0]
-                if plan.walked is not None:  # the others' lines hold: compare those computed again
-                    kept = [x for x in kept if x.service_id in plan.walked]
-                current = same_lines(plan.lines, kept)
-                transaction.rollback()
+            computed, kept = _computed_again(engine, contract_id, day)
         except Exception as exc:  # noqa: BLE001 - one contract's trouble never hides the others' lines
-            log.warning("contract %s: whether its pending lines are up to date was not checked: %s", contract_id, exc)
-            lines.append(f"contract {contract_id}: whether these pending lines are up to date could not be checked "
-                         f"({type(exc).__name__}); {refresh_command(contract_id, day)} computes them again")
+            lines.append(_not_checked(contract_id, day, "these pending lines are up to date", exc, "computes them again"))
             continue
-        if not current:
+        if not same_lines(computed, kept):
             lines.append(f"contract {contract_id}: these pending lines are out of date (something they bill changed "
                          f"since the billing run as of {day}: a contracts change, a night re-run): "
                          f"{refresh_command(contract_id, day)} computes them again")
     return lines
+
+
+def unbilled(engine: Engine, pending: list[dict], contract_id: str | None = None) -> list[str]:
+    """One line per contract (every one, or ``contract_id``) without ``pending_lines`` rows that a
+    billing run as of the billing horizon gives lines to review or post: a service added or a
+    price corrected since its last run, a night counted that no run has billed, an invoice date
+    passed. The run that writes them has not happened, so ``review`` would show nothing of them.
+    Read-only, as ``out_of_date``."""
+    with engine.connect() as conn:
+        horizon = billing_horizon(conn)
+        ids = [contract_id] if contract_id is not None else store.contract_ids(conn)
+    if horizon is None:  # no night concluded: no run can bill anything yet
+        return []
+    lines = []
+    for cid in sorted(set(ids) - set(_pending_runs(pending))):
+        try:
+            computed, _ = _computed_again(engine, cid, horizon)
+        except Exception as exc:  # noqa: BLE001 - one contract's trouble never hides the others'
+            lines.append(_not_checked(cid, horizon, "a billing run gives it lines", exc, "shows"))
+            continue
+        if computed:
+            lines.append(f"contract {cid}: no pending lines, but a billing run as of {horizon} gives it "
+                         f"{len(computed)} line(s) (a contracts change, a night or an invoice date since its last "
+                         f"run): {refresh_command(cid, horizon)} computes them")
+    return lines
+
+
+def _computed_again(engine: Engine, contract_id: str, day: date) -> tuple[list[Line], list[Line]]:
+    """The lines a run as of ``day`` computes for the contract, as a nightly run does (only the
+    services whose lines may have changed: ``settled``), and the pending lines of those
+    services. In a transaction of its own, rolled back."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        share_unit_history(conn)  # the unit history as one state, as a billing run reads it
+        contract = store.find_contract(conn, contract_id)
+        plan = plan_contract(conn, contract, day, keep_pending=True)
+        kept = store.load_pending(conn, contract)[0]
+        if plan.walked is not None:  # the others' lines hold: compare those computed again
+            kept = [x for x in kept if x.service_id in plan.walked]
+        transaction.rollback()
+    return plan.lines, kept
+
+
+def _not_checked(contract_id: str, day: date, what: str, exc: Exception, does: str) -> str:
+    log.warning("contract %s: whether %s was not checked: %s", contract_id, what, exc)
+    return (f"contract {contract_id}: whether {what} could not be checked ({type(exc).__name__}); "
+            f"{refresh_command(contract_id, day)} {does}")
 
 
 def due_to_bill(engine: Engine, pending: list[dict]) -> list[str]:

@@ -156,15 +156,18 @@ def _review(args: argparse.Namespace) -> int:
     from decimal import Decimal
 
     from agent_billing.billing import pending_lines
-    from agent_billing.billing.review import due_to_bill, held_by_uncounted_nights, out_of_date
+    from agent_billing.billing.review import review_notes
     from agent_billing.warehouse import connect_warehouse
 
     engine = connect_warehouse()
     rows = pending_lines(engine, args.contract)
-    if not rows:  # a change since the last run is in them after the next run; preview shows it now
+    notes = review_notes(engine, rows, args.contract)
+    if not rows:
         print("no pending lines" + (
             f" for contract {args.contract} as of its last billing run (its next invoice now, with any change "
             f"since: agent-billing invoices preview --contract {args.contract})" if args.contract else ""))
+        for note in notes:
+            print(f"\n{note}")
         return 0
     print(table(
         ("contract", "posting", "line id", "service", "kind", "period", "units", "unit price",
@@ -189,10 +192,8 @@ def _review(args: argparse.Namespace) -> int:
         ("contract", "lines", "total", "currency"),
         [(contract, n, total, currency) for (contract, currency), (n, total) in totals.items()],
     ))
-    for held in held_by_uncounted_nights(engine, rows):
-        print(f"\n{held}")
-    for stale in out_of_date(engine, rows) + due_to_bill(engine, rows):
-        print(f"\n{stale}")
+    for note in notes:
+        print(f"\n{note}")
     return 0
 
 
