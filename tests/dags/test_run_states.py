@@ -287,6 +287,49 @@ def test_a_quarantined_night_is_a_green_run_with_quarantine_recorded(fresh_dag, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_backfill_that_holds_a_later_night_shows_quarantine_recorded(
+        fresh_dag, warehouse, smtp_inbox, tmp_path, monkeypatch):
+    """A missed night backfilled behind the nights that ran can reveal a later night's drop: the
+    later night is judged again and held. The backfill's own night is complete and billable, so
+    its run is green and publishes; quarantine_recorded runs too and names the later night, so
+    the grid shows a night waiting for a person."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from agent_billing.contracts import apply_contracts
+
+    from ..sync.conftest import CONTRACT, G_WS, write_landing
+
+    apply_contracts(warehouse, CONTRACT)
+    raw = tmp_path / "raw"
+    d1, d2, d3 = date(2024, 3, 1), date(2024, 3, 2), date(2024, 3, 3)
+    for night, agents in ((d1, 4), (d2, 8), (d3, 3)):  # against d1's 4, d3's 3 is no drop; against d2's 8 it is
+        write_landing(raw, night, {f"a{k}": (G_WS, 1) for k in range(1, agents + 1)}, set())
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(raw))
+    monkeypatch.setenv("AGENT_BILLING_QUARANTINE_SHARE", "0.30")
+    monkeypatch.setenv("AGENT_BILLING_QUARANTINE_MIN_AGENTS", "1")
+    monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", '{"conn_type": "http", "host": "http://127.0.0.1:9", '
+                                                   '"login": "u", "password": "never-used"}')  # landed: not called
+    dag = fresh_dag("vsa_asset_sync")
+    monkeypatch.setattr(dag, "deadline", None)  # see the sync_dag fixture
+    runs = {night: dag.test(logical_date=pendulum.datetime(night.year, night.month, night.day, 2, tz="UTC"))
+            for night in (d1, d3, d2)}
+
+    assert {night: run.state for night, run in runs.items()} == {d1: "success", d3: "success", d2: "success"}
+    assert task_states(runs[d3])["quarantine_recorded"] == "skipped"  # 4 → 3 then: an ordinary night
+    states = task_states(runs[d2])
+    assert (states["diff"], states["publish"], states["quarantine_recorded"]) == ("success",) * 3
+    with create_session() as session:
+        xcom = session.scalars(XComModel.get_many(run_id=runs[d2].run_id, dag_ids="vsa_asset_sync",
+                                                  task_ids="quarantine_recorded", key="return_value")).one()
+        assert XComModel.deserialize_value(xcom) == [str(d3)]
+    with warehouse.connect() as conn:
+        statuses = {str(d)[:10]: v for d, v in conn.execute(text("SELECT snapshot_date, status FROM sync_runs"))}
+    assert statuses == {str(d1): "complete", str(d2): "complete", str(d3): "quarantined"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_releasing_a_snapshot_that_is_not_quarantined_fails_at_once_and_alerts(
         fresh_dag, warehouse, smtp_inbox, monkeypatch):
     from airflow.models.deadline import Deadline
