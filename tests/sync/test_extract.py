@@ -230,3 +230,52 @@ def test_a_gap_filled_from_a_restored_landing_withdraws_its_unsent_gap_alert(con
     with contoso.connect() as conn:
         gap_alerts = conn.execute(text("SELECT message_id FROM notification_outbox WHERE kind = 'gap'")).scalars().all()
     assert gap_alerts == ([f"gap:{day}"] if delivered else [])
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("observation", ["refuse", "allow"])
+def test_nights_no_run_took_are_recorded_as_gaps_and_the_data_team_told(contoso, settings, observation):
+    """A scheduler down from the 2nd to the 5th: Airflow runs only the 6th's slot, and the nights
+    between would have no row, no alert, and billing would carry the units over them unseen. The
+    6th's extract records those past the grace window with no landing as gaps, as their own runs
+    would, and mails which nights to run: a landed one, and the 5th, still in time."""
+    from .conftest import DAYS, write_landing
+
+    settings = settings.model_copy(update={"late_observation": observation})
+    first, landed = date(2024, 3, 1), date(2024, 3, 3)
+    night, now = date(2024, 3, 6), datetime(2024, 3, 6, 3, tzinfo=UTC)  # the 5th turns into a gap at 12:00
+    with contoso.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"), {"d": first})
+    write_landing(settings.raw_path, landed, *DAYS[sorted(DAYS)[0]])
+    write_landing(settings.raw_path, night, *DAYS[sorted(DAYS)[0]])
+    assert extract_step(contoso, settings, night, no_vsa, now=now).status == "reused"
+    assert extract_step(contoso, settings, night, no_vsa, now=now).status == "reused"  # again: one mail
+
+    with contoso.connect() as conn:
+        runs = {str(d)[:10]: (status, message) for d, status, message in conn.execute(
+            text("SELECT snapshot_date, status, message FROM sync_runs"))}
+        mail = conn.execute(text("SELECT recipients, subject, body FROM notification_outbox")).all()
+    gaps = ["2024-03-02", "2024-03-04"] if observation == "refuse" else []
+    assert sorted(runs) == ["2024-03-01", *gaps]
+    for gap in gaps:
+        assert runs[gap][0] == "gap" and runs[gap][1].startswith("never run (found by the run of 2024-03-06")
+    [(recipients, subject, body)] = mail
+    assert (recipients, subject) == (
+        "data@msp.example", "[agent-billing] Nights never run before 2024-03-06: 2024-03-02 to 2024-03-05")
+    if observation == "refuse":
+        assert body.splitlines()[1:] == [
+            "Recorded as gaps, being more than 36 h old with no landing: 2024-03-02, 2024-03-04. The next good "
+            "snapshot carries any change on its own date.",
+            "Run 2024-03-03, 2024-03-05 (before 2024-03-06 12:00 UTC: later, with no landing, the night becomes a "
+            "gap): `agent-billing sync --date 2024-03-03` for each, or an Airflow backfill from 2024-03-03 to "
+            "2024-03-05 (docs/runbook.md, 'Backfill a missed night': bounds with the billing timezone's offset, "
+            "--max-active-runs 1)."]
+    else:  # a late run takes VSA's present state: nothing is a gap, every night is to run
+        assert body.splitlines()[1].startswith("Run 2024-03-02 to 2024-03-05: `agent-billing sync --date 2024-03-02`")
+    # once the 6th has run, the 7th misses nothing
+    with contoso.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"), {"d": night})
+    write_landing(settings.raw_path, date(2024, 3, 7), *DAYS[sorted(DAYS)[0]])
+    extract_step(contoso, settings, date(2024, 3, 7), no_vsa, now=datetime(2024, 3, 7, 3, tzinfo=UTC))
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 1

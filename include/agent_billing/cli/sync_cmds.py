@@ -24,9 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "as a gap nor extracted from VSA's present state (the replay after a restore)")
     sync.set_defaults(handler=_sync)
 
-    units = sub.add_parser("units", help="units of a service")
+    units = sub.add_parser("units", help="Get Units Now: count a service's agents in VSA and bill the change")
     u_sub = units.add_subparsers(dest="units_command", required=True)
-    get = u_sub.add_parser("get", help="Get Units Now: count a service's agents in VSA now")
+    get = u_sub.add_parser(
+        "get", help="Get Units Now: count a service's agents in VSA now and record the change",
+        description="Counts the service's agents in VSA now and sets its units: a count that differs is recorded "
+                    "as a unit change effective today, which the next billing run bills. To look at a service's "
+                    "units and changes without changing them, query the warehouse (docs/data-dictionary.md, "
+                    "5.4 'A service's units over time').")
     get.add_argument("--service", required=True, type=str.strip, help="service_id")
     get.set_defaults(handler=_units_get)
 

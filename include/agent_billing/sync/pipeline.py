@@ -19,8 +19,9 @@ from sqlalchemy import Engine, text
 from agent_billing.errors import UserError
 from agent_billing.settings import MailSettings, Settings
 from agent_billing.sync import changes
-from agent_billing.sync.dates import is_late, late_after, refuse_future
+from agent_billing.sync.dates import is_late, refuse_future
 from agent_billing.sync.extract import VsaClientLike, land_from_vsa
+from agent_billing.sync.gaps import gap_warning, record_missed_nights
 from agent_billing.sync.landing import RawLanding, remove_stale_staging
 from agent_billing.sync.load import load_snapshot
 from agent_billing.sync.notify import queue_mail_for, queue_message, withdraw_unsent
@@ -139,6 +140,7 @@ def extract_step(
     if landing.exists():
         manifest = landing.verify()
         log.info("raw landing for %s exists (%s): reprocessing it, VSA not called", snapshot_date, landing.path)
+        record_missed_nights(engine, settings, snapshot_date, now)
         return StepResult(snapshot_date.isoformat(), "reused", {"observed_at": manifest["observed_at"]})
     # Before anything is concluded from the landing's absence (restore it, a gap, extract now):
     # on a volume that is not mounted every landing is absent.
@@ -158,6 +160,7 @@ def extract_step(
             f"something breaks'){held}; such a date is never re-extracted from VSA's present state"
         )
     refuse_future(snapshot_date, now, settings.tz)
+    record_missed_nights(engine, settings, snapshot_date, now)
     late = is_late(snapshot_date, now, settings.tz, settings.late_grace_hours)
     if late and settings.late_observation == "refuse":
         message = (
@@ -467,21 +470,6 @@ def _queued(conn, message_id: str) -> bool:
 
 def failure_alert_id(snapshot_date: date, step: str, run: str) -> str:
     return f"failure:{snapshot_date}:{step}:{run}"
-
-
-def gap_warning(settings: MailSettings, snapshot_date: date) -> str | None:
-    """By when a night left without a landing (its extract failed) must be run again: after that
-    moment, in the billing timezone, a run records it as a gap (``extract_step``). None when late
-    observations are allowed; the rule alone when only the mail settings could be read."""
-    if not isinstance(settings, Settings):
-        moment = "AGENT_BILLING_LATE_GRACE_HOURS after the night's midnight"
-    elif settings.late_observation != "refuse":
-        return None
-    else:  # through UTC: a time that a clock change skips or repeats is named as the clock shows it
-        late = late_after(snapshot_date, settings.tz, settings.late_grace_hours).astimezone(UTC).astimezone(settings.tz)
-        repeated = late.replace(fold=1 - late.fold).utcoffset() != late.utcoffset()
-        moment = f"{late:%Y-%m-%d %H:%M} {settings.timezone}" + (f" (UTC{late:%z})" if repeated else "")
-    return f"before {moment}: later, with no landing, the night becomes a gap"
 
 
 #: The status an alert gives when the warehouse could not be written (nor read) to record it.

@@ -1,0 +1,95 @@
+"""When a night without a landing becomes a gap (SPEC §4.6), and the nights no run ever took.
+
+Airflow runs only the latest slot after a stopped scheduler or a paused DAG (``catchup`` is
+off), so the nights in between get no run, no row in ``sync_runs`` and no alert: billing then
+carries the units over them as over a gap, with nobody told. The extract of the next night
+records those older than the grace window as the gaps their own runs would record, and mails
+the data team which nights to run.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Engine, text
+
+from agent_billing.settings import MailSettings, Settings
+from agent_billing.sync.dates import date_runs, is_late, late_after
+from agent_billing.sync.landing import RawLanding
+from agent_billing.sync.notify import queue_message
+from agent_billing.warehouse.values import as_date
+
+log = logging.getLogger(__name__)
+
+
+def gap_warning(settings: MailSettings, snapshot_date: date) -> str | None:
+    """By when a night left without a landing (its extract failed) must be run again: after that
+    moment, in the billing timezone, a run records it as a gap (``extract_step``). None when late
+    observations are allowed; the rule alone when only the mail settings could be read."""
+    if not isinstance(settings, Settings):
+        moment = "AGENT_BILLING_LATE_GRACE_HOURS after the night's midnight"
+    elif settings.late_observation != "refuse":
+        return None
+    else:  # through UTC: a time that a clock change skips or repeats is named as the clock shows it
+        late = late_after(snapshot_date, settings.tz, settings.late_grace_hours).astimezone(UTC).astimezone(settings.tz)
+        repeated = late.replace(fold=1 - late.fold).utcoffset() != late.utcoffset()
+        moment = f"{late:%Y-%m-%d %H:%M} {settings.timezone}" + (f" (UTC{late:%z})" if repeated else "")
+    return f"before {moment}: later, with no landing, the night becomes a gap"
+
+
+def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date, now: datetime) -> list[date]:
+    """The nights between the latest one before ``snapshot_date`` that has a run and
+    ``snapshot_date`` itself, which no run took. With ``LATE_OBSERVATION=refuse``, those past the
+    grace window with no landing are recorded as gaps (as their own runs would record them; a
+    run of one later, from a restored landing, still fills it). One mail to the data team names
+    them and the nights left to run. Returns the nights recorded as gaps."""
+    with engine.begin() as conn:
+        previous = conn.execute(text("SELECT MAX(snapshot_date) FROM sync_runs WHERE snapshot_date < :d"),
+                                {"d": snapshot_date}).scalar()
+        if previous is None:  # a first night: nothing came before it
+            return []
+        first = as_date(previous) + timedelta(days=1)
+        missed = [first + timedelta(days=k) for k in range((snapshot_date - first).days)]
+        if not missed:
+            return []
+        refuse = settings.late_observation == "refuse"
+        gaps = [night for night in missed if refuse and is_late(night, now, settings.tz, settings.late_grace_hours)
+                and not RawLanding(settings.raw_path, night).exists()]
+        to_run = [night for night in missed if night not in gaps]
+        for night in gaps:  # never over a row a run of that night wrote meanwhile
+            conn.execute(text(
+                "INSERT INTO sync_runs (snapshot_date, status, message, updated_at) VALUES (:d, 'gap', :m, :now) "
+                "ON CONFLICT (snapshot_date) DO NOTHING"), {"d": night, "m": _gap_message(settings, snapshot_date),
+                                                           "now": datetime.now(UTC)})
+        body = _missed_in_words(settings, snapshot_date, gaps, to_run, now)
+        if settings.data_team:
+            queue_message(conn, f"missed:{snapshot_date}", "gap", settings.data_team,  # a re-run's finds fewer
+                          f"[agent-billing] Nights never run before {snapshot_date}: {date_runs(missed)}", body,
+                          refresh=False)
+    log.warning(body)
+    return gaps
+
+
+def _gap_message(settings: Settings, found_by: date) -> str:
+    return (f"never run (found by the run of {found_by}: a stopped scheduler or a paused DAG, whose missed "
+            f"nights Airflow does not run) and more than {settings.late_grace_hours} h old: VSA only reports its "
+            "present state, so this date is recorded as a gap; the next good snapshot carries the change on its "
+            "own date (set AGENT_BILLING_LATE_OBSERVATION=allow and run it to take the present state as this "
+            "date's)")
+
+
+def _missed_in_words(settings: Settings, found_by: date, gaps: list[date], to_run: list[date], now: datetime) -> str:
+    lines = [f"No run took the nights {date_runs(sorted(gaps + to_run))} (found by the run of {found_by}: a "
+             "stopped scheduler or a paused DAG; Airflow does not run the nights it missed)."]
+    if gaps:
+        lines.append(f"Recorded as gaps, being more than {settings.late_grace_hours} h old with no landing: "
+                     f"{date_runs(gaps)}. The next good snapshot carries any change on its own date.")
+    if to_run:
+        in_time = [n for n in to_run if not is_late(n, now, settings.tz, settings.late_grace_hours)]
+        deadline = gap_warning(settings, in_time[0]) if in_time else None  # the first to turn into a gap
+        lines.append(
+            f"Run {date_runs(to_run)}{' (' + deadline + ')' if deadline else ''}: `agent-billing sync --date "
+            f"{to_run[0]}` for each, or an Airflow backfill from {to_run[0]} to {to_run[-1]} (docs/runbook.md, "
+            "'Backfill a missed night': bounds with the billing timezone's offset, --max-active-runs 1).")
+    return "\n".join(lines)
