@@ -240,6 +240,11 @@ def test_review_names_a_contract_a_billing_run_would_give_lines_it_has_none_of(b
             "--contract C-R` computes them")
     assert agent_billing_cli("review").stdout == f"no pending lines\n\n{note}\n"
     assert agent_billing_cli("review", "--contract", "C-R").stdout.endswith(f"\n\n{note}\n")
+    refused = agent_billing_cli("post", "--contract", "C-R")
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "agent-billing post: error: contract C-R has no pending lines to post (its latest invoice is "
+        "INV-C-R-2024-03); a billing run as of 2024-03-17 gives it 1 line(s): run `agent-billing bill --as-of "
+        "2024-03-17 --contract C-R`, review them, then post them"), refused.stderr
     assert agent_billing_cli("bill", "--as-of", "2024-03-17", "--contract", "C-R").returncode == 0
     after = agent_billing_cli("review").stdout
     assert "43.55" in after and "no pending lines" not in after, after  # 2 × 45 × 15/31

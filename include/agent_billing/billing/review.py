@@ -161,7 +161,32 @@ def _pending_runs(pending: list[dict]) -> dict[str, tuple[str, date]]:
     return {r["contract_id"]: (r["posting"], r["as_of"]) for r in pending}
 
 
+class NothingToPost(UserError):
+    """The contract has no pending lines."""
+
+
 def post_reviewed(
+    engine: Engine, contract_id: str, as_of: date | None = None, expect_total: Decimal | None = None
+) -> ContractResult:
+    """``post_pending``; a contract with nothing to post is told the run that gives it lines, if
+    any (a first invoice due, a service added since the last run)."""
+    try:
+        return post_pending(engine, contract_id, as_of, expect_total)
+    except NothingToPost as exc:
+        with engine.connect() as conn:
+            horizon = billing_horizon(conn)
+        try:
+            computed = _computed_again(engine, contract_id, horizon)[0] if horizon else []
+        except Exception:  # noqa: BLE001 - the refusal stands as it is
+            log.warning("contract %s: whether a billing run gives it lines was not checked", contract_id, exc_info=True)
+            raise exc from None
+        if not computed:
+            raise
+        raise NothingToPost(f"{exc}; a billing run as of {horizon} gives it {len(computed)} line(s): run "
+                            f"{refresh_command(contract_id, horizon)}, review them, then post them") from None
+
+
+def post_pending(
     engine: Engine, contract_id: str, as_of: date | None = None, expect_total: Decimal | None = None
 ) -> ContractResult:
     """Post a contract's reviewed pending lines as its invoice for the month of their date.
@@ -183,7 +208,7 @@ def post_reviewed(
         if pending_as_of is None or not pending:
             last = store.load_state(conn, contract_id).last_invoice_month
             latest = f" (its latest invoice is {invoice_id(contract_id, last)})" if last else ""
-            raise UserError(f"contract {contract_id} has no pending lines to post{latest}")
+            raise NothingToPost(f"contract {contract_id} has no pending lines to post{latest}")
         if as_of is not None and as_of < pending_as_of:  # a run for an earlier date never moves them back
             raise UserError(
                 f"the pending lines of contract {contract_id} are as of {pending_as_of}, later than "
