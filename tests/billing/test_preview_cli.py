@@ -250,6 +250,38 @@ def test_review_names_a_contract_a_billing_run_would_give_lines_it_has_none_of(b
     assert "43.55" in after and "no pending lines" not in after, after  # 2 × 45 × 15/31
 
 
+def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, agent_billing_cli):
+    """The night of 4 April failed (VSA down) and that of the 6th is quarantined; the nights after
+    them ran. April's review invoice is due: what those nights change is not in its lines, and
+    posting it then carries that change on a later invoice, a day late. `review`, the due
+    invoice's preview and `post` say so (only the forecast did)."""
+    books.contract("C-R", [books.rmm("S", "40.00", "2024-03-01")], start="2024-03-01", posting="review")
+    books.count("S", "2024-03-01", 2)
+    books.bill("2024-03-01")
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    books.concluded("2024-04-04", "failed")
+    books.concluded("2024-04-06", "quarantined")
+    books.bill("2024-04-07")
+    words = ("quarantined or failed: the nights of 2024-04-04, 2024-04-06 (release, discard or re-run them first; "
+             "posted without them, what they change goes on a later invoice)")
+    assert agent_billing_cli("review").stdout.splitlines()[-1] == f"contract C-R: not in these lines, {words}"
+    preview = agent_billing_cli("invoices", "preview", "--contract", "C-R")
+    assert f"not in these lines, {words}" in preview.stdout.splitlines(), preview.stdout
+    as_json = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
+    assert as_json["nights_not_counted"] == ["2024-04-04", "2024-04-06"]
+    posted = agent_billing_cli("post", "--contract", "C-R")
+    assert posted.returncode == 0 and posted.stdout.splitlines()[-1] == (
+        "not in it, quarantined or failed: the nights of 2024-04-04, 2024-04-06 (release, discard or re-run them: "
+        "what they change goes on a later invoice)"), posted.stdout
+    # named on the next invoice too, until a person decides them
+    forecast = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
+    assert forecast["forecast"]["nights_not_counted"] == ["2024-04-04", "2024-04-06"]
+    with books.engine.begin() as conn:
+        conn.execute(text("UPDATE sync_runs SET status = 'discarded' WHERE snapshot_date = '2024-04-06'"))
+    forecast = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
+    assert forecast["forecast"]["nights_not_counted"] == ["2024-04-04"]
+
+
 def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cli):
     """A quarantined night before the forecast's last night counts for nothing until a person
     decides it: the forecast says so rather than pass for the invoice to come."""

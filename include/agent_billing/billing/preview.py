@@ -12,7 +12,7 @@ yet is billed 0 units in it, and named).
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import Engine
@@ -29,7 +29,7 @@ from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
-from agent_billing.billing.review import posts_as_previewed
+from agent_billing.billing.review import nights_left_out, posts_as_previewed
 from agent_billing.billing.run import billed_as_of, plan_contract
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import share_unit_history
@@ -67,10 +67,10 @@ def preview_invoice(
         forecast = None
         if not complete:  # the nights counted by then, whatever the preview's date (a later one too)
             counted_until = min(latest_concluded_date(conn), due_on)
-            since = state.last_invoice_as_of or contract.start_date - timedelta(days=1)
             forecast = (plan_contract(conn, contract, due_on).lines, counted_until,
                         store.uncounted_services(conn, contract, due_on, month),
-                        store.nights_not_counted(conn, since, counted_until))
+                        nights_left_out(conn, contract, counted_until))
+        left_out = nights_left_out(conn, contract, plan.lines_as_of) if complete else []
         transaction.rollback()
     target = invoice_id(contract_id, month)
     lines = retarget(plan.lines, target)
@@ -91,6 +91,8 @@ def preview_invoice(
         # not posted until these nights are re-run (billing.post.close_month refuses it)
         "held_until_recounted": {service: [str(d) for d in nights] for service, nights in waiting.items()},
         "held": held_in_words(contract_id, waiting) if waiting else None,
+        # a complete invoice's nights that no run reads (quarantined, failed): posted without them
+        "nights_not_counted": left_out,
         # a review invoice not posted by the next invoice date goes on the next month's invoice
         "post_before": (invoice_date(next_month(month), contract.billing_day, contract.start_date)
                         if complete and contract.posting == "review" and lines else None),

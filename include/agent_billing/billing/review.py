@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from agent_billing.billing import store
 from agent_billing.billing.calendar import billing_month, month_label
@@ -19,6 +19,7 @@ from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_contract, plan_lines, result
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import share_unit_history
+from agent_billing.sync.dates import date_runs
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,33 @@ def pending_lines(engine: Engine, contract_id: str | None = None) -> list[dict]:
 
 def review_notes(engine: Engine, pending: list[dict], contract_id: str | None = None) -> list[str]:
     """What a reviewer of the ``pending_lines`` rows (of every contract, or ``contract_id``'s)
-    must know beside them, one line each: nights that hold them, lines out of date, an invoice
-    due, lines a run would give a contract that has none."""
-    return (held_by_uncounted_nights(engine, pending) + out_of_date(engine, pending)
+    must know beside them, one line each: nights that hold them, nights they leave out, lines
+    out of date, an invoice due, lines a run would give a contract that has none."""
+    return (held_by_uncounted_nights(engine, pending) + not_counted_in(engine, pending) + out_of_date(engine, pending)
             + due_to_bill(engine, pending) + unbilled(engine, pending, contract_id))
+
+
+def nights_left_out(conn: Connection, contract: Contract, as_of: date) -> list[date]:
+    """The contract's nights through ``as_of`` that no billing run reads, quarantined or failed:
+    an invoice posted without them is right for what was counted, and what they change once
+    released or re-run goes on a later one. Named on every invoice until a person decides."""
+    return store.nights_not_counted(conn, contract.start_date - timedelta(days=1), as_of)
+
+
+def left_out_in_words(nights: list[date], *, posted: bool = False) -> str:
+    then = ": what they change goes on a later invoice" if posted else (
+        " first; posted without them, what they change goes on a later invoice")
+    return f"quarantined or failed: the nights of {date_runs(nights)} (release, discard or re-run them{then})"
+
+
+def not_counted_in(engine: Engine, pending: list[dict]) -> list[str]:
+    """One line per contract of the ``pending_lines`` rows whose lines leave out nights."""
+    with engine.connect() as conn:
+        return [
+            f"contract {contract_id}: not in these lines, {left_out_in_words(nights)}"
+            for contract_id, (_, day) in _pending_runs(pending).items()
+            if (nights := nights_left_out(conn, store.find_contract(conn, contract_id), day))
+        ]
 
 
 def held_by_uncounted_nights(engine: Engine, pending: list[dict]) -> list[str]:
@@ -242,11 +266,12 @@ def post_pending(
                 f"they were reviewed (`agent-billing review --contract {contract_id}` shows them now); "
                 "nothing was posted"
             )
+        left_out = nights_left_out(conn, contract, as_of)
         target = invoice_id(contract_id, month)
         invoice = close_month(conn, contract, month, as_of, retarget(lines, target))
         store.replace_pending(conn, contract_id, as_of, [])
         log.info("posted %s: %d line(s), total %s", invoice.invoice_id, invoice.lines, invoice.total)
-        return result(contract, invoice, [], as_of)
+        return replace(result(contract, invoice, [], as_of), nights_left_out=tuple(left_out))
 
 
 def posts_as_previewed(contract: Contract, month: date, lines: list[Line], pending: list[Line],

@@ -52,6 +52,7 @@ class ContractResult:
     pending_lines: int
     pending_total: Decimal
     pending_as_of: date  # the date the pending lines were computed as of
+    nights_left_out: tuple[date, ...] = ()  # by a posted review invoice: quarantined or failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,10 @@ def _post(args: argparse.Namespace) -> int:
         f"posted {invoice.invoice_id} ({invoice.document_type}, invoice date {invoice.invoice_date}, as of "
         f"{result.pending_as_of}): {invoice.lines} line(s), total {invoice.total} {result.currency}"
     )
+    if result.nights_left_out:
+        from agent_billing.billing.review import left_out_in_words
+
+        print(f"not in it, {left_out_in_words(list(result.nights_left_out), posted=True)}")
     return 0
 
 
@@ -295,6 +299,10 @@ def _preview(args: argparse.Namespace) -> int:
         if forecast["uncounted_services"]:
             print(f"not counted yet, so at 0 units in the forecast: {', '.join(forecast['uncounted_services'])} "
                   "(their first count sets their units)")
+    if invoice["nights_not_counted"]:
+        from agent_billing.billing.review import left_out_in_words
+
+        print(f"not in these lines, {left_out_in_words(invoice['nights_not_counted'])}")
     if invoice["held"]:
         print(invoice["held"])
     if invoice["bill_first"]:
