@@ -132,7 +132,14 @@ def test_a_review_invoice_a_later_night_changed_says_to_bill_before_posting(book
     books.concluded("2024-04-20")
     preview = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
     assert (preview["invoice_id"], preview["total"], preview["bill_first"]) == ("INV-C-R-2024-04", "108.00", "2024-04-20")
+    # review shows the 80.00 that `post` would post, and says what the preview says
+    review = agent_billing_cli("review").stdout
+    assert review.splitlines()[-1] == (
+        "contract C-R: these lines are as of 2024-04-01, and the nights up to 2024-04-20 have synced since without a "
+        "billing run: `agent-billing bill --as-of 2024-04-20 --contract C-R` brings them in (`invoices preview` "
+        "shows them), or post these as they are: what those nights change then goes on the next invoice"), review
     assert agent_billing_cli("bill", "--as-of", "2024-04-20", "--contract", "C-R").returncode == 0
+    assert "synced since" not in agent_billing_cli("review").stdout
     again = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
     assert (again["total"], again["bill_first"], again["post_before"]) == ("108.00", None, "2024-05-01")
     posted = agent_billing_cli("post", "--contract", "C-R")

@@ -146,7 +146,10 @@ def due_to_bill(engine: Engine, pending: list[dict]) -> list[str]:
     """One line per review contract of the ``pending_lines`` rows whose next invoice is due but
     whose pending lines are of an earlier month (no billing run since its invoice date): `post`
     would post them as that earlier month's invoice, or refuse them when it has one; a run as of
-    the horizon makes them the due invoice's (the rule of a review invoice not posted in time)."""
+    the horizon makes them the due invoice's (the rule of a review invoice not posted in time).
+    Or whose lines are of an earlier date than the horizon, in the same month: `post` posts them
+    as they are, and a run as of the horizon would add what the nights since changed (as
+    `invoices preview` says)."""
     lines = []
     with engine.connect() as conn:
         horizon = billing_horizon(conn)
@@ -158,6 +161,12 @@ def due_to_bill(engine: Engine, pending: list[dict]) -> list[str]:
             due = _due_invoice(contract, last, horizon)
             if due and billing_month(day, contract.billing_day, contract.start_date) != due[0]:
                 lines.append(f"contract {contract_id}: these lines are as of {day}; {_bill_then_post(contract_id, *due)}")
+            elif horizon is not None and horizon > day:  # the nights since are in no line yet
+                lines.append(
+                    f"contract {contract_id}: these lines are as of {day}, and the nights up to {horizon} have "
+                    f"synced since without a billing run: {refresh_command(contract_id, horizon)} brings them in "
+                    "(`invoices preview` shows them), or post these as they are: what those nights change then "
+                    "goes on the next invoice")
     return lines
 
 
