@@ -166,6 +166,7 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
     first = conn.execute(text("SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'complete'")).scalar()
     reference = as_date(first) if first is not None else datetime.now(get_settings().tz).date()
     since = "the first night synced" if first is not None else "this month (no night synced yet)"
+    starting: dict[date, list[str]] = {}
     for e in plan.entries:
         moved = e.action == "update" and any(c.field == "start_date" for c in e.changes)
         if e.kind != "service" or e.row.get("units_source") != "rmm_agent_count" or not (e.action == "create" or moved):
@@ -174,11 +175,17 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
                                       {"c": e.row["contract_id"]}).scalar()
         start = max(as_date(e.row["start_date"]), as_date(contract_start))  # billing starts with both
         if start < reference.replace(day=1):
-            plan.back_billing.append(
-                f"{e.describe()} starts {start}, before {since} ({reference:%Y-%m}): its first billing run "
-                f"bills every month from {start:%Y-%m} at the units of its first count; for a customer "
-                "billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"
-            )
+            starting.setdefault(start, []).append(e.describe())
+    for start, services in sorted(starting.items()):  # one warning per start: a first file has dozens
+        named = services[:SERVICES_NAMED]
+        more = f" and {len(services) - len(named)} more" if len(services) > len(named) else ""
+        who, its = (named[0], "its") if len(services) == 1 else (
+            f"services {', '.join(x.removeprefix('service ') for x in named)}{more}", "their")
+        plan.back_billing.append(
+            f"{who} start{'s' if len(services) == 1 else ''} {start}, before {since} ({reference:%Y-%m}): {its} first "
+            f"billing run bills every month from {start:%Y-%m} at the units of {its} first count; for a customer "
+            "billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"
+        )
 
 
 def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, list[date]], today: date) -> None:
