@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -125,6 +126,27 @@ def test_a_negative_total_is_issued_as_a_credit_note(books):
     [line] = credit["lines"]
     assert (line["kind"], line["units"], line["days"]) == ("adjustment", -10, 0)
     assert line["adjusts_line_id"] == books.invoice("INV-C-2024-02")["lines"][0]["line_id"]
+
+
+def test_an_end_date_after_the_invoice_credits_the_days_after_it_and_says_which_days_stay_billed(books):
+    """The data dictionary's example: April invoiced for 6 × 12.00, then the service ended on
+    the 10th. The adjustment's period and days are those still billed (10/30), its amount the
+    credit for the rest; its description says both, so the line reads on a customer's invoice."""
+    service = books.rmm("S", "12.00", "2024-03-01")
+    books.contract("C", [service], start="2024-03-01")
+    books.count("S", "2024-03-01", 6)
+    books.bill("2024-04-01")
+    books.contract("C", [{**service, "end_date": "2024-04-10"}], start="2024-03-01")
+    books.bill("2024-05-01")
+
+    april = books.invoice("INV-C-2024-04")["lines"][-1]
+    [line] = books.invoice("INV-C-2024-05")["lines"]
+    assert (line["kind"], line["units"], line["period_start"], line["period_end"], line["days"],
+            line["days_in_period"], line["amount"]) == (
+        "adjustment", 0, date(2024, 4, 1), date(2024, 4, 10), 10, 30, Decimal("-48.00"))
+    assert line["description"] == (
+        f"correction of normal:S:2024-04 (line {april['line_id']} on INV-C-2024-04): now 6 units for "
+        "2024-04-01..2024-04-10 (10/30 days), 24.00; billed 6 units, 72.00")
 
 
 def test_a_zero_total_with_lines_is_still_an_invoice(books):

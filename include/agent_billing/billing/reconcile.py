@@ -107,8 +107,9 @@ def _adjustment(
     if units == billed_units and amount == billed_amount:
         return None
     ref: Line | PostedLine = now or base
-    expected_text = (
-        f"now {units_text(units)}, {quantize(amount, currency)}" if now else "no longer applies"
+    expected_text = (  # the days billed now, which the line's period and days columns give too
+        f"now {units_text(units)} for {now.period_start}..{now.period_end} ({now.days}/{now.days_in_period} days), "
+        f"{quantize(amount, currency)}" if now else "no longer applies"
     )
     return Line(
         line_key=adjustment_key(base.line_id, target),
