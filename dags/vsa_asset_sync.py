@@ -29,8 +29,8 @@ failed (**fail_if_work_failed**). A run still unfinished at `AGENT_BILLING_SYNC_
 
 Snapshot date = the logical date's local date, or the param `snapshot_date`.
 Param `quarantine_action` (`release` / `discard`) acts on the quarantined snapshot of
-`snapshot_date` (required with it) instead of syncing; `reopen` takes a discarded one up again (a run of a discarded night does nothing
-until then). Backfills: `airflow backfill create --dag-id vsa_asset_sync --from-date … --to-date …`
+`snapshot_date` (required with it) instead of syncing (`discard` also takes back a release);
+`reopen` takes a discarded one up again (a run of a discarded night does nothing until then). Backfills: `airflow backfill create --dag-id vsa_asset_sync --from-date … --to-date …`
 (see docs/runbook.md).
 """
 
@@ -186,8 +186,8 @@ def record_failure(context) -> None:
         ),
         "quarantine_action": Param(
             None, type=["null", "string"], enum=[None, "release", "discard", "reopen"],
-            description="release or discard the quarantined snapshot of snapshot_date, or reopen the "
-                        "discarded one, instead of syncing.",
+            description="release or discard the quarantined snapshot of snapshot_date (discard also takes "
+                        "back a release), or reopen the discarded one, instead of syncing.",
         ),
     },
 )

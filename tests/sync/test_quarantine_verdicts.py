@@ -234,6 +234,39 @@ def test_every_order_of_four_nights_ends_as_the_run_in_date_order(contoso, setti
         engine.dispose()
 
 
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_release_taken_back_ends_as_a_discard_would_have(contoso, settings, sqlite_template, tmp_path):
+    """9 agents, then 2, 2 and 9: D2 and D3 are held against D1. D2 released by mistake makes
+    D3 complete against it and bills 9 → 2 and back; discarding D2 then takes the release back:
+    D3 is held again against D1, the changes go, and everything ends as the discard alone would
+    have left it. A complete night that was never released is still not discarded."""
+    land(settings, {D1: 9, D2: 2, D3: 2, D4: 9})
+    for night in (D1, D2, D3, D4):
+        run_day(contoso, settings, night, land=False)
+    release_snapshot(contoso, settings, D2)
+    assert statuses(contoso) == {"2024-03-01": "complete", "2024-03-02": "complete",
+                                 "2024-03-03": "complete", "2024-03-04": "complete"}
+    assert ws_changes(contoso) == [("2024-03-02", 9, 2), ("2024-03-04", 2, 9)]
+    taken_back = discard_snapshot(contoso, settings, D2)
+    assert taken_back.detail == {"still_quarantined": ["2024-03-03"], "rejudged": {"2024-03-03": "quarantined"}}
+    assert ws_changes(contoso) == []
+
+    path = tmp_path / "discarded.db"
+    shutil.copy(sqlite_template, path)
+    discarded = connect_warehouse(f"sqlite:///{path}")
+    apply_contracts(discarded, CONTRACT)
+    for night in (D1, D2, D3, D4):
+        run_day(discarded, settings, night, land=False)
+    discard_snapshot(discarded, settings, D2)
+    assert outcome(contoso) == outcome(discarded)
+    discarded.dispose()
+    with pytest.raises(SnapshotStatusError, match="snapshot 2024-03-01 is complete, not quarantined"):
+        discard_snapshot(contoso, settings, D1)
+    # reopened, the night is judged anew, not taken as released
+    reopen_snapshot(contoso, settings, D2)
+    assert run_day(contoso, settings, D2, land=False).status == "quarantined"
+
+
 def test_a_discarded_night_stays_discarded_until_a_person_reopens_it(contoso, settings):
     land(settings, {D1: 9, D2: 2, D3: 9})
     for night in (D1, D2):

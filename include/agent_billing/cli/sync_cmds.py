@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     snapshots = sub.add_parser("snapshots", help="quarantined, discarded and uncounted snapshots")
     s_sub = snapshots.add_subparsers(dest="snapshots_command", required=True)
-    for action, text in (("release", "accept a quarantined snapshot"), ("discard", "reject a quarantined snapshot"),
+    for action, text in (("release", "accept a quarantined snapshot"), ("discard", "reject a quarantined snapshot, or one released by mistake"),
                          ("reopen", "take a discarded snapshot up again (then run its night)")):
         p = s_sub.add_parser(action, help=text)
         p.add_argument("date", help="snapshot date YYYY-MM-DD")

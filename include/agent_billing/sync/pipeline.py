@@ -383,20 +383,35 @@ def release_snapshot(engine: Engine, settings: Settings, snapshot_date: date) ->
 
 
 def discard_snapshot(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
-    """A person rejects a quarantined snapshot: its counts are dropped, it never bills. The
-    nights after it are not judged again: a quarantined night was never the good night before."""
+    """A person rejects a quarantined snapshot, or one they released (a release taken back):
+    its counts are dropped, it never bills. The nights after a quarantined one are not judged
+    again (it was never the good night before them); after a released one they are, against
+    the good night before it, so the end is that of a discard instead of the release."""
     with engine.begin() as conn:
         changes.lock_unit_history(conn)
-        run = _run_in(conn, snapshot_date, "quarantined", "discard")
+        run = get_run(conn, snapshot_date) or {}
+        released = run.get("status") == "complete" and run.get("released_at") is not None
+        if released:
+            kept = run["message"] or ""  # why it was held, unless a failed re-run replaced it since
+            message = (DISCARDED + kept.removeprefix(RELEASED) if kept.startswith(RELEASED)
+                       else "discarded after its release")
+        else:
+            run = _run_in(conn, snapshot_date, "quarantined", "discard")
+            message = decided(DISCARDED, run["message"], snapshot_date)
         changes.clear_counts(conn, snapshot_date)
         changes.recounted(conn, snapshot_date)  # a discarded night never bills
         forget_night(conn, snapshot_date)
-        record_run(conn, snapshot_date, "discarded", message=decided(DISCARDED, run["message"], snapshot_date))
+        # not released any more: reopened, its night is judged anew
+        record_run(conn, snapshot_date, "discarded", message=message, released_at=None)
         withdraw_quarantine_alerts(conn, snapshot_date)  # decided: nobody is to be asked any more
-        queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
+        if released:
+            _, _, rejudged = _after_verdict(conn, settings, snapshot_date)
+        else:
+            queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
+            rejudged = {}
         held = _held_after(conn, snapshot_date)
-    log.info("discarded snapshot %s", snapshot_date)
-    return StepResult(snapshot_date.isoformat(), "discarded", {"still_quarantined": held})
+    log.info("discarded snapshot %s%s", snapshot_date, " (its release taken back)" if released else "")
+    return StepResult(snapshot_date.isoformat(), "discarded", {"still_quarantined": held, "rejudged": rejudged})
 
 
 def _held_after(conn, snapshot_date: date) -> list[str]:
