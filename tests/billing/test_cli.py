@@ -75,10 +75,15 @@ def test_review_then_post(contoso, run_cli):
                                       "2024-03-01, as of 2024-03-01): 1 line(s), total 80.00 USD")
     # April's invoice date has passed with no billing run since: review says which contracts it
     # gives lines to (April's invoices), though none are pending yet
-    assert run_cli("review")[1].strip().split("\n\n") == ["no pending lines"] + [
-        f"contract {c}: no pending lines, but a billing run as of 2024-04-01 gives it {n} line(s) (a contracts "
-        f"change, a night or an invoice date since its last run): `agent-billing bill --as-of 2024-04-01 "
-        f"--contract {c}` computes them" for c, n in (("C-AUTO", 2), ("C-REVIEW", 1))]
+    # (the automatic one's run posts it, final; the review one's waits for `post`)
+    run = "a billing run as of 2024-04-01 gives it {} line(s) (a contracts change, a night or an invoice date since " \
+          "its last run): `agent-billing bill --as-of 2024-04-01 --contract {}`"
+    assert run_cli("review")[1].strip().split("\n\n") == [
+        "no pending lines",
+        "contract C-AUTO: no pending lines, but " + run.format(2, "C-AUTO") + " posts them as its invoice of "
+        "2024-04, final (`agent-billing invoices preview --contract C-AUTO` shows them first)",
+        "contract C-REVIEW: no pending lines, but " + run.format(1, "C-REVIEW") + " computes them for review, then "
+        "post them as its invoice of 2024-04"]
 
 
 def test_post_with_the_reviewed_total_refuses_lines_a_later_run_changed(contoso, run_cli):

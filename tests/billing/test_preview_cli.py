@@ -242,19 +242,26 @@ def test_review_names_a_contract_a_billing_run_would_give_lines_it_has_none_of(b
     books.contract("C-R", [base, {"service_id": "T", "name": "Support", "unit_price": "45.00",
                                    "units_source": "manual", "units": 2, "start_date": "2024-03-17"}],
                    start="2024-03-01", posting="review")
-    note = ("contract C-R: no pending lines, but a billing run as of 2024-03-17 gives it 1 line(s) (a contracts "
-            "change, a night or an invoice date since its last run): `agent-billing bill --as-of 2024-03-17 "
-            "--contract C-R` computes them")
+    run = ("a billing run as of 2024-03-17 gives it 1 line(s) (a contracts change, a night or an invoice date "
+           "since its last run): `agent-billing bill --as-of 2024-03-17 --contract C-R` computes them; they wait for "
+           "its next invoice date (`agent-billing invoices preview --contract C-R` shows them)")
+    note = f"contract C-R: no pending lines, but {run}"
     assert agent_billing_cli("review").stdout == f"no pending lines\n\n{note}\n"
     assert agent_billing_cli("review", "--contract", "C-R").stdout.endswith(f"\n\n{note}\n")
     refused = agent_billing_cli("post", "--contract", "C-R")
     assert refused.returncode == 2 and refused.stderr.strip() == (
         "agent-billing post: error: contract C-R has no pending lines to post (its latest invoice is "
-        "INV-C-R-2024-03); a billing run as of 2024-03-17 gives it 1 line(s): run `agent-billing bill --as-of "
-        "2024-03-17 --contract C-R`, review them, then post them"), refused.stderr
+        "INV-C-R-2024-03); " + run.replace(" (a contracts change, a night or an invoice date since its last run)",
+                                           "")), refused.stderr
     assert agent_billing_cli("bill", "--as-of", "2024-03-17", "--contract", "C-R").returncode == 0
     after = agent_billing_cli("review").stdout
     assert "43.55" in after and "no pending lines" not in after, after  # 2 × 45 × 15/31
+    # as the note said, they wait for April's invoice: post refuses them until then, and posts them after
+    assert "its pending lines wait for the next invoice month" in agent_billing_cli("post", "--contract", "C-R").stderr
+    books.count("S", "2024-04-01", 1)
+    assert agent_billing_cli("bill", "--as-of", "2024-04-01", "--contract", "C-R").returncode == 0
+    posted = agent_billing_cli("post", "--contract", "C-R")
+    assert posted.returncode == 0 and posted.stdout.startswith("posted INV-C-R-2024-04"), posted.stderr
 
 
 def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, agent_billing_cli):
@@ -269,8 +276,9 @@ def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, ag
     books.concluded("2024-04-04", "failed")
     books.concluded("2024-04-06", "quarantined")
     books.bill("2024-04-07")
-    words = ("quarantined or failed: the nights of 2024-04-04, 2024-04-06 (release, discard or re-run them first; "
-             "posted without them, what they change goes on a later invoice)")
+    words = ("the nights quarantined 2024-04-06 (release or discard: agent-billing snapshots release|discard "
+             "2024-04-06); failed 2024-04-04 (re-run: agent-billing sync --date 2024-04-04); decided before the "
+             "invoice is posted, what they change is on it; after, on a later one")
     assert agent_billing_cli("review").stdout.splitlines()[-1] == f"contract C-R: not in these lines, {words}"
     preview = agent_billing_cli("invoices", "preview", "--contract", "C-R")
     assert f"not in these lines, {words}" in preview.stdout.splitlines(), preview.stdout
@@ -278,8 +286,9 @@ def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, ag
     assert as_json["nights_not_counted"] == ["2024-04-04", "2024-04-06"]
     posted = agent_billing_cli("post", "--contract", "C-R")
     assert posted.returncode == 0 and posted.stdout.splitlines()[-1] == (
-        "not in it, quarantined or failed: the nights of 2024-04-04, 2024-04-06 (release, discard or re-run them: "
-        "what they change goes on a later invoice)"), posted.stdout
+        "not in it, the nights quarantined 2024-04-06 (release or discard: agent-billing snapshots release|discard "
+        "2024-04-06); failed 2024-04-04 (re-run: agent-billing sync --date 2024-04-04); once decided, what they "
+        "change goes on a later invoice"), posted.stdout
     # named on the next invoice too, until a person decides them
     forecast = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)
     assert forecast["forecast"]["nights_not_counted"] == ["2024-04-04", "2024-04-06"]
@@ -300,7 +309,9 @@ def test_the_forecast_names_the_nights_it_cannot_count(contoso, agent_billing_cl
     assert json.loads(process.stdout)["forecast"]["nights_not_counted"] == ["2024-03-25"]
     table = agent_billing_cli("invoices", "preview", "--contract", "C-AUTO", "--as-of", "2024-03-20").stdout
     assert table.splitlines()[2] == (
-        "not in the forecast, quarantined or failed: the nights of 2024-03-25 (release, discard or re-run them)")
+        "not in the forecast, the nights quarantined 2024-03-25 (release or discard: agent-billing snapshots "
+        "release|discard 2024-03-25); decided before the invoice is posted, what they change is on it; after, on a "
+        "later one")
 
 
 def test_list_and_show_posted_invoices(contoso, agent_billing_cli):

@@ -29,7 +29,7 @@ from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
 from agent_billing.billing.post import held_in_words, invoice_id
 from agent_billing.billing.reconcile import retarget
-from agent_billing.billing.review import nights_left_out, posts_as_previewed
+from agent_billing.billing.review import left_out_in_words, nights_left_out, posts_as_previewed
 from agent_billing.billing.run import billed_as_of, plan_contract
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import share_unit_history
@@ -70,7 +70,7 @@ def preview_invoice(
             forecast = (plan_contract(conn, contract, due_on).lines, counted_until,
                         store.uncounted_services(conn, contract, due_on, month),
                         nights_left_out(conn, contract, counted_until))
-        left_out = nights_left_out(conn, contract, plan.lines_as_of) if complete else []
+        left_out = nights_left_out(conn, contract, plan.lines_as_of) if complete else {}
         transaction.rollback()
     target = invoice_id(contract_id, month)
     lines = retarget(plan.lines, target)
@@ -92,7 +92,8 @@ def preview_invoice(
         "held_until_recounted": {service: [str(d) for d in nights] for service, nights in waiting.items()},
         "held": held_in_words(contract_id, waiting) if waiting else None,
         # a complete invoice's nights that no run reads (quarantined, failed): posted without them
-        "nights_not_counted": left_out,
+        "nights_not_counted": list(left_out),
+        "not_counted_note": left_out_in_words(left_out) if left_out else None,
         # a review invoice not posted by the next invoice date goes on the next month's invoice
         "post_before": (invoice_date(next_month(month), contract.billing_day, contract.start_date)
                         if complete and contract.posting == "review" and lines else None),
@@ -106,7 +107,7 @@ def preview_invoice(
     }
 
 
-def _forecast(forecast: list[Line], counted_until: date, uncounted: list[str], not_counted: list[date],
+def _forecast(forecast: list[Line], counted_until: date, uncounted: list[str], not_counted: dict[date, str],
               target: str, so_far: list[Line], currency: str, agents: dict) -> dict:
     """The forecast's total, the nights it counts (and those before it that it cannot: held or
     failed), the services it bills at 0 for want of a count, and the lines it adds to those so
@@ -115,7 +116,8 @@ def _forecast(forecast: list[Line], counted_until: date, uncounted: list[str], n
     return {
         "total": _total(forecast, currency),
         "counted_until": counted_until,
-        "nights_not_counted": not_counted,
+        "nights_not_counted": list(not_counted),
+        "not_counted_note": left_out_in_words(not_counted) if not_counted else None,
         "uncounted_services": uncounted,
         "added_lines": [_line(x, currency, agents) for x in retarget(forecast, target) if x.line_key not in known],
     }

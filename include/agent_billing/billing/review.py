@@ -41,17 +41,24 @@ def review_notes(engine: Engine, pending: list[dict], contract_id: str | None = 
             + due_to_bill(engine, pending) + unbilled(engine, pending, contract_id))
 
 
-def nights_left_out(conn: Connection, contract: Contract, as_of: date) -> list[date]:
-    """The contract's nights through ``as_of`` that no billing run reads, quarantined or failed:
-    an invoice posted without them is right for what was counted, and what they change once
-    released or re-run goes on a later one. Named on every invoice until a person decides."""
+def nights_left_out(conn: Connection, contract: Contract, as_of: date) -> dict[date, str]:
+    """The contract's nights through ``as_of`` that no billing run reads, quarantined or failed
+    (date → status): an invoice posted without them is right for what was counted, and what
+    they change once released or re-run goes on a later one. Named until a person acts: a
+    failed night re-run becomes complete, or a gap when its landing is gone and it is late."""
     return store.nights_not_counted(conn, contract.start_date - timedelta(days=1), as_of)
 
 
-def left_out_in_words(nights: list[date], *, posted: bool = False) -> str:
-    then = ": what they change goes on a later invoice" if posted else (
-        " first; posted without them, what they change goes on a later invoice")
-    return f"quarantined or failed: the nights of {date_runs(nights)} (release, discard or re-run them{then})"
+def left_out_in_words(nights: dict[date, str], *, posted: bool = False) -> str:
+    """``nights_left_out`` as a clause: each status with what a person does about it."""
+    held = [d for d, status in nights.items() if status == "quarantined"]
+    failed = [d for d, status in nights.items() if status == "failed"]
+    parts = ([f"quarantined {date_runs(held)} (release or discard: agent-billing snapshots release|discard "
+              f"{held[0]})"] if held else []) + (
+             [f"failed {date_runs(failed)} (re-run: agent-billing sync --date {failed[0]})"] if failed else [])
+    then = "once decided, what they change goes on a later invoice" if posted else (
+        "decided before the invoice is posted, what they change is on it; after, on a later one")
+    return f"the nights {'; '.join(parts)}; {then}"
 
 
 def not_counted_in(engine: Engine, pending: list[dict]) -> list[str]:
@@ -117,8 +124,24 @@ def unbilled(engine: Engine, pending: list[dict], contract_id: str | None = None
         if computed:
             lines.append(f"contract {cid}: no pending lines, but a billing run as of {horizon} gives it "
                          f"{len(computed)} line(s) (a contracts change, a night or an invoice date since its last "
-                         f"run): {refresh_command(cid, horizon)} computes them")
+                         f"run): {_what_a_run_does(engine, cid, horizon)}")
     return lines
+
+
+def _what_a_run_does(engine: Engine, contract_id: str, horizon: date) -> str:
+    """What the billing run as of the horizon does with a contract's lines: an automatic
+    contract's due invoice is posted by it, final; a review contract's due invoice waits for
+    `post`; other lines wait for the next invoice date."""
+    with engine.connect() as conn:
+        contract = store.find_contract(conn, contract_id)
+        due = _due_invoice(contract, store.load_state(conn, contract_id).last_invoice_month, horizon)
+    run = refresh_command(contract_id, horizon)
+    preview = f"`agent-billing invoices preview --contract {contract_id}` shows them"
+    if due and contract.posting == "automatic":
+        return f"{run} posts them as its invoice of {month_label(due[0])}, final ({preview} first)"
+    if due:
+        return f"{run} computes them for review, then post them as its invoice of {month_label(due[0])}"
+    return f"{run} computes them; they wait for its next invoice date ({preview})"
 
 
 def _computed_again(engine: Engine, contract_id: str, day: date) -> tuple[list[Line], list[Line]]:
@@ -215,8 +238,8 @@ def post_reviewed(
             raise exc from None
         if not computed:
             raise
-        raise NothingToPost(f"{exc}; a billing run as of {horizon} gives it {len(computed)} line(s): run "
-                            f"{refresh_command(contract_id, horizon)}, review them, then post them") from None
+        raise NothingToPost(f"{exc}; a billing run as of {horizon} gives it {len(computed)} line(s): "
+                            f"{_what_a_run_does(engine, contract_id, horizon)}") from None
 
 
 def post_pending(
@@ -280,7 +303,7 @@ def post_pending(
         invoice = close_month(conn, contract, month, as_of, retarget(lines, target))
         store.replace_pending(conn, contract_id, as_of, [])
         log.info("posted %s: %d line(s), total %s", invoice.invoice_id, invoice.lines, invoice.total)
-        return replace(result(contract, invoice, [], as_of), nights_left_out=tuple(left_out))
+        return replace(result(contract, invoice, [], as_of), nights_left_out=tuple(left_out.items()))
 
 
 def posts_as_previewed(contract: Contract, month: date, lines: list[Line], pending: list[Line],

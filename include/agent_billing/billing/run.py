@@ -52,7 +52,7 @@ class ContractResult:
     pending_lines: int
     pending_total: Decimal
     pending_as_of: date  # the date the pending lines were computed as of
-    nights_left_out: tuple[date, ...] = ()  # by a posted review invoice: quarantined or failed
+    nights_left_out: tuple[tuple[date, str], ...] = ()  # by a posted review invoice: (night, status)
 
 
 @dataclass(frozen=True, slots=True)

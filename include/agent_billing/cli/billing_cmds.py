@@ -221,7 +221,7 @@ def _post(args: argparse.Namespace) -> int:
     if result.nights_left_out:
         from agent_billing.billing.review import left_out_in_words
 
-        print(f"not in it, {left_out_in_words(list(result.nights_left_out), posted=True)}")
+        print(f"not in it, {left_out_in_words(dict(result.nights_left_out), posted=True)}")
     return 0
 
 
@@ -293,16 +293,13 @@ def _preview(args: argparse.Namespace) -> int:
             f"total {forecast['total']} {invoice['currency']}, adding {len(forecast['added_lines'])} line(s) "
             "(below the lines so far)"
         )
-        if forecast["nights_not_counted"]:
-            print(f"not in the forecast, quarantined or failed: the nights of "
-                  f"{', '.join(str(d) for d in forecast['nights_not_counted'])} (release, discard or re-run them)")
+        if forecast["not_counted_note"]:
+            print(f"not in the forecast, {forecast['not_counted_note']}")
         if forecast["uncounted_services"]:
             print(f"not counted yet, so at 0 units in the forecast: {', '.join(forecast['uncounted_services'])} "
                   "(their first count sets their units)")
-    if invoice["nights_not_counted"]:
-        from agent_billing.billing.review import left_out_in_words
-
-        print(f"not in these lines, {left_out_in_words(invoice['nights_not_counted'])}")
+    if invoice["not_counted_note"]:
+        print(f"not in these lines, {invoice['not_counted_note']}")
     if invoice["held"]:
         print(invoice["held"])
     if invoice["bill_first"]:
