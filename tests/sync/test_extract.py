@@ -248,7 +248,9 @@ def test_nights_no_run_took_are_recorded_as_gaps_and_the_data_team_told(contoso,
         conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"), {"d": first})
     write_landing(settings.raw_path, landed, *DAYS[sorted(DAYS)[0]])
     write_landing(settings.raw_path, night, *DAYS[sorted(DAYS)[0]])
-    assert extract_step(contoso, settings, night, no_vsa, now=now).status == "reused"
+    result = extract_step(contoso, settings, night, no_vsa, now=now)
+    assert (result.status, result.detail["gaps_recorded_before"]) == (
+        "reused", ["2024-03-02", "2024-03-04"] if observation == "refuse" else [])
     assert extract_step(contoso, settings, night, no_vsa, now=now).status == "reused"  # again: one mail
 
     with contoso.connect() as conn:
@@ -270,8 +272,10 @@ def test_nights_no_run_took_are_recorded_as_gaps_and_the_data_team_told(contoso,
             "gap): `agent-billing sync --date 2024-03-03` for each, or an Airflow backfill from 2024-03-03 to "
             "2024-03-05 (docs/runbook.md, 'Backfill a missed night': bounds with the billing timezone's offset, "
             "--max-active-runs 1)."]
-    else:  # a late run takes VSA's present state: nothing is a gap, every night is to run
-        assert body.splitlines()[1].startswith("Run 2024-03-02 to 2024-03-05: `agent-billing sync --date 2024-03-02`")
+    else:  # a late run takes VSA's present state: nothing is a gap, every night is to run, with what that bills
+        assert body.splitlines()[1].startswith("LATE_OBSERVATION=allow: a night without a landing run now records "
+                                               "VSA's present state as that night's")
+        assert body.splitlines()[2].startswith("Run 2024-03-02 to 2024-03-05: `agent-billing sync --date 2024-03-02`")
     # once the 6th has run, the 7th misses nothing
     with contoso.begin() as conn:
         conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"), {"d": night})
@@ -279,3 +283,22 @@ def test_nights_no_run_took_are_recorded_as_gaps_and_the_data_team_told(contoso,
     extract_step(contoso, settings, date(2024, 3, 7), no_vsa, now=datetime(2024, 3, 7, 3, tzinfo=UTC))
     with contoso.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 1
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_first_night_after_trial_runs_records_no_missed_nights(contoso, settings):
+    """A trial `sync --date` of an old date left a gap row; the first real night, a year and a
+    half later, is a first deployment: no night before it ever ran, so none is recorded as
+    missed (515 gaps and a mail otherwise)."""
+    from .conftest import DAYS, write_landing
+
+    with contoso.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2023-01-01', 'gap')"))
+    night = date(2024, 6, 1)
+    write_landing(settings.raw_path, night, *DAYS[sorted(DAYS)[0]])
+    result = extract_step(contoso, settings, night, no_vsa, now=datetime(2024, 6, 1, 3, tzinfo=UTC))
+    assert result.detail["gaps_recorded_before"] == []
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM sync_runs")).scalar() == 1
+        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
+

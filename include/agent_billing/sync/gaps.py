@@ -45,9 +45,11 @@ def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date
     run of one later, from a restored landing, still fills it). One mail to the data team names
     them and the nights left to run. Returns the nights recorded as gaps."""
     with engine.begin() as conn:
-        previous = conn.execute(text("SELECT MAX(snapshot_date) FROM sync_runs WHERE snapshot_date < :d"),
-                                {"d": snapshot_date}).scalar()
-        if previous is None:  # a first night: nothing came before it
+        previous = conn.execute(text(
+            "SELECT MAX(snapshot_date) FROM sync_runs WHERE snapshot_date < :d "
+            "AND EXISTS (SELECT 1 FROM sync_runs WHERE status = 'complete' AND snapshot_date < :d)"),
+            {"d": snapshot_date}).scalar()
+        if previous is None:  # a first night, or only trial runs before it: nothing to catch up
             return []
         first = as_date(previous) + timedelta(days=1)
         missed = [first + timedelta(days=k) for k in range((snapshot_date - first).days)]
@@ -86,8 +88,13 @@ def _missed_in_words(settings: Settings, found_by: date, gaps: list[date], to_ru
         lines.append(f"Recorded as gaps, being more than {settings.late_grace_hours} h old with no landing: "
                      f"{date_runs(gaps)}. The next good snapshot carries any change on its own date.")
     if to_run:
-        in_time = [n for n in to_run if not is_late(n, now, settings.tz, settings.late_grace_hours)]
+        in_time = [n for n in to_run if not is_late(n, now, settings.tz, settings.late_grace_hours)
+                   and not RawLanding(settings.raw_path, n).exists()]  # a landed night never turns into a gap
         deadline = gap_warning(settings, in_time[0]) if in_time else None  # the first to turn into a gap
+        if settings.late_observation == "allow":
+            lines.append("LATE_OBSERVATION=allow: a night without a landing run now records VSA's present state as "
+                         "that night's, so a change made since is billed from that night on; run those only if "
+                         "nothing changed, or leave them (unobserved, the next good night carries the change).")
         lines.append(
             f"Run {date_runs(to_run)}{' (' + deadline + ')' if deadline else ''}: `agent-billing sync --date "
             f"{to_run[0]}` for each, or an Airflow backfill from {to_run[0]} to {to_run[-1]} (docs/runbook.md, "

@@ -140,8 +140,9 @@ def extract_step(
     if landing.exists():
         manifest = landing.verify()
         log.info("raw landing for %s exists (%s): reprocessing it, VSA not called", snapshot_date, landing.path)
-        record_missed_nights(engine, settings, snapshot_date, now)
-        return StepResult(snapshot_date.isoformat(), "reused", {"observed_at": manifest["observed_at"]})
+        missed = record_missed_nights(engine, settings, snapshot_date, now)
+        return StepResult(snapshot_date.isoformat(), "reused",
+                          {"observed_at": manifest["observed_at"], "gaps_recorded_before": _iso(missed)})
     # Before anything is concluded from the landing's absence (restore it, a gap, extract now):
     # on a volume that is not mounted every landing is absent.
     refuse_missing_raw_folder(engine, Path(landing.root))
@@ -160,7 +161,7 @@ def extract_step(
             f"something breaks'){held}; such a date is never re-extracted from VSA's present state"
         )
     refuse_future(snapshot_date, now, settings.tz)
-    record_missed_nights(engine, settings, snapshot_date, now)
+    missed = record_missed_nights(engine, settings, snapshot_date, now)
     late = is_late(snapshot_date, now, settings.tz, settings.late_grace_hours)
     if late and settings.late_observation == "refuse":
         message = (
@@ -178,14 +179,19 @@ def extract_step(
                     f"[agent-billing] Snapshot {snapshot_date} recorded as a gap", message,
                 )
         log.warning(message)
-        return StepResult(snapshot_date.isoformat(), "gap", {"message": message})
+        return StepResult(snapshot_date.isoformat(), "gap", {"message": message, "gaps_recorded_before": _iso(missed)})
     views = active_view_ids(engine, snapshot_date)
     client = client_factory()
     try:
         manifest = land_from_vsa(client, landing, views, observed_at=now, late_observation=late)
     finally:
         client.close()
-    return StepResult(snapshot_date.isoformat(), "landed", {"observed_at": manifest["observed_at"], "views": views})
+    return StepResult(snapshot_date.isoformat(), "landed", {"observed_at": manifest["observed_at"], "views": views,
+                                                            "gaps_recorded_before": _iso(missed)})
+
+
+def _iso(nights: list[date]) -> list[str]:
+    return [night.isoformat() for night in nights]
 
 
 def active_view_ids(engine: Engine, snapshot_date: date) -> list[str]:
