@@ -7,7 +7,9 @@ Every night (cron `AGENT_BILLING_SYNC_CRON`, default `0 2 * * *`, in the billing
 1. **extract** — lands VSA's orgs, machine groups, agents, billed views and their members
    as an immutable raw extract for the snapshot date (reused, never re-fetched, on re-runs);
    a missed night older than the grace window becomes a **gap**: **gap_or_load** then runs
-   **gap_recorded** (green, named for the grid) and skips the rest;
+   **gap_recorded** (green, named for the grid) and skips the rest; earlier nights no run took
+   (a stopped scheduler, a paused DAG) and that it records as gaps run **missed_nights_recorded**
+   (green, named for the grid; skipped otherwise);
 2. **load** — replaces the date's rows in the snapshot tables (one transaction);
 3. **validate** — the Great Expectations quality gate; a failure stops everything;
 4. **count** — units per `rmm_agent_count` service (`service_unit_counts`);
@@ -247,6 +249,23 @@ def vsa_asset_sync():
         logging.getLogger(__name__).warning(extracted["detail"]["message"])
         return extracted
 
+    @task
+    @fail_fast
+    def missed_nights_recorded(extracted: dict) -> list[str]:
+        """Runs only when this night's extract recorded earlier nights no run took as gaps (a
+        stopped scheduler, a paused DAG), so that the grid shows them; skipped otherwise."""
+        import logging
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        recorded = extracted["detail"].get("gaps_recorded_before") or []
+        if not recorded:
+            raise AirflowSkipException("no night before this one was left without a run")
+        logging.getLogger(__name__).warning(
+            "recorded as gaps, no run having taken them: %s (docs/runbook.md, 'Backfill a missed night')",
+            ", ".join(recorded))
+        return recorded
+
     @task(on_failure_callback=record_failure)
     @fail_fast
     def load(snapshot_date: str, _extracted: dict) -> dict:
@@ -350,6 +369,7 @@ def vsa_asset_sync():
     acted = quarantine_action(snapshot_date)
     snapshot_date >> routed >> [extracted, acted]
     branched = gap_or_load(extracted)
+    missed_nights_recorded(extracted)
     gap = gap_recorded(extracted)
     loaded = load(snapshot_date, extracted)
     branched >> [gap, loaded]

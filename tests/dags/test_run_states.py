@@ -244,9 +244,34 @@ def test_a_gap_night_is_a_green_run_with_gap_recorded_and_sync_runs_gap(sync_dag
     states = task_states(run)
     assert (states["extract"], states["gap_recorded"], states["notify"]) == ("success",) * 3
     assert all(states[t] == "skipped" for t in ("load", "validate", "count", "diff", "publish",
-                                                  "quarantine_action", "fail_if_work_failed"))
+                                                  "quarantine_action", "fail_if_work_failed", "missed_nights_recorded"))
     with warehouse.connect() as conn:
         assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "gap"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_nights_no_run_took_show_in_the_grid_of_the_night_that_records_them(
+        sync_dag, warehouse, smtp_inbox, tmp_path, monkeypatch):
+    """The scheduler was down from the 2nd to the 4th: the run of the 5th records those nights as
+    gaps, and missed_nights_recorded runs (green) so that the grid shows it; the 5th itself is a
+    gap too here (no landing, long past)."""
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "raw"))
+    monkeypatch.setenv("AGENT_BILLING_LATE_OBSERVATION", "refuse")
+    monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", '{"conn_type": "http", "host": "http://127.0.0.1:9", '
+                                                   '"login": "u", "password": "never-used"}')
+    with warehouse.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-02-01', 'complete')"))
+    (tmp_path / "raw" / "2024-02-01").mkdir(parents=True)  # the raw volume is mounted (the 1st's folder)
+    run = sync_dag.test(logical_date=pendulum.datetime(2024, 2, 5, 2, tz="UTC"))
+
+    assert run.state == "success"
+    states = task_states(run)
+    assert (states["extract"], states["gap_recorded"], states["missed_nights_recorded"]) == ("success",) * 3
+    with warehouse.connect() as conn:
+        statuses = {str(d)[:10]: s for d, s in conn.execute(text("SELECT snapshot_date, status FROM sync_runs"))}
+    assert statuses == {"2024-02-01": "complete", "2024-02-02": "gap", "2024-02-03": "gap", "2024-02-04": "gap",
+                        "2024-02-05": "gap"}
 
 
 @pytest.mark.slow
