@@ -177,10 +177,7 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
         if start < reference.replace(day=1):
             starting.setdefault(start, []).append(e.describe())
     for start, services in sorted(starting.items()):  # one warning per start: a first file has dozens
-        named = services[:SERVICES_NAMED]
-        more = f" and {len(services) - len(named)} more" if len(services) > len(named) else ""
-        who, its = (named[0], "its") if len(services) == 1 else (
-            f"services {', '.join(x.removeprefix('service ') for x in named)}{more}", "their")
+        who, its = _some_services([x.removeprefix("service ") for x in services]), "its" if len(services) == 1 else "their"
         plan.back_billing.append(
             f"{who} start{'s' if len(services) == 1 else ''} {start}, before {since} ({reference:%Y-%m}): {its} first "
             f"billing run bills every month from {start:%Y-%m} at the units of {its} first count; for a customer "
@@ -232,7 +229,7 @@ def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, lis
         if added or removed:
             what = f"starts {e.row['start_date']}" if e.action == "create" else ", ".join(map(str, moved.values()))
             verb = "bills and credits" if added and removed else "bills" if added else "credits"
-            whose = f" of {_some_services(billed)}" if e.kind == "contract" else ""
+            whose = f" of {_some_services(sorted(billed))}" if e.kind == "contract" else ""
             plan.backdated.append(
                 f"{e.describe()}: {what}, in months already invoiced ({_months(added | removed)}): the next "
                 f"invoice {verb} those days{whose}; for a change from today, give today's date")
@@ -315,13 +312,14 @@ def _covers(days: tuple[date, date] | None, others: tuple[date, date] | None) ->
     return others is None or (days is not None and days[0] <= others[0] and others[1] <= days[1])
 
 
-SERVICES_NAMED = 5  # a contract's back-dated services a warning names before "and N more"
+SERVICES_NAMED = 5  # the services a warning names before "and N more"
 
 
-def _some_services(service_ids: set[str]) -> str:
-    named = sorted(service_ids)[:SERVICES_NAMED]
-    more = f" and {len(service_ids) - len(named)} more" if len(service_ids) > len(named) else ""
-    return f"service{'s' if len(service_ids) > 1 else ''} {', '.join(named)}{more}"
+def _some_services(services: list[str]) -> str:
+    """``service X``, or ``services X, Y and N more``, in the order given."""
+    named = services[:SERVICES_NAMED]
+    more = f" and {len(services) - len(named)} more" if len(services) > len(named) else ""
+    return f"service{'s' if len(services) > 1 else ''} {', '.join(named)}{more}"
 
 
 def _months(months: set[date]) -> str:
