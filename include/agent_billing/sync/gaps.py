@@ -55,16 +55,18 @@ def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date
         missed = [first + timedelta(days=k) for k in range((snapshot_date - first).days)]
         if not missed:
             return []
+        landed = {night for night in missed if RawLanding(settings.raw_path, night).exists()}
+        late = {night for night in missed if is_late(night, now, settings.tz, settings.late_grace_hours)}
         refuse = settings.late_observation == "refuse"
-        gaps = [night for night in missed if refuse and is_late(night, now, settings.tz, settings.late_grace_hours)
-                and not RawLanding(settings.raw_path, night).exists()]
+        gaps = [night for night in missed if refuse and night in late and night not in landed]
         to_run = [night for night in missed if night not in gaps]
         for night in gaps:  # never over a row a run of that night wrote meanwhile
             conn.execute(text(
                 "INSERT INTO sync_runs (snapshot_date, status, message, updated_at) VALUES (:d, 'gap', :m, :now) "
                 "ON CONFLICT (snapshot_date) DO NOTHING"), {"d": night, "m": _gap_message(settings, snapshot_date),
                                                            "now": datetime.now(UTC)})
-        body = _missed_in_words(settings, snapshot_date, gaps, to_run, now)
+        in_time = [night for night in to_run if night not in late and night not in landed]  # may turn into gaps
+        body = _missed_in_words(settings, snapshot_date, gaps, to_run, in_time)
         if settings.data_team:
             queue_message(conn, f"missed:{snapshot_date}", "gap", settings.data_team,  # a re-run's finds fewer
                           f"[agent-billing] Nights never run before {snapshot_date}: {date_runs(missed)}", body,
@@ -81,15 +83,14 @@ def _gap_message(settings: Settings, found_by: date) -> str:
             "date's)")
 
 
-def _missed_in_words(settings: Settings, found_by: date, gaps: list[date], to_run: list[date], now: datetime) -> str:
+def _missed_in_words(settings: Settings, found_by: date, gaps: list[date], to_run: list[date],
+                     in_time: list[date]) -> str:
     lines = [f"No run took the nights {date_runs(sorted(gaps + to_run))} (found by the run of {found_by}: a "
              "stopped scheduler or a paused DAG; Airflow does not run the nights it missed)."]
     if gaps:
         lines.append(f"Recorded as gaps, being more than {settings.late_grace_hours} h old with no landing: "
                      f"{date_runs(gaps)}. The next good snapshot carries any change on its own date.")
     if to_run:
-        in_time = [n for n in to_run if not is_late(n, now, settings.tz, settings.late_grace_hours)
-                   and not RawLanding(settings.raw_path, n).exists()]  # a landed night never turns into a gap
         deadline = gap_warning(settings, in_time[0]) if in_time else None  # the first to turn into a gap
         if settings.late_observation == "allow":
             lines.append("LATE_OBSERVATION=allow: a night without a landing run now records VSA's present state as "
