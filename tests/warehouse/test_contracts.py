@@ -455,3 +455,50 @@ def test_services_starting_together_before_the_first_night_get_one_warning(wareh
         "services S-CONTOSO-WS (line 23), S-CONTOSO-SRV (line 33) start 2024-03-01, before the first night synced "
         "(2024-06): their first billing run bills every month from 2024-03 at the units of their first count; for a "
         "customer billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"]
+
+
+def test_every_change_an_apply_makes_is_kept_with_its_file_and_line(warehouse, contracts_file, capsys):
+    """Finance traces a credit to the apply that caused it: the services table holds only the
+    file as last applied, ``contract_edits`` what each apply changed (a preview and a refused
+    apply change nothing, so they record nothing)."""
+    from agent_billing.cli import main
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    first = contracts_file.read_text()
+    contracts_file.write_text(first.replace(
+        "start_date: 2024-03-01\n          - service_id: S-CONTOSO-SUP",
+        "start_date: 2024-03-01\n            end_date: 2024-04-10\n          - service_id: S-CONTOSO-SUP",
+    ).replace("units: 3", "units: 5\n            units_effective_date: 2024-04-02"))
+    plan_contracts(warehouse, contracts_file)  # a preview: nothing recorded
+    apply_contracts(warehouse, contracts_file)
+    contracts_file.write_text(contracts_file.read_text().replace("include_subgroups: false", "include_subgroups: true"))
+    with pytest.raises(ContractsFileError):
+        apply_contracts(warehouse, contracts_file)  # refused: nothing recorded
+    with warehouse.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT kind, entity_id, action, field, old_value, new_value, effective_date, line, source, applied_at "
+            "FROM contract_edits ORDER BY edit_id")).all()
+    assert [(*r[:6], r[6] and str(r[6])) for r in rows] == [
+        ("account", "CONTOSO", "create", None, None, None, None),
+        ("contract", "C-CONTOSO", "create", None, None, None, None),
+        ("service", "S-CONTOSO-WS", "create", None, None, None, None),
+        ("service", "S-CONTOSO-SUP", "create", None, None, None, None),
+        ("service", "S-CONTOSO-WS", "update", "end_date", None, "2024-04-10", None),
+        ("service", "S-CONTOSO-SUP", "update", "units", "3", "5", "2024-04-02"),
+    ]
+    lines = {r.entity_id: r.line for r in rows if r.action == "update"}
+    text_lines = contracts_file.read_text().splitlines()
+    assert text_lines[lines["S-CONTOSO-WS"] - 1].strip() == "- service_id: S-CONTOSO-WS"
+    assert {r.source for r in rows} == {str(contracts_file)}
+    assert len({r.applied_at for r in rows[:4]}) == len({r.applied_at for r in rows[4:]}) == 1  # one time per apply
+
+    assert main(["contracts", "history", "C-CONTOSO"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 5  # the contract's own edits and its services', not the account's
+    assert out[-1].endswith("service S-CONTOSO-SUP  units: 3 → 5 from 2024-04-02")
+    assert out[3].endswith(f"{contracts_file}:{lines['S-CONTOSO-WS']}  service S-CONTOSO-WS  end_date: (none) → 2024-04-10")
+    assert main(["contracts", "history", "S-NOPE"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "agent-billing contracts history: error: no account, contract or service 'S-NOPE' in the "
+        "warehouse (ids are case-sensitive)")

@@ -1,4 +1,5 @@
-"""``agent-billing contracts apply FILE [--plan | --check] [--prune --end-date D] [--strict]``.
+"""``agent-billing contracts apply FILE [--plan | --check] [--prune --end-date D] [--strict]``
+and ``agent-billing contracts history ID`` (what each apply changed).
 
 One code path: the plan is computed (same validation, same locks), then executed in one
 transaction; ``--plan`` prints it field by field and ``--check`` as a summary, both without
@@ -38,6 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="refuse when a service's VSA org, machine group or view is missing "
                        "from the latest complete snapshot (default: warn)")
     apply.set_defaults(handler=_apply, parser=apply)
+    history = c_sub.add_parser(
+        "history",
+        help="what each contracts apply changed for an account, contract or service",
+        description="Every change contracts apply made (recorded since warehouse revision 0022), "
+        "oldest first, with the file and line: an account's includes its contracts and services, "
+        "a contract's its services.",
+    )
+    history.add_argument("id", help="an account_id, contract_id or service_id")
+    history.set_defaults(handler=_history)
 
 
 def _iso_date(value: str) -> date:
@@ -84,6 +94,24 @@ def _apply(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     if preview and args.strict and plan.scope_problems:
         return EXIT_REFUSED
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from agent_billing.contracts.edits import edit_history
+    from agent_billing.warehouse import connect_warehouse
+
+    with connect_warehouse().connect() as conn:
+        kinds, edits = edit_history(conn, args.id)
+    if not kinds and not edits:
+        print(f"agent-billing contracts history: error: no account, contract or service {args.id!r} in the "
+              "warehouse (ids are case-sensitive)", file=sys.stderr)
+        return EXIT_REFUSED
+    for edit in edits:
+        print(edit.describe())
+    if not edits:
+        print(f"{' / '.join(kinds)} {args.id}: no edits recorded (contracts apply records them since "
+              "warehouse revision 0022)")
     return 0
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from agent_billing.billing.calendar import month_start, next_month
+from agent_billing.contracts.edits import record_edits
 from agent_billing.contracts.plan import KINDS, TABLES, Plan, PlanEntry, compute_plan
 from agent_billing.contracts.recount import record_nights_to_recount, recountable
 from agent_billing.contracts.schema import (
@@ -115,7 +116,8 @@ def as_document(document: ContractsDocument | ContractsFile | Mapping[str, Any] 
 
 
 def execute_plan(conn: Connection, plan: Plan) -> None:
-    """Write a plan without refusals: upserts parent first, then the ends of absent entries."""
+    """Write a plan without refusals: upserts parent first, then the ends of absent entries,
+    then what it changed to ``contract_edits``."""
     assert not plan.refused, "a refused plan is never executed"
     for kind in KINDS:
         for entry in plan.of("create", kind) + plan.of("update", kind):
@@ -131,6 +133,7 @@ def execute_plan(conn: Connection, plan: Plan) -> None:
                 .where(sa.column(key) == entry.key)
                 .values(end_date=entry.row["end_date"])
             )
+    record_edits(conn, plan)
 
 
 def _upsert(conn: Connection, entry: PlanEntry) -> None:

@@ -1,0 +1,113 @@
+"""``contract_edits`` (migration 0022): what each ``contracts apply`` changed, kept for good.
+
+``accounts``, ``contracts`` and ``services`` hold the file as last applied; this is how finance
+traces a credit to the apply that caused it (``agent-billing contracts history ID``). One row
+per entry created, and one per field an update or ``--prune`` changes, with the file, its line
+and one ``applied_at`` per apply. Values are stored as text as the plan shows them (dates ISO,
+prices with their decimals, none as NULL); a manual service's new units keep the day they take
+effect (``effective_date``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, text
+
+from agent_billing.contracts.plan import Plan
+
+_TABLE = sa.table(
+    "contract_edits", sa.column("applied_at", sa.DateTime(timezone=True)), *(sa.column(c) for c in (
+        "source", "line", "kind", "entity_id", "action", "field", "old_value", "new_value")),
+    sa.column("effective_date", sa.Date),
+)
+
+
+def record_edits(conn: Connection, plan: Plan, applied_at: datetime | None = None) -> int:
+    """Write the plan's creates, updates and ends (in the apply's transaction); the row count."""
+    at = applied_at or datetime.now(UTC)
+    rows = []
+    for e in plan.entries:
+        base = {"applied_at": at, "source": plan.source, "line": e.line, "kind": e.kind,
+                "entity_id": e.key, "action": e.action}
+        if e.action == "create":
+            rows.append({**base, "field": None, "old_value": None, "new_value": None, "effective_date": None})
+        elif e.action in ("update", "end"):
+            effective = e.unit_change.effective_date if e.unit_change else None
+            rows += [{**base, "field": c.field, "old_value": as_text(c.old), "new_value": as_text(c.new),
+                      "effective_date": effective if c.field == "units" else None}
+                     for c in e.changes]
+    if rows:
+        conn.execute(sa.insert(_TABLE), rows)
+    return len(rows)
+
+
+def as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Edit:
+    applied_at: datetime
+    source: str
+    line: int | None
+    kind: str
+    entity_id: str
+    action: str
+    field: str | None
+    old_value: str | None
+    new_value: str | None
+    effective_date: date | None
+
+    def describe(self) -> str:
+        at = self.applied_at if self.applied_at.tzinfo else self.applied_at.replace(tzinfo=UTC)  # SQLite: UTC
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        what = ("created" if self.action == "create"
+                else f"{self.field}: {_shown(self.old_value)} → {_shown(self.new_value)}"
+                + (f" from {self.effective_date}" if self.effective_date else "")
+                + (" (--prune)" if self.action == "end" else ""))
+        return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {where}  {self.kind} {self.entity_id}  {what}"
+
+
+def _shown(value: str | None) -> str:
+    return "(none)" if value is None else value
+
+
+_HISTORY = text("""
+SELECT applied_at, source, line, kind, entity_id, action, field, old_value, new_value, effective_date
+FROM contract_edits e
+WHERE e.entity_id = :id
+   OR (e.kind = 'contract' AND e.entity_id IN (SELECT contract_id FROM contracts WHERE account_id = :id))
+   OR (e.kind = 'service' AND e.entity_id IN (
+        SELECT s.service_id FROM services s JOIN contracts c ON c.contract_id = s.contract_id
+        WHERE s.contract_id = :id OR c.account_id = :id))
+ORDER BY applied_at, edit_id
+""").columns(applied_at=sa.DateTime(timezone=True), source=sa.Text, line=sa.Integer, kind=sa.Text,
+             entity_id=sa.Text, action=sa.Text, field=sa.Text, old_value=sa.Text, new_value=sa.Text,
+             effective_date=sa.Date)
+
+_KNOWN = text("""
+SELECT 'account' FROM accounts WHERE account_id = :id
+UNION ALL SELECT 'contract' FROM contracts WHERE contract_id = :id
+UNION ALL SELECT 'service' FROM services WHERE service_id = :id
+""")
+
+
+def edit_history(conn: Connection, entity_id: str) -> tuple[list[str], list[Edit]]:
+    """The kinds ``entity_id`` names (empty: unknown) and its edits, with those of what it holds
+    (an account's contracts and services, a contract's services), oldest first."""
+    kinds = list(conn.execute(_KNOWN, {"id": entity_id}).scalars())
+    edits = [Edit(*row) for row in conn.execute(_HISTORY, {"id": entity_id})]
+    return kinds, edits
