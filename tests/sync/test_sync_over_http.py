@@ -216,6 +216,42 @@ def test_get_units_now_waits_for_a_quarantined_night_to_be_decided(warehouse, wo
         assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
 
 
+def test_a_night_quarantined_while_a_press_counts_stops_the_press(warehouse, world, monkeypatch):
+    """The press checks for a held night before it counts in VSA, which takes minutes with
+    exclusions; a night's sync that quarantines meanwhile read the same VSA. The press then
+    recorded the drop the quarantine holds back (kept after a discard, billed as a credit).
+    Checked again where the reading is written: refused, nothing written."""
+    from agent_billing.errors import UserError
+    from agent_billing.sync import units_now
+
+    state = world.state(START)
+    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
+    apply_contracts(warehouse, {"accounts": [{
+        "account_id": "A1", "name": "Org one", "vsa_org_id": org,
+        "contracts": [{"contract_id": "C1", "currency": "USD", "start_date": "2024-01-01",
+                       "notify_emails": ["it@org1.example"], "services": [
+            {"service_id": "ORG1", "name": "Org", "unit_price": "5", "units_source": "rmm_agent_count",
+             "start_date": "2024-01-01"}]}],
+    }]})
+    counted = units_now.count_scope
+
+    def count_while_the_night_is_judged(engine, client, service, today):
+        units = counted(engine, client, service, today)  # the real count, over HTTP
+        with engine.begin() as conn:  # meanwhile today's night is quarantined
+            conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'quarantined')"),
+                         {"d": today})
+        return units
+
+    monkeypatch.setattr(units_now, "count_scope", count_while_the_night_is_judged)
+    with run_simulator(world, date=START) as vsa:
+        monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
+        with pytest.raises(UserError, match=rf"the night of {START} is quarantined .*release or discard {START} first"):
+            units_now.get_units_now(warehouse, VsaClient.from_env(), "ORG1", tz=Settings().tz, now=night(START))
+    with warehouse.connect() as conn:
+        for table in ("units_now_readings", "unit_changes", "notification_outbox"):
+            assert conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar() == 0, table
+
+
 def test_get_units_now_excludes_the_agents_the_night_excludes(warehouse, tmp_path, world, monkeypatch):
     """The exclusions are one rule for the night and for the button. Pressed late on the night's
     date in the billing timezone (already the next day in UTC), every service's reading equals

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
-from agent_billing.sync.changes import READING, day_change, record_reading
+from agent_billing.sync.changes import READING, day_change, lock_unit_history, record_reading
 from agent_billing.sync.load import clean_agent, days_since_checkin
 from agent_billing.sync.notify import queue_mail_for
 from agent_billing.vsa.client import VsaClient, id_filter
@@ -52,34 +52,18 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
             ),
             {"sid": service_id},
         ).mappings().first()
-        held = conn.execute(  # a night up to today the quarantine held, after the latest complete one
-            text("SELECT snapshot_date, status FROM sync_runs WHERE status IN ('quarantined', 'discarded') "
-                 "AND snapshot_date <= :today AND snapshot_date > COALESCE((SELECT MAX(snapshot_date) "
-                 "FROM sync_runs WHERE status = 'complete' AND snapshot_date <= :today), :never) "
-                 "ORDER BY snapshot_date LIMIT 1"),
-            {"today": today, "never": date.min},
-        ).first()
+        held = _held_night(conn, today)
     if service is None:
         raise UserError(f"service {service_id!r} not found")
     if service["units_source"] != "rmm_agent_count":
         raise UserError(f"service {service_id} is {service['units_source']}: its units are not counted in VSA")
     _refuse_outside_dates(service, today)
-    if held is not None:  # a gap after it does not make VSA trustworthy again: only a complete night
-        night = as_date(held.snapshot_date)
-        if held.status == "quarantined":
-            raise UserError(
-                f"the night of {night} is quarantined (VSA reported too many agents gone): a press reads the "
-                f"same VSA and would record the drop the quarantine holds back; release or discard {night} "
-                f"first (agent-billing snapshots release|discard {night})"
-            )
-        raise UserError(
-            f"the night of {night} was discarded (VSA's count judged wrong) and no night since is complete: "
-            "a press reads the same VSA and would record the drop that was discarded; press again after the "
-            "next complete night"
-        )
+    _refuse_held(held)
     units = count_scope(engine, client, dict(service), today)
     log.info("Get Units Now for %s: %d agents in VSA (was %d)", service_id, units, service["units"])
     with engine.begin() as conn:
+        lock_unit_history(conn)  # a night's verdict is written under it: judged now or before the count
+        _refuse_held(_held_night(conn, today))  # quarantined while VSA was counted: nothing written
         earlier = day_change(conn, service_id, today, SOURCE)
         found = record_reading(conn, tz, service_id, now, units)
         mine = [c for c in found.changes
@@ -89,6 +73,35 @@ def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now
         queue_mail_for(conn, found.moved | {(today, SOURCE, service_id)})
     return UnitsNow(service_id, change[0] if change else units, units, today, change is not None,
                     (earlier.units_before, earlier.units_after) if earlier else None)
+
+
+def _held_night(conn, today: date):
+    """A night up to today the quarantine held, after the latest complete one (None: none)."""
+    return conn.execute(
+        text("SELECT snapshot_date, status FROM sync_runs WHERE status IN ('quarantined', 'discarded') "
+             "AND snapshot_date <= :today AND snapshot_date > COALESCE((SELECT MAX(snapshot_date) "
+             "FROM sync_runs WHERE status = 'complete' AND snapshot_date <= :today), :never) "
+             "ORDER BY snapshot_date LIMIT 1"),
+        {"today": today, "never": date.min},
+    ).first()
+
+
+def _refuse_held(held) -> None:
+    """A press reads the same VSA as the held night: it would record the drop held back."""
+    if held is None:  # a gap after a held night does not make VSA trustworthy again: only a complete night
+        return
+    night = as_date(held.snapshot_date)
+    if held.status == "quarantined":
+        raise UserError(
+            f"the night of {night} is quarantined (VSA reported too many agents gone): a press reads the "
+            f"same VSA and would record the drop the quarantine holds back; release or discard {night} "
+            f"first (agent-billing snapshots release|discard {night})"
+        )
+    raise UserError(
+        f"the night of {night} was discarded (VSA's count judged wrong) and no night since is complete: "
+        "a press reads the same VSA and would record the drop that was discarded; press again after the "
+        "next complete night"
+    )
 
 
 def _refuse_outside_dates(service, today: date) -> None:
