@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from agent_billing.billing import store
+from agent_billing.billing import run_billing, store
 from agent_billing.billing.model import Line
 
 DICTIONARY = Path(__file__).resolve().parents[2] / "docs" / "data-dictionary.md"
@@ -101,3 +101,26 @@ def test_integer_columns_agree_with_the_numeric_ones(books):
                 assert "ck_invoices_e4" in str(exc)
             else:
                 raise AssertionError("the CHECK constraint did not refuse a disagreeing total_e4")
+
+
+def test_a_line_at_the_largest_amount_posts_exactly_on_both_engines(books):
+    """SQLite keeps a NUMERIC that is not a whole number as a double: a pending line of
+    12,192,592,594,268.3654 came back rounded, never matched its recomputation, and ``post``
+    refused it for good. The limit is what both engines keep: a line at it reviews and posts
+    exactly, one cent more fails its contract naming the service."""
+    from agent_billing.billing.money import AMOUNT_MAX
+    from agent_billing.billing.review import post_pending
+
+    books.contract("C-BIG", [books.rmm("S-BIG", "999999.9937", "2024-03-01")], start="2024-03-01",
+                   posting="review")
+    books.contract("C-OVER", [books.rmm("S-OVER", "999999.9937", "2024-03-01")], start="2024-03-01")
+    books.count("S-BIG", "2024-03-01", 99_999)  # 99,999 × 999,999.9937 = 99,998,999,370.0063
+    books.count("S-OVER", "2024-03-01", 100_001)  # 100,000,999,369.99
+    summary = run_billing(books.engine, date(2024, 3, 1))
+    [failed] = summary.failed
+    assert failed.contract_id == "C-OVER" and "service S-OVER" in failed.error
+    [pending] = books.pending("C-BIG")
+    assert Decimal(str(pending["amount"])) == Decimal("99998999370.01") <= AMOUNT_MAX
+    post_pending(books.engine, "C-BIG")
+    [line] = books.invoice("INV-C-BIG-2024-03")["lines"]
+    assert (Decimal(str(line["amount"])), line["amount_e4"]) == (Decimal("99998999370.01"), 999989993700100)

@@ -13,9 +13,12 @@ from agent_billing.currencies import currency_minor_units
 
 PRICE_DECIMALS = 4
 _PRICE_SCALE = 10**PRICE_DECIMALS
-#: The largest amount a money column holds (NUMERIC(18, 4), migration 0001): a line or an
-#: invoice total beyond it is refused before it is written, naming the service.
-AMOUNT_MAX = Decimal("99999999999999.9999")
+#: The largest amount of a line or an invoice total, refused beyond it before it is written,
+#: naming the service: 15 significant digits with the 4 decimals, which both engines keep
+#: exactly. PostgreSQL's NUMERIC(18, 4) holds more, but SQLite stores a NUMERIC that is not a
+#: whole number as a double: 12,192,592,594,268.3654 came back as …268.37, so its pending lines
+#: never matched their recomputation and ``post`` refused them for good.
+AMOUNT_MAX = Decimal("99999999999.9999")
 
 
 def minor_units(currency: str) -> int:
