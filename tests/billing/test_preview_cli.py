@@ -264,6 +264,29 @@ def test_review_names_a_contract_a_billing_run_would_give_lines_it_has_none_of(b
     assert posted.returncode == 0 and posted.stdout.startswith("posted INV-C-R-2024-04"), posted.stderr
 
 
+def test_review_does_not_promise_an_invoice_that_nights_to_recount_hold(books, agent_billing_cli):
+    """April's invoice is due and no run made it; a contracts change left the night of 20 March
+    uncounted for the service. `review` said the run "posts them as its invoice of 2024-04,
+    final", and the run then refused the contract. It now names the nights to re-run first."""
+    from agent_billing.billing import run_billing
+
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    books.concluded("2024-03-20")
+    books.concluded("2024-04-01")
+    books._exec("INSERT INTO nights_to_recount (service_id, snapshot_date) VALUES ('S', :d)", d=books.d("2024-03-20"))
+    note = agent_billing_cli("review").stdout
+    assert "posts them as its invoice of 2024-04" not in note, note
+    assert note.endswith(
+        "since its last run): its invoice of 2024-04 cannot be posted until these nights are re-run: service S on "
+        "2024-03-20 (docs/runbook.md, 'Fix a wrong contract'); then `agent-billing bill --as-of 2024-04-01 "
+        "--contract C` posts them, final (`agent-billing invoices preview --contract C` shows them first)\n"), note
+    [failed] = run_billing(books.engine, books.d("2024-04-01")).failed  # as the note says: refused
+    assert failed.contract_id == "C" and "2024-03-20" in failed.error
+    assert sorted(books.invoices()) == ["INV-C-2024-03"]
+
+
 def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, agent_billing_cli):
     """The night of 4 April failed (VSA down) and that of the 6th is quarantined; the nights after
     them ran. April's review invoice is due: what those nights change is not in its lines, and

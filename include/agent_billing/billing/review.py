@@ -14,7 +14,7 @@ from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.horizon import billing_horizon, check_horizon
 from agent_billing.billing.model import Contract, Line
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import close_month, held_in_words, invoice_id
+from agent_billing.billing.post import close_month, held_in_words, invoice_id, nights_in_words
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_contract, plan_lines, result
 from agent_billing.errors import UserError
@@ -135,8 +135,15 @@ def _what_a_run_does(engine: Engine, contract_id: str, horizon: date) -> str:
     with engine.connect() as conn:
         contract = store.find_contract(conn, contract_id)
         due = _due_invoice(contract, store.load_state(conn, contract_id).last_invoice_month, horizon)
+        waiting = store.nights_to_recount(conn, contract_id, horizon) if due else {}
     run = refresh_command(contract_id, horizon)
     preview = f"`agent-billing invoices preview --contract {contract_id}` shows them"
+    if due and waiting:  # the invoice is refused until then (post.refuse_nights_to_recount)
+        recount = (f"its invoice of {month_label(due[0])} cannot be posted until these nights are re-run: "
+                   f"{nights_in_words(waiting)} (docs/runbook.md, 'Fix a wrong contract')")
+        if contract.posting == "automatic":
+            return f"{recount}; then {run} posts them, final ({preview} first)"
+        return f"{run} computes them for review; {recount}"
     if due and contract.posting == "automatic":
         return f"{run} posts them as its invoice of {month_label(due[0])}, final ({preview} first)"
     if due:
