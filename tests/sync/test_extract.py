@@ -276,13 +276,29 @@ def test_nights_no_run_took_are_recorded_as_gaps_and_the_data_team_told(contoso,
         assert body.splitlines()[1].startswith("LATE_OBSERVATION=allow: a night without a landing run now records "
                                                "VSA's present state as that night's")
         assert body.splitlines()[2].startswith("Run 2024-03-02 to 2024-03-05: `agent-billing sync --date 2024-03-02`")
-    # once the 6th has run, the 7th misses nothing
+    # The 6th has run; nobody ran the 3rd and the 5th. The 7th finds no new night; the 5th, named
+    # as still in time, is past its grace window now: recorded as a gap and told (once), under
+    # refuse. The 3rd has a landing: it can still be run, and was named already.
     with contoso.begin() as conn:
         conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"), {"d": night})
     write_landing(settings.raw_path, date(2024, 3, 7), *DAYS[sorted(DAYS)[0]])
-    extract_step(contoso, settings, date(2024, 3, 7), no_vsa, now=datetime(2024, 3, 7, 3, tzinfo=UTC))
+    recorded = [extract_step(contoso, settings, date(2024, 3, 7), no_vsa, now=datetime(2024, 3, 7, 3, tzinfo=UTC))
+                .detail["gaps_recorded_before"] for _ in range(2)]  # run twice: recorded and told once
+    assert recorded == ([[], []] if observation == "allow" else [["2024-03-05"], []])
     with contoso.connect() as conn:
-        assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 1
+        status = conn.execute(text("SELECT status FROM sync_runs WHERE snapshot_date = :d"),
+                              {"d": date(2024, 3, 5)}).scalar()
+        mail = conn.execute(text("SELECT subject, body FROM notification_outbox ORDER BY 1")).all()
+    if observation == "allow":
+        assert status is None and len(mail) == 1
+    else:
+        assert status == "gap"
+        assert mail[-1] == (
+            "[agent-billing] Nights never run before 2024-03-07: 2024-03-05",
+            "Still not run when the run of 2024-03-07 looked again, after an earlier run named them: 2024-03-05.\n"
+            "Recorded as gaps, being more than 36 h old with no landing: 2024-03-05. The next good snapshot carries "
+            "any change on its own date.")
+        assert len(mail) == 2
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

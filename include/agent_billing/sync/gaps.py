@@ -39,37 +39,47 @@ def gap_warning(settings: MailSettings, snapshot_date: date) -> str | None:
 
 
 def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date, now: datetime) -> list[date]:
-    """The nights between the latest one before ``snapshot_date`` that has a run and
-    ``snapshot_date`` itself, which no run took. With ``LATE_OBSERVATION=refuse``, those past the
-    grace window with no landing are recorded as gaps (as their own runs would record them; a
-    run of one later, from a restored landing, still fills it). One mail to the data team names
-    them and the nights left to run. Returns the nights recorded as gaps."""
+    """The nights before ``snapshot_date``, since the first complete one, that no run took. Those
+    after the latest night that has a run are found now; the others were named by an earlier
+    run and still not run. With ``LATE_OBSERVATION=refuse``, those past the grace window with no
+    landing are recorded as gaps, as their own runs would record them (a run of one later, from
+    a restored landing, still fills it): a night named as still in time and then left is
+    recorded by the first run after its grace window. One mail to the data team names the
+    nights found now, the gaps recorded and the nights left to run. Returns the nights recorded
+    as gaps."""
     with engine.begin() as conn:
-        previous = conn.execute(text(
-            "SELECT MAX(snapshot_date) FROM sync_runs WHERE snapshot_date < :d "
-            "AND EXISTS (SELECT 1 FROM sync_runs WHERE status = 'complete' AND snapshot_date < :d)"),
+        first = conn.execute(text(
+            "SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'complete' AND snapshot_date < :d"),
             {"d": snapshot_date}).scalar()
-        if previous is None:  # a first night, or only trial runs before it: nothing to catch up
+        if first is None:  # a first night, or only trial runs before it: nothing to catch up
             return []
-        first = as_date(previous) + timedelta(days=1)
-        missed = [first + timedelta(days=k) for k in range((snapshot_date - first).days)]
-        if not missed:
-            return []
-        landed = {night for night in missed if RawLanding(settings.raw_path, night).exists()}
-        late = {night for night in missed if is_late(night, now, settings.tz, settings.late_grace_hours)}
+        first = as_date(first)
+        ran = {as_date(d) for d in conn.execute(text(  # a date per row: one a night, a year is 365
+            "SELECT snapshot_date FROM sync_runs WHERE snapshot_date > :first AND snapshot_date < :d"),
+            {"first": first, "d": snapshot_date}).scalars()}
+        previous = max(ran, default=first)
+        unrun = [night for k in range(1, (snapshot_date - first).days)
+                 if (night := first + timedelta(days=k)) not in ran]
         refuse = settings.late_observation == "refuse"
-        gaps = [night for night in missed if refuse and night in late and night not in landed]
-        to_run = [night for night in missed if night not in gaps]
+        gaps = [night for night in unrun if refuse and is_late(night, now, settings.tz, settings.late_grace_hours)
+                and not RawLanding(settings.raw_path, night).exists()]
+        found = [night for night in unrun if night > previous]  # the others were mailed by the run that found them
+        if not found and not gaps:
+            return []
         for night in gaps:  # never over a row a run of that night wrote meanwhile
             conn.execute(text(
                 "INSERT INTO sync_runs (snapshot_date, status, message, updated_at) VALUES (:d, 'gap', :m, :now) "
                 "ON CONFLICT (snapshot_date) DO NOTHING"), {"d": night, "m": _gap_message(settings, snapshot_date),
                                                            "now": datetime.now(UTC)})
-        in_time = [night for night in to_run if night not in late and night not in landed]  # may turn into gaps
-        body = _missed_in_words(settings, snapshot_date, gaps, to_run, in_time)
+        to_run = [night for night in found if night not in gaps]
+        in_time = [night for night in to_run  # may turn into gaps
+                   if not is_late(night, now, settings.tz, settings.late_grace_hours)
+                   and not RawLanding(settings.raw_path, night).exists()]
+        named = sorted(set(found) | set(gaps))
+        body = _missed_in_words(settings, snapshot_date, found, gaps, to_run, in_time)
         if settings.data_team:
             queue_message(conn, f"missed:{snapshot_date}", "gap", settings.data_team,  # a re-run's finds fewer
-                          f"[agent-billing] Nights never run before {snapshot_date}: {date_runs(missed)}", body,
+                          f"[agent-billing] Nights never run before {snapshot_date}: {date_runs(named)}", body,
                           refresh=False)
     log.warning(body)
     return gaps
@@ -83,10 +93,15 @@ def _gap_message(settings: Settings, found_by: date) -> str:
             "date's)")
 
 
-def _missed_in_words(settings: Settings, found_by: date, gaps: list[date], to_run: list[date],
-                     in_time: list[date]) -> str:
-    lines = [f"No run took the nights {date_runs(sorted(gaps + to_run))} (found by the run of {found_by}: a "
-             "stopped scheduler or a paused DAG; Airflow does not run the nights it missed)."]
+def _missed_in_words(settings: Settings, found_by: date, found: list[date], gaps: list[date],
+                     to_run: list[date], in_time: list[date]) -> str:
+    lines = []
+    if found:
+        lines.append(f"No run took the nights {date_runs(found)} (found by the run of {found_by}: a stopped "
+                     "scheduler or a paused DAG; Airflow does not run the nights it missed).")
+    if earlier := [night for night in gaps if night not in found]:
+        lines.append(f"Still not run when the run of {found_by} looked again, after an earlier run named them: "
+                     f"{date_runs(earlier)}.")
     if gaps:
         lines.append(f"Recorded as gaps, being more than {settings.late_grace_hours} h old with no landing: "
                      f"{date_runs(gaps)}. The next good snapshot carries any change on its own date.")
