@@ -31,11 +31,16 @@ class PostedLedger:
         key_of = {r.line_id: key for key, r in self.base.items()}
         self._units = {key: r.units for key, r in self.base.items()}
         self._amount = {key: r.amount for key, r in self.base.items()}
+        # the latest posting of each line (itself or its latest adjustment): its period is the days
+        # billed. Invoice ids of a contract sort by month, and an invoice adjusts a line once.
+        self.latest: dict[str, PostedLine] = dict(self.base)
         for r in rows:
             if r.kind == "adjustment":
                 key = key_of[r.adjusts_line_id or ""]
                 self._units[key] += r.units
                 self._amount[key] += r.amount
+                if r.invoice_id > self.latest[key].invoice_id:
+                    self.latest[key] = r
 
     def is_posted(self, line_key: str) -> bool:
         return line_key in self.base
@@ -111,6 +116,9 @@ def _adjustment(
         f"now {units_text(units)} for {now.period_start}..{now.period_end} ({now.days}/{now.days_in_period} days), "
         f"{quantize(amount, currency)}" if now else "no longer applies"
     )
+    billed = posted.latest[key]  # the days billed so far: beside the days now, they say what changed
+    billed_days = (f" for {billed.period_start}..{billed.period_end}"
+                   if billed_units or billed_amount else " (net of earlier corrections)")
     return Line(
         line_key=adjustment_key(base.line_id, target),
         service_id=base.service_id,
@@ -126,6 +134,6 @@ def _adjustment(
         adjusts_line_id=base.line_id,
         description=(
             f"correction of {key} (line {base.line_id} on {base.invoice_id}): {expected_text}; "
-            f"billed {units_text(billed_units)}, {quantize(billed_amount, currency)}"
+            f"billed {units_text(billed_units)}{billed_days}, {quantize(billed_amount, currency)}"
         ),
     )
