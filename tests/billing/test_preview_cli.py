@@ -279,7 +279,8 @@ def test_review_does_not_promise_an_invoice_that_nights_to_recount_hold(books, a
     note = agent_billing_cli("review").stdout
     assert "posts them as its invoice of 2024-04" not in note, note
     assert note.endswith(
-        "since its last run): its invoice of 2024-04 cannot be posted until these nights are re-run: service S on "
+        "since its last run): its invoice of 2024-04 cannot be posted until these nights are re-run, or accepted "
+        "where no re-run can count them: service S on "
         "2024-03-20 (docs/runbook.md, 'Fix a wrong contract'); then `agent-billing bill --as-of 2024-04-01 "
         "--contract C` posts them, final (`agent-billing invoices preview --contract C` shows them first)\n"), note
     [failed] = run_billing(books.engine, books.d("2024-04-01")).failed  # as the note says: refused

@@ -167,9 +167,13 @@ def test_nights_synced_before_a_service_was_countable_are_named_and_a_re_run_cou
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_nights_whose_landing_has_no_extract_of_the_view_are_named_as_not_recountable(warehouse, settings, monkeypatch):
+def test_nights_whose_landing_has_no_extract_of_the_view_hold_the_invoice_until_a_person_accepts_them(
+        warehouse, settings, monkeypatch):
     """The extract lands only the views of services active that night: a view-scoped service
-    added in the past cannot be counted by a re-run of those nights."""
+    added in the past cannot be counted by a re-run of those nights. Its days would bill at the
+    units of a later night, which nobody measured: told on stderr only, nothing recorded, and
+    the invoice posted them. They are recorded and hold the invoice until a person accepts
+    them, all at once; then it posts."""
     monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
     contract = deepcopy(CONTRACT)
     the_contract(contract)["services"] = [s for s in the_contract(contract)["services"] if s["service_id"] != "S-VIEW"]
@@ -177,10 +181,27 @@ def test_nights_whose_landing_has_no_extract_of_the_view_are_named_as_not_recoun
     sync(warehouse, settings, (D1, D2, D3), mutate=lambda records: records.pop(f"agents_in_view/{VIEW}.jsonl.gz"))
 
     [warning] = run_contracts(warehouse, CONTRACT).uncounted
-    assert warning.startswith("service S-VIEW is now active on 3 synced night(s) that did not count it "
-                              f"({D1} to {D3}); all of them cannot be recounted ({D1} to {D3}: their landing is "
-                              f"gone or holds no extract of view {VIEW}")
-    assert "re-run them" not in warning and to_recount(warehouse) == set()
+    assert warning == (
+        f"service S-VIEW is now active on 3 synced night(s) that did not count it ({D1} to {D3}); all of them cannot "
+        f"be recounted ({D1} to {D3}: their landing is gone or holds no extract of view {VIEW}, which no active "
+        "service used that night): billed, those days would be at the units of another night, so no invoice of its "
+        f"contract is posted until a person accepts them (agent-billing snapshots accept-uncounted {D1} --through "
+        f"{D3} --service S-VIEW)")
+    assert to_recount(warehouse) == {("S-VIEW", str(d)) for d in (D1, D2, D3)}
+    [failed] = run_billing(warehouse, D3).failed
+    assert failed.contract_id == "C-CONTOSO" and f"service S-VIEW on {D1} to {D3}" in failed.error
+
+    with pytest.raises(UserError, match=f"--through {D1} is before {D3}"):
+        accept_uncounted(warehouse, "S-VIEW", D3, D1)
+    accepted = cli("snapshots", "accept-uncounted", str(D1), "--through", str(D3), "--service", "S-VIEW")
+    assert accepted.returncode == 0 and accepted.stdout == (
+        f"service S-VIEW: nights {D1} to {D3} accepted uncounted (their days bill at the units of another night)\n"
+    ), accepted.stderr
+    assert to_recount(warehouse) == set()
+    summary = run_billing(warehouse, D3)
+    assert not summary.failed
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM invoices WHERE contract_id = 'C-CONTOSO'")).scalar() == 1
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
@@ -238,8 +259,9 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
     refusal = (f"cannot post INV-C-CONTOSO-2024-03: a contracts change made services active on synced nights "
                f"that did not count them (service S-WS2 on {D1} to {D3}); re-run those nights")
     refusal_line = (refusal + " (agent-billing sync --date D for each, or an Airflow backfill of vsa_asset_sync; "
-                    "docs/runbook.md, 'Fix a wrong contract'), or accept a night whose landing is gone or damaged "
-                    "(agent-billing snapshots accept-uncounted D --service S), then bill again")
+                    "docs/runbook.md, 'Fix a wrong contract'), or accept the nights whose landing is gone, damaged or "
+                    "without the service's view (agent-billing snapshots accept-uncounted D [--through D2] --service S), "
+                    "then bill again")
     if posting == "automatic":
         [failed] = summary.failed
         assert failed.contract_id == "C-CONTOSO" and not failed.transient
@@ -248,7 +270,8 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
     else:
         assert not summary.failed
         assert held_by_uncounted_nights(warehouse, pending_lines(warehouse)) == [
-            f"contract C-CONTOSO cannot be posted until these nights are re-run: service S-WS2 on {D1} to {D3} "
+            f"contract C-CONTOSO cannot be posted until these nights are re-run, or accepted where no re-run can count "
+            f"them: service S-WS2 on {D1} to {D3} "
             "(docs/runbook.md, 'Fix a wrong contract')"]
         review = cli("review")
         assert review.returncode == 0 and held_by_uncounted_nights(warehouse, pending_lines(warehouse))[0] in review.stdout
@@ -261,7 +284,8 @@ def test_no_invoice_is_posted_until_the_nights_are_re_run(warehouse, settings, m
     preview = cli("invoices", "preview", "--contract", "C-CONTOSO")  # the hold is told where the invoice is shown
     assert preview.returncode == 0, preview.stderr
     assert preview.stdout.splitlines()[1] == (
-        f"contract C-CONTOSO cannot be posted until these nights are re-run: service S-WS2 on {D1} to {D3} "
+        f"contract C-CONTOSO cannot be posted until these nights are re-run, or accepted where no re-run can count "
+            f"them: service S-WS2 on {D1} to {D3} "
         "(docs/runbook.md, 'Fix a wrong contract')")
     assert preview_invoice(warehouse, "C-CONTOSO")["held_until_recounted"] == {"S-WS2": [str(D1), str(D2), str(D3)]}
 

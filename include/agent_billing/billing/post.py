@@ -93,16 +93,16 @@ def refuse_nights_to_recount(conn: Connection, contract: Contract, month: date, 
     raise NightsNotCounted(
         f"cannot post {invoice_id(contract.contract_id, month)}: a contracts change made services active on "
         f"synced nights that did not count them ({services}); re-run those nights (agent-billing sync --date D "
-        "for each, or an Airflow backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'), or accept a "
-        "night whose landing is gone or damaged (agent-billing snapshots accept-uncounted D --service S), then "
-        "bill again"
+        "for each, or an Airflow backfill of vsa_asset_sync; docs/runbook.md, 'Fix a wrong contract'), or accept the "
+        "nights whose landing is gone, damaged or without the service's view (agent-billing snapshots "
+        "accept-uncounted D [--through D2] --service S), then bill again"
     )
 
 
 def held_in_words(contract_id: str, waiting: dict[str, list[date]]) -> str:
     """What ``review`` and ``preview`` say of a contract held by ``store.nights_to_recount``."""
-    return (f"contract {contract_id} cannot be posted until these nights are re-run: {nights_in_words(waiting)} "
-            "(docs/runbook.md, 'Fix a wrong contract')")
+    return (f"contract {contract_id} cannot be posted until these nights are re-run, or accepted where no re-run "
+            f"can count them: {nights_in_words(waiting)} (docs/runbook.md, 'Fix a wrong contract')")
 
 
 def nights_in_words(waiting: dict[str, list[date]]) -> str:

@@ -139,7 +139,8 @@ def _what_a_run_does(engine: Engine, contract_id: str, horizon: date) -> str:
     run = refresh_command(contract_id, horizon)
     preview = f"`agent-billing invoices preview --contract {contract_id}` shows them"
     if due and waiting:  # the invoice is refused until then (post.refuse_nights_to_recount)
-        recount = (f"its invoice of {month_label(due[0])} cannot be posted until these nights are re-run: "
+        recount = (f"its invoice of {month_label(due[0])} cannot be posted until these nights are re-run, or "
+                   "accepted where no re-run can count them: "
                    f"{nights_in_words(waiting)} (docs/runbook.md, 'Fix a wrong contract')")
         if contract.posting == "automatic":
             return f"{recount}; then {run} posts them, final ({preview} first)"

@@ -46,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "accept-uncounted", help="bill a service's days of a night a contracts change left uncounted, which "
         "no re-run can count (its landing gone, damaged or without the service's view), at the units of "
         "another night (the night then holds no invoice)")
-    accept.add_argument("date", help="snapshot date YYYY-MM-DD")
+    accept.add_argument("date", help="snapshot date YYYY-MM-DD (the first night, with --through)")
+    accept.add_argument("--through", metavar="YYYY-MM-DD",
+                        help="accept every recorded night of the service from DATE to this one")
     accept.add_argument("--service", required=True, type=str.strip, help="service_id")
     accept.set_defaults(handler=_accept_uncounted)
 
@@ -217,10 +219,12 @@ def _snapshot_action(args: argparse.Namespace) -> int:
 
 def _accept_uncounted(args: argparse.Namespace) -> int:
     from agent_billing.contracts.recount import accept_uncounted
-    from agent_billing.sync.dates import parse_date
+    from agent_billing.sync.dates import date_runs, parse_date
 
     night = parse_date(args.date, "snapshot date")
+    through = parse_date(args.through, "--through") if args.through else None
     engine, _ = _context()
-    accept_uncounted(engine, args.service, night)
-    print(f"service {args.service}: night {night} accepted uncounted (its days bill at the units of another night)")
+    accepted = accept_uncounted(engine, args.service, night, through)
+    print(f"service {args.service}: {'night' if len(accepted) == 1 else 'nights'} {date_runs(accepted)} accepted "
+          "uncounted (their days bill at the units of another night)")
     return 0

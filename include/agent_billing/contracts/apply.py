@@ -360,10 +360,11 @@ def touched_services(conn: Connection, plan: Plan) -> list[str]:
 def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, str | None, date]],
                            today: date) -> None:
     """Warn of the synced nights on which the plan made a counted service countable (a service
-    or its contract starting earlier or ending later) without a count, and record in
-    ``nights_to_recount`` those a re-run can count: until they are re-run (the night's count
-    deletes them), no invoice of the service's contract is posted (``billing.post``), which
-    would bill those days at the units of another night. A night is named from yesterday back:
+    or its contract starting earlier or ending later) without a count, and record them in
+    ``nights_to_recount``: until they are re-run (the night's count deletes them), or accepted
+    by a person where no re-run can count them (their landing gone, or without the service's
+    view), no invoice of the service's contract is posted (``billing.post``), which would bill
+    those days at the units of another night. A night is named from yesterday back:
     the night of today was taken before the change, as for any service added today.
     ``before``: ``uncounted_nights`` before the plan was written."""
     touched = touched_services(conn, plan)
@@ -377,7 +378,7 @@ def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, 
     raw_here = settings.raw_path.is_dir()
     for (service, view), nights in by_service.items():
         lost = [d for d in nights if not recountable(settings.raw_path, d, view)] if raw_here else []
-        recount += [{"service_id": service, "snapshot_date": d} for d in nights if d not in lost]
+        recount += [{"service_id": service, "snapshot_date": d} for d in nights]  # the lost too: a person accepts them
         what = entries[service].describe() if service in entries else f"service {service}"
         warning = f"{what} is now active on {len(nights)} synced night(s) that did not count it ({date_runs(nights)})"
         if len(lost) < len(nights):
@@ -391,6 +392,8 @@ def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, 
             warning += (f"; {'all' if len(lost) == len(nights) else len(lost)} of them cannot be recounted "
                         f"({date_runs(lost)}: their landing is gone"
                         + (f" or holds no extract of view {view}, which no active service used that night" if view else "")
-                        + "), so those days bill at the units of another night")
+                        + "): billed, those days would be at the units of another night, so no invoice of its "
+                        "contract is posted until a person accepts them (agent-billing snapshots accept-uncounted "
+                        f"{lost[0]}" + (f" --through {lost[-1]}" if len(lost) > 1 else "") + f" --service {service})")
         plan.uncounted.append(warning)
     record_nights_to_recount(conn, touched, {(service, night) for service, _, night in after}, recount)

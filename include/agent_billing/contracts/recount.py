@@ -45,29 +45,43 @@ def record_nights_to_recount(conn: Connection, services: list[str], uncounted: s
         conn.execute(sa.insert(NIGHTS_TO_RECOUNT), new)
 
 
-def accept_uncounted(engine: Engine, service_id: str, night: date) -> None:
-    """A person accepts that ``service_id`` stays uncounted on ``night`` (its landing is gone or
-    damaged, so no re-run can count it): its days then bill at the units of another night, and
-    the night no longer holds the contract's invoices. Refused where the landings cannot be
-    seen (the raw volume not mounted): whether a re-run can count the night is not known there."""
+def accept_uncounted(engine: Engine, service_id: str, night: date, through: date | None = None) -> list[date]:
+    """A person accepts that ``service_id`` stays uncounted on ``night`` (up to ``through``: each
+    recorded night of the range), whose landing is gone, damaged or without the service's view,
+    so no re-run can count it: its days then bill at the units of another night, and the night
+    no longer holds the contract's invoices. Refused, accepting nothing, when a landing of the
+    range can count the service (re-run it), and where the landings cannot be seen (the raw
+    volume not mounted): whether a re-run can count the night is not known there. Returns the
+    nights accepted."""
     from agent_billing.sync.pipeline import refuse_missing_raw_folder
 
+    through = through or night
+    if through < night:
+        raise UserError(f"--through {through} is before {night}: give the first night, then the last")
     raw_path = get_settings().raw_path
     with engine.connect() as conn:
         left = sorted(d for _, d in recorded_nights(conn, [service_id]))
-    if night not in left:
+    chosen = [d for d in left if night <= d <= through]
+    if not chosen:
         raise UserError(
-            f"service {service_id} has no night {night} to recount"
-            + (f": its nights to recount are {date_runs(left)}" if left else ": it has none")
+            f"service {service_id} has no night {night if through == night else f'from {night} to {through}'} to "
+            "recount" + (f": its nights to recount are {date_runs(left)}" if left else ": it has none")
         )
     refuse_missing_raw_folder(engine, raw_path, "nothing was accepted")
     with engine.begin() as conn:
         view = conn.execute(sa.text("SELECT vsa_view_id FROM services WHERE service_id = :s"), {"s": service_id}).scalar()
-        if raw_path.is_dir() and recountable(raw_path, night, view, verify=True):
+        countable = [d for d in chosen if raw_path.is_dir() and recountable(raw_path, d, view)
+                     and recountable(raw_path, d, view, verify=True)]  # the checksums only where the files are
+        if countable == [night] == chosen:
             raise UserError(
                 f"night {night}'s landing can count service {service_id}: re-run it (agent-billing sync --date "
                 f"{night}) rather than accept it uncounted")
-        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), {"s": service_id, "d": night})
+        if countable:
+            raise UserError(
+                f"the landings of {date_runs(countable)} can count service {service_id}: re-run those nights "
+                "(agent-billing sync --date D for each) rather than accept them uncounted; nothing was accepted")
+        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), [{"s": service_id, "d": d} for d in chosen])
+    return chosen
 
 
 def recountable(raw_path: Path, night: date, view: str | None, *, verify: bool = False) -> bool:
