@@ -183,12 +183,8 @@ def test_get_units_now_refuses_a_service_outside_its_dates_or_its_contract_s(war
         assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
 
 
-def test_get_units_now_waits_for_a_quarantined_night_to_be_decided(warehouse, world, monkeypatch):
-    """The night of yesterday is quarantined (an org's agents vanished in VSA): a press reads the
-    same VSA and recorded the whole-service credit the quarantine holds back, mailed it, and
-    kept it after the night was discarded. Refused, naming the night and what to do."""
-    from agent_billing.errors import UserError
-
+def org_one_service(warehouse, world) -> None:
+    """Service ORG1 counts the whole of the world's first org (contract C1, from 2024)."""
     state = world.state(START)
     org = state.orgs.record(state.orgs.handles[0])["OrgId"]
     apply_contracts(warehouse, {"accounts": [{
@@ -198,6 +194,15 @@ def test_get_units_now_waits_for_a_quarantined_night_to_be_decided(warehouse, wo
             {"service_id": "ORG1", "name": "Org", "unit_price": "5", "units_source": "rmm_agent_count",
              "start_date": "2024-01-01"}]}],
     }]})
+
+
+def test_get_units_now_waits_for_a_quarantined_night_to_be_decided(warehouse, world, monkeypatch):
+    """The night of yesterday is quarantined (an org's agents vanished in VSA): a press reads the
+    same VSA and recorded the whole-service credit the quarantine holds back, mailed it, and
+    kept it after the night was discarded. Refused, naming the night and what to do."""
+    from agent_billing.errors import UserError
+
+    org_one_service(warehouse, world)
     held = START - timedelta(days=2)
     with warehouse.begin() as conn:  # the night after it a gap (VSA down, re-run late): no good night since
         conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'quarantined'), (:g, 'gap')"),
@@ -224,15 +229,7 @@ def test_a_night_quarantined_while_a_press_counts_stops_the_press(warehouse, wor
     from agent_billing.errors import UserError
     from agent_billing.sync import units_now
 
-    state = world.state(START)
-    org = state.orgs.record(state.orgs.handles[0])["OrgId"]
-    apply_contracts(warehouse, {"accounts": [{
-        "account_id": "A1", "name": "Org one", "vsa_org_id": org,
-        "contracts": [{"contract_id": "C1", "currency": "USD", "start_date": "2024-01-01",
-                       "notify_emails": ["it@org1.example"], "services": [
-            {"service_id": "ORG1", "name": "Org", "unit_price": "5", "units_source": "rmm_agent_count",
-             "start_date": "2024-01-01"}]}],
-    }]})
+    org_one_service(warehouse, world)
     counted = units_now.count_scope
 
     def count_while_the_night_is_judged(engine, client, service, today):
