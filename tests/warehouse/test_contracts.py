@@ -431,6 +431,27 @@ def test_a_service_s_dates_are_judged_within_its_contract_s(warehouse, contracts
         "the next invoice credits those days; for a change from today, give today's date"]
 
 
+def test_a_contract_move_that_bills_some_services_and_credits_others_says_which(warehouse, contracts_file):
+    """The contract starts later and ends later: the start credits days of both services, the
+    end bills days of the one still running. The warning named all of them as billed and
+    credited together; it says whose days each does."""
+    from agent_billing.contracts import plan_contracts
+
+    support = "units: 3\n            start_date: 2024-03-01\n"
+    ending = contracts_file.read_text().replace(
+        "start_date: 2024-03-01\n        notify_emails", "start_date: 2024-03-01\n        end_date: 2024-04-15\n"
+        "        notify_emails").replace(support, support + "            end_date: 2024-04-05\n")
+    contracts_file.write_text(ending)
+    apply_contracts(warehouse, contracts_file)
+    invoice_months(warehouse, date(2024, 3, 1), date(2024, 4, 1))
+    contracts_file.write_text(ending.replace(
+        "start_date: 2024-03-01\n        end_date: 2024-04-15", "start_date: 2024-03-05\n        end_date: 2024-04-20"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        "contract C-CONTOSO (line 6): start_date: 2024-03-01 → 2024-03-05, end_date: 2024-04-15 → 2024-04-20, in "
+        "months already invoiced (2024-03, 2024-04): the next invoice bills those days of service S-CONTOSO-WS and "
+        "credits those days of services S-CONTOSO-SUP, S-CONTOSO-WS; for a change from today, give today's date"]
+
+
 def test_the_back_billing_warning_names_the_month_billing_starts(warehouse, contracts_file):
     """A service starting before its contract bills from the contract's start, as the warning says."""
     apply_contracts(warehouse, contracts_file)

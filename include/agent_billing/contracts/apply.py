@@ -220,7 +220,8 @@ def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, lis
                      for service_id, (owner, s) in services.items() if owner == e.key]
         else:
             continue
-        added, removed, billed = set(), set(), set()
+        added, removed = set(), set()  # months
+        billed, credited = set(), set()  # services
         for days in _past_days(invoiced.get(contract_id, ()), today):
             for service_id, was, now in pairs:
                 if not _covers(_within(was, days), _within(now, days)):
@@ -228,14 +229,17 @@ def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, lis
                     billed.add(service_id)
                 if not _covers(_within(now, days), _within(was, days)):
                     removed.add(days[0])
-                    billed.add(service_id)
+                    credited.add(service_id)
         if added or removed:
             what = f"starts {e.row['start_date']}" if e.action == "create" else ", ".join(map(str, moved.values()))
-            verb = "bills and credits" if added and removed else "bills" if added else "credits"
-            whose = f" of {_some_services(sorted(billed))}" if e.kind == "contract" else ""
+            if e.kind == "contract":  # whose days: a move of both ends may bill some services and credit others
+                does = " and ".join(f"{verb} those days of {_some_services(sorted(services))}"
+                                    for verb, services in (("bills", billed), ("credits", credited)) if services)
+            else:
+                does = ("bills and credits" if added and removed else "bills" if added else "credits") + " those days"
             plan.backdated.append(
                 f"{e.describe()}: {what}, in months already invoiced ({_months(added | removed)}): the next "
-                f"invoice {verb} those days{whose}; for a change from today, give today's date")
+                f"invoice {does}; for a change from today, give today's date")
 
 
 def check_backdated_units(plan: Plan, invoiced: dict[str, list[date]], today: date) -> None:
