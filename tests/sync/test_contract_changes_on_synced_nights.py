@@ -232,14 +232,43 @@ def test_a_re_run_that_still_cannot_count_the_service_keeps_its_night_for_a_pers
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
-def test_the_night_of_today_is_not_named(warehouse, settings):
-    """Today's night was taken before the change, as for any service added today: the first count
-    of a service is always the next night's."""
+def test_the_night_of_today_is_named_for_a_service_active_before_today(warehouse, settings):
+    """Today's night ran before the apply. A service starting today is first counted by the next
+    night, as any new service: today's night is not named. A service active before today was
+    not counted on it either: left out, its change of today was found by the next night, a day
+    late, and nothing said to re-run today's night."""
     run_contracts(warehouse, CONTRACT)
     sync(warehouse, settings, (D1, D2, D3))
+    run_contracts(warehouse, ws_twin_from(D3)(deepcopy(CONTRACT)))
+    with warehouse.connect() as conn:
+        assert uncounted_nights(conn, ["S-WS2"], D3) == set()
     run_contracts(warehouse, ws_twin_from(D1)(deepcopy(CONTRACT)))
     with warehouse.connect() as conn:
-        assert {night for _, _, night in uncounted_nights(conn, ["S-WS2"], D3)} == {D1, D2}
+        assert {night for _, _, night in uncounted_nights(conn, ["S-WS2"], D3)} == {D1, D2, D3}
+
+
+def test_a_re_run_that_finds_changes_says_it_queued_their_mail(warehouse, settings):
+    """A contract with a workstation service from the 1st is added after three nights synced;
+    the 2nd is re-run. Its count re-derives the night's changes and queues the new contract's
+    mail in its own transaction, so the diff after it finds it queued. The count's result said
+    nothing of the mail and the diff's said 0: an operator read that no mail went out."""
+    run_contracts(warehouse, CONTRACT)
+    sync(warehouse, settings, (D1, D2, D3))
+    added = deepcopy(CONTRACT)
+    added["accounts"][0]["contracts"].append({
+        "contract_id": "C-NEW", "currency": "USD", "start_date": D1.isoformat(),
+        "notify_emails": ["it@contoso.example"],
+        "services": [{**service(CONTRACT, "S-WS"), "service_id": "S-NEW", "start_date": D1.isoformat()}]})
+    run_contracts(warehouse, added)
+    for night in (D1, D2):
+        load_step(warehouse, settings, night)
+        counted = count_step(warehouse, settings, night)
+        diffed = diff_step(warehouse, settings, night)
+    with warehouse.connect() as conn:
+        [subject] = conn.execute(text(
+            "SELECT subject FROM notification_outbox WHERE message_id LIKE 'unit-changes:C-NEW:%'")).scalars()
+    assert subject == f"[agent-billing] Unit changes for C-NEW on {D2}"
+    assert (counted.detail["mail_queued"], diffed.detail["mail_queued"]) == (1, 0)
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)

@@ -368,8 +368,9 @@ def check_uncounted_nights(conn: Connection, plan: Plan, before: set[tuple[str, 
     ``nights_to_recount``: until they are re-run (the night's count deletes them), or accepted
     by a person where no re-run can count them (their landing gone, or without the service's
     view), no invoice of the service's contract is posted (``billing.post``), which would bill
-    those days at the units of another night. A night is named from yesterday back:
-    the night of today was taken before the change, as for any service added today.
+    those days at the units of another night. Today's night, synced before the
+    apply, is named for a service active before today (its change of today would be found a
+    night late), not for one starting today (first counted by the next night, as any new one).
     ``before``: ``uncounted_nights`` before the plan was written."""
     touched = touched_services(conn, plan)
     after = uncounted_nights(conn, touched, today)

@@ -264,13 +264,15 @@ def count_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepR
             for name in landing_for(settings, snapshot_date).manifest()["files"] if name.startswith("agents_in_view/")
         }
         result = changes.count_units(conn, snapshot_date, landed_views)  # merges the night first
+        queued = 0
         if (get_run(conn, snapshot_date) or {}).get("status") == "complete":
             # A re-run (services may have been added, or their dates changed, since): the date's
             # changes follow its new counts in this transaction, so billing never reads new counts
-            # beside changes derived from the old ones.
-            queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
+            # beside changes derived from the old ones (their mail is queued here: the diff finds it).
+            queued = queue_mail_for(conn, changes.rederive_from(conn, snapshot_date, settings.tz).moved)
     prune_staging(engine, snapshot_date, settings.snapshot_retention_days)
-    return StepResult(snapshot_date.isoformat(), "counted", {"services": result.services, "units": result.units})
+    return StepResult(snapshot_date.isoformat(), "counted",
+                      {"services": result.services, "units": result.units, "mail_queued": queued})
 
 
 def require_staging(conn, settings: Settings, snapshot_date: date, action: str) -> None:
