@@ -49,6 +49,11 @@ class Books:
             "account_id": f"A-{contract_id}", "name": f"Account {contract_id}", "vsa_org_id": ORG,
             "contracts": [contract],
         }]})
+        # This ledger's nights have no landings: a service counts what the test writes, and a
+        # night without its count carries its units. None is left to recount (tests of that
+        # hold write nights_to_recount themselves; tests/sync drives it from real landings).
+        self._exec("DELETE FROM nights_to_recount WHERE service_id IN "
+                   "(SELECT service_id FROM services WHERE contract_id = :c)", c=contract_id)
 
     def service(self, contract_id: str, service: dict, *, start: str, **more) -> None:
         """Re-apply a one-service contract with ``service`` changed (e.g. a new end date)."""

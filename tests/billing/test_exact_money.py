@@ -106,21 +106,25 @@ def test_integer_columns_agree_with_the_numeric_ones(books):
 def test_a_line_at_the_largest_amount_posts_exactly_on_both_engines(books):
     """SQLite keeps a NUMERIC that is not a whole number as a double: a pending line of
     12,192,592,594,268.3654 came back rounded, never matched its recomputation, and ``post``
-    refused it for good. The limit is what both engines keep: a line at it reviews and posts
-    exactly, one cent more fails its contract naming the service."""
-    from agent_billing.billing.money import AMOUNT_MAX
+    refused it for good. Each engine's limit is what it keeps exactly (PostgreSQL's columns
+    hold more): a line at it reviews and posts exactly, one beyond it fails its contract
+    naming the service."""
+    from agent_billing.billing.money import amount_max
     from agent_billing.billing.review import post_pending
 
-    books.contract("C-BIG", [books.rmm("S-BIG", "999999.9937", "2024-03-01")], start="2024-03-01",
-                   posting="review")
-    books.contract("C-OVER", [books.rmm("S-OVER", "999999.9937", "2024-03-01")], start="2024-03-01")
-    books.count("S-BIG", "2024-03-01", 99_999)  # 99,999 × 999,999.9937 = 99,998,999,370.0063
-    books.count("S-OVER", "2024-03-01", 100_001)  # 100,000,999,369.99
+    sqlite = books.engine.dialect.name == "sqlite"
+    price = "999999.9937" if sqlite else "999999999.9937"  # × 99,999 units: just under the limit
+    books.contract("C-BIG", [books.rmm("S-BIG", price, "2024-03-01")], start="2024-03-01", posting="review")
+    books.contract("C-OVER", [books.rmm("S-OVER", price, "2024-03-01")], start="2024-03-01")
+    books.count("S-BIG", "2024-03-01", 99_999)
+    books.count("S-OVER", "2024-03-01", 100_001)
     summary = run_billing(books.engine, date(2024, 3, 1))
     [failed] = summary.failed
     assert failed.contract_id == "C-OVER" and "service S-OVER" in failed.error
+    assert ("on SQLite, which keeps 15 significant digits" in failed.error) == sqlite
+    amount = Decimal("99998999370.01") if sqlite else Decimal("99998999999370.01")
     [pending] = books.pending("C-BIG")
-    assert Decimal(str(pending["amount"])) == Decimal("99998999370.01") <= AMOUNT_MAX
+    assert Decimal(str(pending["amount"])) == amount <= amount_max(books.engine.dialect.name)
     post_pending(books.engine, "C-BIG")
     [line] = books.invoice("INV-C-BIG-2024-03")["lines"]
-    assert (Decimal(str(line["amount"])), line["amount_e4"]) == (Decimal("99998999370.01"), 999989993700100)
+    assert (Decimal(str(line["amount"])), line["amount_e4"]) == (amount, int(amount.scaleb(4)))

@@ -45,7 +45,7 @@ MISTAKES = [
      [('unit_price: "99.00"', 'unit_price: "99999.00"'), ("units: 3\n", "units: 2147483647\n")],
      "service_id: S-CONTOSO-SUP",
      "services[2] (S-CONTOSO-SUP): units × unit_price = 214,746,217,216,353.00 is more than an "
-     "invoice line can hold (99,999,999,999.9999)"),
+     "invoice line can hold (99,999,999,999,999.9999)"),
     ("unit price with 5 decimals",
      [('unit_price: "7.1250"', 'unit_price: "7.12501"')],
      'unit_price: "7.12501"',

@@ -13,12 +13,23 @@ from agent_billing.currencies import currency_minor_units
 
 PRICE_DECIMALS = 4
 _PRICE_SCALE = 10**PRICE_DECIMALS
-#: The largest amount of a line or an invoice total, refused beyond it before it is written,
-#: naming the service: 15 significant digits with the 4 decimals, which both engines keep
-#: exactly. PostgreSQL's NUMERIC(18, 4) holds more, but SQLite stores a NUMERIC that is not a
-#: whole number as a double: 12,192,592,594,268.3654 came back as …268.37, so its pending lines
+#: The largest amount a money column holds (NUMERIC(18, 4), migration 0001): a line or an
+#: invoice total beyond it is refused before it is written, naming the service.
+AMOUNT_MAX = Decimal("99999999999999.9999")
+#: On SQLite, 15 significant digits with the 4 decimals: SQLite stores a NUMERIC that is not a
+#: whole number as a double, so 12,192,592,594,268.3654 came back as …268.37, its pending lines
 #: never matched their recomputation and ``post`` refused them for good.
-AMOUNT_MAX = Decimal("99999999999.9999")
+SQLITE_AMOUNT_MAX = Decimal("99999999999.9999")
+
+
+def amount_max(dialect: str) -> Decimal:
+    """The largest amount a line or an invoice total may come to on the warehouse's engine."""
+    return SQLITE_AMOUNT_MAX if dialect == "sqlite" else AMOUNT_MAX
+
+
+def amount_max_in_words(dialect: str) -> str:
+    limit = f"{amount_max(dialect):,f}"
+    return f"{limit} on SQLite, which keeps 15 significant digits; PostgreSQL holds more" if dialect == "sqlite" else limit
 
 
 def minor_units(currency: str) -> int:

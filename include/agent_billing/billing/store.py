@@ -20,7 +20,13 @@ from sqlalchemy.sql.selectable import TextualSelect
 
 from agent_billing.billing.calendar import month_end
 from agent_billing.billing.model import Contract, Line, PostedLine, Service, UnitChange
-from agent_billing.billing.money import AMOUNT_MAX, price_units, quantize, to_e4
+from agent_billing.billing.money import (
+    amount_max,
+    amount_max_in_words,
+    price_units,
+    quantize,
+    to_e4,
+)
 from agent_billing.billing.timeline import ordered, starting_units
 from agent_billing.errors import UserError
 from agent_billing.sql import load_sql
@@ -106,15 +112,26 @@ def service_terms(conn: Connection, contract: Contract, as_of: date) -> list[Ser
     if conn.dialect.name == "postgresql":
         conn.execute(statement("no_jit"))
     rows = conn.execute(query("services"), {"contract_id": contract.contract_id, "as_of": as_of}).mappings()
+    first = _units_before_changes(conn, contract, as_of)
     return [
         Service(
             service_id=row["service_id"], name=row["name"], unit_price=row["unit_price"],
             start_date=row["start_date"], end_date=row["end_date"],
             start_units=starting_units(
-                _first_observation(row), row["first_change_before"], row["configured_units"]),
+                _first_observation(row), first.get(row["service_id"]), row["configured_units"]),
         )
         for row in sorted(rows, key=lambda r: r["service_id"])
     ]
+
+
+def _units_before_changes(conn: Connection, contract: Contract, as_of: date) -> dict[str, int]:
+    """Per service with changes (an rmm service's on or before ``as_of``), the units its first
+    change started from: the first, in ``timeline.ordered`` order, of its first date's changes."""
+    params = {"contract_id": contract.contract_id, "as_of": as_of}
+    first: dict[str, list[UnitChange]] = defaultdict(list)
+    for row in _all_rows(conn, "first_changes", params):
+        first[row[1]].append(UnitChange(*row))
+    return {service_id: ordered(changes)[0].units_before for service_id, changes in first.items()}
 
 
 def uncounted_services(conn: Connection, contract: Contract, as_of: date, month: date) -> list[str]:
@@ -123,10 +140,11 @@ def uncounted_services(conn: Connection, contract: Contract, as_of: date, month:
     if contract.end_date is not None and contract.end_date < month:
         return []  # an ended contract bills no service of the month
     rows = conn.execute(query("services"), {"contract_id": contract.contract_id, "as_of": as_of}).mappings()
+    changed = _units_before_changes(conn, contract, as_of)
     return sorted(
         row["service_id"] for row in rows
         if row["units_source"] == "rmm_agent_count" and _first_observation(row) is None
-        and row["first_change_before"] is None
+        and row["service_id"] not in changed
         and row["start_date"] <= month_end(month) and (row["end_date"] is None or row["end_date"] >= month)
     )
 
@@ -228,15 +246,16 @@ _LINE_COLUMNS = (
 )
 
 
-def _line_row(line: Line, contract_id: str) -> tuple:
+def _line_row(line: Line, contract_id: str, dialect: str) -> tuple:
     """A line's column values: the only place money is written, NUMERIC and ``*_e4`` alike.
-    An amount beyond the columns' limit is refused here, naming the contract and service (the
-    database would refuse the whole contract with a bare numeric overflow)."""
-    if abs(line.amount) > AMOUNT_MAX:
+    An amount beyond the engine's limit (``money.amount_max``) is refused here, naming the
+    contract and service (the database would refuse the whole contract with a bare numeric
+    overflow, or SQLite keep it rounded)."""
+    if abs(line.amount) > amount_max(dialect):
         raise UserError(
             f"contract {contract_id}, service {line.service_id}: its {line.kind} line for "
             f"{line.period_start} to {line.period_end} comes to {line.amount}, more than an amount "
-            f"can be ({AMOUNT_MAX:,f}): check the service's unit_price and units"
+            f"can be ({amount_max_in_words(dialect)}): check the service's unit_price and units"
         )
     return (
         line.line_id, contract_id, line.service_id, line.kind, line.period_start,
@@ -250,13 +269,14 @@ def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> No
     """Post an invoice and its lines, with the account's and the services' names as they are
     now (what the customer receives; shows and exports read these, never the current names)."""
     names = dict(conn.execute(statement("service_names"), {"contract_id": invoice["contract_id"]}).all())
+    dialect = conn.dialect.name
     rows = [  # each line checked
-        (*_line_row(x, invoice["contract_id"]), invoice["invoice_id"], names[x.service_id]) for x in lines
+        (*_line_row(x, invoice["contract_id"], dialect), invoice["invoice_id"], names[x.service_id]) for x in lines
     ]
-    if abs(invoice["total"]) > AMOUNT_MAX:
+    if abs(invoice["total"]) > amount_max(dialect):
         raise UserError(
             f"contract {invoice['contract_id']}: invoice {invoice['invoice_id']} comes to {invoice['total']}, "
-            f"more than an amount can be ({AMOUNT_MAX:,f}): check its services' unit_price and units"
+            f"more than an amount can be ({amount_max_in_words(dialect)}): check its services' unit_price and units"
         )
     conn.execute(statement("insert_invoice"), {**invoice, "total_e4": to_e4(invoice["total"])})
     bulk_insert(conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id", "service_name"), rows)
@@ -274,7 +294,7 @@ def close_cycle(
 def replace_pending(conn: Connection, contract_id: str, as_of: date, lines: Iterable[Line]) -> None:
     """The contract's pending lines are ``lines``, as of ``as_of``."""
     conn.execute(statement("delete_pending"), {"contract_id": contract_id})
-    written = bulk_insert(conn, "billing_pending", _LINE_COLUMNS, (_line_row(x, contract_id) for x in lines))
+    written = bulk_insert(conn, "billing_pending", _LINE_COLUMNS, (_line_row(x, contract_id, conn.dialect.name) for x in lines))
     _date_pending(conn, contract_id, as_of if written else None)
 
 
@@ -317,7 +337,7 @@ def refresh_pending(
     delete = statement("delete_pending_of").bindparams(bindparam("services", expanding=True))
     execute_in_batches(conn, delete, "services", sorted(walked), contract_id=contract.contract_id)
     row = conn.execute(query("pending_summary"), {"contract_id": contract.contract_id}).one()
-    written = bulk_insert(conn, "billing_pending", _LINE_COLUMNS, (_line_row(x, contract.contract_id) for x in lines))
+    written = bulk_insert(conn, "billing_pending", _LINE_COLUMNS, (_line_row(x, contract.contract_id, conn.dialect.name) for x in lines))
     _date_pending(conn, contract.contract_id, as_of if row.lines or written else None)
     total = quantize(Decimal(row.total_e4 or 0).scaleb(-4), contract.currency)
     return KeptPending(row.lines, total, row.first_day)

@@ -32,7 +32,8 @@ def starting_units(first_observation: int | None, first_change_before: int | Non
     history made from its first observation, in its own order of readings and counts; without
     changes, the first observation (a count or a reading: every observation has the same units
     then); else the configured units (a manual service without changes; 0 for an rmm service
-    not observed yet). The caller reads them as of the run's date (``billing/services.sql``):
+    not observed yet). The caller reads them as of the run's date (``billing/services.sql``,
+    ``billing/first_changes.sql``):
     a manual service's changes of any date (``services.units`` alone would not do: a
     future-dated manual change has already set it), an rmm service's observations and changes
     on or before that date."""

@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, text
 
 from agent_billing.contracts.plan import Plan
+from agent_billing.warehouse.values import as_utc
 
-_TABLE = sa.table(
-    "contract_edits", sa.column("applied_at", sa.DateTime(timezone=True)), *(sa.column(c) for c in (
-        "source", "line", "kind", "entity_id", "action", "field", "old_value", "new_value")),
+_TABLE = sa.table(  # untyped: an aware timestamp is stored as every other one (SQLite: text with +00:00)
+    "contract_edits", *(sa.column(c) for c in (
+        "applied_at", "source", "line", "kind", "entity_id", "action", "field", "old_value", "new_value")),
     sa.column("effective_date", sa.Date),
 )
 
@@ -60,7 +61,7 @@ def as_text(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Edit:
-    applied_at: datetime
+    applied_at: datetime | str  # SQLite: text
     source: str
     line: int | None
     kind: str
@@ -72,7 +73,7 @@ class Edit:
     effective_date: date | None
 
     def describe(self) -> str:
-        at = self.applied_at if self.applied_at.tzinfo else self.applied_at.replace(tzinfo=UTC)  # SQLite: UTC
+        at = as_utc(self.applied_at)  # SQLite hands back text
         where = f"{self.source}:{self.line}" if self.line else self.source
         what = ("created" if self.action == "create"
                 else f"{self.field}: {_shown(self.old_value)} → {_shown(self.new_value)}"
@@ -94,9 +95,8 @@ WHERE e.entity_id = :id
         SELECT s.service_id FROM services s JOIN contracts c ON c.contract_id = s.contract_id
         WHERE s.contract_id = :id OR c.account_id = :id))
 ORDER BY applied_at, edit_id
-""").columns(applied_at=sa.DateTime(timezone=True), source=sa.Text, line=sa.Integer, kind=sa.Text,
-             entity_id=sa.Text, action=sa.Text, field=sa.Text, old_value=sa.Text, new_value=sa.Text,
-             effective_date=sa.Date)
+""").columns(source=sa.Text, line=sa.Integer, kind=sa.Text, entity_id=sa.Text, action=sa.Text,
+             field=sa.Text, old_value=sa.Text, new_value=sa.Text, effective_date=sa.Date)
 
 _KNOWN = text("""
 SELECT 'account' FROM accounts WHERE account_id = :id

@@ -2,9 +2,8 @@
 -- first count of a good (complete) snapshot and the first Get Units Now reading, which is the
 -- last press of the first day pressed (a later press the same day supersedes an earlier one, as
 -- in the unit history: ``changes.history.last_press_per_day``) (the earlier of the two sets an
--- rmm service's starting units), and the units before its first unit change (an rmm service's:
--- on or before :as_of; a manual service's: whatever its date, as services.units already holds
--- a future-dated change's units). Bounded by :as_of, a run bills what a run on that night
+-- rmm service's starting units); the units before its first unit change are read by
+-- first_changes.sql. Bounded by :as_of, a run bills what a run on that night
 -- would have known: synced ahead (coalesced asset events, a backfill) it does not start a
 -- service at a count of a later night. An rmm service with no observation by then starts at 0
 -- (its services.units is a later observation). Index probes
@@ -36,10 +35,6 @@ SELECT s.service_id, s.name, s.unit_price, s.start_date, s.end_date, s.units_sou
          ORDER BY g.observed_at DESC LIMIT 1) AS first_reading,
        (SELECT g.observed_date FROM units_now_readings g
          WHERE g.service_id = s.service_id AND g.observed_date <= :as_of
-         ORDER BY g.observed_at LIMIT 1) AS first_reading_date,
-       (SELECT c.units_before FROM unit_changes c
-         WHERE c.service_id = s.service_id
-           AND (s.units_source = 'manual' OR c.effective_date <= :as_of)
-         ORDER BY c.effective_date, c.detected_at, c.change_id LIMIT 1) AS first_change_before
+         ORDER BY g.observed_at LIMIT 1) AS first_reading_date
 FROM services s
 WHERE s.contract_id = :contract_id
