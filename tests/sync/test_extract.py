@@ -302,6 +302,34 @@ def test_nights_no_run_took_are_recorded_as_gaps_and_the_data_team_told(contoso,
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_retry_that_records_a_night_as_a_gap_tells_it(contoso, settings):
+    """The 6th's run at 03:00 names the 5th as still in time (12:00), then its extract fails
+    (VSA down); its retry at 14:00 records the 5th as a gap. The only mail said "run it before
+    12:00": nobody was told it became a gap. A retry that records gaps mails them; one that
+    records none mails nothing."""
+    from .conftest import DAYS, write_landing
+
+    first, night = date(2024, 3, 4), date(2024, 3, 6)
+    with contoso.begin() as conn:
+        conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES (:d, 'complete')"), {"d": first})
+    write_landing(settings.raw_path, first, *DAYS[sorted(DAYS)[0]])
+    with pytest.raises(VsaCalled):  # VSA is called after the nights are judged, and fails
+        extract_step(contoso, settings, night, vsa_called, now=datetime(2024, 3, 6, 3, tzinfo=UTC))
+    write_landing(settings.raw_path, night, *DAYS[sorted(DAYS)[0]])  # VSA answers the retry
+    retries = [extract_step(contoso, settings, night, no_vsa, now=datetime(2024, 3, 6, 14, tzinfo=UTC))
+               .detail["gaps_recorded_before"] for _ in range(2)]
+    assert retries == [["2024-03-05"], []]
+    with contoso.connect() as conn:
+        mail = conn.execute(text("SELECT subject, body FROM notification_outbox WHERE message_id LIKE 'missed:%' "
+                                 "ORDER BY created_at")).all()
+    assert [subject for subject, _ in mail] == ["[agent-billing] Nights never run before 2024-03-06: 2024-03-05"] * 2
+    assert mail[0][1].splitlines()[1].startswith("Run 2024-03-05 (before 2024-03-06 12:00 UTC")
+    assert mail[1][1].splitlines()[1] == (
+        "Recorded as gaps, being more than 36 h old with no landing: 2024-03-05. The next good snapshot "
+        "carries any change on its own date.")
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_a_first_night_after_trial_runs_records_no_missed_nights(contoso, settings):
     """A trial `sync --date` of an old date left a gap row; the first real night, a year and a
     half later, is a first deployment: no night before it ever ran, so none is recorded as

@@ -77,10 +77,12 @@ def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date
                    and not RawLanding(settings.raw_path, night).exists()]
         named = sorted(set(found) | set(gaps))
         body = _missed_in_words(settings, snapshot_date, found, gaps, to_run, in_time)
-        if settings.data_team:
-            queue_message(conn, f"missed:{snapshot_date}", "gap", settings.data_team,  # a re-run's finds fewer
+        if settings.data_team:  # one mail per run of a night, and one more per gaps a retry of it records
+            head = f"missed:{snapshot_date}"
+            told = conn.execute(text("SELECT 1 FROM notification_outbox WHERE message_id = :id"), {"id": head}).first()
+            queue_message(conn, f"{head}:gaps:{gaps[0]}" if gaps and told else head, "gap", settings.data_team,
                           f"[agent-billing] Nights never run before {snapshot_date}: {date_runs(named)}", body,
-                          refresh=False)
+                          refresh=False)  # a re-run's finds fewer
     log.warning(body)
     return gaps
 
