@@ -466,6 +466,28 @@ def test_a_night_whose_landing_is_gone_is_accepted_by_a_person_or_recorded_when_
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_range_accepts_the_nights_no_re_run_can_count_and_names_the_others(warehouse, settings, monkeypatch,
+                                                                            tmp_path):
+    """Recorded D1 to D3 where apply could not see the landings; D2's landing is lost since.
+    `accept-uncounted D1 --through D3` accepts D2 and leaves D1 and D3, which a re-run counts,
+    named in its output (the range was refused whole, so the command apply printed failed)."""
+    run_contracts(warehouse, CONTRACT)
+    sync(warehouse, settings, (D1, D2, D3))
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(tmp_path / "not-mounted"))
+    run_contracts(warehouse, ws_twin_from(D1)(deepcopy(CONTRACT)))
+    assert to_recount(warehouse) == {("S-WS2", str(d)) for d in (D1, D2, D3)}
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    shutil.rmtree(settings.raw_path / str(D2))
+    accepted = cli("snapshots", "accept-uncounted", str(D1), "--through", str(D3), "--service", "S-WS2")
+    assert accepted.returncode == 0 and accepted.stdout == (
+        f"service S-WS2: night {D2} accepted uncounted (their days bill at the units of another night); left to "
+        f"re-run, their landings can count it: {D1}, {D3} (agent-billing sync --date D for each)\n"), accepted.stderr
+    assert to_recount(warehouse) == {("S-WS2", str(D1)), ("S-WS2", str(D3))}
+    with pytest.raises(UserError, match=f"the landings of {D1}, {D3} can count service S-WS2: re-run those nights"):
+        accept_uncounted(warehouse, "S-WS2", D1, D3)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_a_forecast_is_held_by_every_night_to_recount_up_to_its_invoice_date(warehouse, settings, monkeypatch):
     """A preview as of an earlier date than the nights synced since forecasts an invoice that
     its invoice date's run posts: every night to recount up to that date holds it, not only

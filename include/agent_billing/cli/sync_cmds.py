@@ -224,7 +224,9 @@ def _accept_uncounted(args: argparse.Namespace) -> int:
     night = parse_date(args.date, "snapshot date")
     through = parse_date(args.through, "--through") if args.through else None
     engine, _ = _context()
-    accepted = accept_uncounted(engine, args.service, night, through)
+    accepted, countable = accept_uncounted(engine, args.service, night, through)
     print(f"service {args.service}: {'night' if len(accepted) == 1 else 'nights'} {date_runs(accepted)} accepted "
-          "uncounted (their days bill at the units of another night)")
+          "uncounted (their days bill at the units of another night)"
+          + (f"; left to re-run, their landings can count it: {date_runs(countable)} (agent-billing sync --date D "
+             "for each)" if countable else ""))
     return 0

@@ -45,14 +45,15 @@ def record_nights_to_recount(conn: Connection, services: list[str], uncounted: s
         conn.execute(sa.insert(NIGHTS_TO_RECOUNT), new)
 
 
-def accept_uncounted(engine: Engine, service_id: str, night: date, through: date | None = None) -> list[date]:
+def accept_uncounted(engine: Engine, service_id: str, night: date,
+                     through: date | None = None) -> tuple[list[date], list[date]]:
     """A person accepts that ``service_id`` stays uncounted on ``night`` (up to ``through``: each
     recorded night of the range), whose landing is gone, damaged or without the service's view,
     so no re-run can count it: its days then bill at the units of another night, and the night
-    no longer holds the contract's invoices. Refused, accepting nothing, when a landing of the
-    range can count the service (re-run it), and where the landings cannot be seen (the raw
-    volume not mounted): whether a re-run can count the night is not known there. Returns the
-    nights accepted."""
+    no longer holds the contract's invoices. A night whose landing can count the service is
+    left recorded, to re-run (refused when it is the only one: nothing to accept); refused too
+    where the landings cannot be seen (the raw volume not mounted): whether a re-run can count
+    the night is not known there. Returns the nights accepted and those left to re-run."""
     from agent_billing.sync.pipeline import refuse_missing_raw_folder
 
     through = through or night
@@ -76,12 +77,13 @@ def accept_uncounted(engine: Engine, service_id: str, night: date, through: date
             raise UserError(
                 f"night {night}'s landing can count service {service_id}: re-run it (agent-billing sync --date "
                 f"{night}) rather than accept it uncounted")
-        if countable:
+        if countable == chosen:
             raise UserError(
                 f"the landings of {date_runs(countable)} can count service {service_id}: re-run those nights "
                 "(agent-billing sync --date D for each) rather than accept them uncounted; nothing was accepted")
-        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), [{"s": service_id, "d": d} for d in chosen])
-    return chosen
+        accepted = [d for d in chosen if d not in countable]
+        conn.execute(sa.delete(NIGHTS_TO_RECOUNT).where(_key()), [{"s": service_id, "d": d} for d in accepted])
+    return accepted, countable
 
 
 def recountable(raw_path: Path, night: date, view: str | None, *, verify: bool = False) -> bool:
