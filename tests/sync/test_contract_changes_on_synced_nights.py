@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from copy import deepcopy
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -269,6 +269,25 @@ def test_a_re_run_that_finds_changes_says_it_queued_their_mail(warehouse, settin
             "SELECT subject FROM notification_outbox WHERE message_id LIKE 'unit-changes:C-NEW:%'")).scalars()
     assert subject == f"[agent-billing] Unit changes for C-NEW on {D2}"
     assert (counted.detail["mail_queued"], diffed.detail["mail_queued"]) == (1, 0)
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_an_apply_after_today_s_night_names_it_for_a_service_active_before(warehouse, settings, monkeypatch):
+    """Through apply, on the real clock: today's night has run when a service starting on an
+    earlier synced night is added; today's night is named and recorded with it."""
+    from agent_billing.settings import get_settings
+
+    monkeypatch.setenv("AGENT_BILLING_RAW_PATH", str(settings.raw_path))
+    today = datetime.now(get_settings().tz).date()
+    run_contracts(warehouse, CONTRACT)
+    sync(warehouse, settings, (D1,))
+    write_landing(settings.raw_path, today, *DAYS[D3])
+    for step in (load_step, count_step, diff_step):
+        step(warehouse, settings, today)
+    [warning] = run_contracts(warehouse, ws_twin_from(D1)(deepcopy(CONTRACT))).uncounted
+    assert warning.startswith(f"service S-WS2 is now active on 2 synced night(s) that did not count it "
+                              f"({D1}, {today}): re-run them"), warning
+    assert to_recount(warehouse) == {("S-WS2", str(D1)), ("S-WS2", str(today))}
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
