@@ -77,6 +77,19 @@ class Progress:
         print(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {message}", file=self.out, flush=True)
 
 
+#: On this night, after February's invoices, finance ends the first contract's server service
+#: back-dated to the 10th, as a customer's late notice would: the March invoice credits the
+#: days after it (adjustment lines) and ``contract_edits`` keeps the edit.
+EDIT_NIGHT, ENDED_ON = date(2025, 2, 14), date(2025, 2, 10)
+
+
+def end_a_server_service(document: dict[str, Any], end: date) -> str:
+    """End the first contract's server service on ``end`` in the contracts document; its id."""
+    service = next(s for s in document["accounts"][0]["contracts"][0]["services"] if s["service_id"].endswith("-SRV"))
+    service["end_date"] = end.isoformat()
+    return service["service_id"]
+
+
 def demo_contracts(state) -> dict[str, Any]:
     """A contracts document over the simulator's orgs: per org one contract with a workstation
     service and a server service, each through its VSA view, so that no machine is billed twice
@@ -144,7 +157,8 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
     engine = connect_warehouse()
     upgrade(engine)
     contracts_file = home / "contracts.yaml"
-    contracts_file.write_text(yaml.safe_dump(demo_contracts(world.state(start)), sort_keys=False))
+    document = demo_contracts(world.state(start))
+    contracts_file.write_text(yaml.safe_dump(document, sort_keys=False))
     report = apply_contracts(engine, contracts_file)
     progress.say(f"warehouse {home / 'warehouse.db'}: {report.summary()}")
 
@@ -166,6 +180,12 @@ def run_demo(home: Path, *, nights: int = 60, orgs: int = 30, agents: int = 3000
     try:
         for n in range(nights):
             night = start + timedelta(days=n)
+            if night == EDIT_NIGHT:
+                ended = end_a_server_service(document, ENDED_ON)
+                contracts_file.write_text(yaml.safe_dump(document, sort_keys=False))
+                edit = apply_contracts(engine, contracts_file)
+                progress.say(f"contracts edited before the night of {night}: service {ended} ends {ENDED_ON}; "
+                             + "; ".join(edit.backdated))
             server.set_date(night)
             with _quiet(log_path):
                 run = sync_dag.test(logical_date=datetime.combine(night, dtime(2), tzinfo=UTC))
@@ -242,6 +262,19 @@ def summary(engine, home: Path, log_path: Path) -> str:
                     f" x {days:>2}/{dip:<2} = {quantize(as_decimal(amount), pick[4]):>10,}"
                 )
             lines.append(f"  {'total':<70} {quantize(as_decimal(pick[5]), pick[4]):>7,}")
+        edits = conn.execute(text(
+            "SELECT e.entity_id, s.contract_id, e.field, e.old_value, e.new_value FROM contract_edits e "
+            "JOIN services s ON s.service_id = e.entity_id WHERE e.kind = 'service' AND e.action = 'update' "
+            "ORDER BY e.edit_id")).all()
+        lines += ["", "Contract edits (contract_edits)", "-" * 78] if edits else []
+        for service_id, contract_id, field, old, new in edits:
+            corrections = conn.execute(text(
+                "SELECT invoice_id, COUNT(*) FROM invoice_lines WHERE service_id = :s AND kind = 'adjustment' "
+                "GROUP BY invoice_id ORDER BY invoice_id"), {"s": service_id}).all()
+            lines.append(
+                f"  {service_id}: {field} {old or '(none)'} -> {new}; "
+                + (", ".join(f"{n} adjustment line(s) on {invoice}" for invoice, n in corrections) or "no correction yet")
+                + f" (`agent-billing contracts history {contract_id}`, data dictionary 5.3)")
         pending = dict(conn.execute(text("SELECT posting, COUNT(*) FROM billing_review GROUP BY posting")).all())
         reviewed = conn.execute(text(
             "SELECT contract_id FROM contracts WHERE posting = 'review' ORDER BY contract_id")).scalars().all()
