@@ -295,7 +295,7 @@ def test_nights_no_run_took_are_recorded_as_gaps_and_the_data_team_told(contoso,
         assert status == "gap"
         assert mail[-1] == (
             "[agent-billing] Nights never run before 2024-03-07: 2024-03-05",
-            "Still not run when the run of 2024-03-07 looked again, after an earlier run named them: 2024-03-05.\n"
+            "Older nights no run took, still without one when the run of 2024-03-07 looked again: 2024-03-05.\n"
             "Recorded as gaps, being more than 36 h old with no landing: 2024-03-05. The next good snapshot carries "
             "any change on its own date.")
         assert len(mail) == 2

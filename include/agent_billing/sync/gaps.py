@@ -40,8 +40,8 @@ def gap_warning(settings: MailSettings, snapshot_date: date) -> str | None:
 
 def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date, now: datetime) -> list[date]:
     """The nights before ``snapshot_date``, since the first complete one, that no run took. Those
-    after the latest night that has a run are found now; the others were named by an earlier
-    run and still not run. With ``LATE_OBSERVATION=refuse``, those past the grace window with no
+    after the latest night that has a run are found now; the others were found before (named by
+    an earlier run's mail, or missed before this check existed) and still not run. With ``LATE_OBSERVATION=refuse``, those past the grace window with no
     landing are recorded as gaps, as their own runs would record them (a run of one later, from
     a restored landing, still fills it): a night named as still in time and then left is
     recorded by the first run after its grace window. One mail to the data team names the
@@ -102,7 +102,7 @@ def _missed_in_words(settings: Settings, found_by: date, found: list[date], gaps
         lines.append(f"No run took the nights {date_runs(found)} (found by the run of {found_by}: a stopped "
                      "scheduler or a paused DAG; Airflow does not run the nights it missed).")
     if earlier := [night for night in gaps if night not in found]:
-        lines.append(f"Still not run when the run of {found_by} looked again, after an earlier run named them: "
+        lines.append(f"Older nights no run took, still without one when the run of {found_by} looked again: "
                      f"{date_runs(earlier)}.")
     if gaps:
         lines.append(f"Recorded as gaps, being more than {settings.late_grace_hours} h old with no landing: "
