@@ -232,7 +232,7 @@ def summary(engine, home: Path, log_path: Path) -> str:
     from sqlalchemy import text
 
     from agent_billing.billing.money import quantize
-    from agent_billing.warehouse.values import as_decimal
+    from agent_billing.warehouse.values import as_decimal, as_utc
 
     lines = ["=" * 78, "Unit changes per contract", "-" * 78]
     with engine.connect() as conn:
@@ -263,14 +263,20 @@ def summary(engine, home: Path, log_path: Path) -> str:
                 )
             lines.append(f"  {'total':<70} {quantize(as_decimal(pick[5]), pick[4]):>7,}")
         edits = conn.execute(text(
-            "SELECT e.entity_id, s.contract_id, e.field, e.old_value, e.new_value FROM contract_edits e "
+            "SELECT e.entity_id, s.contract_id, e.field, e.old_value, e.new_value, e.applied_at FROM contract_edits e "
             "JOIN services s ON s.service_id = e.entity_id WHERE e.kind = 'service' AND e.action = 'update' "
             "ORDER BY e.edit_id")).all()
         lines += ["", "Contract edits (contract_edits)", "-" * 78] if edits else []
-        for service_id, contract_id, field, old, new in edits:
+        for service_id, contract_id, field, old, new, applied_at in edits:
+            # the service's adjustments posted since the edit, to the second (posted_at is the
+            # database's CURRENT_TIMESTAMP: SQLite keeps whole seconds, as text)
+            since = as_utc(applied_at).replace(microsecond=0)
             corrections = conn.execute(text(
-                "SELECT invoice_id, COUNT(*) FROM invoice_lines WHERE service_id = :s AND kind = 'adjustment' "
-                "GROUP BY invoice_id ORDER BY invoice_id"), {"s": service_id}).all()
+                "SELECT l.invoice_id, COUNT(*) FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id "
+                "WHERE l.service_id = :s AND l.kind = 'adjustment' AND i.posted_at >= :at "
+                "GROUP BY l.invoice_id ORDER BY l.invoice_id"),
+                {"s": service_id, "at": since if conn.dialect.name == "postgresql" else f"{since:%Y-%m-%d %H:%M:%S}"},
+            ).all()
             lines.append(
                 f"  {service_id}: {field} {old or '(none)'} -> {new}; "
                 + (", ".join(f"{n} adjustment line(s) on {invoice}" for invoice, n in corrections) or "no correction yet")

@@ -334,8 +334,9 @@ def _months(months: set[date]) -> str:
 
 
 def uncounted_nights(conn: Connection, services: list[str], today: date) -> set[tuple[str, str | None, date]]:
-    """(service, its view, night): the complete nights before ``today`` on which each of
-    ``services`` was to be counted and has no count (``contracts/uncounted_nights.sql``)."""
+    """(service, its view, night): the counted nights up to ``today`` (today's for a service
+    active before it) on which each of ``services`` was to be counted and has no count
+    (``contracts/uncounted_nights.sql``)."""
     if not services:
         return set()
     rule = sql_source("sync/agent_counted_services.sql").replace(":snapshot_date", "r.snapshot_date")
