@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, text
 
-from agent_billing.contracts.plan import Plan
+from agent_billing.contracts.plan import Plan, as_text, show
 from agent_billing.warehouse.values import as_utc
 
 _TABLE = sa.table(  # untyped: an aware timestamp is stored as every other one (SQLite: text with +00:00)
@@ -47,18 +45,6 @@ def record_edits(conn: Connection, plan: Plan, applied_at: datetime | None = Non
     return len(rows)
 
 
-def as_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, Decimal):
-        return f"{value:f}"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
-
-
 @dataclass(frozen=True)
 class Edit:
     applied_at: datetime | str  # SQLite: text
@@ -76,14 +62,10 @@ class Edit:
         at = as_utc(self.applied_at)  # SQLite hands back text
         where = f"{self.source}:{self.line}" if self.line else self.source
         what = ("created" if self.action == "create"
-                else f"{self.field}: {_shown(self.old_value)} → {_shown(self.new_value)}"
+                else f"{self.field}: {show(self.old_value)} → {show(self.new_value)}"
                 + (f" from {self.effective_date}" if self.effective_date else "")
                 + (" (--prune)" if self.action == "end" else ""))
         return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z  {where}  {self.kind} {self.entity_id}  {what}"
-
-
-def _shown(value: str | None) -> str:
-    return "(none)" if value is None else value
 
 
 _HISTORY = text("""

@@ -45,7 +45,7 @@ class FieldChange:
     new: Any
 
     def __str__(self) -> str:
-        return f"{self.field}: {_show(self.old)} → {_show(self.new)}"
+        return f"{self.field}: {show(self.old)} → {show(self.new)}"
 
 
 @dataclass(frozen=True)
@@ -174,15 +174,21 @@ _LABEL = {"create": "create", "update": "update", "unchanged": "unchanged", "ref
           "absent": "absent", "end": "end"}
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A value as ``--plan`` shows it: none and an empty text visible."""
     if value is None:
         return "(none)"
+    return '""' if value == "" else as_text(value)
+
+
+def as_text(value: Any) -> str | None:
+    """A value as text (``contract_edits`` stores it so): prices with their decimals, dates ISO."""
+    if value is None:
+        return None
     if isinstance(value, Decimal):
         return f"{value:f}"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value == "":
-        return '""'
     return str(value)
 
 
