@@ -60,9 +60,11 @@ def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date
         previous = max(ran, default=first)
         unrun = [night for k in range(1, (snapshot_date - first).days)
                  if (night := first + timedelta(days=k)) not in ran]
+        # each night's lateness and landing read once (a file system check per night)
+        late = {night for night in unrun if is_late(night, now, settings.tz, settings.late_grace_hours)}
+        landed = {night for night in unrun if RawLanding(settings.raw_path, night).exists()}
         refuse = settings.late_observation == "refuse"
-        gaps = [night for night in unrun if refuse and is_late(night, now, settings.tz, settings.late_grace_hours)
-                and not RawLanding(settings.raw_path, night).exists()]
+        gaps = [night for night in unrun if refuse and night in late and night not in landed]
         found = [night for night in unrun if night > previous]  # the others were mailed by the run that found them
         if not found and not gaps:
             return []
@@ -72,9 +74,7 @@ def record_missed_nights(engine: Engine, settings: Settings, snapshot_date: date
                 "ON CONFLICT (snapshot_date) DO NOTHING"), {"d": night, "m": _gap_message(settings, snapshot_date),
                                                            "now": datetime.now(UTC)})
         to_run = [night for night in found if night not in gaps]
-        in_time = [night for night in to_run  # may turn into gaps
-                   if not is_late(night, now, settings.tz, settings.late_grace_hours)
-                   and not RawLanding(settings.raw_path, night).exists()]
+        in_time = [night for night in to_run if night not in late and night not in landed]  # may turn into gaps
         named = sorted(set(found) | set(gaps))
         body = _missed_in_words(settings, snapshot_date, found, gaps, to_run, in_time)
         if settings.data_team:  # one mail per run of a night, and one more per gaps a retry of it records
