@@ -523,3 +523,21 @@ def test_every_change_an_apply_makes_is_kept_with_its_file_and_line(warehouse, c
     assert capsys.readouterr().err.strip() == (
         "agent-billing contracts history: error: no account, contract or service 'S-NOPE' in the "
         "warehouse (ids are case-sensitive)")
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE contract_edits SET source = 'another.yaml'",
+    "DELETE FROM contract_edits",
+])
+def test_the_database_refuses_to_edit_or_delete_the_history_of_edits(warehouse, contracts_file, statement):
+    """The edit that caused a credit is evidence in a dispute, as the posted invoice is: a
+    hand-written statement cannot rewrite it (migration 0023)."""
+    apply_contracts(warehouse, contracts_file)
+    with warehouse.connect() as conn:
+        before = conn.execute(text("SELECT * FROM contract_edits ORDER BY edit_id")).all()
+    assert before
+    with pytest.raises(DBAPIError, match="rows are only added, never edited or deleted"):
+        with warehouse.begin() as conn:
+            conn.execute(text(statement))
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT * FROM contract_edits ORDER BY edit_id")).all() == before
