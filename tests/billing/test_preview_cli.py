@@ -417,3 +417,24 @@ def test_preview_of_a_contract_without_changes_or_syncs(books, agent_billing_cli
     table = agent_billing_cli("invoices", "preview", "--contract", "C").stdout
     assert table.splitlines()[2] == (
         "not counted yet, so at 0 units in the forecast: S (their first count sets their units)")
+
+
+def test_review_says_a_pending_adjustment_gets_another_id_when_posted(books, agent_billing_cli):
+    """A reviewer who quotes the id `review` shows for an adjustment would quote an id no invoice
+    carries: its key ends in ``pending`` until it is posted."""
+    books.contract("C-R", [books.rmm("S", "40.00", "2024-03-01")], start="2024-03-01", posting="review")
+    books.count("S", "2024-03-01", 2)
+    books.bill("2024-03-01")
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    note = "an adjustment's line id changes when it is posted"
+    books.bill("2024-04-01")
+    assert note not in agent_billing_cli("review").stdout  # April's normal line keeps its id
+    books.service("C-R", books.rmm("S", "40.00", "2024-03-01", end_date="2024-03-10"), start="2024-03-01",
+                  posting="review")
+    books.bill("2024-04-01")
+    review = agent_billing_cli("review").stdout
+    pending_id = next(r[2] for r in rows_of(review) if len(r) > 4 and r[4] == "adjustment")
+    assert note in review
+    assert agent_billing_cli("post", "--contract", "C-R").returncode == 0
+    posted = [x["line_id"] for x in books.invoice("INV-C-R-2024-04")["lines"] if x["kind"] == "adjustment"]
+    assert len(posted) == 1 and posted[0] != pending_id

@@ -192,6 +192,11 @@ def _review(args: argparse.Namespace) -> int:
         ("contract", "lines", "total", "currency"),
         [(contract, n, total, currency) for (contract, currency), (n, total) in totals.items()],
     ))
+    if any(r["kind"] == "adjustment" for r in rows):  # a customer is quoted the posted line's id
+        notes.append(
+            "an adjustment's line id changes when it is posted (its key ends in the invoice id instead of "
+            "`pending`): quote the line it corrects (change / adjusts), or its id on the posted invoice "
+            "(`agent-billing invoices show`)")
     for note in notes:
         print(f"\n{note}")
     return 0
