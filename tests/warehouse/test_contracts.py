@@ -346,6 +346,21 @@ def test_dates_that_bill_or_credit_invoiced_months_are_told(warehouse, contracts
         ("2024-03-01", Decimal("-105.39")), ("2024-04-01", Decimal("-297.00"))]
 
 
+def test_a_start_moved_before_the_first_invoice_is_not_called_invoiced(warehouse, contracts_file):
+    """February was never invoiced: a contract moved to start in it gets February billed on its
+    next invoice for the first time, which the apply says as such (not "already invoiced")."""
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    invoice_months(warehouse, date(2024, 4, 1))  # April's invoice bills March and April
+    contracts_file.write_text(contracts_file.read_text().replace("start_date: 2024-03-01", "start_date: 2024-02-15"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        "contract C-CONTOSO (line 6): start_date: 2024-03-01 → 2024-02-15, in months before the contract's first "
+        "invoiced month (2024-02): the next invoice bills those days of services S-CONTOSO-SUP, S-CONTOSO-WS; for a "
+        "change from today, give today's date",
+    ]
+
+
 def test_months_a_first_invoice_billed_and_a_cancelled_units_change_are_told(warehouse, contracts_file):
     """A first invoice bills every month from the contract's start: those months are invoiced too.
     A units change taken back after an invoice billed it is corrected on the next one: told."""

@@ -84,12 +84,14 @@ def run_contracts(
             raise ContractsFileError(plan.refusal_message())
         today = datetime.now(get_settings().tz).date()
         uncounted = uncounted_nights(conn, touched_services(conn, plan), today)
+        invoiced_before = _invoiced_months(conn)  # a start moved earlier reaches months never invoiced
         execute_plan(conn, plan)
         check_scopes(conn, plan)
         check_back_billing(conn, plan)
         invoiced = _invoiced_months(conn)  # both checks below: what a change from today leaves alone
-        check_backdated_units(plan, invoiced, today)
-        check_invoiced_periods(conn, plan, invoiced, today)
+        said = _InvoicedMonths(invoiced_before)
+        check_backdated_units(plan, invoiced, today, said)
+        check_invoiced_periods(conn, plan, invoiced, today, said)
         check_uncounted_nights(conn, plan, uncounted, today)
         if strict and plan.scope_problems and not dry_run:
             raise ContractsFileError(
@@ -188,7 +190,24 @@ def check_back_billing(conn: Connection, plan: Plan) -> None:
         )
 
 
-def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, list[date]], today: date) -> None:
+class _InvoicedMonths:
+    """Says past months as invoiced or not: ``_invoiced_months`` after the plan counts a month a
+    contract's start moved back into as invoiced (its next invoice bills it), though no invoice
+    billed it yet (``before``: ``_invoiced_months`` before the plan)."""
+
+    def __init__(self, before: dict[str, list[date]]) -> None:
+        self.before = {contract_id: set(months) for contract_id, months in before.items()}
+
+    def __call__(self, contract_id: str, months: set[date]) -> str:
+        billed = months & self.before.get(contract_id, set())
+        parts = [f"months already invoiced ({_months(billed)})" if billed else "",
+                 f"months before the contract's first invoiced month ({_months(months - billed)})"
+                 if months - billed else ""]
+        return "in " + " and ".join(p for p in parts if p)
+
+
+def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, list[date]], today: date,
+                           said: _InvoicedMonths) -> None:
     """Services and contracts the plan adds, or whose dates it moves, so that days before today
     of months already invoiced start or stop being billed: the next invoice bills or credits
     them. Right for a change agreed late; a surprise on a customer's invoice when the dates
@@ -238,11 +257,11 @@ def check_invoiced_periods(conn: Connection, plan: Plan, invoiced: dict[str, lis
             else:
                 does = ("bills and credits" if added and removed else "bills" if added else "credits") + " those days"
             plan.backdated.append(
-                f"{e.describe()}: {what}, in months already invoiced ({_months(added | removed)}): the next "
+                f"{e.describe()}: {what}, {said(contract_id, added | removed)}: the next "
                 f"invoice {does}; for a change from today, give today's date")
 
 
-def check_backdated_units(plan: Plan, invoiced: dict[str, list[date]], today: date) -> None:
+def check_backdated_units(plan: Plan, invoiced: dict[str, list[date]], today: date, said: _InvoicedMonths) -> None:
     """Manual unit changes effective before today in months already invoiced: the next invoice
     corrects them. Right for a change agreed late; wrong for a units_effective_date left in the
     file from an earlier edit (the example file has one), which re-bills months the customer
@@ -262,7 +281,7 @@ def check_backdated_units(plan: Plan, invoiced: dict[str, list[date]], today: da
             before, after = change.records
             what = f"units {before} → {after} take effect {change.effective_date}"
         plan.backdated.append(
-            f"{e.describe()}: {what}, in months already invoiced ({_months(months)}): the next invoice corrects "
+            f"{e.describe()}: {what}, {said(e.row['contract_id'], months)}: the next invoice corrects "
             "them; for a change from today, give today's date as units_effective_date (or leave it out)"
         )
 
