@@ -145,7 +145,8 @@ def test_an_end_date_after_the_invoice_credits_the_days_after_it_and_says_which_
             line["days_in_period"], line["amount"]) == (
         "adjustment", 0, date(2024, 4, 1), date(2024, 4, 10), 10, 30, Decimal("-48.00"))
     assert line["description"] == (
-        f"correction of normal:S:2024-04 (line {april['line_id']} on INV-C-2024-04): now 6 units for "
+        f"correction of normal:S:2024-04 (line {april['line_id']} on INV-C-2024-04), as the service or its "
+        "contract now ends 2024-04-10: now 6 units for "
         "2024-04-01..2024-04-10 (10/30 days), 24.00; billed 6 units for 2024-04-01..2024-04-30, 72.00")
 
 

@@ -119,6 +119,7 @@ def _adjustment(
     billed = posted.latest[key]  # the days billed so far: beside the days now, they say what changed
     billed_days = (f" for {billed.period_start}..{billed.period_end}"
                    if billed_units or billed_amount else " (net of earlier corrections)")
+    moved = _dates_moved(billed, now) if now and (billed_units or billed_amount) else ""
     return Line(
         line_key=adjustment_key(base.line_id, target),
         service_id=base.service_id,
@@ -133,7 +134,20 @@ def _adjustment(
         change_id=base.change_id,
         adjusts_line_id=base.line_id,
         description=(
-            f"correction of {key} (line {base.line_id} on {base.invoice_id}): {expected_text}; "
+            f"correction of {key} (line {base.line_id} on {base.invoice_id}){moved}: {expected_text}; "
             f"billed {units_text(billed_units)}{billed_days}, {quantize(billed_amount, currency)}"
         ),
     )
+
+
+def _dates_moved(billed: PostedLine, now: Line) -> str:
+    """Why a line's days changed: a line's period is its month within the service's and its
+    contract's dates, so a period that ends or starts elsewhere means one of those dates moved."""
+    why = []
+    if now.period_start != billed.period_start:
+        why.append(f"now starts {now.period_start}" if now.period_start > billed.period_start
+                   else f"no longer starts {billed.period_start}")
+    if now.period_end != billed.period_end:
+        why.append(f"now ends {now.period_end}" if now.period_end < billed.period_end
+                   else f"no longer ends {billed.period_end}")
+    return f", as the service or its contract {' and '.join(why)}" if why else ""
