@@ -1,6 +1,8 @@
 """A posted invoice stays what the customer received: renaming the account or a service later
 changes neither its show, its list entry nor its export (the next invoice carries the new
-names), and the database refuses to edit or delete it (migration 0018). Both engines."""
+names), and the database refuses to edit or delete it (migration 0018). The machines behind
+its prorated lines stay as posted when a later re-derivation rewrites or withdraws their
+change (migration 0023). Both engines."""
 
 from __future__ import annotations
 
@@ -98,3 +100,74 @@ def test_invoices_posted_before_the_upgrade_get_the_names_current_at_the_upgrade
     with pytest.raises(DBAPIError, match="a posted invoice is never edited or deleted"):
         with books.engine.begin() as conn:
             conn.execute(text("DELETE FROM invoice_lines"))
+
+
+NEW_01 = {"agent_id": "91000000000000000000000001", "agent_name": "ws-new-01", "event": "added"}
+NEW_02 = {"agent_id": "91000000000000000000000002", "agent_name": "ws-new-02", "event": "added"}
+
+
+def behind(books, change_id: str, *agents: dict) -> None:
+    """The change's agents are ``agents`` (as the night's derivation writes them)."""
+    books._exec("DELETE FROM unit_change_agents WHERE change_id = :c", c=change_id)
+    for a in agents:
+        books._exec("INSERT INTO unit_change_agents (change_id, agent_id, agent_name, event) "
+                    "VALUES (:c, :agent_id, :agent_name, :event)", c=change_id, **a)
+
+
+@pytest.fixture
+def billed_change(books):
+    """S at 10 from March 1st, +1 on the 15th (ws-new-01 added), billed on April's invoice."""
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    change = books.change("S", "2024-03-15", 10, 11)
+    behind(books, change, NEW_01)
+    books.bill("2024-04-01")
+    return books, change
+
+
+def agents_shown(agent_billing_cli, invoice_id: str) -> list[tuple[str, list[dict]]]:
+    return [(x["kind"], x["agents"]) for x in run_json(agent_billing_cli, "invoices", "show", invoice_id)["lines"]]
+
+
+def test_a_posted_line_keeps_the_machines_it_billed_when_its_night_is_counted_again(billed_change, agent_billing_cli):
+    """A dispute of April's invoice, after a backfill counted the 15th again (+2: ws-new-02 too)
+    and later withdrew the change: April still shows the one machine it billed; May's
+    correction shows none (it is not machines billed: the description says what changed)."""
+    books, change = billed_change
+    assert agents_shown(agent_billing_cli, "INV-C-2024-04") == [("prorated", [NEW_01]), ("normal", [])]
+    books.rewrite(change, 10, 12)
+    behind(books, change, NEW_01, NEW_02)
+    books.bill("2024-05-01")
+    assert agents_shown(agent_billing_cli, "INV-C-2024-04") == [("prorated", [NEW_01]), ("normal", [])]
+    may = agents_shown(agent_billing_cli, "INV-C-2024-05")
+    assert ("adjustment", []) in may and all(not agents for _, agents in may)
+    books.delete(change)  # withdrawn: its agent rows go with it (ON DELETE CASCADE)
+    books.bill("2024-06-01")
+    assert agents_shown(agent_billing_cli, "INV-C-2024-04") == [("prorated", [NEW_01]), ("normal", [])]
+    text_show = agent_billing_cli("invoices", "show", "INV-C-2024-04").stdout
+    assert "91000000000000000000000001  ws-new-01   added" in text_show, text_show
+
+
+@pytest.mark.parametrize("statement", ["UPDATE invoice_line_agents SET agent_name = 'pc-else'",
+                                       "DELETE FROM invoice_line_agents"])
+def test_the_database_refuses_to_edit_or_delete_the_machines_of_a_posted_line(billed_change, statement):
+    books, _ = billed_change
+    with pytest.raises(DBAPIError, match="the agents behind a posted line, as posted: never edited or deleted"):
+        with books.engine.begin() as conn:
+            conn.execute(text(statement))
+    with books.engine.connect() as conn:
+        assert conn.execute(text("SELECT agent_name FROM invoice_line_agents")).scalars().all() == ["ws-new-01"]
+
+
+def test_lines_posted_before_the_upgrade_get_the_machines_their_changes_have_at_the_upgrade(
+        billed_change, agent_billing_cli):
+    books, change = billed_change
+    books.rewrite(change, 10, 12)
+    behind(books, change, NEW_01, NEW_02)
+    books.bill("2024-05-01")  # May corrects April's prorated line
+    command.downgrade(alembic_config(books.engine), "0022")  # as if posted before 0023
+    assert "invoice_line_agents" not in inspect(books.engine).get_table_names()
+    upgrade(books.engine)
+    assert agents_shown(agent_billing_cli, "INV-C-2024-04") == [("prorated", [NEW_01, NEW_02]), ("normal", [])]
+    assert all(not agents for _, agents in agents_shown(agent_billing_cli, "INV-C-2024-05"))

@@ -34,17 +34,16 @@ def check_month_reached(engine: Engine, month: date, today: date | None = None) 
 
 
 def show_invoice(engine: Engine, invoice_id: str) -> dict:
-    """One invoice with its lines (``lines``), each prorated line with the agents behind its
-    unit change (``agents``); an unknown id is a ``UserError``."""
+    """One invoice with its lines (``lines``), each line of a unit change with the agents behind
+    it as posted (``agents``); an unknown id is a ``UserError``."""
     with engine.connect() as conn:
         head = conn.execute(store.query("invoice"), {"invoice_id": invoice_id}).mappings().first()
         if head is None:
             raise UserError(f"unknown invoice {invoice_id} (see `agent-billing invoices list --month YYYY-MM`)")
         currency = head["currency"]
-        agents = store.change_agents(conn, head["contract_id"])
+        agents = store.line_agents(conn, invoice_id)
         lines = [
-            {**r, "amount": quantize(r["amount"], currency),
-             "agents": agents.get(r["change_id"], []) if r["change_id"] else []}
+            {**r, "amount": quantize(r["amount"], currency), "agents": agents.get(r["line_id"], [])}
             for r in conn.execute(store.query("invoice_lines"), {"invoice_id": invoice_id}).mappings()
         ]
     return {**head, "total": quantize(head["total"], currency), "lines": lines}

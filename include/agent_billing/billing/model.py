@@ -71,6 +71,12 @@ class Line:
     def line_id(self) -> str:
         return line_id(self.line_key)
 
+    @property
+    def bills_agents(self) -> bool:
+        """Whether agents are behind it: a prorated line bills its change's agents. An
+        adjustment carries the change id of the line it corrects, not machines of its own."""
+        return self.kind == "prorated"
+
 
 def line_id(line_key: str) -> str:
     """Deterministic line id: re-runs and concurrent runs derive the same id from the key."""

@@ -134,7 +134,7 @@ def _line(x: Line, currency: str, agents: dict) -> dict:
         "unit_price": x.unit_price, "days": x.days, "days_in_period": x.days_in_period,
         "amount": quantize(x.amount, currency), "change_id": x.change_id,
         "adjusts_line_id": x.adjusts_line_id, "description": x.description,
-        "agents": agents.get(x.change_id, []) if x.change_id else [],
+        "agents": agents.get(x.change_id, []) if x.bills_agents else [],
     }
 
 

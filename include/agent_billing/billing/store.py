@@ -7,7 +7,7 @@ storage of its own, and the typed columns turn its values back into ``date``/``D
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import date
 from decimal import Decimal
@@ -265,7 +265,7 @@ def _line_row(line: Line, contract_id: str, dialect: str) -> tuple:
     )
 
 
-def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> None:
+def insert_invoice(conn: Connection, invoice: dict, lines: Sequence[Line]) -> None:
     """Post an invoice and its lines, with the account's and the services' names as they are
     now (what the customer receives; shows and exports read these, never the current names)."""
     names = dict(conn.execute(statement("service_names"), {"contract_id": invoice["contract_id"]}).all())
@@ -280,6 +280,9 @@ def insert_invoice(conn: Connection, invoice: dict, lines: Iterable[Line]) -> No
         )
     conn.execute(statement("insert_invoice"), {**invoice, "total_e4": to_e4(invoice["total"])})
     bulk_insert(conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id", "service_name"), rows)
+    prorated = [{"line_id": x.line_id, "change_id": x.change_id} for x in lines if x.bills_agents]
+    if prorated:  # the machines they bill, for good: a re-derivation rewrites unit_change_agents
+        conn.execute(statement("keep_line_agents"), prorated)
 
 
 def close_cycle(
@@ -357,10 +360,18 @@ def _first_observation(row) -> int | None:
 
 def change_agents(conn: Connection, contract_id: str) -> dict[str, list[dict]]:
     """The agents behind each unit change of the contract's services (``unit_change_agents``),
-    by change id: what a prorated line bills, machine by machine."""
+    by change id: what a pending prorated line bills, machine by machine."""
+    return _agents_by(conn.execute(query("change_agents"), {"contract_id": contract_id}), "change_id")
+
+
+def line_agents(conn: Connection, invoice_id: str) -> dict[str, list[dict]]:
+    """The agents behind each line of a posted invoice, by line id, as posted
+    (``invoice_line_agents``)."""
+    return _agents_by(conn.execute(query("line_agents"), {"invoice_id": invoice_id}), "line_id")
+
+
+def _agents_by(rows, key: str) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = defaultdict(list)
-    for row in conn.execute(query("change_agents"), {"contract_id": contract_id}).mappings():
-        out[row["change_id"]].append(
-            {"agent_id": row["agent_id"], "agent_name": row["agent_name"], "event": row["event"]}
-        )
+    for row in rows.mappings():
+        out[row[key]].append({"agent_id": row["agent_id"], "agent_name": row["agent_name"], "event": row["event"]})
     return out
