@@ -258,8 +258,10 @@ CASES = [
          r"snapshot 2025-01-16 is unknown, not quarantined"),
     Case("reopen-not-discarded", ("snapshots", "reopen", "2025-01-15"), 2,
          r"snapshot 2025-01-15 is complete, not discarded \(no snapshot is discarded now\); nothing to reopen"),
-    Case("accept-uncounted-nothing-to-accept", ("snapshots", "accept-uncounted", "2025-01-15", "--service", "S-NONE"), 2,
-         r"service S-NONE has no night 2025-01-15 to recount: it has none"),
+    Case("accept-uncounted-nothing-to-accept", ("snapshots", "accept-uncounted", "2025-01-15", "--service", "S-SUPPORT"),
+         2, r"service S-SUPPORT has no night 2025-01-15 to recount: it has none"),
+    Case("accept-uncounted-unknown-service", ("snapshots", "accept-uncounted", "2025-01-15", "--service", "S-NONE"), 2,
+         r"no service 'S-NONE' in the warehouse \(ids are case-sensitive\)"),
     # -- files
     Case("export-directory-missing", ("invoices", "export", "--month", "2025-01", "--output",
                                       "/nonexistent/dir/x.csv"), 2, r"cannot write /nonexistent/dir/x\.csv: No such file or directory"),

@@ -62,6 +62,9 @@ def accept_uncounted(engine: Engine, service_id: str, night: date,
     raw_path = get_settings().raw_path
     with engine.connect() as conn:
         left = sorted(d for _, d in recorded_nights(conn, [service_id]))
+        if not left and conn.execute(sa.text("SELECT 1 FROM services WHERE service_id = :s"),
+                                     {"s": service_id}).first() is None:
+            raise UserError(f"no service '{service_id}' in the warehouse (ids are case-sensitive)")
     chosen = [d for d in left if night <= d <= through]
     if not chosen:
         raise UserError(
