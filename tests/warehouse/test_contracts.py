@@ -152,7 +152,7 @@ def test_a_price_typed_wrong_is_corrected_until_an_invoice_bills_it(warehouse, c
             == Decimal("297")
     contracts_file.write_text(contracts_file.read_text().replace('unit_price: "99.00"', 'unit_price: "120.00"'))
     with pytest.raises(ContractsFileError, match=r"service S-CONTOSO-SUP: unit_price cannot change once an invoice "
-                       r"bills the service \(99 → 120\)"):
+                       r"bills the service \(99.00 → 120.00\)"):
         apply_contracts(warehouse, contracts_file)
 
 
@@ -515,11 +515,19 @@ def test_every_change_an_apply_makes_is_kept_with_its_file_and_line(warehouse, c
         rows = conn.execute(text(
             "SELECT kind, entity_id, action, field, old_value, new_value, effective_date, line, source, applied_at "
             "FROM contract_edits ORDER BY edit_id")).all()
-    assert [(*r[:6], r[6] and str(r[6])) for r in rows] == [
-        ("account", "CONTOSO", "create", None, None, None, None),
-        ("contract", "C-CONTOSO", "create", None, None, None, None),
-        ("service", "S-CONTOSO-WS", "create", None, None, None, None),
-        ("service", "S-CONTOSO-SUP", "create", None, None, None, None),
+    created: dict[tuple[str, str], dict] = {}  # the terms each entry was created with, a row each
+    for r in rows:
+        if r.action == "create":
+            assert r.old_value is None and r.effective_date is None
+            created.setdefault((r.kind, r.entity_id), {})[r.field] = r.new_value
+    assert list(created) == [("account", "CONTOSO"), ("contract", "C-CONTOSO"),
+                             ("service", "S-CONTOSO-WS"), ("service", "S-CONTOSO-SUP")]
+    assert created["account", "CONTOSO"] == {"name": "Contoso Ltd", "vsa_org_id": "73511820644390182275501461"}
+    assert {k: created["service", "S-CONTOSO-SUP"].get(k) for k in ("unit_price", "units", "start_date", "end_date",
+                                                                    "contract_id")} == {
+        "unit_price": "99.00", "units": "3", "start_date": "2024-03-01", "end_date": None, "contract_id": "C-CONTOSO"}
+    assert created["service", "S-CONTOSO-WS"]["unit_price"] == "1.13"
+    assert [(*r[:6], r[6] and str(r[6])) for r in rows if r.action != "create"] == [
         ("service", "S-CONTOSO-WS", "update", "end_date", None, "2024-04-10", None),
         ("service", "S-CONTOSO-SUP", "update", "units", "3", "5", "2024-04-02"),
     ]
@@ -527,12 +535,15 @@ def test_every_change_an_apply_makes_is_kept_with_its_file_and_line(warehouse, c
     text_lines = contracts_file.read_text().splitlines()
     assert text_lines[lines["S-CONTOSO-WS"] - 1].strip() == "- service_id: S-CONTOSO-WS"
     assert {r.source for r in rows} == {str(contracts_file)}
-    assert len({r.applied_at for r in rows[:4]}) == len({r.applied_at for r in rows[4:]}) == 1  # one time per apply
+    assert len({r.applied_at for r in rows[:-2]}) == len({r.applied_at for r in rows[-2:]}) == 1  # one time per apply
 
     assert main(["contracts", "history", "C-CONTOSO"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 5  # the contract's own edits and its services', not the account's
     assert out[-1].endswith("service S-CONTOSO-SUP  units: 3 → 5 from 2024-04-02")
+    assert out[2].endswith(  # a created service with its terms, on one line
+        "service S-CONTOSO-SUP  created: name Support block, unit_price 99.00, units_source manual, "
+        "include_subgroups true, exclude_never_checked_in false, units 3, start_date 2024-03-01, contract_id C-CONTOSO")
     assert out[3].endswith(f"{contracts_file}:{lines['S-CONTOSO-WS']}  service S-CONTOSO-WS  end_date: (none) → 2024-04-10")
     assert main(["contracts", "history", "S-NOPE"]) == 2
     assert capsys.readouterr().err.strip() == (

@@ -173,7 +173,7 @@ def test_every_lock_is_a_refusal_in_the_plan_and_apply_refuses_the_whole_file(wa
     assert "currency cannot change (EUR → USD) once the contract has invoices" in refused["contract", "C1"].reason
     assert "account_id cannot change (A1 → A2) while 1 service(s)" in refused["contract", "C1"].reason
     assert refused["service", "S-RMM"].reason.startswith("include_subgroups cannot change once the service is saved")
-    assert refused["service", "S-MAN"].reason.startswith("unit_price cannot change once an invoice bills the service (5 → 6)")
+    assert refused["service", "S-MAN"].reason.startswith("unit_price cannot change once an invoice bills the service (5.00 → 6.00)")
     assert refused["service", "S-MOVE"].reason.startswith("belongs to contract C2, not C1")
     assert refused["service", "S-MOVE"].line == line_of(edit, "service_id: S-MOVE")
     assert [str(c) for c in entries(plan)["account", "A2"].changes] == ["name: A two → A two renamed"]

@@ -98,7 +98,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from agent_billing.contracts.edits import edit_history
+    from agent_billing.contracts.edits import edit_history, history_lines
     from agent_billing.warehouse import connect_warehouse
 
     with connect_warehouse().connect() as conn:
@@ -107,8 +107,8 @@ def _history(args: argparse.Namespace) -> int:
         print(f"agent-billing contracts history: error: no account, contract or service {args.id!r} in the "
               "warehouse (ids are case-sensitive)", file=sys.stderr)
         return EXIT_REFUSED
-    for edit in edits:
-        print(edit.describe())
+    for line in history_lines(edits):
+        print(line)
     if not edits:
         print(f"{' / '.join(kinds)} {args.id}: no edits recorded (contracts apply records them since "
               "warehouse revision 0022)")

@@ -45,7 +45,7 @@ class FieldChange:
     new: Any
 
     def __str__(self) -> str:
-        return f"{self.field}: {show(self.old)} → {show(self.new)}"
+        return f"{self.field}: {show(self.old, self.field)} → {show(self.new, self.field)}"
 
 
 @dataclass(frozen=True)
@@ -174,17 +174,21 @@ _LABEL = {"create": "create", "update": "update", "unchanged": "unchanged", "ref
           "absent": "absent", "end": "end"}
 
 
-def show(value: Any) -> str:
+def show(value: Any, field: str | None = None) -> str:
     """A value as ``--plan`` shows it: none and an empty text visible."""
     if value is None:
         return "(none)"
-    return '""' if value == "" else as_text(value)
+    return '""' if value == "" else as_text(value, field)
 
 
-def as_text(value: Any) -> str | None:
-    """A value as text (``contract_edits`` stores it so): prices with their decimals, dates ISO."""
+def as_text(value: Any, field: str | None = None) -> str | None:
+    """A value as text (``contract_edits`` stores it so): a unit price as money, with at least
+    two decimals (12.50, 1.1325), other numbers as they are, dates ISO."""
     if value is None:
         return None
+    if field == "unit_price":
+        price = as_decimal(value)
+        return f"{price.quantize(Decimal(1).scaleb(min(price.normalize().as_tuple().exponent, -2))):f}"
     if isinstance(value, Decimal):
         return f"{value:f}"
     if isinstance(value, bool):
@@ -437,7 +441,8 @@ def _service_locks(conn: Connection, current: Mapping | None, row: Mapping) -> l
     # again: the price is in the billing digests, billing.settled).
     if old != new and conn.execute(text("SELECT EXISTS (SELECT 1 FROM invoice_lines WHERE service_id = :s)"),
                                    {"s": row["service_id"]}).scalar():
-        reasons.append(f"unit_price cannot change once an invoice bills the service ({old:f} → {new:f}): it "
+        reasons.append(f"unit_price cannot change once an invoice bills the service ({show(old, 'unit_price')} → "
+                       f"{show(new, 'unit_price')}): it "
                        "would re-price months already invoiced; end this service (end_date) and "
                        "add a new one at the new price")
     return reasons
