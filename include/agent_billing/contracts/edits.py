@@ -11,8 +11,8 @@ effect (``effective_date``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import groupby
 from datetime import UTC, date, datetime
+from itertools import groupby
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, text
