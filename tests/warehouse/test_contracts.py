@@ -361,6 +361,37 @@ def test_a_start_moved_before_the_first_invoice_is_not_called_invoiced(warehouse
     ]
 
 
+def test_a_start_moved_later_names_every_invoiced_month_it_credits(warehouse, contracts_file):
+    """March and April were invoiced; a start moved to April 10th credits all of March too,
+    though after the move the contract's months start in April."""
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    invoice_months(warehouse, date(2024, 4, 1))
+    contracts_file.write_text(contracts_file.read_text().replace("start_date: 2024-03-01", "start_date: 2024-04-10"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        f"service {s} (line {line}): start_date: 2024-03-01 → 2024-04-10, in months already invoiced (2024-03, "
+        "2024-04): the next invoice credits those days; for a change from today, give today's date"
+        for s, line in (("S-CONTOSO-WS", 13), ("S-CONTOSO-SUP", 21))]
+
+
+def test_a_move_into_both_kinds_of_month_names_each(warehouse, contracts_file):
+    """A contract and its services moved to start in February (never invoiced), the contract to
+    end on March 20th (invoiced): one line names both kinds of month, and whose days are billed
+    and credited (the services' own moves bill nothing within the contract's dates before)."""
+    from agent_billing.contracts import plan_contracts
+
+    apply_contracts(warehouse, contracts_file)
+    invoice_months(warehouse, date(2024, 4, 1))
+    contracts_file.write_text(contracts_file.read_text().replace("start_date: 2024-03-01", "start_date: 2024-02-15")
+                              .replace("        notify_emails", "        end_date: 2024-03-20\n        notify_emails"))
+    assert plan_contracts(warehouse, contracts_file).backdated == [
+        "contract C-CONTOSO (line 6): start_date: 2024-03-01 → 2024-02-15, end_date: (none) → 2024-03-20, in months "
+        "already invoiced (2024-03, 2024-04) and months before the contract's first invoiced month (2024-02): the "
+        "next invoice bills those days of services S-CONTOSO-SUP, S-CONTOSO-WS and credits those days of services "
+        "S-CONTOSO-SUP, S-CONTOSO-WS; for a change from today, give today's date"]
+
+
 def test_months_a_first_invoice_billed_and_a_cancelled_units_change_are_told(warehouse, contracts_file):
     """A first invoice bills every month from the contract's start: those months are invoiced too.
     A units change taken back after an invoice billed it is corrected on the next one: told."""
@@ -523,9 +554,9 @@ def test_every_change_an_apply_makes_is_kept_with_its_file_and_line(warehouse, c
     assert list(created) == [("account", "CONTOSO"), ("contract", "C-CONTOSO"),
                              ("service", "S-CONTOSO-WS"), ("service", "S-CONTOSO-SUP")]
     assert created["account", "CONTOSO"] == {"name": "Contoso Ltd", "vsa_org_id": "73511820644390182275501461"}
-    assert {k: created["service", "S-CONTOSO-SUP"].get(k) for k in ("unit_price", "units", "start_date", "end_date",
-                                                                    "contract_id")} == {
-        "unit_price": "99.00", "units": "3", "start_date": "2024-03-01", "end_date": None, "contract_id": "C-CONTOSO"}
+    assert {k: created["service", "S-CONTOSO-SUP"][k] for k in ("unit_price", "units", "start_date", "contract_id")} \
+        == {"unit_price": "99.00", "units": "3", "start_date": "2024-03-01", "contract_id": "C-CONTOSO"}
+    assert "end_date" not in created["service", "S-CONTOSO-SUP"]  # a field left empty has no row
     assert created["service", "S-CONTOSO-WS"]["unit_price"] == "1.13"
     assert [(*r[:6], r[6] and str(r[6])) for r in rows if r.action != "create"] == [
         ("service", "S-CONTOSO-WS", "update", "end_date", None, "2024-04-10", None),

@@ -73,9 +73,13 @@ class Line:
 
     @property
     def bills_agents(self) -> bool:
-        """Whether agents are behind it: a prorated line bills its change's agents. An
-        adjustment carries the change id of the line it corrects, not machines of its own."""
-        return self.kind == "prorated"
+        """Whether agents are behind it: a prorated line's are its change's; an adjustment that
+        changes a prorated line's units (a night counted again) has the change's agents as
+        corrected. An adjustment of days only (a date moved) or of a line that no longer applies
+        (0 days) has none: no machine is billed or credited by it, whatever its change id."""
+        if self.kind == "prorated":
+            return True
+        return self.kind == "adjustment" and self.change_id is not None and self.units != 0 and self.days > 0
 
 
 def line_id(line_key: str) -> str:

@@ -88,7 +88,9 @@ def run_contracts(
         execute_plan(conn, plan)
         check_scopes(conn, plan)
         check_back_billing(conn, plan)
-        invoiced = _invoiced_months(conn)  # both checks below: what a change from today leaves alone
+        after = _invoiced_months(conn)  # a start moved later leaves out months invoiced before it
+        invoiced = {c: sorted(set(after.get(c, ())) | set(invoiced_before.get(c, ())))
+                    for c in after.keys() | invoiced_before.keys()}  # both checks: what a change from today leaves alone
         said = _InvoicedMonths(invoiced_before)
         check_backdated_units(plan, invoiced, today, said)
         check_invoiced_periods(conn, plan, invoiced, today, said)
