@@ -280,9 +280,9 @@ def insert_invoice(conn: Connection, invoice: dict, lines: Sequence[Line]) -> No
         )
     conn.execute(statement("insert_invoice"), {**invoice, "total_e4": to_e4(invoice["total"])})
     bulk_insert(conn, "invoice_lines", (*_LINE_COLUMNS, "invoice_id", "service_name"), rows)
-    prorated = [{"line_id": x.line_id, "change_id": x.change_id} for x in lines if x.bills_agents]
-    if prorated:  # the machines they bill, for good: a re-derivation rewrites unit_change_agents
-        conn.execute(statement("keep_line_agents"), prorated)
+    with_agents = [{"line_id": x.line_id, "change_id": x.change_id} for x in lines if x.bills_agents]
+    if with_agents:  # the machines they bill, for good: a re-derivation rewrites unit_change_agents
+        conn.execute(statement("keep_line_agents"), with_agents)
 
 
 def close_cycle(

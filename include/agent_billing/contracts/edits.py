@@ -3,9 +3,9 @@
 ``accounts``, ``contracts`` and ``services`` hold the file as last applied; this is how finance
 traces a credit to the apply that caused it (``agent-billing contracts history ID``). One row
 per field an entry is created with (its terms: a price, a start date), and one per field an
-update or ``--prune`` changes, with the file, its line and one ``applied_at`` per apply. Values are stored as text as the plan shows them (dates ISO,
-prices with their decimals, none as NULL); a manual service's new units keep the day they take
-effect (``effective_date``).
+update or ``--prune`` changes, with the file, its line and one ``applied_at`` per apply. Values
+are stored as text as the plan shows them (``plan.as_text``: dates ISO, a unit price as money,
+none as NULL); a manual service's new units keep the day they take effect (``effective_date``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def record_edits(conn: Connection, plan: Plan, applied_at: datetime | None = Non
                      for name, value in e.row.items() if value is not None and name != _ID[e.kind]]
         elif e.action in ("update", "end"):
             effective = e.unit_change.effective_date if e.unit_change else None
-            rows += [{**base, "field": c.field, "old_value": as_text(c.old, c.field), "new_value": as_text(c.new, c.field),
-                      "effective_date": effective if c.field == "units" else None}
+            rows += [{**base, "field": c.field, "old_value": as_text(c.old, c.field),
+                      "new_value": as_text(c.new, c.field), "effective_date": effective if c.field == "units" else None}
                      for c in e.changes]
     if rows:
         conn.execute(sa.insert(_TABLE), rows)
