@@ -150,6 +150,53 @@ def test_an_end_date_after_the_invoice_credits_the_days_after_it_and_says_which_
         "2024-04-01..2024-04-10 (10/30 days), 24.00; billed 6 units for 2024-04-01..2024-04-30, 72.00")
 
 
+def test_a_line_that_no_longer_applies_says_why(books):
+    """A credit in full names its cause: days the service or its contract no longer covers
+    (a start moved later past a whole month, an end moved before a change), or a unit change
+    that no longer exists (its night counted again); T's April, at the units without the change,
+    is a correction of units, which needs no reason."""
+    service = books.rmm("S", "12.00", "2024-03-01")
+    books.contract("C", [service, books.rmm("T", "5.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 6)
+    books.count("T", "2024-03-01", 2)
+    late, withdrawn = books.change("S", "2024-03-25", 6, 7), books.change("T", "2024-03-20", 2, 3)
+    books.bill("2024-04-01")
+    april = {x["line_key"]: x["line_id"] for x in books.invoice("INV-C-2024-04")["lines"]}
+    books.contract("C", [{**service, "start_date": "2024-04-10", "end_date": "2024-04-20"},
+                         books.rmm("T", "5.00", "2024-03-01")], start="2024-03-01")
+    books.delete(withdrawn)
+    books.bill("2024-05-01")
+    said = {x["description"].split(": ")[0]: x["description"].split("; ")[0].split(": ", 1)[1]
+            for x in books.invoice("INV-C-2024-05")["lines"] if x["kind"] == "adjustment"}
+    assert said == {
+        f"correction of normal:S:2024-03 (line {april['normal:S:2024-03']} on INV-C-2024-04)":
+            "no longer applies, as the service or its contract no longer covers 2024-03-01..2024-03-31",
+        f"correction of prorated:{late} (line {april[f'prorated:{late}']} on INV-C-2024-04)":
+            "no longer applies, as the service or its contract no longer covers 2024-03-25..2024-03-31",
+        f"correction of prorated:{withdrawn} (line {april[f'prorated:{withdrawn}']} on INV-C-2024-04)":
+            "no longer applies, as its unit change no longer exists",
+        f"correction of normal:T:2024-04 (line {april['normal:T:2024-04']} on INV-C-2024-04)":
+            "now 2 units for 2024-04-01..2024-04-30 (30/30 days), 10.00",
+        f"correction of normal:S:2024-04 (line {april['normal:S:2024-04']} on INV-C-2024-04), as the service or its "
+        "contract now starts 2024-04-10 and now ends 2024-04-20": "now 7 units for 2024-04-10..2024-04-20 (11/30 days), "
+        "30.80",
+    }, said
+
+
+def test_a_month_left_without_units_says_so(books):
+    """A backfill found every agent gone on March 20th, after April was invoiced at 6 units:
+    April's line no longer applies, as the month starts with none."""
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01")], start="2024-03-01")
+    books.count("S", "2024-03-01", 6)
+    books.bill("2024-04-01")
+    books.change("S", "2024-03-20", 6, 0)
+    books.bill("2024-05-01")
+    [april] = [x for x in books.invoice("INV-C-2024-05")["lines"] if x["kind"] == "adjustment"]
+    assert (april["units"], april["amount"]) == (-6, Decimal("-72.00"))
+    assert ": no longer applies, as the service has no units on the month's first day now; billed 6 units for " \
+        "2024-04-01..2024-04-30, 72.00" in april["description"], april["description"]
+
+
 def test_a_zero_total_with_lines_is_still_an_invoice(books):
     books.contract("C", [books.rmm("S", "0.00", "2024-03-01")], start="2024-03-01")
     books.count("S", "2024-03-01", 10)

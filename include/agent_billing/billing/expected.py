@@ -76,6 +76,24 @@ class ExpectedLedger:
                 month_end(month) < self.contract_start)
         return line.period_start <= self.as_of
 
+    def why_gone(self, line: PostedLine) -> str:
+        """Why a posted line is no longer expected, for its adjustment: days its service and
+        contract no longer cover, or (within them) a unit change that no longer exists or a
+        month without units; empty when its service is not in this ledger."""
+        service = next((s for s in self.services if s.service_id == line.service_id), None)
+        if service is None:
+            return ""
+        first, last = self._active_days(service)
+        if line.period_end < first or (last is not None and line.period_start > last):
+            return f"the service or its contract no longer covers {line.period_start}..{line.period_end}"
+        return ("its unit change no longer exists" if line.kind == "prorated"
+                else "the service has no units on the month's first day now")
+
+    def _active_days(self, service: Service) -> tuple[date, date | None]:
+        """The first and last day a service bills: its dates within its contract's (None: no end)."""
+        ends = [d for d in (service.end_date, self.contract.end_date) if d is not None]
+        return max(service.start_date, self.contract.start_date), min(ends) if ends else None
+
     def entries(self) -> Iterator[Entry]:
         """Every expected line in compact form, service by service, month by month."""
         for service in self.services:
@@ -107,9 +125,7 @@ class ExpectedLedger:
         changes = service.changes
         if changes and changes[-1].effective_date > self.as_of:
             changes = tuple(c for c in changes if c.effective_date <= self.as_of)
-        first_active = max(service.start_date, contract.start_date)
-        ends = [d for d in (service.end_date, contract.end_date) if d is not None]
-        last_active = min(ends) if ends else None
+        first_active, last_active = self._active_days(service)
         normal_from, normal_to = month_start(first_active), self.last_month
         if normal_to is None or normal_from > normal_to:  # no normal line
             if not changes:

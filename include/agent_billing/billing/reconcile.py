@@ -79,13 +79,13 @@ def reconcile(
         ledger = load_posted()
         for entry in differing:
             line = expected.line(entry)
-            if adjustment := _adjustment(ledger.base[line.line_key], line, ledger, currency, target):
+            if adjustment := _adjustment(ledger.base[line.line_key], line, ledger, currency, target, ""):
                 out.append(adjustment)
         if matched != len(posted):
             keys = {entry[0] for entry in expected.entries()}
             for key, base in ledger.base.items():
                 if key not in keys and expected.covers(base):
-                    if adjustment := _adjustment(base, None, ledger, currency, target):
+                    if adjustment := _adjustment(base, None, ledger, currency, target, expected.why_gone(base)):
                         out.append(adjustment)
     return sorted(
         out, key=lambda x: (x.service_id, x.period_start, _KIND_ORDER[x.kind], x.line_key)
@@ -103,8 +103,10 @@ def retarget(lines: Iterable[Line], target: str) -> list[Line]:
 
 
 def _adjustment(
-    base: PostedLine, now: Line | None, posted: PostedLedger, currency: str, target: str
+    base: PostedLine, now: Line | None, posted: PostedLedger, currency: str, target: str, gone: str
 ) -> Line | None:
+    """The adjustment making ``base`` bill ``now`` (None: no longer expected, ``gone`` says why),
+    or None when it already does."""
     key = base.line_key
     billed_units, billed_amount = posted.net_units(key) or 0, posted.net_amount(key)
     units = now.units if now else 0
@@ -114,7 +116,7 @@ def _adjustment(
     ref: Line | PostedLine = now or base
     expected_text = (  # the days billed now, which the line's period and days columns give too
         f"now {units_text(units)} for {now.period_start}..{now.period_end} ({now.days}/{now.days_in_period} days), "
-        f"{quantize(amount, currency)}" if now else "no longer applies"
+        f"{quantize(amount, currency)}" if now else "no longer applies" + (f", as {gone}" if gone else "")
     )
     billed = posted.latest[key]  # the days billed so far: beside the days now, they say what changed
     billed_days = (f" for {billed.period_start}..{billed.period_end}"
