@@ -183,6 +183,37 @@ def test_a_line_that_no_longer_applies_says_why(books):
     }, said
 
 
+def test_a_correction_names_the_date_that_moved_and_a_change_it_now_bills_elsewhere(books):
+    """Three causes a credit can have besides those above: a start moved after a change in the
+    same month (S), an end moved later within the month (T: the new end, not the old one), and
+    a change on the month's first day that a recount of the night before moved into the
+    normal line (U: the change exists, billed in the normal line's correction)."""
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01"), books.rmm("T", "5.00", "2024-03-01",
+                                                                        end_date="2024-03-20"),
+                         books.rmm("U", "2.00", "2024-03-01")], start="2024-03-01")
+    for service, units in (("S", 6), ("T", 2), ("U", 6)):
+        books.count(service, "2024-03-01", units)
+    books.change("S", "2024-03-10", 6, 7)
+    books.bill("2024-04-01")
+    first_day = books.change("U", "2024-04-01", 6, 8)  # known after April's normal line was posted
+    books.bill("2024-04-02")
+    books.bill("2024-05-01")
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-15"), books.rmm("T", "5.00", "2024-03-01",
+                                                                        end_date="2024-03-25"),
+                         books.rmm("U", "2.00", "2024-03-01")], start="2024-03-01")
+    books.rewrite(first_day, 7, 8)  # the night before counted again: 7 on the 31st
+    books.change("U", "2024-03-31", 6, 7)
+    books.bill("2024-06-01")
+    said = [x["description"].split("; ")[0] for x in books.invoice("INV-C-2024-06")["lines"]
+            if x["kind"] == "adjustment"]
+    assert [x for x in said if "prorated:S:" in x][0].endswith(
+        "no longer applies, as the service or its contract now starts 2024-03-15, after its unit change")
+    assert [x for x in said if "normal:T:2024-03" in x][0].split("), ")[1].startswith(
+        "as the service or its contract now ends 2024-03-25:")
+    assert [x for x in said if f"prorated:{first_day}" in x][0].endswith(
+        "no longer applies, as its unit change is now billed in the month's normal line")
+
+
 def test_a_month_left_without_units_says_so(books):
     """A backfill found every agent gone on March 20th, after April was invoiced at 6 units:
     April's line no longer applies, as the month starts with none."""
@@ -193,7 +224,7 @@ def test_a_month_left_without_units_says_so(books):
     books.bill("2024-05-01")
     [april] = [x for x in books.invoice("INV-C-2024-05")["lines"] if x["kind"] == "adjustment"]
     assert (april["units"], april["amount"]) == (-6, Decimal("-72.00"))
-    assert ": no longer applies, as the service has no units on the month's first day now; billed 6 units for " \
+    assert ": no longer applies, as the service has no units on the month's first active day now; billed 6 units for " \
         "2024-04-01..2024-04-30, 72.00" in april["description"], april["description"]
 
 

@@ -78,16 +78,23 @@ class ExpectedLedger:
 
     def why_gone(self, line: PostedLine) -> str:
         """Why a posted line is no longer expected, for its adjustment: days its service and
-        contract no longer cover, or (within them) a unit change that no longer exists or a
-        month without units; empty when its service is not in this ledger."""
+        contract no longer cover; for a normal line within them, a month without units; for a
+        prorated line, a start moved after its change, its change now in the month's normal
+        line (on the first active day), or a change that no longer exists. Empty when its
+        service is not in this ledger."""
         service = next((s for s in self.services if s.service_id == line.service_id), None)
         if service is None:
             return ""
         first, last = self._active_days(service)
         if line.period_end < first or (last is not None and line.period_start > last):
             return f"the service or its contract no longer covers {line.period_start}..{line.period_end}"
-        return ("its unit change no longer exists" if line.kind == "prorated"
-                else "the service has no units on the month's first day now")
+        if line.kind != "prorated":
+            return "the service has no units on the month's first active day now"
+        if line.period_start < first:  # a prorated line starts on its change's day
+            return f"the service or its contract now starts {first}, after its unit change"
+        if any(c.change_id == line.change_id for c in service.changes):
+            return "its unit change is now billed in the month's normal line"
+        return "its unit change no longer exists"
 
     def _active_days(self, service: Service) -> tuple[date, date | None]:
         """The first and last day a service bills: its dates within its contract's (None: no end)."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from decimal import Decimal
 
+from agent_billing.billing.calendar import month_end, month_start
 from agent_billing.billing.expected import ExpectedLedger, PostedNet
 from agent_billing.billing.model import Line, PostedLine, adjustment_key
 from agent_billing.billing.money import quantize
@@ -144,12 +145,13 @@ def _adjustment(
 
 def _dates_moved(billed: PostedLine, now: Line) -> str:
     """Why a line's days changed: a line's period is its month within the service's and its
-    contract's dates, so a period that ends or starts elsewhere means one of those dates moved."""
+    contract's dates, so a period that ends or starts elsewhere means one of those dates moved
+    (to within the month: the new date; out of it: the date it no longer has)."""
     why = []
     if now.period_start != billed.period_start:
-        why.append(f"now starts {now.period_start}" if now.period_start > billed.period_start
+        why.append(f"now starts {now.period_start}" if now.period_start != month_start(now.period_start)
                    else f"no longer starts {billed.period_start}")
     if now.period_end != billed.period_end:
-        why.append(f"now ends {now.period_end}" if now.period_end < billed.period_end
+        why.append(f"now ends {now.period_end}" if now.period_end != month_end(now.period_end)
                    else f"no longer ends {billed.period_end}")
     return f", as the service or its contract {' and '.join(why)}" if why else ""

@@ -37,7 +37,7 @@ def record_edits(conn: Connection, plan: Plan, applied_at: datetime | None = Non
                 "entity_id": e.key, "action": e.action}
         if e.action == "create":  # its terms, the id itself aside (the row names it)
             rows += [{**base, "field": name, "old_value": None, "new_value": as_text(value, name), "effective_date": None}
-                     for name, value in e.row.items() if value is not None and name != _ID[e.kind]]
+                     for name, value in e.row.items() if value not in (None, "") and name != _ID[e.kind]]
         elif e.action in ("update", "end"):
             effective = e.unit_change.effective_date if e.unit_change else None
             rows += [{**base, "field": c.field, "old_value": as_text(c.old, c.field),
