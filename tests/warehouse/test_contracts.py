@@ -582,6 +582,17 @@ def test_every_change_an_apply_makes_is_kept_with_its_file_and_line(warehouse, c
         "warehouse (ids are case-sensitive)")
 
 
+def test_a_field_left_empty_is_not_recorded_as_a_term(warehouse, contracts_file):
+    """A contract without notify_emails is stored with an empty text: its creation records no
+    notify_emails term (one that says "" would read as a value someone gave)."""
+    contracts_file.write_text(contracts_file.read_text().replace("        notify_emails: [billing@contoso.example]\n", ""))
+    apply_contracts(warehouse, contracts_file)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT notify_emails FROM contracts")).scalar_one() == ""
+        fields = conn.execute(text("SELECT field FROM contract_edits WHERE entity_id = 'C-CONTOSO'")).scalars().all()
+    assert "notify_emails" not in fields and "currency" in fields
+
+
 @pytest.mark.parametrize("statement", [
     "UPDATE contract_edits SET source = 'another.yaml'",
     "DELETE FROM contract_edits",
