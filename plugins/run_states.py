@@ -3,9 +3,9 @@
 * :func:`fail_fast` — wraps every task function: an input error
   (:class:`agent_billing.errors.UserError` and subclasses: a future or malformed date, an
   unknown service, a refused action, a failed quality gate, a date beyond the billing
-  horizon) fails the task at once, without retries. An error whose ``transient`` attribute is
-  true (VSA 429/5xx or unreachable, an SMTP delivery) and every other exception (network,
-  database connection) keep the task's retries.
+  horizon, mail a recipient refused) fails the task at once, without retries. An error whose
+  ``transient`` attribute is true (VSA 429/5xx or unreachable, mail not sent) and every other
+  exception (network, database connection) keep the task's retries.
 * :func:`fail_run_if_work_failed` — the "watcher": a last task, downstream of every other
   task, that fails when one of them failed (and makes sure each alerted) and skips
   otherwise. DAGs whose final task runs on ``all_done`` (``notify`` delivers mail after a

@@ -44,6 +44,8 @@ def test_an_input_error_fails_at_once_and_a_transient_one_keeps_its_retries():
     assert isinstance(failed.value.__cause__, UserError)  # callbacks can still tell what it was
     with pytest.raises(AirflowFailException):  # 404: asking again will not help
         fail_fast_call(raises(VsaHttpError("not found", status=404, host="vsa")))
+    with pytest.raises(AirflowFailException, match="refused"):  # a retry would send nothing and end green
+        fail_fast_call(raises(DeliveryFailed("1 sent but refused by some recipients", refused=True)))
     for transient in (VsaHttpError("throttled", status=429, host="vsa"),
                       VsaHttpError("down", status=503, host="vsa"),
                       VsaUnreachable("refused", host="vsa"),

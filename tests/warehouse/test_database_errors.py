@@ -37,3 +37,42 @@ def test_a_database_held_by_another_writer_is_passing_trouble(warehouse):
             error = raised(warehouse, "SET lock_timeout = '50ms'; SELECT * FROM accounts")
         holder.rollback()
     assert transient_database_error(error), error
+
+
+
+def test_a_warehouse_that_never_answers_fails_the_connection_instead_of_holding_it(monkeypatch):
+    """A host that takes the TCP connection and says nothing (a dropped route, a hung server):
+    libpq would wait for ever, or for the system's TCP timeout; the engine gives up after
+    ``CONNECT_TIMEOUT_S`` as passing trouble, or after the URL's own ``connect_timeout``."""
+    import socket
+    import threading
+
+    from agent_billing.warehouse import engine as warehouse_engine
+
+    def connect_to_a_mute_server(query: str = "") -> BaseException:
+        with socket.socket() as mute:
+            mute.bind(("127.0.0.1", 0))
+            mute.listen()  # the kernel completes the handshake; nobody ever reads or answers
+            url = f"postgresql://billing@127.0.0.1:{mute.getsockname()[1]}/billing{query}"
+            outcome: list[BaseException | None] = []
+
+            def connect() -> None:
+                try:
+                    warehouse_engine.connect_warehouse(url).connect().close()
+                    outcome.append(None)
+                except Exception as exc:  # noqa: BLE001 - the test inspects it
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=connect, daemon=True)
+            worker.start()
+            worker.join(timeout=60)
+        assert outcome, "still waiting after 60 s on a server that never answers"
+        assert outcome[0] is not None
+        return outcome[0]
+
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.setattr(warehouse_engine, "CONNECT_TIMEOUT_S", 2)
+    failed = connect_to_a_mute_server()
+    assert transient_database_error(failed) and "timeout" in str(failed).lower()
+    monkeypatch.setattr(warehouse_engine, "CONNECT_TIMEOUT_S", 600)  # longer than the wait above
+    assert "timeout" in str(connect_to_a_mute_server("?connect_timeout=2")).lower()  # the URL's own wins

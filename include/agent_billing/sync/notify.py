@@ -32,9 +32,20 @@ ERRORS_SHOWN = 5  # a week of an SMTP outage must not make a message of every un
 
 
 class DeliveryFailed(UserError):
-    """Some queued messages could not be sent; they stay in the outbox for the next try."""
+    """Some queued messages could not be sent (they stay in the outbox for the next try), or
+    were sent but refused by some recipients (``refused``: nobody retries those, the mail is
+    sent; a person fixes the addresses)."""
 
-    transient = True  # the SMTP server may answer later: a task retries it
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+    @property
+    def transient(self) -> bool:
+        """A task retries a delivery only when every problem is one the SMTP server may not have
+        later. A refused recipient is refused again: a retry would find nothing to send and
+        end the task green, with nobody told (only the first try's log would say it)."""
+        return not self.refused
 
 
 def queue_message(
@@ -431,7 +442,8 @@ def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> 
             parts.append(f"{len(refused)} sent but refused by some recipients (fix their notify_emails)")
         raise DeliveryFailed(
             "; ".join(parts) + f": {shown}"
-            + (" (unsent messages stay in notification_outbox and every delivery retries them)" if errors else "")
+            + (" (unsent messages stay in notification_outbox and every delivery retries them)" if errors else ""),
+            refused=bool(refused),
         )
     return DeliveryResult(sent, 0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +20,11 @@ EXPECTED_URL = "sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATAB
 #: The drivers the warehouse works with, per backend (SQLAlchemy's default first).
 DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 POSTGRES_TYPES = ("", "postgres", "postgresql")  # "": a JSON connection without conn_type
+#: Seconds a PostgreSQL connection may take to open, unless the URL's ``connect_timeout`` or
+#: libpq's ``PGCONNECT_TIMEOUT`` says otherwise. libpq waits for ever by default: a warehouse
+#: host that drops packets held a task for the system's TCP timeout (about 2 minutes), and its
+#: failure callback, which Airflow gives 20 s, was killed before it could mail the alert.
+CONNECT_TIMEOUT_S = 10
 
 # sqlite3 cannot bind Decimal; its text form keeps every digit (SQLite's NUMERIC affinity then
 # stores it as REAL, exact for money of up to 15 significant digits; see docs/data-dictionary.md).
@@ -108,6 +114,8 @@ def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
         )
     if backend == "sqlite":
         _require_sqlite_directory(parsed, source)
+    elif "connect_timeout" not in parsed.query and not os.environ.get("PGCONNECT_TIMEOUT"):
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, **kwargs.get("connect_args", {})}
     try:
         engine = create_engine(parsed, future=True, **kwargs)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
