@@ -29,7 +29,7 @@ DEFAULT_SYNC_DEADLINE = "06:00"
 RUNBOOK = "See docs/runbook.md, 'Run states and alerts'."
 
 
-def queue_data_team_alert(message_id: str, subject: str, body: str, *, refresh: bool = True) -> bool:
+def queue_data_team_alert(message_id: str, subject: str, body: str, *, backstop: bool = False) -> bool:
     """Queue one mail to the data team; False when no recipient is configured, the message was
     already queued or sent, or it was mailed at once instead.
 
@@ -37,7 +37,7 @@ def queue_data_team_alert(message_id: str, subject: str, body: str, *, refresh: 
     often the very failure being reported), the alert is mailed at once through
     ``smtp_default`` instead, saying so (:func:`mail_data_team_now`)."""
     from agent_billing.settings import mail_settings
-    from agent_billing.sync.notify import queue_message
+    from agent_billing.sync.notify import queue_failure_alert
     from warehouse_hook import WarehouseHook
 
     recipients = mail_settings().data_team  # also when another setting is invalid: that may be the failure
@@ -48,7 +48,7 @@ def queue_data_team_alert(message_id: str, subject: str, body: str, *, refresh: 
         engine = WarehouseHook().get_conn(check_schema=False)  # alerts about the schema too
         try:
             with engine.begin() as conn:
-                return queue_message(conn, message_id, "failure", recipients, subject, body, refresh=refresh)
+                return queue_failure_alert(conn, message_id, recipients, subject, body, backstop=backstop)
         finally:
             engine.dispose()
     except warehouse_unavailable() as exc:  # a backstop too: it cannot tell whether the task mailed
@@ -71,9 +71,8 @@ def mail_data_team_now(cause: BaseException, message_id: str, subject: str, body
     the mail says so. Not deduplicated like the outbox: used only when the outbox cannot be."""
     from agent_billing.errors import ConfigurationError
     from agent_billing.settings import mail_settings
-    from agent_billing.sync.notify import refused_by, send_now
+    from agent_billing.sync.notify import KILLED, KILLED_UNCHECKED, refused_by, send_now
     from airflow_connections import optional_connection_info
-    from run_states import KILLED, KILLED_UNCHECKED
 
     settings = mail_settings()
     reason = redacted(str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__)
@@ -120,7 +119,7 @@ def alert_data_team(context: Any) -> None:
         f"task-failure:{dag_id}:{run_id}:{task_id}",
         f"[agent-billing] {dag_id} failed at {task_id}",
         body,
-        refresh=not context.get("backstop"),
+        backstop=bool(context.get("backstop")),
     )
 
 

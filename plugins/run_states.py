@@ -63,24 +63,6 @@ def fail_fast(function: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-#: What a backstop alert says: the task's own callback would have carried its error.
-KILLED = (
-    "the task ended failed and the run's watcher found no alert of its own: its process was "
-    "killed before it could report an error (out of memory, a lost worker, a timeout's kill); "
-    "if an alert of the task itself reached you too, that one carries its error. See the task's log"
-)
-
-#: What a backstop alert says instead when it is mailed directly: the watcher could not read
-#: the warehouse, so it does not know whether the task alerted itself (most often it did, with
-#: the same unreachable warehouse as its error).
-KILLED_UNCHECKED = (
-    "the task ended failed, and the run's watcher could not read the warehouse to see whether "
-    "the task alerted itself: if an alert of the task reached you, it carries the error (often "
-    "this same warehouse); if none did, its process was killed before it could report one (out "
-    "of memory, a lost worker, a timeout's kill). See the task's log"
-)
-
-
 def fail_run_if_work_failed():
     """Add the watcher task downstream of every task of the DAG; call it last in the
     ``@dag`` function, after every other task is defined.
@@ -137,6 +119,8 @@ class _FailedTask:
 def backstop_alerts(context: dict, failed: list[str]) -> None:
     """Run the failure callbacks of the ``failed`` tasks as a backstop, then send the mail."""
     import logging
+
+    from agent_billing.sync.notify import KILLED
 
     log = logging.getLogger(__name__)
     dag, ti = context["dag"], context["ti"]

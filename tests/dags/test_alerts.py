@@ -299,7 +299,7 @@ def test_the_watcher_s_backstop_records_a_killed_step_once_and_never_over_its_ow
     """The watcher calls a failed step's callback as a backstop (the step was killed before it
     ran it): the date is recorded failed with one alert, and a failure the step recorded itself
     (its real error) is left as it is, whichever of the two comes first."""
-    from run_states import KILLED
+    from agent_billing.sync.notify import KILLED
 
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
     [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
@@ -318,12 +318,42 @@ def test_the_watcher_s_backstop_records_a_killed_step_once_and_never_over_its_ow
     assert state() == (("failed", "load failed: out of disk"), [(LOAD_ALERT, False)])
 
 
+@pytest.mark.parametrize("dag_id", ["vsa_asset_sync", "agent_billing"])
+def test_a_task_s_own_alert_after_the_backstop_s_was_sent_follows_it_with_the_error(
+        dagbag, warehouse, monkeypatch, dag_id):
+    """A slow failure callback (a slow warehouse) can still be running when the watcher finds
+    the task failed and its backstop alert goes out, saying the task was killed: the task's own
+    alert then follows with the error, once, instead of being dropped because its id was sent."""
+    from agent_billing.sync.notify import KILLED
+
+    monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
+    task_id, ti = ("load", FailedStep()) if dag_id == "vsa_asset_sync" else ("bill", FailedTask())
+    [callback] = as_list(dagbag.get_dag(dag_id).get_task(task_id).on_failure_callback)
+
+    def mail() -> list[tuple]:
+        with warehouse.connect() as conn:
+            return [(m, subject, "killed before" in body, "out of disk" in body) for m, subject, body in conn.execute(
+                text("SELECT message_id, subject, body FROM notification_outbox ORDER BY created_at, message_id"))]
+
+    callback({"ti": ti, "exception": KILLED, "backstop": True})
+    [(backstop, subject, killed, with_error)] = mail()
+    assert killed and not with_error
+    with warehouse.begin() as conn:  # the run's notify delivered it
+        conn.execute(text("UPDATE notification_outbox SET sent_at = CURRENT_TIMESTAMP"))
+    for _ in range(2):  # the task's own callback, late (and a retry of it): one follow-up
+        callback({"ti": ti, "exception": RuntimeError("out of disk")})
+    assert mail() == [(backstop, subject, True, False), (f"{backstop}:error", f"{subject}: its error", True, True)]
+    [(follow_up,)] = warehouse.connect().execute(
+        text("SELECT body FROM notification_outbox WHERE message_id = :id"), {"id": f"{backstop}:error"}).all()
+    assert follow_up.startswith("This follows an alert that said the task was killed")
+
+
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_each_run_that_fails_a_step_is_alerted_and_a_cleared_one_once(dagbag, warehouse, monkeypatch):
     """A re-run (or backfill) of a date failing again at the same step is news to the data team,
     by the step's own callback or by the backstop of a killed one; the same run cleared and
     failing again is not."""
-    from run_states import KILLED
+    from agent_billing.sync.notify import KILLED
 
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
     [callback] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
@@ -348,8 +378,8 @@ def test_each_run_that_fails_a_step_is_alerted_and_a_cleared_one_once(dagbag, wa
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
 def test_the_backstop_alerts_a_step_killed_on_a_date_an_earlier_run_failed_and_spares_the_gate(
         dagbag, warehouse, monkeypatch):
+    from agent_billing.sync.notify import KILLED
     from agent_billing.sync.runs import record_run
-    from run_states import KILLED
 
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
     dag = dagbag.get_dag("vsa_asset_sync")
@@ -385,8 +415,8 @@ def test_the_backstop_mails_a_killed_task_when_the_warehouse_is_down(dagbag, bro
     """It cannot tell whether the task mailed its own alert (no outbox): better two mails, the
     watcher's saying so, than none for a task that was killed. It does not claim a kill: most
     often the task did alert, with this same warehouse as its error."""
+    from agent_billing.sync.notify import KILLED
     from data_team_alerts import alert_data_team
-    from run_states import KILLED
 
     [load] = as_list(dagbag.get_dag("vsa_asset_sync").get_task("load").on_failure_callback)
     load({"ti": FailedStep(), "exception": KILLED, "backstop": True})

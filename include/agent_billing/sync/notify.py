@@ -48,6 +48,52 @@ class DeliveryFailed(UserError):
         return not self.refused
 
 
+#: What the run's watcher says in a backstop alert, for a task that ended failed without an alert
+#: of its own: the task's own callback would have carried its error.
+KILLED = (
+    "the task ended failed and the run's watcher found no alert of its own: its process was "
+    "killed before it could report an error (out of memory, a lost worker, a timeout's kill); "
+    "if an alert of the task itself reached you too, that one carries its error. See the task's log"
+)
+
+#: What a backstop alert says instead when it is mailed directly: the watcher could not read
+#: the warehouse, so it does not know whether the task alerted itself (most often it did, with
+#: the same unreachable warehouse as its error).
+KILLED_UNCHECKED = (
+    "the task ended failed, and the run's watcher could not read the warehouse to see whether "
+    "the task alerted itself: if an alert of the task reached you, it carries the error (often "
+    "this same warehouse); if none did, its process was killed before it could report one (out "
+    "of memory, a lost worker, a timeout's kill). See the task's log"
+)
+
+#: How a task's own alert begins when the watcher's backstop alert went out before it.
+FOLLOW_UP = (
+    "This follows an alert that said the task was killed before it could report an error: its "
+    "own failure callback ran after that alert was sent, and this is the error it reported."
+)
+
+
+def queue_failure_alert(conn: Connection, message_id: str, recipients: list[str], subject: str, body: str,
+                        *, backstop: bool = False) -> bool:
+    """Queue an alert to the data team, once per ``message_id``; returns whether one was queued.
+
+    ``backstop``: the run's watcher's (the task ended failed without an alert of its own, so
+    its text is ``KILLED``); it never replaces the task's own. The task's own alert replaces an
+    unsent backstop, and follows one already sent or being sent, once, with its error: a slow
+    failure callback (a slow warehouse) can still be running when the watcher finds the task
+    failed and mails."""
+    if queue_message(conn, message_id, "failure", recipients, subject, body, refresh=not backstop):
+        return True
+    told = conn.execute(
+        text(f"SELECT body FROM notification_outbox WHERE message_id = :id AND {TOLD}"),
+        {"id": message_id, "stale": datetime.now(UTC) - CLAIM_LEASE},
+    ).scalar()
+    if backstop or told is None or KILLED not in told:
+        return False
+    return queue_message(conn, f"{message_id}:error", "failure", recipients, f"{subject}: its error",
+                         f"{FOLLOW_UP}\n\n{body}")
+
+
 def queue_message(
     conn: Connection, message_id: str, kind: str, recipients: list[str], subject: str, body: str,
     *, snapshot_date: date | None = None, refresh: bool = True,

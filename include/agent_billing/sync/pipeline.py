@@ -24,7 +24,12 @@ from agent_billing.sync.extract import VsaClientLike, land_from_vsa
 from agent_billing.sync.gaps import gap_warning, record_missed_nights
 from agent_billing.sync.landing import RawLanding, remove_stale_staging
 from agent_billing.sync.load import load_snapshot
-from agent_billing.sync.notify import queue_mail_for, queue_message, withdraw_unsent
+from agent_billing.sync.notify import (
+    queue_failure_alert,
+    queue_mail_for,
+    queue_message,
+    withdraw_unsent,
+)
 from agent_billing.sync.quarantine import (
     DISCARDED,
     RELEASED,
@@ -476,7 +481,7 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
         if settings.data_team:
             message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run, settings)
-            queue_message(conn, message_id, "failure", settings.data_team, subject, body, refresh=not backstop)
+            queue_failure_alert(conn, message_id, settings.data_team, subject, body, backstop=backstop)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s); once the cause is fixed, clear the "
              "failed task or run `agent-billing sync --date %s`", snapshot_date, step, status, snapshot_date)
 
