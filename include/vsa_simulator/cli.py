@@ -14,7 +14,8 @@ _DESCRIPTION = """\
 Serve a stand-in Kaseya VSA REST API (under /api/v1.0) over a generated world (--seed,
 --orgs, --agents, ...) or a scripted one (--scenario FILE, YAML or JSON). Control endpoints
 without auth: GET /_sim/state, POST /_sim/date {"date": "YYYY-MM-DD"}, POST /_sim/faults
-{...fault settings...}, POST /_sim/sessions/expire.
+{...fault settings...}, POST /_sim/sessions/expire, POST /_sim/hidden-orgs {"orgs": [ORG_REF,
+...]} (their agents vanish from every answer until {"orgs": []}: a quarantine rehearsal).
 """
 
 

@@ -282,8 +282,11 @@ def test_moving_between_billed_groups_is_a_decrement_and_an_increment(contoso, s
     assert deltas["S-SRV"] == ("2024-03-02", -1) and deltas["S-WS"] == ("2024-03-02", 1)
 
 
-def test_service_whose_view_was_not_landed_gets_no_false_zero(contoso, settings):
+def test_service_whose_view_was_not_landed_gets_no_false_zero(contoso, settings, caplog):
+    """A counted service whose view the landing lacks gets no count (not a false zero) and a
+    warning; a service that starts later needs no view that night: no warning, none extracted."""
     from agent_billing.contracts import apply_contracts
+    from agent_billing.sync.pipeline import active_view_ids
 
     from .conftest import CONTRACT
 
@@ -294,13 +297,19 @@ def test_service_whose_view_was_not_landed_gets_no_false_zero(contoso, settings)
     contract = dict(account["contracts"][0])
     contract["services"] = [*contract["services"], {
         "service_id": "S-NEWVIEW", "name": "Added later", "unit_price": "3.00",
-        "units_source": "rmm_agent_count", "vsa_view_id": "99999", "start_date": "2024-01-01"}]
+        "units_source": "rmm_agent_count", "vsa_view_id": "99999", "start_date": "2024-01-01"}, {
+        "service_id": "S-LATERVIEW", "name": "Starts later", "unit_price": "3.00",
+        "units_source": "rmm_agent_count", "vsa_view_id": "88888", "start_date": D2.isoformat()}]
     account["contracts"] = [contract]
     apply_contracts(contoso, {"accounts": [account]})
+    caplog.set_level("WARNING", logger="agent_billing")
     run_day(contoso, settings, D1, land=False)  # a re-run reuses the landing: view 99999 is not in it
     counts = unit_counts(contoso)
     assert ("S-NEWVIEW", str(D1)) not in counts
     assert counts[("S-WS", str(D1))] == 3
+    not_extracted = [r.getMessage() for r in caplog.records if "was not extracted" in r.getMessage()]
+    assert not_extracted == [f"{D1}: view 99999 of service S-NEWVIEW was not extracted for this date; no count recorded"]
+    assert active_view_ids(contoso, D1) == sorted(["99999", VIEW]) and "88888" in active_view_ids(contoso, D2)
 
 
 def test_an_agent_renamed_as_it_moves_out_is_listed_under_its_previous_name(contoso, settings):
@@ -398,3 +407,20 @@ def test_a_re_count_of_a_complete_date_commits_its_changes_with_its_counts(conto
     assert ("S-NEW:2024-03-02:nightly_sync", "S-NEW", "2024-03-02", 2, 1, -1, "nightly_sync") in after_count[0]
     diff_step(contoso, settings, D2)
     assert ledger(contoso) == after_count
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_sync_prints_each_step_as_it_ends_so_a_failed_night_shows_what_was_done(contoso, warehouse_url, settings):
+    """`agent-billing sync` prints a step's JSON line when the step ends, not all of them at the
+    end: a night that fails (here its quality gate) or is interrupted still shows what was done."""
+    import json
+
+    from ..cli.conftest import run_cli
+
+    write_landing(settings.raw_path, D1, *DAYS[D1], mutate=lambda records: records["agents.jsonl.gz"].append(
+        dict(records["agents.jsonl.gz"][0])))  # a duplicate agent id: the gate fails
+    run = run_cli("sync", "--date", D1.isoformat(), env={
+        "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url, "AGENT_BILLING_RAW_PATH": str(settings.raw_path),
+        "AGENT_BILLING_LATE_OBSERVATION": "allow", "AGENT_BILLING_DATA_TEAM_EMAILS": None})
+    assert run.code == 2 and "quality gate failed" in run.stderr, run.stderr
+    assert [json.loads(line)["status"] for line in run.stdout.splitlines()] == ["reused", "loaded"]

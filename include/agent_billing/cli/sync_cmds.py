@@ -71,7 +71,7 @@ def _sync(args: argparse.Namespace) -> int:
     if args.replay:
         _refuse_replay_without_landing(settings, snapshot_date)
     try:
-        results = sync_date(engine, settings, snapshot_date, VsaClient.from_env)
+        sync_date(engine, settings, snapshot_date, VsaClient.from_env, on_step=_print_step)
     except Exception as failure:
         if isinstance(failure, VsaError):  # the way back, when the night is failed (not a final status kept)
             _add_rerun_note(failure, engine, settings, snapshot_date)
@@ -80,8 +80,6 @@ def _sync(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - the sync's own error is the one to report
             log.warning("outbox not delivered: %s", exc)
         raise
-    for result in results:
-        print(json.dumps(result.to_xcom(), default=str))
     try:
         billing = _bill_the_night(engine, snapshot_date) if args.bill else None
     finally:
@@ -89,6 +87,11 @@ def _sync(args: argparse.Namespace) -> int:
     if billing is not None:
         billing.raise_for_failures()
     return 0
+
+
+def _print_step(result) -> None:
+    """One JSON line per step, as it ends: after a failure or Ctrl-C, the lines say what was done."""
+    print(json.dumps(result.to_xcom(), default=str), flush=True)
 
 
 def _add_rerun_note(failure, engine, settings, snapshot_date) -> None:

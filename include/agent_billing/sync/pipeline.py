@@ -200,15 +200,9 @@ def _iso(nights: list[date]) -> list[str]:
 
 
 def active_view_ids(engine: Engine, snapshot_date: date) -> list[str]:
+    """The views the night extracts: those of the services it counts."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT DISTINCT vsa_view_id FROM services WHERE units_source = 'rmm_agent_count' "
-                "AND vsa_view_id IS NOT NULL AND start_date <= :d AND (end_date IS NULL OR end_date >= :d)"
-            ),
-            {"d": snapshot_date},
-        )
-        return sorted(r[0] for r in rows)
+        return sorted({view for _, view in changes.counted_views(conn, snapshot_date)})
 
 
 def load_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
@@ -540,9 +534,11 @@ def sync_date(
     client_factory: Callable[[], VsaClientLike],
     *,
     now: datetime | None = None,
+    on_step: Callable[[StepResult], None] | None = None,
 ) -> list[StepResult]:
     """Every step for one date, in order, as the DAG runs them (for the command line). A date
-    in the future is refused before anything is written (not recorded as the date's failure)."""
+    in the future is refused before anything is written (not recorded as the date's failure).
+    ``on_step``: told each step's result as the step ends (what a failure later leaves done)."""
     from agent_billing.quality.snapshot_gate import QualityGateFailed
 
     refuse_future(snapshot_date, now or datetime.now(UTC), settings.tz)
@@ -564,6 +560,8 @@ def sync_date(
         except Exception as exc:
             record_failure(engine, settings, snapshot_date, name, str(exc), run=run)
             raise
+        if on_step is not None:
+            on_step(results[-1])
         if results[-1].status in ("gap", "discarded"):
             break
     return results

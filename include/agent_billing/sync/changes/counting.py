@@ -63,7 +63,7 @@ def count_units(conn: Connection, snapshot_date: date, landed_views: set[str] | 
     ).first() is not None
     _temporary(conn, "changed_agents", "(agent_id TEXT PRIMARY KEY)")
     merge_night(conn, snapshot_date, changed_agents="changed_agents" if scopes_known else None)
-    views_not_landed = _views_not_landed(conn, landed_views)
+    views_not_landed = _views_not_landed(conn, snapshot_date, landed_views)
     uncounted = _uncounted(conn, snapshot_date, views_not_landed)
     recounted(conn, snapshot_date, views_not_landed)
     _temporary(conn, "uncounted_services", "(service_id TEXT PRIMARY KEY)")
@@ -132,16 +132,18 @@ def _uncounted(conn: Connection, snapshot_date: date, views_not_landed: dict[str
     return uncounted
 
 
-def _views_not_landed(conn: Connection, landed_views: set[str] | None) -> dict[str, str]:
-    """The services whose view has no extract in the date's landing, each with the reason."""
-    missing: dict[str, str] = {}
-    if landed_views is not None:
-        for sid, view in conn.execute(
-            text("SELECT service_id, vsa_view_id FROM services WHERE vsa_view_id IS NOT NULL")
-        ):
-            if view not in landed_views:
-                missing[sid] = f"view {view} of service {sid} was not extracted for this date"
-    return missing
+def counted_views(conn: Connection, snapshot_date: date) -> list[tuple[str, str]]:
+    """(service, view) of each service counted on the date that counts a view."""
+    return [tuple(row) for row in conn.execute(load_sql("sync/counted_views.sql"), {"snapshot_date": snapshot_date})]
+
+
+def _views_not_landed(conn: Connection, snapshot_date: date, landed_views: set[str] | None) -> dict[str, str]:
+    """The services counted on the date whose view has no extract in its landing, each with the
+    reason (a service not active that night needs none: nothing to warn about)."""
+    if landed_views is None:
+        return {}
+    return {sid: f"view {view} of service {sid} was not extracted for this date"
+            for sid, view in counted_views(conn, snapshot_date) if view not in landed_views}
 
 
 def clear_counts(conn: Connection, snapshot_date: date) -> None:
