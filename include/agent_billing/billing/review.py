@@ -49,14 +49,16 @@ def nights_left_out(conn: Connection, contract: Contract, as_of: date) -> dict[d
     return store.nights_not_counted(conn, contract.start_date - timedelta(days=1), as_of)
 
 
-def left_out_in_words(nights: dict[date, str], *, posted: bool = False) -> str:
-    """``nights_left_out`` as a clause: each status with what a person does about it."""
+def left_out_in_words(nights: dict[date, str], *, posted: bool = False, decided: str | None = None) -> str:
+    """``nights_left_out`` as a clause: each status with what a person does about it, then where
+    what they change goes (``decided``: said of it, e.g. for a run of many contracts)."""
     held = [d for d, status in nights.items() if status == "quarantined"]
     failed = [d for d, status in nights.items() if status == "failed"]
     parts = ([f"quarantined {date_runs(held)} (release or discard: agent-billing snapshots release|discard "
               f"{held[0]})"] if held else []) + (
              [f"failed {date_runs(failed)} (re-run: agent-billing sync --date {failed[0]})"] if failed else [])
-    then = "once decided, what they change goes on a later invoice" if posted else (
+    then = f"once decided, what they change {decided}" if decided else (
+        "once decided, what they change goes on a later invoice" if posted else
         "decided before the invoice is posted, what they change is on it; after, on a later one")
     return f"the nights {'; '.join(parts)}; {then}"
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from functools import partial
 
@@ -105,6 +105,9 @@ class BillingSummary:
     contracts: tuple[ContractResult, ...]
     failed: tuple[FailedContract, ...] = ()
     dry_run: bool = False
+    #: the nights through ``as_of`` (since the earliest contract's start) that no billing run
+    #: reads, quarantined or failed: (night, status); what they change comes once decided
+    nights_left_out: tuple[tuple[date, str], ...] = ()
 
     @property
     def invoices_posted(self) -> int:
@@ -161,6 +164,8 @@ def run_billing(
         check_horizon(conn, as_of, today)
         known = store.contract_ids(conn)
         stale = settled.read_stale(conn)
+        first = store.first_contract_start(conn)
+        left_out = store.nights_not_counted(conn, first - timedelta(days=1), as_of) if first else {}
     if contract_ids is not None:
         unknown = sorted(set(contract_ids) - set(known))
         if unknown:
@@ -190,7 +195,10 @@ def run_billing(
                     _alert_failure(engine, as_of, failure)
             if n % step == 0 or n == len(known):
                 log.info("billed %d/%d contracts", n, len(known))
-    summary = BillingSummary(as_of, tuple(results), tuple(failed), dry_run)
+    summary = BillingSummary(as_of, tuple(results), tuple(failed), dry_run, tuple(left_out.items()))
+    if left_out:
+        log.warning("billing as of %s leaves out nights no run reads until a person decides them: %s",
+                    as_of, ", ".join(f"{d} {status}" for d, status in left_out.items()))
     if summary.invoices_posted and not dry_run and engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(store.statement("analyze_ledger"))

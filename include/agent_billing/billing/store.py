@@ -80,6 +80,10 @@ def contract_ids(conn: Connection) -> list[str]:
     return list(conn.execute(query("contract_ids")).scalars().all())
 
 
+def first_contract_start(conn: Connection) -> date | None:
+    return conn.execute(query("first_contract_start")).scalar()
+
+
 def nights_to_recount(conn: Connection, contract_id: str, as_of: date) -> dict[str, list[date]]:
     """The contract's services with nights up to ``as_of`` that ``contracts apply`` asked to
     recount and no count has taken since (``nights_to_recount``), each with its nights."""

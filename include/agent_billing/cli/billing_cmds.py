@@ -150,6 +150,11 @@ def print_billing_summary(summary) -> None:
             f"{summary.invoices_posted} invoice(s) with {summary.lines_posted} line(s) posted, "
             f"{summary.pending_words()}"
         )
+    if summary.nights_left_out:
+        from agent_billing.billing.review import left_out_in_words
+
+        nights = left_out_in_words(dict(summary.nights_left_out), decided="goes on the next invoice of each contract")
+        print(f"not counted in this run, {nights}")
 
 
 def _review(args: argparse.Namespace) -> int:
