@@ -288,6 +288,24 @@ def test_review_does_not_promise_an_invoice_that_nights_to_recount_hold(books, a
     assert sorted(books.invoices()) == ["INV-C-2024-03"]
 
 
+def test_review_names_the_nights_that_hold_a_contract_without_pending_lines(books, agent_billing_cli):
+    """A service added with a back-dated start left a synced night uncounted; no run gives the
+    contract a line yet (the service has no count), so `review --contract` said only "no pending
+    lines" while its next invoice is held until the night is re-run (an operator's review)."""
+    books.contract("C", [books.rmm("S", "12.00", "2024-03-01"), books.rmm("T", "5.00", "2024-03-01")],
+                   start="2024-03-01")
+    books.count("S", "2024-03-01", 10)
+    books.bill("2024-03-01")
+    books.concluded("2024-03-05")
+    books.concluded("2024-03-10")
+    books._exec("INSERT INTO nights_to_recount (service_id, snapshot_date) VALUES ('T', :d)", d=books.d("2024-03-05"))
+    for review in (("review",), ("review", "--contract", "C")):
+        note = agent_billing_cli(*review).stdout
+        assert note.splitlines()[-1] == (
+            "contract C cannot be posted until these nights are re-run, or accepted where no re-run can count "
+            "them: service T on 2024-03-05 (docs/runbook.md, 'Fix a wrong contract')"), note
+
+
 def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, agent_billing_cli):
     """The night of 4 April failed (VSA down) and that of the 6th is quarantined; the nights after
     them ran. April's review invoice is due: what those nights change is not in its lines, and

@@ -117,16 +117,19 @@ def unbilled(engine: Engine, pending: list[dict], contract_id: str | None = None
     if horizon is None:  # no night concluded: no run can bill anything yet
         return []
     lines = []
-    for cid in sorted(set(ids) - set(_pending_runs(pending))):
-        try:
-            computed, _ = _computed_again(engine, cid, horizon)
-        except Exception as exc:  # noqa: BLE001 - one contract's trouble never hides the others'
-            lines.append(_not_checked(cid, horizon, "a billing run gives it lines", exc, "shows"))
-            continue
-        if computed:
-            lines.append(f"contract {cid}: no pending lines, but a billing run as of {horizon} gives it "
-                         f"{len(computed)} line(s) (a contracts change, a night or an invoice date since its last "
-                         f"run): {_what_a_run_does(engine, cid, horizon)}")
+    with engine.connect() as conn:
+        for cid in sorted(set(ids) - set(_pending_runs(pending))):
+            try:
+                computed, _ = _computed_again(engine, cid, horizon)
+            except Exception as exc:  # noqa: BLE001 - one contract's trouble never hides the others'
+                lines.append(_not_checked(cid, horizon, "a billing run gives it lines", exc, "shows"))
+                continue
+            if computed:
+                lines.append(f"contract {cid}: no pending lines, but a billing run as of {horizon} gives it "
+                             f"{len(computed)} line(s) (a contracts change, a night or an invoice date since its "
+                             f"last run): {_what_a_run_does(engine, cid, horizon)}")
+            elif waiting := store.nights_to_recount(conn, cid, horizon):  # no lines yet, its invoice held
+                lines.append(held_in_words(cid, waiting))
     return lines
 
 
