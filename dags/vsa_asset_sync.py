@@ -49,6 +49,7 @@ from data_team_alerts import (
     alert_data_team,
     mail_data_team_now,
     redacted,
+    send_follow_up,
     sync_deadline_alert,
     warehouse_unavailable,
 )
@@ -154,13 +155,15 @@ def record_failure(context) -> None:
         try:
             engine = WarehouseHook().get_conn(check_schema=False)
             try:
-                record(engine, settings, d, ti.task_id, message, run=ti.run_id,
-                       backstop=bool(context.get("backstop")))
+                queued = record(engine, settings, d, ti.task_id, message, run=ti.run_id,
+                                backstop=bool(context.get("backstop")))
             finally:
                 engine.dispose()
         except warehouse_unavailable() as exc:  # the alert goes out all the same
             mail_data_team_now(exc, *sync_failure_alert(d, ti.task_id, message, STATUS_NOT_RECORDED, ti.run_id,
                                                         settings))
+        else:
+            send_follow_up(queued)
 
 
 @dag(

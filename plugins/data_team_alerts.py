@@ -29,9 +29,10 @@ DEFAULT_SYNC_DEADLINE = "06:00"
 RUNBOOK = "See docs/runbook.md, 'Run states and alerts'."
 
 
-def queue_data_team_alert(message_id: str, subject: str, body: str, *, backstop: bool = False) -> bool:
-    """Queue one mail to the data team; False when no recipient is configured, the message was
-    already queued or sent, or it was mailed at once instead.
+def queue_data_team_alert(message_id: str, subject: str, body: str, *, backstop: bool = False) -> str | None:
+    """Queue one mail to the data team; returns the id queued (``notify.queue_failure_alert``),
+    None when no recipient is configured, the message was already queued or sent, or it was
+    mailed at once instead.
 
     When the warehouse cannot take it (unreachable, its connection undefined, no outbox table:
     often the very failure being reported), the alert is mailed at once through
@@ -43,7 +44,7 @@ def queue_data_team_alert(message_id: str, subject: str, body: str, *, backstop:
     recipients = mail_settings().data_team  # also when another setting is invalid: that may be the failure
     if not recipients:
         log.warning("AGENT_BILLING_DATA_TEAM_EMAILS is empty: alert %r not queued", message_id)
-        return False
+        return None
     try:
         engine = WarehouseHook().get_conn(check_schema=False)  # alerts about the schema too
         try:
@@ -53,7 +54,22 @@ def queue_data_team_alert(message_id: str, subject: str, body: str, *, backstop:
             engine.dispose()
     except warehouse_unavailable() as exc:  # a backstop too: it cannot tell whether the task mailed
         mail_data_team_now(exc, message_id, subject, body)
-        return False
+        return None
+
+
+def send_follow_up(queued: str | None) -> None:
+    """Send a follow-up alert at once (``notify.is_follow_up``): it was queued after the run's
+    notify and watcher delivered, and would otherwise wait for the next run's."""
+    from agent_billing.sync.notify import is_follow_up
+
+    if not is_follow_up(queued):
+        return
+    from outbox_delivery import deliver_pending_mail
+
+    try:
+        deliver_pending_mail()
+    except Exception:  # noqa: BLE001 - it stays in the outbox for the next delivery
+        log.warning("follow-up alert %r not sent now; the next delivery sends it", queued, exc_info=True)
 
 
 def warehouse_unavailable() -> tuple[type[BaseException], ...]:
@@ -115,12 +131,12 @@ def alert_data_team(context: Any) -> None:
         + (f"Params: {params}\n" if params else "")
         + f"\nThe run is marked failed. {RUNBOOK}\n"
     )
-    queue_data_team_alert(
+    send_follow_up(queue_data_team_alert(
         f"task-failure:{dag_id}:{run_id}:{task_id}",
         f"[agent-billing] {dag_id} failed at {task_id}",
         body,
         backstop=bool(context.get("backstop")),
-    )
+    ))
 
 
 def created_after_deadline(run: dict, due_after_seconds: int | None) -> bool:

@@ -318,34 +318,42 @@ def test_the_watcher_s_backstop_records_a_killed_step_once_and_never_over_its_ow
     assert state() == (("failed", "load failed: out of disk"), [(LOAD_ALERT, False)])
 
 
-@pytest.mark.parametrize("dag_id", ["vsa_asset_sync", "agent_billing"])
-def test_a_task_s_own_alert_after_the_backstop_s_was_sent_follows_it_with_the_error(
-        dagbag, warehouse, monkeypatch, dag_id):
+class FailedBill(FailedTask):
+    dag_id, run_id, task_id = "agent_billing", "asset_triggered__2026-11-03T02:10:00+00:00", "bill"
+
+
+@pytest.mark.parametrize(("dag_id", "ti"), [("vsa_asset_sync", FailedStep()), ("agent_billing", FailedBill())])
+def test_a_task_s_own_alert_after_the_backstop_s_was_sent_follows_it_at_once_with_the_error(
+        dagbag, warehouse, smtp_inbox, monkeypatch, dag_id, ti):
     """A slow failure callback (a slow warehouse) can still be running when the watcher finds
-    the task failed and its backstop alert goes out, saying the task was killed: the task's own
-    alert then follows with the error, once, instead of being dropped because its id was sent."""
-    from agent_billing.sync.notify import KILLED
+    the task failed and mails its backstop alert, saying the task was killed: the task's own
+    alert then follows with the error, once, and is sent at once (the run's deliveries are
+    over), instead of being dropped because its id was sent."""
+    from agent_billing.sync.notify import FOLLOW_UP, KILLED
 
     monkeypatch.setenv("AGENT_BILLING_DATA_TEAM_EMAILS", DATA_TEAM)
-    task_id, ti = ("load", FailedStep()) if dag_id == "vsa_asset_sync" else ("bill", FailedTask())
-    [callback] = as_list(dagbag.get_dag(dag_id).get_task(task_id).on_failure_callback)
+    [callback] = as_list(dagbag.get_dag(dag_id).get_task(ti.task_id).on_failure_callback)
 
-    def mail() -> list[tuple]:
+    def outbox() -> list[tuple]:
         with warehouse.connect() as conn:
-            return [(m, subject, "killed before" in body, "out of disk" in body) for m, subject, body in conn.execute(
-                text("SELECT message_id, subject, body FROM notification_outbox ORDER BY created_at, message_id"))]
+            return [(m, subject, KILLED in body, "out of disk" in body, sent is not None)
+                    for m, subject, body, sent in conn.execute(text(
+                        "SELECT message_id, subject, body, sent_at FROM notification_outbox "
+                        "ORDER BY created_at, message_id"))]
 
     callback({"ti": ti, "exception": KILLED, "backstop": True})
-    [(backstop, subject, killed, with_error)] = mail()
-    assert killed and not with_error
-    with warehouse.begin() as conn:  # the run's notify delivered it
-        conn.execute(text("UPDATE notification_outbox SET sent_at = CURRENT_TIMESTAMP"))
-    for _ in range(2):  # the task's own callback, late (and a retry of it): one follow-up
+    [(backstop, subject, killed, with_error, sent)] = outbox()
+    assert killed and not with_error and not sent and ti.run_id in backstop and ti.task_id in backstop
+    from outbox_delivery import deliver_pending_mail
+
+    deliver_pending_mail()  # the watcher delivers it
+    for _ in range(2):  # the task's own callback, late (and again: the run cleared, failing again)
         callback({"ti": ti, "exception": RuntimeError("out of disk")})
-    assert mail() == [(backstop, subject, True, False), (f"{backstop}:error", f"{subject}: its error", True, True)]
-    [(follow_up,)] = warehouse.connect().execute(
-        text("SELECT body FROM notification_outbox WHERE message_id = :id"), {"id": f"{backstop}:error"}).all()
-    assert follow_up.startswith("This follows an alert that said the task was killed")
+    assert outbox() == [(backstop, subject, True, False, True),
+                        (f"{backstop}:error", f"{subject}: its error", False, True, True)]
+    mails = [message_from_bytes(m.content, policy=policy.default) for m in smtp_inbox.messages]
+    assert [str(m["Subject"]) for m in mails] == [subject, f"{subject}: its error"]
+    assert mails[1].get_content().startswith(FOLLOW_UP)
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

@@ -32,6 +32,7 @@ RELEASED = {  # file: the first 16 hex digits of its SHA-256 as released
     "0020_pending_lines_dated_per_contract.py": "db9e2314f97ffa8d",
     "0021_nights_to_recount.py": "3cd0185ec75ccd9f",
     "0022_contract_edits.py": "f07f8adf5923d5e3",
+    "0023_posted_evidence_kept.py": "29edf2a6479f22b5",
 }
 
 

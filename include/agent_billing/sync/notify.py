@@ -42,9 +42,9 @@ class DeliveryFailed(UserError):
 
     @property
     def transient(self) -> bool:
-        """A task retries a delivery only when every problem is one the SMTP server may not have
-        later. A refused recipient is refused again: a retry would find nothing to send and
-        end the task green, with nobody told (only the first try's log would say it)."""
+        """Whether a task retries the delivery: yes for messages not sent (the server may take
+        them later), not for a refused recipient. The message was sent to the others, so a
+        retry would find nothing to send and end the task green, with nobody told."""
         return not self.refused
 
 
@@ -68,30 +68,39 @@ KILLED_UNCHECKED = (
 
 #: How a task's own alert begins when the watcher's backstop alert went out before it.
 FOLLOW_UP = (
-    "This follows an alert that said the task was killed before it could report an error: its "
-    "own failure callback ran after that alert was sent, and this is the error it reported."
+    "This follows an alert that said the task was killed before it could report an error: the "
+    "task has reported this error since (its failure callback ran after that alert was sent, or "
+    "the task was cleared and failed again)."
 )
+FOLLOW_UP_SUFFIX = ":error"
 
 
 def queue_failure_alert(conn: Connection, message_id: str, recipients: list[str], subject: str, body: str,
-                        *, backstop: bool = False) -> bool:
-    """Queue an alert to the data team, once per ``message_id``; returns whether one was queued.
+                        *, backstop: bool = False) -> str | None:
+    """Queue an alert to the data team, once per ``message_id``; returns the id of the message
+    queued (``message_id``, or its follow-up's: ``is_follow_up``), None when none was.
 
     ``backstop``: the run's watcher's (the task ended failed without an alert of its own, so
     its text is ``KILLED``); it never replaces the task's own. The task's own alert replaces an
     unsent backstop, and follows one already sent or being sent, once, with its error: a slow
     failure callback (a slow warehouse) can still be running when the watcher finds the task
-    failed and mails."""
+    failed and mails. The run's deliveries are then over: the caller sends a follow-up at once."""
     if queue_message(conn, message_id, "failure", recipients, subject, body, refresh=not backstop):
-        return True
+        return message_id
     told = conn.execute(
         text(f"SELECT body FROM notification_outbox WHERE message_id = :id AND {TOLD}"),
         {"id": message_id, "stale": datetime.now(UTC) - CLAIM_LEASE},
     ).scalar()
     if backstop or told is None or KILLED not in told:
-        return False
-    return queue_message(conn, f"{message_id}:error", "failure", recipients, f"{subject}: its error",
-                         f"{FOLLOW_UP}\n\n{body}")
+        return None
+    follow_up = message_id + FOLLOW_UP_SUFFIX
+    new = queue_message(conn, follow_up, "failure", recipients, f"{subject}: its error", f"{FOLLOW_UP}\n\n{body}")
+    return follow_up if new else None
+
+
+def is_follow_up(message_id: str | None) -> bool:
+    """Whether ``queue_failure_alert`` queued a follow-up (which nothing else will send soon)."""
+    return bool(message_id) and message_id.endswith(FOLLOW_UP_SUFFIX)
 
 
 def queue_message(

@@ -200,9 +200,18 @@ def _iso(nights: list[date]) -> list[str]:
 
 
 def active_view_ids(engine: Engine, snapshot_date: date) -> list[str]:
-    """The views the night extracts: those of the services it counts."""
+    """The views the night extracts: those of the services active on the date by their own
+    dates, whatever their contract's (more than the count needs: a contract's dates corrected
+    later leave nights to recount, and a re-run reads this landing again)."""
     with engine.connect() as conn:
-        return sorted({view for _, view in changes.counted_views(conn, snapshot_date)})
+        rows = conn.execute(
+            text(
+                "SELECT DISTINCT vsa_view_id FROM services WHERE units_source = 'rmm_agent_count' "
+                "AND vsa_view_id IS NOT NULL AND start_date <= :d AND (end_date IS NULL OR end_date >= :d)"
+            ),
+            {"d": snapshot_date},
+        )
+        return sorted(r[0] for r in rows)
 
 
 def load_step(engine: Engine, settings: Settings, snapshot_date: date) -> StepResult:
@@ -449,7 +458,7 @@ SNAPSHOT_ACTIONS: dict[str, Callable[[Engine, Settings, date], StepResult]] = {
 
 
 def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, step: str, error: str,
-                   *, run: str, backstop: bool = False) -> None:
+                   *, run: str, backstop: bool = False) -> str | None:
     """A step failed for good (retries spent): ``sync_runs`` says so and the data team gets one
     alert per date, step and ``run`` (the Airflow run id; a command line run names itself): a
     later run that fails again is news, the same run cleared and failing again is not. A date
@@ -459,25 +468,28 @@ def record_failure(engine: Engine, settings: MailSettings, snapshot_date: date, 
     ``backstop``: the run's watcher found the step failed and calls this in case the task was
     killed before its own callback ran; it records nothing when this run's own record is there
     (its real error stands) or, for the validate step, the quality gate's (recorded, with its
-    own alert, by the step itself)."""
+    own alert, by the step itself). Returns the id of the alert queued, if any
+    (``notify.queue_failure_alert``)."""
     from agent_billing.quality.snapshot_gate import GATE_FAILED_PREFIX
 
     with engine.begin() as conn:
         if backstop:
             told = (get_run(conn, snapshot_date) or {}).get("message") or ""
             if step == "validate" and told.startswith(GATE_FAILED_PREFIX):
-                return
+                return None
             # this step's failure is told: by this run's own callback, unless the alert of this
             # run is missing (an earlier run's record: this run's kill is news)
             own = failure_alert_id(snapshot_date, step, run)
             if told.startswith(f"{step} failed: ") and (not settings.data_team or _queued(conn, own)):
-                return
+                return None
         status = _record_failed(conn, snapshot_date, f"{step} failed: {error}")
+        queued = None
         if settings.data_team:
             message_id, subject, body = sync_failure_alert(snapshot_date, step, error, status, run, settings)
-            queue_failure_alert(conn, message_id, settings.data_team, subject, body, backstop=backstop)
+            queued = queue_failure_alert(conn, message_id, settings.data_team, subject, body, backstop=backstop)
     log.info("recorded in sync_runs: the sync of %s failed at %s (%s); once the cause is fixed, clear the "
              "failed task or run `agent-billing sync --date %s`", snapshot_date, step, status, snapshot_date)
+    return queued
 
 
 #: The run id of a command-line sync starts so (an Airflow run id never does).

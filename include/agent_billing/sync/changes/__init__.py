@@ -6,13 +6,7 @@
   ``unit_changes`` (nightly, Get Units Now, manual).
 """
 
-from agent_billing.sync.changes.counting import (
-    CountResult,
-    clear_counts,
-    count_units,
-    counted_views,
-    recounted,
-)
+from agent_billing.sync.changes.counting import CountResult, clear_counts, count_units, recounted
 from agent_billing.sync.changes.history import (
     MANUAL,
     NIGHTLY,
@@ -40,7 +34,7 @@ from agent_billing.sync.changes.store import (
 
 __all__ = [
     "MANUAL", "NIGHTLY", "READING", "UNIT_HISTORY_LOCK", "Change", "CountResult", "Observation",
-    "Position", "Rederived", "change_id", "clear_counts", "count_units", "counted_views", "day_change", "day_start", "insert_changes",
+    "Position", "Rederived", "change_id", "clear_counts", "count_units", "day_change", "day_start", "insert_changes",
     "lock_unit_history", "nightly_position", "recounted", "record_manual_change", "record_reading",
     "refresh_service_units", "rederive_around", "rederive_from", "share_unit_history",
 ]

@@ -29,9 +29,6 @@ price matches old and new rows alike.
 
 Triggers refuse ``UPDATE`` and ``DELETE`` on both tables, as 0018 does for posted invoices.
 ``TRUNCATE`` and ``DROP`` are not row changes and are not refused.
-
-Index ``ix_invoice_lines_adjusts`` (``adjusts_line_id``, where set): the corrections of a line,
-which the fill of ``invoice_line_agents`` and finance's queries ask of every line.
 """
 
 from decimal import Decimal
@@ -60,12 +57,6 @@ def upgrade() -> None:
         sa.CheckConstraint("event IN ('added', 'removed', 'moved_in', 'moved_out')",
                            name="ck_invoice_line_agents_event"),
     )
-    # The corrections of a line: the fill below asks it of every prorated line, and finance's
-    # queries of every line they explain (data dictionary 5.3). Without it SQLite scans every
-    # posted line per prorated line (about 14 s per 1,000 of them at 310,000 posted lines).
-    op.create_index("ix_invoice_lines_adjusts", "invoice_lines", ["adjusts_line_id"],
-                    postgresql_where=sa.text("adjusts_line_id IS NOT NULL"),
-                    sqlite_where=sa.text("adjusts_line_id IS NOT NULL"))
     op.execute(
         """
         INSERT INTO invoice_line_agents (line_id, agent_id, agent_name, event)
@@ -129,4 +120,3 @@ def downgrade() -> None:
             for event in ("update", "delete"):
                 op.execute(f"DROP TRIGGER {table}_kept_{event}")
     op.drop_table("invoice_line_agents")
-    op.drop_index("ix_invoice_lines_adjusts", table_name="invoice_lines")
