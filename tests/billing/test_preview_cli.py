@@ -304,6 +304,14 @@ def test_review_names_the_nights_that_hold_a_contract_without_pending_lines(book
         assert note.splitlines()[-1] == (
             "contract C cannot be posted until these nights are re-run, or accepted where no re-run can count "
             "them: service T on 2024-03-05 (docs/runbook.md, 'Fix a wrong contract')"), note
+    books.count("S", "2024-03-07", 12)  # now a run gives it a line, which waits for April's invoice: held too
+    books.change("S", "2024-03-07", 10, 12)
+    note = agent_billing_cli("review", "--contract", "C").stdout.splitlines()[-1]
+    assert note.startswith("contract C: no pending lines, but a billing run as of 2024-03-10 gives it 1 line(s)"), note
+    assert note.endswith(
+        "they wait for its next invoice date (`agent-billing invoices preview --contract C` shows them); that invoice "
+        "cannot be posted until these nights are re-run, or accepted where no re-run can count them: service T on "
+        "2024-03-05 (docs/runbook.md, 'Fix a wrong contract')"), note
 
 
 def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, agent_billing_cli):

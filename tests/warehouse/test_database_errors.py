@@ -40,39 +40,60 @@ def test_a_database_held_by_another_writer_is_passing_trouble(warehouse):
 
 
 
-def test_a_warehouse_that_never_answers_fails_the_connection_instead_of_holding_it(monkeypatch):
-    """A host that takes the TCP connection and says nothing (a dropped route, a hung server):
-    libpq would wait for ever, or for the system's TCP timeout; the engine gives up after
-    ``CONNECT_TIMEOUT_S`` as passing trouble, or after the URL's own ``connect_timeout``."""
+
+def connect_to_a_mute_server(connect, query: str = "") -> BaseException:
+    """What ``connect(url)`` raises against a server that takes the TCP connection and never
+    says a word (a dropped route, a hung server); the test fails if it still waits after 60 s."""
     import socket
     import threading
 
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen()  # the kernel completes the handshake; nobody ever reads or answers
+        url = f"postgresql://billing@127.0.0.1:{mute.getsockname()[1]}/billing{query}"
+        outcome: list[BaseException | None] = []
+
+        def attempt() -> None:
+            try:
+                connect(url)
+                outcome.append(None)
+            except Exception as exc:  # noqa: BLE001 - the test inspects it
+                outcome.append(exc)
+
+        worker = threading.Thread(target=attempt, daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+    assert outcome, "still waiting after 60 s on a server that never answers"
+    assert outcome[0] is not None
+    return outcome[0]
+
+
+def test_a_warehouse_that_never_answers_fails_the_connection_instead_of_holding_it(monkeypatch):
+    """libpq alone waits for ever, or for the system's TCP timeout; the engine gives up after
+    ``CONNECT_TIMEOUT_S`` as passing trouble, or after the URL's own ``connect_timeout``."""
     from agent_billing.warehouse import engine as warehouse_engine
 
-    def connect_to_a_mute_server(query: str = "") -> BaseException:
-        with socket.socket() as mute:
-            mute.bind(("127.0.0.1", 0))
-            mute.listen()  # the kernel completes the handshake; nobody ever reads or answers
-            url = f"postgresql://billing@127.0.0.1:{mute.getsockname()[1]}/billing{query}"
-            outcome: list[BaseException | None] = []
-
-            def connect() -> None:
-                try:
-                    warehouse_engine.connect_warehouse(url).connect().close()
-                    outcome.append(None)
-                except Exception as exc:  # noqa: BLE001 - the test inspects it
-                    outcome.append(exc)
-
-            worker = threading.Thread(target=connect, daemon=True)
-            worker.start()
-            worker.join(timeout=60)
-        assert outcome, "still waiting after 60 s on a server that never answers"
-        assert outcome[0] is not None
-        return outcome[0]
+    def connect(url: str) -> None:
+        warehouse_engine.connect_warehouse(url).connect().close()
 
     monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
     monkeypatch.setattr(warehouse_engine, "CONNECT_TIMEOUT_S", 2)
-    failed = connect_to_a_mute_server()
+    failed = connect_to_a_mute_server(connect)
     assert transient_database_error(failed) and "timeout" in str(failed).lower()
     monkeypatch.setattr(warehouse_engine, "CONNECT_TIMEOUT_S", 600)  # longer than the wait above
-    assert "timeout" in str(connect_to_a_mute_server("?connect_timeout=2")).lower()  # the URL's own wins
+    assert "timeout" in str(connect_to_a_mute_server(connect, "?connect_timeout=2")).lower()  # the URL's own wins
+
+
+def test_the_quality_gate_s_own_connections_give_up_on_a_mute_warehouse_too(monkeypatch):
+    """Great Expectations opens its own connections from the warehouse's URL: they carry the
+    same limit (the gate's step would otherwise hang where every other step fails)."""
+    from sqlalchemy import create_engine
+
+    from agent_billing.quality.gx_context import quiet_context, warehouse_source
+    from agent_billing.warehouse import engine as warehouse_engine
+
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.setattr(warehouse_engine, "CONNECT_TIMEOUT_S", 2)
+    failed = connect_to_a_mute_server(
+        lambda url: warehouse_source(quiet_context(), "w", create_engine(url.replace("postgresql:", "postgresql+psycopg:"))))
+    assert "timeout" in str(failed).lower()

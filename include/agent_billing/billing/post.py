@@ -101,8 +101,13 @@ def refuse_nights_to_recount(conn: Connection, contract: Contract, month: date, 
 
 def held_in_words(contract_id: str, waiting: dict[str, list[date]]) -> str:
     """What ``review`` and ``preview`` say of a contract held by ``store.nights_to_recount``."""
-    return (f"contract {contract_id} cannot be posted until these nights are re-run, or accepted where no re-run "
-            f"can count them: {nights_in_words(waiting)} (docs/runbook.md, 'Fix a wrong contract')")
+    return f"contract {contract_id} {held_until(waiting)}"
+
+
+def held_until(waiting: dict[str, list[date]]) -> str:
+    """``cannot be posted until …``: what holds an invoice (``store.nights_to_recount``)."""
+    return (f"cannot be posted until these nights are re-run, or accepted where no re-run can count them: "
+            f"{nights_in_words(waiting)} (docs/runbook.md, 'Fix a wrong contract')")
 
 
 def nights_in_words(waiting: dict[str, list[date]]) -> str:

@@ -14,7 +14,12 @@ from agent_billing.billing.calendar import billing_month, month_label
 from agent_billing.billing.horizon import billing_horizon, check_horizon
 from agent_billing.billing.model import Contract, Line
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import close_month, held_in_words, invoice_id, nights_in_words
+from agent_billing.billing.post import (
+    close_month,
+    held_in_words,
+    held_until,
+    invoice_id,
+)
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_contract, plan_lines, result
 from agent_billing.errors import UserError
@@ -114,39 +119,40 @@ def unbilled(engine: Engine, pending: list[dict], contract_id: str | None = None
     with engine.connect() as conn:
         horizon = billing_horizon(conn)
         ids = [contract_id] if contract_id is not None else store.contract_ids(conn)
+        held = store.held_contracts(conn, horizon, contract_id) if horizon is not None else {}
     if horizon is None:  # no night concluded: no run can bill anything yet
         return []
     lines = []
-    with engine.connect() as conn:
-        for cid in sorted(set(ids) - set(_pending_runs(pending))):
-            try:
-                computed, _ = _computed_again(engine, cid, horizon)
-            except Exception as exc:  # noqa: BLE001 - one contract's trouble never hides the others'
-                lines.append(_not_checked(cid, horizon, "a billing run gives it lines", exc, "shows"))
-                continue
-            if computed:
-                lines.append(f"contract {cid}: no pending lines, but a billing run as of {horizon} gives it "
-                             f"{len(computed)} line(s) (a contracts change, a night or an invoice date since its "
-                             f"last run): {_what_a_run_does(engine, cid, horizon)}")
-            elif waiting := store.nights_to_recount(conn, cid, horizon):  # no lines yet, its invoice held
-                lines.append(held_in_words(cid, waiting))
+    for cid in sorted(set(ids) - set(_pending_runs(pending))):
+        try:
+            computed, _ = _computed_again(engine, cid, horizon)
+        except Exception as exc:  # noqa: BLE001 - one contract's trouble never hides the others'
+            lines.append(_not_checked(cid, horizon, "a billing run gives it lines", exc, "shows"))
+            continue
+        if computed:
+            lines.append(f"contract {cid}: no pending lines, but a billing run as of {horizon} gives it "
+                         f"{len(computed)} line(s) (a contracts change, a night or an invoice date since its "
+                         f"last run): {_what_a_run_does(engine, cid, horizon, held.get(cid, {}))}")
+        elif cid in held:  # no line yet (its added service has no count), its invoice held all the same
+            lines.append(held_in_words(cid, held[cid]))
     return lines
 
 
-def _what_a_run_does(engine: Engine, contract_id: str, horizon: date) -> str:
+def _what_a_run_does(engine: Engine, contract_id: str, horizon: date,
+                     waiting: dict[str, list[date]] | None = None) -> str:
     """What the billing run as of the horizon does with a contract's lines: an automatic
     contract's due invoice is posted by it, final; a review contract's due invoice waits for
-    `post`; other lines wait for the next invoice date."""
+    `post`; other lines wait for the next invoice date, which nights to recount (``waiting``,
+    read when None) hold."""
     with engine.connect() as conn:
         contract = store.find_contract(conn, contract_id)
         due = _due_invoice(contract, store.load_state(conn, contract_id).last_invoice_month, horizon)
-        waiting = store.nights_to_recount(conn, contract_id, horizon) if due else {}
+        if waiting is None:
+            waiting = store.nights_to_recount(conn, contract_id, horizon)
     run = refresh_command(contract_id, horizon)
     preview = f"`agent-billing invoices preview --contract {contract_id}` shows them"
     if due and waiting:  # the invoice is refused until then (post.refuse_nights_to_recount)
-        recount = (f"its invoice of {month_label(due[0])} cannot be posted until these nights are re-run, or "
-                   "accepted where no re-run can count them: "
-                   f"{nights_in_words(waiting)} (docs/runbook.md, 'Fix a wrong contract')")
+        recount = f"its invoice of {month_label(due[0])} {held_until(waiting)}"
         if contract.posting == "automatic":
             return f"{recount}; then {run} posts them, final ({preview} first)"
         return f"{run} computes them for review; {recount}"
@@ -154,7 +160,8 @@ def _what_a_run_does(engine: Engine, contract_id: str, horizon: date) -> str:
         return f"{run} posts them as its invoice of {month_label(due[0])}, final ({preview} first)"
     if due:
         return f"{run} computes them for review, then post them as its invoice of {month_label(due[0])}"
-    return f"{run} computes them; they wait for its next invoice date ({preview})"
+    held = f"; that invoice {held_until(waiting)}" if waiting else ""
+    return f"{run} computes them; they wait for its next invoice date ({preview}){held}"
 
 
 def _computed_again(engine: Engine, contract_id: str, day: date) -> tuple[list[Line], list[Line]]:

@@ -87,10 +87,15 @@ def first_contract_start(conn: Connection) -> date | None:
 def nights_to_recount(conn: Connection, contract_id: str, as_of: date) -> dict[str, list[date]]:
     """The contract's services with nights up to ``as_of`` that ``contracts apply`` asked to
     recount and no count has taken since (``nights_to_recount``), each with its nights."""
-    nights: dict[str, list[date]] = defaultdict(list)
+    return held_contracts(conn, as_of, contract_id).get(contract_id, {})
+
+
+def held_contracts(conn: Connection, as_of: date, contract_id: str | None = None) -> dict[str, dict[str, list[date]]]:
+    """``nights_to_recount`` of every contract (or ``contract_id``) that has some, in one query."""
+    nights: dict[str, dict[str, list[date]]] = defaultdict(lambda: defaultdict(list))
     for row in conn.execute(query("nights_to_recount"), {"contract_id": contract_id, "as_of": as_of}):
-        nights[row.service_id].append(row.snapshot_date)
-    return dict(nights)
+        nights[row.contract_id][row.service_id].append(row.snapshot_date)
+    return {cid: dict(services) for cid, services in nights.items()}
 
 
 def find_contract(conn: Connection, contract_id: str) -> Contract | None:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from agent_billing.warehouse.bulk import bulk_connect_options
+from agent_billing.warehouse.engine import default_connect_args
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)  # also while GX imports
@@ -54,6 +55,7 @@ def warehouse_source(context: Any, name: str, engine: Engine) -> Any:
     url = engine.url
     connect_args: dict[str, Any] = {}
     if url.get_backend_name() == "postgresql":
+        connect_args.update(default_connect_args(url))
         connect_args["options"] = bulk_connect_options()  # the gate reads the whole night
     if url.password:
         connect_args["password"] = url.password

@@ -114,14 +114,23 @@ def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
         )
     if backend == "sqlite":
         _require_sqlite_directory(parsed, source)
-    elif "connect_timeout" not in parsed.query and not os.environ.get("PGCONNECT_TIMEOUT"):
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, **kwargs.get("connect_args", {})}
+    else:
+        kwargs["connect_args"] = {**default_connect_args(parsed), **kwargs.get("connect_args", {})}
     try:
         engine = create_engine(parsed, future=True, **kwargs)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigurationError(f"{source} ({safe_url(parsed)}) cannot be used: {exc}") from None
     event.listen(engine, "connect", _sqlite_pragmas if backend == "sqlite" else _postgres_session)
     return engine
+
+
+def default_connect_args(url: URL) -> dict:
+    """What every PostgreSQL connection to the warehouse is opened with, unless its URL says
+    otherwise: ``CONNECT_TIMEOUT_S`` (unless the URL's ``connect_timeout`` or libpq's
+    ``PGCONNECT_TIMEOUT`` sets one). The engine's and Great Expectations' own connections."""
+    if "connect_timeout" in url.query or os.environ.get("PGCONNECT_TIMEOUT"):
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT_S}
 
 
 def sqlite_path(url: URL) -> Path | None:
