@@ -335,7 +335,7 @@ def test_review_preview_and_post_name_the_nights_an_invoice_leaves_out(books, ag
         assert billed.returncode == 0 and billed.stdout.splitlines()[-1] == (
             "not counted in this run, the nights quarantined 2024-04-06 (release or discard: agent-billing snapshots "
             "release|discard 2024-04-06); failed 2024-04-04 (re-run: agent-billing sync --date 2024-04-04); once "
-            "decided, what they change goes on the next invoice of each contract"), billed.stdout
+            "decided, what they change goes on the next invoice of each contract they count for"), billed.stdout
     preview = agent_billing_cli("invoices", "preview", "--contract", "C-R")
     assert f"not in these lines, {words}" in preview.stdout.splitlines(), preview.stdout
     as_json = json.loads(agent_billing_cli("invoices", "preview", "--contract", "C-R", "--format", "json").stdout)

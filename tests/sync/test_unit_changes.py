@@ -424,3 +424,27 @@ def test_sync_prints_each_step_as_it_ends_so_a_failed_night_shows_what_was_done(
         "AGENT_BILLING_LATE_OBSERVATION": "allow", "AGENT_BILLING_DATA_TEAM_EMAILS": None})
     assert run.code == 2 and "quality gate failed" in run.stderr, run.stderr
     assert [json.loads(line)["status"] for line in run.stdout.splitlines()] == ["reused", "loaded"]
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)
+def test_a_reader_that_stops_reading_never_stops_the_night(contoso, warehouse_url, settings):
+    """`agent-billing sync --date D | head -1`: the step lines go to a closed pipe, and the night
+    still runs to its end and is recorded complete (printing as steps end must not cut it short)."""
+    import os
+    import subprocess
+    import sys
+
+    write_landing(settings.raw_path, D1, *DAYS[D1])
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    env = {**os.environ, "AIRFLOW_CONN_BILLING_WAREHOUSE": warehouse_url,
+           "AGENT_BILLING_RAW_PATH": str(settings.raw_path), "AGENT_BILLING_LATE_OBSERVATION": "allow"}
+    env.pop("AGENT_BILLING_DATA_TEAM_EMAILS", None)
+    try:
+        done = subprocess.run([sys.executable, "-m", "agent_billing.cli", "sync", "--date", D1.isoformat()],
+                              stdout=write, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
+    finally:
+        os.close(write)
+    assert done.returncode == 0, done.stderr
+    with contoso.connect() as conn:
+        assert conn.execute(text("SELECT status FROM sync_runs")).scalar() == "complete"

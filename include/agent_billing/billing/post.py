@@ -99,6 +99,24 @@ def refuse_nights_to_recount(conn: Connection, contract: Contract, month: date, 
     )
 
 
+#: Where what a run's left-out nights change goes, said of a run of many contracts.
+LEFT_OUT_OF_A_RUN = "goes on the next invoice of each contract they count for"
+
+
+def left_out_in_words(nights: dict[date, str], *, posted: bool = False, decided: str | None = None) -> str:
+    """``review.nights_left_out`` as a clause: each status with what a person does about it, then where
+    what they change goes (``decided``: said of it, e.g. for a run of many contracts)."""
+    held = [d for d, status in nights.items() if status == "quarantined"]
+    failed = [d for d, status in nights.items() if status == "failed"]
+    parts = ([f"quarantined {date_runs(held)} (release or discard: agent-billing snapshots release|discard "
+              f"{held[0]})"] if held else []) + (
+             [f"failed {date_runs(failed)} (re-run: agent-billing sync --date {failed[0]})"] if failed else [])
+    then = f"once decided, what they change {decided}" if decided else (
+        "once decided, what they change goes on a later invoice" if posted else
+        "decided before the invoice is posted, what they change is on it; after, on a later one")
+    return f"the nights {'; '.join(parts)}; {then}"
+
+
 def held_in_words(contract_id: str, waiting: dict[str, list[date]]) -> str:
     """What ``review`` and ``preview`` say of a contract held by ``store.nights_to_recount``."""
     return f"contract {contract_id} {held_until(waiting)}"

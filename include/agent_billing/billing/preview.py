@@ -27,9 +27,9 @@ from agent_billing.billing.horizon import (
 )
 from agent_billing.billing.model import Line
 from agent_billing.billing.money import quantize
-from agent_billing.billing.post import held_in_words, invoice_id
+from agent_billing.billing.post import held_in_words, invoice_id, left_out_in_words
 from agent_billing.billing.reconcile import retarget
-from agent_billing.billing.review import left_out_in_words, nights_left_out, posts_as_previewed
+from agent_billing.billing.review import nights_left_out, posts_as_previewed
 from agent_billing.billing.run import billed_as_of, plan_contract
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import share_unit_history

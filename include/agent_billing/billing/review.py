@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import Connection, Engine
@@ -19,12 +19,12 @@ from agent_billing.billing.post import (
     held_in_words,
     held_until,
     invoice_id,
+    left_out_in_words,
 )
 from agent_billing.billing.reconcile import retarget
 from agent_billing.billing.run import ContractResult, plan_contract, plan_lines, result
 from agent_billing.errors import UserError
 from agent_billing.sync.changes import share_unit_history
-from agent_billing.sync.dates import date_runs
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +51,7 @@ def nights_left_out(conn: Connection, contract: Contract, as_of: date) -> dict[d
     (date → status): an invoice posted without them is right for what was counted, and what
     they change once released or re-run goes on a later one. Named until a person acts: a
     failed night re-run becomes complete, or a gap when its landing is gone and it is late."""
-    return store.nights_not_counted(conn, contract.start_date - timedelta(days=1), as_of)
-
-
-def left_out_in_words(nights: dict[date, str], *, posted: bool = False, decided: str | None = None) -> str:
-    """``nights_left_out`` as a clause: each status with what a person does about it, then where
-    what they change goes (``decided``: said of it, e.g. for a run of many contracts)."""
-    held = [d for d, status in nights.items() if status == "quarantined"]
-    failed = [d for d, status in nights.items() if status == "failed"]
-    parts = ([f"quarantined {date_runs(held)} (release or discard: agent-billing snapshots release|discard "
-              f"{held[0]})"] if held else []) + (
-             [f"failed {date_runs(failed)} (re-run: agent-billing sync --date {failed[0]})"] if failed else [])
-    then = f"once decided, what they change {decided}" if decided else (
-        "once decided, what they change goes on a later invoice" if posted else
-        "decided before the invoice is posted, what they change is on it; after, on a later one")
-    return f"the nights {'; '.join(parts)}; {then}"
+    return store.nights_not_counted(conn, contract.start_date, as_of)
 
 
 def not_counted_in(engine: Engine, pending: list[dict]) -> list[str]:

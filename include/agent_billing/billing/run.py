@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from functools import partial
 
@@ -27,7 +27,13 @@ from agent_billing.billing.calendar import billing_month
 from agent_billing.billing.expected import ExpectedLedger
 from agent_billing.billing.horizon import check_horizon
 from agent_billing.billing.model import Contract, Line, Service
-from agent_billing.billing.post import Invoice, close_month, invoice_id
+from agent_billing.billing.post import (
+    LEFT_OUT_OF_A_RUN,
+    Invoice,
+    close_month,
+    invoice_id,
+    left_out_in_words,
+)
 from agent_billing.billing.reconcile import PENDING, PostedLedger, reconcile
 from agent_billing.errors import UserError
 from agent_billing.settings import get_settings
@@ -105,8 +111,8 @@ class BillingSummary:
     contracts: tuple[ContractResult, ...]
     failed: tuple[FailedContract, ...] = ()
     dry_run: bool = False
-    #: the nights through ``as_of`` (since the earliest contract's start) that no billing run
-    #: reads, quarantined or failed: (night, status); what they change comes once decided
+    #: the nights through ``as_of`` (from the first start of the contracts billed) that no
+    #: billing run reads, quarantined or failed: (night, status); what they change comes once decided
     nights_left_out: tuple[tuple[date, str], ...] = ()
 
     @property
@@ -164,8 +170,9 @@ def run_billing(
         check_horizon(conn, as_of, today)
         known = store.contract_ids(conn)
         stale = settled.read_stale(conn)
-        first = store.first_contract_start(conn)
-        left_out = store.nights_not_counted(conn, first - timedelta(days=1), as_of) if first else {}
+        first = store.first_contract_start(conn) if contract_ids is None else min(
+            (store.find_contract(conn, c).start_date for c in set(contract_ids) & set(known)), default=None)
+        left_out = store.nights_not_counted(conn, first, as_of) if first else {}
     if contract_ids is not None:
         unknown = sorted(set(contract_ids) - set(known))
         if unknown:
@@ -197,8 +204,7 @@ def run_billing(
                 log.info("billed %d/%d contracts", n, len(known))
     summary = BillingSummary(as_of, tuple(results), tuple(failed), dry_run, tuple(left_out.items()))
     if left_out:
-        log.warning("billing as of %s leaves out nights no run reads until a person decides them: %s",
-                    as_of, ", ".join(f"{d} {status}" for d, status in left_out.items()))
+        log.warning("billing as of %s: not counted, %s", as_of, left_out_in_words(left_out, decided=LEFT_OUT_OF_A_RUN))
     if summary.invoices_posted and not dry_run and engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(store.statement("analyze_ledger"))

@@ -158,10 +158,10 @@ def uncounted_services(conn: Connection, contract: Contract, as_of: date, month:
     )
 
 
-def nights_not_counted(conn: Connection, since: date, as_of: date) -> dict[date, str]:
-    """The nights after ``since`` through ``as_of`` that are quarantined or failed, each with
-    its status, in date order."""
-    rows = conn.execute(query("nights_not_counted"), {"since": since, "as_of": as_of})
+def nights_not_counted(conn: Connection, first_day: date, as_of: date) -> dict[date, str]:
+    """The nights from ``first_day`` through ``as_of`` that are quarantined or failed, each
+    with its status, in date order."""
+    rows = conn.execute(query("nights_not_counted"), {"first_day": first_day, "as_of": as_of})
     return {row.snapshot_date: row.status for row in rows}
 
 

@@ -151,9 +151,9 @@ def print_billing_summary(summary) -> None:
             f"{summary.pending_words()}"
         )
     if summary.nights_left_out:
-        from agent_billing.billing.review import left_out_in_words
+        from agent_billing.billing.post import LEFT_OUT_OF_A_RUN, left_out_in_words
 
-        nights = left_out_in_words(dict(summary.nights_left_out), decided="goes on the next invoice of each contract")
+        nights = left_out_in_words(dict(summary.nights_left_out), decided=LEFT_OUT_OF_A_RUN)
         print(f"not counted in this run, {nights}")
 
 
@@ -229,7 +229,7 @@ def _post(args: argparse.Namespace) -> int:
         f"{result.pending_as_of}): {invoice.lines} line(s), total {invoice.total} {result.currency}"
     )
     if result.nights_left_out:
-        from agent_billing.billing.review import left_out_in_words
+        from agent_billing.billing.post import left_out_in_words
 
         print(f"not in it, {left_out_in_words(dict(result.nights_left_out), posted=True)}")
     return 0

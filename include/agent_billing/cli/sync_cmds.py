@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,13 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _print_step(result) -> None:
-    """One JSON line per step, as it ends: after a failure or Ctrl-C, the lines say what was done."""
-    print(json.dumps(result.to_xcom(), default=str), flush=True)
+    """One JSON line per step, as it ends: after a failure or Ctrl-C, the lines say what was done.
+    A reader that stops reading (``sync … | head -1``) never stops the night: the rest of the
+    output goes nowhere."""
+    try:
+        print(json.dumps(result.to_xcom(), default=str), flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _add_rerun_note(failure, engine, settings, snapshot_date) -> None:
