@@ -23,7 +23,7 @@ POSTGRES_TYPES = ("", "postgres", "postgresql")  # "": a JSON connection without
 #: Seconds a PostgreSQL connection may take to open, unless the URL's ``connect_timeout`` or
 #: libpq's ``PGCONNECT_TIMEOUT`` says otherwise. libpq waits for ever by default: a warehouse
 #: host that drops packets held a task for the system's TCP timeout (about 2 minutes), and its
-#: failure callback, which Airflow gives 20 s, was killed before it could mail the alert.
+#: failure callback too, which could be killed before it mailed the alert.
 CONNECT_TIMEOUT_S = 10
 
 # sqlite3 cannot bind Decimal; its text form keeps every digit (SQLite's NUMERIC affinity then
