@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -249,7 +250,7 @@ def summary(engine, home: Path, log_path: Path) -> str:
         )).all()
         lines += ["", f"Invoices ({len(invoices)})", "-" * 78]
         for inv in invoices:
-            lines.append(f"  {inv[0]:<28} {str(inv[2])[:10]}  {inv[3]:<11} {inv[4]} {quantize(as_decimal(inv[5]), inv[4]):>12,}")
+            lines.append(f"  {inv[0]:<28} {str(inv[2])[:10]}  {inv[3]:<11} {inv[4]} {quantize(as_decimal(inv[5]), inv[4]):>12}")
         pick = next((i for i in reversed(invoices) if i[3] == "invoice"), None)
         if pick:
             lines += ["", f"Lines of {pick[0]} ({pick[1]})", "-" * 78]
@@ -259,9 +260,9 @@ def summary(engine, home: Path, log_path: Path) -> str:
             ), {"i": pick[0]}):
                 lines.append(
                     f"  {kind:<10} {sid:<20} {str(start)[:10]}..{str(end)[:10]} {units:>4} x {as_decimal(price):>8.4f}"
-                    f" x {days:>2}/{dip:<2} = {quantize(as_decimal(amount), pick[4]):>10,}"
+                    f" x {days:>2}/{dip:<2} = {quantize(as_decimal(amount), pick[4]):>10}"
                 )
-            lines.append(f"  {'total':<70} {quantize(as_decimal(pick[5]), pick[4]):>7,}")
+            lines.append(f"  {'total':<70} {quantize(as_decimal(pick[5]), pick[4]):>7}")
         edits = conn.execute(text(
             "SELECT e.entity_id, s.contract_id, e.field, e.old_value, e.new_value, e.applied_at FROM contract_edits e "
             "JOIN services s ON s.service_id = e.entity_id WHERE e.kind = 'service' AND e.action = 'update' "
@@ -272,14 +273,16 @@ def summary(engine, home: Path, log_path: Path) -> str:
             # database's CURRENT_TIMESTAMP: SQLite keeps whole seconds, as text)
             since = as_utc(applied_at).replace(microsecond=0)
             corrections = conn.execute(text(
-                "SELECT l.invoice_id, COUNT(*) FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id "
+                "SELECT l.invoice_id, COUNT(*), SUM(l.amount_e4), i.currency FROM invoice_lines l "
+                "JOIN invoices i ON i.invoice_id = l.invoice_id "
                 "WHERE l.service_id = :s AND l.kind = 'adjustment' AND i.posted_at >= :at "
-                "GROUP BY l.invoice_id ORDER BY l.invoice_id"),
+                "GROUP BY l.invoice_id, i.currency ORDER BY l.invoice_id"),
                 {"s": service_id, "at": since if conn.dialect.name == "postgresql" else f"{since:%Y-%m-%d %H:%M:%S}"},
             ).all()
             lines.append(
                 f"  {service_id}: {field} {old or '(none)'} -> {new}; "
-                + (", ".join(f"{n} adjustment line(s) on {invoice}" for invoice, n in corrections) or "no correction yet")
+                + (", ".join(f"{n} adjustment line(s) on {invoice}, {quantize(Decimal(e4) / 10_000, currency)} {currency}"
+                             for invoice, n, e4, currency in corrections) or "no correction yet")
                 + f" (`agent-billing contracts history {contract_id}`, data dictionary 5.3)")
         pending = dict(conn.execute(text("SELECT posting, COUNT(*) FROM billing_review GROUP BY posting")).all())
         reviewed = conn.execute(text(
@@ -294,7 +297,8 @@ def summary(engine, home: Path, log_path: Path) -> str:
         "",
         f"Warehouse: {home / 'warehouse.db'} (SQLite). Query it, for example:",
         f"  .venv/bin/python -c \"import sqlite3; c = sqlite3.connect('{home / 'warehouse.db'}'); "
-        "print(c.execute('SELECT contract_id, total FROM invoices').fetchall())\"",
+        "[print(*r) for r in c.execute('SELECT invoice_id, currency, printf(\\\"%.2f\\\", total) FROM invoices "
+        "ORDER BY invoice_id LIMIT 5')]\"",
         *([
             "  or with the command line:",
             f"  AIRFLOW_CONN_BILLING_WAREHOUSE=sqlite:///{(home / 'warehouse.db').resolve()} "

@@ -143,6 +143,7 @@ def test_a_renamed_service_does_not_hold_back_its_reviewed_lines(contoso, run_cl
                                             "invoices on its invoice date"),
         (("post", "--contract", "C-AUTO", "--as-of", "soon"), "invalid --as-of 'soon'"),
         (("invoices", "export", "--month", "2024-3-1"), "invalid --month '2024-3-1': expected YYYY-MM"),
+        (("invoices", "list", "--month", "2025-13"), "invalid --month '2025-13': there is no month 13 (01 to 12)"),
     ],
 )
 def test_bad_input_is_a_clear_error(contoso, run_cli, args, message):

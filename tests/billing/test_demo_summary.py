@@ -34,5 +34,5 @@ def test_the_summary_names_a_contract_edit_and_the_correction_it_made(books, tmp
     books.bill("2024-05-01")
     lines = summary(books.engine, tmp_path, tmp_path / "demo.log").splitlines()
     assert lines[lines.index("Contract edits (contract_edits)") + 2] == (
-        "  S: end_date (none) -> 2024-04-10; 1 adjustment line(s) on INV-C-2024-05 "
+        "  S: end_date (none) -> 2024-04-10; 1 adjustment line(s) on INV-C-2024-05, -48.00 USD "
         "(`agent-billing contracts history C`, data dictionary 5.3)")

@@ -64,10 +64,10 @@ def billing_month(as_of: date, billing_day: int, contract_start: date) -> date |
 def parse_month(value: str, what: str = "month") -> date:
     """``YYYY-MM`` as the month's first day (exactly that shape, spaces around it aside, as the
     contracts file's dates)."""
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", value := value.strip()):
+        raise UserError(f"invalid {what} {value!r}: expected YYYY-MM")
+    year, month = value.split("-")
     try:
-        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", value := value.strip()):
-            raise ValueError(value)
-        year, month = value.split("-")
         return date(int(year), int(month), 1)
     except ValueError:
-        raise UserError(f"invalid {what} {value!r}: expected YYYY-MM") from None
+        raise UserError(f"invalid {what} {value!r}: there is no month {month} (01 to 12)") from None
