@@ -58,8 +58,9 @@ def queue_data_team_alert(message_id: str, subject: str, body: str, *, backstop:
 
 
 def send_follow_up(queued: str | None) -> None:
-    """Send a follow-up alert at once (``notify.is_follow_up``): it was queued after the run's
-    notify and watcher delivered, and would otherwise wait for the next run's."""
+    """Send a follow-up alert at once, and nothing else (``notify.is_follow_up``): it was queued
+    after the run's notify and watcher delivered, and would otherwise wait for the next run's.
+    The rest of the outbox is left to the deliveries whose task fails on what goes wrong."""
     from agent_billing.sync.notify import is_follow_up
 
     if not is_follow_up(queued):
@@ -67,9 +68,10 @@ def send_follow_up(queued: str | None) -> None:
     from outbox_delivery import deliver_pending_mail
 
     try:
-        deliver_pending_mail()
-    except Exception:  # noqa: BLE001 - it stays in the outbox for the next delivery
-        log.warning("follow-up alert %r not sent now; the next delivery sends it", queued, exc_info=True)
+        deliver_pending_mail(only=queued)
+    except Exception as exc:  # noqa: BLE001 - a callback's trouble: logged; an unsent alert waits in the outbox
+        log.warning("follow-up alert %r: %s (notification_outbox keeps it unless it was sent; the next "
+                    "delivery sends what waits)", queued, redacted(str(exc)))
 
 
 def warehouse_unavailable() -> tuple[type[BaseException], ...]:

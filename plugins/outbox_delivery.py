@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 
-def deliver_pending_mail() -> dict:
-    """Send what waits. Mail waiting while ``smtp_default`` is not defined is a configuration
-    error: the task fails at once (a green run would hide that nobody gets the mail)."""
+def deliver_pending_mail(only: str | None = None) -> dict:
+    """Send what waits (``only``: that one message). Mail waiting while ``smtp_default`` is not
+    defined is a configuration error: the task fails at once (a green run would hide that
+    nobody gets the mail)."""
     from agent_billing.errors import ConfigurationError
     from agent_billing.settings import mail_settings
     from agent_billing.sync.notify import deliver_outbox
@@ -16,7 +17,7 @@ def deliver_pending_mail() -> dict:
     smtp = optional_connection_info("smtp_default")
     engine = WarehouseHook().get_conn(check_schema=False)  # the alerts of a failed run go out too
     try:
-        result = deliver_outbox(engine, smtp, mail_settings().notify_from)  # the alerts of a bad setting too
+        result = deliver_outbox(engine, smtp, mail_settings().notify_from, only)  # the alerts of a bad setting too
     finally:
         engine.dispose()
     if smtp is None and result.waiting:

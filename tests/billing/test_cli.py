@@ -144,6 +144,7 @@ def test_a_renamed_service_does_not_hold_back_its_reviewed_lines(contoso, run_cl
         (("post", "--contract", "C-AUTO", "--as-of", "soon"), "invalid --as-of 'soon'"),
         (("invoices", "export", "--month", "2024-3-1"), "invalid --month '2024-3-1': expected YYYY-MM"),
         (("invoices", "list", "--month", "2025-13"), "invalid --month '2025-13': there is no month 13 (01 to 12)"),
+        (("invoices", "list", "--month", "0000-05"), "invalid --month '0000-05': there is no year 0000"),
     ],
 )
 def test_bad_input_is_a_clear_error(contoso, run_cli, args, message):

@@ -346,10 +346,16 @@ def test_a_task_s_own_alert_after_the_backstop_s_was_sent_follows_it_at_once_wit
     assert killed and not with_error and not sent and ti.run_id in backstop and ti.task_id in backstop
     from outbox_delivery import deliver_pending_mail
 
+    from agent_billing.sync.notify import queue_message
+
     deliver_pending_mail()  # the watcher delivers it
+    with warehouse.begin() as conn:  # another run's mail, queued since: its own run's notify sends it
+        queue_message(conn, "unit-changes:C-OTHER:2026-11-04", "unit_changes", ["billing@other.example"],
+                      "[agent-billing] Unit changes", "S: 3 -> 4")
     for _ in range(2):  # the task's own callback, late (and again: the run cleared, failing again)
         callback({"ti": ti, "exception": RuntimeError("out of disk")})
     assert outbox() == [(backstop, subject, True, False, True),
+                        ("unit-changes:C-OTHER:2026-11-04", "[agent-billing] Unit changes", False, False, False),
                         (f"{backstop}:error", f"{subject}: its error", False, True, True)]
     mails = [message_from_bytes(m.content, policy=policy.default) for m in smtp_inbox.messages]
     assert [str(m["Subject"]) for m in mails] == [subject, f"{subject}: its error"]

@@ -310,6 +310,17 @@ def test_service_whose_view_was_not_landed_gets_no_false_zero(contoso, settings,
     not_extracted = [r.getMessage() for r in caplog.records if "was not extracted" in r.getMessage()]
     assert not_extracted == [f"{D1}: view 99999 of service S-NEWVIEW was not extracted for this date; no count recorded"]
     assert active_view_ids(contoso, D1) == sorted(["99999", VIEW]) and "88888" in active_view_ids(contoso, D2)
+    # a service whose contract starts later: not counted on D1 (no warning), but its view is
+    # extracted, so that a contract start moved back later can be recounted from D1's landing
+    later_contract = {**contract, "contract_id": "C-LATER", "start_date": D2.isoformat(), "services": [{
+        "service_id": "S-EARLY", "name": "Before its contract", "unit_price": "3.00",
+        "units_source": "rmm_agent_count", "vsa_view_id": "77777", "start_date": "2024-01-01"}]}
+    account["contracts"] = [contract, later_contract]
+    apply_contracts(contoso, {"accounts": [account]})
+    assert "77777" in active_view_ids(contoso, D1)
+    caplog.clear()
+    run_day(contoso, settings, D1, land=False)
+    assert not any("S-EARLY" in r.getMessage() for r in caplog.records if "was not extracted" in r.getMessage())
 
 
 def test_an_agent_renamed_as_it_moves_out_is_listed_under_its_previous_name(contoso, settings):

@@ -67,7 +67,9 @@ def parse_month(value: str, what: str = "month") -> date:
     if not re.fullmatch(r"[0-9]{4}-[0-9]{2}", value := value.strip()):
         raise UserError(f"invalid {what} {value!r}: expected YYYY-MM")
     year, month = value.split("-")
+    if not 1 <= int(month) <= 12:
+        raise UserError(f"invalid {what} {value!r}: there is no month {month} (01 to 12)")
     try:
         return date(int(year), int(month), 1)
     except ValueError:
-        raise UserError(f"invalid {what} {value!r}: there is no month {month} (01 to 12)") from None
+        raise UserError(f"invalid {what} {value!r}: there is no year {year}") from None

@@ -96,7 +96,9 @@ def _print_step(result) -> None:
     output goes nowhere."""
     try:
         print(json.dumps(result.to_xcom(), default=str), flush=True)
-    except BrokenPipeError:
+    except OSError as exc:  # a closed pipe, a full disk: the night matters more than its report
+        if not isinstance(exc, BrokenPipeError):
+            log.warning("the step lines cannot be written (%s): the night goes on without them", exc)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 

@@ -431,17 +431,20 @@ class DeliveryResult:
     waiting: int
 
 
-def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str) -> DeliveryResult:
-    """Send every unsent message. Each is claimed first (``claimed_at``, for ``CLAIM_LEASE``),
-    so two deliveries running at once never send one message twice."""
+def deliver_outbox(engine: Engine, smtp: ConnectionInfo | None, sender: str,
+                   only: str | None = None) -> DeliveryResult:
+    """Send every unsent message (``only``: that one message, if unsent). Each is claimed first
+    (``claimed_at``, for ``CLAIM_LEASE``), so two deliveries running at once never send one
+    message twice."""
     with engine.connect() as conn:
         pending = conn.execute(
             text(
                 "SELECT message_id FROM notification_outbox "
                 "WHERE sent_at IS NULL AND (claimed_at IS NULL OR claimed_at < :stale) "
-                "ORDER BY created_at, message_id"
+                + ("AND message_id = :only " if only is not None else "")
+                + "ORDER BY created_at, message_id"
             ),
-            {"stale": datetime.now(UTC) - CLAIM_LEASE},
+            {"stale": datetime.now(UTC) - CLAIM_LEASE, "only": only},
         ).all()
     if not pending:
         return DeliveryResult(0, 0)

@@ -21,10 +21,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_invoice_lines_adjusts", "invoice_lines", ["adjusts_line_id"],
+    # if_not_exists: a development warehouse upgraded by a short-lived variant of 0023 that made it
+    op.create_index("ix_invoice_lines_adjusts", "invoice_lines", ["adjusts_line_id"], if_not_exists=True,
                     postgresql_where=sa.text("adjusts_line_id IS NOT NULL"),
                     sqlite_where=sa.text("adjusts_line_id IS NOT NULL"))
 
 
 def downgrade() -> None:
-    op.drop_index("ix_invoice_lines_adjusts", table_name="invoice_lines")
+    op.drop_index("ix_invoice_lines_adjusts", table_name="invoice_lines", if_exists=True)
