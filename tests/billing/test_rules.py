@@ -65,8 +65,12 @@ def test_invoice_date_of_the_first_month_is_the_contract_start():
 
 def test_parse_month():
     assert parse_month("2024-03") == D("2024-03-01")
-    for bad in ("2024-13", "2024-03-01", "March"):
+    for bad in ("2024-03-01", "March", "2024-3"):
         with pytest.raises(UserError, match=f"invalid month '{bad}': expected YYYY-MM"):
+            parse_month(bad)
+    for bad, why in (("2024-13", "there is no month 13"), ("2024-00", "there is no month 00"),
+                     ("0000-05", "there is no year 0000")):
+        with pytest.raises(UserError, match=f"invalid month '{bad}': {why}"):
             parse_month(bad)
 
 

@@ -344,9 +344,8 @@ def test_a_task_s_own_alert_after_the_backstop_s_was_sent_follows_it_at_once_wit
     callback({"ti": ti, "exception": KILLED, "backstop": True})
     [(backstop, subject, killed, with_error, sent)] = outbox()
     assert killed and not with_error and not sent and ti.run_id in backstop and ti.task_id in backstop
-    from outbox_delivery import deliver_pending_mail
-
     from agent_billing.sync.notify import queue_message
+    from outbox_delivery import deliver_pending_mail
 
     deliver_pending_mail()  # the watcher delivers it
     with warehouse.begin() as conn:  # another run's mail, queued since: its own run's notify sends it
