@@ -593,14 +593,16 @@ Answer = Callable[[BaseHTTPRequestHandler], None]  # writes the whole answer to 
 
 
 class StandIn(ThreadingHTTPServer):
-    """A VSA stand-in over real HTTP: ``/auth`` opens a session, every other request is
-    answered by ``answer``; ``requests`` counts the API requests after ``/auth``."""
+    """A VSA stand-in over real HTTP: ``/auth`` opens a session (or is answered by ``auth``),
+    every other request is answered by ``answer``; ``requests`` counts the API requests after
+    ``/auth``."""
 
     daemon_threads = True
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, auth: Answer | None = None) -> None:
         super().__init__(("127.0.0.1", 0), _StandInHandler)
         self.answer = answer
+        self.auth = auth
         self.requests = 0
 
     def client(self, **options: Any) -> VsaClient:
@@ -621,7 +623,10 @@ class _StandInHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.lower().startswith(API + "/auth"):
-            send(self, 200, {"Result": {"Token": "session-1"}, "ResponseCode": 0, "Status": "OK"})
+            if self.server.auth:
+                self.server.auth(self)
+            else:
+                send(self, 200, {"Result": {"Token": "session-1"}, "ResponseCode": 0, "Status": "OK"})
             return
         self.server.requests += 1
         self.server.answer(self)
@@ -712,3 +717,53 @@ def test_a_server_fault_inside_http_200_on_auth_is_retried_not_called_a_bad_toke
     with make_client(fresh) as client:
         assert client.count("orgs") == fresh.state().counts()["orgs"]
     assert calls(fresh, "/auth") == 2
+
+
+# -- credentials never shown ---------------------------------------------------------------------
+
+
+def test_a_session_token_that_cannot_go_back_in_a_header_is_refused_without_being_shown(caplog):
+    """A proxy that adds a newline to the token: ``requests`` would refuse the header and quote
+    the token in its error, which went to the log, the run's message and the data team's mail."""
+
+    def token_with_newline(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 200, {"Result": {"Token": "SESSTOK-SECRET-123\n"}, "ResponseCode": 0})
+
+    caplog.set_level(logging.DEBUG)
+    with StandIn(lambda handler: send(handler, 200, orgs_page()), auth=token_with_newline) as vsa, \
+            vsa.client(max_retries=1) as client, pytest.raises(VsaMalformedResponse) as err:
+        client.count("orgs")
+    assert "session token with spaces or control characters" in str(err.value)
+    assert vsa.requests == 0  # the token was never sent
+    for text in (str(err.value), caplog.text):
+        assert "SESSTOK-SECRET" not in text
+
+
+def test_an_error_text_quoting_the_credentials_it_received_never_shows_them(caplog):
+    """A server or proxy that copies the ``Authorization`` header into its error text: the
+    PAT's Basic credentials on ``/auth``, the session token on any other request."""
+
+    def quote_basic(handler: BaseHTTPRequestHandler) -> None:
+        header = handler.headers["Authorization"]
+        send(handler, 401, {"Error": f"bad credentials in header {header}", "ResponseCode": 401})
+
+    def quote_bearer(handler: BaseHTTPRequestHandler) -> None:
+        header = handler.headers["Authorization"]
+        send(handler, 200, {"Error": f"cannot serve {header}", "ResponseCode": 500})
+
+    def open_session(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 200, {"Result": {"Token": "SESSTOK-SECRET-123"}, "ResponseCode": 0})
+
+    caplog.set_level(logging.DEBUG)
+    basic = base64.b64encode(b"someone:tok-secret-77").decode()
+    with StandIn(lambda handler: None, auth=quote_basic) as vsa, vsa.client() as client, \
+            pytest.raises(VsaAuthError) as refused:
+        client.count("orgs")
+    assert "bad credentials in header Basic ***" in str(refused.value)
+    with StandIn(quote_bearer, auth=open_session) as vsa, vsa.client(max_retries=1) as client, \
+            pytest.raises(VsaApiError) as failed:
+        client.count("orgs")
+    assert vsa.requests == 2  # tried, retried, then failed
+    assert "cannot serve Bearer ***" in str(failed.value) and failed.value.error == "cannot serve Bearer ***"
+    for text in (str(refused.value), str(failed.value), caplog.text):
+        assert basic not in text and "tok-secret-77" not in text and "SESSTOK-SECRET" not in text

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -65,6 +66,10 @@ MAX_PAGE_SIZE = 100
 MAX_RETRY_AFTER = 300.0
 #: Renewals one request may go through when others keep using up the fresh sessions.
 MAX_SESSION_RENEWALS = 20
+#: A session token goes back in a header: visible ASCII only (RFC 9110 field value, no spaces).
+_SENDABLE_TOKEN = re.compile(r"[\x21-\x7e]+")
+#: Shorter secrets are not hidden in error texts (they would blank out ordinary words).
+MIN_HIDDEN_SECRET = 3
 #: Log progress at INFO every this many pages.
 PROGRESS_EVERY = 10
 
@@ -166,6 +171,8 @@ class VsaClient:
         self.max_retries = max_retries
         self.extract_attempts = extract_attempts
         self._basic = basic_header(user, token)
+        # What an error text must never show: the PAT, the Basic credentials, the session tokens.
+        self._secrets = {token, self._basic.removeprefix("Basic ")}
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._session = requests.Session()
         self._session.headers.update(
@@ -414,8 +421,18 @@ class VsaClient:
         )
         if not token:
             raise self._error(VsaAuthError, "authentication returned no session token", endpoint)
+        token = str(token)
+        self._secrets.add(token)
+        if not _SENDABLE_TOKEN.fullmatch(token):
+            # requests would refuse the header and quote the token in its error.
+            raise self._error(
+                VsaMalformedResponse,
+                "authentication returned a session token with spaces or control characters, "
+                "which cannot be sent back; check what answers at this address (a proxy?)",
+                endpoint,
+            )
         log.debug("authenticated to %s as %s", self.base_url, self.user)
-        return str(token), session_expiry(result)
+        return token, session_expiry(result)
 
     def _send(self, path: str, params: Mapping[str, Any], authorization: str) -> _Answer:
         """One GET, its body read within ``retry_deadline`` of the request (``timeout`` bounds
@@ -540,7 +557,23 @@ class VsaClient:
         )
 
     def _error(self, cls: type[E], message: str, endpoint: str | None, **kwargs: Any) -> E:
-        return cls(message, host=self.base_url, endpoint=endpoint, user=self.user, **kwargs)
+        """An error of ``cls`` whose texts hide every credential (a server or proxy may quote
+        the ``Authorization`` header it received in its error text)."""
+        if isinstance(kwargs.get("error"), str):
+            kwargs["error"] = self._without_secrets(kwargs["error"])
+        return cls(
+            self._without_secrets(message),
+            host=self.base_url,
+            endpoint=endpoint,
+            user=self.user,
+            **kwargs,
+        )
+
+    def _without_secrets(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if len(secret) >= MIN_HIDDEN_SECRET:
+                text = text.replace(secret, "***")
+        return text
 
 
 @dataclass(frozen=True)
