@@ -512,13 +512,17 @@ def test_the_back_billing_warning_names_the_month_billing_starts(warehouse, cont
 
 def test_services_starting_together_before_the_first_night_get_one_warning(warehouse):
     """A first contracts file for customers already under management lists dozens of services
-    starting on one date: one warning names them (five, then how many more), not one each."""
+    starting on one date: one warning names them (five, then how many more), not one each; a
+    manual service is billed from its start at its own units, and said so apart."""
     from pathlib import Path
 
     with warehouse.begin() as conn:
         conn.execute(text("INSERT INTO sync_runs (snapshot_date, status) VALUES ('2024-06-01', 'complete')"))
     example = Path(__file__).resolve().parents[2] / "examples" / "contracts.yaml"
     assert apply_contracts(warehouse, example).back_billing == [
+        "service S-CONTOSO-SUP (line 40) starts 2024-03-01, before the first night synced (2024-06): its first "
+        "billing run bills every month from 2024-03 at its units in this file; for a customer billed elsewhere "
+        "until now, give the date billing moves here (docs/contracts.md, start_date)",
         "services S-CONTOSO-WS (line 23), S-CONTOSO-SRV (line 33) start 2024-03-01, before the first night synced "
         "(2024-06): their first billing run bills every month from 2024-03 at the units of their first count; for a "
         "customer billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"]

@@ -119,16 +119,20 @@ def scope_lines(err: str) -> list[str]:
 
 
 def test_back_billing_is_warned_of_once(warehouse, tmp_path, capsys):
-    """A counted service added to start months before the first night synced is billed from its
-    start at the units of its first count: apply says so once, naming the service and line."""
+    """A service added to start months before the first night synced is billed from its start,
+    a counted one at the units of its first count: apply says so once, naming the service and
+    line."""
     load_snapshot(warehouse, counts=False)
     path = tmp_path / "c.yaml"
     path.write_text(CONTRACTS)
     assert main(["contracts", "apply", str(path)]) == 0
-    [warned] = [line.removeprefix("agent-billing contracts apply: warning: services ")
+    warnings = [line.removeprefix("agent-billing contracts apply: warning: ")
                 for line in capsys.readouterr().err.splitlines() if "first billing run" in line]
-    # S-LATER starts after June, S-MANUAL's units are its own: neither is warned of; the nine
-    # starting together are one warning, naming five
+    manual, warned = warnings
+    assert manual.startswith("service S-MANUAL (line ") and "at its units in this file" in manual, manual
+    warned = warned.removeprefix("services ")
+    # S-LATER starts after June: not warned of; the nine counted services starting together are
+    # one warning, naming five
     named, rest = warned.split(" and ", 1)
     assert rest.startswith("4 more start ") and "their first billing run" in rest, warned
     assert {x.split(" (line")[0] for x in named.split(", ")} < {

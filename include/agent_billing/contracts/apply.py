@@ -4,8 +4,8 @@
 computed inside the transaction, refused plans raise before anything is written, and a
 preview (``dry_run``) executes the plan too and rolls back, so it meets every database rule
 the real apply meets. After the plan is executed the services' scopes are checked against the
-latest complete VSA snapshot (warnings; refused with ``strict``), counted services that
-start months before any night was synced are named (warnings: they are billed from their start),
+latest complete VSA snapshot (warnings; refused with ``strict``), services that start
+months before any night was synced are named (warnings: they are billed from their start),
 and so are the synced nights the plan made a counted service countable on, which are recorded
 in ``nights_to_recount`` until they are re-run (no invoice of the contract is posted till then).
 """
@@ -165,29 +165,31 @@ def check_scopes(conn: Connection, plan: Plan) -> None:
 
 
 def check_back_billing(conn: Connection, plan: Plan) -> None:
-    """Counted services the plan adds, or whose start it moves, to a month before the first
-    night synced (before this month when none was): the first billing run bills every month
-    from the start, at the units of the service's first count, which no night observed. Right
+    """Services the plan adds, or whose start it moves, to a month before the first night
+    synced (before this month when none was): the first billing run bills every month from the
+    start, a counted service at the units of its first count, which no night observed. Right
     for a contract signed before its machines were synced; wrong for a customer moved over
     from another billing system, whose past months were billed there."""
     first = conn.execute(text("SELECT MIN(snapshot_date) FROM sync_runs WHERE status = 'complete'")).scalar()
     reference = as_date(first) if first is not None else datetime.now(get_settings().tz).date()
     since = "the first night synced" if first is not None else "this month (no night synced yet)"
-    starting: dict[date, list[str]] = {}
+    starting: dict[tuple[date, bool], list[str]] = {}
     for e in plan.entries:
         moved = e.action == "update" and any(c.field == "start_date" for c in e.changes)
-        if e.kind != "service" or e.row.get("units_source") != "rmm_agent_count" or not (e.action == "create" or moved):
+        if e.kind != "service" or not (e.action == "create" or moved):
             continue
         contract_start = conn.execute(text("SELECT start_date FROM contracts WHERE contract_id = :c"),
                                       {"c": e.row["contract_id"]}).scalar()
         start = max(as_date(e.row["start_date"]), as_date(contract_start))  # billing starts with both
         if start < reference.replace(day=1):
-            starting.setdefault(start, []).append(e.describe())
-    for start, services in sorted(starting.items()):  # one warning per start: a first file has dozens
+            counted = e.row.get("units_source") == "rmm_agent_count"
+            starting.setdefault((start, counted), []).append(e.describe())
+    for (start, counted), services in sorted(starting.items()):  # one warning per start: a first file has dozens
         who, its = _some_services([x.removeprefix("service ") for x in services]), "its" if len(services) == 1 else "their"
+        units = f"the units of {its} first count" if counted else f"{its} units in this file"
         plan.back_billing.append(
             f"{who} start{'s' if len(services) == 1 else ''} {start}, before {since} ({reference:%Y-%m}): {its} first "
-            f"billing run bills every month from {start:%Y-%m} at the units of {its} first count; for a customer "
+            f"billing run bills every month from {start:%Y-%m} at {units}; for a customer "
             "billed elsewhere until now, give the date billing moves here (docs/contracts.md, start_date)"
         )
 

@@ -95,7 +95,7 @@ class Plan:
     scope_snapshot: date | None = None
     scope_problems: list[ScopeProblem] = field(default_factory=list)
     scopes_checked: bool = False
-    back_billing: list[str] = field(default_factory=list)  # counted services billed from before any night
+    back_billing: list[str] = field(default_factory=list)  # services billed from before any night
     uncounted: list[str] = field(default_factory=list)  # counted services active on synced nights not counting them
     backdated: list[str] = field(default_factory=list)  # manual unit changes effective in invoiced periods
 

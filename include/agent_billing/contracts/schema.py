@@ -44,6 +44,7 @@ from agent_billing.contracts.limits import (
 )
 from agent_billing.currencies import is_active_currency
 from agent_billing.errors import UserError
+from agent_billing.sync.dates import EARLIEST, LATEST
 
 LOCKED_FIELDS = (
     "units_source",
@@ -132,19 +133,25 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _calendar_date(value: Any) -> Any:
-    """A date written YYYY-MM-DD (quoted or not); never a timestamp, number or time of day."""
+    """A date written YYYY-MM-DD (quoted or not) within the dates a user may give (a typo such
+    as 0001-01-01 would bill every month since year 1); never a timestamp, number or time of
+    day."""
     if isinstance(value, datetime):
         raise ValueError(f"{value} has a time of day; write the date only (YYYY-MM-DD)")
-    if isinstance(value, date) or value is None:
+    if value is None:
         return value
     if isinstance(value, str):
         if not _ISO_DATE.fullmatch(value.strip()):
             raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
         try:
-            return date.fromisoformat(value.strip())
+            value = date.fromisoformat(value.strip())
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a valid date (YYYY-MM-DD): {exc}") from None
-    raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
+    if not isinstance(value, date):
+        raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(f"{value} is not a date from {EARLIEST} to {LATEST}")
+    return value
 
 
 def _quoted_text(value: Any) -> Any:
@@ -274,12 +281,18 @@ class ContractSpec(_Strict):
 
     @model_validator(mode="after")
     def _services_within(self) -> ContractSpec:
-        """A service that starts after its contract ends would never bill: a mistake."""
+        """A service that starts after its contract ends, or ends before it starts, would never
+        bill: a mistake."""
         for service in self.services:
             if self.end_date is not None and service.start_date > self.end_date:
                 raise ValueError(
                     f"service {service.service_id} starts on {service.start_date}, after the contract "
                     f"ends ({self.end_date}): it would never be billed"
+                )
+            if service.end_date is not None and service.end_date < self.start_date:
+                raise ValueError(
+                    f"service {service.service_id} ends on {service.end_date}, before the contract "
+                    f"starts ({self.start_date}): it would never be billed"
                 )
         return self
 
