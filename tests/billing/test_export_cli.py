@@ -61,6 +61,35 @@ def test_an_unwritable_path_is_one_line_naming_it(corrected, agent_billing_cli, 
     assert warehouse_contents(corrected.engine) == before
 
 
+def test_an_export_replaces_an_earlier_export_never_another_file(corrected, agent_billing_cli, tmp_path):
+    """A slip of ``--output`` naming the warehouse (or the contracts file, a landing's manifest)
+    replaced it and every posted invoice was gone; the month exported again, in either format,
+    replaces its earlier export."""
+    others = {"warehouse.db": b"SQLite format 3\x00", "contracts.yaml": b"accounts:\n  - account_id: A\n",
+              "manifest.json": b'{"snapshot_date": "2024-05-01"}\n'}
+    folder = tmp_path / "finance"
+    folder.mkdir()
+    for name, content in others.items():
+        (folder / name).write_bytes(content)
+        process = agent_billing_cli("invoices", "export", "--month", "2024-05", "--output", str(folder / name))
+        assert (process.returncode, process.stdout) == (2, "")
+        assert one_line_error(process).endswith(
+            f"{folder / name} exists and is not an invoice export: give another file name (--output "
+            "replaces only an earlier export), or remove the file first")
+        assert (folder / name).read_bytes() == content
+    for options in ([], ["--for-excel"], ["--format", "json"]):
+        target = folder / "may-export"
+        for _ in range(2):  # written, then written again over itself
+            process = agent_billing_cli("invoices", "export", "--month", "2024-05", *options, "--output", str(target))
+            assert process.returncode == 0, (options, process.stderr)
+        empty_month = agent_billing_cli("invoices", "export", "--month", "2024-01", *options, "--output", str(target))
+        assert empty_month.returncode == 0, (options, empty_month.stderr)
+        again = agent_billing_cli("invoices", "export", "--month", "2024-05", *options, "--output", str(target))
+        assert again.returncode == 0, (options, again.stderr)  # over an export of no line
+        target.unlink()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(others)
+
+
 def test_a_read_only_export_is_refused_not_replaced(corrected, tmp_path):
     """Finance's signed-off export, read-only: the rename of a temporary file replaced it (only
     the folder's permission counts for a rename). Refused as ``open`` refuses it. Run without
@@ -70,7 +99,7 @@ def test_a_read_only_export_is_refused_not_replaced(corrected, tmp_path):
     import sys
 
     signed = tmp_path / "signed-off.csv"
-    signed.write_text("the export finance signed off\n")
+    signed.write_text("invoice_id,invoice_date\nthe export finance signed off\n")
     signed.chmod(0o444)
     without_override = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     process = subprocess.run(
@@ -81,7 +110,7 @@ def test_a_read_only_export_is_refused_not_replaced(corrected, tmp_path):
     )
     assert (process.returncode, process.stdout) == (2, "")
     assert one_line_error(process).endswith(f"cannot write {signed}: Permission denied")
-    assert signed.read_text() == "the export finance signed off\n"
+    assert signed.read_text() == "invoice_id,invoice_date\nthe export finance signed off\n"
 
 
 def test_an_export_to_a_pipe_writes_into_it(corrected, agent_billing_cli, tmp_path):
@@ -107,7 +136,7 @@ def test_an_export_to_a_symlink_writes_through_it(corrected, agent_billing_cli, 
     link with a file of its own, and the shared file stayed as it was (a plain open writes through)."""
     shared = tmp_path / "share" / "may.csv"
     shared.parent.mkdir()
-    shared.write_text("last month's export\n")
+    shared.write_text("invoice_id,invoice_date\nlast month's export\n")
     link = tmp_path / "link.csv"
     link.symlink_to(shared)
     process = agent_billing_cli("invoices", "export", "--month", "2024-05", "--output", str(link))

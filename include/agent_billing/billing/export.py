@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -77,6 +78,28 @@ def export_invoice_lines(engine: Engine, month: date, out: TextIO, fmt: str = "c
         writer.writeheader()
         writer.writerows({**row, **{c: _inert(row[c]) for c in TEXT_COLUMNS}} for row in rows)
     return len(rows)
+
+
+#: The start of an export in either format (an export of no line: ``[]``).
+_EXPORT_START = re.compile(rb'(\xef\xbb\xbf)?invoice_id,|\[\s*(\]|\{\s*"invoice_id")')
+
+
+def refuse_to_replace_other_files(path: Path) -> None:
+    """``--output`` replaces an earlier export (the month exported again), never another file:
+    a slip naming the warehouse, the contracts file or a landing's manifest lost it."""
+    target = Path(os.path.realpath(path))
+    try:
+        if not target.is_file() or target.stat().st_size == 0:
+            return
+        with open(target, "rb") as handle:
+            start = handle.read(64)
+    except OSError:
+        return  # unreadable: the write names why
+    if not _EXPORT_START.match(start):
+        raise UserError(
+            f"{path} exists and is not an invoice export: give another file name (--output "
+            "replaces only an earlier export), or remove the file first"
+        )
 
 
 def write_atomically(path: Path, write: Callable[[TextIO], int]) -> int:

@@ -355,7 +355,7 @@ def _lines_table(lines: list[dict]) -> str:
 def _export(args: argparse.Namespace) -> int:
     from agent_billing.billing import export_invoice_lines
     from agent_billing.billing.calendar import parse_month
-    from agent_billing.billing.export import write_atomically
+    from agent_billing.billing.export import refuse_to_replace_other_files, write_atomically
     from agent_billing.billing.invoices import check_month_reached
     from agent_billing.errors import UserError
     from agent_billing.warehouse import connect_warehouse
@@ -370,6 +370,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.output in (None, "-"):
         export_invoice_lines(engine, month, sys.stdout, args.format, args.for_excel)
         return 0
+    refuse_to_replace_other_files(Path(args.output))
     count = write_atomically(
         Path(args.output), lambda out: export_invoice_lines(engine, month, out, args.format, args.for_excel)
     )
