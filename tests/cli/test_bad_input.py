@@ -90,6 +90,10 @@ def _nothing_created(tmp: Path) -> None:
     assert not (tmp / "missing.db").exists()
 
 
+def _nothing_created_here(_tmp: Path) -> None:
+    assert not Path("relative-w.db").exists()
+
+
 def _huge_units_file(_url: str, tmp: Path) -> None:
     (tmp / "huge.yaml").write_text(
         "accounts:\n- account_id: HUGE\n  name: Huge Ltd\n  contracts:\n  - contract_id: C-HUGE\n"
@@ -120,6 +124,16 @@ CASES = [
     Case("sqlite-directory-missing", ("review",), 2,
          r"directory of the SQLite warehouse /nonexistent/dir/w\.db does not exist",
          SQLITE, env={WAREHOUSE_VAR: "sqlite:////nonexistent/dir/w.db"}),
+    Case("sqlite-in-memory", ("db", "upgrade"), 2,
+         rf"{WAREHOUSE_VAR} names an in-memory SQLite database, gone when the command ends: give the "
+         r"warehouse's file, sqlite:////ABSOLUTE/PATH\.db", SQLITE, env={WAREHOUSE_VAR: "sqlite:///:memory:"}),
+    Case("sqlite-relative-path", ("db", "upgrade"), 2,
+         rf"names the SQLite file relative-w\.db relative to the directory a command runs from \(now "
+         rf"{re.escape(str(Path.cwd()))}\): give its absolute path, sqlite:///{re.escape(str(Path.cwd()))}/relative-w\.db",
+         SQLITE, env={WAREHOUSE_VAR: "sqlite:///relative-w.db"}, check=_nothing_created_here),
+    Case("postgresql-no-database", ("db", "upgrade"), 2,
+         r"names no database \(postgresql\+psycopg://billing:\*\*\*@127\.0\.0\.1:5432\): add it to the URL",
+         SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:5432"}),
     # -- the schema
     Case("sqlite-file-missing", ("review",), 2, r"missing\.db does not exist: run `agent-billing db upgrade`",
          SQLITE, env={WAREHOUSE_VAR: "sqlite:///{tmp}/missing.db"}, check=_nothing_created),

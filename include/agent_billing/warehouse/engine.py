@@ -113,7 +113,12 @@ def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
             f"takes {backend}:// or {backend}+{DRIVERS[backend][0]}://, expected {EXPECTED_URL}"
         )
     if backend == "sqlite":
-        _require_sqlite_directory(parsed, source)
+        _require_sqlite_file(parsed, source)
+    elif not parsed.database:  # libpq would take PGDATABASE or the user's name: a database unnamed
+        raise ConfigurationError(
+            f"{source} names no database ({safe_url(parsed)}): add it to the URL, "
+            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+        )
     else:
         kwargs["connect_args"] = {**default_connect_args(parsed), **kwargs.get("connect_args", {})}
     try:
@@ -141,9 +146,24 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
-def _require_sqlite_directory(url: URL, source: str) -> None:
+def _require_sqlite_file(url: URL, source: str) -> None:
+    """A SQLite warehouse is a file named by its absolute path, in a directory that exists: an
+    in-memory one is gone when the command ends (``db upgrade`` "succeeded" on it), and a
+    relative one is another warehouse in each directory a command runs from."""
+    if url.query.get("uri"):
+        return
     path = sqlite_path(url)
-    if path is not None and not path.parent.is_dir():
+    if path is None:
+        raise ConfigurationError(
+            f"{source} names an in-memory SQLite database, gone when the command ends: give the "
+            "warehouse's file, sqlite:////ABSOLUTE/PATH.db"
+        )
+    if not path.is_absolute():
+        raise ConfigurationError(
+            f"{source} names the SQLite file {path} relative to the directory a command runs from "
+            f"(now {Path.cwd()}): give its absolute path, sqlite:///{Path.cwd() / path}"
+        )
+    if not path.parent.is_dir():
         raise ConfigurationError(
             f"the directory of the SQLite warehouse {path} does not exist: "
             f"create {path.parent} or correct {source}"
