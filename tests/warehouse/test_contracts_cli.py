@@ -84,6 +84,10 @@ MISTAKES = [
      "contract_id: C-FABRIKAM",
      "contracts[0] (C-FABRIKAM): service S-FABRIKAM-BACKUP ends on 2024-05-31, before the contract starts "
      "(2024-06-15): it would never be billed"),
+    ("an end-of-file byte an old editor appended, which YAML refused with a traceback",
+     [("units: 4\n", "units: 4\x1a\n")],
+     "units: 4",
+     "the character U+001A (a control character) cannot be in a YAML file: remove it"),
     ("a quoted invalid date",
      [("units_effective_date: 2024-04-01", 'units_effective_date: "2024-13-01"')],
      'units_effective_date: "2024-13-01"',
@@ -304,16 +308,22 @@ def test_a_separate_process_prints_one_line_and_no_traceback(sqlite_warehouse_ur
     assert f"{path}:{line}: " in errors[0] or f"on line {line})" in errors[0]
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "cp1252"])
-def test_a_file_saved_in_another_encoding_says_to_save_it_as_utf8(tmp_path, encoding):
-    """Excel's "Unicode text" is UTF-16; Notepad's "ANSI" is the local code page."""
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "cp1252"])
+@pytest.mark.parametrize("name", ["Fabrikam Müller GmbH", "Fabrikam GmbH"])
+def test_a_file_saved_in_another_encoding_says_to_save_it_as_utf8(tmp_path, encoding, name):
+    """Excel's "Unicode text" is UTF-16 (with a byte-order mark, or without one from other
+    tools: then every other byte of its text is a NUL, which YAML refused with a traceback);
+    Notepad's "ANSI" is the local code page."""
     path = tmp_path / "contracts.yaml"
-    path.write_bytes(EXAMPLE.read_text().replace("Fabrikam GmbH", "Fabrikam Müller GmbH").encode(encoding))
+    path.write_bytes(EXAMPLE.read_text().replace("Fabrikam GmbH", name).encode(encoding))
+    if encoding == "cp1252" and name.isascii():
+        load_contracts_file(path)  # ASCII is ASCII in every one of them
+        return
     with pytest.raises(ContractsFileError) as refused:
         load_contracts_file(path)
-    line = 1 if encoding == "utf-16" else line_of(EXAMPLE, "name: Fabrikam GmbH")
-    kind = "UTF-16" if encoding == "utf-16" else "not UTF-8"
-    assert str(refused.value).startswith(f"{path}:{line}: the file is {kind} (byte ")
+    line = 1 if encoding == "utf-16" or name.isascii() else line_of(EXAMPLE, "name: Fabrikam GmbH")
+    kind = "not UTF-8" if encoding == "cp1252" else "UTF-16"
+    assert str(refused.value).startswith(f"{path}:{line}: the file is {kind} (")
     assert str(refused.value).endswith("save it as UTF-8 (Excel: Save As, CSV UTF-8 or text; Notepad: Save As, "
                                        "Encoding UTF-8)")
 

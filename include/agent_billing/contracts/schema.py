@@ -446,6 +446,9 @@ _YAML_HINTS = (
 )
 
 
+SAVE_AS_UTF8 = "save it as UTF-8 (Excel: Save As, CSV UTF-8 or text; Notepad: Save As, Encoding UTF-8)"
+
+
 def read_contracts_file(path: str | Path) -> ContractsDocument:
     """Parse and validate a contracts file whole; raise ``ContractsFileError`` (one line,
     naming the file, line, entry and field of every problem) when anything is wrong."""
@@ -456,10 +459,11 @@ def read_contracts_file(path: str | Path) -> ContractsDocument:
         raise ContractsFileError(f"{path}: file not found") from None
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
-        utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")
+        # with a byte-order mark, or without one: every other byte of its ASCII text is a NUL
+        utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in exc.object[: exc.start]
         raise ContractsFileError(
-            f"{path}:{line}: the file is {'UTF-16' if utf16 else 'not UTF-8'} (byte {exc.start + 1}); save it as "
-            "UTF-8 (Excel: Save As, CSV UTF-8 or text; Notepad: Save As, Encoding UTF-8)") from None
+            f"{path}:{line}: the file is {'UTF-16' if utf16 else 'not UTF-8'} (byte {exc.start + 1}); {SAVE_AS_UTF8}"
+        ) from None
     except OSError as exc:
         raise ContractsFileError(f"{path}: cannot read the file: {exc}") from None
     try:
@@ -472,9 +476,21 @@ def read_contracts_file(path: str | Path) -> ContractsDocument:
                    if exc.context and context and mark and context.line != mark.line else "")
         hint = next((h for problem, h in _YAML_HINTS if problem in (exc.problem or "")), "")
         raise ContractsFileError(f"{path}:{where}: {exc.problem}{started}{hint}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML never takes (an end-of-file byte, a NUL)
+        raise ContractsFileError(f"{path}:{_unreadable_character(text, exc)}") from None
     except ContractsFileError as exc:  # a key twice in one mapping, a number YAML would misread: "LINE: why"
         raise ContractsFileError(f"{path}:{exc}") from None
     return ContractsDocument(parse_contracts(raw, source=str(path)), str(path), entry_lines(raw))
+
+
+def _unreadable_character(text: str, exc: yaml.reader.ReaderError) -> str:
+    """``LINE: why`` for a character no YAML file may hold (YAML names only its position)."""
+    line = text.count("\n", 0, max(exc.position, 0)) + 1
+    code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+    name = unicodedata.name(chr(code), "a control character")
+    if code == 0:  # every other byte NUL: saved as UTF-16 without a byte-order mark
+        return f"{line}: the file is UTF-16 (a NUL character); {SAVE_AS_UTF8}"
+    return f"{line}: the character U+{code:04X} ({name}) cannot be in a YAML file: remove it"
 
 
 def parse_contracts(raw: Any, source: str = "contracts") -> ContractsFile:
