@@ -203,6 +203,21 @@ CASES = [
          r"connection 'vsa_default' has no host \(the VSA base URL\): write it as a URI with its scheme, "
          r"https://user:token@vsa\.example\.com, or in JSON form",
          SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": "vsa.example.com"}),
+    # a host requests cannot use was taken for VSA failing: retried 4 times, then exit 1
+    Case("vsa-host-port-out-of-range", ("vsa", "probe"), 2,
+         r"VSA base URL 'https://vsa\.example\.com:99999' must look like https://vsa\.example\.com: its port "
+         r"is not a number from 1 to 65535",
+         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa.example.com:99999", '
+                      '"login": "u", "password": "p"}'}),
+    Case("vsa-host-with-a-space", ("vsa", "probe"), 2,
+         r"VSA base URL 'https://vsa example\.com' must look like https://vsa\.example\.com: 'vsa example\.com' "
+         r"is not a host name",
+         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa example.com", '
+                      '"login": "u", "password": "p"}'}),
+    Case("vsa-host-unclosed-ipv6", ("vsa", "probe"), 2,
+         r"VSA base URL 'https://\[::1' must look like https://vsa\.example\.com$",
+         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://[::1", '
+                      '"login": "u", "password": "p"}'}),
     Case("warehouse-json-port-out-of-range", ("review",), 2,
          rf"{WAREHOUSE_VAR} is not a valid connection: port 99999 is out of range",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "port": 99999}'}),

@@ -757,15 +757,24 @@ def _normalise_base_url(base_url: str, allow_plain_http: bool = False) -> str:
     url = base_url.strip().rstrip("/")
     if url.lower().endswith(API_PREFIX):
         url = url[: -len(API_PREFIX)]
-    parts = urlsplit(url)
+    shape = f"VSA base URL {base_url!r} must look like https://vsa.example.com"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket
+        raise ConfigurationError(shape) from None
     if "@" in parts.netloc:  # do not echo it: the part before the @ may hold a token
         raise ConfigurationError(
             "the VSA base URL must not contain credentials: use the login and password fields"
         )
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigurationError(
-            f"VSA base URL {base_url!r} must look like https://vsa.example.com"
-        )
+        raise ConfigurationError(shape)
+    try:
+        parts.port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        raise ConfigurationError(f"{shape}: its port is not a number from 1 to 65535") from None
+    if not _HOST_NAME.fullmatch(parts.hostname or "") and not _is_ip_address(parts.hostname):
+        # requests would report it as VSA failing, and a task would retry it
+        raise ConfigurationError(f"{shape}: {parts.hostname!r} is not a host name")
     if parts.scheme == "http" and not allow_plain_http and not _on_this_machine(parts.hostname):
         raise ConfigurationError(
             f"VSA base URL {url} is plain HTTP: the personal access token would cross the network "
@@ -773,6 +782,18 @@ def _normalise_base_url(base_url: str, allow_plain_http: bool = False) -> str:
             "as for the simulator, or with the connection extra allow_plain_http=true)"
         )
     return url
+
+
+#: Labels of letters (an internationalised name too), digits, "_" and inner "-", split by dots.
+_HOST_NAME = re.compile(r"(?=.{1,253}$)\w([\w-]{0,61}\w)?(\.\w([\w-]{0,61}\w)?)*\.?")
+
+
+def _is_ip_address(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _on_this_machine(host: str | None) -> bool:
@@ -790,9 +811,12 @@ def _base_url_from_connection(conn: ConnectionInfo) -> str:
     if "://" not in host:
         scheme = conn.conn_type if conn.conn_type in ("http", "https") else "https"
         return f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
-    parts = urlsplit(host)
-    if conn.port and parts.port is None:
-        parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
+    try:
+        parts = urlsplit(host)
+        if conn.port and parts.port is None:
+            parts = parts._replace(netloc=f"{parts.netloc}:{conn.port}")
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range: the client names it
+        return host
     return parts.geturl()
 
 
