@@ -58,19 +58,15 @@ from run_states import fail_fast, fail_run_if_work_failed, run_params
 
 def sync_timezone() -> str:
     """``AGENT_BILLING_TIMEZONE``, refused in one line naming it when it is no IANA zone (the
-    DAG's import error). The rule of ``agent_billing.settings.known_timezone``, which a DAG file
-    cannot import at parse time; pendulum's own check names no setting and accepts names such
-    as ``utc`` that the tasks' settings refuse."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    DAG's import error; pendulum's own check names no setting and accepts names such as ``utc``
+    that the tasks' settings refuse)."""
+    from agent_billing.zones import known_timezone
 
     raw = os.environ.get("AGENT_BILLING_TIMEZONE", "UTC")
     try:
-        ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"AGENT_BILLING_TIMEZONE={raw!r}: unknown timezone {raw!r} (use an IANA name such as Europe/Amsterdam)"
-        ) from None
-    return raw
+        return known_timezone(raw)
+    except ValueError as exc:
+        raise ValueError(f"AGENT_BILLING_TIMEZONE={raw!r}: {exc}") from None
 
 
 TIMEZONE = sync_timezone()

@@ -10,12 +10,13 @@ from difflib import get_close_matches
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_billing.errors import ConfigurationError
+from agent_billing.zones import known_timezone
 
 #: One address by its form only: internal domains (``ops@corp.local``) are valid recipients,
 #: which a deliverability check (pydantic's EmailStr) would refuse.
@@ -119,16 +120,6 @@ class Settings(MailSettings):
         return ZoneInfo(self.timezone)
 
 _Model = TypeVar("_Model", bound=MailSettings)
-
-
-def known_timezone(value: str) -> str:
-    """``value`` if it names an IANA timezone (the billing timezone's rule, also checked by the
-    nightly DAG when it is parsed), else a ``ValueError`` saying what to write."""
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {value!r} (use an IANA name such as Europe/Amsterdam)") from None
-    return value
 
 
 def get_settings() -> Settings:

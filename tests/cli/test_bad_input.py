@@ -134,6 +134,8 @@ CASES = [
     Case("postgresql-no-database", ("db", "upgrade"), 2,
          r"names no database \(postgresql\+psycopg://billing:\*\*\*@127\.0\.0\.1:5432\): add it to the URL",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:5432"}),
+    Case("group-without-subcommand", ("contracts",), 2,  # was "required: contracts_command", an internal name
+         r"the following arguments are required: SUBCOMMAND \(see agent-billing contracts --help\)"),
     # -- the schema
     Case("sqlite-file-missing", ("review",), 2, r"missing\.db does not exist: run `agent-billing db upgrade`",
          SQLITE, env={WAREHOUSE_VAR: "sqlite:///{tmp}/missing.db"}, check=_nothing_created),

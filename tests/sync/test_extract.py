@@ -199,8 +199,12 @@ def test_tampered_landing_fails_its_checksum(tmp_path):
 
 
 def test_settings_reject_unknown_timezone():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown timezone 'Mars/Olympus'"):
         Settings(timezone="Mars/Olympus")
+    # a file of the zone database that stands for the machine's own setting: each machine would
+    # bill by its clock
+    with pytest.raises(ValueError, match="timezone 'localtime' is this machine's own setting"):
+        Settings(timezone="localtime")
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

@@ -134,7 +134,9 @@ def test_get_units_now_records_a_change_effective_today(warehouse, tmp_path, wor
         monkeypatch.setenv("AIRFLOW_CONN_VSA_DEFAULT", vsa.connection_json())
         sync_date(warehouse, settings, START, VsaClient.from_env, now=night(START))
         vsa.set_date(later)  # twenty days of churn later, an account manager presses the button
-        result = get_units_now(warehouse, VsaClient.from_env(), "ORG2", tz=settings.tz, now=night(later))
+        # the id as pasted into the DAG's form, with spaces around it: trimmed as the file's ids are
+        result = get_units_now(warehouse, VsaClient.from_env(), " ORG2 ", tz=settings.tz, now=night(later))
+        assert result.service_id == "ORG2"
     s = world.state(later)
     expected = sum(
         1 for r in (s.agents.record(h) for h in s.agents.handles) if r["OrgId"] == org and r["Online"] != 199

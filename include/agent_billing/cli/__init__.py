@@ -70,6 +70,12 @@ class _CommandParser(_OneLineErrors):
         kwargs["parents"] = [*kwargs.get("parents", ()), COMMON_OPTIONS]
         super().__init__(**kwargs)
 
+    def add_subparsers(self, **kwargs):
+        """A group's subcommands (``contracts apply``): a missing one is named SUBCOMMAND, not
+        by its internal ``dest`` (``contracts_command``)."""
+        kwargs.setdefault("metavar", "SUBCOMMAND")
+        return super().add_subparsers(**kwargs)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrors(

@@ -41,6 +41,7 @@ class UnitsNow:
 
 
 def get_units_now(engine: Engine, client: VsaClient, service_id: str, *, tz, now: datetime | None = None) -> UnitsNow:
+    service_id = service_id.strip()  # as the contracts file trims ids (a DAG param pasted with a space)
     now = now or datetime.now(UTC)
     today = now.astimezone(tz).date()
     with engine.connect() as conn:
