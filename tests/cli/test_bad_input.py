@@ -131,6 +131,9 @@ CASES = [
          rf"names the SQLite file relative-w\.db relative to the directory a command runs from \(now "
          rf"{re.escape(str(Path.cwd()))}\): give its absolute path, sqlite:///{re.escape(str(Path.cwd()))}/relative-w\.db",
          SQLITE, env={WAREHOUSE_VAR: "sqlite:///relative-w.db"}, check=_nothing_created_here),
+    Case("sqlite-a-device", ("db", "upgrade"), 2,
+         rf"{WAREHOUSE_VAR} names /dev/null, which is not a file \(a directory, a device\): give the warehouse's file",
+         SQLITE, env={WAREHOUSE_VAR: "sqlite:////dev/null"}),
     Case("postgresql-no-database", ("db", "upgrade"), 2,
          r"names no database \(postgresql\+psycopg://billing:\*\*\*@127\.0\.0\.1:5432\): add it to the URL",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:5432"}),

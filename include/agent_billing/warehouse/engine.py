@@ -163,6 +163,9 @@ def _require_sqlite_file(url: URL, source: str) -> None:
             f"{source} names the SQLite file {path} relative to the directory a command runs from "
             f"(now {Path.cwd()}): give its absolute path, sqlite:///{Path.cwd() / path}"
         )
+    if path.exists() and not path.is_file():
+        raise ConfigurationError(f"{source} names {path}, which is not a file (a directory, a device): "
+                                 "give the warehouse's file")
     if not path.parent.is_dir():
         raise ConfigurationError(
             f"the directory of the SQLite warehouse {path} does not exist: "
