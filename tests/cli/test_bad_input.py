@@ -127,10 +127,16 @@ CASES = [
     Case("sqlite-in-memory", ("db", "upgrade"), 2,
          rf"{WAREHOUSE_VAR} names an in-memory SQLite database, gone when the command ends: give the "
          r"warehouse's file, sqlite:////ABSOLUTE/PATH\.db", SQLITE, env={WAREHOUSE_VAR: "sqlite:///:memory:"}),
+    Case("sqlite-uri-in-memory", ("db", "upgrade"), 2, rf"{WAREHOUSE_VAR} names an in-memory SQLite database",
+         SQLITE, env={WAREHOUSE_VAR: "sqlite:///file::memory:?uri=true"}),
     Case("sqlite-relative-path", ("db", "upgrade"), 2,
          rf"names the SQLite file relative-w\.db relative to the directory a command runs from \(now "
          rf"{re.escape(str(Path.cwd()))}\): give its absolute path, sqlite:///{re.escape(str(Path.cwd()))}/relative-w\.db",
          SQLITE, env={WAREHOUSE_VAR: "sqlite:///relative-w.db"}, check=_nothing_created_here),
+    Case("postgresql-json-no-schema", ("db", "upgrade"), 2,
+         r"names no database \(postgresql\+psycopg://billing@db/\): add it to the URL, "
+         r"postgresql://USER\[:PASSWORD\]@HOST\[:PORT\]/DATABASE \(in the JSON form: schema\)",
+         SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "login": "billing"}'}),
     Case("sqlite-a-device", ("db", "upgrade"), 2,
          rf"{WAREHOUSE_VAR} names /dev/null, which is not a file \(a directory, a device\): give the warehouse's file",
          SQLITE, env={WAREHOUSE_VAR: "sqlite:////dev/null"}),

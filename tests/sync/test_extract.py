@@ -205,6 +205,8 @@ def test_settings_reject_unknown_timezone():
     # bill by its clock
     with pytest.raises(ValueError, match="timezone 'localtime' is this machine's own setting"):
         Settings(timezone="localtime")
+    with pytest.raises(ValueError, match=r"timezone 'right/UTC' is a copy of a zone .*: use its IANA name \(UTC\)"):
+        Settings(timezone="right/UTC")  # with leap seconds: not the UTC of every other machine
 
 
 @pytest.mark.parametrize("warehouse_url", ["sqlite"], indirect=True)

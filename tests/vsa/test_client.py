@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -767,3 +768,19 @@ def test_an_error_text_quoting_the_credentials_it_received_never_shows_them(capl
     assert "cannot serve Bearer ***" in str(failed.value) and failed.value.error == "cannot serve Bearer ***"
     for text in (str(refused.value), str(failed.value), caplog.text):
         assert basic not in text and "tok-secret-77" not in text and "SESSTOK-SECRET" not in text
+
+    def quote_late_and_encoded(handler: BaseHTTPRequestHandler) -> None:
+        """The header across the 300th character, where the error text is cut, and URL-encoded."""
+        header = handler.headers["Authorization"]
+        send(handler, 401, {"Error": "x" * 285 + f" {header} / {quote(header, safe='')}", "ResponseCode": 401})
+
+    with StandIn(lambda handler: None, auth=quote_late_and_encoded) as vsa, vsa.client() as client, \
+            pytest.raises(VsaAuthError) as cut:
+        client.count("orgs")
+    assert "Basic ***" in str(cut.value) and basic[:8] not in str(cut.value)
+    with StandIn(lambda handler: None, auth=quote_late_and_encoded) as vsa, vsa.client() as client:
+        vsa.auth = lambda handler: send(handler, 401, {  # the rest of it, URL-encoded
+            "Error": f"bad {quote(handler.headers['Authorization'], safe='')}", "ResponseCode": 401})
+        with pytest.raises(VsaAuthError) as encoded:
+            client.count("orgs")
+    assert "bad Basic%20***" in str(encoded.value) and basic[:8] not in str(encoded.value)

@@ -73,11 +73,13 @@ MISTAKES = [
     ("a year-1 date, a typo that would bill every month since year 1 on an invoice never edited",
      [("start_date: 2024-06-15\n        services:", "start_date: 0001-06-15\n        services:")],
      "start_date: 0001-06-15",
-     "contracts[0] (C-FABRIKAM) > start_date: 0001-06-15 is not a date from 1900-01-01 to 9998-12-31"),
-    ("a date past the last one a run can bill",
-     [("units: 4\n            start_date: 2024-06-15", "units: 4\n            start_date: 9999-12-31")],
-     "start_date: 9999-12-31",
-     "services[0] (S-FABRIKAM-BACKUP) > start_date: 9999-12-31 is not a date from 1900-01-01 to 9998-12-31"),
+     "contracts[0] (C-FABRIKAM) > start_date: 0001-06-15: expected a date from 1900-01-01 to 9998-12-31"),
+    ("an end written 9999-12-31 for no end, past the last date a run can bill",
+     [("units: 4\n            start_date: 2024-06-15", "units: 4\n            start_date: 2024-06-15\n"
+                                                         "            end_date: 9999-12-31")],
+     "end_date: 9999-12-31",
+     "services[0] (S-FABRIKAM-BACKUP) > end_date: 9999-12-31: expected a date from 1900-01-01 to 9998-12-31; "
+     "for no end, leave end_date out (null)"),
     ("a service that ends before its contract starts, so it would never bill",
      [("units: 4\n            start_date: 2024-06-15",
        "units: 4\n            start_date: 2024-01-01\n            end_date: 2024-05-31")],

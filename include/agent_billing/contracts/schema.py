@@ -44,7 +44,7 @@ from agent_billing.contracts.limits import (
 )
 from agent_billing.currencies import is_active_currency
 from agent_billing.errors import UserError
-from agent_billing.sync.dates import EARLIEST, LATEST
+from agent_billing.sync.dates import DATE_RANGE, LATEST, within_range
 
 LOCKED_FIELDS = (
     "units_source",
@@ -149,8 +149,9 @@ def _calendar_date(value: Any) -> Any:
             raise ValueError(f"{value!r} is not a valid date (YYYY-MM-DD): {exc}") from None
     if not isinstance(value, date):
         raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD")
-    if not EARLIEST <= value <= LATEST:
-        raise ValueError(f"{value} is not a date from {EARLIEST} to {LATEST}")
+    if not within_range(value):
+        no_end = "; for no end, leave end_date out (null)" if value > LATEST else ""
+        raise ValueError(f"{value}: {DATE_RANGE}{no_end}")
     return value
 
 

@@ -11,6 +11,12 @@ from agent_billing.errors import UserError
 #: Dates a user may give: a typo such as 0001-01-31 would otherwise reach date arithmetic
 #: that leaves the calendar (an OverflowError per contract) or record a gap for year 1.
 EARLIEST, LATEST = date(1900, 1, 1), date(9998, 12, 31)
+#: What a date out of that range is told (the command line's dates, the contracts file's).
+DATE_RANGE = f"expected a date from {EARLIEST} to {LATEST}"
+
+
+def within_range(value: date) -> bool:
+    return EARLIEST <= value <= LATEST
 
 
 def parse_date(value: str | date, what: str = "date") -> date:
@@ -26,8 +32,8 @@ def parse_date(value: str | date, what: str = "date") -> date:
             parsed = date.fromisoformat(text)
         except ValueError as e:  # the right shape but no such day (2024-02-30): say so
             raise UserError(f"invalid {what} {value!r}: {e}") from None
-    if not EARLIEST <= parsed <= LATEST:
-        raise UserError(f"invalid {what} {value!s}: expected a date from {EARLIEST} to {LATEST}")
+    if not within_range(parsed):
+        raise UserError(f"invalid {what} {value!s}: {DATE_RANGE}")
     return parsed
 
 

@@ -400,7 +400,7 @@ class VsaClient:
         endpoint = "GET /auth"
         response = self._send("/auth", {}, self._basic)
         if response.status_code in (401, 403):
-            detail = _error_text(response)
+            detail = _error_text(response, self._without_secrets)
             raise self._error(
                 VsaAuthError,
                 f"authentication refused (HTTP {response.status_code}"
@@ -507,7 +507,7 @@ class VsaClient:
                 status=status,
             )
         if status >= 400:
-            detail = _error_text(response)
+            detail = _error_text(response, self._without_secrets)
             raise self._error(
                 VsaHttpError,
                 f"HTTP {status} {response.reason or ''}".rstrip()
@@ -570,9 +570,11 @@ class VsaClient:
         )
 
     def _without_secrets(self, text: str) -> str:
+        """``text`` with every credential hidden, also as a URL or a JSON string quotes it."""
         for secret in sorted(self._secrets, key=len, reverse=True):
             if len(secret) >= MIN_HIDDEN_SECRET:
-                text = text.replace(secret, "***")
+                for form in (secret, quote(secret, safe=""), secret.replace("/", "\\/")):
+                    text = text.replace(form, "***")
         return text
 
 
@@ -769,9 +771,11 @@ def _normalise_base_url(base_url: str, allow_plain_http: bool = False) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigurationError(shape)
     try:
-        parts.port  # noqa: B018 - urllib checks the port when it is read
+        port = parts.port  # urllib checks the port when it is read
     except ValueError:
-        raise ConfigurationError(f"{shape}: its port is not a number from 1 to 65535") from None
+        port = 0
+    if port == 0:
+        raise ConfigurationError(f"{shape}: its port is not a number from 1 to 65535")
     if not _HOST_NAME.fullmatch(parts.hostname or "") and not _is_ip_address(parts.hostname):
         # requests would report it as VSA failing, and a task would retry it
         raise ConfigurationError(f"{shape}: {parts.hostname!r} is not a host name")
@@ -855,13 +859,14 @@ def _options_from_extra(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any
     return options
 
 
-def _error_text(response: _Answer) -> str:
-    """The ``Error`` text of a JSON error body, if any (never an HTML page)."""
+def _error_text(response: _Answer, without_secrets: Callable[[str], str]) -> str:
+    """The ``Error`` text of a JSON error body, if any (never an HTML page), its credentials
+    hidden before it is cut short (a cut through one would leave a prefix nothing matches)."""
     try:
         error = parse_envelope(response.content.decode("utf-8-sig")).get("Error")
     except ValueError:
         return ""
-    return str(error)[:300] if error not in (None, "", "None") else ""
+    return without_secrets(str(error))[:300] if error not in (None, "", "None") else ""
 
 
 def _retry_after(response: _Answer) -> float | None:

@@ -6,7 +6,7 @@ import os
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -48,7 +48,10 @@ def url_from_connection(conn: ConnectionInfo) -> str:
             auth += ":" + quote(conn.password, safe="")
         host = conn.host + (f":{conn.port}" if conn.port else "")
         # Connection extras (sslmode, connect_timeout, ...) are libpq URL parameters.
-        query = urlencode({k: v for k, v in conn.extra.items() if isinstance(v, str | int)})
+        params = {k: v for k, v in conn.extra.items() if isinstance(v, str | int)}
+        if conn.host.startswith("/"):  # a Unix socket's directory is libpq's host parameter
+            host, params = "", {"host": conn.host, **({"port": conn.port} if conn.port else {}), **params}
+        query = urlencode(params)
         raw = f"postgresql://{auth + '@' if auth else ''}{host}/{conn.schema}" + (f"?{query}" if query else "")
     return normalise_url(raw)
 
@@ -114,10 +117,11 @@ def connect_warehouse(url: str | None = None, **kwargs) -> Engine:
         )
     if backend == "sqlite":
         _require_sqlite_file(parsed, source)
-    elif not parsed.database:  # libpq would take PGDATABASE or the user's name: a database unnamed
+    elif not parsed.database and not {"dbname", "service"} & set(parsed.query):
+        # libpq would take PGDATABASE or the user's name: a database nobody named
         raise ConfigurationError(
             f"{source} names no database ({safe_url(parsed)}): add it to the URL, "
-            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+            "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (in the JSON form: schema)"
         )
     else:
         kwargs["connect_args"] = {**default_connect_args(parsed), **kwargs.get("connect_args", {})}
@@ -139,19 +143,22 @@ def default_connect_args(url: URL) -> dict:
 
 
 def sqlite_path(url: URL) -> Path | None:
-    """The file of a SQLite URL, or None for an in-memory or URI-style database."""
+    """The file of a SQLite URL (``sqlite:////srv/w.db``, or a URI ``sqlite:///file:/srv/w.db?uri=true``),
+    or None for an in-memory database."""
     database = url.database or ""
-    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or url.query.get("uri"):
+    if url.get_backend_name() != "sqlite":
         return None
-    return Path(database)
+    if url.query.get("uri"):
+        if url.query.get("mode") == "memory":
+            return None
+        database = unquote(urlsplit(database).path) if database.startswith("file:") else database
+    return None if database in ("", ":memory:") else Path(database)
 
 
 def _require_sqlite_file(url: URL, source: str) -> None:
     """A SQLite warehouse is a file named by its absolute path, in a directory that exists: an
     in-memory one is gone when the command ends (``db upgrade`` "succeeded" on it), and a
     relative one is another warehouse in each directory a command runs from."""
-    if url.query.get("uri"):
-        return
     path = sqlite_path(url)
     if path is None:
         raise ConfigurationError(
