@@ -489,7 +489,7 @@ def _unreadable_character(text: str, exc: yaml.reader.ReaderError) -> str:
     line = text.count("\n", 0, max(exc.position, 0)) + 1
     code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
     name = unicodedata.name(chr(code), "a control character")
-    if code == 0:  # every other byte NUL: saved as UTF-16 without a byte-order mark
+    if code == 0 and text[:200].count("\0") * 3 >= len(text[:200]):  # every other byte NUL: UTF-16, no BOM
         return f"{line}: the file is UTF-16 (a NUL character); {SAVE_AS_UTF8}"
     return f"{line}: the character U+{code:04X} ({name}) cannot be in a YAML file: remove it"
 
