@@ -549,13 +549,11 @@ def sync_date(
     on_step: Callable[[StepResult], None] | None = None,
 ) -> list[StepResult]:
     """Every step for one date, in order, as the DAG runs them (for the command line). A date
-    in the future, or a raw folder that is not mounted, is refused before anything is written
-    (not recorded as the date's failure: the command names it at once).
+    in the future is refused before anything is written (not recorded as the date's failure).
     ``on_step``: told each step's result as the step ends (what a failure later leaves done)."""
     from agent_billing.quality.snapshot_gate import QualityGateFailed
 
     refuse_future(snapshot_date, now or datetime.now(UTC), settings.tz)
-    refuse_missing_raw_folder(engine, Path(landing_for(settings, snapshot_date).root))
     run = f"{CLI_RUN_PREFIX}{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}"  # each command is a run of its own (its alerts)
 
     steps: list[tuple[str, Callable[[], StepResult]]] = [
