@@ -140,6 +140,7 @@ def record_failure(context) -> None:
     from agent_billing.sync.dates import parse_date
     from agent_billing.sync.pipeline import STATUS_NOT_RECORDED, sync_failure_alert
     from agent_billing.sync.pipeline import record_failure as record
+    from agent_billing.warehouse.errors import failure_text
     from warehouse_hook import WarehouseHook
 
     ti, error = context["ti"], context.get("exception")
@@ -147,7 +148,7 @@ def record_failure(context) -> None:
         return  # a failed quality gate was recorded, with its own alert, by the step itself
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:
-        d, message, settings = parse_date(snapshot_date), redacted(str(error)), mail_settings()
+        d, message, settings = parse_date(snapshot_date), redacted(failure_text(error)), mail_settings()
         try:
             engine = WarehouseHook().get_conn(check_schema=False)
             try:

@@ -123,9 +123,12 @@ def alert_data_team(context: Any) -> None:
     """on_failure_callback: a task failed for good (retries spent, or an input error). Also
     called by the run's watcher for a task that ended failed without it (``backstop``: killed
     before its callback ran), which never replaces an alert the task wrote itself."""
+    from agent_billing.warehouse.errors import failure_text
+
     ti = context["ti"]
     dag_id, run_id, task_id = ti.dag_id, ti.run_id, ti.task_id
-    error = redacted(str(context.get("exception") or "unknown error"))
+    error = context.get("exception")
+    error = redacted(failure_text(error) if error else "unknown error")
     params = {k: v for k, v in (context.get("params") or {}).items() if v is not None}
     body = (
         f"{dag_id} failed at {task_id} (run {run_id}, try {ti.try_number}).\n\n"

@@ -352,3 +352,26 @@ def test_a_first_night_after_trial_runs_records_no_missed_nights(contoso, settin
         assert conn.execute(text("SELECT COUNT(*) FROM sync_runs")).scalar() == 1
         assert conn.execute(text("SELECT COUNT(*) FROM notification_outbox")).scalar() == 0
 
+
+
+@pytest.mark.parametrize("warehouse_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_database_error_is_recorded_and_mailed_as_one_line(contoso, settings):
+    """A step failing on the database: SQLAlchemy's text of the error holds the whole statement
+    and its parameters (a 2,639-character mail when a session was cut during the diff); the
+    night's record and the data team's alert say the driver's own first line."""
+    from agent_billing.sync.pipeline import sync_date
+
+    from .conftest import DAYS, write_landing
+
+    d1 = sorted(DAYS)[0]
+    write_landing(settings.raw_path, d1, *DAYS[d1])
+    with contoso.begin() as conn:  # a table the count writes is gone: the same error every time
+        conn.execute(text("ALTER TABLE service_unit_counts RENAME TO service_unit_counts_moved"))
+    with pytest.raises(Exception, match=r"\[SQL: "):
+        sync_date(contoso, settings, d1, no_vsa, now=NOW)
+    with contoso.connect() as conn:
+        message = conn.execute(text("SELECT message FROM sync_runs WHERE snapshot_date = :d"), {"d": d1}).scalar_one()
+        [body] = conn.execute(text("SELECT body FROM notification_outbox")).scalars()
+    assert message.startswith("count failed: ") and "service_unit_counts" in message, message
+    assert "\n" not in message and "[SQL" not in message and len(message) < 300, message
+    assert message in body and "[SQL" not in body

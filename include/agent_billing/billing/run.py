@@ -38,7 +38,7 @@ from agent_billing.billing.reconcile import PENDING, PostedLedger, reconcile
 from agent_billing.errors import UserError
 from agent_billing.settings import get_settings
 from agent_billing.sync.notify import queue_message
-from agent_billing.warehouse.errors import permission_denied, transient_database_error
+from agent_billing.warehouse.errors import one_line, permission_denied, transient_database_error
 
 log = logging.getLogger(__name__)
 
@@ -311,13 +311,6 @@ def _attempt(
         if permission_denied(exc):  # the role, not the contract: every contract would fail alike
             raise
         return exc
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (a database error's own, not SQLAlchemy's SQL dump)."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _alert_failure(engine: Engine, as_of: date, failure: FailedContract) -> None:

@@ -48,6 +48,7 @@ from agent_billing.sync.runs import (
 )
 from agent_billing.sync.scopes import report_scopes
 from agent_billing.sync.snapshot_history import forget_night, prune_staging
+from agent_billing.warehouse.errors import failure_text
 from agent_billing.warehouse.staging import mark_settled, stage_of
 from agent_billing.warehouse.values import as_date
 
@@ -570,7 +571,7 @@ def sync_date(
         except QualityGateFailed:
             raise  # validate_step recorded it and queued its own alert
         except Exception as exc:
-            record_failure(engine, settings, snapshot_date, name, str(exc), run=run)
+            record_failure(engine, settings, snapshot_date, name, failure_text(exc), run=run)
             raise
         if on_step is not None:
             on_step(results[-1])

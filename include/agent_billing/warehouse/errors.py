@@ -35,6 +35,20 @@ def driver_error(exc: BaseException) -> BaseException:
     return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (a database error's own, not SQLAlchemy's SQL dump)."""
+    cause = driver_error(exc)
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a failure record and the data team's alert say of an error: a database error as
+    :func:`one_line` (SQLAlchemy's text adds the whole statement, thousands of characters),
+    anything else as its message."""
+    return one_line(exc) if database_error_classes(exc) else str(exc)
+
+
 def database_error_classes(exc: BaseException) -> set[str]:
     """The class names of a database error, wrapped by SQLAlchemy or raised by the driver
     itself (``DataError``, ``OperationalError``, ...); empty for anything else."""
