@@ -148,7 +148,7 @@ def record_failure(context) -> None:
         return  # a failed quality gate was recorded, with its own alert, by the step itself
     snapshot_date = ti.xcom_pull(task_ids="resolve_snapshot_date")
     if snapshot_date:
-        d, message, settings = parse_date(snapshot_date), redacted(failure_text(error)), mail_settings()
+        d, message, settings = parse_date(snapshot_date), redacted(failure_text(error) if error else "unknown error"), mail_settings()
         try:
             engine = WarehouseHook().get_conn(check_schema=False)
             try:

@@ -113,8 +113,9 @@ CASES = [
          SQLITE, env={WAREHOUSE_VAR: f"mysql://billing:{SECRET}@db/billing"}),
     Case("warehouse-not-configured", ("bill", "--as-of", "2025-01-15"), 2,
          rf"set {WAREHOUSE_VAR}", SQLITE, env={WAREHOUSE_VAR: None}),
-    Case("postgresql-refuses", ("review",), 1, r"cannot use the warehouse .*127\.0\.0\.1:1/.*refused.* \(once the "
-         r"database answers, run the command again: what it had not committed was rolled back\)$",
+    Case("postgresql-refuses", ("review",), 1, r"cannot use the warehouse .*127\.0\.0\.1:1/.*refused.* \(check "
+         r"AIRFLOW_CONN_BILLING_WAREHOUSE and that the database is up, then run the command again: what it had not "
+         r"committed was rolled back\)$",
          SQLITE, env={WAREHOUSE_VAR: f"postgresql://billing:{SECRET}@127.0.0.1:1/billing"}),
     Case("postgresql-database-missing", ("review",), 2,
          r'cannot use the warehouse .*/review_cli_no_such_db: .*database "review_cli_no_such_db" does not exist'

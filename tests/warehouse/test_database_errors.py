@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from sqlalchemy import text
 
-from agent_billing.warehouse.errors import transient_database_error
+from agent_billing.warehouse.errors import failure_text, transient_database_error
 
 
 def raised(engine, sql: str) -> BaseException:
@@ -21,6 +21,37 @@ def test_a_missing_table_fails_the_same_way_every_time(warehouse):
     assert not transient_database_error(raised(warehouse, "SELECT * FROM no_such_table"))
     assert not transient_database_error(raised(warehouse, "SELEKT 1"))
     assert not transient_database_error(ValueError("not a database error"))
+
+
+def test_a_database_error_is_told_in_one_line_with_what_the_server_says_of_it(warehouse):
+    """What a failed night's record and the data team's alert say: the driver's line, with
+    PostgreSQL's DETAIL (the key a constraint refused) and CONTEXT, never SQLAlchemy's dump of
+    the statement and its parameters; an error SQLAlchemy raises binding a value (a
+    StatementError, no database error) is told the same way."""
+    import sqlalchemy as sa
+
+    with warehouse.connect() as conn:
+        conn.execute(text("CREATE TEMPORARY TABLE once (id INTEGER PRIMARY KEY, day DATE)"))
+        conn.execute(text("INSERT INTO once (id) VALUES (1)"))
+        conn.commit()  # the temporary table outlives the failed statements' rollbacks
+        with pytest.raises(Exception) as duplicate:
+            conn.execute(text("INSERT INTO once (id) VALUES (:id)"), {"id": 1})
+        conn.rollback()
+        once = sa.Table("once", sa.MetaData(), sa.Column("id", sa.Integer), sa.Column("day", sa.Date))
+        with pytest.raises(sa.exc.StatementError) as unbound:  # SQLite: raised by SQLAlchemy binding it
+            conn.execute(once.insert(), {"id": 2, "day": "2024-13-01"})
+    assert "[SQL" in str(duplicate.value) and "[SQL" in str(unbound.value)  # what SQLAlchemy says
+    told = failure_text(duplicate.value)
+    if warehouse.dialect.name == "postgresql":
+        assert told == ('UniqueViolation: duplicate key value violates unique constraint "once_pkey"; '
+                        "Key (id)=(1) already exists.")
+    else:
+        assert told == "IntegrityError: UNIQUE constraint failed: once.id"
+    assert failure_text(unbound.value) == (
+        "TypeError: SQLite Date type only accepts Python date objects as input." if warehouse.dialect.name == "sqlite"
+        else "DatetimeFieldOverflow: date/time field value out of range: \"2024-13-01\"; unnamed portal parameter "
+        "$2 = '...'")
+    assert failure_text(ValueError("not a database error")) == "not a database error"
 
 
 def test_a_database_held_by_another_writer_is_passing_trouble(warehouse):

@@ -184,8 +184,9 @@ def explain(exc: BaseException) -> tuple[str, int]:
         cause = driver_error(exc)
         code = EXIT_BAD_INPUT if wrong_setting(exc) else EXIT_FAILURE
         what_to_do = ("check AIRFLOW_CONN_BILLING_WAREHOUSE" if code == EXIT_BAD_INPUT else
-                      # a server down or a session cut: nothing half-written to worry about
-                      "once the database answers, run the command again: what it had not committed was rolled back")
+                      # a server down, a session cut, a host or TLS setting: nothing half-written either way
+                      "check AIRFLOW_CONN_BILLING_WAREHOUSE and that the database is up, then run the command "
+                      "again: what it had not committed was rolled back")
         message = f"cannot use the warehouse {_warehouse_for_messages()}: {_one_line(cause)} ({what_to_do})"
     elif wrong_setting(exc):  # a URL parameter psycopg refuses before connecting
         message = (f"invalid warehouse setting: {_one_line(driver_error(exc))} "

@@ -35,18 +35,33 @@ def driver_error(exc: BaseException) -> BaseException:
     return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
 
 
+#: The most an error's line says (a constraint's DETAIL can quote a long key).
+ONE_LINE_MAX = 500
+
+
 def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (a database error's own, not SQLAlchemy's SQL dump)."""
-    cause = driver_error(exc)
+    """``Type: first line of the message`` of the error under SQLAlchemy's (not its dump of the
+    statement and parameters), with PostgreSQL's ``DETAIL`` and ``CONTEXT`` when it sent them:
+    the key a constraint refused, the COPY line and column a value did not fit."""
+    from sqlalchemy.exc import StatementError
+
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
     lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    text = f"{type(cause).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    diag = getattr(cause, "diag", None)
+    for part in (getattr(diag, "message_detail", None), getattr(diag, "context", None)):
+        if part and part.strip():
+            text += "; " + " ".join(part.split())
+    return text if len(text) <= ONE_LINE_MAX else text[: ONE_LINE_MAX - 1] + "…"
 
 
 def failure_text(exc: BaseException) -> str:
     """What a failure record and the data team's alert say of an error: a database error as
     :func:`one_line` (SQLAlchemy's text adds the whole statement, thousands of characters),
     anything else as its message."""
-    return one_line(exc) if database_error_classes(exc) else str(exc)
+    from sqlalchemy.exc import StatementError
+
+    return one_line(exc) if isinstance(exc, StatementError) or database_error_classes(exc) else str(exc)
 
 
 def database_error_classes(exc: BaseException) -> set[str]:
