@@ -90,6 +90,14 @@ def _nothing_created(tmp: Path) -> None:
     assert not (tmp / "missing.db").exists()
 
 
+def _vsa_connection(host: str, **extra: object) -> dict[str, str]:
+    """``vsa_default`` in JSON form, with ``host`` and connection extras."""
+    import json
+
+    return {"AIRFLOW_CONN_VSA_DEFAULT": json.dumps(
+        {"conn_type": "http", "host": host, "login": "u", "password": "p", **({"extra": extra} if extra else {})})}
+
+
 def _nothing_created_here(_tmp: Path) -> None:
     assert not Path("relative-w.db").exists()
 
@@ -207,12 +215,10 @@ CASES = [
     Case("vsa-extra-misspelt", ("vsa", "probe"), 2,  # was ignored: 8 requests in flight, not the 2 asked
          r"connection 'vsa_default': extra 'max_concurency' is not an option of the VSA client \(did you mean "
          r"max_concurrency\?\)",
-         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa.example.com", '
-                      '"login": "u", "password": "p", "extra": {"max_concurency": 2}}'}),
+         SQLITE, env=_vsa_connection("https://vsa.example.com", max_concurency=2)),
     Case("vsa-extra-milliseconds", ("vsa", "probe"), 2,
          r"connection 'vsa_default': extra timeout=30000 is out of range \(from 0\.001 to 600 seconds\)",
-         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa.example.com", '
-                      '"login": "u", "password": "p", "extra": {"timeout": 30000}}'}),
+         SQLITE, env=_vsa_connection("https://vsa.example.com", timeout=30000)),
     Case("vsa-host-without-scheme", ("vsa", "probe"), 2,
          r"connection 'vsa_default' has no host \(the VSA base URL\): write it as a URI with its scheme, "
          r"https://user:token@vsa\.example\.com, or in JSON form",
@@ -221,17 +227,14 @@ CASES = [
     Case("vsa-host-port-out-of-range", ("vsa", "probe"), 2,
          r"VSA base URL 'https://vsa\.example\.com:99999' must look like https://vsa\.example\.com: its port "
          r"is not a number from 1 to 65535",
-         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa.example.com:99999", '
-                      '"login": "u", "password": "p"}'}),
+         SQLITE, env=_vsa_connection("https://vsa.example.com:99999")),
     Case("vsa-host-with-a-space", ("vsa", "probe"), 2,
          r"VSA base URL 'https://vsa example\.com' must look like https://vsa\.example\.com: 'vsa example\.com' "
          r"is not a host name",
-         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://vsa example.com", '
-                      '"login": "u", "password": "p"}'}),
+         SQLITE, env=_vsa_connection("https://vsa example.com")),
     Case("vsa-host-unclosed-ipv6", ("vsa", "probe"), 2,
          r"VSA base URL 'https://\[::1' must look like https://vsa\.example\.com$",
-         SQLITE, env={"AIRFLOW_CONN_VSA_DEFAULT": '{"conn_type": "http", "host": "https://[::1", '
-                      '"login": "u", "password": "p"}'}),
+         SQLITE, env=_vsa_connection("https://[::1")),
     Case("warehouse-json-port-out-of-range", ("review",), 2,
          rf"{WAREHOUSE_VAR} is not a valid connection: port 99999 is out of range",
          SQLITE, env={WAREHOUSE_VAR: '{"conn_type": "postgres", "host": "db", "port": 99999}'}),
